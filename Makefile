@@ -1,0 +1,42 @@
+# esad-notebooks -- the README's commands.
+#   make demo   install into .venv (first time) and run the main job on the synthetic benchmark
+#   make test   install into .venv (first time) and run the test suite
+#   make lab    open the notebooks in JupyterLab
+#   make bench  side-by-side speed benchmark
+#   make clean  remove the venv, the generated synthetic benchmark and cached models
+#               (never a dataset you downloaded or a split you made)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= demo
+
+.PHONY: demo test lab bench clean install lint
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/esad demo --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/ruff check esad_lib tests benchmarks notebooks
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check esad_lib tests benchmarks notebooks
+
+lab: $(STAMP)
+	cd notebooks && ../$(BIN)/jupyter lab
+
+bench: $(STAMP)
+	$(BIN)/esad bench
+
+clean:
+	rm -rf $(VENV) bench .pytest_cache .ruff_cache
+	rm -rf data/synthetic data/cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,49 @@
+"""The ``esad`` command line.
+
+Each area of the library contributes its sub-commands from its own small module: a module
+listed in ``COMMAND_MODULES`` exposes ``register(subparsers)`` that adds its parsers and
+sets ``func`` (``args -> exit code``) on each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: modules that contribute sub-commands, in the order ``esad --help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from esad_lib import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="esad",
+        description=(
+            "ESAD (structural anomaly detection by inpainting + reconstruction) on MVTec LOCO AD "
+            "or the built-in synthetic LOCO-like benchmark."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"esad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Where data, caches and runs live.
+
+The data root is ``$ESAD_DATA_ROOT`` if set, else ``data/`` at the project root (the folder
+holding ``pyproject.toml``), else ``./data``.  Everything the project generates lands under
+it: the synthetic benchmark, splits, cached trained models.  Nothing under ``data/`` but its
+README is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    env = os.environ.get("ESAD_DATA_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    if (PROJECT_ROOT / "pyproject.toml").exists():
+        return PROJECT_ROOT / "data"
+    return Path.cwd() / "data"
+
+
+def cache_dir() -> Path:
+    """Cached trained models (``train_or_load``) and other derived artefacts."""
+    return data_root() / "cache"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
