@@ -12,7 +12,9 @@ import importlib
 import sys
 
 #: modules that contribute sub-commands, in the order ``esad --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "esad_lib.data.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

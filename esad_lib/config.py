@@ -38,8 +38,10 @@ class ESADConfig:
     profile: str = "demo"
 
     # ---- data -------------------------------------------------------------------------
-    #: LOCO-layout root (real MVTec LOCO AD or a split of it) or "synthetic" for the
-    #: built-in procedurally generated benchmark (generated on first use under the data root).
+    #: LOCO-layout root (real MVTec LOCO AD or a split of it), "synthetic" for the built-in
+    #: procedurally generated benchmark (generated on first use under the data root), or
+    #: "auto": the real dataset when the data root holds it (its category folders, or
+    #: mvtec_loco_anomaly_detection/), else the synthetic one.
     dataset: str = "synthetic"
     category: str = "breakfast_box"
     #: network input size (H, W); images are resized to it.  [RIAD]/[paper]: 256x256.

@@ -21,7 +21,8 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 def test_notebook_runs_in_smoke_profile(path: Path, session_data_root, monkeypatch) -> None:
     monkeypatch.setenv("ESAD_PROFILE", "smoke")
     monkeypatch.setenv("ESAD_DATA_ROOT", str(session_data_root))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the kernel's own inline backend renders figures into the outputs (Agg would drop them)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -34,3 +35,6 @@ def test_notebook_runs_in_smoke_profile(path: Path, session_data_root, monkeypat
     # a notebook that ran must have produced something to look at
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert outputs, f"{path.name} produced no output"
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    if any("plt." in "".join(c.source) for c in nb.cells if c.cell_type == "code"):
+        assert figures, f"{path.name} draws figures but none reached the outputs"

@@ -1,0 +1,360 @@
+"""Reader for MVTec LOCO AD and every dataset in its layout (paper Sec. 4.1, "Dataset").
+
+The layout (official dataset, its structural/logical splits, and the synthetic benchmark)::
+
+    <root>/<category>/train/good/*.png
+    <root>/<category>/validation/good/*.png
+    <root>/<category>/test/{good,logical_anomalies,structural_anomalies}/*.png
+    <root>/<category>/ground_truth/{logical,structural}_anomalies/<image_id>/000.png, 001.png, ...
+    <root>/<category>/defects_config.json
+
+Each anomalous test image has a *folder* of masks, one PNG per defect region ("channel"):
+0 outside the region, the defect's ``pixel_value`` inside.  The reader keeps these channels
+apart (the sPRO metric needs them) and also offers their union (pixel AUROC / AU-PRO need it).
+A split dataset simply lacks one of the two anomaly folders.  Stray files (``.DS_Store``,
+``Thumbs.db``, anything that is not an image) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+SPLITS = ("train", "validation", "test")
+LABELS = ("good", "logical", "structural")
+#: folder name of each label under ``<split>/`` (and under ``ground_truth/`` for anomalies).
+LABEL_DIRS = {"good": "good", "logical": "logical_anomalies", "structural": "structural_anomalies"}
+DIR_LABELS = {v: k for k, v in LABEL_DIRS.items()}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFECTS_CONFIG = "defects_config.json"
+
+
+class DatasetLayoutError(ValueError):
+    """A folder is not in the LOCO layout, or a file in it cannot be used (message says which)."""
+
+
+@dataclass(frozen=True)
+class DefectSpec:
+    """One entry of ``defects_config.json`` (used by the sPRO metric).
+
+    ``saturation_threshold`` is a pixel count when ``relative_saturation`` is False, else a
+    fraction of the defect region's area.
+    """
+
+    defect_name: str
+    pixel_value: int
+    saturation_threshold: float
+    relative_saturation: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "defect_name": self.defect_name,
+            "pixel_value": int(self.pixel_value),
+            "saturation_threshold": self.saturation_threshold,
+            "relative_saturation": bool(self.relative_saturation),
+        }
+
+
+@dataclass
+class Sample:
+    """One image of a LOCO-layout dataset and the paths of its mask channels (none if good)."""
+
+    path: Path
+    category: str
+    split: str  # "train" | "validation" | "test"
+    label: str  # "good" | "logical" | "structural"
+    image_id: str
+    mask_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def is_anomalous(self) -> bool:
+        return self.label != "good"
+
+    @property
+    def gt_dir(self) -> Path | None:
+        """Where this image's mask folder is (or should be); None for good images."""
+        if self.label == "good":
+            return None
+        return self.path.parent.parent.parent / "ground_truth" / LABEL_DIRS[self.label] / self.image_id
+
+
+def is_stray(path: Path) -> bool:
+    """True for files the reader ignores: hidden files, ``Thumbs.db``, non-images."""
+    name = path.name
+    return (
+        name.startswith(".")
+        or name.lower() in ("thumbs.db", "desktop.ini")
+        or (path.suffix.lower() not in IMAGE_SUFFIXES)
+    )
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (sorted naturally; stray files and folders skipped)."""
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.is_file() and not is_stray(p)]
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def is_category_dir(path: Path) -> bool:
+    """A folder that looks like one LOCO category (has ``train/good``)."""
+    return (path / "train" / "good").is_dir()
+
+
+def categories(root: str | Path) -> list[str]:
+    """Names of the category folders under ``root`` (sorted)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_category_dir(p))
+
+
+def is_loco_root(root: str | Path) -> bool:
+    return bool(categories(root))
+
+
+def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:
+    """Parse ``<category>/defects_config.json`` (a list of dicts) into ``DefectSpec``\\ s."""
+    path = Path(category_dir) / DEFECTS_CONFIG
+    if not path.is_file():
+        raise DatasetLayoutError(
+            f"{path}: missing; every LOCO category folder holds a defects_config.json "
+            "(copy it from the original dataset)"
+        )
+    try:
+        entries = json.loads(path.read_text())
+        specs = [
+            DefectSpec(
+                defect_name=str(e["defect_name"]),
+                pixel_value=int(e["pixel_value"]),
+                saturation_threshold=float(e["saturation_threshold"]),
+                relative_saturation=bool(e["relative_saturation"]),
+            )
+            for e in entries
+        ]
+    except (ValueError, KeyError, TypeError) as err:
+        raise DatasetLayoutError(
+            f"{path}: not a valid defects config ({err}); expected a JSON list of "
+            "{defect_name, pixel_value, saturation_threshold, relative_saturation}"
+        ) from err
+    return specs
+
+
+def _category_dir(root: Path, category: str) -> Path:
+    cdir = root / category
+    if not cdir.is_dir():
+        found = categories(root)
+        raise DatasetLayoutError(
+            f"{cdir}: no such category folder; {root} holds "
+            + (
+                ", ".join(found)
+                if found
+                else "no LOCO category folders (expected e.g. breakfast_box/train/good)"
+            )
+        )
+    return cdir
+
+
+def list_samples(
+    root: str | Path,
+    category: str,
+    split: str | None = None,
+    labels: Iterable[str] | None = None,
+) -> list[Sample]:
+    """All images of ``category`` (one split or all), in split/label/name order.
+
+    ``labels`` filters by "good"/"logical"/"structural".  Mask paths are filled from
+    ``ground_truth/<label>_anomalies/<image_id>/`` (empty if that folder is missing: the
+    checker reports it, ``load_channel_masks`` raises).
+    """
+    root = Path(root)
+    cdir = _category_dir(root, category)
+    splits = SPLITS if split is None else (split,)
+    for s in splits:
+        if s not in SPLITS:
+            raise ValueError(f"unknown split {s!r}; choose one of {SPLITS}")
+    wanted = LABELS if labels is None else tuple(labels)
+    for lab in wanted:
+        if lab not in LABELS:
+            raise ValueError(f"unknown label {lab!r}; choose from {LABELS}")
+    out: list[Sample] = []
+    for s in splits:
+        for lab in LABELS:
+            if lab not in wanted or (s != "test" and lab != "good"):
+                continue
+            for p in image_files(cdir / s / LABEL_DIRS[lab]):
+                sample = Sample(path=p, category=category, split=s, label=lab, image_id=p.stem)
+                if lab != "good":
+                    sample.mask_paths = image_files(sample.gt_dir)
+                out.append(sample)
+    return out
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image from its header (no decoding)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise DatasetLayoutError(f"{path}: cannot read image header ({err})") from err
+    return h, w
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image to RGB. Returns uint8 [H0, W0, 3]; clear error if unreadable/truncated."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DatasetLayoutError(
+            f"{path}: unreadable or truncated image ({err}); replace it from the original dataset"
+        ) from err
+    return np.array(rgb, dtype=np.uint8)
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """Decode one mask PNG to uint8 [H0, W0] (first channel if it was saved as RGB)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("L")
+            arr = np.array(im)
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise DatasetLayoutError(f"{path}: unreadable or truncated mask ({err})") from err
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.max(initial=0) > 255:
+        raise DatasetLayoutError(f"{path}: mask values above 255 ({arr.max()}); expected 8-bit masks")
+    return arr.astype(np.uint8)
+
+
+def load_channel_masks(sample: Sample) -> np.ndarray:
+    """The defect channels of ``sample``: uint8 [C, H0, W0], one per mask PNG (values = pixel
+    values); shape [0, H0, W0] for a good image."""
+    h, w = image_size(sample.path)
+    if sample.label == "good":
+        return np.zeros((0, h, w), dtype=np.uint8)
+    if not sample.mask_paths:
+        raise DatasetLayoutError(
+            f"{sample.path}: anomalous image without ground truth; expected mask PNGs in {sample.gt_dir}"
+        )
+    chans = []
+    for mp in sample.mask_paths:
+        m = load_mask(mp)
+        if m.shape != (h, w):
+            raise DatasetLayoutError(
+                f"{mp}: mask size {m.shape[1]}x{m.shape[0]} (WxH) differs from its image "
+                f"{sample.path} ({w}x{h})"
+            )
+        chans.append(m)
+    return np.stack(chans)
+
+
+def union_mask(channels: np.ndarray) -> np.ndarray:
+    """Union of the defect channels: bool [H0, W0] (all False for C = 0)."""
+    return np.asarray(channels).astype(bool).any(axis=0)
+
+
+def _to_tensor_image(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+
+
+class LOCODataset(torch.utils.data.Dataset):
+    """Images of one category/split as network inputs (torch Dataset).
+
+    Item (a dict):
+      * ``image``  FloatTensor [3, H, W] in [-1, 1] (bilinear, antialiased resize to ``image_size``)
+      * ``mask``   FloatTensor [1, H, W] union of the defect channels (nearest resize), 0/1
+      * ``label``  int, 0 good / 1 anomalous; ``label_name`` "good"/"logical"/"structural"
+      * ``path``   str; ``orig_size`` LongTensor [2] = (H0, W0)
+      * ``channels`` uint8 ndarray [C, H0, W0] at ORIGINAL size (only if ``return_channels``;
+        batch with ``collate_keep_lists``)
+
+    ``cache=True`` keeps the resized tensors in memory after the first read (small datasets).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: str,
+        image_size: Sequence[int] = (256, 256),
+        labels: Iterable[str] | None = None,
+        return_channels: bool = False,
+        cache: bool = False,
+    ) -> None:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as tvf
+
+        self._tvf, self._interp = tvf, InterpolationMode
+        self.root = Path(root)
+        self.category = category
+        self.split = split
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.return_channels = return_channels
+        self.samples = list_samples(self.root, category, split, labels)
+        cfg_path = self.root / category / DEFECTS_CONFIG
+        self.defects = load_defects_config(self.root / category) if cfg_path.is_file() else []
+        self._cache: dict[int, dict] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, idx: int) -> dict:
+        s = self.samples[idx]
+        tvf, interp = self._tvf, self._interp
+        img = _to_tensor_image(load_image(s.path))  # uint8 [3, H0, W0]
+        h0, w0 = img.shape[1:]
+        x = tvf.resize(img.float(), list(self.image_size), interpolation=interp.BILINEAR, antialias=True)
+        x = (x / 127.5 - 1.0).clamp_(-1.0, 1.0)
+        channels = load_channel_masks(s) if s.label != "good" else np.zeros((0, h0, w0), np.uint8)
+        union = torch.from_numpy(union_mask(channels)).to(torch.uint8)[None]
+        m = tvf.resize(union, list(self.image_size), interpolation=interp.NEAREST).float()
+        item = {
+            "image": x,
+            "mask": m,
+            "label": int(s.label != "good"),
+            "label_name": s.label,
+            "path": str(s.path),
+            "orig_size": torch.tensor([h0, w0], dtype=torch.long),
+        }
+        if self.return_channels:
+            item["channels"] = channels
+        return item
+
+    def __getitem__(self, idx: int) -> dict:
+        if self._cache is None:
+            return self._load(idx)
+        if idx not in self._cache:
+            self._cache[idx] = self._load(idx)
+        return dict(self._cache[idx])
+
+
+def collate_keep_lists(batch: list[dict]) -> dict:
+    """Collate ``LOCODataset`` items: tensors stacked, ``label`` -> LongTensor [B],
+    ``channels``/``path``/``label_name`` kept as lists (channel counts and sizes differ)."""
+    out: dict = {}
+    for key in batch[0]:
+        vals = [b[key] for b in batch]
+        if isinstance(vals[0], torch.Tensor):
+            out[key] = torch.stack(vals)
+        elif key == "label":
+            out[key] = torch.tensor(vals, dtype=torch.long)
+        else:
+            out[key] = vals
+    return out

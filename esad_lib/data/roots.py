@@ -1,0 +1,68 @@
+"""Which LOCO-layout root a notebook or run uses (paper Sec. 4.1: MVTec LOCO AD; here also the
+synthetic stand-in).
+
+Rule (``cfg.dataset``):
+
+* ``"synthetic"`` -- the built-in synthetic benchmark (generated on first use);
+* ``"auto"`` -- the real MVTec LOCO AD when the data root holds it (``$ESAD_DATA_ROOT`` itself,
+  or its ``mvtec_loco_anomaly_detection/`` folder, the name of the official archive), else the
+  synthetic benchmark;
+* any other string -- a path to a LOCO-layout root (official dataset or a split of it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from esad_lib.config import CATEGORIES
+from esad_lib.data.loco import DatasetLayoutError, categories
+from esad_lib.data.synth import ensure_synthetic
+
+#: folder names under the data root where the real dataset is looked for by ``"auto"``.
+OFFICIAL_DIRNAMES = ("mvtec_loco_anomaly_detection", "mvtec_loco_ad", "mvtec_loco")
+
+
+def find_loco_root() -> Path | None:
+    """The real MVTec LOCO AD under the data root, or None.  A candidate counts when it holds
+    at least one official category folder with ``train/good``."""
+    from esad_lib.paths import data_root
+
+    base = data_root()
+    for cand in (base, *(base / n for n in OFFICIAL_DIRNAMES)):
+        if set(categories(cand)) & set(CATEGORIES):
+            return cand
+    return None
+
+
+def validate_root(root: str | Path, category: str | None = None) -> Path:
+    """``root`` as a Path after checking it is a LOCO-layout root (holding ``category``)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(
+            f"dataset {root}: no such folder; set cfg.dataset to a LOCO-layout root "
+            "(e.g. the extracted mvtec_loco_anomaly_detection/) or to 'synthetic'"
+        )
+    found = categories(root)
+    if not found:
+        raise DatasetLayoutError(
+            f"dataset {root}: not a LOCO-layout root (no <category>/train/good folders inside); "
+            "point it at the folder that holds breakfast_box/, juice_bottle/, ..."
+        )
+    if category is not None and category not in found:
+        raise DatasetLayoutError(
+            f"dataset {root}: has no category {category!r} (it holds {', '.join(found)}); "
+            "change cfg.category or the dataset path"
+        )
+    return root
+
+
+def dataset_root(cfg) -> Path:
+    """The LOCO-layout root for ``cfg`` (see the module docstring for the rule)."""
+    ds = str(getattr(cfg, "dataset", "synthetic"))
+    category = getattr(cfg, "category", None)
+    if ds == "synthetic":
+        return ensure_synthetic(cfg)
+    if ds == "auto":
+        real = find_loco_root()
+        return validate_root(real, category) if real is not None else ensure_synthetic(cfg)
+    return validate_root(ds, category)

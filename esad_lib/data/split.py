@@ -1,0 +1,318 @@
+"""Split MVTec LOCO AD into a *structural* and a *logical* dataset (paper Sec. 4.1: ESAD is
+evaluated on the structural anomalies; the logical split is kept to show where it fails).
+
+``split_dataset(SRC, OUT)`` writes::
+
+    OUT/structural/<category>/{train/good, validation/good, test/good, test/structural_anomalies,
+                               ground_truth/structural_anomalies/<id>/*.png, defects_config.json}
+    OUT/logical/<category>/...      (the same with logical_anomalies)
+
+Guarantees: the source is only read; outputs are byte-identical to their sources (copy,
+hardlink or symlink); every file is written atomically (temporary name + rename); a manifest
+``OUT/.esad_split.json`` is written FIRST (status "in_progress", the full plan), so a re-run
+recognises its own folder and completes an interrupted run, and LAST (status "complete"); a
+re-run of a complete split is a no-op.  A non-empty folder without that manifest is refused;
+``force=True`` rewrites only files the manifest lists (a different source or mode) and never
+touches anything else.  Both outputs are LOCO-layout roots again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from esad_lib.config import CATEGORIES
+from esad_lib.data.loco import (
+    DEFECTS_CONFIG,
+    LABEL_DIRS,
+    DatasetLayoutError,
+    categories,
+    image_files,
+)
+from esad_lib.paths import atomic_write_text
+
+MANIFEST = ".esad_split.json"
+TARGETS = ("structural", "logical")
+MODES = ("copy", "hardlink", "symlink")
+TMP_SUFFIX = ".esad-tmp"
+
+#: official MVTec LOCO AD image counts: (train, validation, test).  The paper's 354/59 for
+#: splicing_connectors is wrong; these are the counts of the released dataset.
+OFFICIAL_COUNTS = {
+    "breakfast_box": (351, 62, 275),
+    "juice_bottle": (335, 54, 330),
+    "pushpins": (372, 69, 310),
+    "screw_bag": (360, 60, 341),
+    "splicing_connectors": (360, 60, 312),
+}
+
+
+class SplitError(RuntimeError):
+    """The split cannot be written safely (message says why; nothing was changed)."""
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    src: Path
+    rel: str  # path under OUT
+
+
+def _plan(src: Path, cats: list[str]) -> tuple[list[PlannedFile], dict]:
+    """Every file to write and the per-target/category counts."""
+    files: list[PlannedFile] = []
+    counts: dict = {t: {} for t in TARGETS}
+    top_txt = sorted(
+        p for p in src.iterdir() if p.is_file() and p.suffix.lower() == ".txt" and not p.name.startswith(".")
+    )
+    for t in TARGETS:
+        for p in top_txt:  # license.txt / readme.txt travel with each output (CC BY-NC-SA attribution)
+            files.append(PlannedFile(p, f"{t}/{p.name}"))
+    for cat in cats:
+        cdir = src / cat
+        shared: list[tuple[Path, str]] = []
+        n = {}
+        for split in ("train", "validation", "test"):
+            imgs = image_files(cdir / split / "good")
+            n[f"{split}/good"] = len(imgs)
+            shared += [(p, f"{cat}/{split}/good/{p.name}") for p in imgs]
+        if (cdir / DEFECTS_CONFIG).is_file():
+            shared.append((cdir / DEFECTS_CONFIG, f"{cat}/{DEFECTS_CONFIG}"))
+        for t in TARGETS:
+            d = LABEL_DIRS[t]
+            own = list(shared)
+            imgs = image_files(cdir / "test" / d)
+            own += [(p, f"{cat}/test/{d}/{p.name}") for p in imgs]
+            n_masks = 0
+            gt = cdir / "ground_truth" / d
+            if gt.is_dir():
+                for sub in sorted(q for q in gt.iterdir() if q.is_dir() and not q.name.startswith(".")):
+                    masks = image_files(sub)
+                    n_masks += len(masks)
+                    own += [(m, f"{cat}/ground_truth/{d}/{sub.name}/{m.name}") for m in masks]
+            files += [PlannedFile(p, f"{t}/{rel}") for p, rel in own]
+            counts[t][cat] = {**n, f"test/{d}": len(imgs), "masks": n_masks}
+    return files, counts
+
+
+def _same(src: Path, dst: Path, mode: str) -> bool:
+    """Is ``dst`` already a correct output for ``src``?"""
+    try:
+        if mode == "symlink":
+            return dst.is_symlink() and os.readlink(dst) == str(src.resolve())
+        if dst.is_symlink():
+            return False
+        s, d = src.stat(), dst.stat()
+        if mode == "hardlink":
+            return (s.st_ino, s.st_dev) == (d.st_ino, d.st_dev)
+        return s.st_size == d.st_size and s.st_mtime_ns == d.st_mtime_ns
+    except OSError:
+        return False
+
+
+def _place(src: Path, dst: Path, mode: str) -> None:
+    """Write ``dst`` atomically as a copy / hardlink / symlink of ``src``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TMP_SUFFIX, dir=dst.parent)
+    os.close(fd)
+    tmp_p = Path(tmp)
+    try:
+        if mode == "copy":
+            shutil.copy2(src, tmp_p)  # copy2 keeps the mtime: re-runs recognise unchanged files
+        else:
+            tmp_p.unlink()
+            if mode == "hardlink":
+                os.link(src, tmp_p)
+            else:
+                os.symlink(src.resolve(), tmp_p)
+        os.replace(tmp_p, dst)
+    except BaseException:
+        if tmp_p.exists() or tmp_p.is_symlink():
+            tmp_p.unlink()
+        raise
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise SplitError(
+            f"{out / MANIFEST}: unreadable split manifest ({err}); remove it or choose another folder"
+        ) from err
+
+
+def looks_official(src: Path, cats: list[str]) -> bool:
+    """The source looks like the released MVTec LOCO AD: all five categories, no synthetic manifest."""
+    return set(CATEGORIES) <= set(cats) and not (src / "synthetic.json").exists()
+
+
+def official_mismatches(counts: dict) -> list[str]:
+    """Differences between the split's per-category counts and the official ones."""
+    msgs = []
+    for cat, (n_train, n_val, n_test) in OFFICIAL_COUNTS.items():
+        s, lg = counts["structural"].get(cat), counts["logical"].get(cat)
+        if s is None or lg is None:
+            continue
+        got = (
+            s["train/good"],
+            s["validation/good"],
+            s["test/good"] + s["test/structural_anomalies"] + lg["test/logical_anomalies"],
+        )
+        if got != (n_train, n_val, n_test):
+            msgs.append(
+                f"{cat}: train/validation/test = {got[0]}/{got[1]}/{got[2]}, "
+                f"official {n_train}/{n_val}/{n_test}"
+            )
+    return msgs
+
+
+def format_counts(counts: dict) -> str:
+    lines = []
+    for t in TARGETS:
+        d = f"test/{LABEL_DIRS[t]}"
+        lines.append(f"{t}:")
+        lines.append(
+            f"  {'category':<22}{'train':>7}{'val':>6}{'test good':>11}{'test anom':>11}{'masks':>7}"
+        )
+        for cat, c in counts[t].items():
+            lines.append(
+                f"  {cat:<22}{c['train/good']:>7}{c['validation/good']:>6}"
+                f"{c['test/good']:>11}{c[d]:>11}{c['masks']:>7}"
+            )
+    return "\n".join(lines)
+
+
+def split_dataset(
+    src: str | Path,
+    out: str | Path,
+    mode: str = "copy",
+    force: bool = False,
+    progress: bool = True,
+    verbose: bool = False,
+) -> dict:
+    """Write ``OUT/structural`` and ``OUT/logical`` from the LOCO-layout root ``src``.
+
+    Returns ``dict(out, mode, counts, written, unchanged, removed, official, mismatches)``;
+    ``counts[target][category]`` maps "train/good", "validation/good", "test/good",
+    "test/<type>_anomalies", "masks" to numbers.
+    """
+    from tqdm.auto import tqdm
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().absolute()
+    cats = categories(src)
+    if not cats:
+        raise DatasetLayoutError(
+            f"{src}: not a LOCO-layout root (no <category>/train/good inside); point it at the "
+            "folder holding breakfast_box/, juice_bottle/, ..."
+        )
+    out_r = out.resolve()
+    if out_r == src or src in out_r.parents or out_r in src.parents:
+        raise SplitError(f"output {out} must lie outside the source {src} (and not contain it)")
+    files, counts = _plan(src, cats)
+    planned = [f.rel for f in files]
+
+    old = _read_manifest(out) if out.is_dir() else None
+    if out.exists() and not out.is_dir():
+        raise SplitError(f"{out} exists and is not a folder; choose another output folder")
+    if old is None and out.is_dir() and any(out.iterdir()):
+        clash = [r for r in planned if (out / r).exists() or (out / r).is_symlink()]
+        if not force or clash:
+            raise SplitError(
+                f"{out} is not empty and was not written by 'esad split' (no {MANIFEST}); nothing was "
+                "changed. Choose an empty or new folder"
+                + (
+                    f" ({len(clash)} of its files would be overwritten, e.g. {clash[0]})"
+                    if clash
+                    else ", or pass --force to add the split beside the existing files"
+                )
+            )
+    if old is not None and (old.get("source") != str(src) or old.get("mode") != mode) and not force:
+        raise SplitError(
+            f"{out} holds a split of {old.get('source')} (mode {old.get('mode')}); this run asks for "
+            f"{src} (mode {mode}). Pass --force to rewrite its own outputs, or choose another folder"
+        )
+    official = looks_official(src, cats)
+    mismatches = official_mismatches(counts) if official else []
+    result = {
+        "out": out,
+        "mode": mode,
+        "counts": counts,
+        "written": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "official": official,
+        "mismatches": mismatches,
+    }
+    if (
+        old is not None
+        and old.get("status") == "complete"
+        and (old.get("source"), old.get("mode"), old.get("files")) == (str(src), mode, planned)
+        and all(_same(f.src, out / f.rel, mode) for f in files)
+    ):  # a re-run of a complete, unchanged split: touch nothing
+        result["unchanged"] = len(files)
+        _report(result, verbose)
+        return result
+    previous = set(old.get("files", [])) if old else set()
+    manifest = {
+        "tool": "esad split",
+        "source": str(src),
+        "mode": mode,
+        "status": "in_progress",
+        "files": planned,
+    }
+    # the manifest names everything this tool may write: store the union until the run is done
+    atomic_write_text(
+        out / MANIFEST, json.dumps({**manifest, "files": sorted(previous | set(planned))}, indent=1)
+    )
+
+    for p in out.rglob(f"*{TMP_SUFFIX}"):  # leftovers of an interrupted run (our own temp names)
+        p.unlink()
+    written = unchanged = 0
+    for f in tqdm(files, desc=f"esad split ({mode})", disable=not progress):
+        dst = out / f.rel
+        if _same(f.src, dst, mode):
+            unchanged += 1
+            continue
+        try:
+            _place(f.src, dst, mode)
+        except OSError as err:
+            hint = (
+                " (hard links cannot cross file systems: use --mode copy or symlink)"
+                if mode == "hardlink"
+                else ""
+            )
+            raise SplitError(
+                f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
+            ) from err
+        written += 1
+    removed = 0
+    for rel in sorted(previous - set(planned)):  # own outputs of an earlier (forced-over) split
+        p = out / rel
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+            removed += 1
+    manifest.update(status="complete", counts=counts)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    result.update(written=written, unchanged=unchanged, removed=removed)
+    _report(result, verbose)
+    return result
+
+
+def _report(result: dict, verbose: bool) -> None:
+    if not verbose:
+        return
+    print(format_counts(result["counts"]))
+    print(
+        f"{result['written']} files written, {result['unchanged']} already up to date, "
+        f"{result['removed']} stale removed -> {result['out']}"
+    )
+    if result["official"]:
+        mm = result["mismatches"]
+        print("official counts: " + ("all match" if not mm else "MISMATCH\n  " + "\n  ".join(mm)))
