@@ -14,6 +14,8 @@ import sys
 #: modules that contribute sub-commands, in the order ``esad --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "esad_lib.data.cli",
+    "esad_lib.models.cli",
+    "esad_lib.train_cli",
 )
 
 

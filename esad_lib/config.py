@@ -66,6 +66,10 @@ class ESADConfig:
     block_kernel: int = 3
     block_expansion: int = 2
     use_eca: bool = False  # [paper ref. code]: ECA present but off
+    #: residual of a decoder block: "up" (the up-sampled tensor, no parameters; gives the
+    #: reference's ~4.3 M at width 64) or "projection" (1x1 conv + BN on the concatenation,
+    #: the literal block: ~5.0 M).  [ours] see esad_lib/models/unet.py
+    decoder_residual: str = "up"
     #: K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
     num_masks: int = 3
     #: cutout (cell) sizes, one sampled per training batch; all used at test.  [RIAD]
@@ -86,9 +90,15 @@ class ESADConfig:
     w_feature: float = 1.0  # [ours] ESAD adds a feature loss; weight not given in paper
     #: weight of the same loss terms applied to the inpainting net's output.  [ours]
     w_inpaint: float = 1.0
-    #: frozen feature extractor for the feature loss and feature-level scoring.
-    #: "random_cnn" needs no download; ImageNet backbones need local weights.
+    #: frozen feature extractor for feature-level scoring.  "random_cnn" (seeded frozen
+    #: random CNN) and "recon_encoder" (the trained reconstruction net's own encoder) need no
+    #: download; "resnet18", "wide_resnet50_2", "vgg16" need local ImageNet weights.
     feature_extractor: str = "random_cnn"
+    #: frozen extractor for the feature *loss* during training.  It cannot be
+    #: "recon_encoder" (a snapshot of the untrained net would be the target).
+    loss_feature_extractor: str = "random_cnn"
+    #: distance between feature vectors in the feature loss: "cosine" or "mse".  [ours]
+    feature_loss_distance: str = "cosine"
     #: optional explicit path to ImageNet weights for the backbone extractors.
     feature_weights: str | None = None
 

@@ -1,0 +1,28 @@
+"""Networks of ESAD (Sec. 3): the feature extraction block, the lightweight and classic U-Nets,
+and the two-U-Net inpainting -> filling -> reconstruction model (RIAD as its special case).
+
+Masks live in ``esad_lib.masks``; parameter/MAC counting in ``esad_lib.models.counting``.
+"""
+
+from esad_lib.models.blocks import ECA, ConvBNReLU, DoubleConv, FeatureExtractionBlock
+from esad_lib.models.esad import FILLS, ESADModel, ESADOutput, apply_fill, build_model, riad_config
+from esad_lib.models.unet import UNET_KINDS, ClassicUNet, LightweightUNet, UNetBase, build_unet, unet_widths
+
+__all__ = [
+    "ECA",
+    "FILLS",
+    "UNET_KINDS",
+    "ClassicUNet",
+    "ConvBNReLU",
+    "DoubleConv",
+    "ESADModel",
+    "ESADOutput",
+    "FeatureExtractionBlock",
+    "LightweightUNet",
+    "UNetBase",
+    "apply_fill",
+    "build_model",
+    "build_unet",
+    "riad_config",
+    "unet_widths",
+]

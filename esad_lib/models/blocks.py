@@ -1,0 +1,139 @@
+"""Building blocks of the lightweight U-Net (ESAD, Sec. 3.3 "lightweight U-Net" and its Fig.
+"structural diagram of the feature extraction block").
+
+``FeatureExtractionBlock`` (the paper's *feature extraction module*), as METHOD_NOTES restates
+the authors' reference code::
+
+    x [B, C_in, H, W]
+      -> group conv k x k, C_in -> e*C_in, groups = C_in  -> BN -> ReLU     (expand)
+      -> depthwise 3x3, groups = e*C_in                   -> BN -> ReLU     (spatial mixing)
+      -> [ECA channel attention]                                            (optional, off)
+      -> 1x1 standard conv, e*C_in -> C_out               -> BN             (channel mixing)
+      (+) residual: x itself if C_in == C_out, else 1x1 conv + BN projection
+      -> ReLU                                                               -> [B, C_out, H, W]
+
+``kernel_size`` (k, of the group conv), ``expansion`` (e, 2 in the paper) and ``use_eca`` are
+parameters (config fields ``block_kernel``, ``block_expansion``, ``use_eca``).
+
+Also here: ``ECA`` (efficient channel attention, Wang et al. 2020), ``ConvBNReLU`` (the
+standard 3x3 conv used at level 1 and by the ``block="std"`` ablation) and ``DoubleConv`` (the
+classic U-Net level used by the RIAD-style baseline).  Convolutions followed by BatchNorm have
+no bias (BN's shift makes it redundant).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["ECA", "ConvBNReLU", "DoubleConv", "FeatureExtractionBlock"]
+
+
+class ECA(nn.Module):
+    """Efficient channel attention: per-channel gate from a 1-D conv over pooled channels.
+
+    ``x [B, C, H, W] -> x * sigmoid(conv1d_k(avgpool(x)))``, with the adaptive kernel size
+    ``k = nearest odd |log2(C)/gamma + b/gamma|`` (gamma=2, b=1) of the ECA paper.
+    """
+
+    def __init__(self, channels: int, gamma: int = 2, b: int = 1) -> None:
+        super().__init__()
+        t = int(abs((math.log2(channels) + b) / gamma))
+        k = t if t % 2 else t + 1
+        self.kernel_size = k
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # y_c = mean_{h,w} x_c                                   -> [B, 1, C]
+        y = x.mean(dim=(2, 3)).unsqueeze(1)
+        # gate = sigmoid(conv1d(y))                              -> [B, C, 1, 1]
+        gate = torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
+        return x * gate
+
+
+class ConvBNReLU(nn.Sequential):
+    """``k x k`` conv (same padding, no bias) -> BN -> ReLU.  ``[B, C_in, H, W] -> [B, C_out, H, W]``."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DoubleConv(nn.Sequential):
+    """Classic U-Net level: (3x3 conv -> BN -> ReLU) twice.  ``[B, C_in, H, W] -> [B, C_out, H, W]``."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(ConvBNReLU(in_ch, out_ch, 3), ConvBNReLU(out_ch, out_ch, 3))
+
+
+class FeatureExtractionBlock(nn.Module):
+    """The paper's feature extraction block.  ``[B, C_in, H, W] -> [B, C_out, H, W]``.
+
+    Args:
+        in_ch, out_ch: ``C_in``, ``C_out``.
+        kernel_size: kernel of the expanding group convolution (paper: 3).
+        expansion: ``e``; the group conv maps ``C_in -> e * C_in`` with ``groups = C_in``
+            (paper: 2).
+        use_eca: insert ECA channel attention after the depthwise conv (reference code: off).
+        projection: when ``C_in != C_out``, build the 1x1 conv + BN projection for the
+            residual.  ``False`` means the caller passes the residual to ``forward``
+            (used by the U-Net decoder, see ``esad_lib.models.unet``).
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int = 3,
+        expansion: int = 2,
+        use_eca: bool = False,
+        projection: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
+        if expansion < 1:
+            raise ValueError(f"expansion must be >= 1, got {expansion}")
+        mid = expansion * in_ch
+        self.in_ch, self.out_ch, self.mid_ch = in_ch, out_ch, mid
+        # expand: each input channel feeds its own group of e output channels (groups = C_in)
+        self.expand = nn.Sequential(
+            nn.Conv2d(in_ch, mid, kernel_size, padding=kernel_size // 2, groups=in_ch, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+        )
+        # spatial mixing per channel (groups = channels)
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+        )
+        self.attention: nn.Module = ECA(mid) if use_eca else nn.Identity()
+        # channel mixing: the only dense (all-to-all) conv of the block, 1x1
+        self.pointwise = nn.Sequential(nn.Conv2d(mid, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+        self.shortcut: nn.Module | None
+        if in_ch == out_ch:
+            self.shortcut = nn.Identity()
+        elif projection:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+        else:
+            self.shortcut = None
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, C_in, H, W]`` (and optionally ``residual [B, C_out, H, W]``) -> ``[B, C_out, H, W]``."""
+        if residual is None and self.shortcut is None:
+            raise ValueError(
+                f"this block ({self.in_ch}->{self.out_ch}) was built with projection=False: "
+                "pass the residual tensor to forward()"
+            )
+        y = self.pointwise(self.attention(self.depthwise(self.expand(x))))
+        if residual is None:
+            residual = self.shortcut(x)
+        # out = ReLU(F(x) + shortcut(x))
+        return self.act(y + residual)

@@ -1,0 +1,66 @@
+"""``esad model-info``: parameters and MACs of the networks of a profile (ESAD, Sec. 3.3).
+
+Register with ``esad_lib.cli.COMMAND_MODULES`` (module ``esad_lib.models.cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "model_info_main"]
+
+
+def model_info_main(args: argparse.Namespace) -> int:
+    from esad_lib.config import get_config
+    from esad_lib.models.counting import format_model_info, model_info
+    from esad_lib.models.esad import riad_config
+
+    overrides = {}
+    if args.width is not None:
+        overrides["base_width"] = args.width
+    if args.unet is not None:
+        overrides["unet"] = args.unet
+    if args.image_size is not None:
+        overrides["image_size"] = tuple(args.image_size)
+    cfg = get_config(args.profile, **overrides)
+    configs = [cfg]
+    if args.compare_riad:
+        configs.append(riad_config(cfg))
+    infos = [model_info(c) for c in configs]
+    if args.json:
+        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=2, default=list))
+    else:
+        print(f"profile: {cfg.profile}")
+        print("\n\n".join(format_model_info(i) for i in infos))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "model-info",
+        help="parameters and MACs per network and per full test-time scoring of one image",
+        description=(
+            "Print parameters and multiply-accumulates (MACs) of the inpainting and reconstruction "
+            "U-Nets for one image, and of the full test-time scoring of one image "
+            "(all cutout sizes x all masks, both networks)."
+        ),
+    )
+    p.add_argument("--profile", default=None, help="smoke | demo | paper (default: $ESAD_PROFILE or demo)")
+    p.add_argument("--width", type=int, default=None, help="override base_width")
+    p.add_argument(
+        "--unet",
+        default=None,
+        choices=("lightweight", "lightweight_std", "classic"),
+        help="override the U-Net kind",
+    )
+    p.add_argument(
+        "--image-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="override the image size"
+    )
+    p.add_argument(
+        "--compare-riad",
+        action="store_true",
+        help="also print the RIAD baseline (one classic U-Net, zero fill)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=model_info_main)

@@ -1,0 +1,237 @@
+"""The ESAD model: inpainting -> filling -> reconstruction over disjoint masks (ESAD, Sec. 3.1-3.2
+and the authors' README "Key algorithms"); RIAD (its baseline) is the same class with no
+inpainting net and zero fill.
+
+For one cutout size ``c`` and ``K`` disjoint masks ``m_k`` (1 visible, 0 hidden; see
+``esad_lib.masks``), with ``G1`` the inpainting net and ``G2`` the reconstruction net::
+
+    cutout_k = img * m_k
+    pre_k    = G1(cutout_k)
+    filled_k = cutout_k + pre_k * (1 - m_k)                                   fill="train" (select=0)
+    filled_k = cutout_k + (1-a) * pre_k * (1 - m_k) + a * img * (1 - m_k)     fill="test"  (select=1)
+    filled_k = cutout_k                                                       fill="zero"  (RIAD)
+    filled_k = img                                                            fill="input" (no hiding)
+    recon    = sum_k G2(filled_k) * (1 - m_k)
+    inpaint  = sum_k pre_k * (1 - m_k)
+
+The paper's test fill is ``a = 0.5`` (``fill_alpha``, swept by an ablation).  With ``a = 0`` the
+test fill equals the train fill; ``a = 1`` fills with the input itself.
+
+Batched, not looped: the ``K`` masked copies of a batch ``[B, 3, H, W]`` are stacked into one
+batch ``[K*B, 3, H, W]`` and each network runs *once*.  In eval mode this equals running the
+``K`` masks one by one (tested).  In train mode BatchNorm normalises with the statistics of
+the whole ``K*B`` batch instead of each ``B``-sized chunk, so batched and looped outputs differ
+there -- by design (it is also what a larger batch would do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from esad_lib.masks import disjoint_masks
+from esad_lib.models.unet import build_unet
+
+__all__ = ["FILLS", "ESADOutput", "ESADModel", "build_model", "riad_config", "apply_fill"]
+
+#: fill modes ``ESADModel.forward`` accepts.
+FILLS = ("train", "test", "zero", "input")
+
+
+@dataclass
+class ESADOutput:
+    """What one forward pass returns (shapes for a batch of ``B`` images, ``K`` masks).
+
+    recon:   ``[B, 3, H, W]`` the reconstruction, assembled from the hidden cells of each pass.
+    inpaint: ``[B, 3, H, W]`` the inpainting net's prediction assembled likewise (None for RIAD).
+    masks:   ``[K, 1, H, W]`` the masks used (1 visible, 0 hidden).
+    filled:  ``[K, B, 3, H, W]`` the filled inputs given to the reconstruction net.
+    """
+
+    recon: torch.Tensor
+    inpaint: torch.Tensor | None
+    masks: torch.Tensor
+    filled: torch.Tensor
+
+
+def apply_fill(
+    img: torch.Tensor,
+    cutout: torch.Tensor,
+    pre: torch.Tensor | None,
+    masks: torch.Tensor,
+    fill: str,
+    alpha: float = 0.5,
+) -> torch.Tensor:
+    """The fill step.  ``img [B,3,H,W]``, ``cutout``/``pre [K,B,3,H,W]``, ``masks [K,1,H,W]``
+    -> ``filled [K,B,3,H,W]`` (formulas in the module docstring)."""
+    m = masks.unsqueeze(1)  # [K, 1, 1, H, W], broadcasts against [K, B, 3, H, W]
+    hidden = 1.0 - m
+    if fill in ("train", "test") and pre is None:
+        raise ValueError(
+            f"fill={fill!r} needs an inpainting net; this model has none (use 'zero' or 'input')"
+        )
+    if fill == "train":
+        # filled = cutout + pre * (1 - m)
+        return cutout + pre * hidden
+    if fill == "test":
+        # filled = cutout + (1 - alpha) * pre * (1 - m) + alpha * img * (1 - m)
+        return cutout + (1.0 - alpha) * pre * hidden + alpha * img.unsqueeze(0) * hidden
+    if fill == "zero":
+        # filled = cutout  (hidden cells stay 0: RIAD)
+        return cutout
+    if fill == "input":
+        # filled = img  (nothing hidden: a plain auto-encoder pass, for comparison)
+        return img.unsqueeze(0).expand_as(cutout)
+    raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
+
+
+class ESADModel(nn.Module):
+    """Inpainting U-Net ``G1`` (None for RIAD) + reconstruction U-Net ``G2``.
+
+    Args:
+        inpaint_net: ``G1`` or None (RIAD).
+        recon_net: ``G2``.
+        num_masks: ``K`` disjoint masks per cutout size (3).
+        fill_alpha: test-fill mixing weight ``a`` (paper 0.5).
+        train_fill, test_fill: the fills the trainer and the scorer use by default.
+    """
+
+    def __init__(
+        self,
+        inpaint_net: nn.Module | None,
+        recon_net: nn.Module,
+        num_masks: int = 3,
+        fill_alpha: float = 0.5,
+        train_fill: str = "train",
+        test_fill: str = "test",
+    ) -> None:
+        super().__init__()
+        if num_masks < 1:
+            raise ValueError(f"num_masks must be >= 1, got {num_masks}")
+        for f in (train_fill, test_fill):
+            if f not in FILLS:
+                raise ValueError(f"unknown fill {f!r}; choose one of {', '.join(FILLS)}")
+            if inpaint_net is None and f in ("train", "test"):
+                raise ValueError(f"fill {f!r} needs an inpainting net; RIAD-style models use 'zero'")
+        self.inpaint_net = inpaint_net
+        self.recon_net = recon_net
+        self.num_masks = int(num_masks)
+        self.fill_alpha = float(fill_alpha)
+        self.train_fill = train_fill
+        self.test_fill = test_fill
+
+    @property
+    def is_riad(self) -> bool:
+        return self.inpaint_net is None
+
+    def forward(
+        self,
+        img: torch.Tensor,
+        cutout_size: int,
+        fill: str = "train",
+        generator: torch.Generator | None = None,
+        masks: torch.Tensor | None = None,
+    ) -> ESADOutput:
+        """One inpainting -> filling -> reconstruction pass for one cutout size.
+
+        Args:
+            img: ``[B, 3, H, W]`` in [-1, 1].
+            cutout_size: cell size ``c`` of the masks.
+            fill: ``"train" | "test" | "zero" | "input"``.
+            generator: seeds the masks (ignored when ``masks`` is given; None = global RNG).
+            masks: optional ``[K, 1, H, W]`` masks to use instead of drawing new ones.
+        """
+        if img.dim() != 4:
+            raise ValueError(f"expected img [B, C, H, W], got {tuple(img.shape)}")
+        b, ch, h, w = img.shape
+        if masks is None:
+            masks = disjoint_masks(h, w, cutout_size, self.num_masks, generator=generator, device=img.device)
+        elif masks.dim() != 4 or masks.shape[1] != 1 or masks.shape[-2:] != (h, w):
+            raise ValueError(f"masks must be [K, 1, {h}, {w}], got {tuple(masks.shape)}")
+        masks = masks.to(device=img.device, dtype=img.dtype)
+        k = masks.shape[0]
+        hidden = (1.0 - masks).unsqueeze(1)  # [K, 1, 1, H, W]
+
+        # cutout_k = img * m_k                                          [K, B, 3, H, W]
+        cutout = img.unsqueeze(0) * masks.unsqueeze(1)
+        pre = None
+        if self.inpaint_net is not None and fill in ("train", "test"):
+            # pre_k = G1(cutout_k), all K masks in one batch of K*B
+            pre = self.inpaint_net(cutout.reshape(k * b, ch, h, w)).reshape(k, b, -1, h, w)
+        filled = apply_fill(img, cutout, pre, masks, fill, self.fill_alpha)
+        # rec_k = G2(filled_k), one batch of K*B
+        rec = self.recon_net(filled.reshape(k * b, ch, h, w)).reshape(k, b, -1, h, w)
+        # recon = sum_k rec_k * (1 - m_k)
+        recon = (rec * hidden).sum(0)
+        # inpaint = sum_k pre_k * (1 - m_k)
+        inpaint = (pre * hidden).sum(0) if pre is not None else None
+        return ESADOutput(recon=recon, inpaint=inpaint, masks=masks, filled=filled)
+
+    @torch.no_grad()
+    def reconstruct_all(
+        self,
+        img: torch.Tensor,
+        cutout_sizes: Iterable[int],
+        fill: str | None = "test",
+        seed: int = 0,
+    ) -> dict[int, ESADOutput]:
+        """Reconstruct ``img [B, 3, H, W]`` once per cutout size (test-time scoring).
+
+        The masks come from a CPU ``torch.Generator`` seeded with ``seed`` and drawn in the
+        order of ``cutout_sizes`` (cell shuffles are tiny; the pixel masks are built on
+        ``img``'s device), so the same seed gives the same masks on CPU and GPU.  ``fill=None``
+        uses ``self.test_fill``.  Runs under ``no_grad``; call ``.eval()`` first.
+        """
+        fill = self.test_fill if fill is None else fill
+        gen = torch.Generator().manual_seed(int(seed))
+        out: dict[int, ESADOutput] = {}
+        for c in cutout_sizes:
+            masks = disjoint_masks(
+                img.shape[-2], img.shape[-1], int(c), self.num_masks, generator=gen, device=img.device
+            )
+            out[int(c)] = self(img, int(c), fill=fill, masks=masks)
+        return out
+
+
+def riad_config(cfg: Any) -> Any:
+    """The RIAD baseline of an ``ESADConfig``: one classic U-Net, zero fill, same everything else."""
+    return cfg.replace(method="riad", unet="classic", train_fill="zero", test_fill="zero")
+
+
+def build_model(cfg: Any) -> ESADModel:
+    """An ``ESADModel`` from an ``ESADConfig``.
+
+    Uses ``method`` ("esad" | "riad"), ``unet``, ``base_width``, ``block_kernel``,
+    ``block_expansion``, ``use_eca``, ``decoder_residual`` (when the config has it; default
+    "up"), ``num_masks``, ``fill_alpha``, ``train_fill``, ``test_fill``.  For
+    ``method="riad"`` there is no inpainting net; a fill that needs one ("train"/"test", the
+    ESAD defaults) becomes "zero" (RIAD's).  The U-Net kind is taken from
+    ``cfg.unet`` for both methods, so use ``riad_config(cfg)`` for the classic-U-Net baseline.
+    """
+    method = getattr(cfg, "method", "esad")
+
+    def net() -> nn.Module:
+        return build_unet(
+            getattr(cfg, "unet", "lightweight"),
+            base_width=cfg.base_width,
+            kernel_size=getattr(cfg, "block_kernel", 3),
+            expansion=getattr(cfg, "block_expansion", 2),
+            use_eca=getattr(cfg, "use_eca", False),
+            decoder_residual=getattr(cfg, "decoder_residual", "up"),
+        )
+
+    train_fill = getattr(cfg, "train_fill", "train")
+    test_fill = getattr(cfg, "test_fill", "test")
+    alpha = getattr(cfg, "fill_alpha", 0.5)
+    k = getattr(cfg, "num_masks", 3)
+    if method == "esad":
+        return ESADModel(net(), net(), k, alpha, train_fill, test_fill)
+    if method == "riad":
+        train_fill = train_fill if train_fill in ("zero", "input") else "zero"
+        test_fill = test_fill if test_fill in ("zero", "input") else "zero"
+        return ESADModel(None, net(), k, alpha, train_fill, test_fill)
+    raise ValueError(f"unknown method {method!r}; choose 'esad' or 'riad'")

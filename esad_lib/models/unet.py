@@ -1,0 +1,202 @@
+"""U-Nets: the paper's lightweight U-Net and the classic double-conv U-Net (ESAD, Sec. 3.3;
+RIAD's U-Net for the baseline).
+
+Layout shared by both (widths ``w = base_width * (1, 2, 4, 8, 8)``, reference ``64 -> 64, 128,
+256, 512, 512``)::
+
+    encoder  level 1: 3x3 conv -> BN -> ReLU            (classic: double conv)   [B, w1, H,    W]
+             level i=2..5: 2x2 max-pool -> block(w_{i-1} -> w_i)                 [B, wi, H/2^(i-1), ...]
+    decoder  level i=4..1: 2x2 transposed conv (w_{i+1}' -> w_i), concat with encoder level i
+             (2 w_i channels) -> block(2 w_i -> w_i)
+    head     3x3 conv (w1 -> 3) -> tanh                                          [B, 3, H, W]
+
+Block = ``FeatureExtractionBlock`` (lightweight), a single 3x3 ``ConvBNReLU`` (``block="std"``,
+the ablation "same net, standard convolutions"), or ``DoubleConv`` (``ClassicUNet``).
+
+Project choices (the paper is silent; stated here and in notebook 02):
+
+* Decoder residual.  A decoder block maps the concatenation (2 w_i channels) to w_i, so a
+  literal block would need a 1x1 projection of the concatenation on its residual path.  We
+  instead use the *up-sampled decoder tensor* (already w_i channels) as the residual -- no
+  parameters.  This gives 4.31 M parameters at width 64, the figure measured for the
+  reference net (METHOD_NOTES: "about 4.3 M"); the literal projection would give 5.01 M.
+  ``decoder_residual="projection"`` builds the literal variant for comparison.
+* Any input size.  Inputs whose sides are not multiples of 16 are padded on the bottom/right
+  with *replicate* padding (reflect fails when the pad exceeds the side) to the next multiple
+  of 16 and the output is cropped back, so LOCO's non-square aspect ratios survive.
+* The classic U-Net ends in the same 3x3 conv + tanh head as the lightweight one (RIAD's ends
+  in a 1x1 conv; the difference is 1.7 k parameters), so the two differ only in their levels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esad_lib.models.blocks import ConvBNReLU, DoubleConv, FeatureExtractionBlock
+
+__all__ = ["UNetBase", "LightweightUNet", "ClassicUNet", "build_unet", "unet_widths", "UNET_KINDS"]
+
+#: the names ``ESADConfig.unet`` accepts.
+UNET_KINDS = ("lightweight", "lightweight_std", "classic")
+
+#: input sides are padded to a multiple of this (four 2x2 poolings).
+SIZE_MULTIPLE = 16
+
+
+def unet_widths(base_width: int) -> tuple[int, int, int, int, int]:
+    """Channel widths of the five levels: ``base_width * (1, 2, 4, 8, 8)``."""
+    if base_width < 1:
+        raise ValueError(f"base_width must be >= 1, got {base_width}")
+    w = base_width
+    return (w, 2 * w, 4 * w, 8 * w, 8 * w)
+
+
+class UNetBase(nn.Module):
+    """Shared forward/encode of the U-Nets (padding, skip connections, head).
+
+    Subclasses fill ``self.enc`` (5 modules: level 1 maps the input, levels 2-5 are preceded by
+    max-pooling), ``self.up`` (4 transposed convs, deepest first), ``self.dec`` (4 decoder
+    blocks, deepest first) and ``self.head``.
+    """
+
+    widths: tuple[int, ...]
+    #: decoder blocks take the up-sampled tensor as their residual (see module docstring).
+    dec_takes_residual: bool = False
+
+    def __init__(self, in_ch: int, out_ch: int, base_width: int) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch = in_ch, out_ch
+        self.widths = unet_widths(base_width)
+        self.pool = nn.MaxPool2d(2)
+        w = self.widths
+        # up[j] maps decoder level (4-j)+1 -> level 4-j: 2x2 transposed conv, stride 2
+        ins = (w[4], w[3], w[2], w[1])
+        outs = (w[3], w[2], w[1], w[0])
+        self.up = nn.ModuleList(nn.ConvTranspose2d(i, o, 2, stride=2) for i, o in zip(ins, outs))
+        self.head = nn.Conv2d(w[0], out_ch, 3, padding=1)
+
+    # -- size handling ------------------------------------------------------------------
+    @staticmethod
+    def _pad(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+        if ph or pw:
+            # pad bottom/right, replicating the border pixels
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        return x, h, w
+
+    def _encode_padded(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.enc[0](x)]
+        for level in self.enc[1:]:
+            feats.append(level(self.pool(feats[-1])))
+        return feats
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The five encoder features of ``x [B, C_in, H, W]``.
+
+        Returns ``[B, w_i, H'/2^(i-1), W'/2^(i-1)]`` for i = 1..5, where ``H', W'`` are ``H, W``
+        rounded up to a multiple of 16 (features of the padded input; not cropped).
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_ch:
+            raise ValueError(f"expected input [B, {self.in_ch}, H, W], got {tuple(x.shape)}")
+        return self._encode_padded(self._pad(x)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C_in, H, W]`` (any H, W >= 1) -> ``[B, C_out, H, W]`` in (-1, 1)."""
+        if x.dim() != 4 or x.shape[1] != self.in_ch:
+            raise ValueError(f"expected input [B, {self.in_ch}, H, W], got {tuple(x.shape)}")
+        xp, h, w = self._pad(x)
+        feats = self._encode_padded(xp)
+        y = feats[4]
+        for j, (up, block) in enumerate(zip(self.up, self.dec)):
+            u = up(y)
+            # concat the up-sampled tensor with the encoder feature of the same level
+            cat = torch.cat([u, feats[3 - j]], dim=1)
+            y = block(cat, u) if self.dec_takes_residual else block(cat)
+        # out = tanh(conv3x3(y)), cropped back to the input size
+        return torch.tanh(self.head(y))[..., :h, :w]
+
+
+class LightweightUNet(UNetBase):
+    """The paper's lightweight U-Net.  ``[B, in_ch, H, W] -> [B, out_ch, H, W]``.
+
+    Args:
+        in_ch, out_ch: image channels (3, 3).
+        base_width: level-1 width; widths ``base_width * (1, 2, 4, 8, 8)`` (reference 64).
+        block: ``"feb"`` (feature extraction blocks, the paper) or ``"std"`` (a single 3x3
+            conv-BN-ReLU at every level: the ablation without the block).
+        kernel_size, expansion, use_eca: passed to ``FeatureExtractionBlock``.
+        decoder_residual: ``"up"`` (default, the up-sampled tensor is the decoder block's
+            residual) or ``"projection"`` (1x1 conv + BN projection of the concatenation).
+    """
+
+    def __init__(
+        self,
+        in_ch: int = 3,
+        out_ch: int = 3,
+        base_width: int = 64,
+        block: str = "feb",
+        kernel_size: int = 3,
+        expansion: int = 2,
+        use_eca: bool = False,
+        decoder_residual: str = "up",
+    ) -> None:
+        super().__init__(in_ch, out_ch, base_width)
+        if block not in ("feb", "std"):
+            raise ValueError(f"block must be 'feb' or 'std', got {block!r}")
+        if decoder_residual not in ("up", "projection"):
+            raise ValueError(f"decoder_residual must be 'up' or 'projection', got {decoder_residual!r}")
+        self.block_kind = block
+        w = self.widths
+
+        def make(i: int, o: int, decoder: bool) -> nn.Module:
+            if block == "std":
+                return ConvBNReLU(i, o, 3)
+            proj = not (decoder and decoder_residual == "up")
+            return FeatureExtractionBlock(i, o, kernel_size, expansion, use_eca, projection=proj)
+
+        self.enc = nn.ModuleList(
+            [ConvBNReLU(in_ch, w[0], 3)] + [make(w[i - 1], w[i], False) for i in range(1, 5)]
+        )
+        self.dec = nn.ModuleList(make(2 * w[i], w[i], True) for i in (3, 2, 1, 0))
+        self.dec_takes_residual = block == "feb" and decoder_residual == "up"
+
+
+class ClassicUNet(UNetBase):
+    """Classic double-conv U-Net of the same widths (RIAD-style baseline, ~20.6 M at width 64).
+
+    ``[B, in_ch, H, W] -> [B, out_ch, H, W]``; same padding, skips, head and ``encode``.
+    """
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, base_width: int = 64) -> None:
+        super().__init__(in_ch, out_ch, base_width)
+        self.block_kind = "double_conv"
+        w = self.widths
+        self.enc = nn.ModuleList(
+            [DoubleConv(in_ch, w[0])] + [DoubleConv(w[i - 1], w[i]) for i in range(1, 5)]
+        )
+        self.dec = nn.ModuleList(DoubleConv(2 * w[i], w[i]) for i in (3, 2, 1, 0))
+
+
+def build_unet(
+    kind: str = "lightweight",
+    base_width: int = 64,
+    kernel_size: int = 3,
+    expansion: int = 2,
+    use_eca: bool = False,
+    in_ch: int = 3,
+    out_ch: int = 3,
+    decoder_residual: str = "up",
+) -> UNetBase:
+    """A U-Net by ``ESADConfig.unet`` name: ``lightweight`` | ``lightweight_std`` | ``classic``."""
+    if kind == "lightweight":
+        return LightweightUNet(
+            in_ch, out_ch, base_width, "feb", kernel_size, expansion, use_eca, decoder_residual
+        )
+    if kind == "lightweight_std":
+        return LightweightUNet(in_ch, out_ch, base_width, "std")
+    if kind == "classic":
+        return ClassicUNet(in_ch, out_ch, base_width)
+    raise ValueError(f"unknown unet {kind!r}; choose one of {', '.join(UNET_KINDS)}")
