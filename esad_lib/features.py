@@ -1,0 +1,400 @@
+"""Frozen feature extractors for ESAD's feature loss and feature-level anomaly maps (paper Sec. 3).
+
+ESAD compares *deep features* of the input and of its reconstruction instead of raw pixels
+("feature-level anomaly discrimination") and adds a feature loss during training.  The paper
+uses an ImageNet backbone; this project cannot download weights, so every extractor shares one
+interface and the ImageNet ones are optional:
+
+* ImageNet backbones from torchvision -- ``"resnet18"`` (layer1..layer3), ``"wide_resnet50_2"``
+  (layer1..layer3), ``"vgg16"`` (relu1_2, relu2_2, relu3_3, relu4_3) -- loaded from the local
+  torch hub cache (``torch.hub.get_dir()/checkpoints/<official file name>``) or an explicit file
+  (``weights=`` / ``--feature-weights PATH``).  Nothing is ever downloaded; when the file is
+  missing the error says which file, from where, and where to put it.
+* Offline extractors that need no download: ``"random_cnn"`` (a seeded, frozen random CNN) and
+  ``"recon_encoder"`` (the trained reconstruction U-Net's own encoder, ``model.recon_net.encode``).
+
+Every extractor takes images in [-1, 1] (the project's convention) and performs the ImageNet
+normalisation itself when the backbone is an ImageNet one.  ``feature_distance_map`` turns two
+images into an anomaly map: per layer the per-position distance 1 - cos(f(x), f(y)) between
+channel vectors, upsampled bilinearly and averaged over layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "EXTRACTORS",
+    "IMAGENET_BACKBONES",
+    "FeatureExtractor",
+    "RandomCNN",
+    "available_extractors",
+    "build_feature_extractor",
+    "compare_offline_extractors",
+    "feature_distance_map",
+    "hub_weights_path",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: ImageNet backbones: torchvision constructor name, weights enum name, layers returned.
+IMAGENET_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "resnet18": ("resnet18", "ResNet18_Weights", ("layer1", "layer2", "layer3")),
+    "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights", ("layer1", "layer2", "layer3")),
+    "vgg16": ("vgg16", "VGG16_Weights", ("relu1_2", "relu2_2", "relu3_3", "relu4_3")),
+}
+OFFLINE_EXTRACTORS = ("random_cnn", "recon_encoder")
+EXTRACTORS = OFFLINE_EXTRACTORS + tuple(IMAGENET_BACKBONES)
+
+# index of the ReLU after each named conv in torchvision's vgg16().features
+_VGG16_RELU_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
+
+
+class FeatureExtractor(nn.Module):
+    """A frozen multi-layer feature extractor.
+
+    ``forward(x [B,3,H,W] in [-1,1]) -> list[Tensor [B,C_l,H_l,W_l]]`` (one per layer, shallow
+    to deep).  Parameters never require grad and the module stays in eval mode even when a
+    parent calls ``.train()`` (BatchNorm statistics must not move); gradients still flow to
+    the *input*, which the feature loss needs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        body: nn.Module,
+        layer_fn: Callable[[nn.Module, Tensor], list[Tensor]],
+        layer_names: Sequence[str],
+        imagenet_norm: bool,
+    ):
+        super().__init__()
+        self.name = name
+        self.body = body
+        self._layer_fn = layer_fn
+        self.layer_names = tuple(layer_names)
+        self.imagenet_norm = imagenet_norm
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FeatureExtractor:  # noqa: ARG002 - frozen: always eval
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"FeatureExtractor expects [B, 3, H, W] images in [-1, 1], got {tuple(x.shape)}")
+        if self.imagenet_norm:
+            # [-1, 1] -> [0, 1] -> ImageNet standardisation: (x01 - mean) / std
+            x = ((x + 1.0) * 0.5 - self.mean) / self.std
+        return self._layer_fn(self.body, x)
+
+
+# ---- ImageNet backbones -------------------------------------------------------------------
+def _weights_enum(name: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, IMAGENET_BACKBONES[name][1]).IMAGENET1K_V1
+
+
+def hub_weights_path(name: str) -> Path:
+    """Where torchvision would cache the official ImageNet weights of ``name`` (may not exist)."""
+    url = _weights_enum(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _missing_weights_message(name: str, tried: Path) -> str:
+    url = _weights_enum(name).url
+    target = hub_weights_path(name)
+    return (
+        f"ImageNet weights for feature extractor {name!r} not found at {tried}. "
+        f"This project never downloads. To use {name!r}: on a machine with internet, download\n"
+        f"    {url}\n"
+        f"and copy the file (keep its name {target.name}) to\n"
+        f"    {target}\n"
+        f"(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
+        f"weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: "
+        f"'random_cnn' or 'recon_encoder'."
+    )
+
+
+def _load_state_dict(path: Path) -> dict[str, Tensor]:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt / not a torch file
+        raise RuntimeError(
+            f"could not read feature-extractor weights from {path}: {e}. "
+            f"Expected a torchvision state_dict saved with torch.save (e.g. the official .pth file)."
+        ) from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise RuntimeError(f"{path} does not hold a state_dict (got {type(sd).__name__})")
+    return sd
+
+
+def _resnet_layers(layers: tuple[str, ...]) -> Callable[[nn.Module, Tensor], list[Tensor]]:
+    def fn(net: nn.Module, x: Tensor) -> list[Tensor]:
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        out = []
+        for lname in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(net, lname)(x)
+            if lname in layers:
+                out.append(x)
+            if lname == layers[-1]:
+                break
+        return out
+
+    return fn
+
+
+def _vgg_layers(layers: tuple[str, ...]) -> Callable[[nn.Module, Tensor], list[Tensor]]:
+    wanted = {_VGG16_RELU_INDEX[n] for n in layers}
+    last = max(wanted)
+
+    def fn(net: nn.Module, x: Tensor) -> list[Tensor]:
+        out = []
+        for i, m in enumerate(net):
+            x = m(x)
+            if i in wanted:
+                out.append(x)
+            if i == last:
+                break
+        return out
+
+    return fn
+
+
+def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtractor:
+    import torchvision.models as tvm
+
+    ctor, _, layers = IMAGENET_BACKBONES[name]
+    path = Path(weights).expanduser() if weights is not None else hub_weights_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(_missing_weights_message(name, path))
+    net = getattr(tvm, ctor)(weights=None)
+    sd = _load_state_dict(path)
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:
+        raise RuntimeError(f"weights in {path} do not fit torchvision's {ctor}: {e}") from e
+    if name == "vgg16":
+        body = net.features[: max(_VGG16_RELU_INDEX[n] for n in layers) + 1]
+        # in-place ReLUs would overwrite returned features; use out-of-place ones
+        for i, m in enumerate(body):
+            if isinstance(m, nn.ReLU):
+                body[i] = nn.ReLU(inplace=False)
+        return FeatureExtractor(name, body, _vgg_layers(layers), layers, imagenet_norm=True)
+    net.fc = nn.Identity()
+    net.layer4 = nn.Identity()  # unused: layers 1..3 only
+    return FeatureExtractor(name, net, _resnet_layers(layers), layers, imagenet_norm=True)
+
+
+# ---- offline extractors -------------------------------------------------------------------
+class RandomCNN(nn.Module):
+    """A seeded random CNN: three stages of two 3x3 convs + ReLU, stride 2 at each stage start.
+
+    Widths ``widths`` (default 32, 64, 128); features after each stage at 1/2, 1/4, 1/8 of the
+    input size.  Weights: Kaiming-normal (fan_in, ReLU gain) drawn from ``torch.Generator``
+    seeded with ``seed``, biases zero -- identical on every construction and platform that
+    shares torch's CPU generator.  Random convolutional features are a known, surprisingly
+    strong texture descriptor (e.g. Ulyanov et al. 2018, "Deep image prior"; Jarrett et al. 2009).
+    """
+
+    def __init__(self, seed: int = 0, widths: Sequence[int] = (32, 64, 128)):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        stages = []
+        c_in = 3
+        for w in widths:
+            conv_a = nn.Conv2d(c_in, w, 3, stride=2, padding=1)
+            conv_b = nn.Conv2d(w, w, 3, stride=1, padding=1)
+            for conv in (conv_a, conv_b):
+                with torch.no_grad():
+                    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu", generator=gen)
+                    conv.bias.zero_()
+            stages.append(nn.Sequential(conv_a, nn.ReLU(), conv_b, nn.ReLU()))
+            c_in = w
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+def _call_forward(net: nn.Module, x: Tensor) -> list[Tensor]:
+    return net(x)
+
+
+class _EncoderLayers(nn.Module):
+    """Picks encoder levels ``indices`` of a U-Net's ``encode`` (a frozen copy of the net)."""
+
+    def __init__(self, unet: nn.Module, indices: Sequence[int]):
+        super().__init__()
+        self.unet = unet
+        self.indices = tuple(indices)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = self.unet.encode(x)
+        return [feats[i] for i in self.indices]
+
+
+def build_feature_extractor(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    model: nn.Module | None = None,
+    seed: int = 0,
+    encoder_levels: Sequence[int] = (1, 2, 3),
+) -> FeatureExtractor:
+    """Build a frozen ``FeatureExtractor`` by name (see ``EXTRACTORS``).
+
+    * ``weights``: explicit path to a torchvision state_dict for the ImageNet backbones (default:
+      the torch hub cache).  Never downloads.
+    * ``model``: the trained ``ESADModel`` (or a bare U-Net with ``encode``) for ``"recon_encoder"``;
+      a frozen *copy* of ``model.recon_net`` is taken, so later training does not change it.
+      ``encoder_levels`` picks the U-Net levels (0 = full resolution ... 4 = 1/16); default 1..3.
+    * ``seed``: the random CNN's seed.
+    """
+    if name == "random_cnn":
+        ext = FeatureExtractor(
+            name, RandomCNN(seed=seed), _call_forward, ("stage1", "stage2", "stage3"), False
+        )
+    elif name == "recon_encoder":
+        if model is None:
+            raise ValueError("feature extractor 'recon_encoder' needs the trained model: pass model=...")
+        unet = getattr(model, "recon_net", model)
+        if not hasattr(unet, "encode"):
+            raise TypeError(
+                f"{type(unet).__name__} has no encode(); 'recon_encoder' needs a U-Net with encode()"
+            )
+        unet = copy.deepcopy(unet)
+        names = tuple(f"enc{i + 1}" for i in encoder_levels)
+        ext = FeatureExtractor(name, _EncoderLayers(unet, encoder_levels), _call_forward, names, False)
+    elif name in IMAGENET_BACKBONES:
+        ext = _build_imagenet(name, weights)
+    else:
+        raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+    return ext.to(device)
+
+
+def available_extractors() -> dict[str, dict[str, Any]]:
+    """Every extractor name -> {"available": bool, "needs": str, "weights": path or None}."""
+    out: dict[str, dict[str, Any]] = {
+        "random_cnn": {"available": True, "needs": "nothing (seeded random weights)", "weights": None},
+        "recon_encoder": {"available": True, "needs": "a trained model (model=...)", "weights": None},
+    }
+    for name in IMAGENET_BACKBONES:
+        p = hub_weights_path(name)
+        out[name] = {"available": p.is_file(), "needs": f"ImageNet weights {p.name}", "weights": str(p)}
+    return out
+
+
+# ---- feature-level anomaly map --------------------------------------------------------------
+def _normalise_channels(f: Tensor, eps: float = 1e-8) -> Tensor:
+    return f / f.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def feature_distance_map(
+    extractor: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    out_size: tuple[int, int] | None = None,
+    layers: Sequence[int] | None = None,
+) -> Tensor:
+    """Feature-level anomaly map [B, 1, H_out, W_out] between images x and y ([B,3,H,W] in [-1,1]).
+
+    Per layer l and position p, with channel vectors a = f_l(x)[:, :, p] and b = f_l(y)[:, :, p]:
+        d_l(p) = 1/2 || a/|a| - b/|b| ||^2  ( = 1 - cos(a, b) for non-zero a, b; in [0, 2] )
+    A zero vector stays zero after normalisation, so identical inputs always give d = 0 (plain
+    1 - cos would give 1 where a ReLU feature vector is all zero).  Each d_l is upsampled
+    bilinearly to ``out_size`` (default: the input size) and the maps are averaged over
+    ``layers`` (default: all layers the extractor returns).
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    size = tuple(out_size) if out_size is not None else tuple(x.shape[-2:])
+    fx = extractor(x)
+    fy = extractor(y)
+    idx = list(layers) if layers is not None else list(range(len(fx)))
+    total = None
+    for i in idx:
+        a, b = _normalise_channels(fx[i].float()), _normalise_channels(fy[i].float())
+        # d_l = 0.5 * sum_c (a_hat - b_hat)^2
+        d = 0.5 * (a - b).pow(2).sum(dim=1, keepdim=True)
+        d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+        total = d if total is None else total + d
+    # mean over layers
+    return total / len(idx)
+
+
+# ---- choosing the offline default by measurement --------------------------------------------
+@torch.no_grad()
+def compare_offline_extractors(
+    model: nn.Module,
+    images: Tensor,
+    labels: Sequence[int],
+    cutout_size: int = 8,
+    names: Sequence[str] = OFFLINE_EXTRACTORS,
+    masks: Tensor | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Measure which offline extractor separates good from anomalous images best.
+
+    ``model``: a trained ``ESADModel``; ``images`` [N,3,H,W] in [-1,1]; ``labels`` 0 good / 1
+    anomalous; optional ``masks`` [N,1,H,W] (union ground truth) for a pixel AUROC.
+    For each name, reconstructs every image (``model(img, cutout_size, fill=model.test_fill)``), computes
+    ``feature_distance_map`` and reports the image AUROC of its max (and pixel AUROC when masks
+    are given) and the milliseconds per image of the map computation.  Returns
+    {name: {"image_auroc": ..., "pixel_auroc": ..., "ms_per_image": ...}}.
+    """
+    import time
+
+    import numpy as np
+
+    from esad_lib.metrics import image_auroc, pixel_auroc
+
+    model.eval()
+    fill = getattr(model, "test_fill", "test")  # "zero" for a RIAD model
+    gen = torch.Generator().manual_seed(seed)
+    recons = []
+    for i in range(0, len(images), batch_size):
+        out = model(images[i : i + batch_size], cutout_size, fill=fill, generator=gen)
+        recons.append(out.recon)
+    recon = torch.cat(recons)
+    labels_np = np.asarray(labels)
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        ext = build_feature_extractor(name, model=model, seed=seed, device=images.device)
+        t0 = time.perf_counter()
+        maps = torch.cat(
+            [
+                feature_distance_map(ext, images[i : i + batch_size], recon[i : i + batch_size])
+                for i in range(0, len(images), batch_size)
+            ]
+        )[:, 0]
+        ms = 1000 * (time.perf_counter() - t0) / len(images)
+        scores = maps.flatten(1).amax(dim=1).cpu().numpy()
+        res = {"image_auroc": float(image_auroc(scores, labels_np)), "ms_per_image": ms}
+        if masks is not None:
+            res["pixel_auroc"] = float(
+                pixel_auroc(list(maps.cpu().numpy()), list(masks[:, 0].cpu().numpy() > 0.5))
+            )
+        results[name] = res
+    return results
