@@ -23,7 +23,7 @@ def test_notebook_runs_in_smoke_profile(path: Path, session_data_root, monkeypat
     monkeypatch.setenv("ESAD_DATA_ROOT", str(session_data_root))
     # the kernel's own inline backend renders figures into the outputs (Agg would drop them)
     monkeypatch.delenv("MPLBACKEND", raising=False)
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,

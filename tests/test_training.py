@@ -1,0 +1,208 @@
+"""Training loop: artefacts, exact resume, determinism, early stopping, NaN stop, cache, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from esad_lib import training
+from esad_lib.config import get_config
+from esad_lib.training import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LOG_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    load_run,
+    read_log,
+    train,
+    train_or_load,
+)
+
+#: the smallest run that still exercises everything: 16x16 images, width 4, two cutout sizes,
+#: 8 training images in batches of 4 (2 steps per epoch), 2 validation images, feature loss on.
+TINY = dict(image_size=(16, 16), base_width=4, cutout_sizes=(2, 4), epochs=2, batch_size=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These nets are tiny: one intra-op thread is fastest, and robust on a shared 2-core box
+    (two OpenMP threads competing with other processes slow tiny convolutions down ~20x)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(**kw):
+    return get_config("smoke", **{**TINY, **kw})
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, session_data_root):
+    """One uninterrupted 2-epoch run shared by several tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESAD_DATA_ROOT", str(session_data_root))
+        out = tmp_path_factory.mktemp("full_run")
+        snapshots: dict[int, dict] = {}
+        res = train(
+            tiny_cfg(),
+            out,
+            progress=False,
+            on_epoch_end=lambda e, m: snapshots.__setitem__(e, training._cpu_state(m)),
+        )
+    return res, snapshots
+
+
+def test_run_folder_and_load_run(full_run):
+    res, snapshots = full_run
+    out = res.run_dir
+    for name in (CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE):
+        assert (out / name).is_file(), name
+    assert res.finished and res.epochs_run == 2 and not res.stopped_early
+    log = read_log(out)
+    assert [r["epoch"] for r in log] == [1, 2]
+    for row in log:
+        assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
+        assert "train_recon_l2" in row and "val_recon_feature" in row
+    # the best epoch is the one with the lowest validation loss, and model.pt holds its weights
+    best = min(log, key=lambda r: r["val_loss"])["epoch"]
+    assert res.best_epoch == best and res.best_val_loss == pytest.approx(log[best - 1]["val_loss"])
+    model_pt = torch.load(out / MODEL_FILE, weights_only=True)
+    assert_same_state(model_pt, snapshots[best])
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["epochs_run"] == 2 and summary["best_epoch"] == best and summary["train_seconds"] > 0
+    model, cfg = load_run(out, device="cpu")
+    assert cfg == tiny_cfg() and not model.training
+    assert_same_state(training._cpu_state(model), model_pt)
+    # the checkpoint loads with weights_only=True and holds the last epoch's weights
+    ckpt = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    assert ckpt["epoch"] == 2
+    assert_same_state(ckpt["model"], snapshots[2])
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(full_run, tmp_path):
+    ref, _ = full_run
+    out = tmp_path / "run"
+
+    def interrupt(epoch, model):
+        if epoch == 1:
+            raise KeyboardInterrupt  # "killed" right after epoch 1's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(), out, progress=False, on_epoch_end=interrupt)
+    assert torch.load(out / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
+    assert not (out / MODEL_FILE).exists()  # not finished: no model.pt, no summary
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_cfg(), out, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny_cfg(lr=0.5), out, resume=True, progress=False)
+
+    res = train(tiny_cfg(), out, resume=True, progress=False)
+    assert res.epochs_run == 2
+    a = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    b = torch.load(ref.run_dir / CHECKPOINT_FILE, weights_only=True)
+    assert_same_state(a["model"], b["model"])  # bit-identical weights
+    assert_same_state(
+        torch.load(out / MODEL_FILE, weights_only=True),
+        torch.load(ref.run_dir / MODEL_FILE, weights_only=True),
+    )
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(sa[k][name], sb[k][name])
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_log(out)]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read_log(ref.run_dir)]
+
+    # resuming a finished run trains nothing and rewrites nothing
+    mtime = (out / MODEL_FILE).stat().st_mtime_ns
+    again = train(tiny_cfg(), out, resume=True, progress=False)
+    assert again.epochs_run == 2 and (out / MODEL_FILE).stat().st_mtime_ns == mtime
+
+
+def test_different_seed_gives_different_weights(full_run, tmp_path):
+    ref, _ = full_run
+    res = train(tiny_cfg(seed=1, epochs=1), tmp_path / "s1", progress=False)
+    other = training._cpu_state(res.model)
+    assert any(
+        not torch.equal(other[k], v)
+        for k, v in torch.load(ref.run_dir / MODEL_FILE, weights_only=True).items()
+    )
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path, monkeypatch):
+    from esad_lib.losses import ESADLoss
+
+    real_forward = ESADLoss.forward
+
+    def nan_forward(self, img, recon, inpaint=None):
+        total, parts = real_forward(self, img, recon, inpaint)
+        return total * float("nan"), parts
+
+    monkeypatch.setattr(ESADLoss, "forward", nan_forward)
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss .* epoch 1, step 1.*--set lr"):
+        train(tiny_cfg(), tmp_path / "nan", progress=False)
+    assert not (tmp_path / "nan" / CHECKPOINT_FILE).exists()
+
+
+def test_early_stopping_keeps_best_weights(tmp_path, monkeypatch):
+    val_losses = iter([1.0, 2.0, 0.5, 0.1])  # epoch 2 is worse than epoch 1 -> stop (patience 1)
+    monkeypatch.setattr(training, "validation_loss", lambda *a, **k: {"loss": next(val_losses)})
+    snapshots: dict[int, dict] = {}
+    res = train(
+        tiny_cfg(epochs=4, early_stopping_patience=1),
+        tmp_path / "es",
+        progress=False,
+        on_epoch_end=lambda e, m: snapshots.__setitem__(e, training._cpu_state(m)),
+    )
+    assert res.stopped_early and res.finished and res.epochs_run == 2 and res.best_epoch == 1
+    assert [r["val_loss"] for r in read_log(tmp_path / "es")] == [1.0, 2.0]
+    assert_same_state(torch.load(tmp_path / "es" / MODEL_FILE, weights_only=True), snapshots[1])
+    assert not any(torch.equal(snapshots[1][k], snapshots[2][k]) for k in snapshots[1] if "weight" in k)
+
+
+def test_train_or_load_trains_once_then_loads(monkeypatch):
+    cfg = tiny_cfg(epochs=1)
+    model = train_or_load(cfg, progress=False)
+    run_dir = training.run_dir_for(cfg)
+    assert (run_dir / MODEL_FILE).exists() and run_dir.name == cfg.key()
+
+    def no_training(*a, **k):
+        raise AssertionError("train_or_load retrained a cached run")
+
+    monkeypatch.setattr(training, "train", no_training)
+    again = train_or_load(cfg, progress=False)
+    assert_same_state(training._cpu_state(again), training._cpu_state(model))
+    assert not again.training
+
+
+def test_rng_states_survive_weights_only_roundtrip(tmp_path):
+    import random
+
+    import numpy as np
+
+    state = training._rng_state()
+    training._save_torch(state, tmp_path / "rng.pt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    training._set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
+
+
+def test_cutout_size_per_step_is_seeded_and_covers_sizes():
+    cfg = tiny_cfg(cutout_sizes=(2, 4, 8, 16))
+    draws = [training.cutout_size_for_step(cfg, e, s) for e in range(3) for s in range(20)]
+    assert draws == [training.cutout_size_for_step(cfg, e, s) for e in range(3) for s in range(20)]
+    assert set(draws) == {2, 4, 8, 16}
+    other = [training.cutout_size_for_step(cfg.replace(seed=1), e, s) for e in range(3) for s in range(20)]
+    assert other != draws
