@@ -16,6 +16,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "esad_lib.data.cli",
     "esad_lib.models.cli",
     "esad_lib.train_cli",
+    "esad_lib.eval_cli",
+    "esad_lib.ablate_cli",
+    "esad_lib.bench_cli",
 )
 
 

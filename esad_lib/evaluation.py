@@ -1,0 +1,320 @@
+"""Evaluation of a trained run on MVTec LOCO AD protocol (paper Sec. "Experiments").
+
+``evaluate_run(RUN)`` loads the run, scores the test split (good + logical + structural, as
+many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
+
+* ``image_auroc.structural`` -- good vs structural test images (the paper's table);
+* ``image_auroc.logical``    -- good vs logical (kept to show where the method fails);
+* ``image_auroc.mean``       -- the mean of the two;
+* ``pixel_auroc`` and ``au_pro`` (FPR limit 0.3) over all test images;
+* ``au_spro.{structural,logical,mean}`` -- MVTec LOCO's saturated PRO up to FPR 0.05; each
+  anomaly type's group is its images plus all good test images, the defect saturation rules
+  come from ``<category>/defects_config.json``;
+* ``timing`` -- training seconds (from ``train_summary.json``) and scoring ms per image.
+
+It writes ``RUN/metrics.json`` atomically (and ``RUN/scores.csv``, one row per image).
+Maps are evaluated at the ORIGINAL image resolution (bilinear upsampling of the network-size
+maps, one image at a time).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esad_lib.config import ESADConfig
+from esad_lib.paths import atomic_write_text
+from esad_lib.scoring import ScoreResult, score_split_normalised
+
+ANOMALY_TYPES = ("structural", "logical")
+METRICS_FILE = "metrics.json"
+SCORES_FILE = "scores.csv"
+#: version of the metrics.json layout (bump when keys change).
+METRICS_SCHEMA = 1
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _f(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def image_metrics(scores: np.ndarray, label_names: Sequence[str]) -> dict[str, float | None]:
+    """Image AUROC of good vs each anomaly type and their mean (None where a type is absent)."""
+    from esad_lib.metrics import image_auroc
+
+    names = np.asarray(label_names)
+    out: dict[str, float | None] = {}
+    for kind in ANOMALY_TYPES:
+        keep = (names == "good") | (names == kind)
+        if (names == kind).any() and (names == "good").any():
+            out[kind] = float(image_auroc(np.asarray(scores)[keep], (names[keep] == kind).astype(int)))
+        else:
+            out[kind] = None
+    out["mean"] = _mean([out[k] for k in ANOMALY_TYPES])
+    return out
+
+
+def map_metrics(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Sequence,
+    pro_fpr_limit: float = 0.3,
+    spro_fpr_limit: float = 0.05,
+) -> dict[str, Any]:
+    """Pixel-level metrics from full-resolution maps ``[H0,W0]`` and channels ``uint8 [C,H0,W0]``.
+
+    ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses the images of that
+    anomaly type plus the good images (MVTec LOCO's protocol).
+    """
+    from esad_lib.metrics import au_pro, au_spro, pixel_auroc
+
+    names = list(label_names)
+    masks = [(c > 0).any(0) if c.shape[0] else np.zeros(m.shape, dtype=bool) for m, c in zip(maps, channels)]
+    has_pos = any(m.any() for m in masks)
+    out: dict[str, Any] = {
+        "pixel_auroc": _f(pixel_auroc(list(maps), masks)) if has_pos else None,
+        "au_pro": _f(au_pro(list(maps), masks, fpr_limit=pro_fpr_limit)) if has_pos else None,
+        "au_spro": {},
+    }
+    for kind in ANOMALY_TYPES:
+        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
+        if not any(names[i] == kind for i in idx):
+            out["au_spro"][kind] = None
+            continue
+        out["au_spro"][kind] = _f(
+            au_spro(
+                [maps[i] for i in idx], [channels[i] for i in idx], list(defects), fpr_limit=spro_fpr_limit
+            )
+        )
+    out["au_spro"]["mean"] = _mean([out["au_spro"][k] for k in ANOMALY_TYPES])
+    return out
+
+
+def metrics_from_result(result: ScoreResult, defects: Sequence, map_dtype=np.float32) -> dict[str, Any]:
+    """All metrics of one scored test split (maps upsampled to original size here)."""
+    if result.channels is None:
+        raise ValueError("the ScoreResult has no ground-truth channels; score with keep_channels=True")
+    full = [result.full_res_map(i, map_dtype) for i in range(len(result))]
+    out = {"image_auroc": image_metrics(result.scores, result.label_names)}
+    out.update(map_metrics(full, result.channels, result.label_names, defects))
+    return out
+
+
+def counts_of(label_names: Sequence[str]) -> dict[str, int]:
+    return {k: int(sum(1 for n in label_names if n == k)) for k in ("good", *ANOMALY_TYPES)}
+
+
+def evaluate_model(
+    model,
+    cfg: ESADConfig,
+    root: str | Path | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], ScoreResult]:
+    """Score ``cfg.category``'s test split with ``model`` and compute every metric.
+
+    Returns ``(metrics, result)``; ``metrics`` has the layout of ``metrics.json`` minus the
+    run-specific parts (timing of training, paths).
+    """
+    from esad_lib.data import dataset_root, load_defects_config
+
+    root = Path(root) if root is not None else dataset_root(cfg)
+    defects = load_defects_config(root / cfg.category)
+    result = score_split_normalised(model, cfg, root=root, progress=progress, max_images=max_images)
+    t0 = time.perf_counter()
+    metrics = metrics_from_result(result, defects)
+    metric_seconds = time.perf_counter() - t0
+    metrics.update(
+        {
+            "schema": METRICS_SCHEMA,
+            "category": cfg.category,
+            "method": cfg.method,
+            "profile": cfg.profile,
+            "dataset": cfg.dataset,
+            "dataset_root": str(root),
+            "image_size": list(cfg.image_size),
+            "score_map": cfg.score_map,
+            "smoothing": cfg.smoothing,
+            "map_normalization": cfg.map_normalization,
+            "feature_extractor": cfg.feature_extractor,
+            "config_key": cfg.key(),
+            "config": cfg.to_dict(),
+            "counts": counts_of(result.label_names),
+            "timing": {
+                "scoring_ms_per_image": result.ms_per_image,
+                "scoring_seconds": result.seconds,
+                "scoring_wall_seconds": result.wall_seconds,
+                "metric_seconds": metric_seconds,
+                "fast_scoring": bool(cfg.fast_scoring),
+            },
+        }
+    )
+    return metrics, result
+
+
+def read_train_seconds(run_dir: str | Path) -> float | None:
+    """Training wall time from ``RUN/train_summary.json`` (None when the file is absent)."""
+    p = Path(run_dir) / "train_summary.json"
+    if not p.exists():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad train` for this run") from e
+    for key in ("train_seconds", "seconds", "wall_seconds", "elapsed_seconds"):
+        if key in d and d[key] is not None:
+            return float(d[key])
+    return None
+
+
+def scores_csv(result: ScoreResult) -> str:
+    """Per-image scores as CSV text (path, label, anomalous, score)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["path", "label", "anomalous", "score"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(result.to_rows())
+    return buf.getvalue()
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    max_images: int | None = None,
+    progress: bool = True,
+    save_scores: bool = True,
+    overrides: dict[str, Any] | None = None,
+    root: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate the trained run in ``run_dir``; write ``run_dir/metrics.json`` (and scores.csv).
+
+    ``overrides`` changes scoring fields of the run's config (e.g. ``{"score_map": "pixel"}``);
+    training fields cannot be changed here.  ``max_images`` caps images per test label.
+    """
+    from esad_lib.training import load_run
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"run folder {run_dir} does not exist; train one with `esad train --out {run_dir}`"
+        )
+    model, cfg = load_run(run_dir)
+    if overrides:
+        allowed = {
+            "score_map",
+            "smoothing",
+            "smoothing_size",
+            "smoothing_sigma",
+            "map_normalization",
+            "fast_scoring",
+            "test_fill",
+            "fill_alpha",
+            "feature_extractor",
+            "feature_weights",
+            "device",
+            "max_test_images",
+            "num_workers",
+        }
+        bad = set(overrides) - allowed
+        if bad:
+            raise ValueError(
+                f"cannot override {sorted(bad)} at evaluation (only scoring fields: {sorted(allowed)})"
+            )
+        cfg = cfg.replace(**overrides)
+        if "fill_alpha" in overrides and hasattr(model, "fill_alpha"):
+            model.fill_alpha = float(overrides["fill_alpha"])
+        if "device" in overrides:
+            from esad_lib.config import resolve_device
+
+            model = model.to(resolve_device(cfg.device))
+    metrics, result = evaluate_model(model, cfg, root=root, max_images=max_images, progress=progress)
+    metrics["timing"]["train_seconds"] = read_train_seconds(run_dir)
+    metrics["run_dir"] = str(run_dir)
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if save_scores:
+        atomic_write_text(run_dir / SCORES_FILE, scores_csv(result))
+    return metrics
+
+
+def load_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``RUN/metrics.json`` (clear error when the run was not evaluated yet)."""
+    p = Path(run_dir)
+    p = p if p.name == METRICS_FILE else p / METRICS_FILE
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found; run `esad evaluate {p.parent}` first")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad evaluate {p.parent}`") from e
+
+
+# --------------------------------------------------------------------------------------------
+# naive baseline (notebook 01) under the same protocol
+# --------------------------------------------------------------------------------------------
+def _hwc_255(x) -> np.ndarray:
+    """Network input ``[3,H,W]`` in [-1, 1] -> ``float32 [H,W,3]`` in grey levels 0..255."""
+    return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
+
+
+def evaluate_naive(cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None) -> dict:
+    """Metrics of ``esad_lib.baselines``' naive per-pixel z-score baseline on ``cfg.category``.
+
+    Same images, same network resolution (``cfg.image_size``) and same metrics as ours; the
+    maps are the baseline's per-pixel z-scores (grey-level units, no smoothing), upsampled to
+    the original size like ours; the image score is the max of the map.
+    """
+    from esad_lib.baselines import naive_zscore_scores
+    from esad_lib.data import LOCODataset, dataset_root, load_defects_config
+
+    root = Path(root) if root is not None else dataset_root(cfg)
+    defects = load_defects_config(root / cfg.category)
+    if max_images is None:
+        max_images = getattr(cfg, "max_test_images", None)
+    train = LOCODataset(root, cfg.category, "train", image_size=tuple(cfg.image_size), labels=["good"])
+    train_imgs = np.stack([_hwc_255(train[i]["image"]) for i in range(len(train))])
+    names, imgs, chans, sizes = [], [], [], []
+    for lab in ("good", *ANOMALY_TYPES):
+        ds = LOCODataset(
+            root, cfg.category, "test", image_size=tuple(cfg.image_size), labels=[lab], return_channels=True
+        )
+        n = len(ds) if max_images is None else min(len(ds), int(max_images))
+        for i in range(n):
+            it = ds[i]
+            names.append(lab)
+            imgs.append(_hwc_255(it["image"]))
+            chans.append(np.asarray(it["channels"], dtype=np.uint8))
+            sizes.append(tuple(int(s) for s in it["orig_size"]))
+    scores, maps = naive_zscore_scores(train_imgs, np.stack(imgs))
+    from esad_lib.scoring import upsample_map
+
+    full = [upsample_map(np.asarray(m), s) for m, s in zip(maps, sizes)]
+    out = {"image_auroc": image_metrics(np.asarray(scores, dtype=np.float64), names)}
+    out.update(map_metrics(full, chans, names, defects))
+    out.update({"category": cfg.category, "method": "naive", "counts": counts_of(names)})
+    return out
+
+
+__all__ = [
+    "ANOMALY_TYPES",
+    "METRICS_FILE",
+    "evaluate_model",
+    "evaluate_naive",
+    "evaluate_run",
+    "image_metrics",
+    "load_metrics",
+    "map_metrics",
+    "metrics_from_result",
+    "read_train_seconds",
+    "scores_csv",
+]

@@ -1,0 +1,164 @@
+"""evaluate_run writes the metrics.json schema on a smoke run; the report shows reported values."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from esad_lib.config import CATEGORIES, get_config
+from esad_lib.evaluation import evaluate_run, image_metrics, load_metrics
+from esad_lib.report import REPORTED, format_report
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, session_data_root):
+    """A tiny model trained by the library's trainer (smoke profile, private data root)."""
+    from esad_lib.training import train
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESAD_PROFILE", "smoke")
+        mp.setenv("ESAD_DATA_ROOT", str(session_data_root))
+        run = tmp_path_factory.mktemp("runs") / "pushpins"
+        cfg = get_config("smoke", category="pushpins", epochs=1)
+        train(cfg, run)
+        metrics = evaluate_run(run, progress=False)
+    return run, metrics
+
+
+def _in_unit(x):
+    return x is not None and 0.0 <= x <= 1.0
+
+
+def test_evaluate_run_writes_metrics_json_schema(smoke_run):
+    run, metrics = smoke_run
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    for kind in ("structural", "logical", "mean"):
+        assert _in_unit(on_disk["image_auroc"][kind])
+        assert _in_unit(on_disk["au_spro"][kind])
+    assert on_disk["image_auroc"]["mean"] == pytest.approx(
+        (on_disk["image_auroc"]["structural"] + on_disk["image_auroc"]["logical"]) / 2
+    )
+    assert _in_unit(on_disk["pixel_auroc"]) and _in_unit(on_disk["au_pro"])
+    t = on_disk["timing"]
+    assert t["scoring_ms_per_image"] > 0
+    assert t["train_seconds"] is None or t["train_seconds"] > 0
+    assert on_disk["category"] == "pushpins" and on_disk["method"] == "esad"
+    counts = on_disk["counts"]
+    assert counts["good"] > 0 and counts["logical"] > 0 and counts["structural"] > 0
+    rows = list(csv.DictReader((run / "scores.csv").open()))
+    assert len(rows) == sum(counts.values())
+    # the image AUROC in the file is the AUROC of the scores in scores.csv
+    s = np.array([float(r["score"]) for r in rows])
+    names = [r["label"] for r in rows]
+    keep = [i for i, n in enumerate(names) if n in ("good", "structural")]
+    want = roc_auc_score([names[i] == "structural" for i in keep], s[keep])
+    assert on_disk["image_auroc"]["structural"] == pytest.approx(want)
+    assert load_metrics(run) == on_disk
+
+
+def test_evaluate_run_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="esad train"):
+        evaluate_run(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="esad evaluate"):
+        load_metrics(tmp_path)
+
+
+def test_image_metrics_match_sklearn_and_handle_missing_type():
+    rng = np.random.default_rng(0)
+    names = ["good"] * 5 + ["structural"] * 4 + ["logical"] * 3
+    s = rng.normal(size=len(names))
+    m = image_metrics(s, names)
+    sl = [i for i, n in enumerate(names) if n != "logical"]
+    assert m["structural"] == pytest.approx(roc_auc_score([names[i] == "structural" for i in sl], s[sl]))
+    assert m["mean"] == pytest.approx((m["structural"] + m["logical"]) / 2)
+    only_str = image_metrics(s[:9], names[:9])
+    assert only_str["logical"] is None and only_str["mean"] == only_str["structural"]
+
+
+def _fake_metrics(cat, s, lg):
+    return {
+        "category": cat,
+        "method": "esad",
+        "dataset": "synthetic",
+        "profile": "smoke",
+        "image_size": [32, 32],
+        "score_map": "feature",
+        "image_auroc": {"structural": s, "logical": lg, "mean": (s + lg) / 2},
+        "au_spro": {"structural": 0.5, "logical": 0.25, "mean": 0.375},
+        "config": {"epochs": 2},
+    }
+
+
+def test_format_report_contains_reported_values_and_labels():
+    ours = {c: _fake_metrics(c, 0.9, 0.6) for c in CATEGORIES}
+    ours["pushpins"]["image_auroc"]["structural"] = 0.7
+    text = format_report(ours)
+    for cat in CATEGORIES:
+        assert f"{REPORTED['ESAD'][cat]:.1f}" in text and f"{REPORTED['RIAD'][cat]:.1f}" in text
+    assert "89.3" in text and "84.0" in text
+    assert "reported" in text.lower() and "SYNTHETIC" in text and "`smoke`" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert len(lines) == 1 + len(CATEGORIES) + 1  # header, five categories, average
+    pushpins = next(ln for ln in lines if ln.startswith("| Pushpins"))
+    assert "| 70.0 | 60.0 | 50.0 | 25.0 | 96.6 | 86.2 |" in pushpins
+    avg = lines[-1]
+    assert avg.startswith("| Average |") and "| 86.0 |" in avg  # (4 * 90 + 70) / 5
+
+
+def test_format_report_partial_and_extra_columns():
+    ours = [_fake_metrics("juice_bottle", 0.8, 0.5)]
+    riad = {"juice_bottle": _fake_metrics("juice_bottle", 0.7, 0.4)}
+    text = format_report(ours, extra={"RIAD (ours)": riad})
+    assert "Average (1 of 5 ours)" in text
+    assert "RIAD (ours) str." in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| Juice bottle"))
+    assert "| 80.0 | 50.0 |" in row and "| 70.0 | 40.0 |" in row
+
+
+def test_report_cli_reads_metrics_json(smoke_run, capsys):
+    from esad_lib import eval_cli
+
+    run, metrics = smoke_run
+    parser = argparse.ArgumentParser()
+    eval_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(run)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert f"{100 * metrics['image_auroc']['structural']:.1f}" in out
+    assert "ESAD str. (reported)" in out
+
+
+def test_evaluate_cli_with_scoring_override(smoke_run, capsys):
+    from esad_lib import eval_cli
+
+    run, _ = smoke_run
+    parser = argparse.ArgumentParser()
+    eval_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate", str(run), "--score-map", "pixel", "--quiet", "--no-scores"])
+    assert args.func(args) == 0
+    m = load_metrics(run)
+    assert m["score_map"] == "pixel" and m["config"]["score_map"] == "pixel"
+    assert "image AUROC str" in capsys.readouterr().out
+
+
+def test_demo_trains_evaluates_and_skips_finished_runs():
+    from esad_lib.eval_cli import run_demo
+
+    text = run_demo(profile="smoke", categories=["pushpins"], progress=False)
+    assert "| Pushpins |" in text and "naive (ours) str." in text and "96.6" in text
+    # a second call finds the finished run (metrics.json with the same config key) and skips it
+    from esad_lib.evaluation import load_metrics as _load
+    from esad_lib.training import run_dir_for
+
+    cfg = get_config("smoke", category="pushpins")
+    before = (run_dir_for(cfg) / "metrics.json").stat().st_mtime_ns
+    again = run_demo(profile="smoke", categories=["pushpins"], progress=False)
+    assert (run_dir_for(cfg) / "metrics.json").stat().st_mtime_ns == before
+    assert _load(run_dir_for(cfg))["config_key"] == cfg.key()
+    assert again.split("Total time")[0] == text.split("Total time")[0]

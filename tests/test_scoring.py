@@ -1,0 +1,136 @@
+"""Scoring: smoothing == scipy, fast path == eager path, image score == max of the smoothed map,
+maps at the original resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from esad_lib.config import get_config
+from esad_lib.scoring import (
+    FAST_PATH_ATOL,
+    MapStats,
+    anomaly_maps,
+    check_scoring_config,
+    gaussian_filter,
+    image_scores,
+    mean_filter,
+    raw_maps,
+    score_dataset,
+    smooth_maps,
+    upsample_map,
+)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 7])
+def test_mean_filter_equals_scipy_uniform_filter(size):
+    x = torch.rand(2, 13, 17, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
+    got = mean_filter(x, size).numpy()
+    want = np.stack([ndimage.uniform_filter(a, size=size, mode="nearest") for a in x.numpy()])
+    # scipy centres even windows one pixel to the other side: compare odd sizes exactly,
+    # even sizes up to a one-pixel shift of the window origin
+    if size % 2 == 0:
+        want = np.stack([ndimage.uniform_filter(a, size=size, mode="nearest", origin=-1) for a in x.numpy()])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.0, 2.5])
+def test_gaussian_filter_equals_scipy(sigma):
+    x = torch.rand(3, 20, 15, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    got = gaussian_filter(x, sigma).numpy()
+    want = np.stack(
+        [ndimage.gaussian_filter(a, sigma=sigma, mode="nearest", truncate=4.0) for a in x.numpy()]
+    )
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_bad_scoring_options_raise_clear_errors():
+    cfg = get_config("smoke")
+    for field, value in [("score_map", "pixels"), ("smoothing", "median"), ("map_normalization", "z")]:
+        with pytest.raises(ValueError, match=field):
+            check_scoring_config(cfg.replace(**{field: value}))
+
+
+def test_upsample_map_to_original_size():
+    m = np.arange(12, dtype=np.float32).reshape(3, 4)
+    up = upsample_map(m, (30, 50))
+    assert up.shape == (30, 50) and up.dtype == np.float32
+    # bilinear interpolation never leaves the input's range
+    assert up.min() >= m.min() - 1e-6 and up.max() <= m.max() + 1e-6
+    same = upsample_map(m, (3, 4))
+    np.testing.assert_array_equal(same, m)
+
+
+def test_map_stats_standardise_validation_maps():
+    maps = torch.rand(6, 8, 8, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    stats = MapStats.from_maps(maps)
+    z = stats.apply(maps)
+    np.testing.assert_allclose(z.mean(0).numpy(), 0.0, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        MapStats.from_maps(maps[:1])
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from esad_lib.models import build_model
+
+    torch.manual_seed(0)
+    cfg = get_config("smoke")
+    model = build_model(cfg).eval()
+    return model, cfg
+
+
+@pytest.mark.parametrize(
+    "score_map, smoothing", [("pixel", "mean"), ("feature", "gaussian"), ("feature", "none")]
+)
+def test_image_score_is_max_of_smoothed_map(tiny_model, score_map, smoothing):
+    model, cfg = tiny_model
+    cfg = cfg.replace(score_map=score_map, smoothing=smoothing)
+    x = torch.rand(3, 3, *cfg.image_size, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    maps = anomaly_maps(model, x, cfg)
+    assert maps.shape == (3, *cfg.image_size)
+    with torch.no_grad():
+        want = smooth_maps(raw_maps(model, x, cfg), cfg)
+    torch.testing.assert_close(maps, want, atol=1e-5, rtol=1e-5)
+    scores = image_scores(maps)
+    assert torch.equal(scores, torch.stack([m.max() for m in maps]))
+
+
+@pytest.mark.parametrize("score_map", ["pixel", "feature"])
+def test_fast_path_equals_plain_eager_path(tiny_model, score_map):
+    model, cfg = tiny_model
+    x = torch.rand(4, 3, *cfg.image_size, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    fast = anomaly_maps(model, x, cfg.replace(score_map=score_map, fast_scoring=True))
+    eager = anomaly_maps(model, x, cfg.replace(score_map=score_map, fast_scoring=False))
+    assert not fast.is_inference()
+    # the fast path leaves the caller's model as it was: normal tensors, contiguous format
+    for p in model.parameters():
+        assert not p.is_inference()
+        assert p.is_contiguous()
+    np.testing.assert_allclose(fast.numpy(), eager.numpy(), atol=FAST_PATH_ATOL, rtol=0)
+
+
+def test_score_dataset_shapes_and_original_resolution(tiny_model):
+    from esad_lib.data import dataset_root, load_image
+
+    model, cfg = tiny_model
+    root = dataset_root(cfg)
+    res = score_dataset(model, cfg, root=root, max_images=2, progress=False)
+    assert set(res.label_names) == {"good", "logical", "structural"}
+    assert len(res) == 6 == len(res.scores) == len(res.maps) == len(res.channels)
+    assert res.ms_per_image > 0
+    for i in range(len(res)):
+        h0, w0 = load_image(res.paths[i]).shape[:2]
+        assert res.orig_sizes[i] == (h0, w0)
+        full = res.full_res_map(i)
+        assert full.shape == (h0, w0)
+        assert res.channels[i].shape[1:] == (h0, w0)
+        assert res.maps[i].shape == tuple(cfg.image_size)
+        # image score = max of the smoothed (network-resolution) map
+        assert res.scores[i] == pytest.approx(float(res.maps[i].max()), rel=1e-6)
+        assert res.gt_mask(i).any() == (res.label_names[i] != "good")
+    # fast and eager scoring of the whole split agree
+    eager = score_dataset(model, cfg.replace(fast_scoring=False), root=root, max_images=2, progress=False)
+    np.testing.assert_allclose(res.scores, eager.scores, atol=FAST_PATH_ATOL)
