@@ -1,0 +1,423 @@
+"""The ablation registry and grid runner (esad_lib.ablation, `esad ablate`).
+
+Training and evaluation are replaced by recording fakes (monkeypatched
+``ablation.train_model`` / ``ablation.evaluate_model``) for the runner logic; one small
+real grid at the end runs the library's training and evaluation end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from esad_lib import ablation
+from esad_lib.ablate_cli import base_config, register
+from esad_lib.config import PRESETS, get_config
+
+
+# ------------------------------------------------------------------------------------------
+# fakes: a "model" is a file; metrics are a deterministic function of the config
+def _fake_metrics(cfg) -> dict:
+    # a value that depends on test-time fields, training fields and the seed
+    v = 0.5 + 0.1 * cfg.fill_alpha + 0.01 * cfg.seed + 0.001 * cfg.num_masks
+    if cfg.score_map == "pixel":
+        v -= 0.05
+    return {
+        "image_auroc": {"structural": v, "logical": v - 0.2, "mean": v - 0.1},
+        "au_pro": v / 2,
+        "au_spro": {"structural": v / 3, "logical": None, "mean": v / 3},
+        "counts": {"good": 4},  # not a metric: must not reach results.csv
+        "timing": {"scoring_ms_per_image": 1.0},
+        "schema": 1,
+    }
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.train_calls: list[tuple[str, bool, dict]] = []
+        self.eval_calls: list[tuple[str, str]] = []
+        self.fail_on: set[str] = set()
+
+    def train(self, cfg, model_dir: Path, resume: bool) -> None:
+        self.train_calls.append((Path(model_dir).name, resume, cfg.to_dict()))
+        (Path(model_dir) / "model.pt").write_text(json.dumps(cfg.to_dict(), default=list))
+        (Path(model_dir) / "train_summary.json").write_text("{}")
+
+    def evaluate(self, cfg, model_dir: Path, run_dir: Path) -> dict:
+        if Path(run_dir).parent.parent.name in self.fail_on:
+            raise RuntimeError("simulated crash")
+        assert (Path(model_dir) / "model.pt").exists(), "evaluated before the model was trained"
+        self.eval_calls.append((Path(model_dir).name, str(run_dir)))
+        return _fake_metrics(cfg)
+
+
+@pytest.fixture
+def rec(monkeypatch) -> Recorder:
+    r = Recorder()
+    monkeypatch.setattr(ablation, "train_model", r.train)
+    monkeypatch.setattr(ablation, "evaluate_model", r.evaluate)
+    return r
+
+
+BASE = PRESETS["smoke"]
+
+
+# ------------------------------------------------------------------------------------------
+# registry and config diffs
+def test_registry_has_the_required_variants() -> None:
+    names = set(ablation.variant_names())
+    required = {
+        "esad",
+        "riad",
+        "no_feature_loss",
+        "pixel_map",
+        "feature_map",
+        "train_fill_at_test",
+        "alpha_0",
+        "alpha_0.25",
+        "alpha_0.75",
+        "alpha_1",
+        "std_conv",
+        "cutouts_2_4",
+        "cutouts_8_16",
+        "cutouts_4_8_16",
+        "k2",
+        "k4",
+    }
+    assert required <= names, required - names
+
+
+def test_extractor_variants_follow_available_extractors() -> None:
+    features = pytest.importorskip("esad_lib.features")
+    names = set(ablation.variant_names())
+    avail = features.available_extractors()
+    assert avail["random_cnn"]["available"]
+    for ex, info in avail.items():
+        assert (f"extractor_{ex}" in names) == bool(info["available"]), ex
+        if not info["available"]:
+            continue
+        diff = ablation.get_variant(f"extractor_{ex}").diff
+        assert diff["feature_extractor"] == ex
+        # recon_encoder cannot drive the feature loss (no trained net exists while training)
+        assert diff.get("loss_feature_extractor", ex) == ex and ("loss_feature_extractor" in diff) == (
+            ex != "recon_encoder"
+        )
+
+
+def test_every_variant_diff_is_valid_and_applied() -> None:
+    for name, v in ablation.variant_registry().items():
+        cfg = ablation.apply_variant(BASE, name)
+        for k, val in v.diff.items():
+            assert getattr(cfg, k) == val, (name, k)
+        # every other field is untouched
+        untouched = {k: x for k, x in cfg.to_dict().items() if k not in v.diff}
+        assert untouched == {k: x for k, x in BASE.to_dict().items() if k not in v.diff}
+
+
+def test_riad_diff() -> None:
+    cfg = ablation.apply_variant(BASE, "riad")
+    assert (cfg.method, cfg.unet, cfg.test_fill, cfg.score_map, cfg.w_feature) == (
+        "riad",
+        "classic",
+        "zero",
+        "pixel",
+        0.0,
+    )
+    assert ablation.apply_variant(BASE, "alpha_0.25").fill_alpha == 0.25
+    assert ablation.apply_variant(BASE, "cutouts_8_16").cutout_sizes == (8, 16)
+    assert ablation.apply_variant(BASE, "k4").num_masks == 4
+    assert ablation.apply_variant(BASE, "std_conv").unet == "lightweight_std"
+
+
+def test_train_key_ignores_test_time_fields_only() -> None:
+    k = ablation.train_key(BASE)
+    shared = ("alpha_0", "alpha_1", "pixel_map", "train_fill_at_test", "zero_fill_at_test", "feature_map")
+    for name in (*shared, "extractor_recon_encoder"):
+        assert ablation.train_key(ablation.apply_variant(BASE, name)) == k, name
+    for name in ("riad", "no_feature_loss", "std_conv", "cutouts_2_4", "k2"):
+        assert ablation.train_key(ablation.apply_variant(BASE, name)) != k, name
+    assert ablation.train_key(BASE.replace(seed=1)) != k
+    assert ablation.train_key(BASE.replace(category="pushpins")) != k
+    # full config key: test-time variants differ from the base
+    assert ablation.config_key(ablation.apply_variant(BASE, "alpha_0")) != ablation.config_key(BASE)
+    assert ablation.config_key(BASE.replace(device="cuda:1")) == ablation.config_key(BASE)
+    # the model is trained with the preset's test-time fields whatever the variant
+    assert ablation.training_config(ablation.apply_variant(BASE, "alpha_0")) == BASE
+
+
+# ------------------------------------------------------------------------------------------
+# grid expansion
+def test_expand_grid_is_the_product_in_order() -> None:
+    specs = ablation.expand_grid(BASE, ["esad", "alpha_0"], ["breakfast_box", "pushpins"], [0, 1, 2])
+    assert len(specs) == 2 * 2 * 3
+    assert [(s.variant, s.category, s.seed) for s in specs][:4] == [
+        ("esad", "breakfast_box", 0),
+        ("esad", "breakfast_box", 1),
+        ("esad", "breakfast_box", 2),
+        ("esad", "pushpins", 0),
+    ]
+    for s in specs:
+        assert s.cfg.category == s.category and s.cfg.seed == s.seed
+        assert s.cfg.fill_alpha == (0.0 if s.variant == "alpha_0" else BASE.fill_alpha)
+    assert len({s.config_key for s in specs}) == 12
+
+
+def test_expand_grid_errors() -> None:
+    with pytest.raises(KeyError, match="nope.*known variants: esad"):
+        ablation.expand_grid(BASE, ["esad", "nope"], ["pushpins"], [0])
+    with pytest.raises(ValueError, match="at least one of seeds"):
+        ablation.expand_grid(BASE, ["esad"], ["pushpins"], [])
+    with pytest.raises(ValueError, match="duplicate variants"):
+        ablation.expand_grid(BASE, ["esad", "esad"], ["pushpins"], [0])
+
+
+def test_assign_devices_round_robin() -> None:
+    assert ablation.assign_devices(5, ["cuda:0", "cuda:1"]) == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:0",
+        "cuda:1",
+        "cuda:0",
+    ]
+    with pytest.raises(ValueError):
+        ablation.assign_devices(1, [])
+
+
+# ------------------------------------------------------------------------------------------
+# runner: sharing, skip, resume
+def test_test_time_variants_share_one_model(rec: Recorder, tmp_path: Path) -> None:
+    variants = ["esad", "alpha_0", "pixel_map", "feature_map", "k2"]
+    rep = ablation.run_grid(BASE, variants, ["pushpins"], [0, 1], tmp_path, progress=False)
+    # one model per (training config, seed): esad-like and k2, two seeds each
+    assert len(rec.train_calls) == 4
+    assert all(resume is False for _, resume, _ in rec.train_calls)
+    # feature_map == esad: evaluated once, metrics copied to both run folders
+    assert len(rec.eval_calls) == 4 * 2
+    assert len(rep.evaluated) == 5 * 2
+    for v in variants:
+        for seed in (0, 1):
+            d = tmp_path / "runs" / v / "pushpins" / f"seed{seed}"
+            meta = json.loads((d / "run.json").read_text())
+            assert (meta["variant"], meta["seed"], meta["category"]) == (v, seed, "pushpins")
+            assert (tmp_path / "models" / meta["train_key"] / "model.pt").exists()
+    m_esad = json.loads((tmp_path / "runs/esad/pushpins/seed0/metrics.json").read_text())
+    m_feat = json.loads((tmp_path / "runs/feature_map/pushpins/seed0/metrics.json").read_text())
+    assert m_esad == m_feat
+    # trained config has the preset's test-time fields even when the first user was alpha_0
+    for _, _, d in rec.train_calls:
+        assert d["fill_alpha"] == BASE.fill_alpha and d["score_map"] == BASE.score_map
+
+
+def test_rerun_skips_finished_runs(rec: Recorder, tmp_path: Path) -> None:
+    ablation.run_grid(BASE, ["esad", "alpha_1"], ["pushpins"], [0], tmp_path, progress=False)
+    n_train, n_eval = len(rec.train_calls), len(rec.eval_calls)
+    csv1 = (tmp_path / "results.csv").read_text()
+    rep = ablation.run_grid(BASE, ["esad", "alpha_1"], ["pushpins"], [0], tmp_path, progress=False)
+    assert (len(rec.train_calls), len(rec.eval_calls)) == (n_train, n_eval)
+    assert len(rep.skipped) == 2 and rep.evaluated == []
+    assert (tmp_path / "results.csv").read_text() == csv1
+    # growing the grid only runs the new cells (the esad model is reused)
+    ablation.run_grid(BASE, ["esad", "alpha_1", "alpha_0"], ["pushpins"], [0], tmp_path, progress=False)
+    assert len(rec.train_calls) == n_train and len(rec.eval_calls) == n_eval + 1
+
+
+def test_crash_then_rerun_finishes_only_the_rest(rec: Recorder, tmp_path: Path) -> None:
+    rec.fail_on = {"k2"}
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ablation.run_grid(BASE, ["esad", "k2"], ["pushpins"], [0], tmp_path, progress=False)
+    assert (tmp_path / "runs/esad/pushpins/seed0/metrics.json").exists()
+    assert not (tmp_path / "runs/k2/pushpins/seed0/metrics.json").exists()
+    rec.fail_on = set()
+    n_train = len(rec.train_calls)
+    rep = ablation.run_grid(BASE, ["esad", "k2"], ["pushpins"], [0], tmp_path, progress=False)
+    assert len(rec.train_calls) == n_train  # both models were already trained
+    assert rep.skipped == [str(tmp_path / "runs/esad/pushpins/seed0")]
+    assert rep.evaluated == [str(tmp_path / "runs/k2/pushpins/seed0")]
+
+
+def test_unfinished_training_is_resumed(rec: Recorder, tmp_path: Path) -> None:
+    spec = ablation.expand_grid(BASE, ["no_feature_loss"], ["pushpins"], [0])[0]
+    mdir = spec.model_dir(tmp_path / "models")
+    mdir.mkdir(parents=True)
+    (mdir / "checkpoint.pt").write_text("partial")  # training interrupted: checkpoint, no model.pt
+    rep = ablation.run_grid(BASE, ["esad", "no_feature_loss"], ["pushpins"], [0], tmp_path, progress=False)
+    resumes = {key: resume for key, resume, _ in rec.train_calls}
+    assert resumes == {spec.train_key: True, ablation.train_key(BASE.replace(category="pushpins")): False}
+    assert rep.resumed == [spec.train_key]
+
+
+def test_models_can_live_in_the_train_or_load_cache(rec: Recorder, tmp_path: Path) -> None:
+    training = pytest.importorskip("esad_lib.training")
+    cfg = BASE.replace(category="pushpins")
+    models = tmp_path / "cache" / "runs"
+    ablation.run_grid(BASE, ["esad", "alpha_0"], ["pushpins"], [0], tmp_path / "grid", models_dir=models)
+    # the esad model sits exactly where train_or_load(cfg) looks for it
+    assert training.run_dir_for(cfg).name == ablation.train_key(cfg)
+    assert [p.name for p in models.iterdir() if p.is_dir()] == [ablation.train_key(cfg)]
+    assert not (tmp_path / "grid" / "models").exists()
+
+
+def test_run_folder_of_another_config_is_not_overwritten(rec: Recorder, tmp_path: Path) -> None:
+    ablation.run_grid(BASE, ["esad"], ["pushpins"], [0], tmp_path, progress=False)
+    before = (tmp_path / "runs/esad/pushpins/seed0/metrics.json").read_text()
+    with pytest.raises(RuntimeError, match="another configuration.*new --out"):
+        ablation.run_grid(BASE.replace(epochs=3), ["esad"], ["pushpins"], [0], tmp_path, progress=False)
+    assert (tmp_path / "runs/esad/pushpins/seed0/metrics.json").read_text() == before
+
+
+def test_parallel_workers_give_the_same_results(rec: Recorder, tmp_path: Path) -> None:
+    args = (BASE, ["esad", "alpha_0", "k2"], ["pushpins", "breakfast_box"], [0])
+    ablation.run_grid(*args, tmp_path / "seq", progress=False)
+    ablation.run_grid(*args, tmp_path / "par", devices=["cpu", "cpu"], progress=False)
+    seq = pd.read_csv(tmp_path / "seq/results.csv")
+    par = pd.read_csv(tmp_path / "par/results.csv")
+    pd.testing.assert_frame_equal(seq, par)
+    # every model of the parallel grid was trained exactly once (by a worker)
+    assert len(list((tmp_path / "par/models").glob("*/model.pt"))) == 4
+
+
+# ------------------------------------------------------------------------------------------
+# results table and summary
+def test_results_table_schema_and_values(rec: Recorder, tmp_path: Path) -> None:
+    variants, cats, seeds = ["esad", "alpha_0", "pixel_map"], ["pushpins", "juice_bottle"], [0, 1]
+    ablation.run_grid(BASE, variants, cats, seeds, tmp_path, progress=False)
+    df = ablation.read_results(tmp_path / "results.csv")
+    assert list(df.columns) == list(ablation.RESULT_COLUMNS)
+    expected_metrics = {
+        "image_auroc.structural",
+        "image_auroc.logical",
+        "image_auroc.mean",
+        "au_pro",
+        "au_spro.structural",
+        "au_spro.mean",
+    }  # au_spro.logical is None -> dropped; counts/timing/schema are not metrics
+    assert set(df["metric"]) == expected_metrics
+    assert len(df) == len(variants) * len(cats) * len(seeds) * len(expected_metrics)
+    assert not df.duplicated(["variant", "category", "seed", "metric"]).any()
+    assert set(df["profile"]) == {"smoke"}
+    row = df[(df.variant == "alpha_0") & (df.category == "pushpins") & (df.seed == 1)]
+    cfg = ablation.apply_variant(BASE, "alpha_0").replace(category="pushpins", seed=1)
+    v = row.set_index("metric")["value"]
+    assert v["image_auroc.structural"] == pytest.approx(_fake_metrics(cfg)["image_auroc"]["structural"])
+    assert set(row["config_key"]) == {ablation.config_key(cfg)}
+    # collect_results over the whole folder == the table run_grid wrote
+    pd.testing.assert_frame_equal(
+        ablation.collect_results(tmp_path).sort_values(list(df.columns[:4])).reset_index(drop=True),
+        df.sort_values(list(df.columns[:4])).reset_index(drop=True),
+    )
+
+
+def test_summary_mean_and_std_over_seeds(rec: Recorder, tmp_path: Path) -> None:
+    ablation.run_grid(BASE, ["esad", "alpha_0", "pixel_map"], ["pushpins", "juice_bottle"], [0, 1], tmp_path)
+    df = ablation.read_results(tmp_path / "results.csv")
+    t = ablation.summary_table(df).set_index(["variant", "metric"])
+    # hand-computed: per seed the category mean, then mean/std over the two seeds
+    vals = [
+        _fake_metrics(ablation.apply_variant(BASE, "alpha_0").replace(category=c, seed=s))["au_pro"]
+        for s in (0, 1)
+        for c in ("pushpins", "juice_bottle")
+    ]
+    per_seed = [(vals[0] + vals[1]) / 2, (vals[2] + vals[3]) / 2]
+    mean = sum(per_seed) / 2
+    std = math.sqrt(sum((x - mean) ** 2 for x in per_seed) / 1)
+    assert t.loc[("alpha_0", "au_pro"), "mean"] == pytest.approx(mean)
+    assert t.loc[("alpha_0", "au_pro"), "std"] == pytest.approx(std)
+    assert t.loc[("alpha_0", "au_pro"), "n_seeds"] == 2
+    md = (tmp_path / "summary.md").read_text()
+    assert "| variant | image_auroc.structural |" in md
+    assert "| alpha_0 |" in md and f"{mean:.3f} ± {std:.3f}" in md
+    assert "Paper claim vs measurement" in md and "pixel_map" in md
+
+
+def test_compare_to_base_directions() -> None:
+    rows = []
+    for seed, (b, r, s) in enumerate([(0.9, 0.7, 0.905), (0.8, 0.6, 0.79)]):
+        for v, x in (("esad", b), ("riad", r), ("std_conv", s), ("pixel_map", b + 0.1), ("alpha_0", b)):
+            rows.append(
+                dict(variant=v, category="c", seed=seed, metric="m", value=x, profile="p", config_key="k")
+            )
+    cmp = ablation.compare_to_base(pd.DataFrame(rows), "m").set_index("variant")
+    assert cmp.loc["riad", "delta_mean"] == pytest.approx(-0.2)
+    assert cmp.loc["riad", "agrees"] == "yes"  # paper: RIAD lower, measured lower
+    assert cmp.loc["pixel_map", "agrees"] == "no"  # paper: pixel maps lower, measured higher
+    assert cmp.loc["std_conv", "agrees"] == "yes"  # "similar" within 0.01 (+0.005, -0.01)
+    assert cmp.loc["alpha_0", "agrees"] == "n/a"  # no claim in the paper
+    assert "esad" not in cmp.index
+
+
+def test_read_results_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="esad ablate"):
+        ablation.read_results(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not an ablation results table"):
+        ablation.read_results(tmp_path / "bad.csv")
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="esad")
+    register(p.add_subparsers(dest="command"))
+    return p
+
+
+def test_cli_runs_grid_and_validates(rec: Recorder, tmp_path: Path, capsys) -> None:
+    p = _parser()
+    args = p.parse_args(
+        ["ablate", "--variants", "esad,alpha_0", "--categories", "pushpins", "--seeds", "0,1"]
+        + ["--profile", "smoke", "--out", str(tmp_path), "--set", "epochs=1", "--set", "cutout_sizes=[2,4]"]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "4 run(s) evaluated" in out and "Ablation summary" in out
+    df = ablation.read_results(tmp_path / "results.csv")
+    assert set(df["variant"]) == {"esad", "alpha_0"} and set(df["seed"]) == {0, 1}
+    assert {d["epochs"] for _, _, d in rec.train_calls} == {1}
+    assert {tuple(d["cutout_sizes"]) for _, _, d in rec.train_calls} == {(2, 4)}
+
+    bad = p.parse_args(["ablate", "--variants", "esad,bogus", "--out", str(tmp_path)])
+    assert bad.func(bad) == 2
+    assert "bogus" in capsys.readouterr().err
+    no_out = p.parse_args(["ablate"])
+    assert no_out.func(no_out) == 2
+    lst = p.parse_args(["ablate", "--list"])
+    assert lst.func(lst) == 0 and "riad" in capsys.readouterr().out
+
+
+def test_base_config_explicit_profile_wins(monkeypatch) -> None:
+    monkeypatch.setenv("ESAD_PROFILE", "smoke")
+    assert base_config("demo", None, []).profile == "demo"
+    assert base_config(None, None, []).profile == "smoke"
+    assert base_config(None, "/some/root", ["fill_alpha=0.3"]).dataset == "/some/root"
+    with pytest.raises(ValueError, match="no_such_field"):
+        base_config(None, None, ["no_such_field=1"])
+
+
+# ------------------------------------------------------------------------------------------
+# one real grid: training + evaluation of the library, 2 variants sharing one model
+def test_real_smoke_grid(tmp_path: Path) -> None:
+    training = pytest.importorskip("esad_lib.training")
+    evaluation = pytest.importorskip("esad_lib.evaluation")
+    cfg = get_config("smoke", epochs=1, max_test_images=2, cutout_sizes=(8,))
+    rep = ablation.run_grid(cfg, ["esad", "alpha_1"], ["pushpins"], [0], tmp_path, progress=False)
+    assert len(set(rep.trained)) == 1  # alpha_1 reuses the esad model
+    df = ablation.read_results(tmp_path / "results.csv")
+    assert set(df["variant"]) == {"esad", "alpha_1"}
+    assert {"image_auroc.structural", "au_spro.structural", "n_params"} <= set(df["metric"])
+    auc = df[df.metric == "image_auroc.structural"]["value"]
+    assert ((auc >= 0) & (auc <= 1)).all()
+    assert (tmp_path / "runs/esad/pushpins/seed0/scores.csv").exists()
+    # the grid's alpha_1 numbers == scoring the trained model directly with fill_alpha = 1
+    spec = ablation.expand_grid(cfg, ["alpha_1"], ["pushpins"], [0])[0]
+    model, _ = training.load_run(spec.model_dir(tmp_path / "models"))
+    model.fill_alpha = 1.0
+    direct, _ = evaluation.evaluate_model(model, spec.cfg, progress=False)
+    got = df[df.variant == "alpha_1"].set_index("metric")["value"]
+    assert got["image_auroc.structural"] == pytest.approx(direct["image_auroc"]["structural"])
+    assert got["au_spro.structural"] == pytest.approx(direct["au_spro"]["structural"])
+    assert got["n_params"] == sum(p.numel() for p in model.parameters())
