@@ -34,6 +34,7 @@ lab: $(STAMP)
 	cd notebooks && ../$(BIN)/jupyter lab
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]" || echo "onnxruntime not installable here: the ONNX row is skipped"
 	$(BIN)/esad bench
 
 clean:
