@@ -104,3 +104,22 @@ def test_widths_follow_base_width() -> None:
     assert net.widths == (16, 32, 64, 128, 128)
     with pytest.raises(ValueError, match="unknown unet"):
         build_unet("resnet")
+
+
+def test_expand_conv_training_path_equals_the_grouped_conv() -> None:
+    """The depthwise-over-repeated-input path used for CPU training == the grouped conv."""
+    from esad_lib.models.blocks import ExpandConv2d
+
+    torch.manual_seed(0)
+    conv = ExpandConv2d(6, 12, 3, padding=1, groups=6, bias=False)
+    x = torch.randn(2, 6, 9, 7, requires_grad=True)
+    with torch.no_grad():
+        ref = torch.nn.functional.conv2d(x, conv.weight, None, 1, 1, 1, 6)
+    y = conv(x)  # grad enabled: the repeat_interleave path
+    assert torch.allclose(y, ref, atol=1e-6)
+    y.square().sum().backward()
+    gx, gw = x.grad.clone(), conv.weight.grad.clone()
+    x.grad = None
+    conv.weight.grad = None
+    torch.nn.functional.conv2d(x, conv.weight, None, 1, 1, 1, 6).square().sum().backward()
+    assert torch.allclose(gx, x.grad, atol=1e-5) and torch.allclose(gw, conv.weight.grad, atol=1e-4)
