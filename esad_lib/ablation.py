@@ -47,25 +47,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from esad_lib.config import PRESETS, ESADConfig
+from esad_lib.config import PRESETS, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.paths import atomic_write_text
-
-#: fields that only change how a trained model is scored; variants differing only in these
-#: share one trained model.  ``device``/``num_workers`` change neither training nor results.
-TEST_TIME_FIELDS: tuple[str, ...] = (
-    "feature_extractor",  # feature-level scoring only; the feature loss uses loss_feature_extractor
-    "test_fill",
-    "fill_alpha",
-    "score_map",
-    "smoothing",
-    "smoothing_size",
-    "smoothing_sigma",
-    "map_normalization",
-    "fast_scoring",
-    "max_test_images",
-)
-#: fields that never change a result (excluded from every key).
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring")
 
 #: columns of ``results.csv`` (tidy long format: one row per run and metric).
 RESULT_COLUMNS: tuple[str, ...] = ("variant", "category", "seed", "metric", "value", "profile", "config_key")

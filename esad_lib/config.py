@@ -31,6 +31,24 @@ PROFILES = ("smoke", "demo", "paper")
 CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 
 
+#: fields that only change how a trained model is scored; configs differing only in these
+#: share one trained model (ablations, evaluate overrides).
+TEST_TIME_FIELDS: tuple[str, ...] = (
+    "feature_extractor",  # feature-level scoring only; the feature loss uses loss_feature_extractor
+    "test_fill",
+    "fill_alpha",
+    "score_map",
+    "smoothing",
+    "smoothing_size",
+    "smoothing_sigma",
+    "map_normalization",
+    "fast_scoring",
+    "max_test_images",
+)
+#: fields that never change a result (excluded from every cache key).
+RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring")
+
+
 @dataclass
 class ESADConfig:
     """All knobs of one experiment.  Every field is JSON-serialisable."""
@@ -155,8 +173,9 @@ class ESADConfig:
         a, b = self.to_dict(), base.to_dict()
         return {k: a[k] for k in a if a[k] != b[k]}
 
-    def key(self, exclude: tuple[str, ...] = ("device", "num_workers", "fast_scoring")) -> str:
+    def key(self, exclude: tuple[str, ...] | None = None) -> str:
         """Short stable hash of the fields that change results (cache key for runs)."""
+        exclude = RUNTIME_FIELDS if exclude is None else exclude
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         blob = json.dumps(d, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
@@ -242,6 +261,8 @@ __all__ = [
     "ESADConfig",
     "PRESETS",
     "PROFILES",
+    "RUNTIME_FIELDS",
+    "TEST_TIME_FIELDS",
     "get_config",
     "profile_name",
     "resolve_device",

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.config import ESADConfig
+from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.paths import atomic_write_text
 from esad_lib.scoring import ScoreResult, score_split_normalised
 
@@ -211,21 +211,8 @@ def evaluate_run(
         )
     model, cfg = load_run(run_dir)
     if overrides:
-        allowed = {
-            "score_map",
-            "smoothing",
-            "smoothing_size",
-            "smoothing_sigma",
-            "map_normalization",
-            "fast_scoring",
-            "test_fill",
-            "fill_alpha",
-            "feature_extractor",
-            "feature_weights",
-            "device",
-            "max_test_images",
-            "num_workers",
-        }
+        # scoring-only fields (and where the model runs) may change; training fields may not
+        allowed = set(TEST_TIME_FIELDS) | set(RUNTIME_FIELDS) | {"feature_weights"}
         bad = set(overrides) - allowed
         if bad:
             raise ValueError(
