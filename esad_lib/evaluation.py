@@ -52,18 +52,13 @@ def _f(x) -> float | None:
 
 def image_metrics(scores: np.ndarray, label_names: Sequence[str]) -> dict[str, float | None]:
     """Image AUROC of good vs each anomaly type and their mean (None where a type is absent)."""
-    from esad_lib.metrics import image_auroc
+    from esad_lib.metrics import image_auroc_by_type
 
     names = np.asarray(label_names)
-    out: dict[str, float | None] = {}
-    for kind in ANOMALY_TYPES:
-        keep = (names == "good") | (names == kind)
-        if (names == kind).any() and (names == "good").any():
-            out[kind] = float(image_auroc(np.asarray(scores)[keep], (names[keep] == kind).astype(int)))
-        else:
-            out[kind] = None
-    out["mean"] = _mean([out[k] for k in ANOMALY_TYPES])
-    return out
+    if not (names == "good").any():
+        return {k: None for k in (*ANOMALY_TYPES, "mean")}
+    by_type = image_auroc_by_type(np.asarray(scores), names)
+    return {k: None if math.isnan(v) else float(v) for k, v in by_type.items()}
 
 
 def map_metrics(

@@ -27,16 +27,6 @@ from esad_lib.training import (
 TINY = dict(image_size=(16, 16), base_width=4, cutout_sizes=(2, 4), epochs=2, batch_size=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread is fastest, and robust on a shared 2-core box
-    (two OpenMP threads competing with other processes slow tiny convolutions down ~20x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(**kw):
     return get_config("smoke", **{**TINY, **kw})
 

@@ -6,20 +6,9 @@ import argparse
 import json
 
 import pytest
-import torch
 
 from esad_lib import train_cli
 from esad_lib.config import PRESETS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread is fastest, and robust on a shared 2-core box
-    (two OpenMP threads competing with other processes slow tiny convolutions down ~20x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_set_overrides_are_converted_with_the_field_types():
