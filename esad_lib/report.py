@@ -18,7 +18,7 @@ from esad_lib.config import CATEGORIES
 #: Image-level AUROC (%) on the STRUCTURAL anomalies of MVTec LOCO AD, as REPORTED by the ESAD
 #: paper (Fei & Wu, The Visual Computer), table "Image level AUROC of different anomaly
 #: detection algorithms on the MVTec LOCO AD", copied from the authors' README
-#: (/work/shared/paper/ESAD_README.md, section "5. result"; restated in METHOD_NOTES.md).
+#: (../shared/paper/ESAD_README.md, section "5. result"; restated in METHOD_NOTES.md).
 #: "average" is the paper's own "Average str" row (ESAD: 89.3; the mean of its five rows is
 #: 89.28).  The abstract states 85.0 % average detection AUROC and 88.5 % localization; the
 #: paper gives no per-category logical AUROC or AU-sPRO.  These are not our measurements.
