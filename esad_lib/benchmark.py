@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from esad_lib.config import PRESETS, ESADConfig, resolve_device, seed_everything
+from esad_lib.models.fusion import fold_batchnorm  # noqa: F401 -- also part of this module's API
 from esad_lib.paths import atomic_write_text
 
 #: what the RIAD baseline changes in an ESAD config (kept equal to esad_lib.ablation's "riad"
@@ -303,24 +304,90 @@ def make_scoring(
     batch: int,
     device: torch.device,
     model: torch.nn.Module | None = None,
-    prepare: bool = False,
 ) -> Callable[[], torch.Tensor]:
     """Full test-time scoring of ``batch`` images: every cutout size x every mask, map included.
 
     Goes through ``esad_lib.scoring.anomaly_maps`` (so ``cfg.fast_scoring`` picks the path).
     A given ``model`` is deep-copied, so that a path that changes the model cannot affect another.
-    ``prepare``: first fold BatchNorm into the convolutions and convert the model to channels_last
-    (the two options the inference section finds helpful on CPU; a candidate for the fast path).
+    With the fast path the model and extractor are prepared (BatchNorm folded, channels_last)
+    once, before timing -- as ``esad_lib.scoring.score_dataset`` does once per split.
     """
-    from esad_lib.scoring import anomaly_maps
+    from esad_lib.scoring import anomaly_maps, prepare_scoring
 
     model = copy.deepcopy(model) if model is not None else _build_model(cfg, device)
     model.eval()
-    if prepare:
-        model = fold_batchnorm(model).to(memory_format=torch.channels_last)
     extractor = _scoring_extractor(model, cfg)
+    if cfg.fast_scoring:
+        model, extractor = prepare_scoring(model, extractor)
     images = _random_images(batch, cfg.image_size, cfg.seed + 1).to(device)
     return lambda: anomaly_maps(model, images, cfg, extractor=extractor)
+
+
+class _AllReconstructions(torch.nn.Module):
+    """Test-fill reconstructions for every cutout size with the fixed scoring masks (what
+    ``ESADModel.reconstruct_all`` computes): ``img [B,3,H,W] -> [C,B,3,H,W]`` (C cutout sizes)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: ESADConfig, size: tuple[int, int]) -> None:
+        super().__init__()
+        from esad_lib.models.esad import scoring_masks
+
+        self.model, self.fill = model, model.test_fill if cfg.test_fill is None else cfg.test_fill
+        masks = scoring_masks(size[0], size[1], cfg.cutout_sizes, model.num_masks, cfg.seed)
+        self.cutouts = list(masks)
+        for c, m in masks.items():
+            self.register_buffer(f"masks_{c}", m)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        outs = [
+            self.model(img, c, fill=self.fill, masks=getattr(self, f"masks_{c}")).recon for c in self.cutouts
+        ]
+        return torch.stack(outs)
+
+
+def make_scoring_onnx(
+    cfg: ESADConfig, batch: int, device: torch.device, model: torch.nn.Module, tmp: Path
+) -> tuple[Callable[[], torch.Tensor] | None, str]:
+    """Full scoring with the networks run by ONNX Runtime (CPU): one exported graph holds every
+    cutout size x every mask; the maps (feature extractor, smoothing) stay in torch, computed by
+    the library's ``maps_from_reconstructions`` and ``smooth_maps``.  ``(None, why)`` when it
+    cannot run.  The export (seconds) happens here, before timing."""
+    from esad_lib.scoring import (
+        FAST_PATH_ATOL,
+        anomaly_maps,
+        maps_from_reconstructions,
+        prepare_scoring,
+        smooth_maps,
+    )
+
+    if device.type != "cpu":
+        return None, "skipped: measured on CPU runs only"
+    model = copy.deepcopy(model).eval()
+    images = _random_images(batch, cfg.image_size, cfg.seed + 1)
+    t0 = time.perf_counter()
+    fn, why = _onnx_option(_AllReconstructions(model, cfg, tuple(cfg.image_size)).eval(), images, tmp)
+    if fn is None:
+        return None, why
+    export_s = time.perf_counter() - t0
+    _, extractor = prepare_scoring(model, _scoring_extractor(model, cfg))
+    images_cl = images.contiguous(memory_format=torch.channels_last)
+
+    def run() -> torch.Tensor:
+        recons = torch.from_numpy(fn())
+        with torch.inference_mode():
+            rec = {
+                c: recons[i].contiguous(memory_format=torch.channels_last)
+                for i, c in enumerate(cfg.cutout_sizes)
+            }
+            maps = maps_from_reconstructions(images_cl, rec, extractor, cfg.score_map)
+            return smooth_maps(maps.contiguous().float(), cfg)
+
+    ref = anomaly_maps(
+        model, images, cfg.replace(fast_scoring=False), extractor=_scoring_extractor(model, cfg)
+    )
+    diff = float((run() - ref).abs().max())
+    if diff > FAST_PATH_ATOL:
+        return None, f"failed: maps differ from the eager path by {diff:.1e} > {FAST_PATH_ATOL:g}"
+    return run, f"{why}; export + session {export_s:.1f} s; maps equal the eager ones within {diff:.1e}"
 
 
 def make_train_step(
@@ -489,6 +556,7 @@ def section_models(st: dict, device: torch.device, log: Callable[[str], None]) -
     # full scoring: batch 1 with the fast path on and off; batched with the fast path only (the
     # plain path scores the images of a batch one at a time, i.e. it IS the batch-1 plain path)
     out["scoring"] = {}
+    tmp = tempfile.TemporaryDirectory(prefix="esad_bench_onnx_")
     for batch in (1, st["batched"]):
         fns = {}
         for m in methods:
@@ -496,10 +564,11 @@ def section_models(st: dict, device: torch.device, log: Callable[[str], None]) -
                 fns[f"{m}/{'fast' if fast else 'plain'}"] = make_scoring(
                     cfgs[m].replace(fast_scoring=fast), batch, device, models[m]
                 )
-            if batch == 1:
-                fns[f"{m}/fast+cl+fold"] = make_scoring(
-                    cfgs[m].replace(fast_scoring=True), batch, device, models[m], prepare=True
-                )
+            if batch == 1:  # the networks in ONNX Runtime (not a library path; see scoring.py)
+                fn, why = make_scoring_onnx(cfgs[m], batch, device, models[m], Path(tmp.name))
+                out.setdefault("onnx_status", {})[m] = why
+                if fn is not None:
+                    fns[f"{m}/onnxruntime"] = fn
         if batch == 1:
             res = time_interleaved(fns, st["repeats"], st["warmup"], device)
         else:
@@ -510,6 +579,7 @@ def section_models(st: dict, device: torch.device, log: Callable[[str], None]) -
         del fns
         gc.collect()
         log(f"models: timed full scoring at batch {batch}")
+    tmp.cleanup()
 
     # peak memory of scoring one image (a subprocess each on CPU)
     mem = out.setdefault("memory", {})
@@ -740,25 +810,6 @@ def section_layers(st: dict, device: torch.device, log: Callable[[str], None]) -
             )
             log(f"layers: {cfg.unet} {fmt} done")
     return rows
-
-
-def fold_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Fold every eval-mode BatchNorm that directly follows a conv inside an ``nn.Sequential``
-    into that conv (in place; call on a copy).  For inference only.
-
-    conv(x) = W x + b;  BN(y) = g (y - mu) / sqrt(var + eps) + beta
-    =>  BN(conv(x)) = W' x + b'  with  W' = W g / sqrt(var + eps),  b' = (b - mu) g / sqrt(var + eps) + beta
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for seq in [m for m in module.modules() if isinstance(m, torch.nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
-                seq._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
-                seq._modules[b] = torch.nn.Identity()
-    return module
 
 
 # ---- inference options ---------------------------------------------------------------------
@@ -1012,9 +1063,16 @@ def _targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         sp = s1["esad/fast"]["images_per_s"] / s1["riad/fast"]["images_per_s"]
         frac = mo["count"]["esad"]["parameters"] / mo["count"]["riad"]["parameters"]
         note = ""
-        if "esad/fast+cl+fold" in s1:
-            sp2 = s1["esad/fast+cl+fold"]["images_per_s"] / s1["riad/fast+cl+fold"]["images_per_s"]
-            note = f" ({sp2:.2f}x with both models BN-folded + channels_last)"
+        if "esad/onnxruntime" in s1 and "riad/onnxruntime" in s1:
+            best = {
+                m: max(v["images_per_s"] for k, v in s1.items() if k.startswith(f"{m}/"))
+                for m in ("esad", "riad")
+            }
+            sp2 = s1["esad/onnxruntime"]["images_per_s"] / s1["riad/onnxruntime"]["images_per_s"]
+            note = (
+                f" (both networks in ONNX Runtime: {sp2:.2f}x; "
+                f"fastest path of each: {best['esad'] / best['riad']:.2f}x)"
+            )
         out.append(
             {
                 "target": f"ESAD full scoring >= {TARGET_SCORING_SPEEDUP}x RIAD images/s (CPU, batch 1)",
@@ -1135,14 +1193,14 @@ def format_markdown(res: dict[str, Any]) -> str:
             f"{ratio(*(c[m]['macs_per_image_scoring_networks'] for m in ('esad', 'riad')))} |",
         ]
         for batch in ("1", str(b)):
-            for path in ("fast", "plain", "fast+cl+fold"):
+            for path in ("fast", "plain", "onnxruntime"):
                 if f"esad/{path}" not in sc[batch]:
                     continue
                 e, r = sc[batch][f"esad/{path}"], sc[batch][f"riad/{path}"]
                 label = {
                     "fast": "fast_scoring on",
                     "plain": "fast_scoring off (plain eager)",
-                    "fast+cl+fold": "fast_scoring on + BN folded + channels_last (not in the library)",
+                    "onnxruntime": "networks in ONNX Runtime, maps in torch (not a library path)",
                 }[path]
                 lines.append(
                     f"| full scoring, batch {batch}, {label}: latency | {_fmt_s(e['median_s'])} | "

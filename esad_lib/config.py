@@ -141,7 +141,8 @@ class ESADConfig:
     smoothing_sigma: float = 4.0  # Gaussian sigma, in network-input pixels
     #: "none" or "validation" (standardise with mean/std of maps on validation/good).
     map_normalization: str = "none"
-    #: fastest correct scoring path (inference_mode, channels_last, ...); off = plain eager.
+    #: fastest correct scoring path (batched, inference_mode, BatchNorm folded, channels_last;
+    #: see esad_lib/scoring.py for what each bought); off = plain eager, one image at a time.
     fast_scoring: bool = True
 
     # ------------------------------------------------------------------------------------

@@ -26,12 +26,16 @@ Deviations / project choices, stated where they happen:
 * the same masks (one seed, ``cfg.seed``) are used for every test image, so a score does not
   depend on the batch it was computed in.
 
-Fast path (``cfg.fast_scoring``, default on): ``torch.inference_mode``, batches of images and
-the channels_last memory format for the model, the extractor and the input.  The plain eager
-path (``fast_scoring=False``) scores one image at a time under ``torch.no_grad`` in the
-default (contiguous) format.  Both give the same maps within float32 rounding
-(``tests/test_scoring.py`` checks ``FAST_PATH_ATOL``).  What each part bought on the project's
-CPU is in ``FAST_PATH_MEASUREMENT``; only options that measured faster are kept.
+Fast path (``cfg.fast_scoring``, default on): the model and the feature extractor are
+replaced by *prepared copies* (``esad_lib.models.fusion.prepare_for_inference``: eval mode,
+BatchNorm folded into the preceding conv, channels_last weights), the input is channels_last,
+images are scored in batches under ``torch.inference_mode``.  The plain eager path
+(``fast_scoring=False``) scores one image at a time under ``torch.no_grad`` with the model as
+given.  Both give the same maps within float32 rounding (``tests/test_scoring.py`` checks
+``FAST_PATH_ATOL``).  What each part bought on the project's CPU is in
+``FAST_PATH_MEASUREMENT``; only options that measured faster are kept.  ONNX Runtime was
+faster still at 256x256 (``esad bench``) but needs an export per cutout size that costs more
+than it saves at the demo scale, and two more packages; it is not part of the default path.
 """
 
 from __future__ import annotations
@@ -56,13 +60,16 @@ NORMALIZATIONS = ("none", "validation")
 #: maps of the fast path equal those of the eager path within this absolute tolerance.
 FAST_PATH_ATOL = 1e-4
 
-#: measured on the project's shared 2-core CPU (one thread, CPU seconds, median of 5 interleaved
-#: repeats; demo profile: 64x64, width 16, 8 images, 4 cutout sizes, feature maps, random model):
-#: eager per image 1.79 s, batched + inference_mode 1.69 s (-5 %), + channels_last 1.23 s
-#: (-31 % vs eager); max |difference| of the maps 1.5e-7.  channels_last is kept.
+#: measured on the project's 2-core CPU (one thread, median of 5; one cutout size, the K = 3
+#: masks of a batch of 8 images through the whole ESAD model, random weights):
+#: demo profile (64x64, width 16): eager 0.254 s -> BN folded 0.153 s (1.66x), ONNX Runtime
+#: 0.115 s but 0.98 s to export; paper profile (256x256, width 64, 2 threads, idle machine),
+#: full scoring of one image: channels_last 8.5 s -> + BN folded 5.8 s (1.47x).  Earlier, demo
+#: profile, 8 images: eager per image 1.79 s, batched + inference_mode 1.69 s, + channels_last
+#: 1.23 s.  Maps equal the eager ones within 2e-6.
 FAST_PATH_MEASUREMENT = (
-    "CPU, demo profile, 8 images: eager 1.79 s; batched+inference_mode 1.69 s; "
-    "+channels_last 1.23 s (1.46x vs eager); maps equal within 1.5e-7"
+    "CPU, demo profile, K masks x 8 images: channels_last 0.254 s -> + BN folded 0.153 s (1.66x); "
+    "paper profile full scoring: 8.5 s -> 5.8 s per image (1.47x); maps equal within 2e-6"
 )
 
 
@@ -230,36 +237,38 @@ def raw_maps(
         raise ValueError(f"score_map={kind!r}: use one of {SCORE_MAPS}")
     if kind == "feature" and extractor is None:
         extractor = build_scoring_extractor(model, cfg)
-    recons = reconstructions(model, images, cfg)
+    return maps_from_reconstructions(images, reconstructions(model, images, cfg), extractor, kind)
+
+
+def maps_from_reconstructions(
+    images: torch.Tensor, recons: dict[int, torch.Tensor], extractor=None, score_map: str = "feature"
+) -> torch.Tensor:
+    """Unsmoothed maps from given reconstructions ``{c: [B,3,H,W]}`` of ``images [B,3,H,W]``:
+    one map per cutout size, averaged -> ``[B,H,W]``.  (Split from ``raw_maps`` so that
+    reconstructions from another runtime -- ONNX Runtime in ``esad bench`` -- are scored by
+    the same code.)"""
+    if score_map == "feature" and extractor is None:
+        raise ValueError("score_map='feature' needs the feature extractor")
     total = None
     for recon in recons.values():
-        m = pixel_map(images, recon) if kind == "pixel" else feature_map(extractor, images, recon)
+        m = pixel_map(images, recon) if score_map == "pixel" else feature_map(extractor, images, recon)
         total = m if total is None else total + m
     # M = (1 / |C|) sum_c M_c   (average over cutout sizes, RIAD)
     return total / len(recons)
 
 
-def _is_channels_last(module) -> bool:
-    return all(
-        p.is_contiguous(memory_format=torch.channels_last) for p in module.parameters() if p.dim() == 4
-    )
+def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The fast path's prepared copies of ``model`` and ``extractor`` (None stays None).
 
-
-@contextlib.contextmanager
-def channels_last(*modules) -> Iterator[None]:
-    """Run the block with ``modules`` (None allowed) in channels_last format; restore after.
-
-    Modules already in channels_last stay so; the others are converted back on exit, so the
-    caller's model is left as it was given.
+    Each is ``esad_lib.models.fusion.prepare_for_inference``'d: eval mode, BatchNorm folded into
+    the conv before it, channels_last weights.  The caller's modules are not changed; modules
+    that are already prepared are returned as they are (so preparing once per split is enough).
     """
-    changed = [m for m in modules if m is not None and not _is_channels_last(m)]
-    for m in changed:
-        m.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        for m in changed:
-            m.to(memory_format=torch.contiguous_format)
+    from esad_lib.models.fusion import prepare_for_inference
+
+    model = prepare_for_inference(model.eval())
+    extractor = prepare_for_inference(extractor) if extractor is not None else None
+    return model, extractor
 
 
 @contextlib.contextmanager
@@ -289,10 +298,12 @@ def anomaly_maps(
     if kind == "feature" and extractor is None:
         extractor = build_scoring_extractor(model, cfg)
     images = images.to(_model_device(model))
-    # (format changes happen outside inference mode: the parameters must stay normal tensors)
-    fmt = channels_last(model, extractor) if cfg.fast_scoring else contextlib.nullcontext()
-    with fmt, _grad_mode(bool(cfg.fast_scoring)):
-        if cfg.fast_scoring:
+    fast = bool(cfg.fast_scoring)
+    if fast:
+        # (preparing happens outside inference mode: the copies' parameters stay normal tensors)
+        model, extractor = prepare_scoring(model, extractor)
+    with _grad_mode(fast):
+        if fast:
             images = images.contiguous(memory_format=torch.channels_last)
             maps = raw_maps(model, images, cfg, extractor, kind).contiguous()
         else:
@@ -300,7 +311,7 @@ def anomaly_maps(
         maps = smooth_maps(maps.float(), cfg)
         if stats is not None:
             maps = stats.apply(maps)
-    return maps.clone() if cfg.fast_scoring else maps  # leave inference mode: a normal tensor
+    return maps.clone() if fast else maps  # leave inference mode: a normal tensor
 
 
 def image_scores(maps: torch.Tensor) -> torch.Tensor:
@@ -430,10 +441,9 @@ def score_dataset(
         channels=[] if keep_channels else None,
     )
     t_wall = time.perf_counter()
-    # fast path: convert model and extractor to channels_last once for the whole split
-    fmt = channels_last(model, extractor) if cfg.fast_scoring else contextlib.nullcontext()
-    with fmt:
-        _score_labels(model, cfg, root, split, present, max_images, extractor, stats, bs, progress, out)
+    if cfg.fast_scoring:  # fast path: fold BatchNorm / channels_last once for the whole split
+        model, extractor = prepare_scoring(model, extractor)
+    _score_labels(model, cfg, root, split, present, max_images, extractor, stats, bs, progress, out)
     out.wall_seconds = time.perf_counter() - t_wall
     return out
 
@@ -513,13 +523,14 @@ __all__ = [
     "ScoreResult",
     "anomaly_maps",
     "build_scoring_extractor",
-    "channels_last",
     "check_scoring_config",
     "feature_map",
     "gaussian_filter",
     "image_scores",
     "mean_filter",
+    "maps_from_reconstructions",
     "pixel_map",
+    "prepare_scoring",
     "raw_maps",
     "reconstructions",
     "score_dataset",

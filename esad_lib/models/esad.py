@@ -36,7 +36,7 @@ from torch import nn
 from esad_lib.masks import disjoint_masks
 from esad_lib.models.unet import build_unet
 
-__all__ = ["FILLS", "ESADOutput", "ESADModel", "build_model", "riad_config", "apply_fill"]
+__all__ = ["FILLS", "ESADOutput", "ESADModel", "build_model", "riad_config", "apply_fill", "scoring_masks"]
 
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
@@ -187,14 +187,28 @@ class ESADModel(nn.Module):
         uses ``self.test_fill``.  Runs under ``no_grad``; call ``.eval()`` first.
         """
         fill = self.test_fill if fill is None else fill
-        gen = torch.Generator().manual_seed(int(seed))
-        out: dict[int, ESADOutput] = {}
-        for c in cutout_sizes:
-            masks = disjoint_masks(
-                img.shape[-2], img.shape[-1], int(c), self.num_masks, generator=gen, device=img.device
-            )
-            out[int(c)] = self(img, int(c), fill=fill, masks=masks)
-        return out
+        masks = scoring_masks(img.shape[-2], img.shape[-1], cutout_sizes, self.num_masks, seed, img.device)
+        return {c: self(img, c, fill=fill, masks=m) for c, m in masks.items()}
+
+
+def scoring_masks(
+    h: int,
+    w: int,
+    cutout_sizes: Iterable[int],
+    num_masks: int,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[int, torch.Tensor]:
+    """The masks test-time scoring uses: ``{c: [K, 1, h, w]}`` for each cutout size ``c``.
+
+    Drawn from one CPU ``torch.Generator`` seeded with ``seed``, in the order of
+    ``cutout_sizes``, so that every image (and every device, and an exported graph) sees the
+    same masks.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    return {
+        int(c): disjoint_masks(h, w, int(c), num_masks, generator=gen, device=device) for c in cutout_sizes
+    }
 
 
 def riad_config(cfg: Any) -> Any:
