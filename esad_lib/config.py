@@ -67,7 +67,7 @@ class ESADConfig:
     #: synthetic benchmark: longest image side and per-category counts
     #: (train, validation, test good, test logical, test structural).
     synth_max_side: int = 256
-    synth_counts: tuple[int, int, int, int, int] = (60, 10, 20, 20, 20)
+    synth_counts: tuple[int, int, int, int, int] = (60, 10, 40, 40, 40)
     synth_seed: int = 0
     #: cap on the number of test images per type evaluated (None = all); smoke only.
     max_test_images: int | None = None
@@ -213,6 +213,10 @@ PRESETS: dict[str, ESADConfig] = {
         early_stopping_patience=0,
         smoothing_size=7,
         smoothing_sigma=2.0,
+        # [ours] per-pixel standardisation with validation/good maps, chosen on a held-out
+        # synthetic DEV set (synth_seed=1, never the test set of seed 0): mean structural image
+        # AUROC 61.8 -> 67.0 with the random_cnn extractor at sigma 2 (see README "Evaluation")
+        map_normalization="validation",
     ),
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
     "paper": ESADConfig(profile="paper"),

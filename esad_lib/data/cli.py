@@ -97,7 +97,7 @@ def register(subparsers) -> None:
         "--counts",
         type=int,
         nargs=5,
-        default=[60, 10, 20, 20, 20],
+        default=[60, 10, 40, 40, 40],
         metavar=("TRAIN", "VAL", "GOOD", "LOGICAL", "STRUCTURAL"),
         help="images per category",
     )

@@ -167,9 +167,16 @@ def sample_point(rng: np.random.Generator, region: np.ndarray, edge: bool = Fals
 
 
 def draw_scratch(cv: Canvas, rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
-    """A thin polyline lighter or darker than the surface (length 6-16% of the short side)."""
+    """A thin polyline lighter or darker than the surface (length 10-22 % of the short side,
+    width 2.2-3.5 %).
+
+    Sizes of the generic defects (scratch, contamination, hole) are chosen so that they stay
+    visible at the ``demo`` profile's 64-px network input (a 1-px scratch vanishes in the
+    resize); generator version 3 drew them 2-3x smaller and they were below what any method
+    here could see at 64 px (see ``SYNTH_VERSION``).
+    """
     x, y = sample_point(rng, region)
-    length = cv.unit * rng.uniform(0.06, 0.16)
+    length = cv.unit * rng.uniform(0.10, 0.22)
     a = rng.uniform(0, 2 * math.pi)
     pts = [(x, y)]
     for _ in range(3):
@@ -183,7 +190,7 @@ def draw_scratch(cv: Canvas, rng: np.random.Generator, region: np.ndarray) -> np
     cv.line(
         pts,
         col,
-        width=max(SS, cv.unit * rng.uniform(0.008, 0.015)),
+        width=max(SS, cv.unit * rng.uniform(0.022, 0.035)),
         alpha=int(rng.uniform(170, 255)),
         layers=[lay],
     )
@@ -197,7 +204,7 @@ def draw_contamination(cv: Canvas, rng: np.random.Generator, region: np.ndarray)
     col = jitter_colour(rng, palette[int(rng.integers(len(palette)))], 15)
     lay = cv.layer()
     cv.poly(
-        blob(rng, x, y, cv.unit * rng.uniform(0.02, 0.045)),
+        blob(rng, x, y, cv.unit * rng.uniform(0.045, 0.08)),
         col,
         alpha=int(rng.uniform(140, 240)),
         layers=[lay],
@@ -208,7 +215,7 @@ def draw_contamination(cv: Canvas, rng: np.random.Generator, region: np.ndarray)
 def draw_hole(cv: Canvas, rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
     """A dark puncture with a light rim."""
     x, y = sample_point(rng, region)
-    r = cv.unit * rng.uniform(0.015, 0.04)
+    r = cv.unit * rng.uniform(0.035, 0.06)
     lay = cv.layer()
     rim = blob(rng, x, y, r * 1.25, irregular=0.25)
     cv.poly(rim, (225, 222, 210), alpha=int(rng.uniform(120, 200)), layers=[lay])
