@@ -117,9 +117,15 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
         size = m.get("image_size") or cfg.get("image_size")
         size_s = f"{size[0]}x{size[1]}" if size else "?"
         epochs = cfg.get("epochs", "?")
+        kind = str(m.get("score_map", "?"))
+        if kind.startswith("naive"):  # no network, no training: per-pixel statistics of train/good
+            parts.add(f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {kind} maps, no training)")
+            continue
+        norm = m.get("map_normalization") or cfg.get("map_normalization")
+        norm_s = ", standardised with validation/good statistics" if norm == "validation" else ""
         parts.add(
             f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {epochs} epochs, "
-            f"{m.get('score_map', '?')}-level maps)"
+            f"{kind}-level maps{norm_s})"
         )
     return "; ".join(sorted(parts)) if parts else "no runs"
 

@@ -162,3 +162,15 @@ def test_demo_trains_evaluates_and_skips_finished_runs():
     assert (run_dir_for(cfg) / "metrics.json").stat().st_mtime_ns == before
     assert _load(run_dir_for(cfg))["config_key"] == cfg.key()
     assert again.split("Total time")[0] == text.split("Total time")[0]
+
+
+def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():
+    from esad_lib.report import describe_setting
+
+    esad = _fake_metrics("juice_bottle", 0.8, 0.5)
+    esad["map_normalization"] = "validation"
+    naive = _fake_metrics("juice_bottle", 0.7, 0.4)
+    naive["score_map"] = "naive z-score"
+    assert "standardised with validation/good statistics" in describe_setting({"juice_bottle": esad})
+    text = describe_setting({"juice_bottle": naive})
+    assert "naive z-score maps, no training" in text and "epochs" not in text
