@@ -60,16 +60,14 @@ NORMALIZATIONS = ("none", "validation")
 #: maps of the fast path equal those of the eager path within this absolute tolerance.
 FAST_PATH_ATOL = 1e-4
 
-#: measured on the project's 2-core CPU (one thread, median of 5; one cutout size, the K = 3
-#: masks of a batch of 8 images through the whole ESAD model, random weights):
-#: demo profile (64x64, width 16): eager 0.254 s -> BN folded 0.153 s (1.66x), ONNX Runtime
-#: 0.115 s but 0.98 s to export; paper profile (256x256, width 64, 2 threads, idle machine),
-#: full scoring of one image: channels_last 8.5 s -> + BN folded 5.8 s (1.47x).  Earlier, demo
-#: profile, 8 images: eager per image 1.79 s, batched + inference_mode 1.69 s, + channels_last
-#: 1.23 s.  Maps equal the eager ones within 2e-6.
+#: measured on the project's 2-core CPU.  Demo profile (64x64, width 16; one thread, median of
+#: 5; one cutout size, the K = 3 masks of 8 images through the whole ESAD model): channels_last
+#: 0.254 s -> + BN folded 0.153 s (1.66x); ONNX Runtime 0.115 s but 0.98 s to export.  Paper
+#: profile (``esad bench``, idle, 2 threads), full scoring of one image: plain eager 6.40 s ->
+#: fast path 3.85 s (1.66x).  Reconstructions differ from eager by at most 4e-8 (``esad bench``).
 FAST_PATH_MEASUREMENT = (
     "CPU, demo profile, K masks x 8 images: channels_last 0.254 s -> + BN folded 0.153 s (1.66x); "
-    "paper profile full scoring: 8.5 s -> 5.8 s per image (1.47x); maps equal within 2e-6"
+    "paper profile full scoring: plain eager 6.40 s -> fast 3.85 s per image (1.66x)"
 )
 
 
