@@ -125,6 +125,9 @@ class ESADConfig:
     batch_size: int = 8
     lr: float = 1e-4  # [RIAD]
     weight_decay: float = 1e-5  # [RIAD]
+    #: learning rate over training: "constant" [RIAD] or "cosine" (per step, from ``lr`` down
+    #: to 0 at the last step of ``epochs``; Loshchilov & Hutter, SGDR).  [ours]
+    lr_schedule: str = "constant"
     early_stopping_patience: int = 30  # epochs without val improvement; 0 = off
     amp: bool = True  # mixed precision, only effective on CUDA
     sync_batchnorm: bool = False  # DDP only
@@ -207,16 +210,20 @@ PRESETS: dict[str, ESADConfig] = {
         image_size=(64, 64),
         synth_max_side=256,
         base_width=16,
-        epochs=12,  # [ours] ~2 CPU-minutes per category; best epoch is still the last (see README)
-        batch_size=8,
-        lr=1e-3,  # [ours] larger than RIAD's 1e-4 to converge in the demo's few epochs
+        epochs=12,  # [ours] ~80 CPU-seconds per category; best epoch is still the last (see README)
+        # [ours] batch 2 = 4x the optimiser steps of batch 8 for ~20 % more time per epoch: on the
+        # held-out synthetic DEV set (synth_seed=1, never the seed-0 test set) mean structural image
+        # AUROC 67.0 (batch 8) -> 68.7 (4) -> 71.7 (2) with the validation-standardised maps
+        batch_size=2,
+        lr=1e-3,  # [ours] larger than RIAD's 1e-4 to converge in the demo's few epochs (2e-3: no gain)
         early_stopping_patience=0,
         smoothing_size=7,
-        smoothing_sigma=2.0,
-        # [ours] per-pixel standardisation with validation/good maps, chosen on a held-out
-        # synthetic DEV set (synth_seed=1, never the test set of seed 0): mean structural image
-        # AUROC 61.8 -> 67.0 with the random_cnn extractor at sigma 2 (see README "Evaluation")
-        map_normalization="validation",
+        # [ours] chosen on the same DEV set, with the trained model of batch 2:
+        # sigma 1 -> 76.3, sigma 2 -> 75.5 (train-standardised maps)
+        smoothing_sigma=1.0,
+        # [ours] per-pixel standardisation of the maps with the mean/std of the train/good maps
+        # (60 images; validation/good has only 10): DEV set 71.8 (validation) -> 76.3 (train)
+        map_normalization="train",
     ),
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
     "paper": ESADConfig(profile="paper"),

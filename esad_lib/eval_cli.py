@@ -219,7 +219,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-images", type=int, default=None, help="cap on test images per type")
     p.add_argument("--score-map", choices=("pixel", "feature"), help="override the run's cfg.score_map")
     p.add_argument("--smoothing", choices=("mean", "gaussian", "none"), help="override cfg.smoothing")
-    p.add_argument("--normalization", choices=("none", "validation"), help="override cfg.map_normalization")
+    p.add_argument(
+        "--normalization", choices=("none", "train", "validation"), help="override cfg.map_normalization"
+    )
     p.add_argument("--no-fast", action="store_true", help="plain eager scoring (cfg.fast_scoring=False)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the run's)")
     p.add_argument("--no-scores", action="store_true", help="do not write RUN/scores.csv")

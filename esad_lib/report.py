@@ -122,7 +122,7 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
             parts.add(f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {kind} maps, no training)")
             continue
         norm = m.get("map_normalization") or cfg.get("map_normalization")
-        norm_s = ", standardised with validation/good statistics" if norm == "validation" else ""
+        norm_s = f", standardised with {norm}/good statistics" if norm in ("train", "validation") else ""
         parts.add(
             f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {epochs} epochs, "
             f"{kind}-level maps{norm_s})"

@@ -178,6 +178,30 @@ def cutout_size_for_step(cfg: ESADConfig, epoch: int, step: int) -> int:
     return int(sizes[int(torch.randint(len(sizes), (1,), generator=g))])
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_at(cfg: ESADConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of training step ``step`` of ``epoch`` (both 0-based).
+
+    ``constant``: ``cfg.lr`` (RIAD).  ``cosine`` (ours, see the demo preset): with
+    ``t = epoch * steps_per_epoch + step`` and ``T = cfg.epochs * steps_per_epoch`` steps,
+
+        lr_t = lr * (1 + cos(pi * t / T)) / 2
+
+    -- ``lr`` at the first step, 0 after the last.  A pure function of the position, so a
+    resumed run uses exactly the rates of an uninterrupted one.
+    """
+    if cfg.lr_schedule == "constant":
+        return float(cfg.lr)
+    if cfg.lr_schedule == "cosine":
+        total = max(1, int(cfg.epochs) * int(steps_per_epoch))
+        t = epoch * int(steps_per_epoch) + step
+        # lr_t = lr * (1 + cos(pi t / T)) / 2
+        return float(cfg.lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+
+
 # ---------------------------------------------------------------------------------------
 # RNG state <-> plain types/tensors (so checkpoints load with weights_only=True)
 
@@ -442,6 +466,7 @@ def _train(
         raise ValueError(f"cfg.epochs must be >= 1, got {cfg.epochs}")
     if not cfg.cutout_sizes:
         raise ValueError("cfg.cutout_sizes is empty; RIAD/ESAD use (2, 4, 8, 16)")
+    lr_at(cfg, 0, 0, 1)  # an unknown schedule fails here, before any work
     main = info.is_main
 
     # rank 0 inspects the run folder; errors are raised on every rank (no rank left waiting)
@@ -590,6 +615,8 @@ def _train(
                         + ("turn mixed precision off (--set amp=false), " if use_amp else "")
                         + "or check the input images."
                     )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, epoch, step, len(loader))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(total).backward()
                 scaler.step(optimizer)

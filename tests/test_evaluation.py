@@ -172,5 +172,9 @@ def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():
     naive = _fake_metrics("juice_bottle", 0.7, 0.4)
     naive["score_map"] = "naive z-score"
     assert "standardised with validation/good statistics" in describe_setting({"juice_bottle": esad})
+    esad["map_normalization"] = "train"
+    assert "standardised with train/good statistics" in describe_setting({"juice_bottle": esad})
+    esad["map_normalization"] = "none"
+    assert "standardised" not in describe_setting({"juice_bottle": esad})
     text = describe_setting({"juice_bottle": naive})
     assert "naive z-score maps, no training" in text and "epochs" not in text

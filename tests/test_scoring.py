@@ -134,3 +134,24 @@ def test_score_dataset_shapes_and_original_resolution(tiny_model):
     # fast and eager scoring of the whole split agree
     eager = score_dataset(model, cfg.replace(fast_scoring=False), root=root, max_images=2, progress=False)
     np.testing.assert_allclose(res.scores, eager.scores, atol=FAST_PATH_ATOL)
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_normalised_scores_use_the_maps_of_that_splits_good_images(tiny_model, split):
+    """``map_normalization=split`` == per-pixel z-score of the plain maps by the mean/std of
+    that split's good maps, computed here by hand."""
+    from esad_lib.data import dataset_root
+    from esad_lib.scoring import score_split_normalised
+
+    model, cfg = tiny_model
+    root = dataset_root(cfg)
+    plain_ref = score_dataset(model, cfg, split=split, labels=["good"], root=root, progress=False)
+    ref = np.stack(plain_ref.maps).astype(np.float64)  # [N,H,W]
+    mean, std = ref.mean(0), ref.std(0, ddof=1)
+    std = np.maximum(std, 0.1 * std.mean() + 1e-12)
+    plain = score_dataset(model, cfg, root=root, max_images=2, keep_channels=False, progress=False)
+    got = score_split_normalised(model, cfg.replace(map_normalization=split), root=root, max_images=2, progress=False)
+    assert got.label_names == plain.label_names
+    for m_plain, m_got in zip(plain.maps, got.maps):
+        np.testing.assert_allclose(m_got, (m_plain - mean) / std, rtol=1e-4, atol=1e-4)
+    assert got.scores == pytest.approx([float(m.max()) for m in got.maps], rel=1e-6)

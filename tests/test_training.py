@@ -196,3 +196,37 @@ def test_cutout_size_per_step_is_seeded_and_covers_sizes():
     assert set(draws) == {2, 4, 8, 16}
     other = [training.cutout_size_for_step(cfg.replace(seed=1), e, s) for e in range(3) for s in range(20)]
     assert other != draws
+
+
+def test_lr_schedule_values_by_hand():
+    c = tiny_cfg(lr=1e-3, epochs=2)
+    assert [training.lr_at(c, e, s, 2) for e in range(2) for s in range(2)] == [1e-3] * 4
+    cos = c.replace(lr_schedule="cosine")  # T = 2 epochs x 2 steps = 4
+    want = [1e-3, 1e-3 * (1 + math.cos(math.pi / 4)) / 2, 0.5e-3, 1e-3 * (1 + math.cos(3 * math.pi / 4)) / 2]
+    got = [training.lr_at(cos, e, s, 2) for e in range(2) for s in range(2)]
+    assert got == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        training.lr_at(c.replace(lr_schedule="step"), 0, 0, 2)
+
+
+def test_cosine_schedule_is_used_and_resumes_exactly(full_run, tmp_path):
+    cfg = tiny_cfg(lr_schedule="cosine")
+    ref = train(cfg, tmp_path / "ref", progress=False)
+    steps = 2  # 8 images, batch 4
+    # the log shows the rate of each epoch's last step
+    assert [r["lr"] for r in ref.history] == pytest.approx(
+        [training.lr_at(cfg, e, steps - 1, steps) for e in range(cfg.epochs)]
+    )
+    constant = training._cpu_state(full_run[0].model)
+    assert any(not torch.equal(v, constant[k]) for k, v in training._cpu_state(ref.model).items())
+
+    def interrupt(epoch, model):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False, on_epoch_end=interrupt)
+    res = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert_same_state(training._cpu_state(res.model), training._cpu_state(ref.model))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(tiny_cfg(lr_schedule="linear"), tmp_path / "bad", progress=False)
