@@ -46,7 +46,7 @@ TEST_TIME_FIELDS: tuple[str, ...] = (
     "max_test_images",
 )
 #: fields that never change a result (excluded from every cache key).
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring")
+RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring", "eval_batch_size")
 
 
 @dataclass
@@ -147,6 +147,9 @@ class ESADConfig:
     #: fastest correct scoring path (batched, inference_mode, BatchNorm folded, channels_last;
     #: see esad_lib/scoring.py for what each bought); off = plain eager, one image at a time.
     fast_scoring: bool = True
+    #: images per batch when scoring on the fast path (independent of the training batch; the
+    #: maps do not depend on it beyond float rounding).  [ours]
+    eval_batch_size: int = 8
 
     # ------------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> ESADConfig:

@@ -429,7 +429,7 @@ def score_dataset(
         )
     if cfg.score_map == "feature" and extractor is None:
         extractor = build_scoring_extractor(model, cfg)
-    bs = int(batch_size or cfg.batch_size) if cfg.fast_scoring else 1
+    bs = int(batch_size or cfg.eval_batch_size) if cfg.fast_scoring else 1
 
     out = ScoreResult(
         scores=np.zeros(0),

@@ -61,7 +61,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from esad_lib.config import ESADConfig, seed_everything
+from esad_lib.config import RUNTIME_FIELDS, ESADConfig, seed_everything
 from esad_lib.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -100,7 +100,7 @@ SUMMARY_FILE = "train_summary.json"
 RUN_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE)
 
 #: config fields a resumed run may change: more epochs, another patience, another device.
-RESUME_MUTABLE_FIELDS = ("epochs", "early_stopping_patience", "device", "num_workers", "fast_scoring")
+RESUME_MUTABLE_FIELDS = ("epochs", "early_stopping_patience", *RUNTIME_FIELDS)
 
 #: training images are kept in memory (decoded and resized once) below this many bytes.
 PRELOAD_MAX_BYTES = 2 * 1024**3

@@ -155,3 +155,26 @@ def test_normalised_scores_use_the_maps_of_that_splits_good_images(tiny_model, s
     for m_plain, m_got in zip(plain.maps, got.maps):
         np.testing.assert_allclose(m_got, (m_plain - mean) / std, rtol=1e-4, atol=1e-4)
     assert got.scores == pytest.approx([float(m.max()) for m in got.maps], rel=1e-6)
+
+
+def test_scoring_batch_is_eval_batch_size_not_the_training_batch(tiny_model, monkeypatch):
+    import torch.utils.data as tud
+
+    from esad_lib.data import dataset_root
+
+    model, cfg = tiny_model
+    seen = []
+
+    class Spy(tud.DataLoader):  # records the batch size scoring asks for
+        def __init__(self, *a, **k):
+            seen.append(k.get("batch_size"))
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(tud, "DataLoader", Spy)
+    root = dataset_root(cfg)
+    a = score_dataset(model, cfg.replace(batch_size=1, eval_batch_size=3), root=root, max_images=3, progress=False)
+    assert seen and set(seen) == {3}
+    b = score_dataset(model, cfg.replace(eval_batch_size=1), root=root, max_images=3, progress=False)
+    np.testing.assert_allclose(a.scores, b.scores, atol=FAST_PATH_ATOL)
+    # a runtime field: the same trained model and cache key
+    assert cfg.replace(eval_batch_size=3).key() == cfg.key()
