@@ -12,10 +12,10 @@ reconstruction are then compared, one map per cutout size, and the maps are aver
 
 The averaged map is smoothed (``cfg.smoothing``: "mean" box filter as RIAD, "gaussian", or
 "none"), optionally standardised per pixel with statistics of the anomaly-free maps of
-``train/good`` or ``validation/good`` (``cfg.map_normalization``, our addition), and the image score is the maximum of
-that map.  For evaluation each map is upsampled bilinearly to the image's ORIGINAL resolution
-(MVTec LOCO images are up to 1600 x 1000), one image at a time, so that a whole test set never
-has to sit in memory at full resolution.
+``train/good`` or ``validation/good`` (``cfg.map_normalization``, our addition), and the
+image score is the maximum of that map.  For evaluation each map is upsampled bilinearly to
+the image's ORIGINAL resolution (MVTec LOCO images are up to 1600 x 1000), one image at a
+time, so that a whole test set never has to sit in memory at full resolution.
 
 Deviations / project choices, stated where they happen:
 
@@ -150,7 +150,7 @@ def smooth_maps(maps: torch.Tensor, cfg: ESADConfig) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# per-pixel standardisation with validation statistics
+# per-pixel standardisation with statistics of anomaly-free maps (train/good or validation/good)
 # --------------------------------------------------------------------------------------------
 @dataclass
 class MapStats:

@@ -150,7 +150,9 @@ def test_normalised_scores_use_the_maps_of_that_splits_good_images(tiny_model, s
     mean, std = ref.mean(0), ref.std(0, ddof=1)
     std = np.maximum(std, 0.1 * std.mean() + 1e-12)
     plain = score_dataset(model, cfg, root=root, max_images=2, keep_channels=False, progress=False)
-    got = score_split_normalised(model, cfg.replace(map_normalization=split), root=root, max_images=2, progress=False)
+    got = score_split_normalised(
+        model, cfg.replace(map_normalization=split), root=root, max_images=2, progress=False
+    )
     assert got.label_names == plain.label_names
     for m_plain, m_got in zip(plain.maps, got.maps):
         np.testing.assert_allclose(m_got, (m_plain - mean) / std, rtol=1e-4, atol=1e-4)
@@ -172,7 +174,9 @@ def test_scoring_batch_is_eval_batch_size_not_the_training_batch(tiny_model, mon
 
     monkeypatch.setattr(tud, "DataLoader", Spy)
     root = dataset_root(cfg)
-    a = score_dataset(model, cfg.replace(batch_size=1, eval_batch_size=3), root=root, max_images=3, progress=False)
+    a = score_dataset(
+        model, cfg.replace(batch_size=1, eval_batch_size=3), root=root, max_images=3, progress=False
+    )
     assert seen and set(seen) == {3}
     b = score_dataset(model, cfg.replace(eval_batch_size=1), root=root, max_images=3, progress=False)
     np.testing.assert_allclose(a.scores, b.scores, atol=FAST_PATH_ATOL)
