@@ -521,13 +521,6 @@ def normalization_stats(
     return MapStats.from_maps(torch.as_tensor(np.stack(res.maps)))
 
 
-def validation_stats(
-    model, cfg: ESADConfig, root: str | Path | None = None, extractor=None, progress: bool = True
-) -> MapStats:
-    """Per-pixel statistics of the smoothed maps of ``validation/good``."""
-    return normalization_stats(model, cfg, "validation", root=root, extractor=extractor, progress=progress)
-
-
 def score_split_normalised(
     model, cfg: ESADConfig, root: str | Path | None = None, progress: bool = True, **kw
 ) -> ScoreResult:
@@ -564,5 +557,4 @@ __all__ = [
     "smooth_maps",
     "upsample_map",
     "normalization_stats",
-    "validation_stats",
 ]

@@ -184,7 +184,8 @@ LR_SCHEDULES = ("constant", "cosine")
 def lr_at(cfg: ESADConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """The learning rate of training step ``step`` of ``epoch`` (both 0-based).
 
-    ``constant``: ``cfg.lr`` (RIAD).  ``cosine`` (ours, see the demo preset): with
+    ``constant``: ``cfg.lr`` (RIAD; every preset).  ``cosine`` (ours, an option; the README
+    gives what it did at the demo budget): with
     ``t = epoch * steps_per_epoch + step`` and ``T = cfg.epochs * steps_per_epoch`` steps,
 
         lr_t = lr * (1 + cos(pi * t / T)) / 2
