@@ -525,7 +525,6 @@ def score_split_normalised(
     model, cfg: ESADConfig, root: str | Path | None = None, progress: bool = True, **kw
 ) -> ScoreResult:
     """``score_dataset`` on the test split with ``cfg.map_normalization`` applied."""
-    check_scoring_config(cfg)
     extractor = build_scoring_extractor(model, cfg) if cfg.score_map == "feature" else None
     stats = None
     if cfg.map_normalization != "none":
