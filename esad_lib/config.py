@@ -84,10 +84,6 @@ class ESADConfig:
     block_kernel: int = 3
     block_expansion: int = 2
     use_eca: bool = False  # [paper ref. code]: ECA present but off
-    #: residual of a decoder block: "up" (the up-sampled tensor, no parameters; gives the
-    #: reference's ~4.3 M at width 64) or "projection" (1x1 conv + BN on the concatenation,
-    #: the literal block: ~5.0 M).  [ours] see esad_lib/models/unet.py
-    decoder_residual: str = "up"
     #: K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
     num_masks: int = 3
     #: cutout (cell) sizes, one sampled per training batch; all used at test.  [RIAD]

@@ -156,7 +156,7 @@ def test_build_model_from_config_and_riad() -> None:
     assert model.num_masks == 4 and model.fill_alpha == 0.2
     assert model.inpaint_net is not None and model.recon_net is not model.inpaint_net
     assert model.recon_net.enc[1].expand[0].kernel_size == (5, 5)
-    assert model.recon_net.dec_takes_residual  # decoder residual = the up-sampled tensor (default)
+    assert model.recon_net.dec[0].expand[0].groups == model.recon_net.dec[0].in_ch  # reference decoder
     riad = build_model(riad_config(cfg))
     assert riad.inpaint_net is None and riad.is_riad
     assert type(riad.recon_net).__name__ == "ClassicUNet"

@@ -26,12 +26,12 @@ def test_block_structure_and_parameter_count_by_hand() -> None:
     g = blk.expand[0]
     assert (g.in_channels, g.out_channels, g.groups, g.kernel_size) == (c_in, e * c_in, c_in, (k, k))
     d = blk.depthwise[0]
-    assert (d.in_channels, d.out_channels, d.groups, d.kernel_size) == (e * c_in, e * c_in, e * c_in, (3, 3))
+    assert (d.in_channels, d.out_channels, d.groups, d.kernel_size) == (e * c_in, e * c_in, e * c_in, (k, k))
     p = blk.pointwise[0]
     assert (p.in_channels, p.out_channels, p.groups, p.kernel_size) == (e * c_in, c_out, 1, (1, 1))
     mid = e * c_in
     group_conv = mid * k * k + 2 * mid  # one input channel per group, + BN
-    depthwise = mid * 9 + 2 * mid  # + BN
+    depthwise = mid * k * k + 2 * mid  # + BN
     pointwise = mid * c_out + 2 * c_out  # 1x1, + BN
     projection = c_in * c_out + 2 * c_out  # residual 1x1, + BN
     expected = group_conv + depthwise + pointwise + projection
@@ -51,12 +51,13 @@ def test_block_shapes_eca_and_kernel_param() -> None:
         FeatureExtractionBlock(4, 4, kernel_size=2)
 
 
-def test_block_without_projection_needs_residual() -> None:
-    blk = FeatureExtractionBlock(8, 4, projection=False)
-    x = torch.randn(1, 8, 5, 5)
-    with pytest.raises(ValueError, match="residual"):
-        blk(x)
-    assert blk(x, torch.zeros(1, 4, 5, 5)).shape == (1, 4, 5, 5)
+def test_decoder_block_mid_equals_input_is_depthwise() -> None:
+    blk = FeatureExtractionBlock(8, 4, mid_ch=8)
+    g = blk.expand[0]
+    assert (g.in_channels, g.out_channels, g.groups) == (8, 8, 8)
+    assert blk(torch.randn(1, 8, 5, 5)).shape == (1, 4, 5, 5)
+    with pytest.raises(ValueError, match="multiple"):
+        FeatureExtractionBlock(8, 4, mid_ch=12)
 
 
 @pytest.mark.parametrize("kind", ["lightweight", "lightweight_std", "classic"])
@@ -94,9 +95,7 @@ def test_parameter_counts_at_width_64_match_reference() -> None:
     classic = count_parameters(ClassicUNet(base_width=64))
     assert abs(light - 4.3e6) / 4.3e6 < 0.05, light
     assert abs(classic - 20.6e6) / 20.6e6 < 0.05, classic
-    assert light == 4_307_523 and classic == 20_551_491  # exact figures quoted in the docs
-    # the literal decoder (projection of the concatenation) is larger, as the unet docstring says
-    assert count_parameters(LightweightUNet(base_width=64, decoder_residual="projection")) == 5_005_763
+    assert light == 4_267_203 and classic == 20_551_491  # exact figures quoted in the docs
 
 
 def test_widths_follow_base_width() -> None:

@@ -2,18 +2,20 @@
 "structural diagram of the feature extraction block").
 
 ``FeatureExtractionBlock`` (the paper's *feature extraction module*), as METHOD_NOTES restates
-the authors' reference code::
+the authors' reference code ``Block(kernel, in, expand, out)``, with ``M`` = ``expand``::
 
     x [B, C_in, H, W]
-      -> group conv k x k, C_in -> e*C_in, groups = C_in  -> BN -> ReLU     (expand)
-      -> depthwise 3x3, groups = e*C_in                   -> BN -> ReLU     (spatial mixing)
+      -> group conv k x k, C_in -> M, groups = C_in       -> BN -> ReLU     (expand)
+      -> depthwise k x k, groups = M                      -> BN -> ReLU     (spatial mixing)
       -> [ECA channel attention]                                            (optional, off)
-      -> 1x1 standard conv, e*C_in -> C_out               -> BN             (channel mixing)
-      (+) residual: x itself if C_in == C_out, else 1x1 conv + BN projection
+      -> 1x1 standard conv, M -> C_out                    -> BN             (channel mixing)
+      (+) residual: x itself if C_in == C_out, else 1x1 conv + BN projection of x
       -> ReLU                                                               -> [B, C_out, H, W]
 
-``kernel_size`` (k, of the group conv), ``expansion`` (e, 2 in the paper) and ``use_eca`` are
-parameters (config fields ``block_kernel``, ``block_expansion``, ``use_eca``).
+The encoder uses ``M = e * C_in`` (``expansion`` e = 2 in the reference); the decoder uses
+``M = C_in`` (``mid_ch``; its first conv is then depthwise, see ``esad_lib.models.unet``).
+``kernel_size`` (k, of both spatial convs, as in the reference), ``expansion`` and ``use_eca``
+are config fields (``block_kernel``, ``block_expansion``, ``use_eca``).
 
 Also here: ``ECA`` (efficient channel attention, Wang et al. 2020), ``ConvBNReLU`` (the
 standard 3x3 conv used at level 1 and by the ``block="std"`` ablation) and ``DoubleConv`` (the
@@ -105,13 +107,12 @@ class FeatureExtractionBlock(nn.Module):
 
     Args:
         in_ch, out_ch: ``C_in``, ``C_out``.
-        kernel_size: kernel of the expanding group convolution (paper: 3).
+        kernel_size: kernel of the group conv and of the depthwise conv (reference: 3).
         expansion: ``e``; the group conv maps ``C_in -> e * C_in`` with ``groups = C_in``
-            (paper: 2).
+            (reference: 2).  Ignored when ``mid_ch`` is given.
         use_eca: insert ECA channel attention after the depthwise conv (reference code: off).
-        projection: when ``C_in != C_out``, build the 1x1 conv + BN projection for the
-            residual.  ``False`` means the caller passes the residual to ``forward``
-            (used by the U-Net decoder, see ``esad_lib.models.unet``).
+        mid_ch: ``M``, the group conv's output channels (the reference's ``expand``
+            argument); a multiple of ``C_in``.  None = ``e * C_in``.
     """
 
     def __init__(
@@ -121,48 +122,42 @@ class FeatureExtractionBlock(nn.Module):
         kernel_size: int = 3,
         expansion: int = 2,
         use_eca: bool = False,
-        projection: bool = True,
+        mid_ch: int | None = None,
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
         if expansion < 1:
             raise ValueError(f"expansion must be >= 1, got {expansion}")
-        mid = expansion * in_ch
+        mid = expansion * in_ch if mid_ch is None else int(mid_ch)
+        if mid < in_ch or mid % in_ch:
+            raise ValueError(f"mid_ch must be a multiple of in_ch={in_ch}, got {mid}")
+        pad = kernel_size // 2
         self.in_ch, self.out_ch, self.mid_ch = in_ch, out_ch, mid
         # expand: each input channel feeds its own group of e output channels (groups = C_in)
         self.expand = nn.Sequential(
-            ExpandConv2d(in_ch, mid, kernel_size, padding=kernel_size // 2, groups=in_ch, bias=False),
+            ExpandConv2d(in_ch, mid, kernel_size, padding=pad, groups=in_ch, bias=False),
             nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
         )
-        # spatial mixing per channel (groups = channels)
+        # spatial mixing per channel (groups = channels), same kernel as the group conv
         self.depthwise = nn.Sequential(
-            nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False),
+            nn.Conv2d(mid, mid, kernel_size, padding=pad, groups=mid, bias=False),
             nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
         )
         self.attention: nn.Module = ECA(mid) if use_eca else nn.Identity()
         # channel mixing: the only dense (all-to-all) conv of the block, 1x1
         self.pointwise = nn.Sequential(nn.Conv2d(mid, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
-        self.shortcut: nn.Module | None
+        self.shortcut: nn.Module
         if in_ch == out_ch:
             self.shortcut = nn.Identity()
-        elif projection:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
         else:
-            self.shortcut = None
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``x [B, C_in, H, W]`` (and optionally ``residual [B, C_out, H, W]``) -> ``[B, C_out, H, W]``."""
-        if residual is None and self.shortcut is None:
-            raise ValueError(
-                f"this block ({self.in_ch}->{self.out_ch}) was built with projection=False: "
-                "pass the residual tensor to forward()"
-            )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C_in, H, W]`` -> ``[B, C_out, H, W]``."""
         y = self.pointwise(self.attention(self.depthwise(self.expand(x))))
-        if residual is None:
-            residual = self.shortcut(x)
         # out = ReLU(F(x) + shortcut(x))
-        return self.act(y + residual)
+        return self.act(y + self.shortcut(x))

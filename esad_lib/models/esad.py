@@ -220,8 +220,7 @@ def build_model(cfg: Any) -> ESADModel:
     """An ``ESADModel`` from an ``ESADConfig``.
 
     Uses ``method`` ("esad" | "riad"), ``unet``, ``base_width``, ``block_kernel``,
-    ``block_expansion``, ``use_eca``, ``decoder_residual`` (when the config has it; default
-    "up"), ``num_masks``, ``fill_alpha``, ``train_fill``, ``test_fill``.  For
+    ``block_expansion``, ``use_eca``, ``num_masks``, ``fill_alpha``, ``train_fill``, ``test_fill``.  For
     ``method="riad"`` there is no inpainting net; a fill that needs one ("train"/"test", the
     ESAD defaults) becomes "zero" (RIAD's).  The U-Net kind is taken from
     ``cfg.unet`` for both methods, so use ``riad_config(cfg)`` for the classic-U-Net baseline.
@@ -235,7 +234,6 @@ def build_model(cfg: Any) -> ESADModel:
             kernel_size=getattr(cfg, "block_kernel", 3),
             expansion=getattr(cfg, "block_expansion", 2),
             use_eca=getattr(cfg, "use_eca", False),
-            decoder_residual=getattr(cfg, "decoder_residual", "up"),
         )
 
     train_fill = getattr(cfg, "train_fill", "train")
