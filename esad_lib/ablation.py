@@ -47,7 +47,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from esad_lib.config import PRESETS, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
+from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.paths import atomic_write_text
 
 #: columns of ``results.csv`` (tidy long format: one row per run and metric).
@@ -98,13 +98,7 @@ def _static_variants() -> list[Variant]:
         ),
         Variant(
             "riad",
-            {
-                "method": "riad",
-                "unet": "classic",
-                "test_fill": "zero",
-                "score_map": "pixel",
-                "w_feature": 0.0,
-            },
+            dict(RIAD_DIFF),
             "method",
             "RIAD baseline: one classic U-Net, zero fill, pixel-level (MSGMS) maps, no feature loss "
             "(build_model gives a RIAD model the zero fill in training too).",

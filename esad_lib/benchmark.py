@@ -55,19 +55,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from esad_lib.config import PRESETS, ESADConfig, resolve_device, seed_everything
+from esad_lib.config import PRESETS, ESADConfig, resolve_device, riad_config, seed_everything
 from esad_lib.models.fusion import fold_batchnorm  # noqa: F401 -- also part of this module's API
 from esad_lib.paths import atomic_write_text
-
-#: what the RIAD baseline changes in an ESAD config (kept equal to esad_lib.ablation's "riad"
-#: variant: one classic U-Net, zero fill, pixel-level MSGMS maps, no feature loss).
-RIAD_OVERRIDES: dict[str, Any] = {
-    "method": "riad",
-    "unet": "classic",
-    "test_fill": "zero",
-    "score_map": "pixel",
-    "w_feature": 0.0,
-}
 
 #: absolute tolerances (outputs are tanh images in [-1, 1]) for "same output" checks.
 TOL_EXACT = 0.0
@@ -138,7 +128,7 @@ def _cfg_for(profile: str, method: str, device: str) -> ESADConfig:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PRESETS)}")
     cfg = PRESETS[profile].replace(device=device)
     if method == "riad":
-        cfg = cfg.replace(**RIAD_OVERRIDES)
+        cfg = riad_config(cfg)
     elif method != "esad":
         raise ValueError(f"method must be 'esad' or 'riad', got {method!r}")
     return cfg

@@ -53,42 +53,45 @@ RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring", "eva
 class ESADConfig:
     """All knobs of one experiment.  Every field is JSON-serialisable."""
 
-    profile: str = "demo"
+    profile: str = "demo"  # [ours] the scale profile this config came from
 
     # ---- data -------------------------------------------------------------------------
     #: LOCO-layout root (real MVTec LOCO AD or a split of it), "synthetic" for the built-in
     #: procedurally generated benchmark (generated on first use under the data root), or
     #: "auto": the real dataset when the data root holds it (its category folders, or
-    #: mvtec_loco_anomaly_detection/), else the synthetic one.
+    #: mvtec_loco_anomaly_detection/), else the synthetic one.  [ours] (no download possible)
     dataset: str = "synthetic"
-    category: str = "breakfast_box"
+    category: str = "breakfast_box"  # [paper] one of the five MVTec LOCO AD categories
     #: network input size (H, W); images are resized to it.  [RIAD]/[paper]: 256x256.
     image_size: tuple[int, int] = (256, 256)
     #: synthetic benchmark: longest image side and per-category counts
-    #: (train, validation, test good, test logical, test structural).
+    #: (train, validation, test good, test logical, test structural).  [ours]
     synth_max_side: int = 256
-    synth_counts: tuple[int, int, int, int, int] = (60, 10, 40, 40, 40)
+    synth_counts: tuple[int, int, int, int, int] = (60, 10, 40, 40, 40)  # [ours]
+    #: [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
     synth_seed: int = 0
-    #: cap on the number of test images per type evaluated (None = all); smoke only.
+    #: cap on the number of test images per type evaluated (None = all); smoke only.  [ours]
     max_test_images: int | None = None
-    num_workers: int = 0
+    num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
     # ---- model (Sec. 3 of the paper, METHOD_NOTES "Architecture") ---------------------
-    #: "esad" (inpainting U-Net + reconstruction U-Net) or "riad" (one U-Net, zero fill).
+    #: "esad" (inpainting U-Net + reconstruction U-Net) or "riad" (one U-Net, zero fill).  [paper]
     method: str = "esad"
     #: "lightweight" (feature extraction blocks), "lightweight_std" (same net, standard
-    #: 3x3 convs instead of blocks: ablation), "classic" (double-conv U-Net, RIAD-style).
+    #: 3x3 convs instead of blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]
     unet: str = "lightweight"
     #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64.
     base_width: int = 64
+    #: kernel of the block's group and depthwise convs.  [paper ref. code]: 3.
     block_kernel: int = 3
+    #: encoder blocks' expansion e (group conv C -> e*C).  [paper ref. code]: 2.
     block_expansion: int = 2
     use_eca: bool = False  # [paper ref. code]: ECA present but off
     #: K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
     num_masks: int = 3
     #: cutout (cell) sizes, one sampled per training batch; all used at test.  [RIAD]
     cutout_sizes: tuple[int, ...] = (2, 4, 8, 16)
-    #: fill used while training: "train" (select=0) [paper]
+    #: fill used while training: "train" (select=0).  [paper]
     train_fill: str = "train"
     #: fill used at test time: "test" (select=1, mixes inpainting and input) [paper];
     #: "train" (inpainting only), "zero" (RIAD), "input" (the input itself).
@@ -107,41 +110,45 @@ class ESADConfig:
     #: frozen feature extractor for feature-level scoring.  "random_cnn" (seeded frozen
     #: random CNN) and "recon_encoder" (the trained reconstruction net's own encoder) need no
     #: download; "resnet18", "wide_resnet50_2", "vgg16" need local ImageNet weights.
+    #: [ours] the paper uses pretrained features; random_cnn works offline.
     feature_extractor: str = "random_cnn"
     #: frozen extractor for the feature *loss* during training.  It cannot be
-    #: "recon_encoder" (a snapshot of the untrained net would be the target).
+    #: "recon_encoder" (a snapshot of the untrained net would be the target).  [ours] as above
     loss_feature_extractor: str = "random_cnn"
     #: distance between feature vectors in the feature loss: "cosine" or "mse".  [ours]
     feature_loss_distance: str = "cosine"
-    #: optional explicit path to ImageNet weights for the backbone extractors.
+    #: optional explicit path to ImageNet weights for the backbone extractors.  [ours]
     feature_weights: str | None = None
 
     # ---- training ----------------------------------------------------------------------
-    epochs: int = 300
-    batch_size: int = 8
+    epochs: int = 300  # [RIAD] (the paper gives no schedule)
+    batch_size: int = 8  # [RIAD]
     lr: float = 1e-4  # [RIAD]
     weight_decay: float = 1e-5  # [RIAD]
     #: learning rate over training: "constant" [RIAD] or "cosine" (per step, from ``lr`` down
     #: to 0 at the last step of ``epochs``; Loshchilov & Hutter, SGDR).  [ours]
     lr_schedule: str = "constant"
-    early_stopping_patience: int = 30  # epochs without val improvement; 0 = off
-    amp: bool = True  # mixed precision, only effective on CUDA
-    sync_batchnorm: bool = False  # DDP only
-    seed: int = 0
-    #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    early_stopping_patience: int = 30  # [ours] epochs without val improvement; 0 = off
+    amp: bool = True  # [ours] mixed precision, only effective on CUDA
+    sync_batchnorm: bool = False  # [ours] DDP only
+    seed: int = 0  # [ours]
+    #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...  [ours]
     device: str = "auto"
 
     # ---- scoring -----------------------------------------------------------------------
-    #: "feature" (ESAD's feature-level discrimination) or "pixel" (RIAD's MSGMS map).
+    #: "feature" (ESAD's feature-level discrimination) or "pixel" (RIAD's MSGMS map).  [paper]
     score_map: str = "feature"
-    #: "mean" (box filter, RIAD) or "gaussian" or "none".
-    smoothing: str = "gaussian"
-    smoothing_size: int = 21  # box size (mean filter), in network-input pixels
-    smoothing_sigma: float = 4.0  # Gaussian sigma, in network-input pixels
-    #: "none" or "validation" (standardise with mean/std of maps on validation/good).
+    #: "mean" (box filter) or "gaussian" or "none".  [RIAD] its code smooths the map with a
+    #: 21x21 mean filter; the paper describes no other smoothing.
+    smoothing: str = "mean"
+    smoothing_size: int = 21  # [RIAD] box size (mean filter), in network-input pixels
+    #: Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
+    smoothing_sigma: float = 4.0
+    #: "none", "train" or "validation" (standardise each pixel with the mean/std of the maps of
+    #: that split's good images).  [paper] describes plain maps: "none".
     map_normalization: str = "none"
     #: fastest correct scoring path (batched, inference_mode, BatchNorm folded, channels_last;
-    #: see esad_lib/scoring.py for what each bought); off = plain eager, one image at a time.
+    #: see esad_lib/scoring.py for what each bought); off = plain eager, one image at a time.  [ours]
     fast_scoring: bool = True
     #: images per batch when scoring on the fast path (independent of the training batch; the
     #: maps do not depend on it beyond float rounding).  [ours]
@@ -200,6 +207,7 @@ PRESETS: dict[str, ESADConfig] = {
         epochs=2,
         batch_size=4,
         early_stopping_patience=0,
+        smoothing="gaussian",
         smoothing_size=5,
         smoothing_sigma=1.0,
     ),
@@ -216,6 +224,7 @@ PRESETS: dict[str, ESADConfig] = {
         batch_size=2,
         lr=1e-3,  # [ours] larger than RIAD's 1e-4 to converge in the demo's few epochs (2e-3: no gain)
         early_stopping_patience=0,
+        smoothing="gaussian",  # [ours] chosen on the dev set (see README, "Choices")
         smoothing_size=7,
         # [ours] chosen on the same DEV set, with the trained model of batch 2:
         # sigma 1 -> 76.3, sigma 2 -> 75.5 (train-standardised maps)
@@ -227,6 +236,24 @@ PRESETS: dict[str, ESADConfig] = {
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
     "paper": ESADConfig(profile="paper"),
 }
+
+
+#: the RIAD baseline (ESAD's predecessor) as a config diff: one classic U-Net, zero fill in
+#: training and at test, no feature loss, pixel-level (MSGMS) maps.  The one definition used by
+#: ``esad demo``, the ablation variant "riad", the benchmark and ``esad model-info``.
+RIAD_DIFF: dict[str, Any] = {
+    "method": "riad",
+    "unet": "classic",
+    "train_fill": "zero",
+    "test_fill": "zero",
+    "score_map": "pixel",
+    "w_feature": 0.0,
+}
+
+
+def riad_config(cfg: ESADConfig) -> ESADConfig:
+    """The RIAD baseline at the same budget as ``cfg``: ``cfg.replace(**RIAD_DIFF)``."""
+    return cfg.replace(**RIAD_DIFF)
 
 
 def profile_name(requested: str | None = None) -> str:
@@ -272,10 +299,12 @@ __all__ = [
     "ESADConfig",
     "PRESETS",
     "PROFILES",
+    "RIAD_DIFF",
     "RUNTIME_FIELDS",
     "TEST_TIME_FIELDS",
     "get_config",
     "profile_name",
     "resolve_device",
+    "riad_config",
     "seed_everything",
 ]

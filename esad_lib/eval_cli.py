@@ -16,16 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from esad_lib.config import CATEGORIES, ESADConfig, get_config
+from esad_lib.config import CATEGORIES, ESADConfig, get_config, riad_config
 from esad_lib.paths import atomic_write_text, data_root
-
-
-def riad_config(cfg: ESADConfig) -> ESADConfig:
-    """The RIAD baseline at the same budget: one classic U-Net, zero fill (train and test),
-    no feature loss, pixel-level (MSGMS) maps; everything else as ``cfg``."""
-    from esad_lib.models import riad_config as _riad_model_config
-
-    return _riad_model_config(cfg).replace(score_map="pixel", w_feature=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,4 +242,4 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-__all__ = ["register", "report_from_runs", "riad_config", "run_demo", "train_and_evaluate"]
+__all__ = ["register", "report_from_runs", "run_demo", "train_and_evaluate"]

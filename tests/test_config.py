@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -51,3 +52,44 @@ def test_round_trip_through_json_and_stable_key() -> None:
 
 def test_widths_follow_the_reference_code() -> None:
     assert PRESETS["paper"].widths == (64, 128, 256, 512, 512)
+
+
+def test_every_config_field_says_where_its_default_comes_from() -> None:
+    """Each field of ESADConfig carries [paper], [paper ref. code], [RIAD] or [ours] in the comment
+    block above it or on its own line (config.py's promise)."""
+    import ast
+    import inspect
+    import re
+    import textwrap
+
+    from esad_lib import config
+
+    src = textwrap.dedent(inspect.getsource(config.ESADConfig))
+    lines = src.splitlines()
+    tag = re.compile(r"\[(paper|paper ref\. code|RIAD|ours)\]")
+    cls = ast.parse(src).body[0]
+    fields = [n for n in cls.body if isinstance(n, ast.AnnAssign)]
+    assert {f.target.id for f in fields} == {f.name for f in dataclasses.fields(config.ESADConfig)}
+    untagged = []
+    for f in fields:
+        text = [lines[f.lineno - 1]]
+        i = f.lineno - 2
+        while i >= 0 and lines[i].strip().startswith("#"):  # the comment block just above
+            text.append(lines[i])
+            i -= 1
+        if not tag.search(" ".join(text)):
+            untagged.append(f.target.id)
+    assert not untagged, f"config fields without a [paper]/[RIAD]/[ours] tag: {untagged}"
+
+
+def test_riad_baseline_is_one_config_diff() -> None:
+    from esad_lib.config import RIAD_DIFF, riad_config
+
+    cfg = riad_config(get_config("smoke"))
+    assert cfg.diff(get_config("smoke")) == RIAD_DIFF
+    assert cfg.method == "riad" and cfg.score_map == "pixel" and cfg.w_feature == 0.0
+
+
+def test_paper_profile_smooths_like_riad() -> None:
+    cfg = PRESETS["paper"]
+    assert (cfg.smoothing, cfg.smoothing_size) == ("mean", 21)

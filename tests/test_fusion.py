@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from esad_lib.config import get_config
-from esad_lib.models import build_model, riad_config
+from esad_lib.config import get_config, riad_config
+from esad_lib.models import build_model
 from esad_lib.models.esad import scoring_masks
 from esad_lib.models.fusion import fold_batchnorm, is_prepared, prepare_for_inference
 

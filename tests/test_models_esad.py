@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from esad_lib.config import get_config
+from esad_lib.config import get_config, riad_config
 from esad_lib.masks import disjoint_masks
-from esad_lib.models import ESADModel, LightweightUNet, build_model, riad_config
+from esad_lib.models import ESADModel, LightweightUNet, build_model
 
 
 class Const(nn.Module):

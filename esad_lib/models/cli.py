@@ -12,9 +12,8 @@ __all__ = ["register", "model_info_main"]
 
 
 def model_info_main(args: argparse.Namespace) -> int:
-    from esad_lib.config import get_config
+    from esad_lib.config import get_config, riad_config
     from esad_lib.models.counting import format_model_info, model_info
-    from esad_lib.models.esad import riad_config
 
     overrides = {}
     if args.width is not None:

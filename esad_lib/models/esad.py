@@ -36,7 +36,7 @@ from torch import nn
 from esad_lib.masks import disjoint_masks
 from esad_lib.models.unet import build_unet
 
-__all__ = ["FILLS", "ESADOutput", "ESADModel", "build_model", "riad_config", "apply_fill", "scoring_masks"]
+__all__ = ["FILLS", "ESADOutput", "ESADModel", "build_model", "apply_fill", "scoring_masks"]
 
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
@@ -211,11 +211,6 @@ def scoring_masks(
     }
 
 
-def riad_config(cfg: Any) -> Any:
-    """The RIAD baseline of an ``ESADConfig``: one classic U-Net, zero fill, same everything else."""
-    return cfg.replace(method="riad", unet="classic", train_fill="zero", test_fill="zero")
-
-
 def build_model(cfg: Any) -> ESADModel:
     """An ``ESADModel`` from an ``ESADConfig``.
 
@@ -223,7 +218,7 @@ def build_model(cfg: Any) -> ESADModel:
     ``block_expansion``, ``use_eca``, ``num_masks``, ``fill_alpha``, ``train_fill``, ``test_fill``.  For
     ``method="riad"`` there is no inpainting net; a fill that needs one ("train"/"test", the
     ESAD defaults) becomes "zero" (RIAD's).  The U-Net kind is taken from
-    ``cfg.unet`` for both methods, so use ``riad_config(cfg)`` for the classic-U-Net baseline.
+    ``cfg.unet`` for both methods, so use ``esad_lib.config.riad_config(cfg)`` for the baseline.
     """
     method = getattr(cfg, "method", "esad")
 
