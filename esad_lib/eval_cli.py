@@ -1,6 +1,8 @@
 """``esad evaluate``, ``esad report`` and ``esad demo`` (paper Sec. "Experiments").
 
 * ``esad evaluate RUN``      -- score the run's test split, write ``RUN/metrics.json``;
+* ``esad evaluate RUN --export-maps DIR`` -- also the maps, as MVTec's evaluation reads them;
+* ``esad score-maps DIR --dataset ROOT`` -- the same metrics from maps of any method on disk;
 * ``esad report RUN...``     -- the per-category markdown table (ours beside the paper's
   reported numbers) from the runs' ``metrics.json``;
 * ``esad demo --profile P``  -- train (or reuse) and evaluate ESAD on every synthetic category,
@@ -17,7 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esad_lib.config import CATEGORIES, ESADConfig, get_config, riad_config
+from esad_lib.data.loco import DatasetLayoutError, categories
+from esad_lib.evaluation import evaluate_run, score_maps
+from esad_lib.maps_io import MapsError
 from esad_lib.paths import atomic_write_text, data_root
+from esad_lib.report import format_report
 
 
 # --------------------------------------------------------------------------------------------
@@ -28,17 +34,16 @@ def _summary_line(m: dict) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
     ia, sp = m["image_auroc"], m["au_spro"]
+    timing = m.get("timing")
     return (
         f"{m['category']} ({m['method']}): image AUROC str {p(ia['structural'])} log {p(ia['logical'])} "
         f"mean {p(ia['mean'])} | pixel AUROC {p(m['pixel_auroc'])} | AU-PRO {p(m['au_pro'])} | "
-        f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])} | "
-        f"scoring {m['timing']['scoring_ms_per_image']:.1f} ms/image"
+        f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])}"
+        + (f" | scoring {timing['scoring_ms_per_image']:.1f} ms/image" if timing else "")
     )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from esad_lib.evaluation import evaluate_run
-
     overrides = {}
     if args.score_map:
         overrides["score_map"] = args.score_map
@@ -57,9 +62,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             save_scores=not args.no_scores,
             overrides=overrides or None,
+            export_maps_dir=args.export_maps,
         )
         print(_summary_line(m))
         print(f"wrote {Path(run) / 'metrics.json'}")
+        if args.export_maps:
+            print(f"wrote maps to {m['exported_maps']} (MVTec LOCO AD layout, float32 TIFF)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# score-maps
+# --------------------------------------------------------------------------------------------
+def cmd_score_maps(args: argparse.Namespace) -> int:
+    maps_dir, root = Path(args.maps_dir), Path(args.dataset)
+    if not maps_dir.is_dir():
+        print(f"{maps_dir}: no such folder of anomaly maps", file=sys.stderr)
+        return 2
+    cats = args.category or [c for c in categories(root) if (maps_dir / c).is_dir()]
+    if not cats:
+        print(f"{maps_dir}: no category folder that {root} also holds", file=sys.stderr)
+        return 2
+    try:
+        results = score_maps(maps_dir, root, cats, out=args.out, method=args.method, progress=not args.quiet)
+    except (MapsError, DatasetLayoutError) as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    for cat in cats:
+        print(_summary_line(results[cat]))
+    print(format_report(results, title=f"{args.method} (maps from {maps_dir}) vs reported"))
+    if args.out:
+        print(f"wrote {Path(args.out)}/<category>/metrics.json")
     return 0
 
 
@@ -217,8 +250,27 @@ def register(subparsers) -> None:
     p.add_argument("--no-fast", action="store_true", help="plain eager scoring (cfg.fast_scoring=False)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the run's)")
     p.add_argument("--no-scores", action="store_true", help="do not write RUN/scores.csv")
+    p.add_argument(
+        "--export-maps",
+        metavar="DIR",
+        help="also write every test map as float32 TIFF in MVTec LOCO AD's layout "
+        "DIR/<category>/test/<label dir>/<image id>.tiff (for MVTec's evaluation script)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser(
+        "score-maps", help="metrics.json and the report table from anomaly maps of any method on disk"
+    )
+    p.add_argument(
+        "maps_dir", metavar="MAPS_DIR", help="maps laid out <MAPS_DIR>/<category>/test/<label>/<id>.tiff|.npy"
+    )
+    p.add_argument("--dataset", required=True, metavar="LOCO_ROOT", help="the dataset the maps are of")
+    p.add_argument("--category", nargs="+", metavar="C", help="categories (default: all MAPS_DIR holds)")
+    p.add_argument("--out", metavar="DIR", help="write DIR/<category>/metrics.json")
+    p.add_argument("--method", default="external", help="the method's name, for the table (default external)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_score_maps)
 
     p = subparsers.add_parser("report", help="per-category table (markdown) from runs' metrics.json")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or metrics.json files)")

@@ -10,11 +10,18 @@ many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
 * ``au_spro.{structural,logical,mean}`` -- MVTec LOCO's saturated PRO up to FPR 0.05; each
   anomaly type's group is its images plus all good test images, the defect saturation rules
   come from ``<category>/defects_config.json``;
+* ``au_spro_limits.<type>.<limit>`` -- the same at every limit MVTec's official evaluation
+  reports (0.01, 0.05, 0.1, 0.3, 1.0), and ``au_spro_by_defect.<defect name>.<limit>`` per
+  defect of ``defects_config.json`` (``esad_lib.metrics.au_spro_by_defect`` says how);
 * ``timing`` -- training seconds (from ``train_summary.json``) and scoring ms per image.
 
 It writes ``RUN/metrics.json`` atomically (and ``RUN/scores.csv``, one row per image).
 Maps are evaluated at the ORIGINAL image resolution (bilinear upsampling of the network-size
-maps, one image at a time).
+maps, one image at a time), and the image score is the maximum of that full-resolution map,
+as MVTec's official evaluation defines it (bilinear upsampling can lower the maximum of the
+network-size map, so the two definitions differ slightly).  ``metrics_from_maps`` computes
+all of this from full-resolution maps alone: ``esad score-maps`` uses it for maps written by
+any method.
 """
 
 from __future__ import annotations
@@ -30,15 +37,27 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
+from esad_lib.baselines import naive_zscore_scores
+from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
+from esad_lib.data import LOCODataset, dataset_root, load_defects_config
+from esad_lib.maps_io import export_maps, read_maps
+from esad_lib.metrics import (
+    SPRO_LIMITS,
+    au_pro,
+    au_spro_at_limits,
+    au_spro_by_defect,
+    image_auroc_by_type,
+    pixel_auroc,
+)
 from esad_lib.paths import atomic_write_text
-from esad_lib.scoring import ScoreResult, score_split_normalised
+from esad_lib.scoring import ScoreResult, score_split_normalised, upsample_map
 
 ANOMALY_TYPES = ("structural", "logical")
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.csv"
 #: version of the metrics.json layout (bump when keys change).
-METRICS_SCHEMA = 1
+#: 2: image score = max of the full-resolution map; au_spro_limits, au_spro_by_defect.
+METRICS_SCHEMA = 2
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -52,8 +71,6 @@ def _f(x) -> float | None:
 
 def image_metrics(scores: np.ndarray, label_names: Sequence[str]) -> dict[str, float | None]:
     """Image AUROC of good vs each anomaly type and their mean (None where a type is absent)."""
-    from esad_lib.metrics import image_auroc_by_type
-
     names = np.asarray(label_names)
     if not (names == "good").any():
         return {k: None for k in (*ANOMALY_TYPES, "mean")}
@@ -72,9 +89,10 @@ def map_metrics(
     """Pixel-level metrics from full-resolution maps ``[H0,W0]`` and channels ``uint8 [C,H0,W0]``.
 
     ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses the images of that
-    anomaly type plus the good images (MVTec LOCO's protocol).
+    anomaly type plus the good images (MVTec LOCO's protocol), at ``spro_fpr_limit``;
+    ``au_spro_limits.<type>`` at every official limit; ``au_spro_by_defect`` per defect name.
+    Limits are JSON keys, written ``str(limit)`` ("0.01", ..., "1.0").
     """
-    from esad_lib.metrics import au_pro, au_spro, pixel_auroc
 
     names = list(label_names)
     masks = [(c > 0).any(0) if c.shape[0] else np.zeros(m.shape, dtype=bool) for m, c in zip(maps, channels)]
@@ -84,17 +102,34 @@ def map_metrics(
         "au_pro": _f(au_pro(list(maps), masks, fpr_limit=pro_fpr_limit)) if has_pos else None,
         "au_spro": {},
     }
+    out["au_spro_limits"] = {}
+    limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
     for kind in ANOMALY_TYPES:
         idx = [i for i, n in enumerate(names) if n in ("good", kind)]
         if not any(names[i] == kind for i in idx):
             out["au_spro"][kind] = None
+            out["au_spro_limits"][kind] = None
             continue
-        out["au_spro"][kind] = _f(
-            au_spro(
-                [maps[i] for i in idx], [channels[i] for i in idx], list(defects), fpr_limit=spro_fpr_limit
-            )
-        )
+        at = au_spro_at_limits([maps[i] for i in idx], [channels[i] for i in idx], list(defects), limits)
+        out["au_spro"][kind] = _f(at[float(spro_fpr_limit)])
+        out["au_spro_limits"][kind] = {str(lim): _f(at[lim]) for lim in SPRO_LIMITS}
     out["au_spro"]["mean"] = _mean([out["au_spro"][k] for k in ANOMALY_TYPES])
+    by_defect = au_spro_by_defect(list(maps), list(channels), names, list(defects), SPRO_LIMITS)
+    out["au_spro_by_defect"] = {d: {str(lim): _f(v) for lim, v in at.items()} for d, at in by_defect.items()}
+    return out
+
+
+def image_scores_of_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Image score = maximum of each full-resolution map (MVTec's official definition): ``[N]``."""
+    return np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
+
+
+def metrics_from_maps(
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Sequence
+) -> dict[str, Any]:
+    """Every metric of ``metrics.json`` from full-resolution maps alone (any method's maps)."""
+    out = {"image_auroc": image_metrics(image_scores_of_maps(maps), label_names)}
+    out.update(map_metrics(maps, channels, label_names, defects))
     return out
 
 
@@ -103,9 +138,7 @@ def metrics_from_result(result: ScoreResult, defects: Sequence, map_dtype=np.flo
     if result.channels is None:
         raise ValueError("the ScoreResult has no ground-truth channels; score with keep_channels=True")
     full = [result.full_res_map(i, map_dtype) for i in range(len(result))]
-    out = {"image_auroc": image_metrics(result.scores, result.label_names)}
-    out.update(map_metrics(full, result.channels, result.label_names, defects))
-    return out
+    return metrics_from_maps(full, result.channels, result.label_names, defects)
 
 
 def counts_of(label_names: Sequence[str]) -> dict[str, int]:
@@ -124,7 +157,6 @@ def evaluate_model(
     Returns ``(metrics, result)``; ``metrics`` has the layout of ``metrics.json`` minus the
     run-specific parts (timing of training, paths).
     """
-    from esad_lib.data import dataset_root, load_defects_config
 
     root = Path(root) if root is not None else dataset_root(cfg)
     defects = load_defects_config(root / cfg.category)
@@ -191,11 +223,14 @@ def evaluate_run(
     save_scores: bool = True,
     overrides: dict[str, Any] | None = None,
     root: str | Path | None = None,
+    export_maps_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the trained run in ``run_dir``; write ``run_dir/metrics.json`` (and scores.csv).
 
     ``overrides`` changes scoring fields of the run's config (e.g. ``{"score_map": "pixel"}``);
     training fields cannot be changed here.  ``max_images`` caps images per test label.
+    ``export_maps_dir`` also writes every test map as float32 TIFF in MVTec's official layout
+    (``esad_lib.maps_io``), the maps these metrics were computed from.
     """
     from esad_lib.training import load_run
 
@@ -217,16 +252,54 @@ def evaluate_run(
         if "fill_alpha" in overrides and hasattr(model, "fill_alpha"):
             model.fill_alpha = float(overrides["fill_alpha"])
         if "device" in overrides:
-            from esad_lib.config import resolve_device
-
             model = model.to(resolve_device(cfg.device))
     metrics, result = evaluate_model(model, cfg, root=root, max_images=max_images, progress=progress)
     metrics["timing"]["train_seconds"] = read_train_seconds(run_dir)
     metrics["run_dir"] = str(run_dir)
+    if export_maps_dir is not None:
+        export_maps(result, cfg.category, export_maps_dir, progress=progress)
+        metrics["exported_maps"] = str(Path(export_maps_dir) / cfg.category)
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     if save_scores:
         atomic_write_text(run_dir / SCORES_FILE, scores_csv(result))
     return metrics
+
+
+def score_maps(
+    maps_dir: str | Path,
+    root: str | Path,
+    categories: Sequence[str],
+    out: str | Path | None = None,
+    method: str = "external",
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Metrics of maps on disk, per category, as ``esad evaluate`` computes them.
+
+    Reads and checks EVERY category first; only then writes ``out/<category>/metrics.json``
+    (when ``out`` is given).  Returns ``{category: metrics}``.
+    """
+    maps_dir, root = Path(maps_dir), Path(root)
+    loaded = [read_maps(maps_dir, root, c, progress) for c in categories]
+    results: dict[str, dict[str, Any]] = {}
+    for lm in loaded:
+        defects = load_defects_config(root / lm.category)
+        m = metrics_from_maps(lm.maps, lm.channels, lm.label_names, defects)
+        m.update(
+            {
+                "schema": METRICS_SCHEMA,
+                "category": lm.category,
+                "method": method,
+                "maps_dir": str(maps_dir),
+                "dataset_root": str(root),
+                "counts": counts_of(lm.label_names),
+                "skipped_labels": lm.skipped_labels,
+            }
+        )
+        results[lm.category] = m
+    if out is not None:
+        for cat, m in results.items():
+            atomic_write_text(Path(out) / cat / METRICS_FILE, json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return results
 
 
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -254,10 +327,8 @@ def evaluate_naive(cfg: ESADConfig, root: str | Path | None = None, max_images: 
 
     Same images, same network resolution (``cfg.image_size``) and same metrics as ours; the
     maps are the baseline's per-pixel z-scores (grey-level units, no smoothing), upsampled to
-    the original size like ours; the image score is the max of the map.
+    the original size like ours; the image score is the max of the full-resolution map.
     """
-    from esad_lib.baselines import naive_zscore_scores
-    from esad_lib.data import LOCODataset, dataset_root, load_defects_config
 
     root = Path(root) if root is not None else dataset_root(cfg)
     defects = load_defects_config(root / cfg.category)
@@ -277,12 +348,9 @@ def evaluate_naive(cfg: ESADConfig, root: str | Path | None = None, max_images: 
             imgs.append(_hwc_255(it["image"]))
             chans.append(np.asarray(it["channels"], dtype=np.uint8))
             sizes.append(tuple(int(s) for s in it["orig_size"]))
-    scores, maps = naive_zscore_scores(train_imgs, np.stack(imgs))
-    from esad_lib.scoring import upsample_map
-
+    _, maps = naive_zscore_scores(train_imgs, np.stack(imgs))
     full = [upsample_map(np.asarray(m), s) for m, s in zip(maps, sizes)]
-    out = {"image_auroc": image_metrics(np.asarray(scores, dtype=np.float64), names)}
-    out.update(map_metrics(full, chans, names, defects))
+    out = metrics_from_maps(full, chans, names, defects)
     out.update({"category": cfg.category, "method": "naive", "counts": counts_of(names)})
     return out
 
@@ -296,7 +364,10 @@ __all__ = [
     "image_metrics",
     "load_metrics",
     "map_metrics",
+    "image_scores_of_maps",
+    "metrics_from_maps",
     "metrics_from_result",
     "read_train_seconds",
+    "score_maps",
     "scores_csv",
 ]

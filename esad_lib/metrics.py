@@ -34,7 +34,10 @@ import numpy as np
 __all__ = [
     "au_pro",
     "au_pro_reference",
+    "SPRO_LIMITS",
     "au_spro",
+    "au_spro_at_limits",
+    "au_spro_by_defect",
     "au_spro_by_type",
     "au_spro_reference",
     "area_under_curve",
@@ -42,6 +45,7 @@ __all__ = [
     "image_auroc",
     "image_auroc_by_type",
     "image_auroc_reference",
+    "image_defect_names",
     "pixel_auroc",
     "pixel_auroc_reference",
     "pro_curve",
@@ -476,17 +480,30 @@ def _defect_lookup(defects: Any) -> dict[int, tuple[str, float, bool]]:
 
 
 def _saturation_area(area: int, threshold: float, relative: bool) -> float:
-    # relative: s = threshold * area ; absolute: s = min(threshold, area)
-    return threshold * area if relative else min(threshold, float(area))
+    """Pixels of a region whose detection saturates its sPRO at 1 (MVTec LOCO AD's rule).
+
+    MVTec's official evaluation truncates the relative product to whole pixels:
+    relative: s = int(threshold * area); absolute: s = min(threshold, area).
+    Guard (ours): a relative product below one pixel would make s = 0 (a division by zero), so
+    s is at least 1 pixel.
+    """
+    if relative:
+        # s = int(threshold * |c|)
+        return float(max(1, int(threshold * area)))
+    # s = min(threshold, |c|)
+    return min(threshold, float(area))
 
 
 def _iter_channels(
-    maps_l: list[np.ndarray], channels: Any, defects: Any
+    maps_l: list[np.ndarray], channels: Any, defects: Any, defect_names: Iterable[str] | None = None
 ) -> Iterable[tuple[int, np.ndarray | None, list[tuple[np.ndarray, float]]]]:
     """Yield (image index, negative mask, [(channel mask, saturation area), ...]) per image.
 
     The negative mask is None when the image has no (non-empty) channel: every pixel negative.
+    ``defect_names``: only channels of these defects become regions; the pixels of every other
+    channel are still excluded from the negatives (they are not defect-free).
     """
+    only = None if defect_names is None else set(defect_names)
     chans_l = _as_list(channels, "channels")
     if len(chans_l) != len(maps_l):
         raise ValueError(f"got {len(maps_l)} maps but {len(chans_l)} channel stacks")
@@ -516,14 +533,19 @@ def _iter_channels(
                     f"image {i}, channel {c}: pixel value {vmax} is not in the defects config "
                     f"(known values: {sorted(lookup)}); check defects_config.json of the category"
                 )
-            _, thr, rel = lookup[vmax]
+            name, thr, rel = lookup[vmax]
             union = mask.copy() if union is None else (union | mask)
-            regions.append((mask, _saturation_area(area, thr, rel)))
+            if only is None or name in only:
+                regions.append((mask, _saturation_area(area, thr, rel)))
         yield i, (None if union is None else ~union), regions
 
 
 def spro_curve(
-    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, max_fpr: float = 1.0
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    defects: Any,
+    max_fpr: float = 1.0,
+    defect_names: Iterable[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact sPRO curve (FPR, sPRO) of MVTec LOCO AD down to the first threshold with FPR > ``max_fpr``.
 
@@ -534,12 +556,13 @@ def spro_curve(
     dicts with defect_name, pixel_value, saturation_threshold, relative_saturation).
     sPRO(t) = mean over all channels of all images; FPR(t) = false positives / negatives, where
     negatives are the pixels outside every channel of their image, pooled over all images
-    passed (the anomaly type's images plus the good ones).
+    passed (the anomaly type's images plus the good ones).  ``defect_names`` restricts the
+    regions to those defects (per-defect AU-sPRO); other channels stay out of the negatives.
     """
     maps_l = _as_list(maps, "maps")
     _check_fpr_limit(max_fpr)
     reg = _Regions(_score_dtype(maps_l))
-    for i, neg_mask, regions in _iter_channels(maps_l, channels, defects):
+    for i, neg_mask, regions in _iter_channels(maps_l, channels, defects, defect_names):
         m = maps_l[i]
         reg.add_negatives(m, neg_mask)
         for mask, sat in regions:
@@ -561,23 +584,90 @@ def au_spro(
 
 
 def spro_curve_reference(
-    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    defects: Any,
+    defect_names: Iterable[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force sPRO curve: every distinct threshold, every channel recounted."""
     maps_l = [np.asarray(m) for m in maps]
     negatives, regions = [], []
-    for i, neg_mask, regs in _iter_channels(maps_l, channels, defects):
+    for i, neg_mask, regs in _iter_channels(maps_l, channels, defects, defect_names):
         negatives.append(np.ones(maps_l[i].shape, bool) if neg_mask is None else neg_mask)
         regions.extend((i, mask, sat) for mask, sat in regs)
     return _overlap_curve_reference(maps_l, negatives, regions)
 
 
 def au_spro_reference(
-    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    defects: Any,
+    fpr_limit: float = 0.05,
+    defect_names: Iterable[str] | None = None,
 ) -> float:
     """Brute-force AU-sPRO (reference for the tests and the benchmark)."""
-    fpr, spro = spro_curve_reference(maps, channels, defects)
+    fpr, spro = spro_curve_reference(maps, channels, defects, defect_names)
     return area_under_curve_reference(fpr, spro, fpr_limit)
+
+
+#: the integration limits MVTec LOCO AD's official evaluation reports AU-sPRO at.
+SPRO_LIMITS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 1.0)
+
+
+def au_spro_at_limits(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS,
+    defect_names: Iterable[str] | None = None,
+) -> dict[float, float]:
+    """AU-sPRO at several FPR limits from ONE exact sPRO curve: ``{limit: AU-sPRO}``.
+
+    Equal to ``au_spro(..., fpr_limit=limit)`` for each limit (tested); the curve is built once,
+    down to the largest limit.  With limit 1.0 every negative pixel is sorted (memory ~12 bytes a
+    pixel), which the 0.05 default avoids.
+    """
+    limits = [float(x) for x in limits]
+    fpr, spro = spro_curve(maps, channels, defects, max_fpr=max(limits), defect_names=defect_names)
+    return {lim: area_under_curve(fpr, spro, lim) for lim in limits}
+
+
+def image_defect_names(channels: np.ndarray, defects: Any) -> set[str]:
+    """Names of the defects that image's non-empty channels ``uint8 [C,H,W]`` mark."""
+    lookup = _defect_lookup(defects)
+    ch = channels[None] if channels.ndim == 2 else channels
+    names = set()
+    for c in range(ch.shape[0]):
+        v = int(ch[c].max()) if ch[c].size else 0
+        if v and v in lookup:
+            names.add(lookup[v][0])
+    return names
+
+
+def au_spro_by_defect(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS,
+) -> dict[str, dict[float, float]]:
+    """AU-sPRO of each defect name (``defects_config.json``) at every limit.
+
+    For defect ``d`` the group is every good image plus every image that holds a channel of
+    ``d``; the regions are the channels of ``d``; the pixels of an image's other channels are
+    neither regions nor negatives.  Defects that no test image shows are left out.
+    """
+    maps_l = _as_list(maps, "maps")
+    chans_l = _as_list(channels, "channels")
+    names = list(label_names)
+    shown = [image_defect_names(c, defects) for c in chans_l]
+    out: dict[str, dict[float, float]] = {}
+    for d in sorted({n for s in shown for n in s}):
+        idx = [i for i, n in enumerate(names) if n == "good" or d in shown[i]]
+        out[d] = au_spro_at_limits(
+            [maps_l[i] for i in idx], [chans_l[i] for i in idx], defects, limits, defect_names=[d]
+        )
+    return out
 
 
 def au_spro_by_type(

@@ -111,6 +111,9 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
     """One line: on which data, at which profile/resolution/budget our numbers were measured."""
     parts = set()
     for m in metrics.values():
+        if "maps_dir" in m:  # esad score-maps: maps of any method, read from disk
+            parts.add(f"maps read from {m['maps_dir']} (dataset {m.get('dataset_root', '?')})")
+            continue
         ds = m.get("dataset", "?")
         data = "the built-in SYNTHETIC LOCO-like benchmark" if ds == "synthetic" else f"real data at {ds}"
         cfg = m.get("config", {}) or {}

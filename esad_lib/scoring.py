@@ -315,7 +315,11 @@ def anomaly_maps(
 
 
 def image_scores(maps: torch.Tensor) -> torch.Tensor:
-    """Image score = max of the (smoothed) map: ``[B,H,W] -> [B]``."""
+    """Max of each network-size map: ``[B,H,W] -> [B]`` (quick looks in the notebooks).
+
+    The reported image score (``ScoreResult.scores``) is the max of the map upsampled to the
+    image's original size, MVTec's official definition; ``score_dataset`` computes that.
+    """
     return maps.flatten(1).amax(1)
 
 
@@ -339,7 +343,7 @@ class ScoreResult:
     ``channels[i]`` (``uint8 [C,H0,W0]``, original size) is kept when requested.
     """
 
-    scores: np.ndarray  # float64 [N]
+    scores: np.ndarray  # float64 [N]: max of each full-resolution map (official definition)
     labels: np.ndarray  # int64 [N] (0 good, 1 anomalous)
     label_names: list[str]
     paths: list[str]
@@ -473,15 +477,18 @@ def _score_labels(model, cfg, root, split, present, max_images, extractor, stats
         for batch in bar:
             t0 = time.perf_counter()
             maps = anomaly_maps(model, batch["image"].to(device), cfg, extractor, stats)
-            s = image_scores(maps)
             maps = maps.float().cpu().numpy()
+            sizes = [_orig_size(sz) for sz in batch["orig_size"]]
+            # image score = max of the map at the image's original resolution (MVTec's official
+            # definition; bilinear upsampling can lower the max of the network-size map)
+            s = np.asarray([float(upsample_map(m, sz).max()) for m, sz in zip(maps, sizes)])
             out.seconds += time.perf_counter() - t0
-            out.scores = np.append(out.scores, s.double().cpu().numpy())
+            out.scores = np.append(out.scores, s)
             out.labels = np.append(out.labels, np.asarray(batch["label"], dtype=np.int64))
             out.label_names += list(batch["label_name"])
             out.paths += [str(p) for p in batch["path"]]
             out.maps += [m for m in maps]
-            out.orig_sizes += [_orig_size(sz) for sz in batch["orig_size"]]
+            out.orig_sizes += sizes
             if keep_channels:
                 out.channels += [np.asarray(c, dtype=np.uint8) for c in batch["channels"]]
 

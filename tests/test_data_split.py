@@ -206,3 +206,27 @@ def test_cli(tiny, tmp_path, capsys):
     args = parser.parse_args(["split", str(tiny), str(foreign), "--quiet"])
     assert args.func(args) == 2
     assert "not written by 'esad split'" in capsys.readouterr().err
+
+
+def test_cli_count_mismatch_is_a_warning_unless_strict(tmp_path, capsys):
+    """A split whose counts differ from the official ones (here: the smoke synthetic benchmark,
+    named like LOCO) is written and exits 0 with a warning; --strict exits 1."""
+    import shutil
+
+    from esad_lib.config import get_config
+    from esad_lib.data import dataset_root
+    from esad_lib.data.cli import register
+
+    src = tmp_path / "loco_named"  # the synthetic benchmark without its manifest: looks official
+    shutil.copytree(dataset_root(get_config("smoke")), src, ignore=shutil.ignore_patterns("synthetic.json"))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["split", str(src), str(tmp_path / "a"), "--quiet"])
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "differ from the official" in err
+    assert (tmp_path / "a" / "structural" / "pushpins" / "train" / "good").is_dir()
+    args = parser.parse_args(["split", str(src), str(tmp_path / "b"), "--quiet", "--strict"])
+    assert args.func(args) == 1
+    assert "error" in capsys.readouterr().err
+    assert (tmp_path / "b" / "logical" / "pushpins" / "test" / "logical_anomalies").is_dir()

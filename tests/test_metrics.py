@@ -166,6 +166,66 @@ def test_saturation_caps_spro() -> None:
     assert spro[1] == pytest.approx(0.6)
 
 
+def test_relative_saturation_truncates_to_whole_pixels_as_the_official_code() -> None:
+    # 0.5 * 9 pixels = 4.5 -> int() = 4 pixels: finding 2 of 9 gives 2 / 4, not 2 / 4.5
+    m = np.zeros((5, 5), np.float32)
+    ch = np.zeros((1, 5, 5), np.uint8)
+    ch[0, :3, :3] = 128  # 9 pixels, relative saturation 0.5
+    m[0, :2] = 1.0  # 2 found, above every negative
+    _, spro = M.spro_curve([m], [ch], DEFECTS)
+    assert spro[1] == pytest.approx(2 / 4)
+    # a product below one pixel saturates at 1 pixel (no division by zero)
+    tiny = [{"defect_name": "t", "pixel_value": 9, "saturation_threshold": 0.1, "relative_saturation": True}]
+    ch2 = np.zeros((1, 5, 5), np.uint8)
+    ch2[0, 0, :3] = 9  # 0.1 * 3 = 0.3 -> 1 pixel
+    m2 = np.zeros((5, 5), np.float32)
+    m2[0, 0] = 1.0
+    _, spro = M.spro_curve([m2], [ch2], tiny)
+    assert spro[1] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_au_spro_at_limits_equals_one_call_per_limit(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    maps, chans, masks, _ = _random_case(rng, n_levels=int(rng.choice([3, 1000])))
+    if not any(m.any() for m in masks):  # at least one region
+        chans[-1] = np.concatenate([chans[-1], np.full((1, *maps[-1].shape), 255, np.uint8)])
+        chans[-1][-1, 1:] = 0
+    at = M.au_spro_at_limits(maps, chans, DEFECTS)
+    assert list(at) == list(M.SPRO_LIMITS) == [0.01, 0.05, 0.1, 0.3, 1.0]
+    for lim, v in at.items():
+        assert v == pytest.approx(M.au_spro(maps, chans, DEFECTS, lim), abs=1e-12)
+        assert v == pytest.approx(M.au_spro_reference(maps, chans, DEFECTS, lim), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_au_spro_by_defect_matches_reference_on_the_defects_images(seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    maps, chans, _, names = _random_case(rng, n_levels=50)
+    by = M.au_spro_by_defect(maps, chans, names, DEFECTS, limits=(0.05, 1.0))
+    shown = [M.image_defect_names(c, DEFECTS) for c in chans]
+    assert set(by) == set().union(*shown)
+    for d, vals in by.items():
+        idx = [i for i, n in enumerate(names) if n == "good" or d in shown[i]]
+        for lim, v in vals.items():
+            ref = M.au_spro_reference(
+                [maps[i] for i in idx], [chans[i] for i in idx], DEFECTS, lim, defect_names=[d]
+            )
+            assert v == pytest.approx(ref, abs=1e-9)
+
+
+def test_per_defect_regions_exclude_other_defects_from_negatives() -> None:
+    m = np.zeros((4, 4), np.float32)
+    ch = np.zeros((2, 4, 4), np.uint8)
+    ch[0, 0, :2] = 255  # "missing": 2 pixels, found
+    ch[1, 3, :] = 64  # "big": 4 pixels, scored high too, but not "missing"
+    m[0, :2] = 1.0
+    m[3, :] = 1.0
+    fpr, spro = M.spro_curve([m], [ch], DEFECTS, defect_names=["missing"])
+    # the "big" pixels are not negatives: the first threshold finds "missing" at FPR 0
+    assert (fpr[1], spro[1]) == (0.0, 1.0)
+
+
 def test_by_type_helpers_use_good_images_in_each_group() -> None:
     rng = np.random.default_rng(7)
     maps, chans, masks, names = _random_case(rng, n_levels=50)

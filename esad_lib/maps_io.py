@@ -1,0 +1,178 @@
+"""Anomaly maps on disk in MVTec LOCO AD's official layout: export ours, read anyone's.
+
+Layout (that of the *unsplit* dataset, which MVTec's evaluation script reads)::
+
+    MAPS_DIR/<category>/test/<good | logical_anomalies | structural_anomalies>/<image id>.tiff
+
+One float32 map per test image at the image's original resolution; ``<image id>`` is the
+image's file name without extension (``000.png`` -> ``000.tiff``).  A run trained on the output
+of ``esad split`` keeps the original file names, so its maps land in the same places.
+
+* ``export_maps(result, category, out)`` writes a ``ScoreResult``'s maps (``esad evaluate
+  --export-maps DIR``), each file atomically (temporary name + rename), with ``tifffile``.
+* ``read_maps(maps_dir, root, category)`` loads maps of *any* method (``.tiff``/``.tif`` or
+  ``.npy``) for the test images of ``root/category`` and checks them: every map present, the size
+  of its image, finite, no file for an unknown image.  A label folder absent from
+  ``maps_dir`` is skipped (e.g. maps of a structural-only run); within a present folder every
+  image needs its map.  All problems are collected and raised together, naming the files.
+``esad_lib.evaluation.score_maps`` computes the same ``metrics.json`` as ``esad evaluate`` from
+maps read here (``esad score-maps``).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from tqdm.auto import tqdm
+
+from esad_lib.data import LABEL_DIRS, list_samples, load_channel_masks
+from esad_lib.data.loco import DIR_LABELS, image_size
+from esad_lib.paths import atomic_write_bytes
+from esad_lib.scoring import ScoreResult
+
+__all__ = ["MAP_SUFFIXES", "MapsError", "LoadedMaps", "export_maps", "map_path", "read_maps"]
+
+#: file types ``read_maps`` accepts, in order of preference when an id has several.
+MAP_SUFFIXES = (".tiff", ".tif", ".npy")
+#: problems listed in one error message before "... and N more".
+MAX_LISTED = 20
+
+
+class MapsError(ValueError):
+    """Maps that cannot be scored (the message lists every file and what is wrong)."""
+
+
+def map_path(maps_dir: str | Path, category: str, label: str, image_id: str, suffix: str = ".tiff") -> Path:
+    """Where the map of one test image lives in the official layout."""
+    return Path(maps_dir) / category / "test" / LABEL_DIRS[label] / f"{image_id}{suffix}"
+
+
+def _tiff_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.ascontiguousarray(arr, dtype=np.float32))
+    return buf.getvalue()
+
+
+def export_maps(result: ScoreResult, category: str, out: str | Path, progress: bool = True) -> list[Path]:
+    """Write every map of ``result`` as ``float32 [H0, W0]`` TIFF in the official layout.
+
+    The maps are those the metrics see: upsampled to each image's original size.  Returns the
+    paths written.  Existing files of the same names are replaced (they are ours to rewrite:
+    the folder is an output folder), nothing else in ``out`` is touched.
+    """
+    written = []
+    for i in tqdm(range(len(result)), desc=f"export maps {category}", disable=not progress, leave=False):
+        label = result.label_names[i]
+        p = map_path(out, category, label, Path(result.paths[i]).stem)
+        atomic_write_bytes(p, _tiff_bytes(result.full_res_map(i, np.float32)))
+        written.append(p)
+    return written
+
+
+def _load_map(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    else:
+        arr = tifffile.imread(path)
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
+    return arr
+
+
+@dataclass
+class LoadedMaps:
+    """Maps of one category read from disk, aligned with the dataset's test images."""
+
+    category: str
+    maps: list[np.ndarray]  # float32 [H0, W0] each
+    channels: list[np.ndarray]  # uint8 [C, H0, W0] each
+    label_names: list[str]
+    paths: list[str]  # the map files
+    skipped_labels: list[str]  # labels with no folder under maps_dir
+
+
+def _find_map(folder: Path, image_id: str) -> Path | None:
+    for suf in MAP_SUFFIXES:
+        p = folder / f"{image_id}{suf}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _unknown_files(folder: Path, ids: set[str]) -> list[str]:
+    return [
+        f"{p}: no test image with id {p.stem!r} in the dataset (unknown image id)"
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix in MAP_SUFFIXES and p.stem not in ids
+    ]
+
+
+def _check_map(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:
+    if arr.ndim != 2:
+        return f"{path}: expected a 2-D map, got shape {arr.shape}"
+    if tuple(arr.shape) != tuple(size):
+        return f"{path}: map is {arr.shape[1]}x{arr.shape[0]} (WxH) but its image is {size[1]}x{size[0]}"
+    if not np.issubdtype(arr.dtype, np.number):
+        return f"{path}: map dtype {arr.dtype} is not numeric"
+    if not np.isfinite(arr).all():
+        return f"{path}: map holds NaN or inf values"
+    return None
+
+
+def read_maps(maps_dir: str | Path, root: str | Path, category: str, progress: bool = True) -> LoadedMaps:
+    """Read and check the maps of ``category`` for the test images of the dataset at ``root``.
+
+    Raises ``MapsError`` listing every problem (missing map, wrong size, NaN/inf, unknown id,
+    no folder at all).
+    """
+    maps_dir, root = Path(maps_dir), Path(root)
+    test_dir = maps_dir / category / "test"
+    if not test_dir.is_dir():
+        raise MapsError(
+            f"{test_dir}: no maps for {category!r} (expected <maps>/{category}/test/<label>/<id>.tiff)"
+        )
+    stray = [
+        f"{d}: unknown label folder (expected {', '.join(LABEL_DIRS.values())})"
+        for d in sorted(test_dir.iterdir())
+        if d.is_dir() and d.name not in DIR_LABELS
+    ]
+    problems: list[str] = list(stray)
+    out = LoadedMaps(category, [], [], [], [], [])
+    samples = list_samples(root, category, split="test")
+    for label in ("good", "structural", "logical"):
+        folder = test_dir / LABEL_DIRS[label]
+        todo = [s for s in samples if s.label == label]
+        if not folder.is_dir():
+            if todo:
+                out.skipped_labels.append(label)
+            continue
+        problems += _unknown_files(folder, {s.image_id for s in todo})
+        for s in tqdm(todo, desc=f"read maps {category}/{label}", disable=not progress, leave=False):
+            p = _find_map(folder, s.image_id)
+            if p is None:
+                problems.append(f"{folder / (s.image_id + '.tiff')}: missing map for test image {s.path}")
+                continue
+            arr = _load_map(p)
+            err = _check_map(p, arr, image_size(s.path))
+            if err:
+                problems.append(err)
+                continue
+            out.maps.append(arr.astype(np.float32, copy=False))
+            out.channels.append(load_channel_masks(s))
+            out.label_names.append(label)
+            out.paths.append(str(p))
+    if problems:
+        more = f"\n... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise MapsError(
+            f"{len(problems)} problem(s) with the maps in {test_dir}; nothing was written:\n"
+            + "\n".join(problems[:MAX_LISTED])
+            + more
+        )
+    if "good" not in out.label_names:
+        raise MapsError(f"{test_dir / 'good'}: no maps of good test images; every metric needs them")
+    return out
