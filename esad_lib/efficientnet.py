@@ -59,6 +59,7 @@ __all__ = [
     "EfficientNetLite0Features",
     "MBConv",
     "SameConv2d",
+    "block_strides",
     "build_efficientnet_lite0_features",
     "efficientnet_lite0_available",
     "efficientnet_lite0_weights_path",
