@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_N_BOOT",
     "SproStats",
     "aggregate_seeds",
+    "auroc_by_type_resampled",
     "au_spro_ci",
     "au_spro_ci_by_type",
     "check_paired",
@@ -297,10 +298,17 @@ def paired_image_auroc(
     return out
 
 
-def _by_type_samples(
+def auroc_by_type_resampled(
     scores: np.ndarray, names: np.ndarray, weights: np.ndarray
 ) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
-    """Point values and per-resample AUROCs of good vs each type, and their mean (per resample)."""
+    """Image AUROC of good vs each anomaly type and their mean, on the data and per resample.
+
+    scores ``[N]``, names ``[N]`` ("good" / "structural" / "logical"), weights ``[B, N]``
+    (e.g. ``resample_weights(resample_indices(names, B, seed))``).  Returns
+    ``({type: value}, {type: samples [B]})`` with types structural, logical, mean (None where
+    a type has no images); ``mean`` is the per-resample mean of the types present.  Sharing
+    ``weights`` between two methods gives paired samples.
+    """
     good = names == "good"
     values: dict[str, float | None] = {}
     samples: dict[str, np.ndarray | None] = {}
@@ -348,7 +356,7 @@ def image_auroc_ci_by_type(
     if s.size != names.size:
         raise ValueError(f"got {s.size} scores but {names.size} label names")
     w = resample_weights(resample_indices(names, n_boot, seed))
-    values, samples = _by_type_samples(s, names, w)
+    values, samples = auroc_by_type_resampled(s, names, w)
     out: dict[str, dict[str, Any] | None] = {}
     for k in (*ANOMALY_TYPES, "mean"):
         if samples[k] is None:
@@ -380,8 +388,8 @@ def paired_image_auroc_by_type(
     if sa.size != names.size or sb.size != names.size:
         raise ValueError(f"got {sa.size} / {sb.size} scores but {names.size} label names")
     w = resample_weights(resample_indices(names, n_boot, seed))
-    va, boot_a = _by_type_samples(sa, names, w)
-    vb, boot_b = _by_type_samples(sb, names, w)
+    va, boot_a = auroc_by_type_resampled(sa, names, w)
+    vb, boot_b = auroc_by_type_resampled(sb, names, w)
     out: dict[str, dict[str, Any] | None] = {}
     for k in (*ANOMALY_TYPES, "mean"):
         if boot_a[k] is None:
@@ -741,7 +749,12 @@ def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, A
     }
 
 
-def seed_image_interval(values: Sequence[float], samples: np.ndarray, level: float = 0.95) -> dict[str, Any]:
+def seed_image_interval(
+    values: Sequence[float],
+    samples: np.ndarray,
+    level: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """Interval of the seed mean that covers both training seeds and test images.
 
     values ``[S]``: the metric of each seed; samples ``[S, B]``: each seed's bootstrap values
@@ -750,7 +763,9 @@ def seed_image_interval(values: Sequence[float], samples: np.ndarray, level: flo
         se^2 = s^2_seed / S + Var_b( mean_s samples[s, b] ),   low, high = mean -+ z_{(1+level)/2} se
     (law of total variance; the image part uses the per-resample seed mean, which keeps the
     correlation between seeds that share the test images).  With S = 1 it is the percentile
-    interval of the images alone.
+    interval of the images alone.  ``bounds``: the metric's range (e.g. (0, 1) for an AUROC,
+    (-1, 1) for a difference of two); the normal interval is clipped to it (a normal interval
+    ignores the range; clipping only removes impossible values).
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     s = np.asarray(samples, dtype=np.float64)
@@ -764,10 +779,13 @@ def seed_image_interval(values: Sequence[float], samples: np.ndarray, level: flo
     seed_var = float(v.var(ddof=1))
     se = math.sqrt(seed_var / v.size + img_var)
     z = NormalDist().inv_cdf(0.5 * (1.0 + level))
+    low, high = mean - z * se, mean + z * se
+    if bounds is not None:
+        low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
     return {
         "value": mean,
-        "low": mean - z * se,
-        "high": mean + z * se,
+        "low": low,
+        "high": high,
         "se": se,
         "se_seed": math.sqrt(seed_var / v.size),
         "se_image": math.sqrt(img_var),

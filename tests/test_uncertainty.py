@@ -308,6 +308,9 @@ def test_seed_image_interval_combines_both_variances() -> None:
     assert r["high"] - r["low"] == pytest.approx(2 * 1.959963984540054 * se)
     # wider than either part alone
     assert r["se"] > max(r["se_seed"], r["se_image"])
+    # clipped to the metric's range
+    wide = U.seed_image_interval([0.9, 0.99], np.full((2, 10), 0.95), bounds=(0.0, 1.0))
+    assert wide["high"] == 1.0 and wide["low"] < 0.9
     single = U.seed_image_interval([0.7], samples[:1])
     assert single["low"] == np.percentile(samples[0], 2.5)
 
