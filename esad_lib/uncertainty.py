@@ -34,13 +34,23 @@ Methods (all 95 % by default, ``level``):
   the per-resample seed means; by the law of total variance
   ``Var(mean) ~= s^2_seed / S + Var_images(mean)``, and the interval is the normal one
   ``mean +- z se``.  (An approximation: it assumes the seed mean is roughly normal.)
+
+Use (every function takes per-image arrays and returns a small dict: value, low, high, se, ...)::
+
+    ci = image_auroc_ci_by_type(result.scores, result.label_names)   # {"structural": {...}, ...}
+    format_ci(ci["structural"])                                       # "76.9 [72.1, 81.4]"
+    d = paired_image_auroc_by_type(a.scores, a.label_names, b.scores, b.label_names, a.paths, b.paths)
+    format_diff(d["structural"])                  # "+3.2 [-1.0, 7.5]" (+ " *" when it excludes 0)
+    au_spro_ci_by_type(full_res_maps, result.channels, result.label_names, defects)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -426,6 +436,32 @@ class SproStats:
     def n_images(self) -> int:
         return int(self.n_neg.size)
 
+    def save(self, path: str | Path) -> None:
+        """Write the statistics to ``path`` (numpy ``.npz``, compressed): a run can keep them
+        instead of its maps, and a later summary bootstraps AU-sPRO from them."""
+        np.savez_compressed(
+            path,
+            thresholds=self.thresholds,
+            fp=self.fp,
+            n_neg=self.n_neg,
+            overlap=self.overlap,
+            region_image=self.region_image,
+            fpr_limit=np.float64(self.fpr_limit),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SproStats:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found; write it with SproStats.save")
+        with np.load(p) as z:
+            missing = {f.name for f in dataclasses.fields(cls)} - set(z.files)
+            if missing:
+                raise ValueError(f"{p} is not a saved SproStats (missing {sorted(missing)})")
+            return cls(
+                z["thresholds"], z["fp"], z["n_neg"], z["overlap"], z["region_image"], float(z["fpr_limit"])
+            )
+
 
 def _count_ge(values: np.ndarray, t_asc: np.ndarray) -> np.ndarray:
     """#{v >= t} for every threshold of ``t_asc`` (ascending), returned for ascending order.
@@ -466,7 +502,8 @@ def spro_statistics(
       limit).  Every grid point lies ON the exact curve; between two consecutive grid points the
       exact curve is monotone, so the trapezoid chord errs by at most half the box
       dFPR * dsPRO; :func:`weighted_au_spro` reports that bound (normalised by the limit).  With
-      T = 2000 the grid step is 1.5e-4 in FPR at the data's own weights.
+      T = 2000 and the default limit 0.05 the grid step is 7.5e-5 in FPR at the data's own
+      weights (on 120 synthetic 256x160 maps: bound 5e-4, actual error 7e-6).
     * ``"exact"``: every distinct score is a threshold; the curve is then ``metrics.spro_curve``'s
       exact polyline (cost O(N pixels x distinct scores) memory for ``fp``: small maps only).
     """

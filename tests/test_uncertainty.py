@@ -274,6 +274,21 @@ def test_spro_by_type_and_paired() -> None:
         U.paired_au_spro(mk[0], mk[1][:-1], mk[2], mk[3], DEFECTS)
 
 
+def test_spro_statistics_round_trip(tmp_path) -> None:
+    maps, chans, names = _loco_like(4, 4, 0, 16, 16, seed=5)
+    st = U.spro_statistics(maps, chans, DEFECTS, grid=100)
+    st.save(tmp_path / "spro.npz")
+    back = U.SproStats.load(tmp_path / "spro.npz")
+    w = U.resample_weights(U.resample_indices(names, 20, seed=0))
+    np.testing.assert_array_equal(U.weighted_au_spro(back, w)[0], U.weighted_au_spro(st, w)[0])
+    assert back.fpr_limit == st.fpr_limit and back.thresholds.dtype == st.thresholds.dtype
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    with pytest.raises(ValueError, match="not a saved SproStats"):
+        U.SproStats.load(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError, match="SproStats.save"):
+        U.SproStats.load(tmp_path / "missing.npz")
+
+
 def test_spro_errors() -> None:
     maps, chans, names = _loco_like(3, 0, 0, 10, 10, seed=0)
     with pytest.raises(ValueError, match="no anomalous regions"):
