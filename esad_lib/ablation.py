@@ -15,8 +15,12 @@ smoothing); they share one trained model.  The on-disk layout makes that explici
         run.json                     variant, category, seed, profile, config_key, train_key
         config.json                  the full config of the run
         metrics.json                 written last: a run is finished when it exists
-    DIR/results.csv                  tidy: variant, category, seed, metric, value, profile, config_key
-    DIR/summary.md                   mean +- std over seeds per variant and metric
+        scores.csv                   per-image scores (path, label, anomalous, score)
+    DIR/results.csv                  tidy: variant, category, seed, metric, value, profile, config_key,
+                                     ci_low, ci_high (the run's 95 % image-bootstrap CI where possible)
+    DIR/summary.md                   per variant and metric: 95 % CIs (esad_lib.uncertainty) where the
+                                     runs' scores.csv allow one, else mean +- std over seeds; paired
+                                     CIs of each variant's difference to ``esad``
 
 ``train_key`` is the config key over the *training* fields only (test-time fields are reset
 to the profile preset before hashing and before training), so ``alpha_0`` ... ``alpha_1``,
@@ -45,13 +49,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
+from esad_lib import uncertainty
 from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.paths import atomic_write_text
 
-#: columns of ``results.csv`` (tidy long format: one row per run and metric).
-RESULT_COLUMNS: tuple[str, ...] = ("variant", "category", "seed", "metric", "value", "profile", "config_key")
+#: the columns every ``results.csv`` has (tidy long format: one row per run and metric).
+KEY_COLUMNS: tuple[str, ...] = ("variant", "category", "seed", "metric", "value", "profile", "config_key")
+#: columns of ``results.csv``: KEY_COLUMNS plus the run's 95 % CI (NaN where none can be computed).
+RESULT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "ci_low", "ci_high")
+#: per-image scores of a run (written by evaluate_model; evaluation.SCORES_FILE's layout).
+SCORES_FILE = "scores.csv"
+#: metrics whose CI the per-image scores give (stratified bootstrap over test images);
+#: AU-sPRO / AU-PRO / pixel AUROC need the anomaly maps, which the grid does not keep.
+CI_METRICS: tuple[str, ...] = ("image_auroc.structural", "image_auroc.logical", "image_auroc.mean")
+#: bootstrap resamples, bootstrap seed and level of every interval of the summary.
+CI_N_BOOT = uncertainty.DEFAULT_N_BOOT
+CI_SEED = 0
+CI_LEVEL = 0.95
 
 BASE_VARIANT = "esad"
 #: metrics the summary breaks down per category and compares with the paper's claims (the
@@ -361,7 +378,7 @@ def evaluate_model(cfg: ESADConfig, model_dir: Path, run_dir: Path) -> dict[str,
     model, _ = load_run(model_dir)
     model = model.to(resolve_device(cfg.device))
     metrics, result = evaluate_variant(model, cfg)
-    atomic_write_text(Path(run_dir) / "scores.csv", scores_csv(result))
+    atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
     # parameter count of the trained nets (the lightweight-vs-standard ablation's other axis)
     metrics["n_params"] = sum(p.numel() for p in model.parameters())
     return metrics
@@ -540,7 +557,13 @@ def run_grid(
         return tcfg, mdir, resume
 
     def finish(group: list[RunSpec], metrics: dict[str, Any]) -> None:
+        # the group's one evaluation wrote scores.csv into group[0]'s folder; every run of the
+        # group gets a copy (the summary's per-image intervals read it from each run)
+        first_scores = group[0].run_dir(out) / SCORES_FILE
         for s in group:
+            if s is not group[0] and first_scores.exists():
+                s.run_dir(out).mkdir(parents=True, exist_ok=True)
+                atomic_write_text(s.run_dir(out) / SCORES_FILE, first_scores.read_text())
             _write_run_meta(s, out)
             atomic_write_text(s.run_dir(out) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
             report.evaluated.append(str(s.run_dir(out)))
@@ -590,27 +613,58 @@ def run_grid(
     report.results_csv = out / "results.csv"
     atomic_write_text(report.results_csv, df.to_csv(index=False))
     report.summary_md = out / "summary.md"
-    atomic_write_text(report.summary_md, summary_markdown(df))
+    atomic_write_text(report.summary_md, summary_markdown(df, scores=collect_scores(out, specs)))
     report.seconds = time.perf_counter() - t0
     return report
 
 
 # ---------------------------------------------------------------------------------------
 # results
+def _finished_run_dirs(out: Path, specs: Iterable[RunSpec] | None) -> list[Path]:
+    if specs is None:
+        return sorted(p.parent for p in (out / "runs").glob("*/*/seed*/metrics.json"))
+    return [s.run_dir(out) for s in specs if run_finished(s, out)]
+
+
+def read_run_scores(run_dir: str | Path):
+    """``run_dir/scores.csv`` as a DataFrame (path, label, score, ...), or None when absent."""
+    import pandas as pd
+
+    p = Path(run_dir) / SCORES_FILE
+    if not p.exists():
+        return None
+    df = pd.read_csv(p)
+    missing = [c for c in ("path", "label", "score") if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{p}: columns {missing} missing (expected path, label, anomalous, score); re-run it"
+        )
+    return df
+
+
+def _run_image_ci(scores_df) -> dict[str, tuple[float, float]]:
+    """``image_auroc.<type>`` -> (low, high) of one run's stratified-bootstrap interval."""
+    if scores_df is None or not (scores_df["label"] == "good").any():
+        return {}
+    cis = uncertainty.image_auroc_ci_by_type(
+        scores_df["score"].to_numpy(float), scores_df["label"].astype(str), CI_N_BOOT, CI_SEED, CI_LEVEL
+    )
+    return {f"image_auroc.{k}": (r["low"], r["high"]) for k, r in cis.items() if r is not None}
+
+
 def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
     """Tidy results of finished runs under ``out`` (all of them, or those of ``specs``).
 
-    Returns a pandas DataFrame with :data:`RESULT_COLUMNS`.
+    Returns a pandas DataFrame with :data:`RESULT_COLUMNS`.  ``ci_low``/``ci_high`` are the
+    run's 95 % interval (stratified bootstrap over its test images, ``CI_N_BOOT`` resamples,
+    percentile) for the :data:`CI_METRICS`, computed from the run's ``scores.csv``; NaN for
+    the other metrics and for runs without per-image scores.
     """
     import pandas as pd
 
     out = Path(out)
-    if specs is None:
-        run_dirs = sorted(p.parent for p in (out / "runs").glob("*/*/seed*/metrics.json"))
-    else:
-        run_dirs = [s.run_dir(out) for s in specs if run_finished(s, out)]
     rows = []
-    for d in run_dirs:
+    for d in _finished_run_dirs(out, specs):
         meta_path, metrics_path = d / "run.json", d / "metrics.json"
         try:
             meta = json.loads(meta_path.read_text())
@@ -619,7 +673,9 @@ def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
             raise RuntimeError(
                 f"cannot read the finished run in {d} ({e}); move the folder away and re-run"
             ) from e
+        cis = _run_image_ci(read_run_scores(d))
         for name, value in flatten_metrics(metrics).items():
+            low, high = cis.get(name, (math.nan, math.nan))
             rows.append(
                 {
                     "variant": meta["variant"],
@@ -629,13 +685,31 @@ def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
                     "value": value,
                     "profile": meta["profile"],
                     "config_key": meta["config_key"],
+                    "ci_low": low,
+                    "ci_high": high,
                 }
             )
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
+def collect_scores(
+    out: str | Path, specs: Iterable[RunSpec] | None = None
+) -> dict[tuple[str, str, int], Any]:
+    """Per-image scores of the finished runs under ``out``: ``{(variant, category, seed): DataFrame}``
+    (runs without ``scores.csv`` are left out)."""
+    out = Path(out)
+    found = {}
+    for d in _finished_run_dirs(out, specs):
+        sc = read_run_scores(d)
+        if sc is not None:
+            seed = int(d.name.removeprefix("seed"))
+            found[(d.parent.parent.name, d.parent.name, seed)] = sc
+    return found
+
+
 def read_results(path: str | Path):
-    """Load a ``results.csv`` written by :func:`run_grid`, checking its columns."""
+    """Load a ``results.csv`` written by :func:`run_grid`, checking its columns (a table from
+    before the CI columns existed gets them as NaN)."""
     import pandas as pd
 
     path = Path(path)
@@ -644,11 +718,14 @@ def read_results(path: str | Path):
             f"{path} does not exist; run `esad ablate ... --out DIR` first (it writes DIR/results.csv)"
         )
     df = pd.read_csv(path)
-    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    missing = [c for c in KEY_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
             f"{path} is not an ablation results table: columns {missing} missing (expected {RESULT_COLUMNS})"
         )
+    for c in RESULT_COLUMNS:
+        if c not in df.columns:
+            df[c] = math.nan
     return df
 
 
@@ -671,20 +748,143 @@ def summary_table(df):
     return t.reset_index()
 
 
+class ImageBootstrap:
+    """Bootstrap samples of the image AUROCs of every run, from the runs' ``scores.csv``.
+
+    All runs of one category are scored on the same test images, so they share one set of
+    stratified resamples (strata = label names; ``n_boot`` resamples, ``seed``): differences
+    between variants and means over seeds are then paired.  A run whose images or labels differ
+    from the category's first run (sorted by variant, seed) is left out, with the reason in
+    ``problems``.  Categories are independent test sets; a category mean of the per-resample
+    values is a bootstrap sample of the mean.
+    """
+
+    def __init__(
+        self,
+        df,
+        scores: dict[tuple[str, str, int], Any],
+        n_boot: int = CI_N_BOOT,
+        seed: int = CI_SEED,
+        level: float = CI_LEVEL,
+    ):
+        self.level = level
+        self.n_boot = n_boot
+        # (variant, category, seed) -> ({type: value}, {type: samples [B]})
+        self.runs: dict[tuple[str, str, int], tuple[dict, dict]] = {}
+        self.problems: dict[tuple[str, str, int], str] = {}
+        finished = set(zip(df["variant"], df["category"], df["seed"].astype(int)))
+        keys = sorted(k for k in scores if k in finished)
+        for cat in sorted({k[1] for k in keys}):
+            in_cat = [k for k in keys if k[1] == cat]
+            ref = scores[in_cat[0]]
+            names_ref = ref["label"].astype(str).to_numpy()
+            if not (names_ref == "good").any():
+                continue
+            weights = uncertainty.resample_weights(uncertainty.resample_indices(names_ref, n_boot, seed))
+            for k in in_cat:
+                sc = scores[k]
+                try:
+                    uncertainty.check_paired(
+                        names_ref,
+                        sc["label"].astype(str).to_numpy(),
+                        list(ref["path"]),
+                        list(sc["path"]),
+                        what=f"run {k} and run {in_cat[0]}",
+                    )
+                except ValueError as e:
+                    self.problems[k] = str(e)
+                    continue
+                self.runs[k] = uncertainty.auroc_by_type_resampled(
+                    sc["score"].to_numpy(float), names_ref, weights
+                )
+
+    def _cells(self, variant: str, metric: str, cells: Iterable[tuple[str, int]]):
+        """value and samples [B] of ``metric`` per (category, seed); None if one is missing."""
+        kind = metric.split(".", 1)[1]
+        out = {}
+        for c, s in cells:
+            r = self.runs.get((variant, c, int(s)))
+            if r is None or r[1].get(kind) is None:
+                return None
+            out[(c, int(s))] = (r[0][kind], r[1][kind])
+        return out
+
+    def interval(self, df, variant: str, metric: str, categories: Sequence[str] | None = None):
+        """CI of the variant's metric averaged over categories (then over seeds), or None.
+
+        One seed: percentile interval of the stratified bootstrap; several seeds:
+        ``uncertainty.seed_image_interval`` (seed variance + image variance of the seed mean).
+        """
+        if metric not in CI_METRICS:
+            return None
+        sub = df[(df["variant"] == variant) & (df["metric"] == metric)]
+        if categories is not None:
+            sub = sub[sub["category"].isin(categories)]
+        if sub.empty:
+            return None
+        cells = self._cells(variant, metric, zip(sub["category"], sub["seed"]))
+        if cells is None:
+            return None
+        seeds = sorted({s for _, s in cells})
+        values = [np.mean([v for (c, s), (v, _) in cells.items() if s == sd]) for sd in seeds]
+        samples = np.stack(
+            [np.mean([b for (c, s), (_, b) in cells.items() if s == sd], axis=0) for sd in seeds]
+        )
+        return uncertainty.seed_image_interval(values, samples, self.level, bounds=(0.0, 1.0))
+
+    def paired(self, df, variant: str, base: str, metric: str):
+        """Paired CI of ``variant - base`` on ``metric`` (same seeds, common categories), or None."""
+        if metric not in CI_METRICS:
+            return None
+        sub = df[df["metric"] == metric]
+        have = {v: set(zip(g["category"], g["seed"].astype(int))) for v, g in sub.groupby("variant")}
+        common = sorted(have.get(variant, set()) & have.get(base, set()))
+        if not common:
+            return None
+        cv, cb = self._cells(variant, metric, common), self._cells(base, metric, common)
+        if cv is None or cb is None:
+            return None
+        seeds = sorted({s for _, s in common})
+        diffs = [np.mean([cv[k][0] - cb[k][0] for k in common if k[1] == sd]) for sd in seeds]
+        samples = np.stack(
+            [np.mean([cv[k][1] - cb[k][1] for k in common if k[1] == sd], axis=0) for sd in seeds]
+        )
+        r = uncertainty.seed_image_interval(diffs, samples, self.level, bounds=(-1.0, 1.0))
+        r["excludes_zero"] = bool(r["low"] > 0 or r["high"] < 0)
+        return r
+
+
+def _as_bootstrap(df, scores) -> ImageBootstrap | None:
+    if scores is None or isinstance(scores, ImageBootstrap):
+        return scores
+    return ImageBootstrap(df, scores)
+
+
+def _is_count(metric: str) -> bool:
+    return metric == "n_params" or metric.endswith(".n_params")
+
+
 def _fmt(mean: float, std: float, metric: str) -> str:
-    if metric == "n_params" or metric.endswith(".n_params"):
+    """mean ± std over seeds, in % for the [0, 1] metrics (no ± with one seed)."""
+    if _is_count(metric):
         return f"{mean:,.0f}"
-    s = f"{mean:.3f}"
+    s = f"{100 * mean:.1f}"
     if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        s += f" ± {std:.3f}"
+        s += f" ± {100 * std:.1f}"
     return s
 
 
-def summary_markdown(df, base: str = BASE_VARIANT) -> str:
-    """Markdown summary: variants x metrics (mean ± std over seeds of the category mean),
-    then, for the :data:`HEADLINE_METRICS`, per-category means and the paper-claim comparison."""
+def summary_markdown(df, base: str = BASE_VARIANT, scores=None) -> str:
+    """Markdown summary: variants x metrics, per-category tables of the :data:`HEADLINE_METRICS`
+    and the paper-claim comparison with paired CIs of the difference to ``base``.
+
+    ``scores``: :func:`collect_scores`'s dict (or an :class:`ImageBootstrap`); with it, the
+    :data:`CI_METRICS` get 95 % CIs over test images (and seeds); without it, or for the other
+    metrics, cells are mean ± std over seeds.
+    """
     if df.empty:
         return "# Ablation summary\n\nNo finished runs yet.\n"
+    boot = _as_bootstrap(df, scores)
     t = summary_table(df)
     variants = list(dict.fromkeys(df["variant"]))
     metrics = list(dict.fromkeys(df["metric"]))
@@ -695,7 +895,14 @@ def summary_markdown(df, base: str = BASE_VARIANT) -> str:
         "# Ablation summary",
         "",
         f"Profile: {profiles}; categories: {', '.join(cats)}; seeds: {', '.join(map(str, seeds))}.",
-        "Each cell: mean ± std over seeds of the metric averaged over categories (no ± with a single seed).",
+        "Values in % (metric x 100), averaged over categories. `76.9 [72.1, 81.4]`: 95 % confidence "
+        f"interval over the test images: a stratified bootstrap (good / structural / logical images "
+        f"resampled separately, B = {CI_N_BOOT}, percentile interval); with several seeds mean ± 1.96 se, "
+        "se² = seed variance / n_seeds + bootstrap variance of the seed mean, clipped to [0, 100] "
+        "(esad_lib.uncertainty.seed_image_interval). "
+        "Available where the runs' per-image scores allow it (image AUROC). `76.9 ± 1.2`: mean ± std "
+        "over seeds, no interval (AU-sPRO, AU-PRO and pixel AUROC need the anomaly maps, which the "
+        "grid does not keep).",
         "",
         "| variant | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
@@ -705,45 +912,105 @@ def summary_markdown(df, base: str = BASE_VARIANT) -> str:
         cells = []
         for m in metrics:
             r = idx.get((v, m))
-            cells.append("" if r is None else _fmt(r.mean, r.std, m))
+            ci = boot.interval(df, v, m) if boot is not None and r is not None else None
+            cells.append("" if r is None else uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m))
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if boot is not None and boot.problems:
+        lines += ["", "Runs without an interval (their test images differ from the category's other runs):"]
+        lines += [f"- {k}: {msg}" for k, msg in sorted(boot.problems.items())]
     headline = [m for m in HEADLINE_METRICS if m in metrics] or metrics[:1]
     if len(cats) > 1:
         per_cat = df.groupby(["variant", "category", "metric"], sort=False)["value"].mean()
         for m in headline:
-            lines += ["", f"## {m} per category (mean over seeds)", ""]
+            lines += ["", f"## {m} per category (mean over seeds, 95 % CI where available)", ""]
             lines += ["| variant | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
             for v in variants:
-                cells = [f"{per_cat[(v, c, m)]:.3f}" if (v, c, m) in per_cat.index else "" for c in cats]
+                cells = []
+                for c in cats:
+                    if (v, c, m) not in per_cat.index:
+                        cells.append("")
+                        continue
+                    ci = boot.interval(df, v, m, [c]) if boot is not None else None
+                    cells.append(uncertainty.format_ci(ci) if ci else _fmt(per_cat[(v, c, m)], math.nan, m))
                 lines.append(f"| {v} | " + " | ".join(cells) + " |")
     if base in variants:
         for m in headline:
-            cmp = compare_to_base(df, metric=m, base=base)
+            cmp = compare_to_base(df, metric=m, base=base, scores=boot)
             if cmp.empty:
                 continue
-            lines += ["", f"## Paper claim vs measurement: {m} (difference to {base})", ""]
-            lines += ["| variant | paper claims | expected | measured Δ | agrees |", "|---|---|---|---|---|"]
+            lines += ["", f"## Paper claim vs measurement: {m} (difference to {base}, in points)", ""]
+            lines += [
+                "Δ = variant − esad with its 95 % CI: paired over the same test images (and seeds) where "
+                "per-image scores exist, else a t-interval over seeds (≥ 2 seeds) or none. `*`: the CI "
+                "excludes 0. 'not enough evidence': the CI is consistent with the claim and with its "
+                "opposite.",
+                "",
+            ]
+            lines += [
+                "| variant | paper claims | expected | measured Δ [95 % CI] | CI | agrees |",
+                "|---|---|---|---|---|---|",
+            ]
             for r in cmp.itertuples():
-                lines.append(f"| {r.variant} | {r.claim} | {r.expected} | {r.measured} | {r.agrees} |")
+                lines.append(
+                    f"| {r.variant} | {r.claim} | {r.expected} | {r.measured} | {r.ci_method} | {r.agrees} |"
+                )
     return "\n".join(lines) + "\n"
 
 
-def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float = 0.01):
-    """For each variant (not ``base``): the paper's claim, the direction it implies, and the
-    measured difference to ``base`` on ``metric`` (per seed, on category means; mean ± std).
+def _agrees(expected: str | None, mean: float, low: float, high: float, tolerance: float) -> str:
+    """Verdict of the measured difference against the claim's direction.
 
-    ``agrees`` is "yes"/"no" when the claim implies a direction ("lower": Δ < -tolerance;
-    "similar": |Δ| <= tolerance ... plus "no" beyond it), "n/a" otherwise.  Pairing is by seed
-    over the categories both variants ran on.
+    With a CI: "lower" -> yes when the CI lies below 0, no when above 0; "similar" -> yes when
+    the CI lies within ±tolerance, no when it excludes 0 (and leaves that band); otherwise "not
+    enough evidence".  Without a CI the point estimate decides, marked "(no CI)".
+    """
+    if expected not in ("lower", "similar"):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        point = mean < -tolerance if expected == "lower" else abs(mean) <= tolerance
+        return ("yes" if point else "no") + " (no CI)"
+    if expected == "lower":
+        return "yes" if high < 0 else "no" if low > 0 else "not enough evidence"
+    if -tolerance <= low and high <= tolerance:
+        return "yes"
+    return "no" if (low > 0 or high < 0) else "not enough evidence"
+
+
+#: columns of :func:`compare_to_base`'s table.
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "variant",
+    "claim",
+    "expected",
+    "delta_mean",
+    "delta_std",
+    "delta_low",
+    "delta_high",
+    "excludes_zero",
+    "ci_method",
+    "measured",
+    "agrees",
+)
+
+
+def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float = 0.01, scores=None):
+    """For each variant (not ``base``): the paper's claim, the direction it implies, and the
+    measured difference to ``base`` on ``metric`` with its 95 % CI.
+
+    Δ per seed = category mean of the variant − that of ``base`` over the categories both ran
+    on; ``delta_mean``/``delta_std`` are mean and std over seeds.  The CI (``delta_low``,
+    ``delta_high``): with ``scores`` (:func:`collect_scores`'s dict or an
+    :class:`ImageBootstrap`) and a :data:`CI_METRICS` metric, the paired bootstrap over the same
+    test images (the same resamples for both variants; combined with the seed variance when
+    there are several seeds); otherwise a Student-t interval over the per-seed Δ (≥ 2 seeds) or
+    none.  ``agrees``: see :func:`_agrees` ("yes" / "no" / "not enough evidence" / "n/a").
     """
     import pandas as pd
 
     reg = variant_registry()
+    boot = _as_bootstrap(df, scores)
     sub = df[df["metric"] == metric]
     if base not in set(sub["variant"]):
-        return pd.DataFrame(
-            columns=["variant", "claim", "expected", "delta_mean", "delta_std", "measured", "agrees"]
-        )
+        return pd.DataFrame(columns=list(COMPARE_COLUMNS))
     per = sub.groupby(["variant", "seed", "category"])["value"].mean()
     rows = []
     for v in dict.fromkeys(sub["variant"]):
@@ -762,14 +1029,18 @@ def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float 
             continue
         s = pd.Series(deltas)
         mean, std = float(s.mean()), float(s.std()) if len(s) > 1 else float("nan")
+        ci = boot.paired(df, v, base, metric) if boot is not None else None
+        if ci is not None:
+            low, high, method = ci["low"], ci["high"], "paired bootstrap over test images"
+            if len(s) > 1:
+                method += f" + {len(s)} seeds"
+        elif len(s) > 1:
+            agg = uncertainty.aggregate_seeds(deltas)
+            low, high, method = agg["low"], agg["high"], f"t-interval over {len(s)} seeds"
+        else:
+            low, high, method = math.nan, math.nan, "none (one seed, no per-image scores)"
         var = reg.get(v)
         expected = var.expect if var else None
-        if expected == "lower":
-            agrees = "yes" if mean < -tolerance else "no"
-        elif expected == "similar":
-            agrees = "yes" if abs(mean) <= tolerance else "no"
-        else:
-            agrees = "n/a"
         rows.append(
             {
                 "variant": v,
@@ -779,13 +1050,15 @@ def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float 
                 ),
                 "delta_mean": mean,
                 "delta_std": std,
-                "measured": f"{mean:+.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}") + f" (n={len(s)})",
-                "agrees": agrees,
+                "delta_low": low,
+                "delta_high": high,
+                "excludes_zero": bool(low > 0 or high < 0),
+                "ci_method": method,
+                "measured": uncertainty.format_diff(mean, low, high) + f" (n={len(s)})",
+                "agrees": _agrees(expected, mean, low, high, tolerance),
             }
         )
-    return pd.DataFrame(
-        rows, columns=["variant", "claim", "expected", "delta_mean", "delta_std", "measured", "agrees"]
-    )
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
 
 def parse_list(text: str, cast: Callable[[str], Any] = str) -> list[Any]:
@@ -795,7 +1068,10 @@ def parse_list(text: str, cast: Callable[[str], Any] = str) -> list[Any]:
 
 __all__ = [
     "BASE_VARIANT",
+    "CI_METRICS",
     "GridReport",
+    "ImageBootstrap",
+    "KEY_COLUMNS",
     "RESULT_COLUMNS",
     "RunSpec",
     "TEST_TIME_FIELDS",
@@ -803,6 +1079,7 @@ __all__ = [
     "apply_variant",
     "assign_devices",
     "collect_results",
+    "collect_scores",
     "compare_to_base",
     "config_key",
     "evaluate_model",
@@ -811,6 +1088,7 @@ __all__ = [
     "flatten_metrics",
     "get_variant",
     "read_results",
+    "read_run_scores",
     "run_grid",
     "seed_table",
     "summary_markdown",

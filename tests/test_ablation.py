@@ -12,10 +12,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from esad_lib import ablation
+from esad_lib import ablation, metrics, uncertainty
 from esad_lib.ablate_cli import base_config, register
 from esad_lib.config import PRESETS, get_config
 
@@ -330,8 +331,10 @@ def test_summary_mean_and_std_over_seeds(rec: Recorder, tmp_path: Path) -> None:
     assert t.loc[("alpha_0", "au_pro"), "n_seeds"] == 2
     md = (tmp_path / "summary.md").read_text()
     assert "| variant | image_auroc.structural |" in md
-    assert "| alpha_0 |" in md and f"{mean:.3f} ± {std:.3f}" in md
+    # no per-image scores (the fake evaluation writes none): mean ± std over seeds, in %
+    assert "| alpha_0 |" in md and f"{100 * mean:.1f} ± {100 * std:.1f}" in md
     assert "Paper claim vs measurement" in md and "pixel_map" in md
+    assert "t-interval over 2 seeds" in md
 
 
 def test_compare_to_base_directions() -> None:
@@ -341,13 +344,31 @@ def test_compare_to_base_directions() -> None:
             rows.append(
                 dict(variant=v, category="c", seed=seed, metric="m", value=x, profile="p", config_key="k")
             )
+    for seed, x in enumerate((0.901, 0.802)):  # "similar" claim, a tight difference (+0.001, +0.002)
+        rows.append(dict(variant="feature_map", category="c", seed=seed, metric="m", value=x, profile="p"))
+        rows[-1]["config_key"] = "k"
     cmp = ablation.compare_to_base(pd.DataFrame(rows), "m").set_index("variant")
+    assert list(cmp.reset_index().columns) == list(ablation.COMPARE_COLUMNS)
     assert cmp.loc["riad", "delta_mean"] == pytest.approx(-0.2)
-    assert cmp.loc["riad", "agrees"] == "yes"  # paper: RIAD lower, measured lower
+    # no per-image scores: the CI is the t-interval over the two seeds' differences
+    assert set(cmp["ci_method"]) == {"t-interval over 2 seeds"}
+    assert cmp.loc["riad", "agrees"] == "yes"  # paper: RIAD lower, measured lower (CI below 0)
+    assert cmp.loc["riad", "excludes_zero"] and "*" in cmp.loc["riad", "measured"]
     assert cmp.loc["pixel_map", "agrees"] == "no"  # paper: pixel maps lower, measured higher
-    assert cmp.loc["std_conv", "agrees"] == "yes"  # "similar" within 0.01 (+0.005, -0.01)
+    # "similar": +0.005 and -0.01 give mean -0.0025, but two seeds' t-interval is about +-0.095
+    d = [0.005, -0.01]
+    half = 12.706204736174707 * math.sqrt(sum((x - sum(d) / 2) ** 2 for x in d)) / math.sqrt(2)
+    assert cmp.loc["std_conv", "delta_low"] == pytest.approx(sum(d) / 2 - half, abs=1e-9)
+    assert cmp.loc["std_conv", "delta_high"] == pytest.approx(sum(d) / 2 + half, abs=1e-9)
+    assert cmp.loc["std_conv", "agrees"] == "not enough evidence"
+    assert cmp.loc["feature_map", "agrees"] == "yes"  # CI [-0.005, 0.008] inside +-0.01
     assert cmp.loc["alpha_0", "agrees"] == "n/a"  # no claim in the paper
     assert "esad" not in cmp.index
+    # one seed, no scores: no CI; the point estimate decides, and says so
+    one = ablation.compare_to_base(pd.DataFrame([r for r in rows if r["seed"] == 0]), "m").set_index(
+        "variant"
+    )
+    assert one.loc["riad", "agrees"] == "yes (no CI)" and math.isnan(one.loc["riad", "delta_low"])
 
 
 def test_read_results_errors(tmp_path: Path) -> None:
@@ -356,6 +377,155 @@ def test_read_results_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an ablation results table"):
         ablation.read_results(tmp_path / "bad.csv")
+    # a table written before the CI columns existed: read, CI columns NaN
+    (tmp_path / "old.csv").write_text(",".join(ablation.KEY_COLUMNS) + "\nesad,c,0,m,0.5,smoke,k\n")
+    old = ablation.read_results(tmp_path / "old.csv")
+    assert list(old.columns) == list(ablation.RESULT_COLUMNS) and old["ci_low"].isna().all()
+
+
+# ------------------------------------------------------------------------------------------
+# confidence intervals from per-image scores (a fake evaluation that writes scores.csv)
+N_IMAGES = {"good": 14, "structural": 9, "logical": 7}
+
+
+def _fake_scores(cfg) -> pd.DataFrame:
+    """Deterministic per-image scores of a run: anomalous images shifted by a config-dependent amount."""
+    key = int(1000 * cfg.fill_alpha) + 7 * cfg.seed + 31 * cfg.num_masks + (cfg.score_map == "pixel")
+    rng = np.random.default_rng(key)
+    labels = [n for n, k in N_IMAGES.items() for _ in range(k)]
+    shift = {"good": 0.0, "structural": 0.5 + cfg.fill_alpha, "logical": 0.2}
+    score = [rng.normal() + shift[n] for n in labels]
+    paths = [f"{n}/{i:03d}.png" for i, n in enumerate(labels)]
+    return pd.DataFrame(
+        {"path": paths, "label": labels, "anomalous": [int(n != "good") for n in labels], "score": score}
+    )
+
+
+class ScoreRecorder(Recorder):
+    def evaluate(self, cfg, model_dir: Path, run_dir: Path) -> dict:
+        m = super().evaluate(cfg, model_dir, run_dir)
+        sc = _fake_scores(cfg)
+        sc.to_csv(Path(run_dir) / ablation.SCORES_FILE, index=False)
+        m["image_auroc"] = metrics.image_auroc_by_type(sc["score"].to_numpy(), sc["label"])
+        return m
+
+
+@pytest.fixture
+def srec(monkeypatch) -> ScoreRecorder:
+    r = ScoreRecorder()
+    monkeypatch.setattr(ablation, "train_model", r.train)
+    monkeypatch.setattr(ablation, "evaluate_model", r.evaluate)
+    return r
+
+
+def _run_scores(tmp_path: Path, variant: str, category: str, seed: int) -> pd.DataFrame:
+    return pd.read_csv(tmp_path / "runs" / variant / category / f"seed{seed}" / ablation.SCORES_FILE)
+
+
+def test_results_csv_has_each_runs_image_ci(srec: ScoreRecorder, tmp_path: Path) -> None:
+    ablation.run_grid(BASE, ["esad", "alpha_0"], ["pushpins"], [0], tmp_path, progress=False)
+    df = ablation.read_results(tmp_path / "results.csv")
+    sc = _run_scores(tmp_path, "alpha_0", "pushpins", 0)
+    direct = uncertainty.image_auroc_ci_by_type(
+        sc["score"], sc["label"], ablation.CI_N_BOOT, ablation.CI_SEED
+    )
+    rows = df[df.variant == "alpha_0"].set_index("metric")
+    for kind in ("structural", "logical", "mean"):
+        r = rows.loc[f"image_auroc.{kind}"]
+        assert (r["ci_low"], r["ci_high"]) == (direct[kind]["low"], direct[kind]["high"])
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+        assert r["value"] == pytest.approx(direct[kind]["value"], abs=1e-12)
+    assert rows.loc[["au_pro", "au_spro.structural"], "ci_low"].isna().all()  # no maps: no CI
+
+
+def test_summary_ci_and_paired_difference_one_seed(srec: ScoreRecorder, tmp_path: Path) -> None:
+    ablation.run_grid(BASE, ["esad", "alpha_0", "feature_map"], ["pushpins"], [0], tmp_path, progress=False)
+    df = ablation.read_results(tmp_path / "results.csv")
+    md = (tmp_path / "summary.md").read_text()
+    s_base, s_a0 = (_run_scores(tmp_path, v, "pushpins", 0) for v in ("esad", "alpha_0"))
+    # one seed, one category: the cell is the run's own percentile interval
+    ci = uncertainty.image_auroc_ci_by_type(s_base["score"], s_base["label"])["structural"]
+    assert f"| esad | {uncertainty.format_ci(ci)} |" in md
+    # the difference to esad: the paired bootstrap of the two runs' scores
+    cmp = ablation.compare_to_base(df, "image_auroc.structural", scores=ablation.collect_scores(tmp_path))
+    cmp = cmp.set_index("variant")
+    paired = uncertainty.paired_image_auroc_by_type(
+        s_a0["score"], s_a0["label"], s_base["score"], s_base["label"], s_a0["path"], s_base["path"]
+    )["structural"]
+    assert cmp.loc["alpha_0", "delta_low"] == pytest.approx(paired["low"], abs=1e-12)
+    assert cmp.loc["alpha_0", "delta_high"] == pytest.approx(paired["high"], abs=1e-12)
+    assert cmp.loc["alpha_0", "delta_mean"] == pytest.approx(paired["diff"], abs=1e-12)
+    assert cmp.loc["alpha_0", "ci_method"] == "paired bootstrap over test images"
+    assert uncertainty.format_diff(paired) in md
+    # feature_map has esad's config: the same scores, a paired difference of exactly [0, 0]
+    fm = cmp.loc["feature_map"]
+    assert (fm["delta_low"], fm["delta_high"], fm["excludes_zero"]) == (0.0, 0.0, False)
+    assert fm["agrees"] == "yes"
+    # without scores the same call falls back to no CI (one seed)
+    assert (
+        ablation.compare_to_base(df, "image_auroc.structural")
+        .set_index("variant")
+        .loc["alpha_0", "ci_method"]
+        .startswith("none")
+    )
+
+
+def test_summary_ci_combines_seeds_and_images(srec: ScoreRecorder, tmp_path: Path) -> None:
+    cats, seeds = ["pushpins", "juice_bottle"], [0, 1, 2]
+    ablation.run_grid(BASE, ["esad", "alpha_0"], cats, seeds, tmp_path, progress=False)
+    df = ablation.read_results(tmp_path / "results.csv")
+    scores = ablation.collect_scores(tmp_path)
+    boot = ablation.ImageBootstrap(df, scores)
+    # by hand: per category one set of resamples (shared by every run of it), the category mean
+    # per seed, then uncertainty.seed_image_interval over the seeds
+    weights = {}
+    for c in cats:
+        names = _run_scores(tmp_path, "esad", c, 0)["label"].to_numpy()
+        weights[c] = uncertainty.resample_weights(uncertainty.resample_indices(names, ablation.CI_N_BOOT, 0))
+
+    def per_seed(v: str, s: int):
+        vals, samples = [], []
+        for c in cats:
+            sc = _run_scores(tmp_path, v, c, s)
+            val, smp = uncertainty.auroc_by_type_resampled(
+                sc["score"].to_numpy(), sc["label"].to_numpy(), weights[c]
+            )
+            vals.append(val["structural"])
+            samples.append(smp["structural"])
+        return np.mean(vals), np.mean(samples, axis=0)
+
+    esad = [per_seed("esad", s) for s in seeds]
+    a0 = [per_seed("alpha_0", s) for s in seeds]
+    want = uncertainty.seed_image_interval([v for v, _ in esad], np.stack([b for _, b in esad]))
+    got = boot.interval(df, "esad", "image_auroc.structural")
+    assert (got["low"], got["high"]) == (pytest.approx(want["low"]), pytest.approx(want["high"]))
+    assert got["value"] == pytest.approx(
+        df[(df.variant == "esad") & (df.metric == "image_auroc.structural")]["value"].mean()
+    )
+    want_d = uncertainty.seed_image_interval(
+        [x - y for (x, _), (y, _) in zip(a0, esad)], np.stack([bx - by for (_, bx), (_, by) in zip(a0, esad)])
+    )
+    cmp = ablation.compare_to_base(df, "image_auroc.structural", scores=boot).set_index("variant")
+    assert cmp.loc["alpha_0", "delta_low"] == pytest.approx(want_d["low"])
+    assert cmp.loc["alpha_0", "delta_high"] == pytest.approx(want_d["high"])
+    assert cmp.loc["alpha_0", "ci_method"] == "paired bootstrap over test images + 3 seeds"
+    md = (tmp_path / "summary.md").read_text()
+    assert uncertainty.format_ci(got) in md
+    assert "image_auroc.structural per category" in md
+
+
+def test_summary_reports_runs_scored_on_other_images(srec: ScoreRecorder, tmp_path: Path) -> None:
+    ablation.run_grid(BASE, ["esad", "alpha_0"], ["pushpins"], [0], tmp_path, progress=False)
+    p = tmp_path / "runs/esad/pushpins/seed0" / ablation.SCORES_FILE
+    sc = pd.read_csv(p)
+    sc.loc[3, "path"] = "good/other.png"
+    sc.to_csv(p, index=False)
+    df = ablation.read_results(tmp_path / "results.csv")
+    md = ablation.summary_markdown(df, scores=ablation.collect_scores(tmp_path))
+    # the alphabetically first run (alpha_0) is the reference; esad differs from it at row 3
+    assert "different images (first difference at row 3" in md
+    cmp = ablation.compare_to_base(df, "image_auroc.structural", scores=ablation.collect_scores(tmp_path))
+    assert cmp.set_index("variant").loc["alpha_0", "ci_method"].startswith("none")
 
 
 # ------------------------------------------------------------------------------------------
@@ -412,6 +582,10 @@ def test_real_smoke_grid(tmp_path: Path) -> None:
     auc = df[df.metric == "image_auroc.structural"]["value"]
     assert ((auc >= 0) & (auc <= 1)).all()
     assert (tmp_path / "runs/esad/pushpins/seed0/scores.csv").exists()
+    # the real scores.csv feeds the intervals: each run's CI in results.csv, paired Δ in summary.md
+    ci = df[df.metric == "image_auroc.structural"]
+    assert (ci["ci_low"] <= ci["value"]).all() and (ci["value"] <= ci["ci_high"]).all()
+    assert "paired bootstrap over test images" in (tmp_path / "summary.md").read_text()
     # the grid's alpha_1 numbers == scoring the trained model directly with fill_alpha = 1
     spec = ablation.expand_grid(cfg, ["alpha_1"], ["pushpins"], [0])[0]
     model, _ = training.load_run(spec.model_dir(tmp_path / "models"))
