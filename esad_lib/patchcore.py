@@ -221,8 +221,8 @@ def nearest_neighbour_distances(
 
     Memory is bounded by one ``chunk_size x bank_chunk_size`` block of ``torch.cdist`` at a
     time (running minimum over the bank chunks).  The search runs in float64 with cdist's
-    matrix-product form (fast; float64 so that rounding cannot pick a neighbour that is
-    farther by more than ~1e-8 relative); the returned distance is then recomputed exactly
+    matrix-product form (fast; float64 so that rounding can only confuse neighbours whose
+    distances differ by less than ~1e-8 of the feature norm); the returned distance is then recomputed exactly
     from the difference vector to the chosen neighbour, row by row, so it does not depend on
     the chunk sizes, and a query that is in the bank gets exactly 0.
     """
