@@ -340,9 +340,9 @@ class _Progress:
         recon = {
             k.replace("recon_", "r_"): f"{v / seen:.3f}" for k, v in sums.items() if k.startswith("recon_")
         }
-        self.bar.set_postfix(
-            refresh=False, step=f"{step + 1}/{n_steps}", loss=f"{sums['total'] / seen:.4f}", **recon, c=c
-        )
+        # a dict keeps this order (keyword arguments would be sorted by tqdm)
+        shown = {"step": f"{step + 1}/{n_steps}", "loss": f"{sums['total'] / seen:.4f}", **recon, "c": c}
+        self.bar.set_postfix(shown, refresh=False)
         if time.monotonic() - self._drawn >= 0.5:
             self.bar.refresh()
             self._drawn = time.monotonic()
@@ -351,7 +351,9 @@ class _Progress:
         if not self.enabled:
             return
         val = "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
-        self.bar.set_postfix(refresh=False, train=f"{row['train_loss']:.4f}", val=val, best=best_epoch)
+        self.bar.set_postfix(
+            {"train": f"{row['train_loss']:.4f}", "val": val, "best": best_epoch}, refresh=False
+        )
         self.bar.update(1)
 
     def close(self) -> None:
