@@ -59,16 +59,24 @@ one would):
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
+
+from esad_lib.config import resolve_device
+
+T = TypeVar("T")
 
 __all__ = [
     "DistInfo",
+    "all_ranks_finite",
     "all_reduce_sum",
     "barrier",
     "broadcast_buffers",
@@ -76,8 +84,13 @@ __all__ = [
     "derive_seed",
     "dist_info",
     "init_distributed",
+    "local_main_first",
+    "main_then_broadcast",
+    "mean_over_ranks",
     "seeded_generator",
+    "shard",
     "shutdown_distributed",
+    "train_sampler",
     "unwrap",
     "wrap_ddp",
 ]
@@ -120,8 +133,6 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
     process group (then ``shutdown_distributed`` should destroy it).  Without ``WORLD_SIZE > 1``
     (and no group initialised by the caller) this is a single-process run.
     """
-    from esad_lib.config import resolve_device
-
     info = dist_info()
     if not info.distributed:
         return info, resolve_device(device), False
@@ -151,10 +162,15 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
     return dist_info(), dev, created
 
 
-def shutdown_distributed(created: bool) -> None:
-    """Destroy the process group if ``init_distributed`` created it."""
+def shutdown_distributed(created: bool, sync: bool = True) -> None:
+    """Destroy the process group if ``init_distributed`` created it.
+
+    ``sync``: wait for every rank first (a run that ended normally); False after an error,
+    when the other ranks may never reach the barrier.
+    """
     if created and dist.is_initialized():
-        dist.barrier()
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -228,3 +244,71 @@ def broadcast_buffers(model: nn.Module, info: DistInfo, src: int = 0) -> None:
         return
     for buf in unwrap(model).buffers():
         dist.broadcast(buf, src=src)
+
+
+# ---------------------------------------------------------------------------------------
+# the few patterns the trainer needs, each in one place
+
+
+def main_then_broadcast(
+    fn: Callable[[], T], info: DistInfo, errors: tuple[type[BaseException], ...] = (ValueError,)
+) -> T:
+    """``fn()`` run on rank 0 only; its result (or its error, if of a type in ``errors``) on every rank.
+
+    Broadcasting the error makes every rank raise it, so no rank is left waiting in a collective.
+    """
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except errors as e:
+            error = e
+    error = broadcast_object(error, info)
+    if error is not None:
+        raise error
+    return broadcast_object(result, info)
+
+
+def local_main_first(fn: Callable[[], T], info: DistInfo) -> T:
+    """``fn()`` on local rank 0 first, then on the node's other ranks (e.g. generate data once).
+
+    An error on local rank 0 still reaches the barrier; the other ranks then usually raise it too.
+    """
+    if info.local_rank == 0:
+        try:
+            return fn()
+        finally:
+            barrier(info)
+    barrier(info)
+    return fn()
+
+
+def all_ranks_finite(value: float, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``value`` is finite on EVERY rank (one all-reduce), so that all ranks stop together."""
+    finite = math.isfinite(value)
+    if info.distributed:
+        finite = all_reduce_sum([0.0 if finite else 1.0], info, device)[0] == 0.0
+    return finite
+
+
+def mean_over_ranks(
+    sums: dict[str, float], count: int, info: DistInfo, device: torch.device
+) -> dict[str, float]:
+    """``{k: sum over ranks of sums[k] / sum over ranks of count}`` (one all-reduce, sorted keys)."""
+    keys = sorted(sums)
+    totals = all_reduce_sum([sums[k] for k in keys] + [count], info, device)
+    return {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
+
+
+def shard(n: int, info: DistInfo) -> list[int]:
+    """The indices of ``range(n)`` this rank handles: every ``world_size``-th, from ``rank``."""
+    return list(range(info.rank, n, info.world_size))
+
+
+def train_sampler(dataset: Dataset, info: DistInfo, seed: int) -> DistributedSampler:
+    """The shuffling sampler of the training set: the same permutation on every rank (seeded with
+    ``seed + epoch`` after ``set_epoch``), each rank taking its own stride of it.  One process:
+    ``torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))``."""
+    return DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=False
+    )

@@ -27,17 +27,20 @@ Conventions (stated once, used everywhere below):
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esad_lib.config import ESADConfig
+from esad_lib.features import FeatureExtractor, build_feature_extractor
+
 __all__ = [
     "ESADLoss",
     "FeatureLoss",
+    "build_loss",
     "gaussian_window",
     "l2_loss",
+    "loss_extractor",
     "msgms_loss",
     "msgms_map",
     "ssim",
@@ -219,32 +222,25 @@ class ESADLoss(nn.Module):
     with outputs = {recon (w = 1), inpaint (w = cfg.w_inpaint)}.
 
     ``extractor``: a frozen ``FeatureExtractor``; when None and ``cfg.w_feature`` > 0 one is built
-    from ``cfg.feature_extractor`` / ``cfg.feature_weights``.
+    from ``cfg.loss_feature_extractor`` / ``cfg.feature_weights`` (``cfg.feature_extractor`` is
+    the SCORING extractor and plays no part in the loss).  ``build_loss`` is the one way the
+    trainer makes it.
     ``forward(img, recon, inpaint=None) -> (total, parts)``; ``parts`` maps names such as
     ``"recon_l2"``, ``"inpaint_ssim"``, ``"total"`` to Python floats (for logging).
     """
 
-    def __init__(self, cfg: Any, extractor: nn.Module | None = None):
+    def __init__(self, cfg: ESADConfig, extractor: nn.Module | None = None):
         super().__init__()
-        self.w_l2 = float(getattr(cfg, "w_l2", 1.0))
-        self.w_ssim = float(getattr(cfg, "w_ssim", 1.0))
-        self.w_msgms = float(getattr(cfg, "w_msgms", 1.0))
-        self.w_feature = float(getattr(cfg, "w_feature", 0.0))
-        self.w_inpaint = float(getattr(cfg, "w_inpaint", 1.0))
+        self.w_l2 = float(cfg.w_l2)
+        self.w_ssim = float(cfg.w_ssim)
+        self.w_msgms = float(cfg.w_msgms)
+        self.w_feature = float(cfg.w_feature)
+        self.w_inpaint = float(cfg.w_inpaint)
         self.feature_loss: FeatureLoss | None = None
         if self.w_feature > 0:
             if extractor is None:
-                from esad_lib.features import build_feature_extractor
-
-                name = getattr(cfg, "feature_extractor", "random_cnn")
-                if name == "recon_encoder":
-                    raise ValueError(
-                        "feature_extractor='recon_encoder' needs the model: build it with "
-                        "build_feature_extractor('recon_encoder', model=model) and pass extractor=..."
-                    )
-                extractor = build_feature_extractor(name, weights=getattr(cfg, "feature_weights", None))
-            distance = getattr(cfg, "feature_loss_distance", "cosine")
-            self.feature_loss = FeatureLoss(extractor, distance=distance)
+                extractor = loss_extractor(cfg)
+            self.feature_loss = FeatureLoss(extractor, distance=cfg.feature_loss_distance)
 
     def _terms(self, img: Tensor, out: Tensor, prefix: str, parts: dict[str, float]) -> Tensor:
         total = img.new_zeros(())
@@ -280,3 +276,32 @@ class ESADLoss(nn.Module):
                 total = total + self.w_inpaint * self._terms(img, inpaint.float(), "inpaint", parts)
         parts["total"] = float(total.detach())
         return total, parts
+
+
+def loss_extractor(
+    cfg: ESADConfig, model: nn.Module | None = None, device: str | torch.device = "cpu"
+) -> FeatureExtractor:
+    """The frozen extractor of the feature LOSS, ``cfg.loss_feature_extractor`` (``cfg.feature_weights``).
+
+    ``"recon_encoder"`` needs ``model``: the extractor is then a frozen copy of the
+    reconstruction net's encoder as it is when the loss is built -- at the start of training,
+    a seeded random CNN with the U-Net's architecture, since no trained net exists yet.
+    """
+    name = cfg.loss_feature_extractor
+    if name == "recon_encoder" and model is None:
+        raise ValueError(
+            "loss_feature_extractor='recon_encoder' needs the model: use build_loss(cfg, model=model) "
+            "or pass extractor=build_feature_extractor('recon_encoder', model=model)"
+        )
+    return build_feature_extractor(
+        name, weights=cfg.feature_weights, device=device, model=model if name == "recon_encoder" else None
+    )
+
+
+def build_loss(
+    cfg: ESADConfig, model: nn.Module | None = None, device: str | torch.device = "cpu"
+) -> ESADLoss:
+    """The training loss of ``cfg`` on ``device``: ``ESADLoss`` with ``loss_extractor(cfg, model)``
+    when the feature loss is on (``cfg.w_feature > 0``).  The trainer builds its loss here."""
+    extractor = loss_extractor(cfg, model, device) if cfg.w_feature > 0 else None
+    return ESADLoss(cfg, extractor).to(device)

@@ -91,17 +91,15 @@ def _reference_accumulation(cfg: ESADConfig) -> dict[str, torch.Tensor]:
 
     from esad_lib.config import seed_everything
     from esad_lib.data import LOCODataset, dataset_root
-    from esad_lib.distributed import seeded_generator
-    from esad_lib.features import build_feature_extractor
     from esad_lib.losses import ESADLoss
     from esad_lib.models import build_model
-    from esad_lib.training import cutout_size_for_step
+    from esad_lib.training import cutout_size_for_step, mask_generator
 
     ds = LOCODataset(dataset_root(cfg), cfg.category, "train", image_size=cfg.image_size)
     images = torch.stack([ds[i]["image"] for i in range(len(ds))])
     seed_everything(cfg.seed)
     model = build_model(cfg)
-    loss_fn = ESADLoss(cfg, build_feature_extractor(cfg.feature_extractor))
+    loss_fn = ESADLoss(cfg)  # the feature loss of cfg.loss_feature_extractor
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
     for epoch in range(cfg.epochs):
@@ -118,9 +116,7 @@ def _reference_accumulation(cfg: ESADConfig) -> dict[str, torch.Tensor]:
             opt.zero_grad()
             for r in range(WORLD):
                 img = images[shards[r][step]]
-                out = model(
-                    img, c, fill="train", generator=seeded_generator(cfg.seed, "masks", epoch, step, r)
-                )
+                out = model(img, c, fill="train", generator=mask_generator(cfg, epoch, step, r))
                 total, _ = loss_fn(img, out.recon, out.inpaint)
                 (total / WORLD).backward()
                 if r == 0:
@@ -217,3 +213,28 @@ def test_stopped_then_resumed_ddp_run_equals_uninterrupted(ddp_runs):
     mb = torch.load(base / "resumed" / "model.pt", weights_only=True)
     for k in ma:
         assert torch.equal(ma[k], mb[k]), k
+
+
+def test_single_process_helpers_by_hand() -> None:
+    """The trainer's distributed helpers reduce to the plain computation on one process."""
+    from esad_lib.distributed import (
+        DistInfo,
+        all_ranks_finite,
+        local_main_first,
+        main_then_broadcast,
+        mean_over_ranks,
+        shard,
+    )
+
+    one, cpu = DistInfo(), torch.device("cpu")
+    assert mean_over_ranks({"b": 3.0, "a": 1.0}, 4, one, cpu) == {"a": 0.25, "b": 0.75}
+    assert all_ranks_finite(1.5, one, cpu) and not all_ranks_finite(float("nan"), one, cpu)
+    assert not all_ranks_finite(float("inf"), one, cpu)
+    assert shard(5, one) == [0, 1, 2, 3, 4] and shard(5, DistInfo(1, 2, 1)) == [1, 3]
+    assert main_then_broadcast(lambda: 7, one) == 7 and local_main_first(lambda: 8, one) == 8
+
+    def refuse() -> None:
+        raise FileExistsError("held")
+
+    with pytest.raises(FileExistsError, match="held"):
+        main_then_broadcast(refuse, one, errors=(FileExistsError,))

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from esad_lib.config import get_config
+from esad_lib.features import build_feature_extractor
 from esad_lib.losses import (
     ESADLoss,
     FeatureLoss,
+    build_loss,
     gaussian_window,
     l2_loss,
     msgms_loss,
@@ -19,6 +21,7 @@ from esad_lib.losses import (
     ssim,
     ssim_loss,
 )
+from esad_lib.models import build_model
 
 C1 = (0.01 * 2.0) ** 2
 C2 = (0.03 * 2.0) ** 2
@@ -216,8 +219,26 @@ def test_loss_errors_are_clear() -> None:
         l2_loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="recon_encoder"):
-        ESADLoss(get_config("smoke").replace(feature_extractor="recon_encoder"))
+    with pytest.raises(ValueError, match="loss_feature_extractor='recon_encoder' needs the model"):
+        ESADLoss(get_config("smoke").replace(loss_feature_extractor="recon_encoder"))
+
+
+def test_feature_loss_extractor_is_loss_feature_extractor_only() -> None:
+    """The loss reads ``cfg.loss_feature_extractor``; ``cfg.feature_extractor`` is scoring's alone."""
+    cfg = get_config("smoke")
+    img = _rand((2, 3, 16, 16), 14).float()
+    recon = (img + 0.3 * _rand((2, 3, 16, 16), 15).float()).clamp(-1, 1)
+    extractor = build_feature_extractor(cfg.loss_feature_extractor)
+    want, want_parts = ESADLoss(cfg, extractor=extractor)(img, recon)
+    # another SCORING extractor (one that cannot even be built without a model) changes nothing
+    got, got_parts = ESADLoss(cfg.replace(feature_extractor="recon_encoder"))(img, recon)
+    assert got.item() == want.item() and got_parts == want_parts
+    # the trainer's path, build_loss, builds the same loss; with the model it allows "recon_encoder"
+    assert build_loss(cfg)(img, recon)[1] == want_parts
+    model = build_model(cfg.replace(image_size=(16, 16)))
+    enc = build_loss(cfg.replace(loss_feature_extractor="recon_encoder"), model=model)
+    assert enc.feature_loss is not None and enc.feature_loss.extractor.name == "recon_encoder"
+    assert enc(img, recon)[1]["recon_feature"] != want_parts["recon_feature"]
 
 
 def test_loss_is_float32_inside_autocast() -> None:

@@ -1,4 +1,5 @@
-"""Training loop: artefacts, exact resume, determinism, early stopping, NaN stop, cache, CLI."""
+"""Training loop: artefacts, exact resume, determinism, trainer == plain loop over train_step,
+early stopping, NaN stop, one progress bar, cache."""
 
 from __future__ import annotations
 
@@ -8,18 +9,25 @@ import math
 import pytest
 import torch
 
-from esad_lib import training
-from esad_lib.config import get_config
+from esad_lib import run_io, training
+from esad_lib.config import get_config, seed_everything
+from esad_lib.data import LOCODataset, dataset_root
+from esad_lib.losses import ESADLoss
+from esad_lib.models import build_model
+from esad_lib.run_io import cpu_state
 from esad_lib.training import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     LOG_FILE,
     MODEL_FILE,
     SUMMARY_FILE,
+    cutout_size_for_step,
     load_run,
+    mask_generator,
     read_log,
     train,
     train_or_load,
+    train_step,
 )
 
 #: the smallest run that still exercises everything: 16x16 images, width 4, two cutout sizes,
@@ -48,7 +56,7 @@ def full_run(tmp_path_factory, session_data_root):
             tiny_cfg(),
             out,
             progress=False,
-            on_epoch_end=lambda e, m: snapshots.__setitem__(e, training._cpu_state(m)),
+            on_epoch_end=lambda e, m: snapshots.__setitem__(e, cpu_state(m)),
         )
     return res, snapshots
 
@@ -73,7 +81,7 @@ def test_run_folder_and_load_run(full_run):
     assert summary["epochs_run"] == 2 and summary["best_epoch"] == best and summary["train_seconds"] > 0
     model, cfg = load_run(out, device="cpu")
     assert cfg == tiny_cfg() and not model.training
-    assert_same_state(training._cpu_state(model), model_pt)
+    assert_same_state(cpu_state(model), model_pt)
     # the checkpoint loads with weights_only=True and holds the last epoch's weights
     ckpt = torch.load(out / CHECKPOINT_FILE, weights_only=True)
     assert ckpt["epoch"] == 2
@@ -121,10 +129,52 @@ def test_interrupted_then_resumed_equals_uninterrupted(full_run, tmp_path):
     assert again.epochs_run == 2 and (out / MODEL_FILE).stat().st_mtime_ns == mtime
 
 
+def test_trainer_equals_plain_loop_over_train_step(full_run):
+    """``train`` is a loop over ``train_step``: the same seeds and draws give bit-identical weights."""
+    _, snapshots = full_run
+    cfg = tiny_cfg()
+    ds = LOCODataset(dataset_root(cfg), cfg.category, "train", image_size=cfg.image_size)
+    images = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    seed_everything(cfg.seed)  # the initial weights
+    model = build_model(cfg)
+    loss_fn = ESADLoss(cfg)  # feature loss from cfg.loss_feature_extractor, as the trainer's
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    steps = 0
+    for epoch in range(cfg.epochs):
+        # the trainer's shuffle on one process: a permutation seeded with seed + epoch
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        for step, start in enumerate(range(0, len(images), cfg.batch_size)):
+            batch = images[order[start : start + cfg.batch_size]]
+            c = cutout_size_for_step(cfg, epoch, step)
+            gen = mask_generator(cfg, epoch, step)
+            parts = train_step(model, batch, c, loss_fn, optimizer, generator=gen)
+            assert math.isfinite(parts["total"]) and "recon_feature" in parts
+            steps += 1
+        assert_same_state(cpu_state(model), snapshots[epoch + 1])
+    assert steps == 4  # 8 images in batches of 4, 2 epochs
+
+
+def test_one_progress_bar_per_run(tmp_path, monkeypatch):
+    """``progress=True`` opens ONE tqdm bar, with the epochs as its steps (no bar per epoch)."""
+    bars = []
+    real_tqdm = training.tqdm
+
+    def recording_tqdm(*args, **kwargs):
+        bar = real_tqdm(*args, **kwargs)
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(training, "tqdm", recording_tqdm)
+    train(tiny_cfg(epochs=2), tmp_path / "bar", progress=True)
+    assert len(bars) == 1
+    assert bars[0].total == 2 and bars[0].n == 2 and bars[0].unit == "epoch"
+
+
 def test_different_seed_gives_different_weights(full_run, tmp_path):
     ref, _ = full_run
     res = train(tiny_cfg(seed=1, epochs=1), tmp_path / "s1", progress=False)
-    other = training._cpu_state(res.model)
+    other = cpu_state(res.model)
     assert any(
         not torch.equal(other[k], v)
         for k, v in torch.load(ref.run_dir / MODEL_FILE, weights_only=True).items()
@@ -154,7 +204,7 @@ def test_early_stopping_keeps_best_weights(tmp_path, monkeypatch):
         tiny_cfg(epochs=4, early_stopping_patience=1),
         tmp_path / "es",
         progress=False,
-        on_epoch_end=lambda e, m: snapshots.__setitem__(e, training._cpu_state(m)),
+        on_epoch_end=lambda e, m: snapshots.__setitem__(e, cpu_state(m)),
     )
     assert res.stopped_early and res.finished and res.epochs_run == 2 and res.best_epoch == 1
     assert [r["val_loss"] for r in read_log(tmp_path / "es")] == [1.0, 2.0]
@@ -173,7 +223,7 @@ def test_train_or_load_trains_once_then_loads(monkeypatch):
 
     monkeypatch.setattr(training, "train", no_training)
     again = train_or_load(cfg, progress=False)
-    assert_same_state(training._cpu_state(again), training._cpu_state(model))
+    assert_same_state(cpu_state(again), cpu_state(model))
     assert not again.training
 
 
@@ -182,10 +232,10 @@ def test_rng_states_survive_weights_only_roundtrip(tmp_path):
 
     import numpy as np
 
-    state = training._rng_state()
-    training._save_torch(state, tmp_path / "rng.pt")
+    state = run_io.rng_state()
+    run_io.save_torch(state, tmp_path / "rng.pt")
     expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
-    training._set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    run_io.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
 
 
@@ -217,8 +267,8 @@ def test_cosine_schedule_is_used_and_resumes_exactly(full_run, tmp_path):
     assert [r["lr"] for r in ref.history] == pytest.approx(
         [training.lr_at(cfg, e, steps - 1, steps) for e in range(cfg.epochs)]
     )
-    constant = training._cpu_state(full_run[0].model)
-    assert any(not torch.equal(v, constant[k]) for k, v in training._cpu_state(ref.model).items())
+    constant = cpu_state(full_run[0].model)
+    assert any(not torch.equal(v, constant[k]) for k, v in cpu_state(ref.model).items())
 
     def interrupt(epoch, model):
         if epoch == 1:
@@ -227,6 +277,6 @@ def test_cosine_schedule_is_used_and_resumes_exactly(full_run, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", progress=False, on_epoch_end=interrupt)
     res = train(cfg, tmp_path / "run", resume=True, progress=False)
-    assert_same_state(training._cpu_state(res.model), training._cpu_state(ref.model))
+    assert_same_state(cpu_state(res.model), cpu_state(ref.model))
     with pytest.raises(ValueError, match="lr_schedule"):
         train(tiny_cfg(lr_schedule="linear"), tmp_path / "bad", progress=False)

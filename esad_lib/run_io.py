@@ -1,0 +1,382 @@
+"""The run folder of a training run: what is written, how it is read back (paper Sec. 4 setting).
+
+Nothing here changes what is trained; ``esad_lib.training`` calls these functions to keep a
+run resumable and to hand a finished run to the other notebooks.  Layout (``out_dir``)::
+
+    config.json          the ESADConfig (written at the start)
+    log.csv              one row per epoch: train/validation losses and their parts, seconds
+    checkpoint.pt        everything needed to resume (written atomically every epoch)
+    model.pt             state_dict of the best-validation weights (written when training ends)
+    train_summary.json   train_seconds, epochs_run, best_epoch, best_val_loss, ... (written last)
+
+``model.pt`` and ``train_summary.json`` appear only when training has finished, so their
+presence means "done".  Every file is written atomically (temp file + rename), and every
+tensor is saved so that ``torch.load(..., weights_only=True)`` reads it (RNG states as plain
+types and tensors).  Only rank 0 of a distributed run calls the writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from esad_lib.config import RUNTIME_FIELDS, ESADConfig, resolve_device
+from esad_lib.models import build_model
+from esad_lib.paths import atomic_write_bytes, atomic_write_text, cache_dir
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "CONFIG_FILE",
+    "LOG_FILE",
+    "MODEL_FILE",
+    "RESUME_MUTABLE_FIELDS",
+    "RUN_FILES",
+    "SUMMARY_FILE",
+    "RunState",
+    "config_mismatch",
+    "cpu_state",
+    "file_lock",
+    "is_finished",
+    "load_run",
+    "prepare_run_dir",
+    "read_log",
+    "rng_state",
+    "run_dir_for",
+    "save_checkpoint",
+    "save_torch",
+    "set_rng_state",
+    "write_config",
+    "write_log",
+    "write_summary",
+]
+
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+SUMMARY_FILE = "train_summary.json"
+RUN_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE)
+
+#: config fields a resumed run may change: more epochs, another patience, another device.
+RESUME_MUTABLE_FIELDS = ("epochs", "early_stopping_patience", *RUNTIME_FIELDS)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class RunState:
+    """Where a run stands after ``epoch`` finished epochs: the progress ``checkpoint.pt`` keeps.
+
+    ``best_state`` holds the CPU weights of epoch ``best_epoch`` (lowest monitored loss
+    ``best_val``); ``bad_epochs`` counts epochs since it (early stopping); ``history`` is
+    ``log.csv`` as a list of rows.
+    """
+
+    epoch: int = 0
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> RunState:
+        return cls(
+            epoch=int(ckpt["epoch"]),
+            best_val=float(ckpt["best_val"]),
+            best_epoch=int(ckpt["best_epoch"]),
+            bad_epochs=int(ckpt["bad_epochs"]),
+            stopped=bool(ckpt["stopped"]),
+            train_seconds=float(ckpt["train_seconds"]),
+            history=list(ckpt["history"]),
+            best_state=ckpt["best_model"],
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# tensors and RNG states <-> files
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` to ``path``, atomically."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``module.state_dict()``."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (Python, NumPy, torch CPU and CUDA) as plain types and tensors."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": {
+            "version": py_version,
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned (CUDA states only when the device count matches)."""
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# ---------------------------------------------------------------------------------------
+# log.csv, config.json, train_summary.json
+
+
+def write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """``history`` (one dict per epoch) as CSV; columns in first-seen order, None -> empty cell."""
+    cols: list[str] = []
+    for row in history:
+        cols.extend(k for k in row if k not in cols)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _parse_cell(v: str) -> Any:
+    if v == "":
+        return None
+    if v in ("True", "False"):
+        return v == "True"
+    try:
+        return int(v) if v.lstrip("-").isdigit() else float(v)
+    except ValueError:
+        return v
+
+
+def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """``log.csv`` of a run as a list of dicts (numbers parsed; empty cells -> None)."""
+    path = Path(run_dir) / LOG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training run folder?")
+    with open(path, newline="") as f:
+        return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_config(out_dir: Path, cfg: ESADConfig) -> None:
+    """Create ``out_dir`` and write ``config.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (``model.pt`` and ``train_summary.json``)."""
+    return (run_dir / MODEL_FILE).exists() and (run_dir / SUMMARY_FILE).exists()
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoint.pt and resuming
+
+
+def save_checkpoint(
+    path: Path,
+    cfg: ESADConfig,
+    state: RunState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    world_size: int,
+) -> None:
+    """Write ``checkpoint.pt`` after epoch ``state.epoch`` (loads with ``weights_only=True``)."""
+    save_torch(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": state.epoch,
+            "model": cpu_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "best_model": state.best_state,
+            "best_val": state.best_val,
+            "best_epoch": state.best_epoch,
+            "bad_epochs": state.bad_epochs,
+            "stopped": state.stopped,
+            "train_seconds": state.train_seconds,
+            "history": state.history,
+            "world_size": world_size,
+            # the shuffle, cutout and mask generators are re-derived from
+            # (seed, purpose, epoch, step[, rank]); their position is this epoch
+            "generators": {"seed": int(cfg.seed), "next_epoch": state.epoch},
+            "rng": rng_state(),
+        },
+        path,
+    )
+
+
+def config_mismatch(stored: dict[str, Any], cfg: ESADConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields (outside ``RESUME_MUTABLE_FIELDS``) where ``stored`` (a config.json) differs from ``cfg``."""
+    now = json.loads(json.dumps(cfg.to_dict()))
+    return {
+        k: (stored.get(k), now.get(k))
+        for k in sorted(set(stored) | set(now))
+        if k not in RESUME_MUTABLE_FIELDS and stored.get(k) != now.get(k)
+    }
+
+
+def _check_same_config(out_dir: Path, cfg: ESADConfig) -> None:
+    cfg_path = out_dir / CONFIG_FILE
+    if not cfg_path.exists():
+        return
+    diff = config_mismatch(json.loads(cfg_path.read_text()), cfg)
+    if diff:
+        lines = ", ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"cannot resume {out_dir}: its config.json differs from the requested config ({lines}). "
+            f"Only {', '.join(RESUME_MUTABLE_FIELDS)} may change on resume; use the run's "
+            "settings or train into a new --out folder."
+        )
+
+
+def _load_checkpoint(ckpt_path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file cannot happen (atomic writes) but a foreign one can
+        raise ValueError(
+            f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written by "
+            "esad_lib.training -- train into a new --out folder"
+        ) from e
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{ckpt_path} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}"
+        )
+    return ckpt
+
+
+def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, Any] | None:
+    """Check ``out_dir`` (rank 0 only); return the checkpoint to resume from, or None.
+
+    Raises ``ValueError`` when resuming with another config (or from a foreign file) and
+    ``FileExistsError`` when ``out_dir`` holds a run but ``resume`` is False.
+    """
+    ckpt_path = out_dir / CHECKPOINT_FILE
+    if resume and ckpt_path.exists():
+        _check_same_config(out_dir, cfg)
+        return _load_checkpoint(ckpt_path)
+    present = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not resume and present:
+        raise FileExistsError(
+            f"{out_dir} already holds a training run ({', '.join(present)}); pass resume=True "
+            "(CLI: --resume) to continue it, or choose another output folder"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# finished runs and the cache
+
+
+def load_run(
+    run_dir: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[nn.Module, ESADConfig]:
+    """The trained model (best weights, eval mode) and config of a finished run folder.
+
+    ``device``: where to put the model (default: ``resolve_device(cfg.device)``).
+    """
+    run_dir = Path(run_dir)
+    cfg_path, model_path = run_dir / CONFIG_FILE, run_dir / MODEL_FILE
+    if not cfg_path.exists():
+        raise FileNotFoundError(
+            f"{cfg_path} not found: {run_dir} is not a training run folder (esad train --out ...)"
+        )
+    if not model_path.exists():
+        hint = (
+            "training has not finished; continue it with esad train ... --resume"
+            if (run_dir / CHECKPOINT_FILE).exists()
+            else "train it first (esad train ... --out RUN)"
+        )
+        raise FileNotFoundError(f"{model_path} not found: {hint}")
+    cfg = ESADConfig.from_dict(json.loads(cfg_path.read_text()))
+    dev = torch.device(device) if device is not None else resolve_device(cfg.device)
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    return model.to(dev).eval(), cfg
+
+
+def run_dir_for(cfg: ESADConfig) -> Path:
+    """Where ``train_or_load`` keeps the run of ``cfg``: ``cache_dir()/runs/<cfg.key()>``."""
+    return cache_dir() / "runs" / cfg.key()
+
+
+@contextlib.contextmanager
+def _windows_lock(f: Any) -> Iterator[None]:
+    import msvcrt
+
+    f.seek(0)
+    while True:
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield
+    finally:
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock on ``path`` (fcntl on POSIX, msvcrt on Windows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            with _windows_lock(f):
+                yield
+            return
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
