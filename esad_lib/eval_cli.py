@@ -12,37 +12,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from esad_lib.config import CATEGORIES, ESADConfig, get_config, riad_config
+from esad_lib.config import CATEGORIES
 from esad_lib.data.loco import DatasetLayoutError, categories
+from esad_lib.demo import report_from_runs, run_demo, summary_line
 from esad_lib.evaluation import evaluate_run, score_maps
 from esad_lib.maps_io import MapsError
-from esad_lib.paths import atomic_write_text, data_root
+from esad_lib.paths import atomic_write_text
 from esad_lib.report import format_report
 
 
 # --------------------------------------------------------------------------------------------
 # evaluate
 # --------------------------------------------------------------------------------------------
-def _summary_line(m: dict) -> str:
-    def p(x):
-        return "-" if x is None else f"{100 * x:.1f}"
-
-    ia, sp = m["image_auroc"], m["au_spro"]
-    timing = m.get("timing")
-    return (
-        f"{m['category']} ({m['method']}): image AUROC str {p(ia['structural'])} log {p(ia['logical'])} "
-        f"mean {p(ia['mean'])} | pixel AUROC {p(m['pixel_auroc'])} | AU-PRO {p(m['au_pro'])} | "
-        f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])}"
-        + (f" | scoring {timing['scoring_ms_per_image']:.1f} ms/image" if timing else "")
-    )
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = {}
     if args.score_map:
@@ -64,7 +48,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             overrides=overrides or None,
             export_maps_dir=args.export_maps,
         )
-        print(_summary_line(m))
+        print(summary_line(m))
         print(f"wrote {Path(run) / 'metrics.json'}")
         if args.export_maps:
             print(f"wrote maps to {m['exported_maps']} (MVTec LOCO AD layout, float32 TIFF)")
@@ -89,7 +73,7 @@ def cmd_score_maps(args: argparse.Namespace) -> int:
         print(str(e), file=sys.stderr)
         return 2
     for cat in cats:
-        print(_summary_line(results[cat]))
+        print(summary_line(results[cat]))
     print(format_report(results, title=f"{args.method} (maps from {maps_dir}) vs reported"))
     if args.out:
         print(f"wrote {Path(args.out)}/<category>/metrics.json")
@@ -99,27 +83,6 @@ def cmd_score_maps(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
-def report_from_runs(runs: Sequence[str | Path]) -> str:
-    """The markdown table for runs' metrics.json; ESAD runs are "ours", other methods extra columns."""
-    from esad_lib.evaluation import load_metrics
-    from esad_lib.report import format_report
-
-    by_method: dict[str, dict[str, dict]] = {}
-    for run in runs:
-        m = load_metrics(run)
-        method = m.get("method", "esad")
-        cat = m["category"]
-        if cat in by_method.setdefault(method, {}):
-            raise ValueError(f"two {method} runs for category {cat!r} ({run}); report one per category")
-        by_method[method][cat] = m
-    main_method = "esad" if "esad" in by_method else next(iter(by_method))
-    extra = {f"{k.upper()} (ours)" if k != "naive" else "naive (ours)": v for k, v in by_method.items()}
-    extra.pop(f"{main_method.upper()} (ours)", None)
-    return format_report(
-        by_method[main_method], extra=extra, title=f"{main_method.upper()} (ours) vs reported"
-    )
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     text = report_from_runs(args.runs)
     if args.out:
@@ -131,109 +94,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------------
-def _finished(run_dir: Path, cfg: ESADConfig) -> bool:
-    p = run_dir / "metrics.json"
-    if not p.exists():
-        return False
-    try:
-        return json.loads(p.read_text()).get("config_key") == cfg.key()
-    except json.JSONDecodeError:
-        return False
-
-
-def train_and_evaluate(cfg: ESADConfig, run_dir: Path | None = None, progress: bool = True) -> dict:
-    """Train ``cfg`` (unless already trained) and evaluate it; a finished run is skipped.
-
-    ``run_dir=None`` uses ``train_or_load``'s cache folder (``cache_dir()/runs/<cfg.key()>``),
-    so the notebooks reuse the models ``esad demo`` trained.  An interrupted training resumes.
-    """
-    from esad_lib.evaluation import evaluate_run, load_metrics
-    from esad_lib.training import MODEL_FILE, run_dir_for, train, train_or_load
-
-    if run_dir is None:
-        run_dir = run_dir_for(cfg)
-    if _finished(run_dir, cfg):
-        return load_metrics(run_dir)
-    if run_dir == run_dir_for(cfg):
-        train_or_load(cfg, progress=progress)
-    elif not (run_dir / MODEL_FILE).exists():
-        train(cfg, run_dir, resume=True, progress=progress)
-    return evaluate_run(run_dir, progress=progress)
-
-
-def naive_metrics(cfg: ESADConfig, out_dir: Path) -> dict:
-    """Naive baseline metrics for ``cfg.category`` cached in ``out_dir/metrics.json``."""
-    from esad_lib.evaluation import evaluate_naive
-
-    key = cfg.key()
-    p = out_dir / "metrics.json"
-    if p.exists():
-        try:
-            m = json.loads(p.read_text())
-            if m.get("config_key") == key:
-                return m
-        except json.JSONDecodeError:
-            pass
-    m = evaluate_naive(cfg)
-    m.update({"config_key": key, "dataset": cfg.dataset, "profile": cfg.profile, "config": cfg.to_dict()})
-    m["image_size"] = list(cfg.image_size)
-    m["score_map"] = "naive z-score"
-    atomic_write_text(p, json.dumps(m, indent=2, sort_keys=True) + "\n")
-    return m
-
-
-def run_demo(
-    profile: str = "demo",
-    out: str | Path | None = None,
-    categories: Sequence[str] = CATEGORIES,
-    with_riad: bool = False,
-    with_naive: bool = True,
-    progress: bool = True,
-) -> str:
-    """Train + evaluate ESAD (and optionally RIAD, naive) per synthetic category; the table."""
-    from esad_lib.report import format_report
-
-    report_dir = Path(out) if out is not None else data_root() / "runs" / profile
-
-    def run_dir(cat: str, method: str) -> Path | None:
-        return None if out is None else Path(out) / cat / method
-
-    esad, riad, naive = {}, {}, {}
-    t0 = time.perf_counter()
-    for cat in categories:
-        cfg = get_config(profile, category=cat, dataset="synthetic")
-        esad[cat] = train_and_evaluate(cfg, run_dir(cat, "esad"), progress)
-        if with_riad:
-            riad[cat] = train_and_evaluate(riad_config(cfg), run_dir(cat, "riad"), progress)
-        if with_naive:
-            naive[cat] = naive_metrics(cfg, report_dir / cat / "naive")
-        print(f"[{time.perf_counter() - t0:6.0f} s] {_summary_line(esad[cat])}", file=sys.stderr)
-    extra = {}
-    if riad:
-        extra["RIAD (ours)"] = riad
-    if naive:
-        extra["naive (ours)"] = naive
-    text = format_report(esad, extra=extra, title=f"ESAD (ours, `{profile}` profile) vs reported")
-    where = out if out is not None else f"{data_root() / 'cache' / 'runs'} (train_or_load's cache)"
-    text += f"\nTotal time: {time.perf_counter() - t0:.0f} s (runs under {where}).\n"
-    atomic_write_text(report_dir / "report.md", text)
-    return text
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     for c in args.categories:
         if c not in CATEGORIES:
             print(f"unknown category {c!r}; choose from {', '.join(CATEGORIES)}", file=sys.stderr)
             return 2
-    text = run_demo(
+    res = run_demo(
         profile=args.profile,
         out=args.out,
         categories=args.categories,
         with_riad=args.with_riad,
         with_naive=not args.no_naive,
+        with_patchcore=args.with_patchcore,
         progress=not args.quiet,
     )
-    print(text)
+    print(res.text)
+    print(f"wrote {res.report_dir / 'report.md'} and {res.report_dir / 'demo.json'}", file=sys.stderr)
     return 0
 
 
@@ -290,8 +166,13 @@ def register(subparsers) -> None:
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES), metavar="CATEGORY")
     p.add_argument("--with-riad", action="store_true", help="also train/evaluate the RIAD baseline")
     p.add_argument("--no-naive", action="store_true", help="skip the naive z-score baseline column")
+    p.add_argument(
+        "--with-patchcore",
+        action="store_true",
+        help="also the PatchCore-style reference on ImageNet features (efficientnet_lite0; no training)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
 
-__all__ = ["register", "report_from_runs", "run_demo", "train_and_evaluate"]
+__all__ = ["register"]

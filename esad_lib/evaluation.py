@@ -13,6 +13,8 @@ many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
 * ``au_spro_limits.<type>.<limit>`` -- the same at every limit MVTec's official evaluation
   reports (0.01, 0.05, 0.1, 0.3, 1.0), and ``au_spro_by_defect.<defect name>.<limit>`` per
   defect of ``defects_config.json`` (``esad_lib.metrics.au_spro_by_defect`` says how);
+* ``ci`` -- 95 % confidence intervals of the image AUROC and AU-sPRO per type and their mean, by
+  a stratified bootstrap over the test images (``esad_lib.uncertainty``);
 * ``timing`` -- training seconds (from ``train_summary.json``) and scoring ms per image.
 
 It writes ``RUN/metrics.json`` atomically (and ``RUN/scores.csv``, one row per image).
@@ -51,12 +53,16 @@ from esad_lib.metrics import (
 )
 from esad_lib.paths import atomic_write_text
 from esad_lib.scoring import ScoreResult, score_split_normalised, upsample_map
+from esad_lib.uncertainty import DEFAULT_N_BOOT, METHOD_BOOT, au_spro_ci_by_type, image_auroc_ci_by_type
 
 ANOMALY_TYPES = ("structural", "logical")
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.csv"
+#: bootstrap resamples and seed of the confidence intervals in metrics.json.
+CI_N_BOOT = DEFAULT_N_BOOT
+CI_SEED = 0
 #: version of the metrics.json layout (bump when keys change).
-#: 2: image score = max of the full-resolution map; au_spro_limits, au_spro_by_defect.
+#: 2: image score = max of the full-resolution map; au_spro_limits, au_spro_by_defect; ci.
 METRICS_SCHEMA = 2
 
 
@@ -124,12 +130,61 @@ def image_scores_of_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
     return np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
 
 
-def metrics_from_maps(
-    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Sequence
+def json_safe(x: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> float, recursively (metrics.json stays strict JSON)."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def confidence_intervals(
+    scores: Sequence[float],
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Sequence,
+    n_boot: int = CI_N_BOOT,
+    seed: int = CI_SEED,
 ) -> dict[str, Any]:
-    """Every metric of ``metrics.json`` from full-resolution maps alone (any method's maps)."""
-    out = {"image_auroc": image_metrics(image_scores_of_maps(maps), label_names)}
+    """95 % intervals of the image AUROC and AU-sPRO (FPR 0.05) per anomaly type and their mean.
+
+    Stratified bootstrap over the test images (``esad_lib.uncertainty``): ``{"image_auroc":
+    {type: {value, low, high, se, ...}}, "au_spro": {...}, "method", "n_boot", "seed"}``.
+    """
+    names = list(label_names)
+    has_regions = any(c.shape[0] > 0 and c.any() for c in channels)
+    return {
+        "image_auroc": image_auroc_ci_by_type(scores, names, n_boot=n_boot, seed=seed),
+        "au_spro": au_spro_ci_by_type(maps, channels, names, defects, n_boot=n_boot, seed=seed)
+        if has_regions
+        else None,
+        "method": METHOD_BOOT,
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "level": 0.95,
+    }
+
+
+def metrics_from_maps(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Sequence,
+    ci: bool = True,
+) -> dict[str, Any]:
+    """Every metric of ``metrics.json`` from full-resolution maps alone (any method's maps),
+    with bootstrap confidence intervals under ``"ci"`` (``ci=False`` skips them)."""
+    scores = image_scores_of_maps(maps)
+    out = {"image_auroc": image_metrics(scores, label_names)}
     out.update(map_metrics(maps, channels, label_names, defects))
+    if ci and "good" in label_names:
+        out["ci"] = json_safe(confidence_intervals(scores, maps, channels, label_names, defects))
     return out
 
 
@@ -207,13 +262,18 @@ def read_train_seconds(run_dir: str | Path) -> float | None:
     return None
 
 
-def scores_csv(result: ScoreResult) -> str:
-    """Per-image scores as CSV text (path, label, anomalous, score)."""
+def scores_csv_rows(rows: Sequence[dict]) -> str:
+    """Per-image rows (path, label, anomalous, score) as CSV text."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["path", "label", "anomalous", "score"], lineterminator="\n")
     w.writeheader()
-    w.writerows(result.to_rows())
+    w.writerows(rows)
     return buf.getvalue()
+
+
+def scores_csv(result: ScoreResult) -> str:
+    """Per-image scores as CSV text (path, label, anomalous, score)."""
+    return scores_csv_rows(result.to_rows())
 
 
 def evaluate_run(
@@ -322,12 +382,15 @@ def _hwc_255(x) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
 
 
-def evaluate_naive(cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None) -> dict:
+def evaluate_naive(
+    cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None, return_rows: bool = False
+) -> dict | tuple[dict, list[dict]]:
     """Metrics of ``esad_lib.baselines``' naive per-pixel z-score baseline on ``cfg.category``.
 
     Same images, same network resolution (``cfg.image_size``) and same metrics as ours; the
     maps are the baseline's per-pixel z-scores (grey-level units, no smoothing), upsampled to
     the original size like ours; the image score is the max of the full-resolution map.
+    ``return_rows`` also returns the per-image rows of ``scores.csv`` (for paired comparisons).
     """
 
     root = Path(root) if root is not None else dataset_root(cfg)
@@ -336,7 +399,7 @@ def evaluate_naive(cfg: ESADConfig, root: str | Path | None = None, max_images: 
         max_images = getattr(cfg, "max_test_images", None)
     train = LOCODataset(root, cfg.category, "train", image_size=tuple(cfg.image_size), labels=["good"])
     train_imgs = np.stack([_hwc_255(train[i]["image"]) for i in range(len(train))])
-    names, imgs, chans, sizes = [], [], [], []
+    names, imgs, chans, sizes, paths = [], [], [], [], []
     for lab in ("good", *ANOMALY_TYPES):
         ds = LOCODataset(
             root, cfg.category, "test", image_size=tuple(cfg.image_size), labels=[lab], return_channels=True
@@ -348,11 +411,19 @@ def evaluate_naive(cfg: ESADConfig, root: str | Path | None = None, max_images: 
             imgs.append(_hwc_255(it["image"]))
             chans.append(np.asarray(it["channels"], dtype=np.uint8))
             sizes.append(tuple(int(s) for s in it["orig_size"]))
+            paths.append(str(it["path"]))
     _, maps = naive_zscore_scores(train_imgs, np.stack(imgs))
     full = [upsample_map(np.asarray(m), s) for m, s in zip(maps, sizes)]
     out = metrics_from_maps(full, chans, names, defects)
     out.update({"category": cfg.category, "method": "naive", "counts": counts_of(names)})
-    return out
+    if not return_rows:
+        return out
+    scores = image_scores_of_maps(full)
+    rows = [
+        {"path": p, "label": n, "anomalous": int(n != "good"), "score": float(sc)}
+        for p, n, sc in zip(paths, names, scores)
+    ]
+    return out, rows
 
 
 __all__ = [
@@ -369,5 +440,7 @@ __all__ = [
     "metrics_from_result",
     "read_train_seconds",
     "score_maps",
+    "json_safe",
     "scores_csv",
+    "scores_csv_rows",
 ]

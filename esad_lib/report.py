@@ -88,6 +88,45 @@ def _get(m: Mapping[str, Any] | None, *keys: str) -> float | None:
     return None if cur is None else float(cur)
 
 
+def _ci(m: Mapping[str, Any] | None, metric: str, kind: str) -> Mapping[str, Any] | None:
+    """The bootstrap interval dict of ``metric``/``kind`` in a metrics.json, if it has one."""
+    c = (m or {}).get("ci") or {}
+    c = (c.get(metric) or {}).get(kind)
+    return c if isinstance(c, Mapping) and c.get("low") is not None else None
+
+
+def _cell(m: Mapping[str, Any] | None, metric: str, kind: str) -> tuple[str, float | None, float | None]:
+    """``"76.9 [72.1, 81.4]"`` (or just the value without an interval), the value and its se."""
+    v = _get(m, metric, kind)
+    c = _ci(m, metric, kind)
+    if v is None:
+        return "-", None, None
+    if c is None:
+        return _pct(v), v, None
+    return f"{_pct(v)} [{_pct(c['low'])}, {_pct(c['high'])}]", v, c.get("se")
+
+
+def mean_with_ci(values: list[float | None], ses: list[float | None]) -> str:
+    """The mean over categories and, when every category has a standard error, its 95 % interval
+    ``mean +- 1.96 sqrt(sum se_c^2) / n`` (independent test sets, normal approximation)."""
+    pairs = [(v, se) for v, se in zip(values, ses) if v is not None and not math.isnan(v)]
+    if not pairs:
+        return "-"
+    n = len(pairs)
+    mean = sum(v for v, _ in pairs) / n
+    if any(se is None or math.isnan(se) for _, se in pairs):
+        return _pct(mean)
+    half = 1.96 * math.sqrt(sum(se**2 for _, se in pairs)) / n
+    return f"{_pct(mean)} [{_pct(max(0.0, mean - half))}, {_pct(min(1.0, mean + half))}]"
+
+
+CI_NOTE = (
+    "[a, b] = 95 % confidence interval, stratified bootstrap over the test images (2000 resamples); "
+    "the average's interval combines the categories' standard errors (independent test sets, normal "
+    "approximation)."
+)
+
+
 def _by_category(metrics: Mapping[str, Mapping] | Iterable[Mapping]) -> dict[str, Mapping]:
     if isinstance(metrics, Mapping):
         return dict(metrics)
@@ -121,6 +160,12 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
         size_s = f"{size[0]}x{size[1]}" if size else "?"
         epochs = cfg.get("epochs", "?")
         kind = str(m.get("score_map", "?"))
+        if m.get("method") == "patchcore":  # training-free: a memory bank of train/good features
+            parts.add(
+                f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, nearest-neighbour maps on "
+                f"frozen `{m.get('feature_extractor', '?')}` features, no training)"
+            )
+            continue
         if kind.startswith("naive"):  # no network, no training: per-pixel statistics of train/good
             parts.add(f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {kind} maps, no training)")
             continue
@@ -155,28 +200,31 @@ def format_report(
         header += [f"{label} str.", f"{label} log."]
     header += ["ESAD str. (reported)", "RIAD str. (reported)"]
 
-    cols: list[list[float | None]] = [[] for _ in range(4 + 2 * len(extras))]
+    n_cols = 4 + 2 * len(extras)
+    cols: list[list[float | None]] = [[] for _ in range(n_cols)]
+    ses: list[list[float | None]] = [[] for _ in range(n_cols)]
     rows = []
     for cat in categories:
         m = ours.get(cat)
-        vals = [
-            _get(m, "image_auroc", "structural"),
-            _get(m, "image_auroc", "logical"),
-            _get(m, "au_spro", "structural"),
-            _get(m, "au_spro", "logical"),
+        cells = [
+            _cell(m, "image_auroc", "structural"),
+            _cell(m, "image_auroc", "logical"),
+            _cell(m, "au_spro", "structural"),
+            _cell(m, "au_spro", "logical"),
         ]
         for label in extras:
             e = extras[label].get(cat)
-            vals += [_get(e, "image_auroc", "structural"), _get(e, "image_auroc", "logical")]
-        for c, v in zip(cols, vals):
+            cells += [_cell(e, "image_auroc", "structural"), _cell(e, "image_auroc", "logical")]
+        for c, se_col, (_, v, se) in zip(cols, ses, cells):
             c.append(v)
+            se_col.append(se)
         rep = [REPORTED["ESAD"].get(cat), REPORTED["RIAD"].get(cat)]
-        rows.append([CATEGORY_TITLES.get(cat, cat)] + [_pct(v) for v in vals] + [_rep(v) for v in rep])
+        rows.append([CATEGORY_TITLES.get(cat, cat)] + [t for t, _, _ in cells] + [_rep(v) for v in rep])
     n_ours = sum(1 for c in categories if c in ours)
     avg_label = "Average" if n_ours == len(CATEGORIES) else f"Average ({n_ours} of {len(CATEGORIES)} ours)"
     rows.append(
         [avg_label]
-        + [_pct(_avg(c)) for c in cols]
+        + [mean_with_ci(c, se) for c, se in zip(cols, ses)]
         + [_rep(REPORTED["ESAD"]["average"]), _rep(REPORTED["RIAD"]["average"])]
     )
 
@@ -188,6 +236,7 @@ def format_report(
         "",
         f"- **Ours**: measured on {describe_setting(ours)}. str. = good vs structural test images, "
         "log. = good vs logical; AU-sPRO up to FPR 0.05 (each type's images plus the good ones).",
+        f"- {CI_NOTE}",
     ]
     for label, e in extras.items():
         lines.append(f"- **{label}**: measured on {describe_setting(e)}.")
@@ -200,4 +249,61 @@ def format_report(
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CATEGORY_TITLES", "REPORTED", "REPORTED_SOURCE", "describe_setting", "format_report"]
+__all__ = [
+    "CATEGORY_TITLES",
+    "CI_NOTE",
+    "REPORTED",
+    "REPORTED_SOURCE",
+    "describe_setting",
+    "format_paired",
+    "format_report",
+    "mean_with_ci",
+]
+
+
+def format_paired(
+    diffs: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
+    means: Mapping[str, Mapping[str, Any] | None],
+    base: str = "ESAD",
+    metric: str = "structural image AUROC",
+) -> str:
+    """Markdown table of paired differences ``base - other`` per category and their mean.
+
+    ``diffs[other][category]`` and ``means[other]`` are ``esad_lib.uncertainty`` difference
+    dicts (diff, low, high, excludes_zero).  A difference whose interval excludes 0 is marked
+    with ``*``; otherwise the data cannot tell the two apart ("not enough evidence").
+    """
+    others = list(diffs)
+    cats = [c for c in CATEGORIES if any(c in diffs[o] for o in others)]
+    lines = [f"### Paired differences, {base} minus each method ({metric}, points)", ""]
+    lines.append("| Category | " + " | ".join(f"{base} − {o}" for o in others) + " |")
+    lines.append("|---|" + "---:|" * len(others))
+
+    def cell(d: Mapping[str, Any] | None) -> str:
+        if not d:
+            return "-"
+        s = f"{100 * d['diff']:+.1f} [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"
+        return s + (" *" if d.get("excludes_zero") else "")
+
+    for c in cats:
+        row = " | ".join(cell(diffs[o].get(c)) for o in others)
+        lines.append(f"| {CATEGORY_TITLES.get(c, c)} | {row} |")
+    lines.append("| **Mean** | " + " | ".join(cell(means.get(o)) for o in others) + " |")
+    verdicts = []
+    for o in others:
+        d = means.get(o)
+        if not d:
+            continue
+        if d["excludes_zero"]:
+            word = "better" if d["diff"] > 0 else "worse"
+            verdicts.append(f"{base} is {word} than {o} on the mean (interval excludes 0)")
+        else:
+            verdicts.append(f"{base} vs {o}: not enough evidence (the interval includes 0)")
+    lines += [
+        "",
+        "- Paired: both methods are scored on the SAME test images and every bootstrap resample is "
+        "applied to both, so image difficulty cancels out. `*` = the 95 % interval excludes 0. The "
+        "mean's interval averages the categories' paired resamples (independent test sets).",
+    ]
+    lines += [f"- {v}." for v in verdicts]
+    return "\n".join(lines) + "\n"

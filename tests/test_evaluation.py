@@ -60,6 +60,14 @@ def test_evaluate_run_writes_metrics_json_schema(smoke_run):
     want = roc_auc_score([names[i] == "structural" for i in keep], s[keep])
     assert on_disk["image_auroc"]["structural"] == pytest.approx(want)
     assert load_metrics(run) == on_disk
+    # every AUROC / AU-sPRO carries its 95 % bootstrap interval around the point estimate
+    ci = on_disk["ci"]
+    assert ci["n_boot"] > 100 and "bootstrap" in ci["method"]
+    for metric in ("image_auroc", "au_spro"):
+        for kind in ("structural", "logical", "mean"):
+            c = ci[metric][kind]
+            assert c["value"] == pytest.approx(on_disk[metric][kind], abs=2e-3 if metric == "au_spro" else 0)
+            assert 0.0 <= c["low"] <= c["value"] + 1e-9 and c["value"] - 1e-9 <= c["high"] <= 1.0
 
 
 def test_evaluate_run_missing_folder_is_a_clear_error(tmp_path):
@@ -147,21 +155,51 @@ def test_evaluate_cli_with_scoring_override(smoke_run, capsys):
     assert "image AUROC str" in capsys.readouterr().out
 
 
-def test_demo_trains_evaluates_and_skips_finished_runs():
-    from esad_lib.eval_cli import run_demo
+def test_demo_trains_evaluates_and_skips_finished_runs(tmp_path):
+    from esad_lib.demo import run_demo
 
-    text = run_demo(profile="smoke", categories=["pushpins"], progress=False)
+    res = run_demo(profile="smoke", categories=["pushpins"], progress=False, out=tmp_path / "demo")
+    text = res.text
     assert "| Pushpins |" in text and "naive (ours) str." in text and "96.6" in text
-    # a second call finds the finished run (metrics.json with the same config key) and skips it
-    from esad_lib.evaluation import load_metrics as _load
-    from esad_lib.training import run_dir_for
-
+    # every measured cell carries its interval; the paired table compares ESAD with naive
+    row = next(ln for ln in text.splitlines() if ln.startswith("| Pushpins |"))
+    assert row.count("[") >= 4
+    assert "ESAD − naive" in text and "95 % confidence interval" in text
+    blob = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    prov = blob["provenance"]
+    assert prov["profile"] == "smoke" and prov["torch_threads"] >= 1 and prov["seconds"] > 0
+    assert {"commit", "date", "seed", "synth_seed"} <= set(prov)
+    d = blob["paired"]["structural_image_auroc"]["per_category"]["naive"]["pushpins"]
+    want = res.metrics["esad"]["pushpins"]["image_auroc"]["structural"]
+    want -= res.metrics["naive"]["pushpins"]["image_auroc"]["structural"]
+    assert d["diff"] == pytest.approx(want) and d["low"] <= d["diff"] <= d["high"]
+    # a second call finds the finished runs (metrics.json with the same config key) and skips them
     cfg = get_config("smoke", category="pushpins")
-    before = (run_dir_for(cfg) / "metrics.json").stat().st_mtime_ns
-    again = run_demo(profile="smoke", categories=["pushpins"], progress=False)
-    assert (run_dir_for(cfg) / "metrics.json").stat().st_mtime_ns == before
-    assert _load(run_dir_for(cfg))["config_key"] == cfg.key()
-    assert again.split("Total time")[0] == text.split("Total time")[0]
+    run = tmp_path / "demo" / "pushpins" / "esad"
+    before = (run / "metrics.json").stat().st_mtime_ns
+    again = run_demo(profile="smoke", categories=["pushpins"], progress=False, out=tmp_path / "demo")
+    assert (run / "metrics.json").stat().st_mtime_ns == before
+    assert load_metrics(run)["config_key"] == cfg.key()
+    assert again.text.split("\nMeasured ")[0] == text.split("\nMeasured ")[0]
+
+
+def test_demo_with_riad_and_patchcore_gives_paired_rows(tmp_path):
+    from esad_lib.demo import run_demo
+
+    res = run_demo(
+        profile="smoke",
+        categories=["juice_bottle"],
+        progress=False,
+        out=tmp_path / "d",
+        with_riad=True,
+        with_patchcore=True,
+    )
+    assert set(res.metrics) == {"esad", "riad", "naive", "patchcore"}
+    assert res.metrics["patchcore"]["juice_bottle"]["feature_extractor"] == "efficientnet_lite0"
+    for label in ("ESAD − RIAD", "ESAD − PatchCore", "ESAD − naive", "PatchCore-style (ours) str."):
+        assert label in res.text
+    means = res.paired["structural_image_auroc"]["mean"]
+    assert set(means) == {"RIAD", "PatchCore", "naive"}
 
 
 def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():

@@ -55,7 +55,8 @@ def test_export_writes_float32_tiffs_at_original_size_in_the_official_layout(exp
 def test_score_maps_reproduces_evaluate_exactly(exported, tmp_path):
     _, metrics, maps, root = exported
     got = score_maps(maps, root, ["pushpins"], out=tmp_path / "out", progress=False)["pushpins"]
-    for key in ("image_auroc", "pixel_auroc", "au_pro", "au_spro", "au_spro_limits", "au_spro_by_defect"):
+    keys = ("image_auroc", "pixel_auroc", "au_pro", "au_spro", "au_spro_limits", "au_spro_by_defect", "ci")
+    for key in keys:
         assert got[key] == metrics[key], key  # exact: the same float32 maps, the same code
     assert set(got["au_spro_limits"]["structural"]) == {"0.01", "0.05", "0.1", "0.3", "1.0"}
     assert got["au_spro_limits"]["structural"]["0.05"] == metrics["au_spro"]["structural"]

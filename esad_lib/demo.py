@@ -1,0 +1,324 @@
+"""The demo workflow behind ``esad demo`` / ``make demo``, and the report of several runs.
+
+``run_demo(profile)`` trains (or reuses) and evaluates, per synthetic category:
+
+* ESAD at the profile's preset (the method of the paper);
+* optionally RIAD at the same budget (``esad_lib.config.riad_config``), the naive per-pixel
+  z-score baseline (no training) and a PatchCore-style detector on ImageNet features
+  (``esad_lib.patchcore``; no training, seconds per category);
+
+then writes ``report.md`` (the per-category table with 95 % bootstrap intervals, and the
+*paired* differences ESAD minus each other method on the same test images) and ``demo.json``
+(every metric, the differences, and the provenance of the run: commit, date, thread count,
+profile, seeds, seconds).  The README quotes ``report.md`` verbatim.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from esad_lib.config import CATEGORIES, ESADConfig, get_config, riad_config
+from esad_lib.evaluation import (
+    SCORES_FILE,
+    evaluate_naive,
+    evaluate_run,
+    json_safe,
+    load_metrics,
+    scores_csv_rows,
+)
+from esad_lib.patchcore import evaluate_patchcore
+from esad_lib.paths import PROJECT_ROOT, atomic_write_text, data_root
+from esad_lib.report import format_paired, format_report
+from esad_lib.training import MODEL_FILE, run_dir_for, train, train_or_load
+from esad_lib.uncertainty import ANOMALY_TYPES, METHOD_PAIRED, paired_image_auroc_by_type, percentile_interval
+
+__all__ = [
+    "DemoResult",
+    "PATCHCORE_EXTRACTOR",
+    "naive_metrics",
+    "paired_differences",
+    "patchcore_metrics",
+    "provenance",
+    "read_scores",
+    "report_from_runs",
+    "run_demo",
+    "summary_line",
+    "train_and_evaluate",
+]
+
+#: the features PatchCore is defined on: ImageNet-pretrained (the only ones offline: the wheel's).
+PATCHCORE_EXTRACTOR = "efficientnet_lite0"
+
+
+def summary_line(m: dict) -> str:
+    """One line per evaluated run: AUROCs, AU-PRO, AU-sPRO, scoring speed."""
+
+    def p(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    ia, sp = m["image_auroc"], m["au_spro"]
+    timing = m.get("timing")
+    return (
+        f"{m['category']} ({m['method']}): image AUROC str {p(ia['structural'])} log {p(ia['logical'])} "
+        f"mean {p(ia['mean'])} | pixel AUROC {p(m['pixel_auroc'])} | AU-PRO {p(m['au_pro'])} | "
+        f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])}"
+        + (f" | scoring {timing['scoring_ms_per_image']:.1f} ms/image" if timing else "")
+    )
+
+
+def report_from_runs(runs: Sequence[str | Path]) -> str:
+    """The markdown table for runs' metrics.json; ESAD runs are "ours", other methods extra columns."""
+    by_method: dict[str, dict[str, dict]] = {}
+    for run in runs:
+        m = load_metrics(run)
+        method = m.get("method", "esad")
+        cat = m["category"]
+        if cat in by_method.setdefault(method, {}):
+            raise ValueError(f"two {method} runs for category {cat!r} ({run}); report one per category")
+        by_method[method][cat] = m
+    main_method = "esad" if "esad" in by_method else next(iter(by_method))
+    extra = {f"{k.upper()} (ours)" if k != "naive" else "naive (ours)": v for k, v in by_method.items()}
+    extra.pop(f"{main_method.upper()} (ours)", None)
+    return format_report(
+        by_method[main_method], extra=extra, title=f"{main_method.upper()} (ours) vs reported"
+    )
+
+
+def _finished(run_dir: Path, key: str) -> bool:
+    p = run_dir / "metrics.json"
+    if not (p.exists() and (run_dir / SCORES_FILE).exists()):
+        return False
+    try:
+        return json.loads(p.read_text()).get("config_key") == key
+    except json.JSONDecodeError:
+        return False
+
+
+def train_and_evaluate(cfg: ESADConfig, run_dir: Path | None = None, progress: bool = True) -> dict:
+    """Train ``cfg`` (unless already trained) and evaluate it; a finished run is skipped.
+
+    ``run_dir=None`` uses ``train_or_load``'s cache folder (``cache_dir()/runs/<cfg.key()>``),
+    so the notebooks reuse the models ``esad demo`` trained.  An interrupted training resumes.
+    """
+    if run_dir is None:
+        run_dir = run_dir_for(cfg)
+    if _finished(run_dir, cfg.key()):
+        return load_metrics(run_dir)
+    if run_dir == run_dir_for(cfg):
+        train_or_load(cfg, progress=progress)
+    elif not (run_dir / MODEL_FILE).exists():
+        train(cfg, run_dir, resume=True, progress=progress)
+    return evaluate_run(run_dir, progress=progress)
+
+
+def _cached(out_dir: Path, key: str) -> dict | None:
+    return load_metrics(out_dir) if _finished(out_dir, key) else None
+
+
+def naive_metrics(cfg: ESADConfig, out_dir: Path) -> dict:
+    """Naive baseline metrics for ``cfg.category``, cached in ``out_dir`` (metrics.json, scores.csv)."""
+    key = cfg.key()
+    m = _cached(out_dir, key)
+    if m is not None:
+        return m
+    m, rows = evaluate_naive(cfg, return_rows=True)
+    m.update({"config_key": key, "dataset": cfg.dataset, "profile": cfg.profile, "config": cfg.to_dict()})
+    m["image_size"] = list(cfg.image_size)
+    m["score_map"] = "naive z-score"
+    atomic_write_text(out_dir / SCORES_FILE, scores_csv_rows(rows))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return m
+
+
+def patchcore_metrics(cfg: ESADConfig, out_dir: Path, progress: bool = True) -> dict:
+    """PatchCore-style metrics on ImageNet features for ``cfg.category``, cached in ``out_dir``."""
+    key = cfg.replace(feature_extractor=PATCHCORE_EXTRACTOR).key()
+    m = _cached(out_dir, key)
+    if m is not None:
+        return m
+    m = evaluate_patchcore(cfg, out_dir, extractor=PATCHCORE_EXTRACTOR, progress=progress)
+    m["config_key"] = key
+    atomic_write_text(out_dir / "metrics.json", json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return m
+
+
+def read_scores(run_dir: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
+    """``(scores [N], label names, image ids)`` from ``RUN/scores.csv``; ids are
+    ``<label>/<file stem>`` so that two methods' rows can be matched for a paired comparison."""
+    p = Path(run_dir) / SCORES_FILE
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found; evaluate the run first (`esad evaluate {run_dir}`)")
+    with p.open() as f:
+        rows = list(csv.DictReader(f))
+    scores = np.asarray([float(r["score"]) for r in rows])
+    names = [r["label"] for r in rows]
+    ids = [f"{r['label']}/{Path(r['path']).stem}" for r in rows]
+    return scores, names, ids
+
+
+def _aligned(a: tuple, b: tuple) -> tuple[tuple, tuple]:
+    """Both score tables in the same image order (sorted by id)."""
+    out = []
+    for scores, names, ids in (a, b):
+        order = np.argsort(np.asarray(ids), kind="stable")
+        out.append((scores[order], [names[i] for i in order], [ids[i] for i in order]))
+    return out[0], out[1]
+
+
+def paired_differences(
+    base_dirs: dict[str, Path],
+    other_dirs: dict[str, dict[str, Path]],
+    kind: str = "structural",
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    """Paired bootstrap differences of the image AUROC, ``base - other``, per category and mean.
+
+    ``base_dirs[category]`` and ``other_dirs[method][category]`` are folders with ``scores.csv``.
+    The mean's interval is the percentile interval of the per-resample mean over categories
+    (each category resampled independently: their test sets are independent).
+    """
+    diffs: dict[str, dict[str, dict]] = {}
+    means: dict[str, dict] = {}
+    for method, dirs in other_dirs.items():
+        diffs[method], samples = {}, []
+        for cat, d in dirs.items():
+            a, b = _aligned(read_scores(base_dirs[cat]), read_scores(d))
+            res = paired_image_auroc_by_type(*a[:2], *b[:2], a[2], b[2], seed=seed, return_samples=True)
+            r = res[kind]
+            if r is None:
+                continue
+            samples.append(r.pop("samples"))
+            for k in ANOMALY_TYPES + ("mean",):
+                if res[k] is not None:
+                    res[k].pop("samples", None)
+            diffs[method][cat] = r
+        if samples:
+            mean_diff = float(np.mean([diffs[method][c]["diff"] for c in diffs[method]]))
+            lo, hi = percentile_interval(np.mean(samples, axis=0), 0.95)
+            means[method] = {
+                "diff": mean_diff,
+                "low": lo,
+                "high": hi,
+                "excludes_zero": bool(lo > 0.0 or hi < 0.0),
+                "n_categories": len(samples),
+                "method": METHOD_PAIRED,
+            }
+    return diffs, means
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(profile: str, categories: Sequence[str], seconds: float) -> dict[str, Any]:
+    """Where a table came from: commit, date, threads, profile, seeds, machine, time taken."""
+    cfg = get_config(profile)
+    return {
+        "commit": _git_commit(),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "profile": profile,
+        "categories": list(categories),
+        "seed": cfg.seed,
+        "synth_seed": cfg.synth_seed,
+        "seconds": round(float(seconds), 1),
+    }
+
+
+@dataclass
+class DemoResult:
+    """What ``run_demo`` measured and wrote."""
+
+    text: str  # the markdown report (report.md)
+    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> category -> metrics
+    paired: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    report_dir: Path | None = None
+
+
+def _provenance_md(p: dict[str, Any]) -> str:
+    return (
+        f"\nMeasured {p['date']} at commit `{p['commit']}`, profile `{p['profile']}`, torch {p['torch']} "
+        f"with {p['torch_threads']} threads, training seed {p['seed']}, synthetic test set seed "
+        f"{p['synth_seed']}; {p['seconds']:.0f} s in all.\n"
+    )
+
+
+def run_demo(
+    profile: str = "demo",
+    out: str | Path | None = None,
+    categories: Sequence[str] = CATEGORIES,
+    with_riad: bool = False,
+    with_naive: bool = True,
+    with_patchcore: bool = False,
+    progress: bool = True,
+) -> DemoResult:
+    """Train + evaluate ESAD (and the baselines asked for) per synthetic category; the tables.
+
+    Writes ``report.md`` and ``demo.json`` to ``out`` (default ``<data root>/runs/<profile>``).
+    ESAD and RIAD runs live in ``out/<category>/<method>`` or, without ``out``, in
+    ``train_or_load``'s cache (shared with the notebooks).
+    """
+    report_dir = Path(out) if out is not None else data_root() / "runs" / profile
+    t0 = time.perf_counter()
+    metrics: dict[str, dict[str, dict]] = {"esad": {}}
+    dirs: dict[str, dict[str, Path]] = {"esad": {}}
+    for cat in categories:
+        cfg = get_config(profile, category=cat, dataset="synthetic")
+        jobs: list[tuple[str, ESADConfig]] = [("esad", cfg)]
+        if with_riad:
+            jobs.append(("riad", riad_config(cfg)))
+        for method, c in jobs:
+            d = Path(out) / cat / method if out is not None else run_dir_for(c)
+            metrics.setdefault(method, {})[cat] = train_and_evaluate(c, d, progress)
+            dirs.setdefault(method, {})[cat] = d
+        if with_naive:
+            d = report_dir / cat / "naive"
+            metrics.setdefault("naive", {})[cat] = naive_metrics(cfg, d)
+            dirs.setdefault("naive", {})[cat] = d
+        if with_patchcore:
+            d = report_dir / cat / "patchcore"
+            metrics.setdefault("patchcore", {})[cat] = patchcore_metrics(cfg, d, progress)
+            dirs.setdefault("patchcore", {})[cat] = d
+        print(f"[{time.perf_counter() - t0:6.0f} s] {summary_line(metrics['esad'][cat])}", file=sys.stderr)
+    labels = {"riad": "RIAD (ours)", "patchcore": "PatchCore-style (ours)", "naive": "naive (ours)"}
+    extra = {labels[m]: metrics[m] for m in ("riad", "patchcore", "naive") if m in metrics}
+    text = format_report(metrics["esad"], extra=extra, title=f"ESAD (ours, `{profile}` profile) vs reported")
+    names = {"riad": "RIAD", "patchcore": "PatchCore", "naive": "naive"}
+    others = {names[m]: dirs[m] for m in ("riad", "patchcore", "naive") if m in dirs}
+    paired: dict[str, Any] = {}
+    if others:
+        diffs, means = paired_differences(dirs["esad"], others)
+        paired = {"structural_image_auroc": {"per_category": diffs, "mean": means}}
+        text += "\n" + format_paired(diffs, means)
+    prov = provenance(profile, categories, time.perf_counter() - t0)
+    text += _provenance_md(prov)
+    blob = {"provenance": prov, "metrics": metrics, "paired": paired}
+    atomic_write_text(report_dir / "report.md", text)
+    atomic_write_text(report_dir / "demo.json", json.dumps(json_safe(blob), indent=1, sort_keys=True) + "\n")
+    return DemoResult(text=text, metrics=metrics, paired=paired, provenance=prov, report_dir=report_dir)
