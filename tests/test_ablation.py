@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from esad_lib import ablation, metrics, uncertainty
-from esad_lib.ablate_cli import base_config, register
+from esad_lib.cli.ablate import base_config, register
 from esad_lib.config import PRESETS, get_config
 
 

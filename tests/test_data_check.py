@@ -86,7 +86,7 @@ def test_not_a_loco_root(tmp_path):
 
 
 def test_cli_exit_codes(tiny, capsys):
-    from esad_lib.data.cli import register
+    from esad_lib.cli.data import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

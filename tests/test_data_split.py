@@ -192,7 +192,7 @@ def test_official_count_check():
 
 
 def test_cli(tiny, tmp_path, capsys):
-    from esad_lib.data.cli import register
+    from esad_lib.cli.data import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
@@ -213,9 +213,9 @@ def test_cli_count_mismatch_is_a_warning_unless_strict(tmp_path, capsys):
     named like LOCO) is written and exits 0 with a warning; --strict exits 1."""
     import shutil
 
+    from esad_lib.cli.data import register
     from esad_lib.config import get_config
     from esad_lib.data import dataset_root
-    from esad_lib.data.cli import register
 
     src = tmp_path / "loco_named"  # the synthetic benchmark without its manifest: looks official
     shutil.copytree(dataset_root(get_config("smoke")), src, ignore=shutil.ignore_patterns("synthetic.json"))

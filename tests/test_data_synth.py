@@ -128,7 +128,7 @@ def test_ensure_synthetic_concurrent_calls(tmp_path, monkeypatch):
 
 
 def test_cli(tmp_path):
-    from esad_lib.data.cli import register
+    from esad_lib.cli.data import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

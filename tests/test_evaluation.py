@@ -130,7 +130,7 @@ def test_format_report_partial_and_extra_columns():
 
 
 def test_report_cli_reads_metrics_json(smoke_run, capsys):
-    from esad_lib import eval_cli
+    from esad_lib.cli import evaluate as eval_cli
 
     run, metrics = smoke_run
     parser = argparse.ArgumentParser()
@@ -143,7 +143,7 @@ def test_report_cli_reads_metrics_json(smoke_run, capsys):
 
 
 def test_evaluate_cli_with_scoring_override(smoke_run, capsys):
-    from esad_lib import eval_cli
+    from esad_lib.cli import evaluate as eval_cli
 
     run, _ = smoke_run
     parser = argparse.ArgumentParser()

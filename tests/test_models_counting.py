@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from esad_lib.cli.models import register
 from esad_lib.config import get_config
 from esad_lib.models import LightweightUNet, build_model, build_unet
-from esad_lib.models.cli import register
 from esad_lib.models.counting import count_macs, count_parameters, model_info
 
 

@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from esad_lib import train_cli
+from esad_lib.cli import train as train_cli
 from esad_lib.config import PRESETS
+from esad_lib.overrides import parse_overrides
 
 
 def test_set_overrides_are_converted_with_the_field_types():
-    got = train_cli.parse_overrides(
+    got = parse_overrides(
         [
             "lr=2e-4",
             "epochs=7",
@@ -36,7 +37,7 @@ def test_set_overrides_are_converted_with_the_field_types():
         "feature_weights": "/w/resnet18.pth",
         "category": "pushpins",
     }
-    assert train_cli.parse_overrides(["max_test_images=5"]) == {"max_test_images": 5}
+    assert parse_overrides(["max_test_images=5"]) == {"max_test_images": 5}
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def test_set_overrides_are_converted_with_the_field_types():
 )
 def test_bad_set_overrides_name_the_problem(item, message):
     with pytest.raises(ValueError, match=message):
-        train_cli.parse_overrides([item])
+        parse_overrides([item])
 
 
 def test_explicit_profile_beats_env_and_flags_apply(monkeypatch):

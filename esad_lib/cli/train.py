@@ -8,86 +8,20 @@
 
 ``--set key=value`` sets any ``ESADConfig`` field; the value is converted with the field's
 type (``int``, ``float``, ``bool`` as true/false, tuples as comma-separated values, ``none``
-for optional fields).  The module also runs on its own: ``python -m esad_lib.train_cli ...``.
+for optional fields).  The module also runs on its own: ``python -m esad_lib.cli.train ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
-import types
-import typing
+from pathlib import Path
 from typing import Any
 
 from esad_lib.config import PRESETS, PROFILES, ESADConfig, profile_name
+from esad_lib.overrides import parse_overrides
 
-__all__ = ["build_config", "convert_value", "main", "parse_overrides", "register"]
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(ESADConfig)
-
-
-def convert_value(name: str, text: str, tp: Any) -> Any:
-    """``text`` converted to the type ``tp`` of config field ``name`` (clear error otherwise)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if text.strip().lower() in ("none", "null") and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:
-            return convert_value(name, text, non_none[0])
-        raise ValueError(f"--set {name}: unsupported field type {tp}")
-    if origin is tuple:
-        items = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(convert_value(name, t, args[0]) for t in items)
-        if len(items) != len(args):
-            raise ValueError(f"--set {name}: expected {len(args)} comma-separated values, got {text!r}")
-        return tuple(convert_value(name, t, a) for t, a in zip(items, args))
-    if tp is bool:
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"--set {name}: expected true/false, got {text!r}")
-    if tp is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"--set {name}: expected an integer, got {text!r}") from None
-    if tp is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"--set {name}: expected a number, got {text!r}") from None
-    if tp is str:
-        return text
-    raise ValueError(f"--set {name}: unsupported field type {tp}")
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=1e-3", "cutout_sizes=2,4"]`` -> ``{"lr": 0.001, "cutout_sizes": (2, 4)}``."""
-    types_ = _field_types()
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if key not in types_:
-            close = difflib.get_close_matches(key, list(types_), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"--set: unknown config field {key!r}{hint}")
-        out[key] = convert_value(key, text, types_[key])
-    return out
-
+__all__ = ["build_config", "main", "register"]
 
 def build_config(args: argparse.Namespace) -> ESADConfig:
     """The config an ``esad train`` command line asks for (explicit ``--profile`` beats ESAD_PROFILE)."""
@@ -108,8 +42,6 @@ def build_config(args: argparse.Namespace) -> ESADConfig:
     changes.update(parse_overrides(args.set or []))
     cfg = PRESETS[name].replace(**changes)
     if cfg.dataset != "synthetic":
-        from pathlib import Path
-
         cfg = cfg.replace(dataset=str(Path(cfg.dataset).expanduser().resolve()))
     return cfg
 

@@ -12,34 +12,18 @@ device.  Re-running the same command skips finished runs and resumes unfinished 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from esad_lib.config import CATEGORIES, PRESETS, PROFILES, ESADConfig, profile_name
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    """``["epochs=3", "cutout_sizes=[4,8]"]`` -> ``{"epochs": 3, "cutout_sizes": (4, 8)}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE (e.g. --set epochs=3)")
-        k, v = item.split("=", 1)
-        try:
-            val = json.loads(v)
-        except json.JSONDecodeError:
-            val = v  # a plain string, e.g. --set dataset=/data/loco
-        out[k.strip()] = tuple(val) if isinstance(val, list) else val
-    return out
+from esad_lib.overrides import parse_overrides
 
 
 def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ESADConfig:
     """The profile preset (explicit ``--profile`` wins over ``ESAD_PROFILE``) plus overrides."""
     name = profile or profile_name(None)
     cfg = PRESETS[name]
-    overrides = _parse_set(sets)
+    overrides = parse_overrides(sets)
     if dataset:
         overrides["dataset"] = dataset
     try:

@@ -1,8 +1,14 @@
-"""The ``esad`` command line.
+"""The ``esad`` command line: one small module per command group, each argparse plus a library call.
 
-Each area of the library contributes its sub-commands from its own small module: a module
-listed in ``COMMAND_MODULES`` exposes ``register(subparsers)`` that adds its parsers and
-sets ``func`` (``args -> exit code``) on each.
+A module listed in ``COMMAND_MODULES`` exposes ``register(subparsers)`` that adds its parsers
+and sets ``func`` (``args -> exit code``) on each:
+
+* ``esad_lib.cli.data``     -- ``split``, ``check``, ``synth``
+* ``esad_lib.cli.models``   -- ``model-info``
+* ``esad_lib.cli.train``    -- ``train``
+* ``esad_lib.cli.evaluate`` -- ``evaluate``, ``score-maps``, ``report``, ``demo``
+* ``esad_lib.cli.ablate``   -- ``ablate``
+* ``esad_lib.bench_cli``    -- ``bench``
 """
 
 from __future__ import annotations
@@ -13,11 +19,11 @@ import sys
 
 #: modules that contribute sub-commands, in the order ``esad --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "esad_lib.data.cli",
-    "esad_lib.models.cli",
-    "esad_lib.train_cli",
-    "esad_lib.eval_cli",
-    "esad_lib.ablate_cli",
+    "esad_lib.cli.data",
+    "esad_lib.cli.models",
+    "esad_lib.cli.train",
+    "esad_lib.cli.evaluate",
+    "esad_lib.cli.ablate",
     "esad_lib.bench_cli",
 )
 

@@ -1,6 +1,6 @@
 """``esad model-info``: parameters and MACs of the networks of a profile (ESAD, Sec. 3.3).
 
-Register with ``esad_lib.cli.COMMAND_MODULES`` (module ``esad_lib.models.cli``).
+Registered by ``esad_lib.cli`` (``COMMAND_MODULES``).
 """
 
 from __future__ import annotations

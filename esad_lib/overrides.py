@@ -1,0 +1,82 @@
+"""Config overrides from text: ``--set key=value`` of ``esad train`` and ``esad ablate``.
+
+``parse_overrides(["lr=1e-3", "cutout_sizes=2,4"])`` -> ``{"lr": 0.001, "cutout_sizes": (2, 4)}``:
+each value is converted with the type of its ``ESADConfig`` field (``int``, ``float``, ``bool`` as
+true/false, tuples as comma-separated values with optional brackets, ``none`` for optional
+fields); an unknown field or a value of the wrong type is a clear error naming the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any
+
+from esad_lib.config import ESADConfig
+
+__all__ = ["convert_value", "parse_overrides"]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(ESADConfig)
+
+
+def convert_value(name: str, text: str, tp: Any) -> Any:
+    """``text`` converted to the type ``tp`` of config field ``name`` (clear error otherwise)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() in ("none", "null") and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return convert_value(name, text, non_none[0])
+        raise ValueError(f"--set {name}: unsupported field type {tp}")
+    if origin is tuple:
+        items = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(convert_value(name, t, args[0]) for t in items)
+        if len(items) != len(args):
+            raise ValueError(f"--set {name}: expected {len(args)} comma-separated values, got {text!r}")
+        return tuple(convert_value(name, t, a) for t, a in zip(items, args))
+    if tp is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"--set {name}: expected true/false, got {text!r}")
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--set {name}: expected an integer, got {text!r}") from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--set {name}: expected a number, got {text!r}") from None
+    if tp is str:
+        return text
+    raise ValueError(f"--set {name}: unsupported field type {tp}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=1e-3", "cutout_sizes=2,4"]`` -> ``{"lr": 0.001, "cutout_sizes": (2, 4)}``."""
+    types_ = _field_types()
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in types_:
+            close = difflib.get_close_matches(key, list(types_), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"--set: unknown config field {key!r}{hint}")
+        out[key] = convert_value(key, text, types_[key])
+    return out
