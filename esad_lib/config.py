@@ -64,6 +64,9 @@ class ESADConfig:
     category: str = "breakfast_box"  # [paper] one of the five MVTec LOCO AD categories
     #: network input size (H, W); images are resized to it.  [RIAD]/[paper]: 256x256.
     image_size: tuple[int, int] = (256, 256)
+    #: keep each category's aspect ratio: the long side is max(image_size), the short one
+    #: follows the images (rounded to a multiple of 16).  [paper]/[RIAD] squash to 256x256: False.
+    keep_aspect: bool = False
     #: synthetic benchmark: longest image side and per-category counts
     #: (train, validation, test good, test logical, test structural).  [ours]
     synth_max_side: int = 256

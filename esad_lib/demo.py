@@ -136,7 +136,6 @@ def naive_metrics(cfg: ESADConfig, out_dir: Path) -> dict:
         return m
     m, rows = evaluate_naive(cfg, return_rows=True)
     m.update({"config_key": key, "dataset": cfg.dataset, "profile": cfg.profile, "config": cfg.to_dict()})
-    m["image_size"] = list(cfg.image_size)
     m["score_map"] = "naive z-score"
     atomic_write_text(out_dir / SCORES_FILE, scores_csv_rows(rows))
     atomic_write_text(out_dir / "metrics.json", json.dumps(m, indent=2, sort_keys=True) + "\n")

@@ -41,7 +41,7 @@ import numpy as np
 
 from esad_lib.baselines import naive_zscore_scores
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
-from esad_lib.data import LOCODataset, dataset_root, load_defects_config
+from esad_lib.data import LOCODataset, dataset_root, input_size, load_defects_config
 from esad_lib.maps_io import export_maps, read_maps
 from esad_lib.metrics import (
     SPRO_LIMITS,
@@ -227,7 +227,7 @@ def evaluate_model(
             "profile": cfg.profile,
             "dataset": cfg.dataset,
             "dataset_root": str(root),
-            "image_size": list(cfg.image_size),
+            "image_size": list(input_size(cfg, root)),
             "score_map": cfg.score_map,
             "smoothing": cfg.smoothing,
             "map_normalization": cfg.map_normalization,
@@ -397,12 +397,13 @@ def evaluate_naive(
     defects = load_defects_config(root / cfg.category)
     if max_images is None:
         max_images = getattr(cfg, "max_test_images", None)
-    train = LOCODataset(root, cfg.category, "train", image_size=tuple(cfg.image_size), labels=["good"])
+    size = input_size(cfg, root)
+    train = LOCODataset(root, cfg.category, "train", image_size=size, labels=["good"])
     train_imgs = np.stack([_hwc_255(train[i]["image"]) for i in range(len(train))])
     names, imgs, chans, sizes, paths = [], [], [], [], []
     for lab in ("good", *ANOMALY_TYPES):
         ds = LOCODataset(
-            root, cfg.category, "test", image_size=tuple(cfg.image_size), labels=[lab], return_channels=True
+            root, cfg.category, "test", image_size=size, labels=[lab], return_channels=True
         )
         n = len(ds) if max_images is None else min(len(ds), int(max_images))
         for i in range(n):
@@ -415,7 +416,9 @@ def evaluate_naive(
     _, maps = naive_zscore_scores(train_imgs, np.stack(imgs))
     full = [upsample_map(np.asarray(m), s) for m, s in zip(maps, sizes)]
     out = metrics_from_maps(full, chans, names, defects)
-    out.update({"category": cfg.category, "method": "naive", "counts": counts_of(names)})
+    out.update(
+        {"category": cfg.category, "method": "naive", "counts": counts_of(names), "image_size": list(size)}
+    )
     if not return_rows:
         return out
     scores = image_scores_of_maps(full)

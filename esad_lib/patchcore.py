@@ -53,7 +53,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from esad_lib.config import ESADConfig, resolve_device
-from esad_lib.data import LOCODataset, collate_keep_lists, dataset_root, list_samples, load_defects_config
+from esad_lib.data import (
+    LOCODataset,
+    collate_keep_lists,
+    dataset_root,
+    input_size,
+    list_samples,
+    load_defects_config,
+)
 from esad_lib.evaluation import (
     METRICS_FILE,
     METRICS_SCHEMA,
@@ -435,7 +442,7 @@ def build_patchcore(
 
 def _dataset(cfg: ESADConfig, root: Path, split: str, label: str, channels: bool, max_images: int | None):
     ds = LOCODataset(
-        root, cfg.category, split, image_size=tuple(cfg.image_size), labels=[label], return_channels=channels
+        root, cfg.category, split, image_size=input_size(cfg, root), labels=[label], return_channels=channels
     )
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
     return ds if n == len(ds) else torch.utils.data.Subset(ds, list(range(n)))
@@ -512,9 +519,9 @@ def score_dataset_patchcore(
         )
     elif extractor is not None or params:
         raise ValueError("pass either a fitted detector or extractor/params to build one, not both")
-    if tuple(cfg.image_size) != detector.image_size:
+    if input_size(cfg, root) != detector.image_size:
         raise ValueError(
-            f"the PatchCore was fitted at {detector.image_size} but cfg.image_size is {tuple(cfg.image_size)}"
+            f"the PatchCore was fitted at {detector.image_size} but the input size is {input_size(cfg, root)}"
         )
     out = ScoreResult(
         scores=np.zeros(0),
@@ -595,7 +602,7 @@ def evaluate_patchcore(
             "profile": cfg.profile,
             "dataset": cfg.dataset,
             "dataset_root": str(root),
-            "image_size": list(cfg.image_size),
+            "image_size": list(input_size(cfg, root)),
             "score_map": "nearest_neighbour",
             "smoothing": used.smoothing,
             "map_normalization": "none",

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from esad_lib.config import ESADConfig
+from esad_lib.data import LOCODataset, collate_keep_lists, dataset_root, input_size, list_samples
 
 SCORE_MAPS = ("pixel", "feature")
 SMOOTHINGS = ("mean", "gaussian", "none")
@@ -394,8 +395,6 @@ def _orig_size(item_size) -> tuple[int, int]:
 
 
 def _available_labels(root: Path, category: str, split: str, labels: Sequence[str] | None) -> list[str]:
-    from esad_lib.data import list_samples
-
     wanted = list(labels) if labels is not None else ["good", "logical", "structural"]
     return [lab for lab in wanted if list_samples(root, category, split=split, labels=[lab])]
 
@@ -419,8 +418,6 @@ def score_dataset(
     first images in sorted order).  Returns maps at network resolution plus the original
     sizes; ``keep_channels`` also loads the ground-truth channels at original size.
     """
-    from esad_lib.data import dataset_root
-
     check_scoring_config(cfg)
     root = Path(root) if root is not None else dataset_root(cfg)
     if max_images is None:
@@ -454,8 +451,6 @@ def score_dataset(
 
 def _score_labels(model, cfg, root, split, present, max_images, extractor, stats, bs, progress, out) -> None:
     """The loop of ``score_dataset``: fills ``out`` label by label, batch by batch."""
-    from esad_lib.data import LOCODataset, collate_keep_lists
-
     device = _model_device(model)
     keep_channels = out.channels is not None
     for lab in present:
@@ -463,7 +458,7 @@ def _score_labels(model, cfg, root, split, present, max_images, extractor, stats
             root,
             cfg.category,
             split,
-            image_size=tuple(cfg.image_size),
+            image_size=input_size(cfg, root),
             labels=[lab],
             return_channels=keep_channels,
         )

@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from esad_lib.config import ESADConfig, resolve_device, seed_everything
-from esad_lib.data import LOCODataset, dataset_root
+from esad_lib.data import LOCODataset, dataset_root, input_size
 from esad_lib.distributed import (
     DistInfo,
     all_ranks_finite,
@@ -220,7 +220,7 @@ def _datasets(cfg: ESADConfig, info: DistInfo) -> tuple[_Images, _Images]:
     """``train/good`` and ``validation/good`` of ``cfg.category`` (the synthetic benchmark is
     generated on first use, by one process per node)."""
     root = Path(local_main_first(lambda: dataset_root(cfg), info))
-    size = tuple(cfg.image_size)
+    size = input_size(cfg, root)
     train_ds = LOCODataset(root, cfg.category, "train", image_size=size)
     val_ds = LOCODataset(root, cfg.category, "validation", image_size=size)
     if len(train_ds) == 0:

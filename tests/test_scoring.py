@@ -184,3 +184,23 @@ def test_scoring_batch_is_eval_batch_size_not_the_training_batch(tiny_model, mon
     np.testing.assert_allclose(a.scores, b.scores, atol=FAST_PATH_ATOL)
     # a runtime field: the same trained model and cache key
     assert cfg.replace(eval_batch_size=3).key() == cfg.key()
+
+
+def test_keep_aspect_sizes_follow_each_category_and_reach_the_maps(tiny_model):
+    """``keep_aspect``: long side = max(image_size), short side from the images' aspect ratio,
+    both multiples of 16; training and scoring use it (maps at that size)."""
+    from esad_lib.data import dataset_root, image_size, input_size, list_samples
+
+    model, cfg = tiny_model
+    root = dataset_root(cfg)
+    assert input_size(cfg, root) == tuple(cfg.image_size)  # squash (the paper), the default
+    for cat in ("pushpins", "juice_bottle", "breakfast_box"):
+        c = cfg.replace(category=cat, keep_aspect=True, image_size=(64, 64))
+        h, w = input_size(c, root)
+        h0, w0 = image_size(list_samples(root, cat, split="train")[0].path)
+        assert max(h, w) == 64 and h % 16 == 0 and w % 16 == 0
+        assert (h >= w) == (h0 >= w0)
+        assert abs(min(h, w) - 64 * min(h0, w0) / max(h0, w0)) <= 8  # nearest multiple of 16
+    c = cfg.replace(keep_aspect=True, image_size=(48, 48))
+    res = score_dataset(model, c, root=root, max_images=1, progress=False)
+    assert {m.shape for m in res.maps} == {input_size(c, root)}

@@ -17,6 +17,7 @@ from esad_lib.data.loco import (
     categories,
     collate_keep_lists,
     image_size,
+    network_input_size,
     is_loco_root,
     list_samples,
     load_channel_masks,
@@ -25,7 +26,7 @@ from esad_lib.data.loco import (
     load_mask,
     union_mask,
 )
-from esad_lib.data.roots import dataset_root, find_loco_root, validate_root
+from esad_lib.data.roots import dataset_root, find_loco_root, input_size, validate_root
 from esad_lib.data.split import split_dataset
 from esad_lib.data.synth import ensure_synthetic, generate_synthetic, synthetic_defects, synthetic_size
 
@@ -43,10 +44,12 @@ __all__ = [
     "check_dataset",
     "collate_keep_lists",
     "dataset_root",
+    "input_size",
     "ensure_synthetic",
     "find_loco_root",
     "generate_synthetic",
     "image_size",
+    "network_input_size",
     "is_loco_root",
     "list_samples",
     "load_channel_masks",

@@ -270,6 +270,39 @@ def union_mask(channels: np.ndarray) -> np.ndarray:
     return np.asarray(channels).astype(bool).any(axis=0)
 
 
+#: network input sides are rounded to a multiple of this (the U-Nets' four 2x2 poolings), so
+#: an aspect-preserving size needs no padding.
+SIDE_MULTIPLE = 16
+
+
+def network_input_size(
+    root: str | Path, category: str, size: Sequence[int], keep_aspect: bool
+) -> tuple[int, int]:
+    """The ``(H, W)`` images of ``category`` are resized to for the networks.
+
+    ``keep_aspect=False``: ``size`` itself (the paper and RIAD squash every image to 256x256).
+    ``keep_aspect=True``: the longer side becomes ``max(size)`` and the shorter
+    one keeps the category's aspect ratio (read from its first ``train/good`` image; MVTec
+    LOCO's images of one category share one size), each side rounded to the nearest multiple
+    of ``SIDE_MULTIPLE`` (at least one multiple).
+    """
+    if not keep_aspect:
+        return int(size[0]), int(size[1])
+    train = list_samples(root, category, split="train")
+    if not train:
+        raise DatasetLayoutError(
+            f"{Path(root) / category / 'train' / 'good'}: no image to read the aspect ratio from"
+        )
+    h0, w0 = image_size(train[0].path)
+    long_side = int(max(size))
+    scale = long_side / max(h0, w0)
+
+    def side(x: float) -> int:
+        return max(SIDE_MULTIPLE, int(round(x / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
+
+    return side(h0 * scale), side(w0 * scale)
+
+
 def _to_tensor_image(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
 

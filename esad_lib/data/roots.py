@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from esad_lib.config import CATEGORIES
-from esad_lib.data.loco import DatasetLayoutError, categories
+from esad_lib.data.loco import DatasetLayoutError, categories, network_input_size
 from esad_lib.data.synth import ensure_synthetic
 
 #: folder names under the data root where the real dataset is looked for by ``"auto"``.
@@ -66,3 +66,11 @@ def dataset_root(cfg) -> Path:
         real = find_loco_root()
         return validate_root(real, category) if real is not None else ensure_synthetic(cfg)
     return validate_root(ds, category)
+
+
+def input_size(cfg, root: str | Path | None = None) -> tuple[int, int]:
+    """``(H, W)`` of the network input for ``cfg.category``: ``cfg.image_size``, or with
+    ``cfg.keep_aspect`` the category's aspect ratio at long side ``max(cfg.image_size)``
+    (``esad_lib.data.loco.network_input_size``)."""
+    root = Path(root) if root is not None else dataset_root(cfg)
+    return network_input_size(root, cfg.category, cfg.image_size, cfg.keep_aspect)
