@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from esad_lib.anomaly_map import upsample_map
 from esad_lib.baselines import naive_zscore_scores
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import LOCODataset, dataset_root, input_size, load_defects_config
@@ -52,7 +53,7 @@ from esad_lib.metrics import (
     pixel_auroc,
 )
 from esad_lib.paths import atomic_write_text
-from esad_lib.scoring import ScoreResult, score_split_normalised, upsample_map
+from esad_lib.scoring import ScoreResult, score_split_normalised
 from esad_lib.uncertainty import DEFAULT_N_BOOT, METHOD_BOOT, au_spro_ci_by_type, image_auroc_ci_by_type
 
 ANOMALY_TYPES = ("structural", "logical")

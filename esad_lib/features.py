@@ -19,7 +19,7 @@ interface and the ImageNet ones are optional:
 Every extractor takes images in [-1, 1] (the project's convention) and performs the ImageNet
 normalisation itself when the backbone is a torchvision one (EfficientNet-Lite0 was trained on
 inputs scaled to about [-1, 1] and maps them itself, see ``esad_lib.efficientnet.tf_lite_input``).
-``feature_distance_map`` turns two images into an anomaly map: per layer the per-position
+``esad_lib.anomaly_map.feature_distance_map`` turns two images into an anomaly map: per layer the per-position
 distance 1 - cos(f(x), f(y)) between channel vectors, upsampled bilinearly and averaged over layers.
 """
 
@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esad_lib.efficientnet import (
@@ -49,8 +48,6 @@ __all__ = [
     "RandomCNN",
     "available_extractors",
     "build_feature_extractor",
-    "compare_offline_extractors",
-    "feature_distance_map",
     "hub_weights_path",
 ]
 
@@ -327,98 +324,3 @@ def available_extractors() -> dict[str, dict[str, Any]]:
         p = hub_weights_path(name)
         out[name] = {"available": p.is_file(), "needs": f"ImageNet weights {p.name}", "weights": str(p)}
     return out
-
-
-# ---- feature-level anomaly map --------------------------------------------------------------
-def _normalise_channels(f: Tensor, eps: float = 1e-8) -> Tensor:
-    return f / f.norm(dim=1, keepdim=True).clamp_min(eps)
-
-
-def feature_distance_map(
-    extractor: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    out_size: tuple[int, int] | None = None,
-    layers: Sequence[int] | None = None,
-) -> Tensor:
-    """Feature-level anomaly map [B, 1, H_out, W_out] between images x and y ([B,3,H,W] in [-1,1]).
-
-    Per layer l and position p, with channel vectors a = f_l(x)[:, :, p] and b = f_l(y)[:, :, p]:
-        d_l(p) = 1/2 || a/|a| - b/|b| ||^2  ( = 1 - cos(a, b) for non-zero a, b; in [0, 2] )
-    A zero vector stays zero after normalisation, so identical inputs always give d = 0 (plain
-    1 - cos would give 1 where a ReLU feature vector is all zero).  Each d_l is upsampled
-    bilinearly to ``out_size`` (default: the input size) and the maps are averaged over
-    ``layers`` (default: all layers the extractor returns).
-    """
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    size = tuple(out_size) if out_size is not None else tuple(x.shape[-2:])
-    fx = extractor(x)
-    fy = extractor(y)
-    idx = list(layers) if layers is not None else list(range(len(fx)))
-    total = None
-    for i in idx:
-        a, b = _normalise_channels(fx[i].float()), _normalise_channels(fy[i].float())
-        # d_l = 0.5 * sum_c (a_hat - b_hat)^2
-        d = 0.5 * (a - b).pow(2).sum(dim=1, keepdim=True)
-        d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-        total = d if total is None else total + d
-    # mean over layers
-    return total / len(idx)
-
-
-# ---- choosing the offline default by measurement --------------------------------------------
-@torch.no_grad()
-def compare_offline_extractors(
-    model: nn.Module,
-    images: Tensor,
-    labels: Sequence[int],
-    cutout_size: int = 8,
-    names: Sequence[str] = OFFLINE_EXTRACTORS,
-    masks: Tensor | None = None,
-    batch_size: int = 8,
-    seed: int = 0,
-) -> dict[str, dict[str, float]]:
-    """Measure which offline extractor separates good from anomalous images best.
-
-    ``model``: a trained ``ESADModel``; ``images`` [N,3,H,W] in [-1,1]; ``labels`` 0 good / 1
-    anomalous; optional ``masks`` [N,1,H,W] (union ground truth) for a pixel AUROC.
-    For each name, reconstructs every image (``model(img, cutout_size, fill=model.test_fill)``), computes
-    ``feature_distance_map`` and reports the image AUROC of its max (and pixel AUROC when masks
-    are given) and the milliseconds per image of the map computation.  Returns
-    {name: {"image_auroc": ..., "pixel_auroc": ..., "ms_per_image": ...}}.
-    """
-    import time
-
-    import numpy as np
-
-    from esad_lib.metrics import image_auroc, pixel_auroc
-
-    model.eval()
-    fill = getattr(model, "test_fill", "test")  # "zero" for a RIAD model
-    gen = torch.Generator().manual_seed(seed)
-    recons = []
-    for i in range(0, len(images), batch_size):
-        out = model(images[i : i + batch_size], cutout_size, fill=fill, generator=gen)
-        recons.append(out.recon)
-    recon = torch.cat(recons)
-    labels_np = np.asarray(labels)
-    results: dict[str, dict[str, float]] = {}
-    for name in names:
-        ext = build_feature_extractor(name, model=model, seed=seed, device=images.device)
-        t0 = time.perf_counter()
-        maps = torch.cat(
-            [
-                feature_distance_map(ext, images[i : i + batch_size], recon[i : i + batch_size])
-                for i in range(0, len(images), batch_size)
-            ]
-        )[:, 0]
-        ms = 1000 * (time.perf_counter() - t0) / len(images)
-        scores = maps.flatten(1).amax(dim=1).cpu().numpy()
-        res = {"image_auroc": float(image_auroc(scores, labels_np)), "ms_per_image": ms}
-        if masks is not None:
-            res["pixel_auroc"] = float(
-                pixel_auroc(list(maps.cpu().numpy()), list(masks[:, 0].cpu().numpy() > 0.5))
-            )
-        results[name] = res
-    return results

@@ -35,7 +35,7 @@ Deviations, stated where they happen in the code as well:
 * the JL projection is a Gaussian matrix, PatchCore's code uses a randomly initialised
   ``nn.Linear``; the coreset starts at one seeded random patch (PC Algorithm 1), PatchCore's
   code starts from the mean distance to 10 random patches;
-* the Gaussian filter replicates the border (``esad_lib.scoring.gaussian_filter``, scipy's
+* the Gaussian filter replicates the border (``esad_lib.anomaly_map.gaussian_filter``, scipy's
   mode "nearest"); PatchCore's code uses scipy's default "reflect".
 """
 
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from esad_lib.anomaly_map import gaussian_filter
 from esad_lib.config import ESADConfig, resolve_device
 from esad_lib.data import (
     LOCODataset,
@@ -71,7 +72,7 @@ from esad_lib.evaluation import (
 )
 from esad_lib.features import build_feature_extractor
 from esad_lib.paths import atomic_write_text
-from esad_lib.scoring import ScoreResult, gaussian_filter
+from esad_lib.scoring import ScoreResult
 
 #: [PC] taps: the two intermediate ones (ResNet layer2 + layer3).
 PATCHCORE_LAYERS: tuple[int, ...] = (1, 2)

@@ -7,7 +7,7 @@ reconstruction are then compared, one map per cutout size, and the maps are aver
 
 * ``score_map="pixel"``   -- RIAD's map:  ``1 - MSGMS(img, recon_c)``;
 * ``score_map="feature"`` -- ESAD's *feature-level anomaly discrimination*: the distance between
-  deep features of the input and of the reconstruction (``esad_lib.features.feature_distance_map``),
+  deep features of the input and of the reconstruction (``esad_lib.anomaly_map.feature_distance_map``),
   upsampled to the input size; comparing features instead of raw pixels suppresses pixel noise.
 
 The averaged map is smoothed (``cfg.smoothing``: "mean" box filter as RIAD, "gaussian", or
@@ -21,8 +21,8 @@ Deviations / project choices, stated where they happen:
 
 * smoothing sizes (``cfg.smoothing_size``, ``cfg.smoothing_sigma``) are in pixels of the
   network input and are applied at network resolution, before upsampling;
-* the image score is the max of the smoothed map at network resolution (bilinear upsampling
-  cannot create a larger value than its inputs);
+* the image score is the max of the map upsampled to the image's original resolution (MVTec's
+  official definition; the map maths live in ``esad_lib.anomaly_map``);
 * the same masks (one seed, ``cfg.seed``) are used for every test image, so a score does not
   depend on the batch it was computed in.
 
@@ -32,10 +32,10 @@ BatchNorm folded into the preceding conv, channels_last weights), the input is c
 images are scored in batches under ``torch.inference_mode``.  The plain eager path
 (``fast_scoring=False``) scores one image at a time under ``torch.no_grad`` with the model as
 given.  Both give the same maps within float32 rounding (``tests/test_scoring.py`` checks
-``FAST_PATH_ATOL``).  What each part bought on the project's CPU is in
-``FAST_PATH_MEASUREMENT``; only options that measured faster are kept.  ONNX Runtime was
-faster still at 256x256 (``esad bench``) but needs an export per cutout size that costs more
-than it saves at the demo scale, and two more packages; it is not part of the default path.
+``FAST_PATH_ATOL``).  Only options that measured faster are kept; what each bought on the
+project's CPU is measured by ``esad bench`` and quoted in the README ("Performance").  ONNX
+Runtime is not part of the default path: it needs an export per cutout size that costs more
+than it saves at the demo scale, and two more packages.
 """
 
 from __future__ import annotations
@@ -48,31 +48,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from esad_lib.anomaly_map import SMOOTHINGS, MapStats, average_over_cutouts, smooth_maps, upsample_map
 from esad_lib.config import ESADConfig
 from esad_lib.data import LOCODataset, collate_keep_lists, dataset_root, input_size, list_samples
+from esad_lib.features import build_feature_extractor
+from esad_lib.models.fusion import prepare_for_inference
 
 SCORE_MAPS = ("pixel", "feature")
-SMOOTHINGS = ("mean", "gaussian", "none")
 #: map standardisation: "none" (the paper), or per-pixel mean/std of the smoothed maps of the
 #: anomaly-free images of that split ("train": train/good, "validation": validation/good).
 NORMALIZATIONS = ("none", "train", "validation")
 
 #: maps of the fast path equal those of the eager path within this absolute tolerance.
 FAST_PATH_ATOL = 1e-4
-
-#: measured on the project's 2-core CPU.  Demo profile (64x64, width 16; one thread, median of
-#: 5; one cutout size, the K = 3 masks of 8 images through the whole ESAD model): channels_last
-#: 0.254 s -> + BN folded 0.153 s (1.66x); ONNX Runtime 0.115 s but 0.98 s to export.  Paper
-#: profile (``esad bench``, idle, 2 threads), full scoring of one image: plain eager 6.40 s ->
-#: fast path 3.85 s (1.66x).  Reconstructions differ from eager by at most 4e-8 (``esad bench``).
-FAST_PATH_MEASUREMENT = (
-    "CPU, demo profile, K masks x 8 images: channels_last 0.254 s -> + BN folded 0.153 s (1.66x); "
-    "paper profile full scoring: plain eager 6.40 s -> fast 3.85 s per image (1.66x)"
-)
-
 
 # --------------------------------------------------------------------------------------------
 # validation of the scoring part of a config
@@ -92,100 +82,6 @@ def check_scoring_config(cfg: ESADConfig) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# smoothing
-# --------------------------------------------------------------------------------------------
-def _pad_same(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Replicate-pad ``x [B,1,H,W]`` so that a ``size x size`` window keeps the shape."""
-    lo, hi = (size - 1) // 2, size // 2
-    return F.pad(x, (lo, hi, lo, hi), mode="replicate")
-
-
-def mean_filter(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """Box filter of ``size x size`` (RIAD's smoothing), border replicated.
-
-    ``maps [B,H,W] -> [B,H,W]``; equals ``scipy.ndimage.uniform_filter(mode="nearest")``.
-    """
-    if size <= 1:
-        return maps
-    x = _pad_same(maps[:, None], size)
-    # separable: mean over rows then over columns
-    k = torch.full((1, 1, 1, size), 1.0 / size, dtype=maps.dtype, device=maps.device)
-    x = F.conv2d(x, k)
-    x = F.conv2d(x, k.transpose(2, 3))
-    return x[:, 0]
-
-
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float32) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius ``round(truncate * sigma)`` (as scipy.ndimage)."""
-    radius = int(truncate * sigma + 0.5)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    # g(t) = exp(-t^2 / (2 sigma^2)) / sum
-    g = torch.exp(-(t**2) / (2.0 * sigma**2))
-    return (g / g.sum()).to(dtype)
-
-
-def gaussian_filter(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian smoothing, separable, border replicated.
-
-    ``maps [B,H,W] -> [B,H,W]``; equals ``scipy.ndimage.gaussian_filter(mode="nearest")``.
-    """
-    if sigma <= 0:
-        return maps
-    g = gaussian_kernel1d(sigma, dtype=maps.dtype).to(maps.device)
-    size = g.numel()
-    x = _pad_same(maps[:, None], size)
-    x = F.conv2d(x, g.view(1, 1, 1, size))
-    x = F.conv2d(x, g.view(1, 1, size, 1))
-    return x[:, 0]
-
-
-def smooth_maps(maps: torch.Tensor, cfg: ESADConfig) -> torch.Tensor:
-    """Apply ``cfg.smoothing`` to ``maps [B,H,W]`` (sizes in network-input pixels)."""
-    if cfg.smoothing == "mean":
-        return mean_filter(maps, int(cfg.smoothing_size))
-    if cfg.smoothing == "gaussian":
-        return gaussian_filter(maps, float(cfg.smoothing_sigma))
-    if cfg.smoothing == "none":
-        return maps
-    raise ValueError(f"cfg.smoothing={cfg.smoothing!r}: use one of {SMOOTHINGS}")
-
-
-# --------------------------------------------------------------------------------------------
-# per-pixel standardisation with statistics of anomaly-free maps (train/good or validation/good)
-# --------------------------------------------------------------------------------------------
-@dataclass
-class MapStats:
-    """Per-pixel mean and std ``[H,W]`` of the smoothed maps of anomaly-free images.
-
-    [ours] The paper does not normalise maps; standardising each pixel by how much it varies
-    on normal images removes the fixed pattern of places that are always hard to reconstruct
-    (edges of objects that sit in the same place in every image).  The std is floored at 10 %
-    of its mean so that pixels that never vary cannot blow up.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    num_images: int
-
-    @classmethod
-    def from_maps(cls, maps: torch.Tensor) -> MapStats:
-        """``maps [N,H,W]`` (N >= 2) -> per-pixel statistics."""
-        if maps.shape[0] < 2:
-            raise ValueError(
-                "map normalisation needs at least 2 anomaly-free images in the split it uses; "
-                "add images to it or set map_normalization='none'"
-            )
-        mean = maps.mean(0)
-        std = maps.std(0)
-        std = std.clamp_min(0.1 * float(std.mean()) + 1e-12)
-        return cls(mean=mean, std=std, num_images=int(maps.shape[0]))
-
-    def apply(self, maps: torch.Tensor) -> torch.Tensor:
-        """``(map - mean) / std`` per pixel; ``maps [B,H,W]``."""
-        return (maps - self.mean.to(maps.device)) / self.std.to(maps.device)
-
-
-# --------------------------------------------------------------------------------------------
 # raw maps
 # --------------------------------------------------------------------------------------------
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -195,29 +91,12 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def build_scoring_extractor(model: torch.nn.Module, cfg: ESADConfig):
     """The frozen feature extractor of ``cfg.feature_extractor`` on the model's device."""
-    from esad_lib.features import build_feature_extractor
-
     return build_feature_extractor(
         cfg.feature_extractor,
-        weights=getattr(cfg, "feature_weights", None),
+        weights=cfg.feature_weights,
         device=str(_model_device(model)),
         model=model,
     )
-
-
-def pixel_map(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """RIAD's pixel-level map ``1 - MSGMS(img, recon)``: ``[B,3,H,W] x2 -> [B,H,W]``."""
-    from esad_lib.losses import msgms_map
-
-    # M(x, x_hat) = 1 - MSGMS(x, x_hat)   [RIAD eq. for the anomaly map]
-    return 1.0 - msgms_map(images, recon)[:, 0]
-
-
-def feature_map(extractor, images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """ESAD's feature-level map (feature distance, upsampled to the input size): ``-> [B,H,W]``."""
-    from esad_lib.features import feature_distance_map
-
-    return feature_distance_map(extractor, images, recon, tuple(images.shape[-2:]))[:, 0]
 
 
 def reconstructions(model, images: torch.Tensor, cfg: ESADConfig) -> dict[int, torch.Tensor]:
@@ -238,24 +117,7 @@ def raw_maps(
         raise ValueError(f"score_map={kind!r}: use one of {SCORE_MAPS}")
     if kind == "feature" and extractor is None:
         extractor = build_scoring_extractor(model, cfg)
-    return maps_from_reconstructions(images, reconstructions(model, images, cfg), extractor, kind)
-
-
-def maps_from_reconstructions(
-    images: torch.Tensor, recons: dict[int, torch.Tensor], extractor=None, score_map: str = "feature"
-) -> torch.Tensor:
-    """Unsmoothed maps from given reconstructions ``{c: [B,3,H,W]}`` of ``images [B,3,H,W]``:
-    one map per cutout size, averaged -> ``[B,H,W]``.  (Split from ``raw_maps`` so that
-    reconstructions from another runtime -- ONNX Runtime in ``esad bench`` -- are scored by
-    the same code.)"""
-    if score_map == "feature" and extractor is None:
-        raise ValueError("score_map='feature' needs the feature extractor")
-    total = None
-    for recon in recons.values():
-        m = pixel_map(images, recon) if score_map == "pixel" else feature_map(extractor, images, recon)
-        total = m if total is None else total + m
-    # M = (1 / |C|) sum_c M_c   (average over cutout sizes, RIAD)
-    return total / len(recons)
+    return average_over_cutouts(images, reconstructions(model, images, cfg), extractor, kind)
 
 
 def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
@@ -265,8 +127,6 @@ def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Mo
     the conv before it, channels_last weights.  The caller's modules are not changed; modules
     that are already prepared are returned as they are (so preparing once per split is enough).
     """
-    from esad_lib.models.fusion import prepare_for_inference
-
     model = prepare_for_inference(model.eval())
     extractor = prepare_for_inference(extractor) if extractor is not None else None
     return model, extractor
@@ -313,23 +173,6 @@ def anomaly_maps(
         if stats is not None:
             maps = stats.apply(maps)
     return maps.clone() if fast else maps  # leave inference mode: a normal tensor
-
-
-def image_scores(maps: torch.Tensor) -> torch.Tensor:
-    """Max of each network-size map: ``[B,H,W] -> [B]`` (quick looks in the notebooks).
-
-    The reported image score (``ScoreResult.scores``) is the max of the map upsampled to the
-    image's original size, MVTec's official definition; ``score_dataset`` computes that.
-    """
-    return maps.flatten(1).amax(1)
-
-
-def upsample_map(m: torch.Tensor | np.ndarray, size: tuple[int, int], dtype=np.float32) -> np.ndarray:
-    """Bilinear upsampling of one map ``[h,w]`` to the original size ``(H0, W0)`` (numpy)."""
-    t = torch.as_tensor(np.asarray(m, dtype=np.float32))[None, None]
-    if tuple(t.shape[-2:]) != tuple(size):
-        t = F.interpolate(t, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
-    return t[0, 0].numpy().astype(dtype, copy=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,25 +380,17 @@ def score_split_normalised(
 
 
 __all__ = [
-    "FAST_PATH_MEASUREMENT",
     "FAST_PATH_ATOL",
-    "MapStats",
+    "NORMALIZATIONS",
+    "SCORE_MAPS",
     "ScoreResult",
     "anomaly_maps",
     "build_scoring_extractor",
     "check_scoring_config",
-    "feature_map",
-    "gaussian_filter",
-    "image_scores",
-    "mean_filter",
-    "maps_from_reconstructions",
-    "pixel_map",
+    "normalization_stats",
     "prepare_scoring",
     "raw_maps",
     "reconstructions",
     "score_dataset",
     "score_split_normalised",
-    "smooth_maps",
-    "upsample_map",
-    "normalization_stats",
 ]

@@ -12,13 +12,12 @@ import torchvision
 from torch import nn
 
 from esad_lib import features
+from esad_lib.anomaly_map import feature_distance_map
 from esad_lib.config import get_config
 from esad_lib.features import (
     FeatureExtractor,
     available_extractors,
     build_feature_extractor,
-    compare_offline_extractors,
-    feature_distance_map,
 )
 
 
@@ -159,17 +158,3 @@ def test_recon_encoder_is_a_frozen_copy_of_the_model() -> None:
         build_feature_extractor("alexnet")
 
 
-def test_compare_offline_extractors_reports_each_name() -> None:
-    from esad_lib.models import build_model
-
-    cfg = get_config("smoke")
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    images = _images(4, 32, 32, seed=3)
-    images[2:, :, 8:16, 8:16] = 1.0  # two "anomalous" images with a bright square
-    masks = torch.zeros(4, 1, 32, 32)
-    masks[2:, :, 8:16, 8:16] = 1
-    res = compare_offline_extractors(model, images, [0, 0, 1, 1], cutout_size=4, masks=masks)
-    assert set(res) == {"random_cnn", "recon_encoder"}
-    for r in res.values():
-        assert 0.0 <= r["image_auroc"] <= 1.0 and 0.0 <= r["pixel_auroc"] <= 1.0 and r["ms_per_image"] > 0

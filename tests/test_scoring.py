@@ -8,19 +8,21 @@ import pytest
 import torch
 from scipy import ndimage
 
-from esad_lib.config import get_config
-from esad_lib.scoring import (
-    FAST_PATH_ATOL,
+from esad_lib.anomaly_map import (
     MapStats,
-    anomaly_maps,
-    check_scoring_config,
     gaussian_filter,
     image_scores,
     mean_filter,
-    raw_maps,
-    score_dataset,
     smooth_maps,
     upsample_map,
+)
+from esad_lib.config import get_config
+from esad_lib.scoring import (
+    FAST_PATH_ATOL,
+    anomaly_maps,
+    check_scoring_config,
+    raw_maps,
+    score_dataset,
 )
 
 
