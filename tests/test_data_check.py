@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_loco import make_tiny_loco
 
 from esad_lib.data.check import check_dataset
-from esad_lib.data.fixtures import make_tiny_loco
 
 
 @pytest.fixture()

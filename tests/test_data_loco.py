@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_loco import TINY_IDS, TINY_SIZES, make_tiny_loco
 
 from esad_lib.config import get_config
 from esad_lib.data import (
@@ -20,7 +21,6 @@ from esad_lib.data import (
     load_image,
     union_mask,
 )
-from esad_lib.data.fixtures import TINY_IDS, TINY_SIZES, make_tiny_loco
 
 
 @pytest.fixture()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from tiny_loco import make_tiny_loco
 
-from esad_lib.data.fixtures import make_tiny_loco
 from esad_lib.data.overview import count_table, defect_colours, defect_table, format_tree, overlay_channels
 
 

@@ -8,10 +8,10 @@ import json
 import os
 
 import pytest
+from tiny_loco import TINY_IDS, make_tiny_loco
 
 from esad_lib.data import list_samples, load_channel_masks
 from esad_lib.data import split as split_mod
-from esad_lib.data.fixtures import TINY_IDS, make_tiny_loco
 from esad_lib.data.split import MANIFEST, OFFICIAL_COUNTS, SplitError, official_mismatches, split_dataset
 
 

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from tiny_loco import TINY_IDS, TINY_SIZES, make_tiny_loco
 
 from esad_lib.cli import main
 from esad_lib.config import get_config
 from esad_lib.data import list_samples, load_image
-from esad_lib.data.fixtures import TINY_IDS, TINY_SIZES, make_tiny_loco
 from esad_lib.data.split import split_dataset
 from esad_lib.evaluation import evaluate_run, score_maps
 from esad_lib.maps_io import MapsError, map_path, read_maps
