@@ -3,6 +3,7 @@
 #   make test   install into .venv (first time) and run the test suite
 #   make lab    open the notebooks in JupyterLab
 #   make bench  side-by-side speed benchmark
+#   make notebooks  execute every notebook in the demo profile and commit-ready (outputs + stamp)
 #   make clean  remove the venv, the generated synthetic benchmark and cached models
 #               (never a dataset you downloaded or a split you made)
 PYTHON ?= python3
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
 
-.PHONY: demo test lab bench clean install lint
+.PHONY: demo test lab bench clean install lint notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,9 @@ lint: $(STAMP)
 
 lab: $(STAMP)
 	cd notebooks && ../$(BIN)/jupyter lab
+
+notebooks: $(STAMP)
+	$(BIN)/python -m esad_lib.lessons
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]" || echo "onnxruntime not installable here: the ONNX row is skipped"

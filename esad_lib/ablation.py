@@ -52,9 +52,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from esad_lib import uncertainty
-from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
+from esad_lib import training, uncertainty
+from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
+from esad_lib.evaluation import evaluate_model as _evaluate
+from esad_lib.evaluation import scores_csv
+from esad_lib.features import available_extractors
 from esad_lib.paths import atomic_write_text
+from esad_lib.training import load_run
 
 #: the columns every ``results.csv`` has (tidy long format: one row per run and metric).
 KEY_COLUMNS: tuple[str, ...] = ("variant", "category", "seed", "metric", "value", "profile", "config_key")
@@ -191,10 +195,6 @@ def _extractor_variants() -> list[Variant]:
     it too (``loss_feature_extractor``; "recon_encoder" cannot: there is no trained net to take
     the encoder from while training, so that variant only changes scoring).
     """
-    try:
-        from esad_lib.features import available_extractors
-    except ImportError:  # the features module is optional for the registry itself
-        return []
     avail = available_extractors()
     if isinstance(avail, dict):  # name -> {"available": bool, ...}
         names = [n for n, info in avail.items() if not isinstance(info, dict) or info.get("available", True)]
@@ -331,7 +331,6 @@ def model_started(model_dir: Path) -> bool:
 
 def train_model(cfg: ESADConfig, model_dir: Path, resume: bool) -> None:
     """Train (or resume training of) the model for ``cfg`` into ``model_dir``."""
-    from esad_lib import training
 
     model_dir = Path(model_dir)
     # the lock file train_or_load uses, so that a notebook and a grid sharing the model cache
@@ -352,7 +351,6 @@ def evaluate_variant(model: Any, cfg: ESADConfig, progress: bool = False) -> tup
     ``cfg.fill_alpha`` for the evaluation and restored afterwards.  Returns
     ``(metrics, ScoreResult)`` of :func:`esad_lib.evaluation.evaluate_model`.
     """
-    from esad_lib.evaluation import evaluate_model as _evaluate
 
     old = getattr(model, "fill_alpha", None)
     if old is not None:
@@ -371,9 +369,6 @@ def evaluate_model(cfg: ESADConfig, model_dir: Path, run_dir: Path) -> dict[str,
     and writes ``run_dir/scores.csv``.  Returns the metrics dict; the caller writes
     ``metrics.json`` (the marker of a finished run) last.
     """
-    from esad_lib.config import resolve_device
-    from esad_lib.evaluation import scores_csv
-    from esad_lib.training import load_run
 
     model, _ = load_run(model_dir)
     model = model.to(resolve_device(cfg.device))

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from esad_lib.data.loco import categories as list_categories
+from esad_lib.data.loco import list_samples, load_channel_masks, load_defects_config, load_image
+
 
 def _as_stack(images) -> np.ndarray:
     arr = (
@@ -58,8 +61,6 @@ def naive_zscore_scores(
 def _load_resized(paths, max_side: int | None) -> np.ndarray:
     from PIL import Image
 
-    from esad_lib.data.loco import load_image
-
     out = []
     for p in paths:
         img = load_image(p)
@@ -86,9 +87,6 @@ def naive_baseline_table(
     """
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
-
-    from esad_lib.data.loco import categories as list_categories
-    from esad_lib.data.loco import list_samples, load_channel_masks, load_defects_config
 
     cats = list(categories) if categories is not None else list_categories(root)
     rows: list[dict] = []

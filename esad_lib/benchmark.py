@@ -339,15 +339,10 @@ def make_scoring_onnx(
 ) -> tuple[Callable[[], torch.Tensor] | None, str]:
     """Full scoring with the networks run by ONNX Runtime (CPU): one exported graph holds every
     cutout size x every mask; the maps (feature extractor, smoothing) stay in torch, computed by
-    the library's ``maps_from_reconstructions`` and ``smooth_maps``.  ``(None, why)`` when it
+    the library's ``average_over_cutouts`` and ``smooth_maps``.  ``(None, why)`` when it
     cannot run.  The export (seconds) happens here, before timing."""
-    from esad_lib.scoring import (
-        FAST_PATH_ATOL,
-        anomaly_maps,
-        maps_from_reconstructions,
-        prepare_scoring,
-        smooth_maps,
-    )
+    from esad_lib.anomaly_map import average_over_cutouts, smooth_maps
+    from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps, prepare_scoring
 
     if device.type != "cpu":
         return None, "skipped: measured on CPU runs only"
@@ -368,7 +363,7 @@ def make_scoring_onnx(
                 c: recons[i].contiguous(memory_format=torch.channels_last)
                 for i, c in enumerate(cfg.cutout_sizes)
             }
-            maps = maps_from_reconstructions(images_cl, rec, extractor, cfg.score_map)
+            maps = average_over_cutouts(images_cl, rec, extractor, cfg.score_map)
             return smooth_maps(maps.contiguous().float(), cfg)
 
     ref = anomaly_maps(

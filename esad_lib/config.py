@@ -196,11 +196,6 @@ class ESADConfig:
         blob = json.dumps(d, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
-    @property
-    def widths(self) -> tuple[int, ...]:
-        w = self.base_width
-        return (w, 2 * w, 4 * w, 8 * w, 8 * w)
-
 
 PRESETS: dict[str, ESADConfig] = {
     # seconds: tiny images, tiny nets, a couple of epochs.  Tests and CI.

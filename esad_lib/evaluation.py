@@ -53,6 +53,7 @@ from esad_lib.metrics import (
     pixel_auroc,
 )
 from esad_lib.paths import atomic_write_text
+from esad_lib.run_io import load_run
 from esad_lib.scoring import ScoreResult, score_split_normalised
 from esad_lib.uncertainty import DEFAULT_N_BOOT, METHOD_BOOT, au_spro_ci_by_type, image_auroc_ci_by_type
 
@@ -293,7 +294,6 @@ def evaluate_run(
     ``export_maps_dir`` also writes every test map as float32 TIFF in MVTec's official layout
     (``esad_lib.maps_io``), the maps these metrics were computed from.
     """
-    from esad_lib.training import load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -397,7 +397,7 @@ def evaluate_naive(
     root = Path(root) if root is not None else dataset_root(cfg)
     defects = load_defects_config(root / cfg.category)
     if max_images is None:
-        max_images = getattr(cfg, "max_test_images", None)
+        max_images = cfg.max_test_images
     size = input_size(cfg, root)
     train = LOCODataset(root, cfg.category, "train", image_size=size, labels=["good"])
     train_imgs = np.stack([_hwc_255(train[i]["image"]) for i in range(len(train))])

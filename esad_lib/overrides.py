@@ -25,43 +25,56 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(ESADConfig)
 
 
+def _convert_optional(name: str, text: str, tp: Any, args: tuple) -> Any:
+    if text.strip().lower() in ("none", "null") and type(None) in args:
+        return None
+    non_none = [a for a in args if a is not type(None)]
+    if len(non_none) != 1:
+        raise ValueError(f"--set {name}: unsupported field type {tp}")
+    return convert_value(name, text, non_none[0])
+
+
+def _convert_tuple(name: str, text: str, args: tuple) -> tuple:
+    items = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(convert_value(name, t, args[0]) for t in items)
+    if len(items) != len(args):
+        raise ValueError(f"--set {name}: expected {len(args)} comma-separated values, got {text!r}")
+    return tuple(convert_value(name, t, a) for t, a in zip(items, args))
+
+
+def _convert_bool(name: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"--set {name}: expected true/false, got {text!r}")
+
+
+#: scalar field types: converter and what the error says was expected.
+_SCALARS: dict[type, tuple[Any, str]] = {
+    int: (int, "an integer"),
+    float: (float, "a number"),
+    str: (str, "text"),
+}
+
+
 def convert_value(name: str, text: str, tp: Any) -> Any:
     """``text`` converted to the type ``tp`` of config field ``name`` (clear error otherwise)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if text.strip().lower() in ("none", "null") and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:
-            return convert_value(name, text, non_none[0])
-        raise ValueError(f"--set {name}: unsupported field type {tp}")
+        return _convert_optional(name, text, tp, args)
     if origin is tuple:
-        items = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(convert_value(name, t, args[0]) for t in items)
-        if len(items) != len(args):
-            raise ValueError(f"--set {name}: expected {len(args)} comma-separated values, got {text!r}")
-        return tuple(convert_value(name, t, a) for t, a in zip(items, args))
+        return _convert_tuple(name, text, args)
     if tp is bool:
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"--set {name}: expected true/false, got {text!r}")
-    if tp is int:
+        return _convert_bool(name, text)
+    if tp in _SCALARS:
+        conv, what = _SCALARS[tp]
         try:
-            return int(text)
+            return conv(text)
         except ValueError:
-            raise ValueError(f"--set {name}: expected an integer, got {text!r}") from None
-    if tp is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"--set {name}: expected a number, got {text!r}") from None
-    if tp is str:
-        return text
+            raise ValueError(f"--set {name}: expected {what}, got {text!r}") from None
     raise ValueError(f"--set {name}: unsupported field type {tp}")
 
 

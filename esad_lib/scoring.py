@@ -264,7 +264,7 @@ def score_dataset(
     check_scoring_config(cfg)
     root = Path(root) if root is not None else dataset_root(cfg)
     if max_images is None:
-        max_images = getattr(cfg, "max_test_images", None)
+        max_images = cfg.max_test_images
     present = _available_labels(root, cfg.category, split, labels)
     if not present:
         raise FileNotFoundError(

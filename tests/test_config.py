@@ -51,7 +51,9 @@ def test_round_trip_through_json_and_stable_key() -> None:
 
 
 def test_widths_follow_the_reference_code() -> None:
-    assert PRESETS["paper"].widths == (64, 128, 256, 512, 512)
+    from esad_lib.models import unet_widths
+
+    assert unet_widths(PRESETS["paper"].base_width) == (64, 128, 256, 512, 512)
 
 
 def test_every_config_field_says_where_its_default_comes_from() -> None:

@@ -51,14 +51,40 @@ def test_environment_installs_the_project_itself() -> None:
     assert re.search(r"^\s*-\s+-e \.\s*$", (ROOT / "environment.yml").read_text(), re.M)
 
 
-def test_notebooks_are_committed_without_outputs() -> None:
-    assert NOTEBOOKS, "no notebooks found"
-    for path in NOTEBOOKS:
-        nb = json.loads(path.read_text())
-        for cell in nb["cells"]:
-            if cell["cell_type"] == "code":
-                assert not cell.get("outputs"), f"{path.name}: a code cell has outputs (strip them)"
-                assert cell.get("execution_count") is None, f"{path.name}: execution_count set"
+def test_committed_notebooks_are_fresh() -> None:
+    """Each committed notebook is either stripped or executed in the demo profile with code
+    cells unchanged since (its stamp), no error output, no widget state, within the size budget."""
+    from esad_lib.lessons import check_committed
+
+    problems = [p for path in sorted((ROOT / "notebooks").glob("*.ipynb")) for p in check_committed(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_freshness_check_catches_stale_code_errors_and_size(tmp_path) -> None:
+    import nbformat
+
+    from esad_lib import lessons
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("print(x)")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb.metadata[lessons.STAMP_KEY] = {"profile": "demo", "code_sha256": lessons.code_sha256(nb)}
+    p = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, p)
+    assert lessons.check_committed(p) == []
+    nb.cells[0].source = "x = 2"  # edited after execution
+    nbformat.write(nb, p)
+    assert any("changed since" in m for m in lessons.check_committed(p))
+    nb.metadata[lessons.STAMP_KEY]["code_sha256"] = lessons.code_sha256(nb)
+    nb.cells[1].outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[]))
+    nbformat.write(nb, p)
+    assert any("holds an error" in m for m in lessons.check_committed(p))
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="x" * 2_100_000)]
+    nbformat.write(nb, p)
+    assert any("budget" in m for m in lessons.check_committed(p))
+    nb.metadata[lessons.STAMP_KEY]["profile"] = "smoke"
+    nbformat.write(nb, p)
+    assert any("not 'demo'" in m for m in lessons.check_committed(p))
 
 
 def test_each_notebook_starts_with_a_tagged_parameters_cell() -> None:

@@ -17,6 +17,8 @@ import argparse
 import importlib
 import sys
 
+from esad_lib import __version__
+
 #: modules that contribute sub-commands, in the order ``esad --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "esad_lib.cli.data",
@@ -29,7 +31,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from esad_lib import __version__
 
     parser = argparse.ArgumentParser(
         prog="esad",

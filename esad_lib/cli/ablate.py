@@ -15,8 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from esad_lib import ablation
 from esad_lib.config import CATEGORIES, PRESETS, PROFILES, ESADConfig, profile_name
 from esad_lib.overrides import parse_overrides
+from esad_lib.paths import cache_dir
 
 
 def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ESADConfig:
@@ -33,7 +35,6 @@ def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ES
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from esad_lib import ablation
 
     if args.list:
         for v in ablation.variant_registry().values():
@@ -51,7 +52,6 @@ def run_ablate(args: argparse.Namespace) -> int:
         return 2
     models = None
     if args.models == "cache":
-        from esad_lib.paths import cache_dir
 
         models = cache_dir() / "runs"
     elif args.models:

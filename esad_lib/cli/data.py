@@ -10,10 +10,14 @@ import sys
 import time
 from collections import Counter
 
+from esad_lib.config import CATEGORIES
+from esad_lib.data.check import check_dataset
+from esad_lib.data.loco import DatasetLayoutError
+from esad_lib.data.split import MODES, SplitError, split_dataset
+from esad_lib.data.synth import generate_synthetic
+
 
 def _split(args: argparse.Namespace) -> int:
-    from esad_lib.data.loco import DatasetLayoutError
-    from esad_lib.data.split import SplitError, split_dataset
 
     try:
         res = split_dataset(
@@ -36,7 +40,6 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from esad_lib.data.check import check_dataset
 
     probs = check_dataset(args.root, progress=not args.quiet)
     for p in probs:
@@ -54,7 +57,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from esad_lib.data.synth import generate_synthetic
 
     t0 = time.perf_counter()
     try:
@@ -74,8 +76,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from esad_lib.config import CATEGORIES
-    from esad_lib.data.split import MODES
 
     p = subparsers.add_parser(
         "split",

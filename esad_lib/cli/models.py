@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from esad_lib.config import get_config, riad_config
+from esad_lib.models.counting import format_model_info, model_info
+
 __all__ = ["register", "model_info_main"]
 
 
 def model_info_main(args: argparse.Namespace) -> int:
-    from esad_lib.config import get_config, riad_config
-    from esad_lib.models.counting import format_model_info, model_info
 
     overrides = {}
     if args.width is not None:

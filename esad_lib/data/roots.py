@@ -17,6 +17,7 @@ from pathlib import Path
 from esad_lib.config import CATEGORIES
 from esad_lib.data.loco import DatasetLayoutError, categories, network_input_size
 from esad_lib.data.synth import ensure_synthetic
+from esad_lib.paths import data_root
 
 #: folder names under the data root where the real dataset is looked for by ``"auto"``.
 OFFICIAL_DIRNAMES = ("mvtec_loco_anomaly_detection", "mvtec_loco_ad", "mvtec_loco")
@@ -25,7 +26,6 @@ OFFICIAL_DIRNAMES = ("mvtec_loco_anomaly_detection", "mvtec_loco_ad", "mvtec_loc
 def find_loco_root() -> Path | None:
     """The real MVTec LOCO AD under the data root, or None.  A candidate counts when it holds
     at least one official category folder with ``train/good``."""
-    from esad_lib.paths import data_root
 
     base = data_root()
     for cand in (base, *(base / n for n in OFFICIAL_DIRNAMES)):
@@ -58,8 +58,8 @@ def validate_root(root: str | Path, category: str | None = None) -> Path:
 
 def dataset_root(cfg) -> Path:
     """The LOCO-layout root for ``cfg`` (see the module docstring for the rule)."""
-    ds = str(getattr(cfg, "dataset", "synthetic"))
-    category = getattr(cfg, "category", None)
+    ds = str(cfg.dataset)
+    category = cfg.category
     if ds == "synthetic":
         return ensure_synthetic(cfg)
     if ds == "auto":

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from esad_lib.config import CATEGORIES
+from esad_lib.config import CATEGORIES, ESADConfig
 from esad_lib.data.loco import DEFECTS_CONFIG, LABEL_DIRS, DefectSpec
 from esad_lib.data.synth_draw import GENERIC_STRUCTURAL, Canvas, jitter_colour
 from esad_lib.data.synth_scenes import SCENES, CategorySpec
+from esad_lib.paths import data_root
 
 #: bump when the generator's output changes (invalidates cached benchmarks).
 #: 4: generic structural defects (scratch, contamination, hole) 2-3x larger, so that they stay
@@ -35,7 +36,7 @@ from esad_lib.data.synth_scenes import SCENES, CategorySpec
 #:    variance of a per-category AUROC.
 SYNTH_VERSION = 4
 #: default per-category counts: train, validation, test good, test logical, test structural.
-DEFAULT_COUNTS = (60, 10, 40, 40, 40)
+DEFAULT_COUNTS = ESADConfig.synth_counts  # one definition: the config default
 MANIFEST = "synthetic.json"
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 _LABEL_IDS = {"good": 0, "logical": 1, "structural": 2}
@@ -232,11 +233,10 @@ def ensure_synthetic(cfg) -> Path:
     Generated on first use under ``data_root()/synthetic/<key>/``; safe when several
     processes ask at once (each renders into its own temporary folder; the first rename wins).
     """
-    from esad_lib.paths import data_root
 
-    seed = int(getattr(cfg, "synth_seed", 0))
-    max_side = int(getattr(cfg, "synth_max_side", 256))
-    counts = tuple(getattr(cfg, "synth_counts", DEFAULT_COUNTS))
+    seed = int(cfg.synth_seed)
+    max_side = int(cfg.synth_max_side)
+    counts = tuple(cfg.synth_counts)
     target = data_root() / "synthetic" / synthetic_key(seed, max_side, counts)
     if _matches(target, _manifest(seed, max_side, counts, CATEGORIES)):
         return target

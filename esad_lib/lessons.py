@@ -1,0 +1,146 @@
+"""The notebooks as committed lessons: executed in the ``demo`` profile, with a freshness stamp.
+
+A reader on GitHub sees every figure without running anything, so the notebooks are committed
+*executed* (``make notebooks``).  Each executed notebook carries, in its metadata::
+
+    "esad": {"profile": "demo", "code_sha256": "<hash of its code cells>", "seconds": ..., "date": ...}
+
+``check_committed(path)`` is what the test suite asks of every committed notebook: either no
+outputs at all (not yet executed), or outputs that are *fresh* -- the code cells hash to the
+stamp (no code cell changed since execution), the stamp's profile is ``demo``, no output is an
+error, no widget state is stored, and the file stays under ``MAX_NOTEBOOK_BYTES``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+
+__all__ = [
+    "COMMITTED_PROFILE",
+    "MAX_NOTEBOOK_BYTES",
+    "STAMP_KEY",
+    "check_committed",
+    "code_sha256",
+    "execute_notebook",
+]
+
+#: the profile committed notebooks are executed in.
+COMMITTED_PROFILE = "demo"
+#: size budget of one committed notebook (outputs included).
+MAX_NOTEBOOK_BYTES = 2_000_000
+#: metadata key of the freshness stamp.
+STAMP_KEY = "esad"
+
+
+def code_sha256(nb: Any) -> str:
+    """sha256 of the notebook's code cells (sources only, in order)."""
+    h = hashlib.sha256()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            h.update(cell.source.encode("utf-8"))
+            h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _has_outputs(nb: Any) -> bool:
+    return any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def check_committed(path: str | Path) -> list[str]:
+    """Problems of a committed notebook (empty list = fine); see the module docstring."""
+    path = Path(path)
+    problems: list[str] = []
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        budget = MAX_NOTEBOOK_BYTES / 1e6
+        problems.append(f"{path.name}: {size / 1e6:.1f} MB, over the {budget:.0f} MB budget")
+    nb = nbformat.read(path, as_version=4)
+    if "widgets" in nb.metadata:
+        problems.append(f"{path.name}: widget state stored in the metadata (strip it)")
+    if not _has_outputs(nb):
+        return problems
+    stamp = nb.metadata.get(STAMP_KEY)
+    if not stamp:
+        return [*problems, f"{path.name}: has outputs but no '{STAMP_KEY}' stamp; run `make notebooks`"]
+    if stamp.get("profile") != COMMITTED_PROFILE:
+        got = stamp.get("profile")
+        problems.append(f"{path.name}: executed in profile {got!r}, not {COMMITTED_PROFILE!r}")
+    if stamp.get("code_sha256") != code_sha256(nb):
+        problems.append(f"{path.name}: a code cell changed since it was executed; run `make notebooks`")
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                problems.append(f"{path.name}: cell {i} holds an error ({out.get('ename')})")
+    return problems
+
+
+def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout: int = 3600) -> float:
+    """Execute ``path`` top to bottom in ``profile`` and write it back with its outputs and stamp.
+
+    The file is replaced atomically only when every cell ran; the kernel gets
+    ``ESAD_PROFILE=profile``.  Returns the seconds the execution took.
+    """
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    work = copy.deepcopy(nb)
+    env_before = os.environ.get("ESAD_PROFILE")
+    os.environ["ESAD_PROFILE"] = profile
+    mpl_before = os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend renders the figures
+    t0 = time.perf_counter()
+    try:
+        client = NotebookClient(
+            work, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        )
+        client.execute()
+    finally:
+        if mpl_before is not None:
+            os.environ["MPLBACKEND"] = mpl_before
+        if env_before is None:
+            os.environ.pop("ESAD_PROFILE", None)
+        else:
+            os.environ["ESAD_PROFILE"] = env_before
+    seconds = time.perf_counter() - t0
+    work.metadata.pop("widgets", None)
+    work.metadata[STAMP_KEY] = {
+        "profile": profile,
+        "code_sha256": code_sha256(work),
+        "seconds": round(seconds, 1),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    nbformat.write(work, tmp)
+    os.replace(tmp, path)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make notebooks``: execute every ``notebooks/NN_*.ipynb`` (or the ones named) in the demo
+    profile, in order, and print how long each took."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m esad_lib.lessons", description=main.__doc__)
+    ap.add_argument("notebooks", nargs="*", help="paths (default: every notebooks/NN_*.ipynb)")
+    ap.add_argument("--profile", default=COMMITTED_PROFILE)
+    args = ap.parse_args(argv)
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    paths = [Path(p) for p in args.notebooks] or sorted(root.glob("[0-9][0-9]_*.ipynb"))
+    for p in paths:
+        seconds = execute_notebook(p, profile=args.profile)
+        size = p.stat().st_size / 1e6
+        print(f"{p.name}: {seconds:.0f} s in profile {args.profile}, {size:.2f} MB", flush=True)
+        for problem in check_committed(p):
+            print(f"  ! {problem}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
