@@ -524,15 +524,8 @@ def score_dataset_patchcore(
         raise ValueError(
             f"the PatchCore was fitted at {detector.image_size} but the input size is {input_size(cfg, root)}"
         )
-    out = ScoreResult(
-        scores=np.zeros(0),
-        labels=np.zeros(0, dtype=np.int64),
-        label_names=[],
-        paths=[],
-        maps=[],
-        orig_sizes=[],
-        channels=[] if keep_channels else None,
-        extra={"fit_seconds": detector.fit_seconds, "patchcore": detector.params()},
+    out = ScoreResult.empty(
+        keep_channels, extra={"fit_seconds": detector.fit_seconds, "patchcore": detector.params()}
     )
     t_wall = time.perf_counter()
     for lab in present:

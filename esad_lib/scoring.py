@@ -198,6 +198,20 @@ class ScoreResult:
     wall_seconds: float = 0.0  # including image loading
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def empty(cls, keep_channels: bool, extra: dict | None = None) -> ScoreResult:
+        """A result with no image yet (the scoring loops append to it)."""
+        return cls(
+            scores=np.zeros(0),
+            labels=np.zeros(0, dtype=np.int64),
+            label_names=[],
+            paths=[],
+            maps=[],
+            orig_sizes=[],
+            channels=[] if keep_channels else None,
+            extra=dict(extra or {}),
+        )
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -275,15 +289,7 @@ def score_dataset(
         extractor = build_scoring_extractor(model, cfg)
     bs = int(batch_size or cfg.eval_batch_size) if cfg.fast_scoring else 1
 
-    out = ScoreResult(
-        scores=np.zeros(0),
-        labels=np.zeros(0, dtype=np.int64),
-        label_names=[],
-        paths=[],
-        maps=[],
-        orig_sizes=[],
-        channels=[] if keep_channels else None,
-    )
+    out = ScoreResult.empty(keep_channels)
     t_wall = time.perf_counter()
     if cfg.fast_scoring:  # fast path: fold BatchNorm / channels_last once for the whole split
         model, extractor = prepare_scoring(model, extractor)

@@ -7,6 +7,8 @@ benchmark is generated once per session.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,3 +27,26 @@ def _smoke_env(monkeypatch: pytest.MonkeyPatch, session_data_root) -> None:
     monkeypatch.setenv("ESAD_PROFILE", "smoke")
     monkeypatch.setenv("ESAD_DATA_ROOT", str(session_data_root))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def trained_smoke_run(tmp_path_factory, session_data_root):
+    """A tiny model trained once per session by the library's trainer (smoke profile, pushpins,
+    1 epoch).  Tests that write into a run folder take a copy (``smoke_run_dir``)."""
+    from esad_lib.config import get_config
+    from esad_lib.training import train
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ESAD_PROFILE", "smoke")
+        mp.setenv("ESAD_DATA_ROOT", str(session_data_root))
+        run = tmp_path_factory.mktemp("trained") / "pushpins"
+        train(get_config("smoke", category="pushpins", epochs=1), run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def smoke_run_dir(tmp_path_factory, trained_smoke_run):
+    """A private copy (per test module) of the session's trained smoke run, to write into."""
+    import shutil
+
+    return Path(shutil.copytree(trained_smoke_run, tmp_path_factory.mktemp("run") / trained_smoke_run.name))

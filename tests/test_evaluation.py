@@ -16,18 +16,13 @@ from esad_lib.report import REPORTED, format_report
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, session_data_root):
-    """A tiny model trained by the library's trainer (smoke profile, private data root)."""
-    from esad_lib.training import train
-
+def smoke_run(smoke_run_dir, session_data_root):
+    """The session's tiny trained model (smoke profile), evaluated: (run dir, metrics)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ESAD_PROFILE", "smoke")
         mp.setenv("ESAD_DATA_ROOT", str(session_data_root))
-        run = tmp_path_factory.mktemp("runs") / "pushpins"
-        cfg = get_config("smoke", category="pushpins", epochs=1)
-        train(cfg, run)
-        metrics = evaluate_run(run, progress=False)
-    return run, metrics
+        metrics = evaluate_run(smoke_run_dir, progress=False)
+    return smoke_run_dir, metrics
 
 
 def _in_unit(x):

@@ -19,21 +19,17 @@ from esad_lib.maps_io import MapsError, map_path, read_maps
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, session_data_root):
-    """A smoke run evaluated with --export-maps: (run dir, metrics, maps dir, dataset root)."""
+def exported(tmp_path_factory, smoke_run_dir, session_data_root):
+    """The session's smoke run evaluated with --export-maps: (run dir, metrics, maps dir, root)."""
     from esad_lib.data import dataset_root
-    from esad_lib.training import train
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ESAD_PROFILE", "smoke")
         mp.setenv("ESAD_DATA_ROOT", str(session_data_root))
-        run = tmp_path_factory.mktemp("runs") / "pushpins"
-        cfg = get_config("smoke", category="pushpins", epochs=1)
-        train(cfg, run)
         maps = tmp_path_factory.mktemp("maps")
-        metrics = evaluate_run(run, progress=False, export_maps_dir=maps)
-        root = dataset_root(cfg)
-    return run, metrics, maps, root
+        metrics = evaluate_run(smoke_run_dir, progress=False, export_maps_dir=maps)
+        root = dataset_root(get_config("smoke", category="pushpins"))
+    return smoke_run_dir, metrics, maps, root
 
 
 def test_export_writes_float32_tiffs_at_original_size_in_the_official_layout(exported):
