@@ -190,7 +190,7 @@ def test_train_scaling_rows_are_measured_or_say_why(quick_results):
     assert "**extrapolated** from batch 1-2" in md and "no GPU (CUDA absent in this run)" in md
 
 
-def test_train_option_of_a_missing_field_is_not_available(monkeypatch):
+def test_train_option_of_a_missing_field_is_not_available(monkeypatch, quick_results):
     options = {"default": {}, "from the future": {"no_such_field_yet": True}, "same": {"seed": 0}}
     monkeypatch.setattr(train_scaling_rows, "TRAIN_OPTIONS", options)
     rows = train_scaling_rows._contenders("smoke", torch.device("cpu"))
@@ -202,6 +202,15 @@ def test_train_option_of_a_missing_field_is_not_available(monkeypatch):
     assert by[("esad", "same")]["same_as"] == "default"  # the preset's seed is 0: nothing to measure again
     assert train_scaling_rows.missing_fields({"seed": 1, "nope": 2}) == ["nope"]
     assert train_scaling_rows.linear_fit(10.0, 13.0) == (3.0, 7.0)
+    # the whole section with these options: the same config is measured once and shared
+    st = settings.bench_settings(True)
+    ts = train_scaling_rows.section_train_scaling(st, torch.device("cpu"), lambda msg: None)
+    by = {(r["method"], r["option"]): r for r in ts["rows"]}
+    assert by[("esad", "same")]["batches"] == by[("esad", "default")]["batches"]
+    assert "batches" not in by[("esad", "from the future")]
+    md = report.format_markdown({"meta": quick_results[1]["meta"], "train_scaling": ts})
+    assert "same config as 'default': see its rows" in md
+    assert "not available in this build: ESADConfig has no field no_such_field_yet" in md
 
 
 def test_authors_inference_maps_equal_library_fast_and_plain_maps():

@@ -146,8 +146,9 @@ def _md_train_scaling(ts: dict) -> list[str]:
         f"## Training step time and peak memory per image (batches {ts['batches']} measured; batch "
         f"{ts['target_batch']} extrapolated from the per-image slope)",
         "",
-        f"Step time: median of {ts['repeats']} interleaved steps in one process after one warm-up step; "
-        "memory: the step's peak in a fresh process (first step). Per image = value(batch 2) - "
+        "Step time: median of interleaved steps in one process ("
+        + ", ".join(f"{k}: {r} after {w} warm-up" for k, (w, r) in ts["timing"].items())
+        + "); memory: the step's peak in a fresh process (first step). Per image = value(batch 2) - "
         "value(batch 1). Rows marked *extrapolated* are not measurements.",
         "",
         "| setting | model | option | batch | source | step time | per image | peak memory (step) "
@@ -155,15 +156,17 @@ def _md_train_scaling(ts: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in ts["rows"]:
-        head = f"| {r['setting']} | {r['method']} | {r['option']}"
+        values = ", ".join(f"{k}={v}" for k, v in r.get("option_values", {}).items())
+        head = f"| {r['setting']} | {r['method']} | {r['option']}" + (f" ({values})" if values else "")
         if "batches" not in r or "same_as" in r:  # not available, or the same config as another row
             why = f"{r['status']}: see its rows" if "same_as" in r else r["status"]
             lines.append(f"{head} | - | {why} | - | - | - | - |")
             continue
         per = r["per_image"]
         for b, d in r["batches"].items():
+            per_image_s = d["step_s"] / int(b) if d["step_s"] is not None else None
             lines.append(
-                f"{head} | {b} | measured | {_fmt_s(d['step_s'])} | {_fmt_s(d['step_s'] / int(b))} | "
+                f"{head} | {b} | measured | {_fmt_s(d['step_s'])} | {_fmt_s(per_image_s)} | "
                 f"{_fmt_mib(d['memory'])} | "
                 f"{_fmt_mem_mib(d['memory'].get('delta_mib', math.nan) / int(b))} |"
             )

@@ -6,7 +6,7 @@ One step = ``workloads.make_train_step``: forward over the K masks with the trai
 ``ESADLoss`` backward, Adam.  For each contender:
 
 * step time: all contenders of a setting timed in THIS process, interleaved (round-robin, after
-  one warm-up step each), median of ``train_scaling_repeats``;
+  the setting's warm-up steps), median of its repeats (``train_scaling_timing``);
 * peak memory: one step in a fresh subprocess per batch (``memory.peak_memory``: the call's
   resident-set peak on CPU, the allocator's peak on CUDA), first step of the process so that no
   earlier step's freed memory hides what this one needs;
@@ -52,6 +52,12 @@ def missing_fields(diff: dict[str, Any]) -> list[str]:
     return [k for k in diff if k not in names]
 
 
+def _option_fields() -> list[str]:
+    """The fields that ``TRAIN_OPTIONS`` sets and this build's ``ESADConfig`` has."""
+    wanted = sorted({k for diff in TRAIN_OPTIONS.values() for k in diff})
+    return [k for k in wanted if not missing_fields({k: None})]
+
+
 def linear_fit(v1: float, v2: float) -> tuple[float, float]:
     """``(per_image, fixed)`` of the line through ``(1, v1)`` and ``(2, v2)``."""
     # per_image = v(2) - v(1);  fixed = v(1) - per_image
@@ -76,6 +82,9 @@ def _contenders(setting: str, device: torch.device) -> list[dict[str, Any]]:
             cfg = base.replace(**diff)
             key = cfg.key()
             row["preset_diff"] = cfg.diff(base)
+            # what the options' fields are in this row's config (a preset may have one on already)
+            values = cfg.to_dict()
+            row["option_values"] = {k: values[k] for k in _option_fields()}
             if key in seen:
                 row["status"], row["same_as"] = f"same config as '{seen[key]}'", seen[key]
             else:
@@ -97,15 +106,8 @@ def _measure_setting(
     if measure_target and target not in batches:
         batches.append(target)
     live = [r for r in rows if r["status"] == "ok"]
-    steps = {
-        f"{r['method']}/{r['option']}/{b}": make_train_step(r["cfg"].replace(batch_size=b), device)
-        for r in live
-        for b in batches
-    }
-    times = time_interleaved(steps, int(st["train_scaling_repeats"]), 1, device)
-    del steps
-    gc.collect()
-    log(f"train_scaling: {setting} steps timed")
+    # memory first, each in a fresh process: a step that does not fit is reported there and
+    # never run in this process (where running out of memory would end the whole benchmark)
     for r in live:
         r["batches"] = {}
         for b in batches:
@@ -115,15 +117,29 @@ def _measure_setting(
                 "threads": torch.get_num_threads(),
                 "warmup": False,
             }
-            mem = peak_memory(spec, device)
-            t = times[f"{r['method']}/{r['option']}/{b}"]
-            r["batches"][str(b)] = {"source": "measured", "step_s": t["median_s"], "timing": t, "memory": mem}
+            r["batches"][str(b)] = {"source": "measured", "memory": peak_memory(spec, device)}
         log(f"train_scaling: {setting} {r['method']} {r['option']} memory measured")
+    steps = {
+        f"{r['method']}/{r['option']}/{b}": make_train_step(r["cfg"].replace(batch_size=int(b)), device)
+        for r in live
+        for b, d in r["batches"].items()
+        if "status" not in d["memory"]
+    }
+    warmup, repeats = (int(v) for v in st["train_scaling_timing"][setting])
+    times = time_interleaved(steps, repeats, warmup, device)
+    del steps
+    gc.collect()
+    log(f"train_scaling: {setting} steps timed")
+    for r in live:
+        for b, d in r["batches"].items():
+            t = times.get(f"{r['method']}/{r['option']}/{b}")
+            d["step_s"], d["timing"] = (t["median_s"], t) if t else (None, None)
+        r["timing"] = {"warmup": warmup, "repeats": repeats}
         _fit(r, target, measure_target, device)
     for r in rows:  # options that are the same config as an earlier one share its measurement
         if "same_as" in r:
             src = next(x for x in rows if x["method"] == r["method"] and x["option"] == r["same_as"])
-            for k in ("batches", "per_image", "target"):
+            for k in ("batches", "per_image", "target", "timing"):
                 if k in src:
                     r[k] = src[k]
         r.pop("cfg", None)
@@ -135,10 +151,13 @@ def _fit(r: dict[str, Any], target: int, measured_target: bool, device: torch.de
     b1, b2 = r["batches"]["1"], r["batches"]["2"]
     per: dict[str, Any] = {}
     ext: dict[str, Any] = {"source": f"extrapolated from batch 1-2 to batch {target}"}
-    t_per, t_fix = linear_fit(b1["step_s"], b2["step_s"])
-    per["step_s_per_image"], per["step_s_fixed"] = t_per, t_fix
-    # value(target) = value(1) + per_image * (target - 1)
-    ext["step_s"] = b1["step_s"] + t_per * (target - 1)
+    if b1["step_s"] is not None and b2["step_s"] is not None:
+        t_per, t_fix = linear_fit(b1["step_s"], b2["step_s"])
+        per["step_s_per_image"], per["step_s_fixed"] = t_per, t_fix
+        # value(target) = value(1) + per_image * (target - 1)
+        ext["step_s"] = b1["step_s"] + t_per * (target - 1)
+    else:
+        per["step_s_per_image"] = ext["step_s"] = None  # a step that failed its memory probe
     if "delta_mib" in b1["memory"] and "delta_mib" in b2["memory"]:
         m_per, m_fix = linear_fit(b1["memory"]["delta_mib"], b2["memory"]["delta_mib"])
         per["memory_mib_per_image"], per["memory_mib_fixed"] = m_per, m_fix
@@ -159,7 +178,7 @@ def section_train_scaling(st: dict, device: torch.device, log: Callable[[str], N
     out: dict[str, Any] = {
         "target_batch": int(st["train_scaling_target"]),
         "batches": [int(b) for b in st["train_scaling_batches"]],
-        "repeats": int(st["train_scaling_repeats"]),
+        "timing": {k: list(v) for k, v in st["train_scaling_timing"].items()},
         "options": TRAIN_OPTIONS,
         "rows": [],
     }
