@@ -149,7 +149,8 @@ def _md_train_scaling(ts: dict) -> list[str]:
         "Step time: median of interleaved steps in one process ("
         + ", ".join(f"{k}: {r} after {w} warm-up" for k, (w, r) in ts["timing"].items())
         + "); memory: the step's peak in a fresh process (first step). Per image = value(batch 2) - "
-        "value(batch 1). Rows marked *extrapolated* are not measurements.",
+        "value(batch 1) (time: of the fastest repeat of each). Rows marked *extrapolated* are a linear "
+        "model, not measurements; where the batch is also measured, the two rows show how far it holds.",
         "",
         "| setting | model | option | batch | source | step time | per image | peak memory (step) "
         "| per image |",
