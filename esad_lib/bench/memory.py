@@ -6,7 +6,9 @@ and the workloads but run nothing (so no earlier computation's freed memory can 
 call needs, and the probe does not pay for importing torch); the child resets the kernel's
 resident-set high-water mark (``/proc/self/clear_refs``) right before the measured call and
 reads ``VmHWM`` after it (fallback: ``ru_maxrss``), because ``tracemalloc`` does not see torch's
-allocations.
+allocations.  The difference also counts the pages of library code the call touches first in
+its process: small next to a network's activations, and the same at every batch, so it cancels
+in a per-image slope.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def _probe_context() -> multiprocessing.context.BaseContext:
     but never run a tensor op (so its children start with a clean heap, no thread pools, and
     without importing torch again)."""
     ctx = multiprocessing.get_context("forkserver")
+    # torch._dynamo: imported lazily by the first optimizer a process builds
     ctx.set_forkserver_preload(["esad_lib.bench.workloads", "torch._dynamo"])
     return ctx
 
