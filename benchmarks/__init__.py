@@ -1,1 +1,1 @@
-"""Benchmarks of esad-notebooks (``make bench``); the measurement code is ``esad_lib.benchmark``."""
+"""Benchmarks of esad-notebooks (``make bench``); the measurement code is the package ``esad_lib.bench``."""

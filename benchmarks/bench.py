@@ -2,16 +2,17 @@
 
     python benchmarks/bench.py [--quick] [--out bench] [--device D] [--profile P]
 
-is the same as ``esad bench ...``; the measurements live in ``esad_lib.benchmark`` (part of
-the installed package, so that the ``esad`` command finds them).  Writes
-``<out>/results.json`` and ``<out>/results.md`` and prints the markdown tables.
+is the same as ``esad bench ...``; the measurements live in the package ``esad_lib.bench``
+(part of the installed library, so that the ``esad`` command finds them; entry point
+``esad_lib.bench.run``).  Writes ``<out>/results.json`` and ``<out>/results.md`` and prints the
+markdown tables.
 """
 
 from __future__ import annotations
 
 import sys
 
-from esad_lib.benchmark import main, run_benchmark
+from esad_lib.bench.run import main, run_benchmark
 
 __all__ = ["main", "run_benchmark"]
 

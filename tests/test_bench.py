@@ -2,13 +2,16 @@
 
 Speed targets are *reported* by the benchmark, never asserted here: these tests check that
 every section runs, that the files are written, that the comparisons it prints are checked
-equalities (loop == batched, fast metric == reference, options == eager) and that the helpers
+equalities (loop == batched, fast metric == reference, options == eager, the authors' inference
+re-stated == our maps), that the new training rows are measured or say why not, and that the helpers
 it relies on are right.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,8 +20,26 @@ import numpy as np
 import pytest
 import torch
 
-from esad_lib import benchmark as bm
+from esad_lib.bench import (
+    authors_rows,
+    masks_rows,
+    memory,
+    metric_inputs,
+    report,
+    run,
+    settings,
+    timing,
+    train_scaling_rows,
+    workloads,
+)
+from esad_lib.cli import bench as bench_cli
+from esad_lib.config import ESADConfig
+from esad_lib.masks import disjoint_masks
+from esad_lib.models import build_model
+from esad_lib.models.counting import count_parameters
+from esad_lib.models.fusion import fold_batchnorm
 from esad_lib.paths import PROJECT_ROOT
+from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +54,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    res = bm.run_benchmark(quick=True, out_dir=out, device="cpu", log=lambda msg: None)
+    res = run.run_benchmark(quick=True, out_dir=out, device="cpu", log=lambda msg: None)
     return out, res
 
 
@@ -41,11 +62,12 @@ def test_quick_run_writes_every_section(quick_results):
     out, res = quick_results
     assert "errors" not in res, res.get("errors")
     on_disk = json.loads((out / "results.json").read_text())
-    for section in bm.SECTIONS:
+    for section in run.SECTIONS:
         assert section in on_disk, section
     md = (out / "results.md").read_text()
-    assert md == bm.format_markdown(res)
+    assert md == report.format_markdown(res)
     headings = ("ESAD (two lightweight U-Nets) vs RIAD", "One training step", "K masks", "Inference options")
+    headings += ("Ours vs a plain re-statement of theirs", "Training step time and peak memory per image")
     for heading in headings + ("Where a U-Net forward spends its time", "Metrics on", "Targets"):
         assert heading in md
     assert res["meta"]["quick"] is True and res["meta"]["device"] == "cpu"
@@ -58,10 +80,8 @@ def test_models_section_counts_and_times(quick_results):
     esad, riad = mo["count"]["esad"], mo["count"]["riad"]
     assert esad["nets"] == 2 and riad["nets"] == 1
     assert esad["network_forwards_per_image"] == 2 * riad["network_forwards_per_image"]
-    from esad_lib.models import build_model
-    from esad_lib.models.counting import count_parameters
 
-    cfg = bm._cfg_for("smoke", "riad", "cpu")
+    cfg = settings.cfg_for("smoke", "riad", "cpu")
     assert riad["parameters"] == count_parameters(build_model(cfg))
     for batch, paths in (("1", ("fast", "plain")), ("2", ("fast",))):
         for m in ("esad", "riad"):
@@ -77,7 +97,7 @@ def test_models_section_counts_and_times(quick_results):
         assert "status" not in mem, mem
         assert mem["peak_mib"] > 0 and mem["delta_mib"] >= 0
     tr = res["train"]
-    assert tr["batch"] == bm._cfg_for("smoke", "esad", "cpu").batch_size
+    assert tr["batch"] == settings.cfg_for("smoke", "esad", "cpu").batch_size
     for m in ("esad", "riad"):
         assert tr["train_step"][m]["median_s"] > 0
         assert tr["memory"][m]["peak_mib"] > 0 and tr["memory"][m]["delta_mib"] >= 0
@@ -111,53 +131,150 @@ def test_masks_and_inference_rows_are_checked_equal(quick_results):
 def test_metrics_section_fast_equals_reference(quick_results):
     _, res = quick_results
     me = res["metrics"]
-    assert me["subset"]["diff"]["au_spro"] <= bm.TOL_METRIC
-    assert me["subset"]["diff"]["pixel_auroc"] <= bm.TOL_METRIC
+    assert me["subset"]["diff"]["au_spro"] <= settings.TOL_METRIC
+    assert me["subset"]["diff"]["pixel_auroc"] <= settings.TOL_METRIC
     for m in ("au_spro", "pixel_auroc"):
         assert 0.0 <= me["full"][m]["value"] <= 1.0
         assert me["full"][m]["memory"]["peak_mib"] > 0
 
 
+def test_authors_rows_maps_equal_ours_and_are_timed(quick_results):
+    _, res = quick_results
+    au = res["authors"]
+    assert au["equal"] and au["tolerance"] == FAST_PATH_ATOL
+    assert set(au["max_abs_diff"]) == {"1", "2"}
+    assert set(au["max_abs_diff"]["1"]) == {authors_rows.OURS_FAST, authors_rows.OURS_PLAIN}
+    for batch, diffs in au["max_abs_diff"].items():
+        assert all(0.0 <= d <= FAST_PATH_ATOL for d in diffs.values()), (batch, diffs)
+        t = au["timing"][batch]
+        assert {authors_rows.THEIRS, authors_rows.OURS_FAST} <= set(t)
+        assert all(np.isfinite(v["median_s"]) and v["median_s"] > 0 for v in t.values())
+        assert au["speedup"][batch] == pytest.approx(
+            t[authors_rows.THEIRS]["median_s"] / t[authors_rows.OURS_FAST]["median_s"]
+        )
+
+
+def test_train_scaling_rows_are_measured_or_say_why(quick_results):
+    _, res = quick_results
+    ts = res["train_scaling"]
+    rows = ts["rows"]
+    esad_options = [r["option"] for r in rows if r["method"] == "esad"]
+    assert esad_options == list(train_scaling_rows.TRAIN_OPTIONS)
+    assert [r["option"] for r in rows if r["method"] == "riad"] == ["default"]
+    fields = {f.name for f in dataclasses.fields(ESADConfig)}
+    for r in rows:
+        missing = [k for k in r["diff"] if k not in fields]
+        if missing:  # an option of a field this build lacks: an explicit reason, no numbers
+            assert r["status"].startswith("not available in this build"), r
+            assert "batches" not in r and "target" not in r
+            continue
+        assert r["status"] == "ok" or r["status"].startswith("same config as"), r
+        for b in ("1", "2"):
+            d = r["batches"][b]
+            assert d["source"] == "measured" and np.isfinite(d["step_s"]) and d["step_s"] > 0
+            assert "status" not in d["memory"], d["memory"]
+            assert d["memory"]["delta_mib"] >= 0 and np.isfinite(d["memory"]["peak_mib"])
+        per, tgt = r["per_image"], r["target"]
+        assert tgt["batch"] == ts["target_batch"] == 8
+        ext = tgt["extrapolated"]
+        assert "extrapolated" in ext["source"]
+        # value(8) = value(1) + (value(2) - value(1)) * 7, by hand
+        t1, t2 = (r["batches"][b]["timing"]["min_s"] for b in ("1", "2"))
+        assert per["step_s_per_image"] == pytest.approx(t2 - t1)
+        assert ext["step_s"] == pytest.approx(t1 + 7 * (t2 - t1))
+        m1, m2 = (r["batches"][b]["memory"]["delta_mib"] for b in ("1", "2"))
+        assert ext["memory_delta_mib"] == pytest.approx(m1 + 7 * (m2 - m1))
+        # CPU run: the batch-8-on-GPU row is empty, never estimated
+        assert tgt["measured"] == {"source": "measured on GPU", "status": "no GPU (CUDA absent in this run)"}
+    md = report.format_markdown(res)
+    assert "**extrapolated** from batch 1-2" in md and "no GPU (CUDA absent in this run)" in md
+
+
+def test_train_option_of_a_missing_field_is_not_available(monkeypatch, quick_results):
+    options = {"default": {}, "from the future": {"no_such_field_yet": True}, "same": {"seed": 0}}
+    monkeypatch.setattr(train_scaling_rows, "TRAIN_OPTIONS", options)
+    rows = train_scaling_rows._contenders("smoke", torch.device("cpu"))
+    by = {(r["method"], r["option"]): r for r in rows}
+    assert by[("esad", "from the future")]["status"] == (
+        "not available in this build: ESADConfig has no field no_such_field_yet"
+    )
+    assert by[("esad", "default")]["status"] == "ok"
+    assert by[("esad", "same")]["same_as"] == "default"  # the preset's seed is 0: nothing to measure again
+    assert train_scaling_rows.missing_fields({"seed": 1, "nope": 2}) == ["nope"]
+    assert train_scaling_rows.linear_fit(10.0, 13.0) == (3.0, 7.0)
+    # the whole section with these options: the same config is measured once and shared
+    st = settings.bench_settings(True)
+    ts = train_scaling_rows.section_train_scaling(st, torch.device("cpu"), lambda msg: None)
+    by = {(r["method"], r["option"]): r for r in ts["rows"]}
+    assert by[("esad", "same")]["batches"] == by[("esad", "default")]["batches"]
+    assert "batches" not in by[("esad", "from the future")]
+    md = report.format_markdown({"meta": quick_results[1]["meta"], "train_scaling": ts})
+    assert "same config as 'default': see its rows" in md
+    assert "not available in this build: ESADConfig has no field no_such_field_yet" in md
+
+
+def test_authors_inference_maps_equal_library_fast_and_plain_maps():
+    """The plain re-statement (masks one at a time) == the library's maps, with non-trivial
+    BatchNorm statistics (so that folding has something to fold), for both map kinds."""
+    for score_map in ("feature", "pixel"):
+        cfg = settings.cfg_for("smoke", "esad", "cpu").replace(score_map=score_map)
+        model = workloads.build_model(cfg, torch.device("cpu"))
+        model.train()
+        with torch.no_grad():
+            for _ in range(3):
+                model(workloads.random_images(4, cfg.image_size, 7), 4, fill="train")
+        model.eval()
+        extractor = workloads.scoring_extractor(model, cfg)
+        img = workloads.random_images(2, cfg.image_size, 3)
+        theirs = authors_rows.authors_inference_maps(model, img, cfg, extractor)
+        for fast in (True, False):
+            ours = anomaly_maps(model, img, cfg.replace(fast_scoring=fast), extractor=extractor)
+            torch.testing.assert_close(theirs, ours, atol=FAST_PATH_ATOL, rtol=0)
+    with pytest.raises(ValueError, match="fill_alpha"):
+        authors_rows.authors_inference_maps(model, img, cfg.replace(fill_alpha=0.3), extractor)
+    riad_cfg = settings.cfg_for("smoke", "riad", "cpu")
+    with pytest.raises(ValueError, match="ESAD model"):
+        authors_rows.authors_inference_maps(
+            workloads.build_model(riad_cfg, torch.device("cpu")), img, cfg, None
+        )
+
+
 def test_time_interleaved_rotates_and_counts():
     calls: list[str] = []
     fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
-    res = bm.time_interleaved(fns, repeats=3, warmup=1, device=torch.device("cpu"))
+    res = timing.time_interleaved(fns, repeats=3, warmup=1, device=torch.device("cpu"))
     assert calls[:3] == ["a", "b", "c"]  # warm-up
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # start rotates each repeat
     assert all(r["repeats"] == 3 and r["min_s"] <= r["median_s"] <= r["max_s"] for r in res.values())
 
 
 def test_masks_loop_equals_model_forward():
-    from esad_lib.masks import disjoint_masks
 
     for method in ("esad", "riad"):
-        cfg = bm._cfg_for("smoke", method, "cpu")
-        model = bm._build_model(cfg, torch.device("cpu")).eval()
-        img = bm._random_images(2, (20, 28), 0)
+        cfg = settings.cfg_for("smoke", method, "cpu")
+        model = workloads.build_model(cfg, torch.device("cpu")).eval()
+        img = workloads.random_images(2, (20, 28), 0)
         masks = disjoint_masks(20, 28, 4, cfg.num_masks, generator=torch.Generator().manual_seed(1))
         for fill in ("test", "train", "zero") if method == "esad" else ("zero",):
             with torch.no_grad():
                 ref = model(img, 4, fill=fill, masks=masks).recon
-                loop = bm.masks_loop(model, img, masks, fill)
+                loop = masks_rows.masks_loop(model, img, masks, fill)
             torch.testing.assert_close(loop, ref, atol=1e-5, rtol=0)
 
 
 def test_fold_batchnorm_keeps_outputs_and_removes_bn():
-    cfg = bm._cfg_for("smoke", "esad", "cpu")
-    model = bm._build_model(cfg, torch.device("cpu"))
+    cfg = settings.cfg_for("smoke", "esad", "cpu")
+    model = workloads.build_model(cfg, torch.device("cpu"))
     # non-trivial BN statistics, so that folding has something to fold
     model.train()
     with torch.no_grad():
         for _ in range(3):
-            model(bm._random_images(4, (32, 32), 7), 4, fill="train")
+            model(workloads.random_images(4, (32, 32), 7), 4, fill="train")
     model.eval()
-    img = bm._random_images(1, (32, 32), 3)
-    import copy
-
-    from esad_lib.masks import disjoint_masks
+    img = workloads.random_images(1, (32, 32), 3)
 
     masks = disjoint_masks(32, 32, 4, cfg.num_masks, generator=torch.Generator().manual_seed(0))
-    folded = bm.fold_batchnorm(copy.deepcopy(model))
+    folded = fold_batchnorm(copy.deepcopy(model))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
         torch.testing.assert_close(
@@ -169,7 +286,7 @@ def test_fold_batchnorm_keeps_outputs_and_removes_bn():
 
 
 def test_synthetic_metric_inputs_are_loco_like():
-    maps, channels, defects = bm.synthetic_metric_inputs(10, (60, 90), seed=3)
+    maps, channels, defects = metric_inputs.synthetic_metric_inputs(10, (60, 90), seed=3)
     assert len(maps) == len(channels) == 10
     assert all(m.dtype == np.float32 and m.shape == (60, 90) for m in maps)
     good = [c for c in channels if c.shape[0] == 0]
@@ -178,21 +295,23 @@ def test_synthetic_metric_inputs_are_loco_like():
     for c in channels:
         for ch in c:
             assert set(np.unique(ch)) - {0} <= values and len(set(np.unique(ch)) - {0}) <= 1
-    again = bm.synthetic_metric_inputs(10, (60, 90), seed=3)
+    again = metric_inputs.synthetic_metric_inputs(10, (60, 90), seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(maps, again[0]))  # same seed, same data
 
 
 def test_peak_memory_probe_sees_a_large_allocation():
     # 256 MiB of float64 touched in the subprocess: the probe must report at least most of it
     spec = {"kind": "metric", "metric": "pixel_auroc", "n": 2, "size": [20, 30], "seed": 0, "warmup": False}
-    small = bm.peak_memory(spec, torch.device("cpu"))
+    small = memory.peak_memory(spec, torch.device("cpu"))
     assert "status" not in small, small
-    big = bm.measure_peak_rss(lambda: np.ones(2**25, dtype=np.float64).sum())
+    big = memory.measure_peak_rss(lambda: np.ones(2**25, dtype=np.float64).sum())
     assert big["delta_mib"] >= 200
+    # a workload that cannot be built is a failed measurement that says why, not a crash
+    bad = memory.peak_memory({"kind": "no such kind"}, torch.device("cpu"))
+    assert bad == {"status": "failed: ValueError: unknown workload kind 'no such kind'"}
 
 
 def test_cli_registers_bench_and_parses_options():
-    from esad_lib import bench_cli
 
     parser = argparse.ArgumentParser()
     bench_cli.register(parser.add_subparsers(dest="command"))

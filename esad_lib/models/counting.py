@@ -23,7 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "count_macs", "mac_counter", "MacCounter", "model_info", "format_model_info"]
+__all__ = [
+    "count_parameters",
+    "count_macs",
+    "layer_macs",
+    "mac_counter",
+    "MacCounter",
+    "model_info",
+    "format_model_info",
+]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -31,7 +39,8 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def _layer_macs(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+def layer_macs(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    """MACs of one forward call of a Conv2d / ConvTranspose2d / Linear layer (0 for others)."""
     if isinstance(layer, nn.Conv2d):
         kh, kw = layer.kernel_size
         # B * C_out * H_out * W_out * (C_in / groups) * k_h * k_w
@@ -55,7 +64,7 @@ class MacCounter:
 
     def hook(self, name: str):
         def fn(layer: nn.Module, inputs: tuple[Any, ...], out: torch.Tensor) -> None:
-            macs = _layer_macs(layer, inputs[0], out)
+            macs = layer_macs(layer, inputs[0], out)
             self.total += macs
             self.by_module[name] = self.by_module.get(name, 0) + macs
 

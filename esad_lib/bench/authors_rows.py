@@ -1,0 +1,124 @@
+"""Rows "ours vs a plain re-statement of theirs": the library's scoring against the authors'
+test-time procedure written out plainly (paper "Testing"; METHOD_NOTES "Pipeline" step 3-4 with
+``select = 1`` and "Scoring").
+
+The re-statement (``authors_inference_maps``) runs the procedure as it is described: for each
+cutout size, for each of the K masks ONE AT A TIME, ``cutout -> inpainting net -> test fill
+(0.5 * pre + 0.5 * img on the hidden cells) -> reconstruction net -> keep the hidden cells``;
+then the map of each cutout size, averaged and smoothed.  Eager mode, float32, the model as
+trained (no BatchNorm folding, no channels_last), under ``torch.no_grad``.  The map itself uses
+the same library functions as our path (``esad_lib.scoring.feature_map`` / ``pixel_map`` and
+``smooth_maps``, with the unprepared extractor): what is compared is how the networks are run.
+The masks are the library's fixed scoring masks (``scoring_masks``, seed ``cfg.seed``) so that
+the maps can be compared exactly; this is the comparison we control (the authors' own code is
+not run here).
+
+Its maps are checked equal to the library's fast maps within ``esad_lib.scoring.FAST_PATH_ATOL``
+before anything is timed; then both (and the library's plain path, ``fast_scoring=False``) are
+timed side by side, interleaved, in one process.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from esad_lib.anomaly_map import feature_map, pixel_map, smooth_maps
+from esad_lib.bench.settings import cfg_for
+from esad_lib.bench.timing import time_interleaved
+from esad_lib.bench.workloads import build_model, make_scoring, random_images, scoring_extractor
+from esad_lib.config import ESADConfig
+from esad_lib.models.esad import scoring_masks
+from esad_lib.scoring import FAST_PATH_ATOL
+
+#: the authors' test fill mixes inpainting and input half and half (the presets' fill_alpha).
+AUTHORS_ALPHA = 0.5
+
+THEIRS = "theirs, re-stated plainly (masks one at a time, eager)"
+OURS_FAST = "ours: fast path (fast_scoring on)"
+OURS_PLAIN = "ours: fast_scoring off (plain eager)"
+
+
+def authors_inference_maps(
+    model: torch.nn.Module, images: torch.Tensor, cfg: ESADConfig, extractor: torch.nn.Module | None
+) -> torch.Tensor:
+    """Smoothed anomaly maps by the authors' test-time procedure, written plainly.
+
+    ``images [B,3,H,W]`` in [-1, 1] -> ``maps [B,H,W]``.  ``model`` is an ESAD model (it has an
+    inpainting net), in eval mode; ``extractor`` the feature extractor of ``cfg.score_map =
+    "feature"`` (None for "pixel").
+    """
+    if model.inpaint_net is None:
+        raise ValueError("authors_inference_maps needs an ESAD model (with an inpainting net), got RIAD's")
+    if cfg.test_fill != "test" or cfg.fill_alpha != AUTHORS_ALPHA:
+        raise ValueError(
+            f"the authors' test fill is 'test' with alpha {AUTHORS_ALPHA}; cfg has test_fill="
+            f"{cfg.test_fill!r}, fill_alpha={cfg.fill_alpha} (use the preset's values)"
+        )
+    model.eval()
+    h, w = images.shape[-2:]
+    masks = scoring_masks(h, w, cfg.cutout_sizes, cfg.num_masks, cfg.seed, images.device)
+    with torch.no_grad():
+        total = None
+        for c in cfg.cutout_sizes:
+            recon = torch.zeros_like(images)
+            for k in range(int(cfg.num_masks)):
+                m = masks[int(c)][k : k + 1]  # [1,1,H,W], 1 visible, 0 hidden
+                # cutout = img * m
+                cutout = images * m
+                # pre = G1(cutout)
+                pre = model.inpaint_net(cutout)
+                # filled = cutout + 0.5 * pre * (1 - m) + 0.5 * img * (1 - m)     (select = 1)
+                filled = cutout + 0.5 * pre * (1 - m) + 0.5 * images * (1 - m)
+                # recon += G2(filled) * (1 - m)
+                recon = recon + model.recon_net(filled) * (1 - m)
+            if cfg.score_map == "feature":
+                map_c = feature_map(extractor, images, recon)
+            else:
+                map_c = pixel_map(images, recon)
+            total = map_c if total is None else total + map_c
+        # M = (1 / |C|) sum_c M_c, then smoothed
+        return smooth_maps((total / len(cfg.cutout_sizes)).float(), cfg)
+
+
+def section_authors(st: dict, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+    """ESAD's full scoring: the library's fast path vs the plain re-statement of the authors'
+    procedure (maps checked equal first), at batch 1 and batched."""
+    cfg = cfg_for(st["profile"], "esad", str(device))
+    model = build_model(cfg, device).eval()
+    extractor = scoring_extractor(model, cfg)
+    out: dict[str, Any] = {"tolerance": FAST_PATH_ATOL, "max_abs_diff": {}, "timing": {}, "speedup": {}}
+    for batch in (1, st["batched"]):
+        # the same images as make_scoring's (seed cfg.seed + 1)
+        images = random_images(batch, cfg.image_size, cfg.seed + 1).to(device)
+        fns = {
+            THEIRS: lambda images=images: authors_inference_maps(model, images, cfg, extractor),
+            OURS_FAST: make_scoring(cfg.replace(fast_scoring=True), batch, device, model),
+        }
+        if batch == 1:  # the plain path scores a batch one image at a time: batch 1 says it all
+            fns[OURS_PLAIN] = make_scoring(cfg.replace(fast_scoring=False), batch, device, model)
+        theirs = fns[THEIRS]()
+        diffs = {n: float((fn() - theirs).abs().max()) for n, fn in fns.items() if n != THEIRS}
+        out["max_abs_diff"][str(batch)] = diffs
+        if max(diffs.values()) > FAST_PATH_ATOL:
+            raise AssertionError(
+                f"authors' re-statement differs from the library's maps at batch {batch}: {diffs} "
+                f"> {FAST_PATH_ATOL:g}; not timed"
+            )
+        if batch == 1:
+            res = time_interleaved(fns, st["repeats"], st["warmup"], device)
+        else:
+            res = time_interleaved(fns, st["heavy_repeats"], st["heavy_warmup"], device)
+        for v in res.values():
+            v["images_per_s"] = batch / v["median_s"]
+        out["timing"][str(batch)] = res
+        # speed-up = t(theirs) / t(ours, fast)
+        out["speedup"][str(batch)] = res[THEIRS]["median_s"] / res[OURS_FAST]["median_s"]
+        del fns
+        gc.collect()
+        log(f"authors: timed ours vs theirs at batch {batch}")
+    out["equal"] = all(d <= FAST_PATH_ATOL for ds in out["max_abs_diff"].values() for d in ds.values())
+    return out

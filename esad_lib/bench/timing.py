@@ -1,0 +1,43 @@
+"""Timing of contenders side by side: device sync and interleaved medians."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """Median/min/max seconds of each callable, the contenders run round-robin.
+
+    Every repeat runs each contender once; the starting contender rotates, so none is always
+    first (cache/thermal effects) and a slow period of the machine hits all of them alike.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+            sync(device)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[n]()
+            sync(device)
+            times[n].append(time.perf_counter() - t0)
+    return {
+        n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": len(t)}
+        for n, t in times.items()
+    }
