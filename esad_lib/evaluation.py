@@ -310,8 +310,6 @@ def evaluate_run(
                 f"cannot override {sorted(bad)} at evaluation (only scoring fields: {sorted(allowed)})"
             )
         cfg = cfg.replace(**overrides)
-        if "fill_alpha" in overrides and hasattr(model, "fill_alpha"):
-            model.fill_alpha = float(overrides["fill_alpha"])
         if "device" in overrides:
             model = model.to(resolve_device(cfg.device))
     metrics, result = evaluate_model(model, cfg, root=root, max_images=max_images, progress=progress)

@@ -54,6 +54,7 @@ from esad_lib.anomaly_map import SMOOTHINGS, MapStats, average_over_cutouts, smo
 from esad_lib.config import ESADConfig
 from esad_lib.data import LOCODataset, collate_keep_lists, dataset_root, input_size, list_samples
 from esad_lib.features import build_feature_extractor
+from esad_lib.models import model_fills
 from esad_lib.models.fusion import prepare_for_inference
 
 SCORE_MAPS = ("pixel", "feature")
@@ -101,7 +102,9 @@ def build_scoring_extractor(model: torch.nn.Module, cfg: ESADConfig):
 
 def reconstructions(model, images: torch.Tensor, cfg: ESADConfig) -> dict[int, torch.Tensor]:
     """Test-fill reconstructions, one per cutout size: ``{c: recon [B,3,H,W]}``."""
-    outs = model.reconstruct_all(images, tuple(cfg.cutout_sizes), fill=cfg.test_fill, seed=cfg.seed)
+    fill = model_fills(cfg)[1]
+    sizes = tuple(cfg.cutout_sizes)
+    outs = model.reconstruct_all(images, sizes, fill=fill, alpha=cfg.fill_alpha, seed=cfg.seed)
     return {int(c): o.recon for c, o in outs.items()}
 
 

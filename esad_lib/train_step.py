@@ -37,6 +37,7 @@ def train_step(
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     *,
+    fill: str = "train",
     generator: torch.Generator | None = None,
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = False,
@@ -44,7 +45,9 @@ def train_step(
     """One optimiser step on ``batch`` ``[B, 3, H, W]`` (in [-1, 1]) with one cutout size.
 
     ``model``: an ``ESADModel`` (or its DistributedDataParallel wrapper); ``loss_fn``: an
-    ``ESADLoss``; ``generator`` seeds the masks (None: the global RNG); ``scaler``: a
+    ``ESADLoss``; ``fill`` the training fill (paper: "train", ``select = 0``; RIAD: "zero";
+    ``esad_lib.models.model_fills(cfg)[0]``); ``generator`` seeds the masks (None: the global
+    RNG); ``scaler``: a
     ``GradScaler`` for mixed precision (None: plain ``backward`` and ``step``); ``amp``: run
     the forward under float16 autocast on CUDA.  Returns the loss parts (Python floats:
     ``"recon_l2"``, ..., ``"inpaint_feature"``, and ``"total"``, the value of the loss that was
@@ -60,7 +63,7 @@ def train_step(
         # for every mask m_k:  pre_k = G1(img * m_k)                              (inpainting)
         #   filled_k = img * m_k + pre_k * (1 - m_k)                   (training fill, select = 0)
         # recon = sum_k G2(filled_k) * (1 - m_k);  inpaint = sum_k pre_k * (1 - m_k)
-        out = model(batch, cutout_size, fill=net.train_fill, masks=masks)
+        out = model(batch, cutout_size, fill=fill, masks=masks)
         # total = L(img, recon) + w_inpaint * L(img, inpaint),
         # L = w_l2 L2 + w_ssim (1 - SSIM) + w_msgms L_MSGMS + w_feature L_feat
         total, parts = loss_fn(batch, out.recon, out.inpaint)

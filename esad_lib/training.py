@@ -80,7 +80,7 @@ from esad_lib.distributed import (
     wrap_ddp,
 )
 from esad_lib.losses import build_loss
-from esad_lib.models import build_model
+from esad_lib.models import build_model, model_fills
 from esad_lib.run_io import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -269,7 +269,7 @@ def validation_loss(
             img = torch.stack([images[i] for i in idx[start : start + cfg.batch_size]]).to(device)
             gen = seeded_generator(cfg.seed, "val", int(c), b)
             with autocast(device, use_amp):
-                out = net(img, int(c), fill=net.train_fill, generator=gen)
+                out = net(img, int(c), fill=model_fills(cfg)[0], generator=gen)
                 total, parts = loss_fn(img, out.recon, out.inpaint)
             bs = img.shape[0]
             parts = {"loss": float(total.detach()), **{k: v for k, v in parts.items() if k != "total"}}
@@ -479,6 +479,7 @@ def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict[str, float]
             c,
             run.loss_fn,
             run.optimizer,
+            fill=model_fills(cfg)[0],
             generator=mask_generator(cfg, epoch, step, info.rank),
             scaler=run.scaler,
             amp=run.use_amp,

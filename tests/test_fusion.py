@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from esad_lib.config import get_config, riad_config
-from esad_lib.models import build_model
+from esad_lib.models import build_model, model_fills
 from esad_lib.models.esad import scoring_masks
 from esad_lib.models.fusion import fold_batchnorm, is_prepared, prepare_for_inference
 
@@ -23,7 +23,7 @@ def _trained_bn(cfg) -> torch.nn.Module:
     model.train()
     with torch.no_grad():
         for _ in range(3):
-            model(torch.rand(4, 3, 32, 32) * 2 - 1, 4, fill=model.train_fill)
+            model(torch.rand(4, 3, 32, 32) * 2 - 1, 4, fill=model_fills(cfg)[0])
     return model.eval()
 
 
@@ -50,10 +50,9 @@ def test_prepared_copy_has_same_outputs_and_leaves_the_model_alone(method):
     masks = scoring_masks(32, 32, cfg.cutout_sizes, cfg.num_masks, seed=0)
     with torch.inference_mode():
         for c, m in masks.items():
-            ref = model(img, c, fill=model.test_fill, masks=m).recon
-            got = fast(
-                img.contiguous(memory_format=torch.channels_last), c, fill=model.test_fill, masks=m
-            ).recon
+            fill = model_fills(cfg)[1]
+            ref = model(img, c, fill=fill, masks=m).recon
+            got = fast(img.contiguous(memory_format=torch.channels_last), c, fill=fill, masks=m).recon
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from esad_lib.config import get_config, riad_config
 from esad_lib.masks import disjoint_masks
-from esad_lib.models import ESADModel, LightweightUNet, build_model
+from esad_lib.models import ESADModel, LightweightUNet, build_model, model_fills
 
 
 class Const(nn.Module):
@@ -35,7 +35,7 @@ def _img(b: int = 2, h: int = 12, w: int = 20) -> torch.Tensor:
 def test_fill_formulas_exact(alpha: float) -> None:
     p = 0.3
     img = _img()
-    model = ESADModel(Const(p), Identity(), num_masks=3, fill_alpha=alpha)
+    model = ESADModel(Const(p), Identity(), num_masks=3)
     gen = torch.Generator().manual_seed(0)
     masks = disjoint_masks(12, 20, 4, 3, generator=gen)
     m = masks.unsqueeze(1)
@@ -48,7 +48,7 @@ def test_fill_formulas_exact(alpha: float) -> None:
     torch.testing.assert_close(out.recon, torch.full_like(img, p))
     torch.testing.assert_close(out.inpaint, torch.full_like(img, p))
 
-    out = model(img, 4, fill="test", masks=masks)
+    out = model(img, 4, fill="test", alpha=alpha, masks=masks)
     # test: filled = cutout + (1-a) * pre * (1 - m) + a * img * (1 - m)
     expected = cutout + (1 - alpha) * p * (1 - m) + alpha * img.unsqueeze(0) * (1 - m)
     torch.testing.assert_close(out.filled, expected, rtol=0, atol=1e-6)
@@ -66,7 +66,7 @@ def test_fill_formulas_exact(alpha: float) -> None:
 
 def test_paper_test_fill_is_half_half() -> None:
     img = _img()
-    model = ESADModel(Const(-0.8), Identity())  # default fill_alpha = 0.5 (the paper)
+    model = ESADModel(Const(-0.8), Identity())  # default alpha = 0.5 (the paper)
     out = model(img, 2, fill="test", generator=torch.Generator().manual_seed(1))
     hidden = 1 - out.masks.unsqueeze(1)
     cutout = img.unsqueeze(0) * out.masks.unsqueeze(1)
@@ -152,16 +152,17 @@ def test_shapes_non_square_odd() -> None:
 
 def test_build_model_from_config_and_riad() -> None:
     cfg = get_config("smoke")
-    model = build_model(cfg.replace(num_masks=4, fill_alpha=0.2, use_eca=True, block_kernel=5))
-    assert model.num_masks == 4 and model.fill_alpha == 0.2
+    model = build_model(cfg.replace(num_masks=4, use_eca=True, block_kernel=5))
+    assert model.num_masks == 4 and not hasattr(model, "fill_alpha")  # the config holds test-time choices
     assert model.inpaint_net is not None and model.recon_net is not model.inpaint_net
     assert model.recon_net.enc[1].expand[0].kernel_size == (5, 5)
     assert model.recon_net.dec[0].expand[0].groups == model.recon_net.dec[0].in_ch  # reference decoder
     riad = build_model(riad_config(cfg))
     assert riad.inpaint_net is None and riad.is_riad
     assert type(riad.recon_net).__name__ == "ClassicUNet"
-    assert riad.train_fill == riad.test_fill == "zero"
-    assert build_model(cfg.replace(method="riad")).test_fill == "zero"
+    assert model_fills(riad_config(cfg)) == ("zero", "zero")
+    assert model_fills(cfg.replace(method="riad")) == ("zero", "zero")  # RIAD has no inpainting net
+    assert model_fills(cfg) == ("train", "test")
     with pytest.raises(ValueError, match="inpainting net"):
         riad(_img(), 2, fill="test")
     with pytest.raises(ValueError, match="unknown method"):

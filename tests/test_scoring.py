@@ -206,3 +206,36 @@ def test_keep_aspect_sizes_follow_each_category_and_reach_the_maps(tiny_model):
     c = cfg.replace(keep_aspect=True, image_size=(48, 48))
     res = score_dataset(model, c, root=root, max_images=1, progress=False)
     assert {m.shape for m in res.maps} == {input_size(c, root)}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "base"),
+    [
+        ("fill_alpha", 0.2, {}),
+        ("test_fill", "zero", {}),
+        ("score_map", "pixel", {}),
+        ("feature_extractor", "recon_encoder", {}),
+        ("smoothing", "none", {}),
+        ("smoothing_sigma", 2.5, {}),
+        ("smoothing_size", 3, {"smoothing": "mean"}),
+        ("map_normalization", "train", {}),
+    ],
+)
+def test_each_test_time_field_of_the_config_changes_the_scores(tiny_model, field, value, base):
+    """Scoring reads every test-time choice from the config it is given (the model holds only
+    its networks), so changing one field changes the maps -- e.g. fill_alpha=0.2 is used."""
+    from esad_lib.config import TEST_TIME_FIELDS
+    from esad_lib.data import dataset_root
+    from esad_lib.scoring import score_split_normalised
+
+    assert field in TEST_TIME_FIELDS
+    model, cfg = tiny_model
+    cfg = cfg.replace(**base)
+    assert getattr(cfg, field) != value
+    root = dataset_root(cfg)
+    a = score_split_normalised(model, cfg, root=root, max_images=2, progress=False, keep_channels=False)
+    b = score_split_normalised(
+        model, cfg.replace(**{field: value}), root=root, max_images=2, progress=False, keep_channels=False
+    )
+    assert a.paths == b.paths
+    assert any(not np.allclose(x, y) for x, y in zip(a.maps, b.maps)), f"{field}={value!r} was ignored"

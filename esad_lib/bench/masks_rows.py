@@ -12,10 +12,10 @@ from esad_lib.bench.settings import TOL_FP32, cfg_for
 from esad_lib.bench.timing import time_interleaved
 from esad_lib.bench.workloads import build_model, random_images
 from esad_lib.masks import disjoint_masks
-from esad_lib.models import apply_fill
+from esad_lib.models import apply_fill, model_fills
 
 
-def masks_loop(model, img: torch.Tensor, masks: torch.Tensor, fill: str) -> torch.Tensor:
+def masks_loop(model, img: torch.Tensor, masks: torch.Tensor, fill: str, alpha: float = 0.5) -> torch.Tensor:
     """``ESADModel.forward``'s reconstruction with one U-Net call per mask (the naive loop).
 
     ``img [B,3,H,W]``, ``masks [K,1,H,W]`` -> ``recon [B,3,H,W]``; same formulas as the model
@@ -30,7 +30,7 @@ def masks_loop(model, img: torch.Tensor, masks: torch.Tensor, fill: str) -> torc
         if model.inpaint_net is not None and fill in ("train", "test"):
             # pre_k = G1(cutout_k)
             pre = model.inpaint_net(cutout[0]).unsqueeze(0)
-        filled = apply_fill(img, cutout, pre, m, fill, model.fill_alpha)
+        filled = apply_fill(img, cutout, pre, m, fill, alpha)
         # recon = sum_k G2(filled_k) * (1 - m_k)
         recon = recon + model.recon_net(filled[0]) * (1.0 - m)
     return recon
@@ -48,13 +48,15 @@ def section_masks(st: dict, device: torch.device, log: Callable[[str], None]) ->
         masks = disjoint_masks(h, w, cut, cfg.num_masks, generator=torch.Generator().manual_seed(0)).to(
             device
         )
-        fill = model.test_fill
+        fill = model_fills(cfg)[1]
         with torch.no_grad():
-            batched = model(img, cut, fill=fill, masks=masks).recon
-            diff = float((masks_loop(model, img, masks, fill) - batched).abs().max())
+            batched = model(img, cut, fill=fill, alpha=cfg.fill_alpha, masks=masks).recon
+            diff = float((masks_loop(model, img, masks, fill, cfg.fill_alpha) - batched).abs().max())
             fns = {
-                "loop over masks": lambda: masks_loop(model, img, masks, fill),  # noqa: B023 (run in-loop)
-                "batched (ESADModel.forward)": lambda: model(img, cut, fill=fill, masks=masks),  # noqa: B023
+                "loop over masks": lambda: masks_loop(model, img, masks, fill, cfg.fill_alpha),  # noqa: B023
+                "batched (ESADModel.forward)": lambda: model(  # noqa: B023
+                    img, cut, fill=fill, alpha=cfg.fill_alpha, masks=masks  # noqa: B023
+                ),
             }
             res = time_interleaved(fns, st["repeats"], st["warmup"], device)
         loop_s = res["loop over masks"]["median_s"]

@@ -20,6 +20,7 @@ from esad_lib.config import ESADConfig, seed_everything
 from esad_lib.features import build_feature_extractor
 from esad_lib.losses import ESADLoss
 from esad_lib.models import build_model as _library_build_model
+from esad_lib.models import model_fills
 from esad_lib.scoring import anomaly_maps, build_scoring_extractor, prepare_scoring
 
 
@@ -98,7 +99,7 @@ def make_train_step(
         opt.zero_grad(set_to_none=True)
         amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
         with amp:
-            out = model(images, cutout, fill=model.train_fill, generator=gen)
+            out = model(images, cutout, fill=model_fills(cfg)[0], generator=gen)
             total, _ = loss_fn(images, out.recon, out.inpaint)
         scaler.scale(total).backward()
         scaler.step(opt)

@@ -5,7 +5,7 @@ Masks live in ``esad_lib.masks``; parameter/MAC counting in ``esad_lib.models.co
 """
 
 from esad_lib.models.blocks import ECA, ConvBNReLU, DoubleConv, FeatureExtractionBlock
-from esad_lib.models.esad import FILLS, ESADModel, ESADOutput, apply_fill, build_model
+from esad_lib.models.esad import FILLS, ESADModel, ESADOutput, apply_fill, build_model, model_fills
 from esad_lib.models.unet import UNET_KINDS, ClassicUNet, LightweightUNet, UNetBase, build_unet, unet_widths
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "apply_fill",
     "build_model",
     "build_unet",
+    "model_fills",
     "unet_widths",
 ]

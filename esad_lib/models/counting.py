@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from esad_lib.models.esad import model_fills
+
 __all__ = [
     "count_parameters",
     "count_macs",
@@ -140,16 +142,16 @@ def model_info(cfg: Any, image_size: tuple[int, int] | None = None, device: str 
             nets[name] = {"params": count_parameters(net), "macs": count_macs(net, (1, 3, h, w))}
     img = torch.zeros(1, 3, h, w, device=device)
     with _eval_no_grad(model), mac_counter(model) as counter:
-        model.reconstruct_all(img, cfg.cutout_sizes, fill=model.test_fill)
+        model.reconstruct_all(img, cfg.cutout_sizes, fill=model_fills(cfg)[1], alpha=cfg.fill_alpha)
     return {
-        "method": getattr(cfg, "method", "esad"),
-        "unet": getattr(cfg, "unet", "lightweight"),
+        "method": cfg.method,
+        "unet": cfg.unet,
         "base_width": cfg.base_width,
         "widths": tuple(cfg.base_width * f for f in (1, 2, 4, 8, 8)),
         "image_size": (h, w),
         "num_masks": model.num_masks,
         "cutout_sizes": tuple(cfg.cutout_sizes),
-        "test_fill": model.test_fill,
+        "test_fill": model_fills(cfg)[1],
         "networks": nets,
         "total_params": count_parameters(model),
         "scoring_passes": len(tuple(cfg.cutout_sizes)) * model.num_masks,

@@ -36,7 +36,7 @@ from torch import nn
 from esad_lib.masks import disjoint_masks
 from esad_lib.models.unet import build_unet
 
-__all__ = ["FILLS", "ESADOutput", "ESADModel", "build_model", "apply_fill", "scoring_masks"]
+__all__ = ["FILLS", "ESADOutput", "ESADModel", "apply_fill", "build_model", "model_fills", "scoring_masks"]
 
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
@@ -90,39 +90,25 @@ def apply_fill(
 
 
 class ESADModel(nn.Module):
-    """Inpainting U-Net ``G1`` (None for RIAD) + reconstruction U-Net ``G2``.
+    """Inpainting U-Net ``G1`` (None for RIAD) + reconstruction U-Net ``G2``: the networks only.
+
+    The fill and its mixing weight are arguments of ``forward`` / ``reconstruct_all``; the
+    trainer and the scorer take them from the config (``model_fills(cfg)``, ``cfg.fill_alpha``),
+    so one trained model can be scored with any test-time setting.
 
     Args:
         inpaint_net: ``G1`` or None (RIAD).
         recon_net: ``G2``.
         num_masks: ``K`` disjoint masks per cutout size (3).
-        fill_alpha: test-fill mixing weight ``a`` (paper 0.5).
-        train_fill, test_fill: the fills the trainer and the scorer use by default.
     """
 
-    def __init__(
-        self,
-        inpaint_net: nn.Module | None,
-        recon_net: nn.Module,
-        num_masks: int = 3,
-        fill_alpha: float = 0.5,
-        train_fill: str = "train",
-        test_fill: str = "test",
-    ) -> None:
+    def __init__(self, inpaint_net: nn.Module | None, recon_net: nn.Module, num_masks: int = 3) -> None:
         super().__init__()
         if num_masks < 1:
             raise ValueError(f"num_masks must be >= 1, got {num_masks}")
-        for f in (train_fill, test_fill):
-            if f not in FILLS:
-                raise ValueError(f"unknown fill {f!r}; choose one of {', '.join(FILLS)}")
-            if inpaint_net is None and f in ("train", "test"):
-                raise ValueError(f"fill {f!r} needs an inpainting net; RIAD-style models use 'zero'")
         self.inpaint_net = inpaint_net
         self.recon_net = recon_net
         self.num_masks = int(num_masks)
-        self.fill_alpha = float(fill_alpha)
-        self.train_fill = train_fill
-        self.test_fill = test_fill
 
     @property
     def is_riad(self) -> bool:
@@ -133,6 +119,7 @@ class ESADModel(nn.Module):
         img: torch.Tensor,
         cutout_size: int,
         fill: str = "train",
+        alpha: float = 0.5,
         generator: torch.Generator | None = None,
         masks: torch.Tensor | None = None,
     ) -> ESADOutput:
@@ -142,6 +129,7 @@ class ESADModel(nn.Module):
             img: ``[B, 3, H, W]`` in [-1, 1].
             cutout_size: cell size ``c`` of the masks.
             fill: ``"train" | "test" | "zero" | "input"``.
+            alpha: the test fill's mixing weight ``a`` (paper 0.5; ``cfg.fill_alpha``).
             generator: seeds the masks (ignored when ``masks`` is given; None = global RNG).
             masks: optional ``[K, 1, H, W]`` masks to use instead of drawing new ones.
         """
@@ -162,7 +150,7 @@ class ESADModel(nn.Module):
         if self.inpaint_net is not None and fill in ("train", "test"):
             # pre_k = G1(cutout_k), all K masks in one batch of K*B
             pre = self.inpaint_net(cutout.reshape(k * b, ch, h, w)).reshape(k, b, -1, h, w)
-        filled = apply_fill(img, cutout, pre, masks, fill, self.fill_alpha)
+        filled = apply_fill(img, cutout, pre, masks, fill, alpha)
         # rec_k = G2(filled_k), one batch of K*B
         rec = self.recon_net(filled.reshape(k * b, ch, h, w)).reshape(k, b, -1, h, w)
         # recon = sum_k rec_k * (1 - m_k)
@@ -176,19 +164,19 @@ class ESADModel(nn.Module):
         self,
         img: torch.Tensor,
         cutout_sizes: Iterable[int],
-        fill: str | None = "test",
+        fill: str = "test",
+        alpha: float = 0.5,
         seed: int = 0,
     ) -> dict[int, ESADOutput]:
         """Reconstruct ``img [B, 3, H, W]`` once per cutout size (test-time scoring).
 
         The masks come from a CPU ``torch.Generator`` seeded with ``seed`` and drawn in the
         order of ``cutout_sizes`` (cell shuffles are tiny; the pixel masks are built on
-        ``img``'s device), so the same seed gives the same masks on CPU and GPU.  ``fill=None``
-        uses ``self.test_fill``.  Runs under ``no_grad``; call ``.eval()`` first.
+        ``img``'s device), so the same seed gives the same masks on CPU and GPU.  ``fill`` and
+        ``alpha`` as in ``forward``.  Runs under ``no_grad``; call ``.eval()`` first.
         """
-        fill = self.test_fill if fill is None else fill
         masks = scoring_masks(img.shape[-2], img.shape[-1], cutout_sizes, self.num_masks, seed, img.device)
-        return {c: self(img, c, fill=fill, masks=m) for c, m in masks.items()}
+        return {c: self(img, c, fill=fill, alpha=alpha, masks=m) for c, m in masks.items()}
 
 
 def scoring_masks(
@@ -211,34 +199,40 @@ def scoring_masks(
     }
 
 
-def build_model(cfg: Any) -> ESADModel:
-    """An ``ESADModel`` from an ``ESADConfig``.
+def model_fills(cfg: Any) -> tuple[str, str]:
+    """``(train fill, test fill)`` of ``cfg`` for its method.
 
-    Uses ``method`` ("esad" | "riad"), ``unet``, ``base_width``, ``block_kernel``,
-    ``block_expansion``, ``use_eca``, ``num_masks``, ``fill_alpha``, ``train_fill``, ``test_fill``.  For
-    ``method="riad"`` there is no inpainting net; a fill that needs one ("train"/"test", the
-    ESAD defaults) becomes "zero" (RIAD's).  The U-Net kind is taken from
-    ``cfg.unet`` for both methods, so use ``esad_lib.config.riad_config(cfg)`` for the baseline.
+    A RIAD model has no inpainting net, so a fill that needs one ("train"/"test", the ESAD
+    defaults) becomes "zero" (RIAD's); ``esad_lib.config.RIAD_DIFF`` sets both to "zero" anyway.
     """
-    method = getattr(cfg, "method", "esad")
+    fills = (cfg.train_fill, cfg.test_fill)
+    for f in fills:
+        if f not in FILLS:
+            raise ValueError(f"unknown fill {f!r}; choose one of {', '.join(FILLS)}")
+    if cfg.method == "riad":
+        return tuple("zero" if f in ("train", "test") else f for f in fills)  # type: ignore[return-value]
+    return fills
+
+
+def build_model(cfg: Any) -> ESADModel:
+    """An ``ESADModel`` from an ``ESADConfig``: ``method`` ("esad" | "riad"), ``unet``,
+    ``base_width``, ``block_kernel``, ``block_expansion``, ``use_eca``, ``num_masks``.
+
+    For ``method="riad"`` there is no inpainting net.  The U-Net kind is taken from ``cfg.unet``
+    for both methods, so use ``esad_lib.config.riad_config(cfg)`` for the baseline.
+    """
 
     def net() -> nn.Module:
         return build_unet(
-            getattr(cfg, "unet", "lightweight"),
+            cfg.unet,
             base_width=cfg.base_width,
-            kernel_size=getattr(cfg, "block_kernel", 3),
-            expansion=getattr(cfg, "block_expansion", 2),
-            use_eca=getattr(cfg, "use_eca", False),
+            kernel_size=cfg.block_kernel,
+            expansion=cfg.block_expansion,
+            use_eca=cfg.use_eca,
         )
 
-    train_fill = getattr(cfg, "train_fill", "train")
-    test_fill = getattr(cfg, "test_fill", "test")
-    alpha = getattr(cfg, "fill_alpha", 0.5)
-    k = getattr(cfg, "num_masks", 3)
-    if method == "esad":
-        return ESADModel(net(), net(), k, alpha, train_fill, test_fill)
-    if method == "riad":
-        train_fill = train_fill if train_fill in ("zero", "input") else "zero"
-        test_fill = test_fill if test_fill in ("zero", "input") else "zero"
-        return ESADModel(None, net(), k, alpha, train_fill, test_fill)
-    raise ValueError(f"unknown method {method!r}; choose 'esad' or 'riad'")
+    if cfg.method == "esad":
+        return ESADModel(net(), net(), cfg.num_masks)
+    if cfg.method == "riad":
+        return ESADModel(None, net(), cfg.num_masks)
+    raise ValueError(f"unknown method {cfg.method!r}; choose 'esad' or 'riad'")
