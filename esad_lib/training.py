@@ -127,9 +127,6 @@ __all__ = [
     "validation_loss",
 ]
 
-#: kept for ``esad_lib.ablation``, which locks its model folders with it
-_file_lock = file_lock
-
 #: training images are kept in memory (decoded and resized once) below this many bytes.
 PRELOAD_MAX_BYTES = 2 * 1024**3
 
