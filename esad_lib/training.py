@@ -1,5 +1,9 @@
 """Training ESAD (paper Sec. 3 "inpainting -> filling -> reconstruction", Sec. 4 "Implementation").
 
+One file because the four phases below share the private ``_Run`` state and read top to bottom as
+the loop notebook 04 explains; the step, the run folder and the process group already live in
+``train_step``, ``run_io`` and ``distributed``.
+
 One step is ``esad_lib.train_step.train_step`` (notebook 04 explains it line by line):
 
 1. ONE cutout size ``c`` for the batch from ``cfg.cutout_sizes`` (RIAD: 2, 4, 8, 16);
