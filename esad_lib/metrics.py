@@ -1,5 +1,8 @@
 """Evaluation metrics of the paper's experiments (Sec. 4): image AUROC, pixel AUROC, AU-PRO, AU-sPRO.
 
+One file because every metric sits beside its brute-force ``*_reference`` twin and the curve and
+region helpers both use, so that the fast and the slow version cannot drift apart.
+
 Every metric has a fast, vectorised implementation and a brute-force ``*_reference`` twin
 (slow, simple, loops over thresholds) that the tests compare it with.
 

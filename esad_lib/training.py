@@ -1,5 +1,9 @@
 """Training ESAD (paper Sec. 3 "inpainting -> filling -> reconstruction", Sec. 4 "Implementation").
 
+One file because the four phases below share the private ``_Run`` state and read top to bottom as
+the loop notebook 04 explains; the step, the run folder and the process group already live in
+``train_step``, ``run_io`` and ``distributed``.
+
 One step is ``esad_lib.train_step.train_step`` (notebook 04 explains it line by line):
 
 1. ONE cutout size ``c`` for the batch from ``cfg.cutout_sizes`` (RIAD: 2, 4, 8, 16);
@@ -126,9 +130,6 @@ __all__ = [
     "train_step",
     "validation_loss",
 ]
-
-#: kept for ``esad_lib.ablation``, which locks its model folders with it
-_file_lock = file_lock
 
 #: training images are kept in memory (decoded and resized once) below this many bytes.
 PRELOAD_MAX_BYTES = 2 * 1024**3

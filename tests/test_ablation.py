@@ -1,7 +1,7 @@
 """The ablation registry and grid runner (esad_lib.ablation, `esad ablate`).
 
 Training and evaluation are replaced by recording fakes (monkeypatched
-``ablation.train_model`` / ``ablation.evaluate_model``) for the runner logic; one small
+``ablation.steps.train_model`` / ``ablation.steps.evaluate_model``) for the runner logic; one small
 real grid at the end runs the library's training and evaluation end to end.
 """
 
@@ -60,8 +60,8 @@ class Recorder:
 @pytest.fixture
 def rec(monkeypatch) -> Recorder:
     r = Recorder()
-    monkeypatch.setattr(ablation, "train_model", r.train)
-    monkeypatch.setattr(ablation, "evaluate_model", r.evaluate)
+    monkeypatch.setattr(ablation.steps, "train_model", r.train)
+    monkeypatch.setattr(ablation.steps, "evaluate_model", r.evaluate)
     return r
 
 
@@ -413,8 +413,8 @@ class ScoreRecorder(Recorder):
 @pytest.fixture
 def srec(monkeypatch) -> ScoreRecorder:
     r = ScoreRecorder()
-    monkeypatch.setattr(ablation, "train_model", r.train)
-    monkeypatch.setattr(ablation, "evaluate_model", r.evaluate)
+    monkeypatch.setattr(ablation.steps, "train_model", r.train)
+    monkeypatch.setattr(ablation.steps, "evaluate_model", r.evaluate)
     return r
 
 
@@ -589,7 +589,6 @@ def test_real_smoke_grid(tmp_path: Path) -> None:
     # the grid's alpha_1 numbers == scoring the trained model directly with fill_alpha = 1
     spec = ablation.expand_grid(cfg, ["alpha_1"], ["pushpins"], [0])[0]
     model, _ = training.load_run(spec.model_dir(tmp_path / "models"))
-    model.fill_alpha = 1.0
     direct, _ = evaluation.evaluate_model(model, spec.cfg, progress=False)
     got = df[df.variant == "alpha_1"].set_index("metric")["value"]
     assert got["image_auroc.structural"] == pytest.approx(direct["image_auroc"]["structural"])

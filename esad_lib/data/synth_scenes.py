@@ -1,5 +1,9 @@
 """The five scenes of the synthetic LOCO-like benchmark, one per MVTec LOCO AD category.
 
+One file because the five renderers are parallel (one per category, about 100 lines each, the same
+structure) and are read and compared side by side; the drawing primitives live in ``synth_draw``
+and the dataset writer in ``synth``.
+
 Each scene has the kind of rules LOCO's logical anomalies break (how many of each item, which
 items go together, where they sit, their colour, a fill level) and objects on which structural
 anomalies (scratches, contamination, holes, broken or deformed parts) appear.

@@ -1,0 +1,72 @@
+"""One cell of the ablation grid (:class:`RunSpec`: variant x category x seed), where its files live,
+and :func:`expand_grid`, which lists the cells."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esad_lib.ablation.variants import apply_variant, config_key, train_key, variant_registry
+from esad_lib.config import ESADConfig
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: a variant on one category with one seed."""
+
+    variant: str
+    category: str
+    seed: int
+    cfg: ESADConfig
+
+    @property
+    def config_key(self) -> str:
+        return config_key(self.cfg)
+
+    @property
+    def train_key(self) -> str:
+        return train_key(self.cfg)
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / "runs" / self.variant / self.category / f"seed{self.seed}"
+
+    def model_dir(self, models_root: Path) -> Path:
+        """``models_root/<train_key>`` (``run_grid`` default root: ``OUT/models``)."""
+        return Path(models_root) / self.train_key
+
+
+def expand_grid(
+    base: ESADConfig, variants: Sequence[str], categories: Sequence[str], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """``variants x categories x seeds`` run specs, in that nesting order.
+
+    Raises ``KeyError`` naming the unknown variant(s) and listing the known ones, and
+    ``ValueError`` for an empty axis or duplicates.
+    """
+    reg = variant_registry()
+    unknown = [v for v in variants if v not in reg]
+    if unknown:
+        raise KeyError(f"unknown ablation variant(s) {unknown}; known variants: {', '.join(reg)}")
+    for axis, vals in (("variants", variants), ("categories", categories), ("seeds", seeds)):
+        if not vals:
+            raise ValueError(f"the ablation grid needs at least one of {axis}")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"duplicate {axis} in the ablation grid: {list(vals)}")
+    specs = []
+    for v in variants:
+        vcfg = apply_variant(base, reg[v])
+        for c in categories:
+            for s in seeds:
+                specs.append(RunSpec(v, c, int(s), vcfg.replace(category=c, seed=int(s))))
+    return specs
+
+
+def run_finished(spec: RunSpec, out: Path) -> bool:
+    return (spec.run_dir(out) / "metrics.json").exists()
+
+
+def parse_list(text: str, cast: Callable[[str], Any] = str) -> list[Any]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]`` (empty items dropped)."""
+    return [cast(x.strip()) for x in text.split(",") if x.strip()]

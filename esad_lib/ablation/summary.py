@@ -1,0 +1,249 @@
+"""``summary.md`` of an ablation grid, and the comparison of every variant with ``esad`` against the
+paper's claims (paired CIs of the difference)."""
+
+from __future__ import annotations
+
+import math
+
+from esad_lib import uncertainty
+from esad_lib.ablation.bootstrap import ImageBootstrap, _as_bootstrap
+from esad_lib.ablation.results import CI_N_BOOT, summary_table
+from esad_lib.ablation.variants import BASE_VARIANT, variant_registry
+
+#: metrics the summary breaks down per category and compares with the paper's claims (the
+#: paper's table is image AUROC on structural anomalies; AU-sPRO is LOCO's localisation metric).
+HEADLINE_METRICS: tuple[str, ...] = ("image_auroc.structural", "au_spro.structural")
+
+
+def _is_count(metric: str) -> bool:
+    return metric == "n_params" or metric.endswith(".n_params")
+
+
+def _fmt(mean: float, std: float, metric: str) -> str:
+    """mean ± std over seeds, in % for the [0, 1] metrics (no ± with one seed)."""
+    if _is_count(metric):
+        return f"{mean:,.0f}"
+    s = f"{100 * mean:.1f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        s += f" ± {100 * std:.1f}"
+    return s
+
+
+def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
+    """Title, what the grid ran, how to read a cell, and the head of the variants x metrics table."""
+    profiles = ", ".join(sorted(set(map(str, df["profile"]))))
+    return [
+        "# Ablation summary",
+        "",
+        f"Profile: {profiles}; categories: {', '.join(cats)}; seeds: {', '.join(map(str, seeds))}.",
+        "Values in % (metric x 100), averaged over categories. `76.9 [72.1, 81.4]`: 95 % confidence "
+        f"interval over the test images: a stratified bootstrap (good / structural / logical images "
+        f"resampled separately, B = {CI_N_BOOT}, percentile interval); with several seeds mean ± 1.96 se, "
+        "se² = seed variance / n_seeds + bootstrap variance of the seed mean, clipped to [0, 100] "
+        "(esad_lib.uncertainty.seed_image_interval). "
+        "Available where the runs' per-image scores allow it (image AUROC). `76.9 ± 1.2`: mean ± std "
+        "over seeds, no interval (AU-sPRO, AU-PRO and pixel AUROC need the anomaly maps, which the "
+        "grid does not keep).",
+        "",
+        "| variant | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+
+
+def _overall_rows(df, variants: list[str], metrics: list[str], boot: ImageBootstrap | None) -> list[str]:
+    """One row per variant: each metric averaged over categories, with its CI where there is one."""
+    idx = {(r.variant, r.metric): r for r in summary_table(df).itertuples()}
+    lines = []
+    for v in variants:
+        cells = []
+        for m in metrics:
+            r = idx.get((v, m))
+            ci = boot.interval(df, v, m) if boot is not None and r is not None else None
+            cells.append("" if r is None else uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m))
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _problem_lines(boot: ImageBootstrap | None) -> list[str]:
+    """The runs left out of the intervals, with the reason."""
+    if boot is None or not boot.problems:
+        return []
+    lines = ["", "Runs without an interval (their test images differ from the category's other runs):"]
+    return lines + [f"- {k}: {msg}" for k, msg in sorted(boot.problems.items())]
+
+
+def _per_category_cell(df, per_cat, v: str, c: str, m: str, boot: ImageBootstrap | None) -> str:
+    if (v, c, m) not in per_cat.index:
+        return ""
+    ci = boot.interval(df, v, m, [c]) if boot is not None else None
+    return uncertainty.format_ci(ci) if ci else _fmt(per_cat[(v, c, m)], math.nan, m)
+
+
+def _per_category_tables(
+    df, variants: list[str], cats: list[str], headline: list[str], boot: ImageBootstrap | None
+) -> list[str]:
+    """Per headline metric: variants x categories (mean over seeds, CI where available)."""
+    per_cat = df.groupby(["variant", "category", "metric"], sort=False)["value"].mean()
+    lines = []
+    for m in headline:
+        lines += ["", f"## {m} per category (mean over seeds, 95 % CI where available)", ""]
+        lines += ["| variant | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
+        for v in variants:
+            cells = [_per_category_cell(df, per_cat, v, c, m, boot) for c in cats]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | None) -> list[str]:
+    """Per headline metric: each variant's paper claim against its measured difference to ``base``."""
+    lines = []
+    for m in headline:
+        cmp = compare_to_base(df, metric=m, base=base, scores=boot)
+        if cmp.empty:
+            continue
+        lines += ["", f"## Paper claim vs measurement: {m} (difference to {base}, in points)", ""]
+        lines += [
+            "Δ = variant − esad with its 95 % CI: paired over the same test images (and seeds) where "
+            "per-image scores exist, else a t-interval over seeds (≥ 2 seeds) or none. `*`: the CI "
+            "excludes 0. 'not enough evidence': the CI is consistent with the claim and with its "
+            "opposite.",
+            "",
+        ]
+        lines += [
+            "| variant | paper claims | expected | measured Δ [95 % CI] | CI | agrees |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in cmp.itertuples():
+            lines.append(
+                f"| {r.variant} | {r.claim} | {r.expected} | {r.measured} | {r.ci_method} | {r.agrees} |"
+            )
+    return lines
+
+
+def summary_markdown(df, base: str = BASE_VARIANT, scores=None) -> str:
+    """Markdown summary: variants x metrics, per-category tables of the :data:`HEADLINE_METRICS`
+    and the paper-claim comparison with paired CIs of the difference to ``base``.
+
+    ``scores``: :func:`collect_scores`'s dict (or an :class:`ImageBootstrap`); with it, the
+    :data:`CI_METRICS` get 95 % CIs over test images (and seeds); without it, or for the other
+    metrics, cells are mean ± std over seeds.
+    """
+    if df.empty:
+        return "# Ablation summary\n\nNo finished runs yet.\n"
+    boot = _as_bootstrap(df, scores)
+    variants = list(dict.fromkeys(df["variant"]))
+    metrics = list(dict.fromkeys(df["metric"]))
+    cats = sorted(set(df["category"]))
+    lines = _header(df, metrics, cats, sorted(set(df["seed"])))
+    lines += _overall_rows(df, variants, metrics, boot)
+    lines += _problem_lines(boot)
+    headline = [m for m in HEADLINE_METRICS if m in metrics] or metrics[:1]
+    if len(cats) > 1:
+        lines += _per_category_tables(df, variants, cats, headline, boot)
+    if base in variants:
+        lines += _claim_tables(df, base, headline, boot)
+    return "\n".join(lines) + "\n"
+
+
+def _agrees(expected: str | None, mean: float, low: float, high: float, tolerance: float) -> str:
+    """Verdict of the measured difference against the claim's direction.
+
+    With a CI: "lower" -> yes when the CI lies below 0, no when above 0; "similar" -> yes when
+    the CI lies within ±tolerance, no when it excludes 0 (and leaves that band); otherwise "not
+    enough evidence".  Without a CI the point estimate decides, marked "(no CI)".
+    """
+    if expected not in ("lower", "similar"):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        point = mean < -tolerance if expected == "lower" else abs(mean) <= tolerance
+        return ("yes" if point else "no") + " (no CI)"
+    if expected == "lower":
+        return "yes" if high < 0 else "no" if low > 0 else "not enough evidence"
+    if -tolerance <= low and high <= tolerance:
+        return "yes"
+    return "no" if (low > 0 or high < 0) else "not enough evidence"
+
+
+#: columns of :func:`compare_to_base`'s table.
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "variant",
+    "claim",
+    "expected",
+    "delta_mean",
+    "delta_std",
+    "delta_low",
+    "delta_high",
+    "excludes_zero",
+    "ci_method",
+    "measured",
+    "agrees",
+)
+
+
+def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float = 0.01, scores=None):
+    """For each variant (not ``base``): the paper's claim, the direction it implies, and the
+    measured difference to ``base`` on ``metric`` with its 95 % CI.
+
+    Δ per seed = category mean of the variant − that of ``base`` over the categories both ran
+    on; ``delta_mean``/``delta_std`` are mean and std over seeds.  The CI (``delta_low``,
+    ``delta_high``): with ``scores`` (:func:`collect_scores`'s dict or an
+    :class:`ImageBootstrap`) and a :data:`CI_METRICS` metric, the paired bootstrap over the same
+    test images (the same resamples for both variants; combined with the seed variance when
+    there are several seeds); otherwise a Student-t interval over the per-seed Δ (≥ 2 seeds) or
+    none.  ``agrees``: see :func:`_agrees` ("yes" / "no" / "not enough evidence" / "n/a").
+    """
+    import pandas as pd
+
+    reg = variant_registry()
+    boot = _as_bootstrap(df, scores)
+    sub = df[df["metric"] == metric]
+    if base not in set(sub["variant"]):
+        return pd.DataFrame(columns=list(COMPARE_COLUMNS))
+    per = sub.groupby(["variant", "seed", "category"])["value"].mean()
+    rows = []
+    for v in dict.fromkeys(sub["variant"]):
+        if v == base:
+            continue
+        deltas = []
+        for seed in sorted(set(sub.loc[sub["variant"] == v, "seed"])):
+            cats_v = {c for (vv, s, c) in per.index if vv == v and s == seed}
+            cats_b = {c for (vv, s, c) in per.index if vv == base and s == seed}
+            common = sorted(cats_v & cats_b)
+            if common:
+                dv = sum(per[(v, seed, c)] for c in common) / len(common)
+                db = sum(per[(base, seed, c)] for c in common) / len(common)
+                deltas.append(dv - db)
+        if not deltas:
+            continue
+        s = pd.Series(deltas)
+        mean, std = float(s.mean()), float(s.std()) if len(s) > 1 else float("nan")
+        ci = boot.paired(df, v, base, metric) if boot is not None else None
+        if ci is not None:
+            low, high, method = ci["low"], ci["high"], "paired bootstrap over test images"
+            if len(s) > 1:
+                method += f" + {len(s)} seeds"
+        elif len(s) > 1:
+            agg = uncertainty.aggregate_seeds(deltas)
+            low, high, method = agg["low"], agg["high"], f"t-interval over {len(s)} seeds"
+        else:
+            low, high, method = math.nan, math.nan, "none (one seed, no per-image scores)"
+        var = reg.get(v)
+        expected = var.expect if var else None
+        rows.append(
+            {
+                "variant": v,
+                "claim": var.claim if var else "",
+                "expected": {"lower": f"lower than {base}", "similar": f"close to {base}"}.get(
+                    expected, "no claim"
+                ),
+                "delta_mean": mean,
+                "delta_std": std,
+                "delta_low": low,
+                "delta_high": high,
+                "excludes_zero": bool(low > 0 or high < 0),
+                "ci_method": method,
+                "measured": uncertainty.format_diff(mean, low, high) + f" (n={len(s)})",
+                "agrees": _agrees(expected, mean, low, high, tolerance),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))

@@ -1,0 +1,199 @@
+"""The named ablation variants: each a diff of :class:`~esad_lib.config.ESADConfig` fields applied
+to the profile's base config (ESAD Sec. 3-4 and its results table), and the keys that tell which
+variants share one trained model (``train_key``) or one result (``config_key``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
+from esad_lib.features import available_extractors
+
+BASE_VARIANT = "esad"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named ablation: ``diff`` is applied to the base config with ``cfg.replace``.
+
+    ``claim`` says what the paper (or RIAD, where ESAD inherits the choice) states about the
+    component; ``expect`` is the direction the claim implies for this variant's metrics
+    compared with ``esad``: ``"lower"`` (the component helps, removing it should hurt),
+    ``"similar"``, or ``None`` where the paper makes no claim we could check.
+    """
+
+    name: str
+    diff: dict[str, Any]
+    group: str
+    description: str
+    claim: str = "The paper reports no measurement for this setting."
+    expect: str | None = None
+    #: extra fields that must be present on ESADConfig (variant dropped if missing)
+    requires: tuple[str, ...] = field(default=())
+
+
+def _static_variants() -> list[Variant]:
+    alpha_claim = (
+        "The paper's test fill mixes inpainting and input with a fixed weight 0.5 "
+        "(select = 1); no other weight is reported."
+    )
+    cut_claim = "ESAD keeps RIAD's cutout sizes {2, 4, 8, 16}; other sets are not reported."
+    k_claim = "ESAD keeps RIAD's K = 3 disjoint masks; other K are not reported."
+    return [
+        Variant(
+            "esad",
+            {},
+            "base",
+            "ESAD as in the paper: two lightweight U-Nets, train fill while training, test fill "
+            "(alpha 0.5) at test, feature loss, feature-level anomaly maps.",
+            "The full method: 89.3 % mean image AUROC on the structural split of MVTec LOCO AD.",
+            None,
+        ),
+        Variant(
+            "riad",
+            dict(RIAD_DIFF),
+            "method",
+            "RIAD baseline: one classic U-Net, zero fill, pixel-level (MSGMS) maps, no feature loss "
+            "(build_model gives a RIAD model the zero fill in training too).",
+            "ESAD beats RIAD: 89.3 vs 84.0 % mean image AUROC (structural split).",
+            "lower",
+        ),
+        Variant(
+            "no_feature_loss",
+            {"w_feature": 0.0},
+            "feature loss",
+            "ESAD trained without the feature loss.",
+            "The feature loss is one of ESAD's contributions (it mitigates noise interference).",
+            "lower",
+        ),
+        Variant(
+            "pixel_map",
+            {"score_map": "pixel"},
+            "discrimination",
+            "Pixel-level (MSGMS) anomaly maps on the ESAD model instead of feature-level maps.",
+            "Feature-level discrimination suppresses pixel noise and scores better than pixel maps.",
+            "lower",
+        ),
+        Variant(
+            "feature_map",
+            {"score_map": "feature"},
+            "discrimination",
+            "Feature-level anomaly maps (the ESAD default, listed to pair with pixel_map).",
+            "ESAD's choice.",
+            "similar",
+        ),
+        Variant(
+            "train_fill_at_test",
+            {"test_fill": "train"},
+            "fill",
+            "The training fill (select = 0, inpainting only) used at test time too.",
+            "The test fill (select = 1) eases reconstruction of normal regions and so widens the "
+            "error gap between normal and anomalous regions.",
+            "lower",
+        ),
+        Variant(
+            "zero_fill_at_test",
+            {"test_fill": "zero"},
+            "fill",
+            "The ESAD model with hidden cells filled with zeros at test ('no inpainting net').",
+            "Filling with the inpainting net is the core of ESAD over RIAD's zero fill.",
+            "lower",
+        ),
+        Variant("alpha_0", {"fill_alpha": 0.0}, "fill alpha", "Test fill = inpainting only.", alpha_claim),
+        Variant("alpha_0.25", {"fill_alpha": 0.25}, "fill alpha", "Test fill weight 0.25.", alpha_claim),
+        Variant("alpha_0.75", {"fill_alpha": 0.75}, "fill alpha", "Test fill weight 0.75.", alpha_claim),
+        Variant("alpha_1", {"fill_alpha": 1.0}, "fill alpha", "Test fill = the input itself.", alpha_claim),
+        Variant(
+            "std_conv",
+            {"unet": "lightweight_std"},
+            "lightweight U-Net",
+            "The same U-Net with standard 3x3 convolutions instead of feature extraction blocks.",
+            "The lightweight blocks cut parameters and compute with comparable accuracy.",
+            "similar",
+        ),
+        Variant("cutouts_2_4", {"cutout_sizes": (2, 4)}, "cutout sizes", "Small cutouts only.", cut_claim),
+        Variant("cutouts_8_16", {"cutout_sizes": (8, 16)}, "cutout sizes", "Large cutouts only.", cut_claim),
+        Variant("cutouts_4_8_16", {"cutout_sizes": (4, 8, 16)}, "cutout sizes", "Without size 2.", cut_claim),
+        Variant("k2", {"num_masks": 2}, "masks", "K = 2 disjoint masks.", k_claim),
+        Variant("k4", {"num_masks": 4}, "masks", "K = 4 disjoint masks.", k_claim),
+    ]
+
+
+def _extractor_variants() -> list[Variant]:
+    """One variant per feature extractor usable offline (weights present).
+
+    The variant scores with that extractor (``feature_extractor``) and, where the config has
+    a separate loss extractor and the extractor can serve as one, trains the feature loss with
+    it too (``loss_feature_extractor``; "recon_encoder" cannot: there is no trained net to take
+    the encoder from while training, so that variant only changes scoring).
+    """
+    avail = available_extractors()
+    if isinstance(avail, dict):  # name -> {"available": bool, ...}
+        names = [n for n, info in avail.items() if not isinstance(info, dict) or info.get("available", True)]
+    else:
+        names = list(avail)
+    has_loss_field = "loss_feature_extractor" in {f.name for f in dataclasses.fields(ESADConfig)}
+    out = []
+    for name in names:
+        diff: dict[str, Any] = {"feature_extractor": name}
+        if has_loss_field and name != "recon_encoder":
+            diff["loss_feature_extractor"] = name
+        what = "feature-level maps" + (" and the feature loss" if len(diff) > 1 else "")
+        out.append(
+            Variant(
+                f"extractor_{name}",
+                diff,
+                "feature extractor",
+                f"{what[0].upper()}{what[1:]} computed with the {name!r} extractor.",
+                "The paper does not name the extractor it uses; ImageNet backbones are the usual choice.",
+                None,
+            )
+        )
+    return out
+
+
+def variant_registry() -> dict[str, Variant]:
+    """All named variants, the feature-extractor ones included (computed at call time)."""
+    reg: dict[str, Variant] = {}
+    for v in _static_variants() + _extractor_variants():
+        reg[v.name] = v
+    return reg
+
+
+def variant_names() -> list[str]:
+    return list(variant_registry())
+
+
+def get_variant(name: str) -> Variant:
+    reg = variant_registry()
+    if name not in reg:
+        raise KeyError(f"unknown ablation variant {name!r}; known variants: {', '.join(reg)}")
+    return reg[name]
+
+
+def apply_variant(base: ESADConfig, variant: str | Variant) -> ESADConfig:
+    """``base`` with the variant's diff applied (``cfg.replace(**diff)``)."""
+    v = get_variant(variant) if isinstance(variant, str) else variant
+    return base.replace(**v.diff)
+
+
+def training_config(cfg: ESADConfig) -> ESADConfig:
+    """``cfg`` with every test-time field reset to the profile preset's value.
+
+    Two variants that differ only in how the model is scored get the same training config,
+    hence the same ``train_key`` and one shared trained model.
+    """
+    preset = PRESETS.get(cfg.profile, ESADConfig())
+    return cfg.replace(**{f: getattr(preset, f) for f in TEST_TIME_FIELDS if hasattr(preset, f)})
+
+
+def train_key(cfg: ESADConfig) -> str:
+    """Stable hash of the fields that change the trained model."""
+    return training_config(cfg).key(exclude=RUNTIME_FIELDS)
+
+
+def config_key(cfg: ESADConfig) -> str:
+    """Stable hash of every field that changes a run's results."""
+    return cfg.key(exclude=RUNTIME_FIELDS)

@@ -1,0 +1,196 @@
+"""The tensor maths of PatchCore (steps 1-5 of :mod:`esad_lib.patchcore`): patch features of the
+extractor's taps, the greedy k-center coreset on a JL projection, chunked nearest-neighbour
+distances; the [PC] defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+#: [PC] taps: the two intermediate ones (ResNet layer2 + layer3).
+PATCHCORE_LAYERS: tuple[int, ...] = (1, 2)
+#: [PC] neighbourhood size p of the local aggregation.
+PATCHCORE_PATCH_SIZE = 3
+#: [PC] Gaussian sigma of the map smoothing, in network-input pixels.
+PATCHCORE_SIGMA = 4.0
+#: [PC] fraction of the memory bank kept by the coreset (the paper's PatchCore-10 %).
+PATCHCORE_CORESET_RATIO = 0.1
+#: [PC] dimension of the Johnson-Lindenstrauss projection used by the coreset selection.
+PATCHCORE_PROJECTION_DIM = 128
+
+
+def _check_layers(layers: Sequence[int], n_maps: int) -> list[int]:
+    idx = [int(i) for i in layers]
+    if not idx:
+        raise ValueError("layers=() : PatchCore needs at least one feature tap, e.g. layers=(1, 2)")
+    bad = [i for i in idx if not -n_maps <= i < n_maps]
+    if bad:
+        raise ValueError(
+            f"layers={tuple(layers)}: tap(s) {bad} out of range; the extractor returns {n_maps} maps "
+            f"(indices 0..{n_maps - 1}, shallow to deep)"
+        )
+    return idx
+
+
+def local_aggregate(feat: torch.Tensor, patch_size: int = PATCHCORE_PATCH_SIZE) -> torch.Tensor:
+    """PatchCore's local neighbourhood aggregation: ``[B,C,h,w] -> [B,C,h,w]``.
+
+    phi(h, w) = mean of f(a, b) over the p x p neighbourhood of (h, w)   [PC eq. 2-3]
+    Deviation: at the border only the neighbours that exist are averaged
+    (``count_include_pad=False``); PatchCore's code zero-pads.
+    """
+    if patch_size <= 1:
+        return feat
+    return F.avg_pool2d(
+        feat, kernel_size=patch_size, stride=1, padding=patch_size // 2, count_include_pad=False
+    )
+
+
+def reduce_channels(feats: torch.Tensor, target_dim: int | None) -> torch.Tensor:
+    """Adaptive average pooling over the channel axis (PatchCore's dimension reduction).
+
+    ``feats [N, C] -> [N, target_dim]`` (unchanged when ``target_dim`` is None or >= C).
+    """
+    if target_dim is None or target_dim >= feats.shape[1]:
+        return feats
+    return F.adaptive_avg_pool1d(feats[:, None, :], int(target_dim))[:, 0, :]
+
+
+def patch_features(
+    maps: Sequence[torch.Tensor],
+    layers: Sequence[int] = PATCHCORE_LAYERS,
+    patch_size: int = PATCHCORE_PATCH_SIZE,
+    target_dim: int | None = None,
+) -> torch.Tensor:
+    """Locally aware patch features from an extractor's maps: ``-> [B, h, w, D]``.
+
+    ``maps`` is the extractor's list ``[B,C_l,H_l,W_l]`` (shallow to deep); the taps ``layers``
+    are aggregated (``local_aggregate``), the deeper ones upsampled bilinearly to the grid
+    ``(h, w)`` of the first tap listed [PC], concatenated (``D = sum C_l``) and optionally
+    reduced to ``target_dim`` channels (``reduce_channels``).
+    """
+    idx = _check_layers(layers, len(maps))
+    agg = [local_aggregate(maps[i].float(), patch_size) for i in idx]
+    h, w = agg[0].shape[-2:]
+    up = [
+        a
+        if tuple(a.shape[-2:]) == (h, w)
+        else F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
+        for a in agg
+    ]
+    x = torch.cat(up, dim=1)  # [B, D, h, w]
+    b, d = x.shape[:2]
+    flat = x.permute(0, 2, 3, 1).reshape(-1, d)
+    flat = reduce_channels(flat, target_dim)
+    return flat.reshape(b, h, w, flat.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# coreset
+# --------------------------------------------------------------------------------------------
+def jl_projection(dim: int, projection_dim: int | None, seed: int) -> torch.Tensor | None:
+    """Seeded Gaussian Johnson-Lindenstrauss matrix ``[dim, projection_dim]`` (entries
+    N(0, 1/projection_dim)), or None (identity) when ``projection_dim`` is None or >= ``dim``
+    (a projection that does not reduce the dimension would only add distortion)."""
+    if projection_dim is None or projection_dim >= dim:
+        return None
+    gen = torch.Generator().manual_seed(int(seed))
+    # psi(x) = x R,  R_ij ~ N(0, 1/k)   (JL lemma: distances kept within 1 +- eps w.h.p.)
+    return torch.randn(dim, int(projection_dim), generator=gen, dtype=torch.float32) / projection_dim**0.5
+
+
+def greedy_coreset_indices(
+    features: torch.Tensor,
+    n_select: int,
+    projection_dim: int | None = PATCHCORE_PROJECTION_DIM,
+    seed: int = 0,
+    first_index: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """PatchCore's approximate greedy coreset (PC Algorithm 1): indices ``int64 [n_select]``.
+
+    ``features [N, D]`` are projected by the seeded JL matrix (``jl_projection``; identity when
+    ``projection_dim`` is None); the first index is a seeded random patch (or ``first_index``),
+    then greedy k-center:
+
+        m* = argmax_{m in M \\ M_C} min_{n in M_C} || psi(m) - psi(n) ||_2      [PC Alg. 1]
+
+    Selected patches are excluded from the argmax (ties: the lowest index).  Distances are
+    exact differences (no matrix-product shortcut), so the choice is reproducible.
+    """
+    n = features.shape[0]
+    if not 1 <= n_select <= n:
+        raise ValueError(f"n_select={n_select}: choose between 1 and the number of features ({n})")
+    feats = features.float()
+    proj = jl_projection(feats.shape[1], projection_dim, seed)
+    if proj is not None:
+        feats = feats @ proj.to(feats.device)
+    if first_index is None:
+        gen = torch.Generator().manual_seed(int(seed))
+        first_index = int(torch.randint(n, (1,), generator=gen))
+    chosen = torch.empty(n_select, dtype=torch.int64)
+    chosen[0] = int(first_index)
+    # min_dist(m) = min_{n in M_C} ||psi(m) - psi(n)||^2  (squared: same argmax)
+    min_dist = (feats - feats[first_index]).pow_(2).sum(1)
+    min_dist[first_index] = -1.0  # selected: never chosen again
+    buf = torch.empty_like(feats)
+    for k in tqdm(range(1, n_select), desc="coreset", disable=not progress, leave=False):
+        idx = int(torch.argmax(min_dist))
+        chosen[k] = idx
+        torch.sub(feats, feats[idx], out=buf)
+        d = buf.pow_(2).sum(1)
+        torch.minimum(min_dist, d, out=min_dist)
+        min_dist[idx] = -1.0
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------
+# nearest-neighbour search
+# --------------------------------------------------------------------------------------------
+def nearest_neighbour_distances(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    chunk_size: int = 1024,
+    bank_chunk_size: int = 8192,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance of each query to its nearest bank entry: ``[M,D] x [N,D] -> (float32 [M], int64 [M])``.
+
+    s(q) = min_{m in bank} || q - m ||_2      [PC Sec. 3.3]
+
+    Memory is bounded by one ``chunk_size x bank_chunk_size`` block of ``torch.cdist`` at a
+    time (running minimum over the bank chunks).  The search runs in float64 with cdist's
+    matrix-product form (fast; float64 so that rounding can only confuse neighbours whose
+    distances differ by less than ~1e-8 of the feature norm); the returned distance is then recomputed exactly
+    from the difference vector to the chosen neighbour, row by row, so it does not depend on
+    the chunk sizes, and a query that is in the bank gets exactly 0.
+    """
+    if chunk_size < 1 or bank_chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size}, bank_chunk_size={bank_chunk_size}: both must be >= 1")
+    if queries.dim() != 2 or bank.dim() != 2 or queries.shape[1] != bank.shape[1]:
+        raise ValueError(
+            f"queries {tuple(queries.shape)} and bank {tuple(bank.shape)} must be [M, D] and [N, D] "
+            "with one D; was the bank fitted with another extractor, layers or target_dim?"
+        )
+    if bank.shape[0] == 0:
+        raise ValueError("the memory bank is empty; fit PatchCore on at least one image")
+    m = queries.shape[0]
+    dists = torch.empty(m, dtype=torch.float32, device=queries.device)
+    index = torch.empty(m, dtype=torch.int64, device=queries.device)
+    for q0 in range(0, m, chunk_size):
+        q = queries[q0 : q0 + chunk_size].double()
+        best = torch.full((q.shape[0],), float("inf"), dtype=torch.float64, device=q.device)
+        best_idx = torch.zeros(q.shape[0], dtype=torch.int64, device=q.device)
+        for b0 in range(0, bank.shape[0], bank_chunk_size):
+            d = torch.cdist(q, bank[b0 : b0 + bank_chunk_size].double())
+            v, i = d.min(dim=1)
+            better = v < best  # strict: the first (lowest) index wins ties, as torch.min
+            best = torch.where(better, v, best)
+            best_idx = torch.where(better, i + b0, best_idx)
+        # exact distance to the chosen neighbour: sqrt(sum_d (q_d - m_d)^2)
+        exact = (q - bank[best_idx].double()).pow_(2).sum(1).sqrt_()
+        dists[q0 : q0 + q.shape[0]] = exact.float()
+        index[q0 : q0 + q.shape[0]] = best_idx
+    return dists, index

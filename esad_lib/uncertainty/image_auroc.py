@@ -1,0 +1,270 @@
+"""Image AUROC (paper Sec. 4) with its stratified-bootstrap interval: one run, a paired comparison
+of two runs on the same test images, and the per-anomaly-type (LOCO: structural / logical) versions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from esad_lib.uncertainty.resampling import (
+    ANOMALY_TYPES,
+    DEFAULT_N_BOOT,
+    METHOD_BOOT,
+    _diff_summary,
+    _summary,
+    resample_indices,
+    resample_weights,
+)
+
+
+def _binary_labels(labels: Any, name: str = "labels") -> np.ndarray:
+    lab = np.asarray(labels).ravel()
+    if lab.size and not set(np.unique(lab).tolist()) <= {0, 1}:
+        raise ValueError(
+            f"{name} must be 0 (good) / 1 (anomalous), got values {sorted(set(lab.tolist()))[:5]}"
+        )
+    lab = lab.astype(bool)
+    if not lab.any() or lab.all():
+        raise ValueError(f"{name}: image AUROC needs both good (0) and anomalous (1) images")
+    return lab
+
+
+def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.ndarray) -> np.ndarray:
+    """Image AUROC of every resample at once (weighted Mann-Whitney): ``float64 [B]``.
+
+    scores ``[N]``, labels ``[N]`` (1 anomalous), weights ``[B, N]`` (multiplicities; a 1-D
+    weight vector is one resample).  With multiplicities w, the AUROC of the resampled set is
+        AUROC_b = sum_{p pos} w_bp [ sum_{g neg} w_bg (1[s_g < s_p] + 0.5 1[s_g = s_p]) ]
+                  / (sum_p w_bp * sum_g w_bg),
+    i.e. ``metrics.image_auroc`` (and scikit-learn's ``roc_auc_score``) on the images repeated
+    w times.  The inner sum is a cumulative sum of the negatives' weights over the sorted
+    distinct scores, so the cost is O(B (N + K)) for K distinct scores, not O(B N+ N-).
+    Integer weights are summed in int64 (exact) and divided once.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    pos = _binary_labels(labels)
+    w = np.asarray(weights)
+    if w.ndim == 1:
+        w = w[None]
+    if s.shape != pos.shape or w.ndim != 2 or w.shape[1] != s.size:
+        raise ValueError(
+            f"scores {s.shape}, labels {pos.shape} and weights {w.shape} must be [N], [N], [B, N]"
+        )
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values")
+    if not np.issubdtype(w.dtype, np.integer):
+        w = w.astype(np.float64)
+    b = w.shape[0]
+    uniq, inv = np.unique(s, return_inverse=True)
+    k = uniq.size
+    neg_idx, pos_idx = inv[~pos], inv[pos]
+    # negative weight per distinct score and resample: wn[b, k] = sum_{g: s_g = u_k} w_bg
+    flat = (neg_idx[None, :] + (np.arange(b) * k)[:, None]).ravel()
+    wn = np.bincount(flat, weights=w[:, ~pos].ravel(), minlength=b * k).reshape(b, k)
+    if np.issubdtype(w.dtype, np.integer):
+        wn = np.rint(wn).astype(np.int64)  # bincount sums in float64: exact for counts < 2**53
+    # below[b, k] = sum of negative weights at scores < u_k  (exclusive cumulative sum)
+    below = np.cumsum(wn, axis=1) - wn
+    # 2 * sum_p w_p (#below + 0.5 #equal) = sum_p w_p (2 below + equal)
+    wp = w[:, pos]
+    num2 = np.sum(wp * (2 * below[:, pos_idx] + wn[:, pos_idx]), axis=1)
+    den2 = 2 * wp.sum(axis=1) * w[:, ~pos].sum(axis=1)
+    return num2 / den2
+
+
+def image_auroc_ci(
+    scores: Sequence[float],
+    labels: Sequence[int],
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+    return_samples: bool = False,
+) -> dict[str, Any]:
+    """Image AUROC with its stratified-bootstrap percentile interval.
+
+    Returns ``{"value", "low", "high", "se", "level", "n_boot", "method", "n_good",
+    "n_anomalous"}`` (+ ``"samples"`` [B] with ``return_samples``).  ``value`` is the AUROC of
+    the data themselves (== ``metrics.image_auroc``).
+    """
+    lab = _binary_labels(labels)
+    w = resample_weights(resample_indices(lab, n_boot, seed))
+    boot = weighted_auroc(scores, lab, w)
+    value = float(weighted_auroc(scores, lab, np.ones(lab.size, dtype=np.int64))[0])
+    out = _summary(value, boot, level, METHOD_BOOT, n_good=int((~lab).sum()), n_anomalous=int(lab.sum()))
+    if return_samples:
+        out["samples"] = boot
+    return out
+
+
+def check_paired(
+    labels_a: Sequence[Any],
+    labels_b: Sequence[Any],
+    ids_a: Sequence[Any] | None = None,
+    ids_b: Sequence[Any] | None = None,
+    what: str = "the two methods",
+) -> None:
+    """Raise ``ValueError`` unless both sides hold the same images (ids) in the same order with
+    the same labels -- the precondition of a paired comparison."""
+    la, lb = np.asarray(labels_a).ravel(), np.asarray(labels_b).ravel()
+    if la.size != lb.size:
+        raise ValueError(
+            f"paired comparison of {what}: {la.size} vs {lb.size} images; score the same test set"
+        )
+    if (ids_a is None) != (ids_b is None):
+        raise ValueError(f"paired comparison of {what}: pass image ids for both sides or for neither")
+    if ids_a is not None:
+        ia, ib = [str(x) for x in ids_a], [str(x) for x in ids_b]
+        if len(ia) != la.size or len(ib) != lb.size:
+            raise ValueError(f"paired comparison of {what}: ids and labels differ in length")
+        if ia != ib:
+            if sorted(ia) == sorted(ib):
+                raise ValueError(
+                    f"paired comparison of {what}: same images in a different order; sort both alike"
+                )
+            first = next(i for i, (x, y) in enumerate(zip(ia, ib)) if x != y) if len(ia) == len(ib) else 0
+            raise ValueError(
+                f"paired comparison of {what}: different images (first difference at row {first}: "
+                f"{ia[first]!r} vs {ib[first]!r}); both must be scored on the same test images"
+            )
+    if not np.array_equal(la.astype(str), lb.astype(str)):
+        first = int(np.flatnonzero(la.astype(str) != lb.astype(str))[0])
+        raise ValueError(
+            f"paired comparison of {what}: labels differ at row {first} ({la[first]!r} vs {lb[first]!r})"
+        )
+
+
+def paired_image_auroc(
+    scores_a: Sequence[float],
+    labels_a: Sequence[int],
+    scores_b: Sequence[float],
+    labels_b: Sequence[int],
+    ids_a: Sequence[Any] | None = None,
+    ids_b: Sequence[Any] | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+    return_samples: bool = False,
+) -> dict[str, Any]:
+    """Difference of image AUROCs ``a - b`` of two methods on the same images, paired bootstrap.
+
+    The same resample weights are applied to both score vectors.  Returns the ``_summary``
+    keys plus ``"diff"`` (== ``"value"``), ``"a"``, ``"b"`` and ``"excludes_zero"`` (the
+    interval lies entirely above or below 0).
+    """
+    check_paired(labels_a, labels_b, ids_a, ids_b)
+    lab = _binary_labels(labels_a, "labels_a")
+    w = resample_weights(resample_indices(lab, n_boot, seed))
+    one = np.ones(lab.size, dtype=np.int64)
+    a = float(weighted_auroc(scores_a, lab, one)[0])
+    b = float(weighted_auroc(scores_b, lab, one)[0])
+    boot = weighted_auroc(scores_a, lab, w) - weighted_auroc(scores_b, lab, w)
+    out = _diff_summary(a, b, boot, level, n_good=int((~lab).sum()), n_anomalous=int(lab.sum()))
+    if return_samples:
+        out["samples"] = boot
+    return out
+
+
+def auroc_by_type_resampled(
+    scores: np.ndarray, names: np.ndarray, weights: np.ndarray
+) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
+    """Image AUROC of good vs each anomaly type and their mean, on the data and per resample.
+
+    scores ``[N]``, names ``[N]`` ("good" / "structural" / "logical"), weights ``[B, N]``
+    (e.g. ``resample_weights(resample_indices(names, B, seed))``).  Returns
+    ``({type: value}, {type: samples [B]})`` with types structural, logical, mean (None where
+    a type has no images); ``mean`` is the per-resample mean of the types present.  Sharing
+    ``weights`` between two methods gives paired samples.
+    """
+    good = names == "good"
+    values: dict[str, float | None] = {}
+    samples: dict[str, np.ndarray | None] = {}
+    for kind in ANOMALY_TYPES:
+        sel = good | (names == kind)
+        if not (names == kind).any() or not good.any():
+            values[kind], samples[kind] = None, None
+            continue
+        lab = (names[sel] == kind).astype(int)
+        values[kind] = float(weighted_auroc(scores[sel], lab, np.ones(int(sel.sum()), dtype=np.int64))[0])
+        samples[kind] = weighted_auroc(scores[sel], lab, weights[:, sel])
+    present = [k for k in ANOMALY_TYPES if samples[k] is not None]
+    if present:
+        values["mean"] = float(np.mean([values[k] for k in present]))
+        samples["mean"] = np.mean([samples[k] for k in present], axis=0)
+    else:
+        values["mean"], samples["mean"] = None, None
+    return values, samples
+
+
+def _check_names(label_names: Sequence[str], arg: str = "label_names") -> np.ndarray:
+    names = np.asarray([str(n) for n in label_names])
+    bad = sorted(set(names.tolist()) - {"good", *ANOMALY_TYPES})
+    if bad:
+        raise ValueError(f"{arg}: unknown label(s) {bad}; expected 'good', 'structural', 'logical'")
+    return names
+
+
+def image_auroc_ci_by_type(
+    scores: Sequence[float],
+    label_names: Sequence[str],
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+    return_samples: bool = False,
+) -> dict[str, dict[str, Any] | None]:
+    """``metrics.image_auroc_by_type`` with intervals: ``{"structural", "logical", "mean"}``.
+
+    One stratified resample (strata = label names) serves all three, so the good images drawn
+    are shared by the structural and the logical AUROC of a resample, and ``mean`` is the mean
+    of the two per resample.  A type without images gives None.
+    """
+    names = _check_names(label_names)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size != names.size:
+        raise ValueError(f"got {s.size} scores but {names.size} label names")
+    w = resample_weights(resample_indices(names, n_boot, seed))
+    values, samples = auroc_by_type_resampled(s, names, w)
+    out: dict[str, dict[str, Any] | None] = {}
+    for k in (*ANOMALY_TYPES, "mean"):
+        if samples[k] is None:
+            out[k] = None
+            continue
+        out[k] = _summary(values[k], samples[k], level, METHOD_BOOT, n_images=int(names.size))
+        if return_samples:
+            out[k]["samples"] = samples[k]
+    return out
+
+
+def paired_image_auroc_by_type(
+    scores_a: Sequence[float],
+    names_a: Sequence[str],
+    scores_b: Sequence[float],
+    names_b: Sequence[str],
+    ids_a: Sequence[Any] | None = None,
+    ids_b: Sequence[Any] | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+    return_samples: bool = False,
+) -> dict[str, dict[str, Any] | None]:
+    """Paired differences ``a - b`` of ``image_auroc_ci_by_type``'s three AUROCs."""
+    check_paired(names_a, names_b, ids_a, ids_b)
+    names = _check_names(names_a, "names_a")
+    sa = np.asarray(scores_a, dtype=np.float64).ravel()
+    sb = np.asarray(scores_b, dtype=np.float64).ravel()
+    if sa.size != names.size or sb.size != names.size:
+        raise ValueError(f"got {sa.size} / {sb.size} scores but {names.size} label names")
+    w = resample_weights(resample_indices(names, n_boot, seed))
+    va, boot_a = auroc_by_type_resampled(sa, names, w)
+    vb, boot_b = auroc_by_type_resampled(sb, names, w)
+    out: dict[str, dict[str, Any] | None] = {}
+    for k in (*ANOMALY_TYPES, "mean"):
+        if boot_a[k] is None:
+            out[k] = None
+            continue
+        d = boot_a[k] - boot_b[k]
+        out[k] = _diff_summary(va[k], vb[k], d, level, n_images=int(names.size))
+        if return_samples:
+            out[k]["samples"] = d
+    return out

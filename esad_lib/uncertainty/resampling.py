@@ -1,0 +1,86 @@
+"""Stratified bootstrap resamples over test images, as multiplicity weights, and the percentile
+interval (the sampling scheme every interval of :mod:`esad_lib.uncertainty` shares)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+DEFAULT_N_BOOT = 2000
+ANOMALY_TYPES = ("structural", "logical")
+METHOD_BOOT = "stratified bootstrap over test images, percentile interval"
+METHOD_PAIRED = "paired stratified bootstrap over test images, percentile interval"
+
+
+def resample_indices(strata: Sequence[Hashable], n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> np.ndarray:
+    """Stratified bootstrap resamples as image indices: ``int64 [B, N]``.
+
+    Row b is one resample: position i holds an image drawn uniformly with replacement from the
+    images of the same stratum as image i, so ``strata[idx[b]] == strata`` for every row (the
+    stratum counts are those of the data).  Deterministic in ``(strata, n_boot, seed)``
+    (``numpy.random.default_rng(seed)``; strata are drawn in sorted order of their values).
+    """
+    s = np.asarray(strata)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"strata must be a non-empty 1-D sequence of labels, got shape {s.shape}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    idx = np.empty((int(n_boot), s.size), dtype=np.int64)
+    for value in np.unique(s):
+        members = np.flatnonzero(s == value)
+        idx[:, members] = members[rng.integers(0, members.size, size=(int(n_boot), members.size))]
+    return idx
+
+
+def resample_weights(indices: np.ndarray, n: int | None = None) -> np.ndarray:
+    """Multiplicities of each image per resample: ``int64 [B, N]`` from indices ``[B, N]``.
+
+    w[b, i] = #{j : indices[b, j] == i}  (each row sums to N).
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    b, m = idx.shape
+    n = m if n is None else int(n)
+    flat = (idx + (np.arange(b, dtype=np.int64) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n)
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """(low, high) = the (1-level)/2 and (1+level)/2 percentiles of the finite ``samples``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(s, [50.0 * (1.0 - level), 50.0 * (1.0 + level)])
+    return float(lo), float(hi)
+
+
+def _summary(value: float, samples: np.ndarray, level: float, method: str, **extra: Any) -> dict[str, Any]:
+    lo, hi = percentile_interval(samples, level)
+    finite = samples[np.isfinite(samples)]
+    out = {
+        "value": float(value),
+        "low": lo,
+        "high": hi,
+        "se": float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan,
+        "level": float(level),
+        "n_boot": int(samples.size),
+        "method": method,
+    }
+    if finite.size < samples.size:
+        out["n_undefined"] = int(samples.size - finite.size)
+    out.update(extra)
+    return out
+
+
+def _diff_summary(a: float, b: float, samples: np.ndarray, level: float, **extra: Any) -> dict[str, Any]:
+    out = _summary(a - b, samples, level, METHOD_PAIRED, **extra)
+    out["diff"] = out["value"]
+    out["a"], out["b"] = float(a), float(b)
+    out["excludes_zero"] = bool(out["low"] > 0.0 or out["high"] < 0.0)
+    return out
