@@ -271,7 +271,9 @@ def _provenance_md(p: dict[str, Any]) -> str:
     return (
         f"\nMeasured {p['date']} at commit `{p['commit']}`, profile `{p['profile']}`, torch {p['torch']} "
         f"with {p['torch_threads']} threads, training seed {p['seed']}, synthetic test set seed "
-        f"{p['synth_seed']}; {p['seconds']:.0f} s in all.\n"
+        f"{p['synth_seed']}"
+        + (f", overrides {p['overrides']}" if p.get("overrides") else "")
+        + f"; {p['seconds']:.0f} s in all.\n"
     )
 
 
@@ -283,9 +285,11 @@ def run_demo(
     with_naive: bool = True,
     with_patchcore: bool = False,
     progress: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> DemoResult:
     """Train + evaluate ESAD (and the baselines asked for) per synthetic category; the tables.
 
+    ``overrides`` are config fields changed in every run (``esad demo --set KEY=VALUE``).
     Writes ``report.md`` and ``demo.json`` to ``out`` (default ``<data root>/runs/<profile>``).
     ESAD and RIAD runs live in ``out/<category>/<method>`` or, without ``out``, in
     ``train_or_load``'s cache (shared with the notebooks).
@@ -295,7 +299,7 @@ def run_demo(
     metrics: dict[str, dict[str, dict]] = {"esad": {}}
     dirs: dict[str, dict[str, Path]] = {"esad": {}}
     for cat in categories:
-        cfg = get_config(profile, category=cat, dataset="synthetic")
+        cfg = get_config(profile, category=cat, dataset="synthetic", **(overrides or {}))
         jobs: list[tuple[str, ESADConfig]] = [("esad", cfg)]
         if with_riad:
             jobs.append(("riad", riad_config(cfg)))
@@ -323,6 +327,7 @@ def run_demo(
         paired = {"structural_image_auroc": {"per_category": diffs, "mean": means}}
         text += "\n" + format_paired(diffs, means)
     prov = provenance(profile, categories, time.perf_counter() - t0)
+    prov["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in (overrides or {}).items()}
     text += _provenance_md(prov)
     blob = {"provenance": prov, "metrics": metrics, "paired": paired}
     atomic_write_text(report_dir / "report.md", text)

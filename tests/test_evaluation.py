@@ -211,3 +211,20 @@ def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():
     assert "standardised" not in describe_setting({"juice_bottle": esad})
     text = describe_setting({"juice_bottle": naive})
     assert "naive z-score maps, no training" in text and "epochs" not in text
+
+
+def test_demo_cli_set_changes_every_run_and_refuses_unknown_fields(tmp_path, capsys):
+    from esad_lib.cli import main
+
+    out = tmp_path / "aspect"
+    argv = ["demo", "--profile", "smoke", "--categories", "juice_bottle", "--quiet", "--no-naive"]
+    assert main([*argv, "--out", str(out), "--set", "keep_aspect=true"]) == 0
+    m = json.loads((out / "juice_bottle" / "esad" / "metrics.json").read_text())
+    assert m["config"]["keep_aspect"] is True
+    h, w = m["image_size"]
+    assert h > w and max(h, w) == 32  # juice bottles are tall: the aspect ratio is kept
+    blob = json.loads((out / "demo.json").read_text())
+    assert blob["provenance"]["overrides"] == {"keep_aspect": True}
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--set", "keep_aspekt=true"]) == 2
+    assert "did you mean keep_aspect" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from esad_lib.data.loco import DatasetLayoutError, categories
 from esad_lib.demo import report_from_runs, run_demo, summary_line
 from esad_lib.evaluation import evaluate_run, score_maps
 from esad_lib.maps_io import MapsError
+from esad_lib.overrides import parse_overrides
 from esad_lib.paths import atomic_write_text
 from esad_lib.report import format_report
 
@@ -99,6 +100,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if c not in CATEGORIES:
             print(f"unknown category {c!r}; choose from {', '.join(CATEGORIES)}", file=sys.stderr)
             return 2
+    try:
+        overrides = parse_overrides(args.set or [])
+    except ValueError as e:
+        print(f"esad demo: {e}", file=sys.stderr)
+        return 2
     res = run_demo(
         profile=args.profile,
         out=args.out,
@@ -107,6 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with_naive=not args.no_naive,
         with_patchcore=args.with_patchcore,
         progress=not args.quiet,
+        overrides=overrides,
     )
     print(res.text)
     print(f"wrote {res.report_dir / 'report.md'} and {res.report_dir / 'demo.json'}", file=sys.stderr)
@@ -166,6 +173,9 @@ def register(subparsers) -> None:
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES), metavar="CATEGORY")
     p.add_argument("--with-riad", action="store_true", help="also train/evaluate the RIAD baseline")
     p.add_argument("--no-naive", action="store_true", help="skip the naive z-score baseline column")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="change a config field in every run (repeatable)"
+    )
     p.add_argument(
         "--with-patchcore",
         action="store_true",
