@@ -83,7 +83,8 @@ class ESADConfig:
     #: "lightweight" (feature extraction blocks), "lightweight_std" (same net, standard
     #: 3x3 convs instead of blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]
     unet: str = "lightweight"
-    #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64.
+    #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64, where one lightweight
+    #: U-Net has 4,267,203 parameters, the reference network's count (tests/test_models_reference.py).
     base_width: int = 64
     #: kernel of the block's group and depthwise convs.  [paper ref. code]: 3.
     block_kernel: int = 3
