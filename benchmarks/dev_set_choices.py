@@ -6,7 +6,7 @@ model is trained (or loaded from ``train_or_load``'s cache) and scored on the de
 split, once per scoring variant (test-time diffs that share the trained model).  Prints a
 markdown table of the mean structural / logical image AUROC with 95 % intervals, and writes
 every number to ``--out`` (JSON lines, appended as results come in, so an interrupted sweep keeps
-what it measured).
+what it measured); ``--summarize FILE...`` prints the table of such files.
 
     python benchmarks/dev_set_choices.py --profile demo --threads 1 \\
         --candidate square64 '{}' --candidate aspect96 '{"keep_aspect": true, "image_size": [96, 96]}' \\
@@ -37,7 +37,43 @@ def _diff(text: str) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+def summarize(paths: list[str]) -> str:
+    """The markdown table of JSON-lines files written by this script (a row measured twice:
+    the last one counts); only candidates measured on all five categories get a mean."""
+    rows: dict[tuple[str, str, str], dict] = {}
+    for p in paths:
+        for line in Path(p).read_text().splitlines():
+            r = json.loads(line)
+            rows[(r["candidate"], r["scoring"], r["category"])] = r
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for (c, s, _), r in rows.items():
+        groups.setdefault((c, s), []).append(r)
+    threads = sorted({r["threads"] for r in rows.values()})
+    lines = [
+        f"| candidate | scoring | input size (H x W) | categories | structural image AUROC % | "
+        f"logical image AUROC % | s per epoch ({'/'.join(map(str, threads))} thread) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for (c, s), rs in groups.items():
+        complete = len(rs) == len(CATEGORIES)
+        cells = []
+        for kind in ("structural", "logical"):
+            vals = [r["image_auroc"][kind] for r in rs]
+            ses = [r["ci"][kind]["se"] for r in rs]
+            cells.append(mean_with_ci(vals, ses) if complete else "(incomplete)")
+        sizes = ", ".join(sorted({"x".join(map(str, r["input_size"])) for r in rs}))
+        epoch = [r["epoch_seconds"] for r in rs if r.get("epoch_seconds")]
+        ep = f"{sum(epoch) / len(epoch):.1f}" if epoch else "-"
+        lines.append(f"| {c} | {s} | {sizes} | {len(rs)} | {cells[0]} | {cells[1]} | {ep} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--summarize":
+        print(summarize(argv[1:]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--categories", nargs="+", default=list(CATEGORIES))
