@@ -78,7 +78,8 @@ class ESADConfig:
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
     # ---- model (Sec. 3 of the paper, METHOD_NOTES "Architecture") ---------------------
-    #: "esad" (inpainting U-Net + reconstruction U-Net) or "riad" (one U-Net, zero fill).  [paper]
+    #: "esad" (inpainting U-Net + reconstruction U-Net) or "riad" (one U-Net, zero fill); "patchcore"
+    #: is the training-free reference method (evaluation only: esad demo, esad ablate).  [paper]
     method: str = "esad"
     #: "lightweight" (feature extraction blocks), "lightweight_std" (same net, standard
     #: 3x3 convs instead of blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]

@@ -39,7 +39,7 @@ from esad_lib.evaluation import (
     load_metrics,
     scores_csv_rows,
 )
-from esad_lib.patchcore import evaluate_patchcore
+from esad_lib.patchcore import REFERENCE_EXTRACTOR, REFERENCE_LAYERS, evaluate_patchcore
 from esad_lib.paths import PROJECT_ROOT, atomic_write_text, data_root
 from esad_lib.report import format_paired, format_report
 from esad_lib.training import MODEL_FILE, run_dir_for, train, train_or_load
@@ -59,12 +59,7 @@ __all__ = [
     "train_and_evaluate",
 ]
 
-#: the features PatchCore is defined on: ImageNet-pretrained (the only ones offline: the wheel's).
-PATCHCORE_EXTRACTOR = "efficientnet_lite0"
-#: [ours] EfficientNet-Lite0 taps of the demo's PatchCore row (strides 4 and 8; PatchCore's own
-#: default, the stride-8/16 taps, gives 8x8 and 4x4 grids at 64 px).  Chosen on the dev set
-#: (synth_seed=1; the README's "Choices" table), not on the reported test set.
-PATCHCORE_LAYERS = (0, 1)
+PATCHCORE_EXTRACTOR, PATCHCORE_LAYERS = REFERENCE_EXTRACTOR, REFERENCE_LAYERS
 
 
 def summary_line(m: dict) -> str:

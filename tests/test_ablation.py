@@ -594,3 +594,16 @@ def test_real_smoke_grid(tmp_path: Path) -> None:
     assert got["image_auroc.structural"] == pytest.approx(direct["image_auroc"]["structural"])
     assert got["au_spro.structural"] == pytest.approx(direct["au_spro"]["structural"])
     assert got["n_params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_real_grid_with_the_training_free_patchcore_variant(tmp_path: Path) -> None:
+    """The "patchcore" variant trains nothing; it is evaluated through the same protocol and
+    compared with ESAD (paired) in the summary."""
+    cfg = get_config("smoke", epochs=1, max_test_images=2, cutout_sizes=(8,))
+    rep = ablation.run_grid(cfg, ["esad", "patchcore"], ["pushpins"], [0], tmp_path, progress=False)
+    assert len(set(rep.trained)) == 1  # only ESAD's model
+    m = json.loads((tmp_path / "runs/patchcore/pushpins/seed0/metrics.json").read_text())
+    assert m["method"] == "patchcore" and m["feature_extractor"] == "efficientnet_lite0"
+    df = ablation.read_results(tmp_path / "results.csv")
+    assert set(df["variant"]) == {"esad", "patchcore"}
+    assert "patchcore" in (tmp_path / "summary.md").read_text()

@@ -129,7 +129,7 @@ def _plan(specs: list[RunSpec], out: Path, models_root: Path, report: GridReport
     report.skipped = [str(s.run_dir(out)) for s in specs if run_finished(s, out)]
     train_jobs: dict[str, RunSpec] = {}
     for s in todo:
-        if not steps.model_finished(s.model_dir(models_root)):
+        if steps.needs_training(s.cfg) and not steps.model_finished(s.model_dir(models_root)):
             train_jobs.setdefault(s.train_key, s)
     eval_groups: dict[str, list[RunSpec]] = {}
     for s in todo:

@@ -14,9 +14,18 @@ from esad_lib.ablation.results import SCORES_FILE
 from esad_lib.config import ESADConfig, resolve_device
 from esad_lib.evaluation import evaluate_model as _evaluate
 from esad_lib.evaluation import scores_csv
+from esad_lib.patchcore import REFERENCE_LAYERS, evaluate_patchcore
 from esad_lib.paths import atomic_write_text
 from esad_lib.run_io import file_lock
 from esad_lib.training import load_run
+
+#: methods that need no trained model (their evaluation fits what it needs itself).
+TRAINING_FREE_METHODS = ("patchcore",)
+
+
+def needs_training(cfg: ESADConfig) -> bool:
+    """False for a training-free reference method (PatchCore-style: a memory bank, no training)."""
+    return cfg.method not in TRAINING_FREE_METHODS
 
 
 def model_finished(model_dir: Path) -> bool:
@@ -58,6 +67,10 @@ def evaluate_model(cfg: ESADConfig, model_dir: Path, run_dir: Path) -> dict[str,
     ``metrics.json`` (the marker of a finished run) last.
     """
 
+    if cfg.method == "patchcore":  # training-free: fit the memory bank on train/good, score
+        return evaluate_patchcore(
+            cfg, run_dir, extractor=cfg.feature_extractor, progress=False, layers=REFERENCE_LAYERS
+        )
     model, _ = load_run(model_dir)
     model = model.to(resolve_device(cfg.device))
     metrics, result = evaluate_variant(model, cfg)

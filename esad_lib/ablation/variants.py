@@ -10,6 +10,7 @@ from typing import Any
 
 from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.features import available_extractors
+from esad_lib.patchcore import REFERENCE_EXTRACTOR
 
 BASE_VARIANT = "esad"
 
@@ -59,6 +60,15 @@ def _static_variants() -> list[Variant]:
             "(build_model gives a RIAD model the zero fill in training too).",
             "ESAD beats RIAD: 89.3 vs 84.0 % mean image AUROC (structural split).",
             "lower",
+        ),
+        Variant(
+            "patchcore",
+            {"method": "patchcore", "feature_extractor": REFERENCE_EXTRACTOR},
+            "method",
+            "PatchCore-style reference (Roth et al. 2022), training-free: a memory bank of train/good "
+            "patch features of ImageNet-pretrained EfficientNet-Lite0, nearest-neighbour maps.",
+            "The paper does not compare ESAD with PatchCore.",
+            None,
         ),
         Variant(
             "no_feature_loss",

@@ -46,6 +46,8 @@ Deviations, stated where they happen in the code as well:
 from __future__ import annotations
 
 from esad_lib.patchcore.dataset import (
+    REFERENCE_EXTRACTOR,
+    REFERENCE_LAYERS,
     build_patchcore,
     evaluate_patchcore,
     fit_patchcore,
@@ -72,6 +74,8 @@ __all__ = [
     "PATCHCORE_PATCH_SIZE",
     "PATCHCORE_PROJECTION_DIM",
     "PATCHCORE_SIGMA",
+    "REFERENCE_EXTRACTOR",
+    "REFERENCE_LAYERS",
     "PatchCore",
     "build_patchcore",
     "evaluate_patchcore",

@@ -36,6 +36,14 @@ from esad_lib.patchcore.detector import PatchCore
 from esad_lib.paths import atomic_write_text
 from esad_lib.scoring import ScoreResult
 
+#: the features of the reference PatchCore row (``esad demo``, the ablation variant
+#: "patchcore"): ImageNet-pretrained, as PatchCore is defined (the only ones offline: the wheel's).
+REFERENCE_EXTRACTOR = "efficientnet_lite0"
+#: [ours] its EfficientNet-Lite0 taps: strides 4 and 8 (PatchCore's own default, the stride-8/16
+#: taps, gives 8x8 and 4x4 grids at 64 px).  Chosen on the dev set (synth_seed=1; README,
+#: "Choices"), not on the reported test set.
+REFERENCE_LAYERS = (0, 1)
+
 
 def build_patchcore(
     cfg: ESADConfig, extractor: str | torch.nn.Module | None = None, **params: Any
