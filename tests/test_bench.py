@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import difflib
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import torch
 
 from esad_lib.bench import (
     authors_rows,
+    inference_rows,
     masks_rows,
     memory,
     metric_inputs,
@@ -211,6 +213,74 @@ def test_train_option_of_a_missing_field_is_not_available(monkeypatch, quick_res
     md = report.format_markdown({"meta": quick_results[1]["meta"], "train_scaling": ts})
     assert "same config as 'default': see its rows" in md
     assert "not available in this build: ESADConfig has no field no_such_field_yet" in md
+
+
+def test_inference_module_passes_the_configs_fill_alpha(monkeypatch):
+    """The inference rows' module runs the model with the config's test fill AND its mixing
+    weight (``cfg.fill_alpha``), not the forward's default: its output follows the config."""
+    smoke = settings.cfg_for("smoke", "esad", "cpu")
+    monkeypatch.setattr(inference_rows, "cfg_for", lambda *a: smoke.replace(fill_alpha=0.2))
+    case = inference_rows._case("esad", settings.bench_settings(True), torch.device("cpu"))
+    assert case.eager.alpha == 0.2 and case.eager.fill == smoke.test_fill == "test"
+    with torch.no_grad():
+        got = case.eager(case.img)
+        ref = case.model(case.img, case.cutout, fill="test", alpha=0.2, masks=case.masks).recon
+        default = case.model(case.img, case.cutout, fill="test", masks=case.masks).recon  # alpha 0.5
+        copied = case.copy_of_eager()(case.img)
+    torch.testing.assert_close(got, ref, atol=0, rtol=0)
+    torch.testing.assert_close(copied, ref, atol=0, rtol=0)
+    assert not torch.allclose(got, default)  # alpha reaches the model
+
+
+def test_inference_option_table_checks_then_rows():
+    """An option whose output differs beyond its tolerance is NOT equal; one that raises is a
+    ``failed:`` row without timing; speed-ups are over eager (by hand)."""
+    ref = torch.zeros(1, 3, 2, 2)
+    table = inference_rows.OptionTable()
+    table.add(inference_rows.EAGER, 0.0, "ok", lambda: ref.clone())
+    table.add("off by 0.5", 0.1, "ok", lambda: np.full((1, 3, 2, 2), 0.5, dtype=np.float32))
+
+    def boom():
+        raise RuntimeError("no kernel\nsecond line")
+
+    table.add("raises", 0.1, "ok", boom)
+    table.add("not here", 0.1, "skipped: why")
+    diffs = inference_rows.check_outputs_equal(table, ref)
+    assert diffs == {inference_rows.EAGER: 0.0, "off by 0.5": 0.5}
+    assert table.status["raises"] == "failed: RuntimeError: no kernel" and "raises" not in table.fns
+    table.extra["off by 0.5"] = {"compile_s": 3.0}
+    res = {n: {"median_s": t} for n, t in ((inference_rows.EAGER, 2.0), ("off by 0.5", 4.0))}
+    rows = inference_rows.rows_from_timings(table, res, diffs)
+    assert [r["option"] for r in rows] == [inference_rows.EAGER, "off by 0.5", "raises", "not here"]
+    assert rows[0]["speedup_vs_eager"] == 1.0 and rows[0]["equal"] is True
+    assert rows[1]["speedup_vs_eager"] == 0.5 and rows[1]["equal"] is False and rows[1]["compile_s"] == 3.0
+    assert rows[2] == {"option": "raises", "status": "failed: RuntimeError: no kernel", "tolerance": 0.1}
+    assert rows[3] == {"option": "not here", "status": "skipped: why", "tolerance": 0.1}
+
+
+def test_markdown_sections_in_order_and_each_left_out_when_absent(quick_results):
+    _, res = quick_results
+    md = report.format_markdown(res)
+    keys = [k for k, _ in report.MD_SECTIONS]
+    assert [k for k in keys if res.get(k)] == [k for k in keys if k != "errors"]  # all ran, none failed
+    lines = md.splitlines()
+    for key in ("models", "masks", "targets"):  # without a section: exactly one block of lines is gone
+        without = report.format_markdown({k: v for k, v in res.items() if k != key}).splitlines()
+        ops = [op for op in difflib.SequenceMatcher(None, without, lines).get_opcodes() if op[0] != "equal"]
+        assert len(ops) == 1 and ops[0][0] == "insert", (key, ops)
+        block = lines[ops[0][3] : ops[0][4]]
+        assert block[0] == "" and block[1].startswith("## ") and len(block) < len(lines) // 2, (key, block)
+    errs = report.format_markdown({**res, "errors": {"layers": "RuntimeError: x"}})
+    assert errs == md + "\n## Sections that failed\n\n- layers: RuntimeError: x\n"
+
+
+def test_train_scaling_batches_slope_and_target():
+    st = settings.bench_settings(True)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert train_scaling_rows._batches("smoke", st, cpu) == ([1, 2], 8, False)
+    assert train_scaling_rows._batches("smoke", st, cuda) == ([1, 2, 8], 8, True)  # CUDA: measured too
+    with pytest.raises(ValueError, match="must start with 1, 2"):
+        train_scaling_rows._batches("smoke", {**st, "train_scaling_batches": (2, 4)}, cpu)
 
 
 def test_authors_inference_maps_equal_library_fast_and_plain_maps():

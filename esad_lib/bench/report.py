@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -272,10 +273,9 @@ def _md_metrics(me: dict) -> list[str]:
     return lines
 
 
-def format_markdown(res: dict[str, Any]) -> str:
-    """The results as markdown tables (what ``esad bench`` prints and writes to results.md)."""
-    meta = res["meta"]
-    lines = [
+def _md_header(meta: dict) -> list[str]:
+    """Title, device, profile, repeat counts and load average of the run."""
+    return [
         f"# ESAD benchmark ({'quick' if meta['quick'] else 'full'}) -- {meta['date']}",
         "",
         f"Device: {meta['device_name']}; torch {meta['torch']}, {meta['threads']} threads; profile "
@@ -287,31 +287,43 @@ def format_markdown(res: dict[str, Any]) -> str:
         f"{_fmt_load(meta.get('load_average_start'))}, at end {_fmt_load(meta.get('load_average_end'))} "
         "(2 cores: above 2 means other processes competed for the CPU).",
     ]
-    if res.get("models"):
-        lines += _md_models(res["models"], meta["batched"])
-    if res.get("authors"):
-        lines += _md_authors(res["authors"])
-    if res.get("train"):
-        lines += _md_train(res["train"])
-    if res.get("train_scaling"):
-        lines += _md_train_scaling(res["train_scaling"])
-    if res.get("masks"):
-        lines += _md_masks(res["masks"])
-    if res.get("inference"):
-        lines += _md_inference(res["inference"])
-    if res.get("layers"):
-        lines += _md_layers(res["layers"])
-    if res.get("metrics"):
-        lines += _md_metrics(res["metrics"])
-    tg = res.get("targets")
-    if tg:
-        lines += ["", "## Targets (issue 7)", "", "| target | measured | met |", "|---|---|---|"]
-        for t in tg:
-            met = "yes" if t["met"] else "no"
-            lines.append(f"| {t['target']} | {t['measured']} | {met} {t['note']} |")
-    errs = res.get("errors")
-    if errs:
-        lines += ["", "## Sections that failed", ""] + [f"- {k}: {v}" for k, v in errs.items()]
+
+
+def _md_targets(tg: list) -> list[str]:
+    lines = ["", "## Targets (issue 7)", "", "| target | measured | met |", "|---|---|---|"]
+    for t in tg:
+        met = "yes" if t["met"] else "no"
+        lines.append(f"| {t['target']} | {t['measured']} | {met} {t['note']} |")
+    return lines
+
+
+def _md_errors(errs: dict) -> list[str]:
+    return ["", "## Sections that failed", ""] + [f"- {k}: {v}" for k, v in errs.items()]
+
+
+#: the sections of results.md in order: (key in the results, its formatter given the section and meta)
+MD_SECTIONS: tuple[tuple[str, Callable[[Any, dict], list[str]]], ...] = (
+    ("models", lambda v, meta: _md_models(v, meta["batched"])),
+    ("authors", lambda v, meta: _md_authors(v)),
+    ("train", lambda v, meta: _md_train(v)),
+    ("train_scaling", lambda v, meta: _md_train_scaling(v)),
+    ("masks", lambda v, meta: _md_masks(v)),
+    ("inference", lambda v, meta: _md_inference(v)),
+    ("layers", lambda v, meta: _md_layers(v)),
+    ("metrics", lambda v, meta: _md_metrics(v)),
+    ("targets", lambda v, meta: _md_targets(v)),
+    ("errors", lambda v, meta: _md_errors(v)),
+)
+
+
+def format_markdown(res: dict[str, Any]) -> str:
+    """The results as markdown tables (what ``esad bench`` prints and writes to results.md); a
+    section absent or empty in ``res`` is left out."""
+    meta = res["meta"]
+    lines = _md_header(meta)
+    for key, fmt in MD_SECTIONS:
+        if res.get(key):
+            lines += fmt(res[key], meta)
     return "\n".join(lines) + "\n"
 
 

@@ -94,10 +94,9 @@ def _contenders(setting: str, device: torch.device) -> list[dict[str, Any]]:
     return out
 
 
-def _measure_setting(
-    setting: str, st: dict, device: torch.device, log: Callable[[str], None]
-) -> list[dict[str, Any]]:
-    rows = _contenders(setting, device)
+def _batches(setting: str, st: dict, device: torch.device) -> tuple[list[int], int, bool]:
+    """``(batches to measure, target batch, whether the target is measured)``: batch 1 and 2 (the
+    slope), plus the target where it is measured (CUDA, or CPU where the settings ask for it)."""
     measure_target = device.type == "cuda" or bool(st["train_scaling_measure_target_cpu"].get(setting))
     target = int(st["train_scaling_target"])
     batches = [int(b) for b in st["train_scaling_batches"]]
@@ -105,9 +104,19 @@ def _measure_setting(
         raise ValueError(f"train_scaling_batches must start with 1, 2 (the slope), got {batches}")
     if measure_target and target not in batches:
         batches.append(target)
-    live = [r for r in rows if r["status"] == "ok"]
-    # memory first, each in a fresh process: a step that does not fit is reported there and
-    # never run in this process (where running out of memory would end the whole benchmark)
+    return batches, target, measure_target
+
+
+def _measure_memory(
+    live: list[dict[str, Any]],
+    batches: list[int],
+    setting: str,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> None:
+    """``r["batches"][b]["memory"]`` for each row and batch, each step in a fresh process: a step
+    that does not fit is reported there and never run in this process (where running out of
+    memory would end the whole benchmark)."""
     for r in live:
         r["batches"] = {}
         for b in batches:
@@ -119,6 +128,13 @@ def _measure_setting(
             }
             r["batches"][str(b)] = {"source": "measured", "memory": peak_memory(spec, device)}
         log(f"train_scaling: {setting} {r['method']} {r['option']} memory measured")
+
+
+def _time_steps(
+    live: list[dict[str, Any]], setting: str, st: dict, device: torch.device, log: Callable[[str], None]
+) -> None:
+    """``step_s`` and ``timing`` of each row and batch whose memory probe passed (``None`` for
+    the others): all of them timed interleaved in this process."""
     steps = {
         f"{r['method']}/{r['option']}/{b}": make_train_step(r["cfg"].replace(batch_size=int(b)), device)
         for r in live
@@ -135,14 +151,31 @@ def _measure_setting(
             t = times.get(f"{r['method']}/{r['option']}/{b}")
             d["step_s"], d["timing"] = (t["median_s"], t) if t else (None, None)
         r["timing"] = {"warmup": warmup, "repeats": repeats}
-        _fit(r, target, measure_target, device)
-    for r in rows:  # options that are the same config as an earlier one share its measurement
+
+
+def _share_same_config(rows: list[dict[str, Any]]) -> None:
+    """Options that are the same config as an earlier one share its measurement; drop the configs."""
+    for r in rows:
         if "same_as" in r:
             src = next(x for x in rows if x["method"] == r["method"] and x["option"] == r["same_as"])
             for k in ("batches", "per_image", "target", "timing"):
                 if k in src:
                     r[k] = src[k]
         r.pop("cfg", None)
+
+
+def _measure_setting(
+    setting: str, st: dict, device: torch.device, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The rows of one setting: memory (fresh processes) first, then time, then the fits."""
+    rows = _contenders(setting, device)
+    batches, target, measure_target = _batches(setting, st, device)
+    live = [r for r in rows if r["status"] == "ok"]
+    _measure_memory(live, batches, setting, device, log)
+    _time_steps(live, setting, st, device, log)
+    for r in live:
+        _fit(r, target, measure_target, device)
+    _share_same_config(rows)
     return rows
 
 
