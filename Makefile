@@ -1,5 +1,6 @@
 # esad-notebooks -- the README's commands.
-#   make demo   install into .venv (first time) and run the main job on the synthetic benchmark
+#   make demo   install into .venv (first time) and run the main job on the synthetic benchmark:
+#               ESAD, RIAD at the same budget, the PatchCore-style reference and the naive baseline
 #   make test   install into .venv (first time) and run the test suite
 #   make lab    open the notebooks in JupyterLab
 #   make bench  side-by-side speed benchmark
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/esad demo --profile $(PROFILE)
+	$(BIN)/esad demo --profile $(PROFILE) --with-riad --with-patchcore
 
 test: $(STAMP)
 	$(BIN)/ruff check esad_lib tests benchmarks notebooks
