@@ -1,4 +1,4 @@
-"""Evaluation metrics of the paper's experiments (Sec. 4): image AUROC, pixel AUROC, AU-PRO, AU-sPRO.
+"""Evaluation metrics of the paper (authors' README "5. result"): image AUROC, pixel AUROC, AU-PRO, AU-sPRO.
 
 Every metric has a fast, vectorised implementation and a brute-force ``*_reference`` twin
 (slow, simple, loops over thresholds) that the tests compare it with.

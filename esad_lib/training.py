@@ -1,4 +1,4 @@
-"""Training ESAD (paper Sec. 3 "inpainting -> filling -> reconstruction", Sec. 4 "Implementation").
+"""Training ESAD (the authors' README "2. Proposed Method": inpainting -> filling -> reconstruction).
 
 One step is ``esad_lib.train_step.train_step`` (notebook 04 explains it line by line):
 
