@@ -1,5 +1,5 @@
 """The anomaly map of ESAD and RIAD, from an image and its reconstructions (ESAD, "feature-level
-anomaly discrimination"; RIAD's MSGMS map; METHOD_NOTES "Scoring").  Pure tensor maths, no I/O:
+anomaly discrimination"; RIAD's MSGMS map).  Pure tensor maths, no I/O:
 ``esad_lib.scoring`` runs the model over a dataset and calls these.
 
 For one image ``x`` and its reconstruction ``x_c`` per cutout size ``c``::

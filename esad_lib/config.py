@@ -77,7 +77,7 @@ class ESADConfig:
     max_test_images: int | None = None
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
-    # ---- model (Sec. 3 of the paper, METHOD_NOTES "Architecture") ---------------------
+    # ---- model (the authors' README "2. Proposed Method" and their reference code) -----------
     #: "esad" (inpainting U-Net + reconstruction U-Net) or "riad" (one U-Net, zero fill); "patchcore"
     #: is the training-free reference method (evaluation only: esad demo, esad ablate).  [paper]
     method: str = "esad"

@@ -1,6 +1,6 @@
 """Training on several processes with PyTorch's DistributedDataParallel (torchrun).
 
-Nothing here changes the method (paper Sec. 3/4): it spreads one training run over ``N``
+Nothing here changes the method (the paper's): it spreads one training run over ``N``
 processes (GPUs, or CPU processes with gloo) so that the paper's setting (256x256, 300
 epochs) finishes sooner.  ``esad train`` runs unchanged under ``torchrun``::
 

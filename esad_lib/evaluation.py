@@ -1,4 +1,5 @@
-"""Evaluation of a trained run on MVTec LOCO AD protocol (paper Sec. "Experiments").
+"""Evaluation of a trained run on MVTec LOCO AD protocol (the paper's experiments: the authors' README
+"5. result").
 
 ``evaluate_run(RUN)`` loads the run, scores the test split (good + logical + structural, as
 many of them as the dataset root holds) and computes with ``esad_lib.metrics``:

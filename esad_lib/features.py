@@ -1,4 +1,4 @@
-"""Frozen feature extractors for ESAD's feature loss and feature-level anomaly maps (paper Sec. 3).
+"""Frozen feature extractors for ESAD's feature loss and feature-level anomaly maps (the authors' abstract).
 
 ESAD compares *deep features* of the input and of its reconstruction instead of raw pixels
 ("feature-level anomaly discrimination") and adds a feature loss during training.  The paper

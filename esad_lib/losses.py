@@ -1,4 +1,4 @@
-"""Training losses: RIAD's L2 + SSIM + MSGMS and ESAD's feature loss (paper Sec. 3, "Loss function").
+"""Training losses: RIAD's L2 + SSIM + MSGMS and ESAD's feature loss (the authors' abstract).
 
 RIAD (Zavrtanik et al., 2021) trains its reconstruction net with three image losses,
 

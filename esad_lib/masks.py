@@ -1,4 +1,4 @@
-"""Disjoint cutout masks (RIAD, Sec. 3.1; ESAD, Sec. 3 "inpainting -> filling -> reconstruction").
+"""Disjoint cutout masks (RIAD's cutouts; the authors' README "2. Proposed Method": masking).
 
 The image is cut into a grid of ``c x c`` cells (``c`` = cutout size).  The cells are shuffled
 and split into ``K`` groups; mask ``k`` hides group ``k``:

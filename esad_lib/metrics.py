@@ -1,4 +1,4 @@
-"""Evaluation metrics of the paper's experiments (Sec. 4): image AUROC, pixel AUROC, AU-PRO, AU-sPRO.
+"""Evaluation metrics of the paper (authors' README "5. result"): image AUROC, pixel AUROC, AU-PRO, AU-sPRO.
 
 One file because every metric sits beside its brute-force ``*_reference`` twin and the curve and
 region helpers both use, so that the fast and the slow version cannot drift apart.

@@ -1,4 +1,4 @@
-"""The per-category results table in the paper's format (paper Sec. "Experiments", Table of
+"""The per-category results table in the paper's format (the authors' README "5. result": the table of
 image-level AUROC on MVTec LOCO AD), our measured numbers beside the paper's REPORTED ones.
 
 Our numbers come from ``metrics.json`` files (``esad evaluate``); the paper's are copied
@@ -18,7 +18,7 @@ from esad_lib.config import CATEGORIES
 #: Image-level AUROC (%) on the STRUCTURAL anomalies of MVTec LOCO AD, as REPORTED by the ESAD
 #: paper (Fei & Wu, The Visual Computer), table "Image level AUROC of different anomaly
 #: detection algorithms on the MVTec LOCO AD", copied from the authors' README
-#: (../shared/paper/ESAD_README.md, section "5. result"; restated in METHOD_NOTES.md).
+#: (section "5. result").
 #: "average" is the paper's own "Average str" row (ESAD: 89.3; the mean of its five rows is
 #: 89.28).  The abstract states 85.0 % average detection AUROC and 88.5 % localization; the
 #: paper gives no per-category logical AUROC or AU-sPRO.  These are not our measurements.

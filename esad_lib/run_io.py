@@ -1,4 +1,4 @@
-"""The run folder of a training run: what is written, how it is read back (paper Sec. 4 setting).
+"""The run folder of a training run: what is written, how it is read back.
 
 Nothing here changes what is trained; ``esad_lib.training`` calls these functions to keep a
 run resumable and to hand a finished run to the other notebooks.  Layout (``out_dir``)::

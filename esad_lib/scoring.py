@@ -1,4 +1,4 @@
-"""Test-time scoring: anomaly maps and image scores (paper Sec. "Testing"; METHOD_NOTES "Scoring").
+"""Test-time scoring: anomaly maps and image scores (the authors' README "3. Key Algorithms": select = 1).
 
 For a test image the model reconstructs it once per cutout size ``c`` in the config (RIAD:
 2, 4, 8, 16) in *test-fill* mode (ESAD's ``select = 1``: the hidden cells are filled with

@@ -1,4 +1,4 @@
-"""One training step of ESAD (paper Sec. 3, "inpainting -> filling -> reconstruction" and "Loss function").
+"""One training step of ESAD (the authors' README "2. Proposed Method" and "3. Key Algorithms").
 
 ``train_step`` is the whole method's training update for one batch and one cutout size; the
 trainer (``esad_lib.training.train``) calls it once per batch, notebook 04 explains it line by

@@ -1,4 +1,4 @@
-"""Training ESAD (paper Sec. 3 "inpainting -> filling -> reconstruction", Sec. 4 "Implementation").
+"""Training ESAD (the authors' README "2. Proposed Method": inpainting -> filling -> reconstruction).
 
 One file because the four phases below share the private ``_Run`` state and read top to bottom as
 the loop notebook 04 explains; the step, the run folder and the process group already live in

@@ -1,6 +1,7 @@
 """Our lightweight U-Net against an independent re-statement of the authors' reference network.
 
-The classes below are written from METHOD_NOTES ("Architecture") in the style of the authors'
+The classes below restate the authors' reference code as the project documents it, in the style of the
+authors'
 code -- ``Block(kernel, in, expand, out)`` with ``conv1/bn1``, ``conv2/bn2``, ``conv3/bn3`` and a
 ``shortcut`` -- and share no code with ``esad_lib.models``.  The tests check the parameter
 count (4,267,203 at width 64), and that one block and one whole U-Net give the same outputs as
@@ -108,7 +109,7 @@ def _randomise_bn(m: nn.Module, gen: torch.Generator) -> None:
 
 def test_reference_parameter_count_at_width_64() -> None:
     ref = _n(RefUNet(64))
-    assert ref == 4_267_203  # the figure METHOD_NOTES gives for the reference net
+    assert ref == 4_267_203  # the reference net's count
     assert _n(LightweightUNet(base_width=64)) == ref
 
 

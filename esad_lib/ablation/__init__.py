@@ -1,6 +1,6 @@
 """Ablations as config diffs, and a grid runner that trains each model once.
 
-The paper (ESAD, Sec. 3-4 and its results table) argues for four design choices on top of
+The paper (the authors' README: method and results table) argues for four design choices on top of
 RIAD: the inpainting -> filling -> reconstruction pipeline with the test fill (``select = 1``),
 the feature loss, feature-level anomaly discrimination, and the lightweight U-Net.  Each
 ablation here is a *named variant*: a dict of :class:`~esad_lib.config.ESADConfig` fields

@@ -1,5 +1,5 @@
 """The named ablation variants: each a diff of :class:`~esad_lib.config.ESADConfig` fields applied
-to the profile's base config (ESAD Sec. 3-4 and its results table), and the keys that tell which
+to the profile's base config (the authors' README: method and results table), and the keys that tell which
 variants share one trained model (``train_key``) or one result (``config_key``)."""
 
 from __future__ import annotations

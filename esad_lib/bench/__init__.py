@@ -1,6 +1,6 @@
 """Side-by-side speed benchmark: ESAD's lightweight U-Nets against the RIAD baseline (issue 7).
 
-The paper (abstract; Sec. 3.3 "lightweight U-Net") introduces the lightweight U-Net "to meet
+The paper (abstract; README "2. Proposed Method") introduces the lightweight U-Net "to meet
 industrial requirements".  This package measures that claim and our own speed-ups in ONE
 process run, with every group of contenders timed *interleaved* (round-robin, the order
 rotated every repeat) after warm-up, reporting the median of several repeats -- so that the

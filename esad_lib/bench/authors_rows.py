@@ -1,5 +1,5 @@
 """Rows "ours vs a plain re-statement of theirs": the library's scoring against the authors'
-test-time procedure written out plainly (paper "Testing"; METHOD_NOTES "Pipeline" step 3-4 with
+test-time procedure written out plainly (paper "Testing"; the authors' README "3. Key Algorithms" with
 ``select = 1`` and "Scoring").
 
 The re-statement (``authors_inference_maps``) runs the procedure as it is described: for each

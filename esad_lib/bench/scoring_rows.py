@@ -1,7 +1,7 @@
 """Rows "ESAD vs RIAD": parameters, MACs, full test-time scoring (batch 1 and batched, with
 ``cfg.fast_scoring`` on and off, and the networks in ONNX Runtime) and its peak memory.
 
-The paper (abstract; Sec. 3.3 "lightweight U-Net") introduces the lightweight U-Net "to meet
+The paper (abstract; README "2. Proposed Method") introduces the lightweight U-Net "to meet
 industrial requirements"; these rows measure that claim against the RIAD baseline at the
 profile's resolution and width.
 """

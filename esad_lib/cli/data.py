@@ -1,4 +1,4 @@
-"""``esad split``, ``esad check`` and ``esad synth``: the data sub-commands (paper Sec. 4.1).
+"""``esad split``, ``esad check`` and ``esad synth``: data sub-commands (authors' README "1. Requirements").
 
 Registered by ``esad_lib.cli`` through ``register(subparsers)``.
 """

@@ -1,4 +1,5 @@
-"""``esad evaluate``, ``esad report`` and ``esad demo`` (paper Sec. "Experiments").
+"""``esad evaluate``, ``esad report`` and ``esad demo`` (the paper's experiments: the authors' README
+"5. result").
 
 * ``esad evaluate RUN``      -- score the run's test split, write ``RUN/metrics.json``;
 * ``esad evaluate RUN --export-maps DIR`` -- also the maps, as MVTec's evaluation reads them;

@@ -1,4 +1,4 @@
-"""``esad model-info``: parameters and MACs of the networks of a profile (ESAD, Sec. 3.3).
+"""``esad model-info``: parameters and MACs of the networks of a profile (the paper's lightweight U-Net).
 
 Registered by ``esad_lib.cli`` (``COMMAND_MODULES``).
 """

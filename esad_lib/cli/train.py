@@ -1,4 +1,4 @@
-"""``esad train``: train ESAD (or RIAD) on one category into a run folder (paper Sec. 4).
+"""``esad train``: train ESAD (or RIAD) on one category into a run folder.
 
     esad train --data synthetic --category breakfast_box --profile demo --out runs/bb
     esad train --data /data/loco_structural --category pushpins --profile paper --out runs/pp \

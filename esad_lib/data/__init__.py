@@ -1,5 +1,5 @@
 """Data: MVTec LOCO AD reader, structural/logical splitter, checker and the synthetic
-LOCO-like benchmark (paper Sec. 4.1, "Dataset").
+LOCO-like benchmark (the paper's benchmark).
 
 ``from esad_lib.data import LOCODataset, dataset_root, list_samples, ...``
 """

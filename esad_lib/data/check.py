@@ -1,5 +1,5 @@
 """Validate a LOCO-layout root (MVTec LOCO AD, a split of it, or the synthetic benchmark;
-paper Sec. 4.1) before training on it: ``esad check ROOT``.
+the paper's benchmark) before training on it: ``esad check ROOT``.
 
 Decodes every image and mask and lists EVERY problem found (it does not stop at the first):
 missing folders or defects config, unreadable or truncated images and masks, masks whose size

@@ -1,4 +1,4 @@
-"""Reader for MVTec LOCO AD and every dataset in its layout (paper Sec. 4.1, "Dataset").
+"""Reader for MVTec LOCO AD and every dataset in its layout (the paper's benchmark).
 
 The layout (official dataset, its structural/logical splits, and the synthetic benchmark)::
 

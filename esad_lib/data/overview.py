@@ -1,4 +1,4 @@
-"""Looking at a LOCO-layout root (paper Sec. 4.1): its folder tree, counts per category and
+"""Looking at a LOCO-layout root (the paper's benchmark layout): its folder tree, counts per category and
 type, and which defects of ``defects_config.json`` occur under which anomaly type."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which LOCO-layout root a notebook or run uses (paper Sec. 4.1: MVTec LOCO AD; here also the
+"""Which LOCO-layout root a notebook or run uses (the paper's MVTec LOCO AD; here also the
 synthetic stand-in).
 
 Rule (``cfg.dataset``):

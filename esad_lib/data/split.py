@@ -1,4 +1,4 @@
-"""Split MVTec LOCO AD into a *structural* and a *logical* dataset (paper Sec. 4.1: ESAD is
+"""Split MVTec LOCO AD into a *structural* and a *logical* dataset (authors' README "1. Requirements": ESAD is
 evaluated on the structural anomalies; the logical split is kept to show where it fails).
 
 ``split_dataset(SRC, OUT)`` writes::

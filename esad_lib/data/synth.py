@@ -1,5 +1,5 @@
 """The synthetic LOCO-like benchmark: generation and caching (stands in for MVTec LOCO AD,
-paper Sec. 4.1, which users must download themselves).
+the paper's benchmark, which users must download themselves).
 
 ``generate_synthetic`` writes a root in the exact MVTec LOCO AD layout (five categories with
 LOCO's aspect ratios scaled to ``max_side``; ``defects_config.json``; one mask PNG per defect

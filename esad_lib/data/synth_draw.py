@@ -1,5 +1,5 @@
 """Drawing primitives of the synthetic LOCO-like benchmark (stands in for MVTec LOCO AD,
-paper Sec. 4.1, which cannot be shipped).
+the paper's benchmark, which cannot be shipped).
 
 Scenes are drawn with ``PIL.ImageDraw`` on a canvas ``SS`` times larger than the output
 (supersampling: edges are antialiased by the final box downsampling), as polygons in a local

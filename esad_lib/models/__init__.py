@@ -1,4 +1,5 @@
-"""Networks of ESAD (Sec. 3): the feature extraction block, the lightweight and classic U-Nets,
+"""Networks of ESAD (the authors' README "2. Proposed Method"): the feature extraction block, the
+lightweight and classic U-Nets,
 and the two-U-Net inpainting -> filling -> reconstruction model (RIAD as its special case).
 
 Masks live in ``esad_lib.masks``; parameter/MAC counting in ``esad_lib.models.counting``.

@@ -1,7 +1,7 @@
-"""Building blocks of the lightweight U-Net (ESAD, Sec. 3.3 "lightweight U-Net" and its Fig.
+"""Building blocks of the lightweight U-Net (the authors' README "2. Proposed Method" and its figure
 "structural diagram of the feature extraction block").
 
-``FeatureExtractionBlock`` (the paper's *feature extraction module*), as METHOD_NOTES restates
+``FeatureExtractionBlock`` (the paper's *feature extraction module*), as the project restates
 the authors' reference code ``Block(kernel, in, expand, out)``, with ``M`` = ``expand``::
 
     x [B, C_in, H, W]

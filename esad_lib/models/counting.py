@@ -1,4 +1,4 @@
-"""Parameters and multiply-accumulates (MACs) of the networks (ESAD, Sec. 3.3: "a lightweight
+"""Parameters and multiply-accumulates (MACs) of the networks (ESAD's abstract: "a lightweight
 U-Net to meet industrial requirements"; the paper compares sizes, we measure them).
 
 MACs are counted with forward hooks on the layers that carry almost all of the arithmetic:

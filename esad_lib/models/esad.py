@@ -1,4 +1,5 @@
-"""The ESAD model: inpainting -> filling -> reconstruction over disjoint masks (ESAD, Sec. 3.1-3.2
+"""The ESAD model: inpainting -> filling -> reconstruction over disjoint masks (the authors' README "2.
+Proposed Method" and
 and the authors' README "Key algorithms"); RIAD (its baseline) is the same class with no
 inpainting net and zero fill.
 

@@ -2,7 +2,7 @@
 
 * ``fold_batchnorm``: an eval-mode BatchNorm right after a conv is an affine map per channel,
   so it can be merged into the conv's weights and bias and removed.  The feature extraction
-  block (ESAD Sec. 3.3) has a BN after each of its three convs, so folding removes a full
+  block (the paper's lightweight U-Net) has a BN after each of its three convs, so folding removes a full
   read-and-write of every activation tensor -- which is what the memory-bound depthwise /
   grouped convs of the lightweight U-Net pay for on a CPU.
 * ``prepare_for_inference``: a folded, channels_last *copy* in eval mode (the caller's module

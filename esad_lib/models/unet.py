@@ -1,4 +1,5 @@
-"""U-Nets: the paper's lightweight U-Net and the classic double-conv U-Net (ESAD, Sec. 3.3;
+"""U-Nets: the paper's lightweight U-Net and the classic double-conv U-Net (the authors' README "2.
+Proposed Method";
 RIAD's U-Net for the baseline).
 
 Layout shared by both (widths ``w = base_width * (1, 2, 4, 8, 8)``, reference ``64 -> 64, 128,
@@ -13,7 +14,7 @@ Layout shared by both (widths ``w = base_width * (1, 2, 4, 8, 8)``, reference ``
 Block = ``FeatureExtractionBlock`` (lightweight), a single 3x3 ``ConvBNReLU`` (``block="std"``,
 the ablation "same net, standard convolutions"), or ``DoubleConv`` (``ClassicUNet``).
 
-The decoder block is the authors' ``Block(k, 2 w_i, 2 w_i, w_i)`` (METHOD_NOTES, "Architecture"):
+The decoder block is the authors' ``Block(k, 2 w_i, 2 w_i, w_i)`` (their reference code):
 its group conv maps ``2 w_i -> 2 w_i`` with ``groups = 2 w_i`` (depthwise: no expansion), then
 a depthwise k x k, a 1x1 ``2 w_i -> w_i``, and a 1x1 conv + BN projection of the concatenation
 as its residual.  At width 64 the lightweight U-Net then has exactly 4,267,203 parameters, the

@@ -1,4 +1,4 @@
-"""Uncertainty of the evaluation metrics (paper Sec. 4's image AUROC and MVTec LOCO's AU-sPRO).
+"""Uncertainty of the evaluation metrics (the paper's image AUROC and MVTec LOCO's AU-sPRO).
 
 The paper reports point estimates only.  With 40 good and 40 anomalous test images, one
 standard error of a per-category image AUROC is about 5 points, so a difference between two

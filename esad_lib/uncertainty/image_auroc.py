@@ -1,4 +1,4 @@
-"""Image AUROC (paper Sec. 4) with its stratified-bootstrap interval: one run, a paired comparison
+"""Image AUROC (the paper's metric) with its stratified-bootstrap interval: one run, a paired comparison
 of two runs on the same test images, and the per-anomaly-type (LOCO: structural / logical) versions."""
 
 from __future__ import annotations

@@ -1,0 +1,436 @@
+"""Plotting helpers of the lessons (notebooks 02-09): images, anomaly maps, ROC, diagrams, explorer logic.
+
+Every notebook used to redefine its own ``show``/``rgb``; they live here once, with a docstring
+that says what the reader should look at.  Conventions:
+
+* images are tensors or arrays in [-1, 1] (the U-Nets end in ``tanh``), ``[3,H,W]`` or ``[H,W,3]``;
+* anomaly maps are ``[H,W]``; every map drawn with ``show_map`` gets a colour bar whose label says
+  what the values are -- ``"z-score vs train/good"`` for a map standardised per pixel with the
+  statistics of anomaly-free maps (``cfg.map_normalization``, the project's addition), or the raw
+  quantity (``1 - MSGMS``, the feature distance ``1 - cos``) otherwise (``map_value_label``);
+* the diagrams (``draw_feature_extraction_block``, ``draw_esad_network``) restate the authors'
+  README ("2. Proposed Method": the framework, the network structure and the feature extraction
+  block) and the fill formulas of its "3. Key Algorithms".
+
+The explorer's logic (notebook 09) is here too, so that the tests cover it headless:
+``widget_frontend_available`` (is a person at a widget front end?), ``SettingCache`` (compute once
+per setting) and ``set_slider_range`` (move a slider's range without tripping min > max).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.image import AxesImage
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from esad_lib.config import ESADConfig
+from esad_lib.models import unet_widths
+
+ArrayLike = torch.Tensor | np.ndarray
+
+#: colour-bar label of a map standardised with train/good statistics (``map_normalization="train"``)
+Z_LABEL = "z-score vs train/good"
+
+#: what a raw (unstandardised) map's values are, per ``cfg.score_map``
+RAW_LABELS = {"pixel": "1 - MSGMS (raw)", "feature": "feature distance 1 - cos (raw)"}
+
+
+def map_value_label(cfg: ESADConfig, standardised: bool | None = None) -> str:
+    """The colour-bar label for maps scored with ``cfg``.
+
+    ``standardised=None`` follows ``cfg.map_normalization`` ("none" -> raw); the label of a
+    standardised map names the split whose good maps gave the statistics.
+    """
+    norm = cfg.map_normalization
+    if standardised is None:
+        standardised = norm != "none"
+    if standardised:
+        split = norm if norm != "none" else "train"
+        return f"z-score vs {split}/good"
+    return RAW_LABELS[cfg.score_map]
+
+
+def _numpy(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_rgb(x: ArrayLike) -> np.ndarray:
+    """An image in [-1, 1] -> ``uint8 [H,W,3]`` for ``imshow``.
+
+    ``x``: ``[3,H,W]`` (channels first, as the networks use) or ``[H,W,3]``, tensor or array;
+    values outside [-1, 1] are clipped.  ``(x + 1) * 127.5`` rounded: the inverse of the
+    loader's ``u8 / 127.5 - 1``, so a loaded image comes back as the bytes it was read from.
+    """
+    a = _numpy(x)
+    if a.ndim != 3 or 3 not in (a.shape[0], a.shape[-1]):
+        raise ValueError(f"to_rgb: expected an image [3,H,W] or [H,W,3], got shape {tuple(a.shape)}")
+    if a.shape[0] == 3 and a.shape[-1] != 3:
+        a = a.transpose(1, 2, 0)
+    return np.rint((np.clip(a, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def _off(ax: Axes, title: str | None) -> None:
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def show_image(ax: Axes, x: ArrayLike, title: str | None = None) -> AxesImage:
+    """Draw an image in [-1, 1] (``[3,H,W]`` or ``[H,W,3]``) without ticks.
+
+    A hidden (zero) pixel of a cutout shows as mid-grey, not black: 0 is the middle of [-1, 1].
+    """
+    im = ax.imshow(to_rgb(x))
+    _off(ax, title)
+    return im
+
+
+def show_mask(ax: Axes, m: ArrayLike, title: str | None = None, cmap: str = "gray", **kw: Any) -> AxesImage:
+    """Draw a mask or label image ``[H,W]`` (e.g. 1 = visible, 0 = hidden) without a colour bar."""
+    im = ax.imshow(_numpy(m), cmap=cmap, interpolation="nearest", **kw)
+    _off(ax, title)
+    return im
+
+
+def show_map(
+    ax: Axes,
+    m: ArrayLike,
+    title: str | None = None,
+    label: str = "raw map value",
+    cmap: str = "inferno",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+) -> AxesImage:
+    """Draw an anomaly map ``[H,W]`` with a colour bar labelled ``label`` (what the values are).
+
+    Pass ``label=map_value_label(cfg)`` (or ``Z_LABEL``) for a standardised map: a z of 3 means
+    "3 standard deviations above what this pixel shows on normal images", comparable across
+    pixels; a raw value is not (some pixels are always hard to reconstruct).  Bright = anomalous.
+    """
+    im = ax.imshow(_numpy(m), cmap=cmap, vmin=vmin, vmax=vmax)
+    _off(ax, title)
+    if colorbar:
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        cb.set_label(label, fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    return im
+
+
+def outline_mask(ax: Axes, mask: ArrayLike, color: str = "cyan", linewidth: float = 0.9) -> Any:
+    """Draw the contour of a binary mask ``[H,W]`` (e.g. the ground-truth defect) over an image.
+
+    Returns the contour set, or None when the mask is empty (nothing to outline).  The line runs
+    half-way between mask and background pixels, so it encloses the defect's pixels.
+    """
+    a = _numpy(mask).astype(np.float32) > 0.5
+    if not a.any():
+        return None
+    return ax.contour(a.astype(np.float32), levels=[0.5], colors=color, linewidths=linewidth)
+
+
+def channels_rgb(ch: ArrayLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Ground-truth channels ``[C,H0,W0]`` (non-zero = defect) -> one colour per channel, ``float [H,W,3]``.
+
+    MVTec LOCO stores one mask image per defect; each gets a ``tab10`` colour, overlaps add up.
+    ``size=(H, W)`` resizes with nearest neighbour (network resolution); no channel -> black.
+    """
+    a = np.asarray(_numpy(ch)) > 0
+    if a.ndim != 3:
+        raise ValueError(f"channels_rgb: expected channels [C,H,W], got shape {a.shape}")
+    out_size = tuple(size) if size is not None else a.shape[1:]
+    if a.shape[0] == 0:
+        return np.zeros((*out_size, 3))
+    t = torch.from_numpy(a).float()[None]
+    if tuple(t.shape[-2:]) != out_size:
+        t = F.interpolate(t, size=out_size, mode="nearest")
+    colours = plt.cm.tab10(np.arange(a.shape[0]) % 10)[:, :3]
+    return np.clip(np.einsum("chw,cd->hwd", t[0].numpy(), colours), 0, 1)
+
+
+def plot_roc(ax: Axes, scores: ArrayLike, labels: ArrayLike, label: str = "") -> float:
+    """Draw the ROC curve of image scores (``labels`` 1 = anomalous) and return its AUROC.
+
+    The diagonal is chance; the area under the curve is the probability that a random anomalous
+    image scores above a random good one (the legend shows it).
+    """
+    s, y = _numpy(scores).ravel(), _numpy(labels).ravel().astype(int)
+    if len(np.unique(y)) < 2:
+        raise ValueError("plot_roc: labels need both classes (0 = good, 1 = anomalous)")
+    fpr, tpr, _ = roc_curve(y, s)
+    auc = float(roc_auc_score(y, s))
+    ax.plot(fpr, tpr, label=f"{label} (AUROC {100 * auc:.1f} %)".strip())
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
+    ax.set(xlabel="false positive rate (good flagged)", ylabel="true positive rate (anomalies found)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize=8, loc="lower right")
+    return auc
+
+
+def score_histogram(
+    ax: Axes,
+    scores: ArrayLike,
+    label_names: list[str],
+    this_score: float | None = None,
+    threshold: float | None = None,
+    value_label: str = "image score",
+    bins: int = 20,
+) -> None:
+    """Histograms of image scores per label (good green, structural red, logical purple).
+
+    What to look at: how far the anomalous histograms sit to the right of the good one; the red
+    line is one image's score, the dashed line a threshold.
+    """
+    s = _numpy(scores).ravel()
+    names = np.asarray(label_names)
+    edges = np.histogram_bin_edges(s, bins=bins)
+    for lab, colour in (("good", "tab:green"), ("structural", "tab:red"), ("logical", "tab:purple")):
+        sel = names == lab
+        if sel.any():
+            ax.hist(s[sel], bins=edges, histtype="stepfilled", alpha=0.35, color=colour, edgecolor=colour,
+                    lw=1.5, label=f"{lab} ({int(sel.sum())})")
+    if this_score is not None:
+        rank = float((s < this_score).mean())
+        ax.axvline(this_score, color="red", lw=2, label=f"this image: {this_score:.3f} (above {rank:.0%})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel=f"image score = max of the map ({value_label})", ylabel="test images")
+    ax.legend(fontsize=7)
+
+
+# --------------------------------------------------------------------------------------------
+# diagrams
+# --------------------------------------------------------------------------------------------
+def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, fc: str, ls: str = "-",
+         fontsize: float = 8) -> None:
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=fc, ec="k", ls=ls))
+    ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize)
+
+
+def _arrow(ax: Axes, a: tuple[float, float], b: tuple[float, float], **kw: Any) -> None:
+    ax.add_patch(FancyArrowPatch(a, b, arrowstyle=kw.pop("arrowstyle", "-|>"), mutation_scale=12, **kw))
+
+
+def draw_feature_extraction_block(ax: Axes) -> None:
+    """The feature extraction block of the lightweight U-Net, top (input) to bottom (output).
+
+    What to look at: the only convolution that connects every input channel to every output
+    channel is the 1x1 one (blue); the two that look at a neighbourhood (orange) see one
+    channel at a time -- that split is where the savings come from.  The residual path (green)
+    is a 1x1 conv + BN only when the width changes.
+    """
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-0.6, 14.2)
+    ax.axis("off")
+    main = [  # (y, text, colour, line style) from top to bottom
+        (13.5, "input  x   [B, C_in, H, W]", "#eeeeee", "-"),
+        (12.0, "group conv k×k, C_in → 2·C_in, groups = C_in", "#fdd0a2", "-"),
+        (10.8, "BatchNorm + ReLU", "#f7f7f7", "-"),
+        (9.6, "depthwise conv 3×3, groups = 2·C_in", "#fdd0a2", "-"),
+        (8.4, "BatchNorm + ReLU", "#f7f7f7", "-"),
+        (7.2, "ECA channel attention (optional, off)", "#ffffff", "--"),
+        (6.0, "1×1 conv, 2·C_in → C_out", "#c6dbef", "-"),
+        (4.8, "BatchNorm", "#f7f7f7", "-"),
+        (1.6, "ReLU", "#f7f7f7", "-"),
+        (0.2, "output  [B, C_out, H, W]", "#eeeeee", "-"),
+    ]
+    for y, text, color, ls in main:
+        _box(ax, 0.3, y - 0.3, 6.2, 0.6, text, color, ls, fontsize=9)
+    plus_y = 3.2
+    stops = [y for y, *_ in main]
+    stops = stops[:8] + [plus_y] + stops[8:]
+    for a, b in zip(stops[:-1], stops[1:]):
+        top_of_b = b + (0.3 if b == plus_y else 0.36)
+        bottom_of_a = a - (0.3 if a == plus_y else 0.36)
+        _arrow(ax, (3.4, bottom_of_a), (3.4, top_of_b))
+    ax.add_patch(Circle((3.4, plus_y), 0.3, fc="white", ec="k"))  # the sum
+    ax.text(3.4, plus_y, "+", ha="center", va="center", fontsize=14)
+    _box(ax, 7.0, 7.3, 2.8, 1.4, "residual:\nidentity if C_in = C_out\nelse 1×1 conv + BN", "#c7e9c0")
+    _arrow(ax, (6.55, 13.5), (8.4, 8.78), connectionstyle="angle,angleA=0,angleB=90")
+    _arrow(ax, (8.4, 7.22), (3.72, plus_y), connectionstyle="angle,angleA=-90,angleB=0")
+    ax.set_title("Feature extraction block (orange: spatial, per channel; blue: channel mixing)", fontsize=10)
+
+
+def _draw_unet(ax: Axes, x0: float, y0: float, name: str, widths: tuple[int, ...], fc: str) -> tuple:
+    """A U of 5 encoder and 5 decoder levels at (x0, y0) (top left); returns (entry, exit) points."""
+    dx, dy, bw, bh = 0.42, 0.48, 0.36, 0.36
+    n = len(widths)
+    for i, w in enumerate(widths):
+        kind = "c" if i == 0 else "B"  # level 1: conv-BN-ReLU; levels 2..5: feature extraction block
+        ex, ey = x0 + i * dx, y0 - i * dy
+        dxr = x0 + (2 * n - 2 - i) * dx
+        ax.add_patch(Rectangle((ex, ey - bh), bw, bh, fc=fc, ec="k", lw=0.6))
+        ax.text(ex + bw / 2, ey - bh / 2, kind, ha="center", va="center", fontsize=6)
+        if i < n - 1:
+            ax.add_patch(Rectangle((dxr, ey - bh), bw, bh, fc=fc, ec="k", lw=0.6))
+            ax.text(dxr + bw / 2, ey - bh / 2, "B", ha="center", va="center", fontsize=6)
+            ax.plot([ex + bw, dxr], [ey - bh / 2] * 2, color="grey", lw=0.6, ls=":")  # skip concat
+        ax.text(ex - 0.05, ey - bh / 2, str(w), ha="right", va="center", fontsize=5, color="dimgrey")
+    right = x0 + (2 * n - 2) * dx + bw
+    ax.text((x0 + right) / 2, y0 + 0.25, name, ha="center", va="bottom", fontsize=8, weight="bold")
+    return (x0, y0 - bh / 2), (right, y0 - bh / 2)
+
+
+def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
+    """The whole ESAD network: cutout -> inpainting U-Net G1 -> fill -> reconstruction U-Net G2 -> map.
+
+    Top row, for one mask M_k of one cutout size: the input x is cut out with M_k, the inpainting
+    U-Net G1 paints the hidden cells, the fill puts its guess (train) or a mix of guess and input
+    (test, weight fill_alpha) into them, the reconstruction U-Net G2 redraws the filled image and
+    its hidden cells are kept; the K masks' kept cells add up to the reconstruction.  Bottom row:
+    a frozen extractor f turns x and the reconstruction into features, their distance is the
+    anomaly map (averaged over cutout sizes, smoothed, standardised per pixel when the profile
+    says so), and the image score is its maximum.  Each U-Net is drawn with its five encoder and
+    decoder levels ("c" = conv-BN-ReLU, "B" = feature extraction block, dotted = skip
+    concatenation, numbers = channel widths of ``cfg``).  Numbers come from ``cfg`` (default:
+    the paper's setting: K = 3, cutout sizes 2, 4, 8, 16, alpha 0.5, width 64).
+    """
+    k = cfg.num_masks if cfg is not None else 3
+    sizes = tuple(cfg.cutout_sizes) if cfg is not None else (2, 4, 8, 16)
+    alpha = cfg.fill_alpha if cfg is not None else 0.5
+    widths = tuple(unet_widths(cfg.base_width if cfg is not None else 64))
+    ax.set_xlim(0, 17)
+    ax.set_ylim(-0.2, 6.4)
+    ax.axis("off")
+    yt = 4.6  # top row centre line
+    _box(ax, 0.1, yt - 0.45, 1.3, 0.9, "input $x$\n[B,3,H,W]", "#dddddd")
+    _box(ax, 1.8, yt - 0.45, 1.5, 0.9, f"cutout $x\\odot M_k$\n{k} disjoint masks\nper size c", "#f4d6a0")
+    _arrow(ax, (1.45, yt), (1.75, yt))
+    g1_in, g1_out = _draw_unet(ax, 3.75, yt + 0.55, "inpainting U-Net $G_1$", widths, "#a9cce3")
+    _arrow(ax, (3.35, yt), (g1_in[0] - 0.05, g1_in[1]))
+    _box(ax, 7.95, yt - 0.6, 1.9, 1.2,
+         f"fill hidden cells\ntrain: $pre_k$\ntest: {1 - alpha:g}·$pre_k$ + {alpha:g}·$x$", "#f9e79f")
+    _arrow(ax, g1_out, (7.9, yt + 0.35), connectionstyle="arc3,rad=-0.2")
+    g2_in, g2_out = _draw_unet(ax, 10.35, yt + 0.55, "reconstruction U-Net $G_2$", widths, "#a9cce3")
+    _arrow(ax, (9.9, yt), (g2_in[0] - 0.05, g2_in[1]))
+    kept = f"keep hidden cells\n$\\hat x=\\sum_{{k=1}}^{{{k}}} G_2(\\tilde x_k)\\odot(1-M_k)$"
+    _box(ax, 14.5, yt - 0.6, 2.35, 1.2, kept, "#d5f5e3")
+    _arrow(ax, g2_out, (14.45, yt + 0.35), connectionstyle="arc3,rad=-0.2")
+    _arrow(ax, (0.75, yt - 0.5), (8.9, yt - 0.65), connectionstyle="arc3,rad=0.33", color="tab:red", ls="--")
+    ax.text(4.9, 2.25, "test fill only: the input leaks into the hidden cells", color="tab:red", fontsize=7,
+            ha="center")
+    yb = 1.2  # bottom row: scoring
+    boxes = [
+        (1.0, 3.0, f"frozen extractor $f$\non $x$ and $\\hat x$ (cfg: {cfg.feature_extractor})"
+         if cfg is not None else "frozen extractor $f$\non $x$ and $\\hat x$", "#e8daef"),
+        (4.6, 3.2, "feature map\n$1-\\cos(f_l(x), f_l(\\hat x))$, mean over layers", "#fadbd8"),
+        (8.4, 3.4, f"average over cutout sizes {sizes},\nsmooth, standardise per pixel*", "#fdebd0"),
+        (12.4, 2.6, "image score\n= max of the map", "#d6eaf8"),
+    ]
+    _arrow(ax, (15.6, yt - 0.65), (2.5, yb + 0.55), connectionstyle="arc3,rad=-0.08")
+    for i, (x, w, text, fc) in enumerate(boxes):
+        _box(ax, x, yb - 0.5, w, 1.0, text, fc)
+        if i:
+            prev = boxes[i - 1]
+            _arrow(ax, (prev[0] + prev[1] + 0.05, yb), (x - 0.05, yb))
+    ax.text(8.5, 0.15, "U-Nets: c = conv-BN-ReLU, B = feature extraction block, dotted = skip concatenation, "
+            "numbers = channels.   * standardising with train/good statistics is the project's addition "
+            "(cfg.map_normalization), not the paper's", fontsize=6.5, ha="center", color="dimgrey")
+    ax.set_title("ESAD, the whole network: training uses the top row with the train fill and the losses; "
+                 "testing repeats it for every cutout size and scores with the bottom row", fontsize=9)
+
+
+# --------------------------------------------------------------------------------------------
+# the explorer's logic (notebook 09), testable headless
+# --------------------------------------------------------------------------------------------
+def widget_frontend_available(shell: Any = None) -> bool:
+    """True when ipywidgets can render: ipywidgets importable AND a front end a person uses.
+
+    A kernel alone is not enough: nbclient/papermill (the test suite, ``make notebooks``) run a
+    real kernel with no one to see the widgets, and a saved ``VBox(...)`` is all they keep.  The
+    tell is the execute request: interactive front ends (JupyterLab, Notebook, VS Code) send
+    ``allow_stdin=True`` so that ``input()`` works; nbclient sends ``allow_stdin=False``
+    (ipykernel keeps it as ``kernel._allow_stdin``).  ``shell`` defaults to ``get_ipython()``.
+    A front end that renders widgets without stdin (Voila) reads as headless: set the
+    notebook's ``INTERACTIVE = True`` there.
+    """
+    try:
+        import ipywidgets  # noqa: F401, PLC0415 -- optional at run time
+    except ImportError:
+        return False
+    if shell is None:
+        try:
+            from IPython import get_ipython  # noqa: PLC0415
+        except ImportError:
+            return False
+        shell = get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    return kernel is not None and bool(getattr(kernel, "_allow_stdin", False))
+
+
+class SettingCache:
+    """Compute a value once per setting: ``cache.get(key, compute)`` calls ``compute()`` on a miss.
+
+    The explorer keys its scored test split by the settings that change the maps (category,
+    cutout sizes, fill, alpha, map type), so moving the image or the threshold recomputes
+    nothing.  ``calls`` counts the computations (the tests check it).
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[Hashable, Any] = {}
+        self.calls = 0
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key not in self._store:
+            self.calls += 1
+            self._store[key] = compute()
+        return self._store[key]
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._store
+
+
+def set_slider_range(slider: Any, lo: float, hi: float, value: float | None = None) -> None:
+    """Move a slider's range to [lo, hi] (and its value, clipped into it) without an invalid state.
+
+    ipywidgets refuses ``min > max`` at every single assignment, so the order matters: when the
+    new range lies above the old one ``max`` must be raised first, when it lies below ``min``
+    must be lowered first.  Setting ``max`` first when raising and ``min`` first when lowering
+    never passes through an empty range.
+    """
+    lo, hi = float(lo), float(hi)
+    if hi < lo:
+        raise ValueError(f"set_slider_range: lo={lo} > hi={hi}")
+    if lo > slider.max:  # range moves up: widen upwards first
+        slider.max = hi
+        slider.min = lo
+    else:
+        slider.min = lo
+        slider.max = hi
+    if value is not None:
+        slider.value = min(max(float(value), lo), hi)
+
+
+__all__ = [
+    "RAW_LABELS",
+    "Z_LABEL",
+    "SettingCache",
+    "channels_rgb",
+    "draw_esad_network",
+    "draw_feature_extraction_block",
+    "map_value_label",
+    "outline_mask",
+    "plot_roc",
+    "score_histogram",
+    "set_slider_range",
+    "show_image",
+    "show_map",
+    "show_mask",
+    "to_rgb",
+    "widget_frontend_available",
+]
