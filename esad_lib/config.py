@@ -46,7 +46,14 @@ TEST_TIME_FIELDS: tuple[str, ...] = (
     "max_test_images",
 )
 #: fields that never change a result (excluded from every cache key).
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring", "eval_batch_size")
+RUNTIME_FIELDS: tuple[str, ...] = (
+    "device",
+    "num_workers",
+    "fast_scoring",
+    "eval_batch_size",
+    "checkpointing",
+    "channels_last_training",
+)
 
 
 @dataclass
@@ -127,6 +134,16 @@ class ESADConfig:
     early_stopping_patience: int = 30  # epochs without val improvement; 0 = off
     amp: bool = True  # mixed precision, only effective on CUDA
     sync_batchnorm: bool = False  # DDP only
+    #: activation checkpointing of the U-Nets in training (recompute each U-Net level's
+    #: activations in backward instead of storing them; BatchNorm statistics are updated once;
+    #: see esad_lib/models/checkpointing.py).  [ours] the paper's 256x256 batch of 8 does not
+    #: fit in a common GPU's memory without it; the gradients are unchanged (tested), a step
+    #: costs one more forward pass.  On in the paper preset, off in smoke/demo (small enough).
+    checkpointing: bool = False
+    #: train with channels_last (NHWC) parameters and batches (esad_lib/models/speed.py:
+    #: prepare_for_training / to_training_layout).  [ours] same maths, faster CPU kernels
+    #: (measured side by side by benchmarks/train_speed.py at the demo profile).
+    channels_last_training: bool = True
     seed: int = 0
     #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
@@ -225,7 +242,7 @@ PRESETS: dict[str, ESADConfig] = {
         map_normalization="train",
     ),
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
-    "paper": ESADConfig(profile="paper"),
+    "paper": ESADConfig(profile="paper", checkpointing=True),
 }
 
 

@@ -36,10 +36,24 @@ from torch import nn
 from esad_lib.masks import disjoint_masks
 from esad_lib.models.unet import build_unet
 
-__all__ = ["FILLS", "ESADOutput", "ESADModel", "build_model", "riad_config", "apply_fill", "scoring_masks"]
+__all__ = [
+    "FILLS",
+    "TRAIN_CHECKPOINT_MODE",
+    "ESADOutput",
+    "ESADModel",
+    "build_model",
+    "riad_config",
+    "apply_fill",
+    "scoring_masks",
+]
 
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
+
+#: the checkpointing granularity ``cfg.checkpointing = True`` selects (chosen by measurement,
+#: ``benchmarks/train_memory.py``; the granularities are described in
+#: ``esad_lib.models.checkpointing``).
+TRAIN_CHECKPOINT_MODE = "level"
 
 
 @dataclass
@@ -127,6 +141,14 @@ class ESADModel(nn.Module):
     @property
     def is_riad(self) -> bool:
         return self.inpaint_net is None
+
+    def set_checkpointing(self, mode: str) -> ESADModel:
+        """Activation checkpointing of both U-Nets in training (``"off"``, ``"block"``,
+        ``"level"``, ``"net"``; see ``esad_lib.models.checkpointing``).  Returns ``self``."""
+        for net in (self.inpaint_net, self.recon_net):
+            if net is not None:
+                net.set_checkpointing(mode)
+        return self
 
     def forward(
         self,
@@ -220,7 +242,8 @@ def build_model(cfg: Any) -> ESADModel:
     """An ``ESADModel`` from an ``ESADConfig``.
 
     Uses ``method`` ("esad" | "riad"), ``unet``, ``base_width``, ``block_kernel``,
-    ``block_expansion``, ``use_eca``, ``num_masks``, ``fill_alpha``, ``train_fill``, ``test_fill``.  For
+    ``block_expansion``, ``use_eca``, ``num_masks``, ``fill_alpha``, ``train_fill``, ``test_fill``,
+    ``checkpointing`` (True: ``TRAIN_CHECKPOINT_MODE`` in both U-Nets, training only).  For
     ``method="riad"`` there is no inpainting net; a fill that needs one ("train"/"test", the
     ESAD defaults) becomes "zero" (RIAD's).  The U-Net kind is taken from
     ``cfg.unet`` for both methods, so use ``riad_config(cfg)`` for the classic-U-Net baseline.
@@ -241,9 +264,11 @@ def build_model(cfg: Any) -> ESADModel:
     alpha = getattr(cfg, "fill_alpha", 0.5)
     k = getattr(cfg, "num_masks", 3)
     if method == "esad":
-        return ESADModel(net(), net(), k, alpha, train_fill, test_fill)
-    if method == "riad":
+        model = ESADModel(net(), net(), k, alpha, train_fill, test_fill)
+    elif method == "riad":
         train_fill = train_fill if train_fill in ("zero", "input") else "zero"
         test_fill = test_fill if test_fill in ("zero", "input") else "zero"
-        return ESADModel(None, net(), k, alpha, train_fill, test_fill)
-    raise ValueError(f"unknown method {method!r}; choose 'esad' or 'riad'")
+        model = ESADModel(None, net(), k, alpha, train_fill, test_fill)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose 'esad' or 'riad'")
+    return model.set_checkpointing(TRAIN_CHECKPOINT_MODE if cfg.checkpointing else "off")

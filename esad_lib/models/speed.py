@@ -1,0 +1,52 @@
+"""Training-speed preparation of a model and its input batches (a project choice; the paper's
+method is unchanged: the same functions are computed, float32 rounding aside).
+
+What the trainer calls (``esad_lib.training``)::
+
+    model = prepare_for_training(build_model(cfg).to(device), cfg)   # once, before the optimiser
+    img = to_training_layout(batch.to(device), cfg)                  # every step
+
+* **channels_last** (``cfg.channels_last_training``): parameters and input batches in NHWC
+  memory order.  On CPU every convolution, BatchNorm and max-pool of the U-Nets then runs its
+  channels_last kernel (oneDNN), which the lightweight U-Net's memory-bound depthwise / grouped
+  convolutions and its many BatchNorms profit from; the 1x1 convolutions become plain matrix
+  products (``esad_lib.models.blocks.PointwiseConv2d``).  The feature loss's extractor follows
+  automatically (a convolution's output keeps its input's layout).  Measured by
+  ``benchmarks/train_speed.py`` (before/after images per second, loss curves compared).
+* Not done, by measurement (``benchmarks/train_speed.py --compile``): ``torch.compile`` of the
+  U-Nets for training on CPU -- minutes of compilation for no faster step at the demo scale.
+* The repeated-input form of ``ExpandConv2d`` (the encoder's grouped conv as a depthwise conv of
+  the repeated input) is kept: at the demo scale it costs nothing, at the paper's width the
+  plain grouped conv's CPU backward is several times slower (``benchmarks/train_memory.py``
+  shows both, memory and time).
+
+Shapes: ``to_training_layout`` takes and returns ``[B, C, H, W]`` (same values; only the strides
+change).  Both functions are no-ops when ``cfg.channels_last_training`` is False.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["prepare_for_training", "to_training_layout"]
+
+
+def prepare_for_training(model: nn.Module, cfg: Any) -> nn.Module:
+    """``model`` (moved to its device already) with channels_last parameters when
+    ``cfg.channels_last_training``; converted IN PLACE and returned (build the optimiser
+    afterwards, or before: ``Module.to`` keeps the parameter objects)."""
+    if cfg.channels_last_training:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_training_layout(batch: torch.Tensor, cfg: Any) -> torch.Tensor:
+    """An input batch ``[B, C, H, W]`` in the memory layout ``prepare_for_training`` chose."""
+    if batch.dim() != 4:
+        raise ValueError(f"to_training_layout expects a batch [B, C, H, W], got shape {tuple(batch.shape)}")
+    if cfg.channels_last_training:
+        return batch.contiguous(memory_format=torch.channels_last)
+    return batch
