@@ -15,7 +15,9 @@ Variants:
 
 * ``today``        -- the model as ``build_model`` makes it, contiguous (NCHW) tensors.
 * ``prepared``     -- ``esad_lib.models.speed.prepare_for_training`` + ``to_training_layout``
-  (channels_last; what the trainer is to call).
+  (channels_last).
+* ``prepared + fused Adam`` -- and ``training_optimizer`` (fused Adam): all that the trainer
+  is to call.
 * ``prepared, plain grouped conv`` -- same, with ``ExpandConv2d``'s repeated-input form off
   (the measurement behind keeping it).
 * ``prepared + torch.compile`` (``--compile``) -- both U-Nets compiled; its first step, which
@@ -52,7 +54,7 @@ from esad_lib.features import build_feature_extractor  # noqa: E402
 from esad_lib.losses import ESADLoss  # noqa: E402
 from esad_lib.models import build_model  # noqa: E402
 from esad_lib.models.blocks import ExpandConv2d  # noqa: E402
-from esad_lib.models.speed import prepare_for_training, to_training_layout  # noqa: E402
+from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer  # noqa: E402
 
 __all__ = [
     "LOSS_RTOL",
@@ -103,6 +105,7 @@ class TrainStep:
         repeat: bool = True,
         compile_nets: bool = False,
         amp: bool = False,
+        fused_adam: bool = False,
     ) -> None:
         self.cfg, self.device, self.repeat = cfg, device, repeat
         self.layout_cfg = cfg.replace(channels_last_training=prepared and cfg.channels_last_training)
@@ -119,7 +122,10 @@ class TrainStep:
                 cfg.loss_feature_extractor, weights=cfg.feature_weights, device=device
             )
         self.loss_fn = ESADLoss(cfg, extractor).to(device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if fused_adam:
+            self.opt = training_optimizer(self.model.parameters(), cfg)
+        else:  # what esad_lib.training builds today
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.amp = bool(amp) and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -218,6 +224,7 @@ def run_speed(
         "prepared": TrainStep(cfg, base, device, prepared=True),
         "prepared, plain grouped conv": TrainStep(cfg, base, device, prepared=True, repeat=False),
     }
+    variants["prepared + fused Adam"] = TrainStep(cfg, base, device, prepared=True, fused_adam=True)
     if with_compile:
         variants["prepared + torch.compile"] = TrainStep(cfg, base, device, prepared=True, compile_nets=True)
     res = interleaved(dict(variants), batches, device, warmup=1, desc="train_speed")
@@ -252,9 +259,7 @@ def run_speed(
         "loss_rtol": LOSS_RTOL,
     }
     if profile_ops:
-        out["profiles"] = {
-            name: _profile_table(variants[name], batches[0]) for name in ("today", "prepared")
-        }
+        out["profiles"] = {name: _profile_table(variants[name], batches[0]) for name in ("today", "prepared")}
     return out
 
 
@@ -287,8 +292,9 @@ def format_markdown(res: dict) -> str:
     ok = all(r["loss_dev"] <= res["loss_rtol"] for r in res["rows"])
     lines += [
         "",
-        f"loss agreement: {'OK' if ok else 'FAILED'} (every curve within rel. {res['loss_rtol']:g} of today's)",
-        f"float64 check (one step, today vs prepared layout): max |diff| over loss and all gradients "
+        f"loss agreement: {'OK' if ok else 'FAILED'} "
+        f"(every curve within rel. {res['loss_rtol']:g} of today's)",
+        f"float64 check (one step, today vs prepared layout): max |diff| over outputs and all gradients "
         f"= {res['float64_max_diff']:.1e}",
         "Timings on a shared machine: compare the ratios (measured side by side), not absolute times.",
     ]

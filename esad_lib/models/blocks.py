@@ -51,7 +51,13 @@ class ExpandConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.out_channels // self.in_channels
-        if self.repeat_input and e > 1 and self.groups == self.in_channels and x.device.type == "cpu" and torch.is_grad_enabled():
+        if (
+            self.repeat_input
+            and e > 1
+            and self.groups == self.in_channels
+            and x.device.type == "cpu"
+            and torch.is_grad_enabled()
+        ):
             # y_j = w_j * x_{j // e}  ==  depthwise conv of repeat_interleave(x, e)
             return F.conv2d(
                 x.repeat_interleave(e, dim=1),
