@@ -15,7 +15,7 @@ Cases (``--all`` adds the rest):
 * ``esad``               -- the model as the library builds it without checkpointing.
 * ``esad + ckpt level``  -- checkpointing per U-Net level (what ``cfg.checkpointing`` selects).
 * ``riad``               -- the classic-U-Net baseline.
-* ``--all``: ``esad, plain grouped conv`` / ``esad + ckpt level, plain grouped conv``
+* ``--all``: ``esad (plain grouped conv)`` / ``esad + ckpt level (plain grouped conv)``
   (``ExpandConv2d``'s repeated-input form off), ``esad + ckpt block``, ``esad + ckpt net``,
   ``riad + ckpt level``.
 
@@ -62,11 +62,11 @@ CASES: dict[str, tuple[str, str, bool, bool]] = {
     "riad": ("riad", "off", True, False),
 }
 EXTRA_CASES: dict[str, tuple[str, str, bool, bool]] = {
-    "esad, plain grouped conv": ("esad", "off", False, False),
-    "esad + ckpt level, plain grouped conv": ("esad", "level", False, False),
+    "esad (plain grouped conv)": ("esad", "off", False, False),
+    "esad + ckpt level (plain grouped conv)": ("esad", "level", False, False),
     "esad + ckpt block": ("esad", "block", True, False),
     "esad + ckpt net": ("esad", "net", True, False),
-    "esad + ckpt level, channels_last": ("esad", "level", True, True),
+    "esad + ckpt level (channels_last)": ("esad", "level", True, True),
     "riad + ckpt level": ("riad", "level", True, False),
 }
 
@@ -217,7 +217,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="64x64, width 16 (seconds; for tests)")
     p.add_argument("--all", action="store_true", help="also the other granularities and options")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: the main three)")
-    p.add_argument("--jobs", type=int, default=1, help="probes run at the same time (memory is unaffected)")
+    p.add_argument("--jobs", type=int, default=2, help="probes at a time (default 2; memory is unaffected)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per probe (default 1)")
     p.add_argument("--time", action="store_true", help="also time esad without/with checkpointing")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")

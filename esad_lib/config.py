@@ -136,9 +136,10 @@ class ESADConfig:
     sync_batchnorm: bool = False  # DDP only
     #: activation checkpointing of the U-Nets in training (recompute each U-Net level's
     #: activations in backward instead of storing them; BatchNorm statistics are updated once;
-    #: see esad_lib/models/checkpointing.py).  [ours] the paper's 256x256 batch of 8 does not
-    #: fit in a common GPU's memory without it; the gradients are unchanged (tested), a step
-    #: costs one more forward pass.  On in the paper preset, off in smoke/demo (small enough).
+    #: see esad_lib/models/checkpointing.py).  [ours] cuts the training memory per image
+    #: several-fold (benchmarks/train_memory.py), so the paper's 256x256 batch of 8 fits on
+    #: smaller GPUs; same gradients (tested), a step costs one more forward pass of the U-Nets.
+    #: On in the paper preset, off in smoke/demo (small enough to fit without it).
     checkpointing: bool = False
     #: train with channels_last (NHWC) parameters and batches (esad_lib/models/speed.py:
     #: prepare_for_training / to_training_layout).  [ours] same maths, faster CPU kernels

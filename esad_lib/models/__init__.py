@@ -1,14 +1,19 @@
 """Networks of ESAD (Sec. 3): the feature extraction block, the lightweight and classic U-Nets,
 and the two-U-Net inpainting -> filling -> reconstruction model (RIAD as its special case).
 
-Masks live in ``esad_lib.masks``; parameter/MAC counting in ``esad_lib.models.counting``.
+Masks live in ``esad_lib.masks``; parameter/MAC counting in ``esad_lib.models.counting``;
+activation checkpointing in ``esad_lib.models.checkpointing``; training-speed preparation
+(channels_last, fused Adam) in ``esad_lib.models.speed``.
 """
 
-from esad_lib.models.blocks import ECA, ConvBNReLU, DoubleConv, FeatureExtractionBlock
+from esad_lib.models.blocks import ECA, ConvBNReLU, DoubleConv, FeatureExtractionBlock, PointwiseConv2d
+from esad_lib.models.checkpointing import CHECKPOINT_MODES
 from esad_lib.models.esad import FILLS, ESADModel, ESADOutput, apply_fill, build_model, riad_config
+from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer
 from esad_lib.models.unet import UNET_KINDS, ClassicUNet, LightweightUNet, UNetBase, build_unet, unet_widths
 
 __all__ = [
+    "CHECKPOINT_MODES",
     "ECA",
     "FILLS",
     "UNET_KINDS",
@@ -19,10 +24,14 @@ __all__ = [
     "ESADOutput",
     "FeatureExtractionBlock",
     "LightweightUNet",
+    "PointwiseConv2d",
     "UNetBase",
     "apply_fill",
     "build_model",
     "build_unet",
+    "prepare_for_training",
     "riad_config",
+    "to_training_layout",
+    "training_optimizer",
     "unet_widths",
 ]

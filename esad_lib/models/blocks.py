@@ -44,6 +44,12 @@ class ExpandConv2d(nn.Conv2d):
     with several outputs per group is pathologically slow (measured by ``esad bench``: one
     1024-channel layer at 32x32, backward 24.6 s -> 0.1 s; a demo training step ~10x faster).
     Inference keeps the plain grouped conv (its forward is faster).
+
+    Kept after re-measuring with the authors' decoder (``benchmarks/train_memory.py --all``,
+    ``benchmarks/train_speed.py``): at the paper's width the plain grouped conv's training step
+    is still much slower; the repeated input costs little memory (with checkpointing it exists
+    only while one level is recomputed), and at the demo's width the two forms run equally fast.
+    ``repeat_input`` (class-wide) switches it off for such measurements.
     """
 
     #: use the repeated-input form when it applies (class-wide switch, for measurements).

@@ -50,9 +50,10 @@ __all__ = [
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
 
-#: the checkpointing granularity ``cfg.checkpointing = True`` selects (chosen by measurement,
-#: ``benchmarks/train_memory.py``; the granularities are described in
-#: ``esad_lib.models.checkpointing``).
+#: the checkpointing granularity ``cfg.checkpointing = True`` selects: per U-Net level, the
+#: smallest training memory per image of the three granularities at the paper's size, for the
+#: same recomputation (one forward) as the others (``benchmarks/train_memory.py --all``; the
+#: granularities are described in ``esad_lib.models.checkpointing``).
 TRAIN_CHECKPOINT_MODE = "level"
 
 

@@ -25,6 +25,9 @@ Project choices (the paper is silent; stated here and in notebook 02):
 * Any input size.  Inputs whose sides are not multiples of 16 are padded on the bottom/right
   with *replicate* padding (reflect fails when the pad exceeds the side) to the next multiple
   of 16 and the output is cropped back, so LOCO's non-square aspect ratios survive.
+* Activation checkpointing in training (``set_checkpointing``, ``cfg.checkpointing``): per
+  block, per level or for the whole net, BatchNorm-safe (``esad_lib.models.checkpointing``);
+  the outputs and gradients do not depend on it.
 * The classic U-Net ends in the same 3x3 conv + tanh head as the lightweight one (RIAD's ends
   in a 1x1 conv; the difference is 1.7 k parameters), so the two differ only in their levels.
 """
