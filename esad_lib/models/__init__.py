@@ -6,7 +6,7 @@ activation checkpointing in ``esad_lib.models.checkpointing``; training-speed pr
 (channels_last, fused Adam) in ``esad_lib.models.speed``.
 """
 
-from esad_lib.models.blocks import ECA, ConvBNReLU, DoubleConv, FeatureExtractionBlock, PointwiseConv2d
+from esad_lib.models.blocks import ECA, ConvBNReLU, DoubleConv, FeatureExtractionBlock
 from esad_lib.models.checkpointing import CHECKPOINT_MODES
 from esad_lib.models.esad import FILLS, ESADModel, ESADOutput, apply_fill, build_model, riad_config
 from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer
@@ -24,7 +24,6 @@ __all__ = [
     "ESADOutput",
     "FeatureExtractionBlock",
     "LightweightUNet",
-    "PointwiseConv2d",
     "UNetBase",
     "apply_fill",
     "build_model",

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ECA", "ConvBNReLU", "DoubleConv", "ExpandConv2d", "FeatureExtractionBlock", "PointwiseConv2d"]
+__all__ = ["ECA", "ConvBNReLU", "DoubleConv", "ExpandConv2d", "FeatureExtractionBlock"]
 
 
 class ExpandConv2d(nn.Conv2d):
@@ -74,32 +74,6 @@ class ExpandConv2d(nn.Conv2d):
                 self.dilation,
                 groups=self.out_channels,
             )
-        return super().forward(x)
-
-
-class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 convolution (``weight [C_out, C_in, 1, 1]``), same parameters and outputs as
-    ``nn.Conv2d(C_in, C_out, 1)``.
-
-    When gradients are needed on CPU and the input is channels_last (``prepare_for_training``
-    in ``esad_lib.models.speed``), it is computed as the matrix product it is,
-    ``y[b, :, i, j] = W x[b, :, i, j] (+ bias)``, over the ``[B*H*W, C_in]`` view of the input:
-    PyTorch's CPU convolution sends 1x1 kernels at small batches on one thread to its slow
-    im2col path, which is much slower still on channels_last inputs.  Otherwise (inference,
-    contiguous inputs, GPU) the plain convolution runs.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.device.type == "cpu"
-            and torch.is_grad_enabled()
-            and x.dim() == 4
-            and self.groups == 1
-            and x.is_contiguous(memory_format=torch.channels_last)
-        ):
-            # y = x W^T (+ b) on the [B, H, W, C] view; permuted back it is channels_last again
-            y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
-            return y.permute(0, 3, 1, 2)
         return super().forward(x)
 
 
@@ -189,18 +163,17 @@ class FeatureExtractionBlock(nn.Module):
         )
         self.attention: nn.Module = ECA(mid) if use_eca else nn.Identity()
         # channel mixing: the only dense (all-to-all) conv of the block, 1x1
-        self.pointwise = nn.Sequential(PointwiseConv2d(mid, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+        self.pointwise = nn.Sequential(nn.Conv2d(mid, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
         self.shortcut: nn.Module
         if in_ch == out_ch:
             self.shortcut = nn.Identity()
         else:
-            self.shortcut = nn.Sequential(
-                PointwiseConv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C_in, H, W]`` -> ``[B, C_out, H, W]``."""
         y = self.pointwise(self.attention(self.depthwise(self.expand(x))))
-        # out = ReLU(F(x) + shortcut(x))
-        return self.act(y + self.shortcut(x))
+        # out = ReLU(F(x) + shortcut(x)); the sum is formed in F(x)'s buffer (a BatchNorm output,
+        # which BatchNorm's backward does not need), saving one full-size tensor per block
+        return self.act(y.add_(self.shortcut(x)))

@@ -10,14 +10,16 @@ What the trainer calls (``esad_lib.training``)::
 * **channels_last** (``cfg.channels_last_training``): parameters and input batches in NHWC
   memory order.  On CPU every convolution, BatchNorm and max-pool of the U-Nets then runs its
   channels_last kernel (oneDNN), which the lightweight U-Net's memory-bound depthwise / grouped
-  convolutions and its many BatchNorms profit from; the 1x1 convolutions become plain matrix
-  products (``esad_lib.models.blocks.PointwiseConv2d``).  The feature loss's extractor follows
+  convolutions and its many BatchNorms profit from.  The feature loss's extractor follows
   automatically (a convolution's output keeps its input's layout).  Measured by
   ``benchmarks/train_speed.py`` (before/after images per second, loss curves compared).
 * **fused Adam** (``training_optimizer``): the same Adam update (RIAD's ``lr``,
   ``weight_decay``) in one fused kernel instead of a Python loop of small per-parameter ops,
   which at the demo's small nets is a visible part of a step.  Works with the CUDA GradScaler
   and with checkpoints of the unfused optimiser (same state).
+* Not done, by measurement: computing the 1x1 convolutions as explicit matrix products on the
+  channels_last view (PyTorch sends them to its im2col path at small batches on one thread):
+  no faster step.
 * Not done, by measurement (``benchmarks/train_speed.py --compile``): ``torch.compile`` of the
   U-Nets for training on CPU -- minutes of compilation for no faster step at the demo scale.
 * The repeated-input form of ``ExpandConv2d`` (the encoder's grouped conv as a depthwise conv of
