@@ -23,6 +23,10 @@ Variants:
 * ``prepared + torch.compile`` (``--compile``) -- both U-Nets compiled; its first step, which
   includes the compilation, is reported separately.
 
+A second table compares ``today`` with ``all`` -- prepared + fused Adam + the process-wide CPU
+allocator setting (``cfg.cpu_malloc_tuning``) -- in two processes started together and running
+side by side (the allocator setting cannot be switched per step within one process).
+
 ``--profile-ops`` prints ``torch.profiler``'s per-op table (forward and backward ops) of the
 "today" and "prepared" steps.
 
@@ -35,7 +39,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -65,6 +72,8 @@ __all__ = [
     "run_speed",
 ]
 
+ROOT = Path(__file__).resolve().parents[1]
+
 #: tolerance of the loss-curve agreement (relative, max over the steps compared).
 LOSS_RTOL = 1e-2
 
@@ -92,7 +101,8 @@ class TrainStep:
     """One training step of ``model`` as ``esad_lib.training`` takes it (see module docstring).
 
     ``prepared``: apply ``prepare_for_training`` / ``to_training_layout`` (with the config's
-    ``channels_last_training``).  ``repeat``: ``ExpandConv2d``'s repeated-input form.
+    ``channels_last_training``; its ``cpu_malloc_tuning`` only with ``malloc``, as that setting
+    is process-wide).  ``repeat``: ``ExpandConv2d``'s repeated-input form.
     ``amp``: float16 autocast + GradScaler (CUDA only).  ``step(i, img)`` returns the loss.
     """
 
@@ -106,9 +116,14 @@ class TrainStep:
         compile_nets: bool = False,
         amp: bool = False,
         fused_adam: bool = False,
+        malloc: bool = False,
     ) -> None:
         self.cfg, self.device, self.repeat = cfg, device, repeat
-        self.layout_cfg = cfg.replace(channels_last_training=prepared and cfg.channels_last_training)
+        # the allocator setting is process-wide: only when asked (a process of its own)
+        self.layout_cfg = cfg.replace(
+            channels_last_training=prepared and cfg.channels_last_training,
+            cpu_malloc_tuning=malloc and cfg.cpu_malloc_tuning,
+        )
         model = copy.deepcopy(model).to(device).train()
         self.model = prepare_for_training(model, self.layout_cfg)
         if compile_nets:
@@ -263,6 +278,58 @@ def run_speed(
     return out
 
 
+def _worker(variant: str, quick: bool, steps: int, threads: int) -> dict:
+    """One process's share of ``run_processes``: ``steps`` steps of ``today`` or ``all``."""
+    torch.set_num_threads(threads)
+    cfg = _profile_cfg(quick)
+    torch.manual_seed(cfg.seed)
+    base = build_model(cfg)
+    full = variant == "all"
+    step = TrainStep(cfg, base, torch.device("cpu"), prepared=full, fused_adam=full, malloc=full)
+    del base
+    res = interleaved({variant: step}, random_batches(cfg, steps, cfg.batch_size, cfg.seed + 1), step.device)
+    return res[variant]
+
+
+def run_processes(quick: bool, steps: int, threads: int) -> dict:
+    """``today`` and ``all`` (everything ``esad_lib.models.speed`` offers, the process-wide
+    allocator setting included) in two processes started together and running side by side."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    procs = {}
+    for variant in ("today", "all"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--steps", str(steps)]
+        cmd += ["--threads", str(threads)] + (["--quick"] if quick else [])
+        procs[variant] = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+    out = {}
+    for variant, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(
+                f"train_speed worker {variant!r} failed: {(stderr.strip().splitlines() or ['?'])[-1]}"
+            )
+        out[variant] = json.loads(lines[-1])
+    rows = []
+    ref = out["today"]
+    for variant, r in out.items():
+        wall, cpu = statistics.median(r["wall"]), statistics.median(r["cpu"])
+        rows.append(
+            {
+                "variant": variant,
+                "step_s": wall,
+                "cpu_s": cpu,
+                "speedup_wall": statistics.median(ref["wall"]) / wall,
+                "speedup_cpu": statistics.median(ref["cpu"]) / cpu,
+                "loss_dev": loss_deviation(r["losses"], ref["losses"]),
+                "losses": r["losses"],
+            }
+        )
+    return {"rows": rows}
+
+
 def _profile_table(step: TrainStep, img: torch.Tensor, row_limit: int = 20) -> str:
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -271,6 +338,24 @@ def _profile_table(step: TrainStep, img: torch.Tensor, row_limit: int = 20) -> s
             with record_function("train_step"):
                 step(i, img)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
+
+
+def format_processes(res: dict, batch: int) -> str:
+    lines = [
+        "",
+        "Everything together, the process-wide CPU allocator setting included: two processes started "
+        "together, running side by side (same batches, masks, weights):",
+        "",
+        "| process | images/s | step (s) | CPU s/step | speed-up (wall) | speed-up (CPU) "
+        "| loss curve vs today (max rel. dev.) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['variant']} | {batch / r['step_s']:.2f} | {r['step_s']:.4f} | {r['cpu_s']:.4f} "
+            f"| {r['speedup_wall']:.2f}x | {r['speedup_cpu']:.2f}x | {r['loss_dev']:.1e} |"
+        )
+    return "\n".join(lines)
 
 
 def format_markdown(res: dict) -> str:
@@ -308,7 +393,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the U-Nets")
     p.add_argument("--profile-ops", action="store_true", help="print torch.profiler per-op tables")
+    p.add_argument("--no-processes", action="store_true", help="skip the two-process comparison")
+    p.add_argument("--worker", choices=("today", "all"), default=None, help=argparse.SUPPRESS)
     return p
+
+
+def _profile_cfg(quick: bool) -> ESADConfig:
+    # the presets themselves (not get_config: ESAD_PROFILE must not turn the demo into smoke)
+    return PRESETS["smoke" if quick else "demo"].replace(device="cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,14 +410,21 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps if args.steps is not None else (3 if args.quick else 12)
     if steps < 2:
         raise SystemExit(f"--steps must be >= 2 (the first is a warm-up), got {steps}")
+    if args.worker is not None:
+        print(json.dumps(_worker(args.worker, args.quick, steps, args.threads)))
+        return 0
     torch.set_num_threads(args.threads)
-    # the presets themselves (not get_config: ESAD_PROFILE must not turn the demo into smoke)
-    cfg = PRESETS["smoke" if args.quick else "demo"].replace(device="cpu")
+    cfg = _profile_cfg(args.quick)
     res = run_speed(cfg, steps, with_compile=args.compile, profile_ops=args.profile_ops)
     print(format_markdown(res))
+    rows = list(res["rows"])
+    if not args.no_processes:
+        procs = run_processes(args.quick, steps, args.threads)
+        print(format_processes(procs, cfg.batch_size))
+        rows += procs["rows"]
     for name, table in res.get("profiles", {}).items():
         print(f"\n### per-op profile: {name}\n{table}")
-    return 0 if all(r["loss_dev"] <= LOSS_RTOL for r in res["rows"]) else 1
+    return 0 if all(r["loss_dev"] <= LOSS_RTOL for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "eval_batch_size",
     "checkpointing",
     "channels_last_training",
+    "cpu_malloc_tuning",
 )
 
 
@@ -145,6 +146,10 @@ class ESADConfig:
     #: prepare_for_training / to_training_layout).  [ours] same maths, faster CPU kernels
     #: (measured side by side by benchmarks/train_speed.py at the demo profile).
     channels_last_training: bool = True
+    #: CPU training: let glibc's malloc keep freed memory for the next step instead of returning
+    #: it to the OS and faulting it back in (esad_lib/models/speed.py: tune_cpu_allocator).
+    #: [ours] allocator setting only, process-wide; measured by benchmarks/train_speed.py.
+    cpu_malloc_tuning: bool = True
     seed: int = 0
     #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"

@@ -3,7 +3,7 @@ method is unchanged: the same functions are computed, float32 rounding aside).
 
 What the trainer calls (``esad_lib.training``)::
 
-    model = prepare_for_training(build_model(cfg).to(device), cfg)   # once
+    model = prepare_for_training(build_model(cfg).to(device), cfg)   # once (+ allocator, CPU)
     optimizer = training_optimizer(model.parameters(), cfg)          # Adam, as before
     img = to_training_layout(batch.to(device), cfg)                  # every step
 
@@ -13,6 +13,13 @@ What the trainer calls (``esad_lib.training``)::
   convolutions and its many BatchNorms profit from.  The feature loss's extractor follows
   automatically (a convolution's output keeps its input's layout).  Measured by
   ``benchmarks/train_speed.py`` (before/after images per second, loss curves compared).
+* **CPU allocator** (``cfg.cpu_malloc_tuning``, ``tune_cpu_allocator``): glibc's malloc hands
+  large blocks back to the operating system when they are freed (``munmap`` / heap trimming),
+  so every training step pays page faults to get the same memory back, zeroed, for the next
+  step's activations.  ``mallopt`` raising the mmap threshold to its maximum (32 MiB on 64-bit)
+  and switching heap trimming off lets the process reuse its freed memory instead; the resident
+  set then stays at its high-water mark (what training reaches every step anyway).  Process-
+  wide, Linux/glibc only (elsewhere a no-op), applied when the model is on the CPU.
 * **fused Adam** (``training_optimizer``): the same Adam update (RIAD's ``lr``,
   ``weight_decay``) in one fused kernel instead of a Python loop of small per-parameter ops,
   which at the demo's small nets is a visible part of a step.  Works with the CUDA GradScaler
@@ -33,19 +40,47 @@ change).  Both functions are no-ops when ``cfg.channels_last_training`` is False
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["prepare_for_training", "to_training_layout", "training_optimizer"]
+__all__ = ["prepare_for_training", "to_training_layout", "training_optimizer", "tune_cpu_allocator"]
+
+# glibc mallopt parameters (malloc.h) and limits
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: glibc's upper limit of the mmap threshold on 64-bit (4 * 1024 * 1024 * sizeof(long))
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+#: a trim threshold no step reaches (the largest C int): freed heap memory is kept
+_TRIM_THRESHOLD_MAX = 2**31 - 1
+
+
+def tune_cpu_allocator() -> bool:
+    """Let glibc's malloc keep freed memory for reuse (module docstring).  True when applied;
+    False where the C library has no ``mallopt`` (not Linux/glibc) or refuses the values."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    return ok and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_MAX) == 1
 
 
 def prepare_for_training(model: nn.Module, cfg: Any) -> nn.Module:
     """``model`` (moved to its device already) with channels_last parameters when
     ``cfg.channels_last_training``; converted IN PLACE and returned (build the optimiser
-    afterwards, or before: ``Module.to`` keeps the parameter objects)."""
+    afterwards, or before: ``Module.to`` keeps the parameter objects).  With
+    ``cfg.cpu_malloc_tuning`` and the model on the CPU it also calls ``tune_cpu_allocator``."""
+    if cfg.cpu_malloc_tuning and any(p.device.type == "cpu" for p in model.parameters()):
+        tune_cpu_allocator()
     if cfg.channels_last_training:
         model = model.to(memory_format=torch.channels_last)
     return model
