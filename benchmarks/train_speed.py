@@ -281,7 +281,8 @@ def run_speed(
 def _worker(variant: str, quick: bool, steps: int, threads: int) -> dict:
     """One process's share of ``run_processes``: ``steps`` steps of ``today`` or ``all``."""
     torch.set_num_threads(threads)
-    cfg = _profile_cfg(quick)
+    # a process of its own: the allocator setting may apply (the smoke preset has it off)
+    cfg = _profile_cfg(quick).replace(cpu_malloc_tuning=True)
     torch.manual_seed(cfg.seed)
     base = build_model(cfg)
     full = variant == "all"

@@ -225,6 +225,7 @@ PRESETS: dict[str, ESADConfig] = {
         early_stopping_patience=0,
         smoothing_size=5,
         smoothing_sigma=1.0,
+        cpu_malloc_tuning=False,  # [ours] process-wide: the test suite shares one process
     ),
     # minutes on a 2-core CPU for all five synthetic categories.
     "demo": ESADConfig(

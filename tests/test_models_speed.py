@@ -4,6 +4,8 @@ optimiser's kernel, not the function: checked in float64 against the plain model
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,11 +13,15 @@ from torch import nn
 
 from esad_lib.config import PRESETS, get_config
 from esad_lib.models import build_model
-from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer
+from esad_lib.models.speed import (
+    prepare_for_training,
+    to_training_layout,
+    training_optimizer,
+)
 
 
 def test_prepare_for_training_layout_and_same_outputs() -> None:
-    cfg = get_config("smoke")
+    cfg = get_config("smoke", cpu_malloc_tuning=False)
     torch.manual_seed(0)
     model = build_model(cfg).double().train()
     prepared = prepare_for_training(copy.deepcopy(model), cfg.replace(channels_last_training=True))
@@ -58,3 +64,21 @@ def test_training_optimizer_is_the_configured_adam() -> None:
         o.step()
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_allocator_tuning_applies_on_linux_and_prepare_calls_it(monkeypatch) -> None:
+    import esad_lib.models.speed as speed
+
+    # in a subprocess: the setting is process-wide, and this test process is shared
+    code = "from esad_lib.models.speed import tune_cpu_allocator; print(tune_cpu_allocator())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    calls = []
+    monkeypatch.setattr(speed, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    model = build_model(get_config("smoke"))
+    prepare_for_training(model, get_config("smoke", cpu_malloc_tuning=False))
+    assert calls == []
+    prepare_for_training(model, get_config("smoke", cpu_malloc_tuning=True))
+    assert calls == [1]
+    assert PRESETS["smoke"].cpu_malloc_tuning is False and PRESETS["demo"].cpu_malloc_tuning is True
