@@ -105,7 +105,7 @@ def check_checkpointing(cfg: ESADConfig, device: torch.device, batch: int = 2) -
             model = copy.deepcopy(base).set_checkpointing(mode).train()
             loss_fn = ESADLoss(cfg).to(device)
             gen = torch.Generator().manual_seed(5)
-            out = model(img, 8, fill=model.train_fill, generator=gen)
+            out = model(img, 8, fill="zero" if model.is_riad else "train", generator=gen)
             total, _ = loss_fn(img, out.recon, out.inpaint)
             total.backward()
             grads.append({n: p.grad.detach().float() for n, p in model.named_parameters()})

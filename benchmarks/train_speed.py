@@ -153,7 +153,8 @@ class TrainStep:
         with repeated_input(self.repeat):
             self.opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-                out = self.model(img, c, fill=self.model.train_fill, generator=gen)
+                # the training fill: the paper's (select = 0) for ESAD, RIAD's zero fill
+                out = self.model(img, c, fill="zero" if self.model.is_riad else "train", generator=gen)
                 total, _ = self.loss_fn(img, out.recon, out.inpaint)
             self.scaler.scale(total).backward()
             self.scaler.step(self.opt)
@@ -212,7 +213,12 @@ def float64_equivalence(cfg: ESADConfig, seed: int = 0) -> float:
         lc = cfg.replace(channels_last_training=prepared)
         m = prepare_for_training(copy.deepcopy(model), lc)
         x = to_training_layout(img, lc)
-        out = m(x, int(cfg.cutout_sizes[0]), fill=m.train_fill, generator=torch.Generator().manual_seed(seed))
+        out = m(
+            x,
+            int(cfg.cutout_sizes[0]),
+            fill="zero" if m.is_riad else "train",
+            generator=torch.Generator().manual_seed(seed),
+        )
         total = (out.recon - x).square().sum()
         if out.inpaint is not None:
             total = total + (out.inpaint - x).square().sum()
