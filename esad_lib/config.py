@@ -46,7 +46,15 @@ TEST_TIME_FIELDS: tuple[str, ...] = (
     "max_test_images",
 )
 #: fields that never change a result (excluded from every cache key).
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring", "eval_batch_size")
+RUNTIME_FIELDS: tuple[str, ...] = (
+    "device",
+    "num_workers",
+    "fast_scoring",
+    "eval_batch_size",
+    "checkpointing",
+    "channels_last_training",
+    "cpu_malloc_tuning",
+)
 
 
 @dataclass
@@ -139,6 +147,21 @@ class ESADConfig:
     early_stopping_patience: int = 30  # [ours] epochs without val improvement; 0 = off
     amp: bool = True  # [ours] mixed precision, only effective on CUDA
     sync_batchnorm: bool = False  # [ours] DDP only
+    #: activation checkpointing of the U-Nets in training (recompute each U-Net level's
+    #: activations in backward instead of storing them; BatchNorm statistics are updated once;
+    #: see esad_lib/models/checkpointing.py).  [ours] cuts the training memory per image
+    #: several-fold (benchmarks/train_memory.py), so the paper's 256x256 batch of 8 fits on
+    #: smaller GPUs; same gradients (tested), a step costs one more forward pass of the U-Nets.
+    #: On in the paper preset, off in smoke/demo (small enough to fit without it).
+    checkpointing: bool = False
+    #: train with channels_last (NHWC) parameters and batches (esad_lib/models/speed.py:
+    #: prepare_for_training / to_training_layout).  [ours] same maths, faster CPU kernels
+    #: (measured side by side by benchmarks/train_speed.py at the demo profile).
+    channels_last_training: bool = True
+    #: CPU training: let glibc's malloc keep freed memory for the next step instead of returning
+    #: it to the OS and faulting it back in (esad_lib/models/speed.py: tune_cpu_allocator).
+    #: [ours] allocator setting only, process-wide; measured by benchmarks/train_speed.py.
+    cpu_malloc_tuning: bool = True
     seed: int = 0  # [ours]
     #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...  [ours]
     device: str = "auto"
@@ -213,6 +236,7 @@ PRESETS: dict[str, ESADConfig] = {
         smoothing="gaussian",
         smoothing_size=5,
         smoothing_sigma=1.0,
+        cpu_malloc_tuning=False,  # [ours] process-wide: the test suite shares one process
     ),
     # minutes on a 2-core CPU for all five synthetic categories.
     "demo": ESADConfig(
@@ -237,7 +261,7 @@ PRESETS: dict[str, ESADConfig] = {
         map_normalization="train",
     ),
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
-    "paper": ESADConfig(profile="paper"),
+    "paper": ESADConfig(profile="paper", checkpointing=True),
 }
 
 

@@ -92,15 +92,15 @@ def _reference_accumulation(cfg: ESADConfig) -> dict[str, torch.Tensor]:
     from esad_lib.config import seed_everything
     from esad_lib.data import LOCODataset, dataset_root
     from esad_lib.losses import ESADLoss
-    from esad_lib.models import build_model
+    from esad_lib.models import build_model, prepare_for_training, to_training_layout, training_optimizer
     from esad_lib.training import cutout_size_for_step, mask_generator
 
     ds = LOCODataset(dataset_root(cfg), cfg.category, "train", image_size=cfg.image_size)
-    images = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    images = to_training_layout(torch.stack([ds[i]["image"] for i in range(len(ds))]), cfg)
     seed_everything(cfg.seed)
-    model = build_model(cfg)
+    model = prepare_for_training(build_model(cfg), cfg)  # the trainer's layout and optimiser
     loss_fn = ESADLoss(cfg)  # the feature loss of cfg.loss_feature_extractor
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = training_optimizer(model.parameters(), cfg)
     model.train()
     for epoch in range(cfg.epochs):
         shards = []
@@ -115,7 +115,7 @@ def _reference_accumulation(cfg: ESADConfig) -> dict[str, torch.Tensor]:
             c = cutout_size_for_step(cfg, epoch, step)
             opt.zero_grad()
             for r in range(WORLD):
-                img = images[shards[r][step]]
+                img = to_training_layout(images[shards[r][step]], cfg)
                 out = model(img, c, fill="train", generator=mask_generator(cfg, epoch, step, r))
                 total, _ = loss_fn(img, out.recon, out.inpaint)
                 (total / WORLD).backward()

@@ -13,7 +13,7 @@ from esad_lib import run_io, training
 from esad_lib.config import get_config, seed_everything
 from esad_lib.data import LOCODataset, dataset_root
 from esad_lib.losses import ESADLoss
-from esad_lib.models import build_model
+from esad_lib.models import build_model, prepare_for_training, to_training_layout, training_optimizer
 from esad_lib.run_io import cpu_state
 from esad_lib.training import (
     CHECKPOINT_FILE,
@@ -136,16 +136,16 @@ def test_trainer_equals_plain_loop_over_train_step(full_run):
     ds = LOCODataset(dataset_root(cfg), cfg.category, "train", image_size=cfg.image_size)
     images = torch.stack([ds[i]["image"] for i in range(len(ds))])
     seed_everything(cfg.seed)  # the initial weights
-    model = build_model(cfg)
+    model = prepare_for_training(build_model(cfg), cfg)  # channels_last (the trainer's layout)
     loss_fn = ESADLoss(cfg)  # feature loss from cfg.loss_feature_extractor, as the trainer's
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = training_optimizer(model.parameters(), cfg)  # Adam (RIAD's lr and weight decay)
     model.train()
     steps = 0
     for epoch in range(cfg.epochs):
         # the trainer's shuffle on one process: a permutation seeded with seed + epoch
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch))
         for step, start in enumerate(range(0, len(images), cfg.batch_size)):
-            batch = images[order[start : start + cfg.batch_size]]
+            batch = to_training_layout(images[order[start : start + cfg.batch_size]], cfg)
             c = cutout_size_for_step(cfg, epoch, step)
             gen = mask_generator(cfg, epoch, step)
             parts = train_step(model, batch, c, loss_fn, optimizer, generator=gen)

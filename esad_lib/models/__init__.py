@@ -2,14 +2,19 @@
 lightweight and classic U-Nets,
 and the two-U-Net inpainting -> filling -> reconstruction model (RIAD as its special case).
 
-Masks live in ``esad_lib.masks``; parameter/MAC counting in ``esad_lib.models.counting``.
+Masks live in ``esad_lib.masks``; parameter/MAC counting in ``esad_lib.models.counting``;
+activation checkpointing in ``esad_lib.models.checkpointing``; training-speed preparation
+(channels_last, fused Adam) in ``esad_lib.models.speed``.
 """
 
 from esad_lib.models.blocks import ECA, ConvBNReLU, DoubleConv, FeatureExtractionBlock
+from esad_lib.models.checkpointing import CHECKPOINT_MODES
 from esad_lib.models.esad import FILLS, ESADModel, ESADOutput, apply_fill, build_model, model_fills
+from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer
 from esad_lib.models.unet import UNET_KINDS, ClassicUNet, LightweightUNet, UNetBase, build_unet, unet_widths
 
 __all__ = [
+    "CHECKPOINT_MODES",
     "ECA",
     "FILLS",
     "UNET_KINDS",
@@ -25,5 +30,8 @@ __all__ = [
     "build_model",
     "build_unet",
     "model_fills",
+    "prepare_for_training",
+    "to_training_layout",
+    "training_optimizer",
     "unet_widths",
 ]

@@ -44,11 +44,26 @@ class ExpandConv2d(nn.Conv2d):
     with several outputs per group is pathologically slow (measured by ``esad bench``: one
     1024-channel layer at 32x32, backward 24.6 s -> 0.1 s; a demo training step ~10x faster).
     Inference keeps the plain grouped conv (its forward is faster).
+
+    Kept after re-measuring with the authors' decoder (``benchmarks/train_memory.py --all``,
+    ``benchmarks/train_speed.py``): at the paper's width the plain grouped conv's training step
+    is still much slower; the repeated input costs little memory (with checkpointing it exists
+    only while one level is recomputed), and at the demo's width the two forms run equally fast.
+    ``repeat_input`` (class-wide) switches it off for such measurements.
     """
+
+    #: use the repeated-input form when it applies (class-wide switch, for measurements).
+    repeat_input: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.out_channels // self.in_channels
-        if e > 1 and self.groups == self.in_channels and x.device.type == "cpu" and torch.is_grad_enabled():
+        if (
+            self.repeat_input
+            and e > 1
+            and self.groups == self.in_channels
+            and x.device.type == "cpu"
+            and torch.is_grad_enabled()
+        ):
             # y_j = w_j * x_{j // e}  ==  depthwise conv of repeat_interleave(x, e)
             return F.conv2d(
                 x.repeat_interleave(e, dim=1),
@@ -159,5 +174,6 @@ class FeatureExtractionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C_in, H, W]`` -> ``[B, C_out, H, W]``."""
         y = self.pointwise(self.attention(self.depthwise(self.expand(x))))
-        # out = ReLU(F(x) + shortcut(x))
-        return self.act(y + self.shortcut(x))
+        # out = ReLU(F(x) + shortcut(x)); the sum is formed in F(x)'s buffer (a BatchNorm output,
+        # which BatchNorm's backward does not need), saving one full-size tensor per block
+        return self.act(y.add_(self.shortcut(x)))

@@ -37,10 +37,25 @@ from torch import nn
 from esad_lib.masks import disjoint_masks
 from esad_lib.models.unet import build_unet
 
-__all__ = ["FILLS", "ESADOutput", "ESADModel", "apply_fill", "build_model", "model_fills", "scoring_masks"]
+__all__ = [
+    "FILLS",
+    "TRAIN_CHECKPOINT_MODE",
+    "ESADOutput",
+    "ESADModel",
+    "apply_fill",
+    "build_model",
+    "model_fills",
+    "scoring_masks",
+]
 
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
+
+#: the checkpointing granularity ``cfg.checkpointing = True`` selects: per U-Net level, the
+#: smallest training memory per image of the three granularities at the paper's size, for the
+#: same recomputation (one forward) as the others (``benchmarks/train_memory.py --all``; the
+#: granularities are described in ``esad_lib.models.checkpointing``).
+TRAIN_CHECKPOINT_MODE = "level"
 
 
 @dataclass
@@ -114,6 +129,14 @@ class ESADModel(nn.Module):
     @property
     def is_riad(self) -> bool:
         return self.inpaint_net is None
+
+    def set_checkpointing(self, mode: str) -> ESADModel:
+        """Activation checkpointing of both U-Nets in training (``"off"``, ``"block"``,
+        ``"level"``, ``"net"``; see ``esad_lib.models.checkpointing``).  Returns ``self``."""
+        for net in (self.inpaint_net, self.recon_net):
+            if net is not None:
+                net.set_checkpointing(mode)
+        return self
 
     def forward(
         self,
@@ -221,6 +244,7 @@ def build_model(cfg: Any) -> ESADModel:
 
     For ``method="riad"`` there is no inpainting net.  The U-Net kind is taken from ``cfg.unet``
     for both methods, so use ``esad_lib.config.riad_config(cfg)`` for the baseline.
+    ``checkpointing`` (True: ``TRAIN_CHECKPOINT_MODE`` in both U-Nets, training only).
     """
 
     def net() -> nn.Module:
@@ -233,7 +257,9 @@ def build_model(cfg: Any) -> ESADModel:
         )
 
     if cfg.method == "esad":
-        return ESADModel(net(), net(), cfg.num_masks)
-    if cfg.method == "riad":
-        return ESADModel(None, net(), cfg.num_masks)
-    raise ValueError(f"unknown method {cfg.method!r}; choose 'esad' or 'riad'")
+        model = ESADModel(net(), net(), cfg.num_masks)
+    elif cfg.method == "riad":
+        model = ESADModel(None, net(), cfg.num_masks)
+    else:
+        raise ValueError(f"unknown method {cfg.method!r}; choose 'esad' or 'riad'")
+    return model.set_checkpointing(TRAIN_CHECKPOINT_MODE if cfg.checkpointing else "off")

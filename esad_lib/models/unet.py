@@ -26,17 +26,23 @@ Project choices (the paper is silent; stated here and in notebook 02):
 * Any input size.  Inputs whose sides are not multiples of 16 are padded on the bottom/right
   with *replicate* padding (reflect fails when the pad exceeds the side) to the next multiple
   of 16 and the output is cropped back, so LOCO's non-square aspect ratios survive.
+* Activation checkpointing in training (``set_checkpointing``, ``cfg.checkpointing``): per
+  block, per level or for the whole net, BatchNorm-safe (``esad_lib.models.checkpointing``);
+  the outputs and gradients do not depend on it.
 * The classic U-Net ends in the same 3x3 conv + tanh head as the lightweight one (RIAD's ends
   in a 1x1 conv; the difference is 1.7 k parameters), so the two differ only in their levels.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from esad_lib.models.blocks import ConvBNReLU, DoubleConv, FeatureExtractionBlock
+from esad_lib.models.checkpointing import CHECKPOINT_MODES, bn_safe_checkpoint
 
 __all__ = ["UNetBase", "LightweightUNet", "ClassicUNet", "build_unet", "unet_widths", "UNET_KINDS"]
 
@@ -76,6 +82,21 @@ class UNetBase(nn.Module):
         outs = (w[3], w[2], w[1], w[0])
         self.up = nn.ModuleList(nn.ConvTranspose2d(i, o, 2, stride=2) for i, o in zip(ins, outs))
         self.head = nn.Conv2d(w[0], out_ch, 3, padding=1)
+        #: activation checkpointing in training (``esad_lib.models.checkpointing``): one of
+        #: ``CHECKPOINT_MODES``; set with ``set_checkpointing``.  Outputs do not depend on it.
+        self.checkpointing = "off"
+
+    def set_checkpointing(self, mode: str) -> UNetBase:
+        """Recompute activations in backward instead of storing them (``"off"``, ``"block"``,
+        ``"level"``, ``"net"``; see ``esad_lib.models.checkpointing``).  Active only in train mode
+        with gradients enabled; a no-op in eval / ``no_grad``.  Returns ``self``."""
+        if mode not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpointing must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")
+        self.checkpointing = mode
+        return self
+
+    def _checkpoint_mode(self) -> str:
+        return self.checkpointing if (self.training and torch.is_grad_enabled()) else "off"
 
     # -- size handling ------------------------------------------------------------------
     @staticmethod
@@ -87,11 +108,42 @@ class UNetBase(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return x, h, w
 
-    def _encode_padded(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.enc[0](x)]
+    def _enc_level(self, level: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return level(self.pool(x))
+
+    @staticmethod
+    def _dec_level(up: nn.Module, block: nn.Module, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        # concat the up-sampled tensor with the encoder feature of the same level
+        return block(torch.cat([up(y), skip], dim=1))
+
+    def _encode_padded(self, x: torch.Tensor, mode: str = "off") -> list[torch.Tensor]:
+        if mode in ("block", "level"):
+            feats = [bn_safe_checkpoint(self.enc[0], [self.enc[0]], x)]
+        else:
+            feats = [self.enc[0](x)]
         for level in self.enc[1:]:
-            feats.append(level(self.pool(feats[-1])))
+            if mode == "level":
+                feats.append(bn_safe_checkpoint(partial(self._enc_level, level), [level], feats[-1]))
+            elif mode == "block":
+                feats.append(bn_safe_checkpoint(level, [level], self.pool(feats[-1])))
+            else:
+                feats.append(self._enc_level(level, feats[-1]))
         return feats
+
+    def _forward_padded(self, xp: torch.Tensor, mode: str = "off") -> torch.Tensor:
+        """The net on a padded input ``[B, C_in, H', W']`` (sides multiples of 16)."""
+        feats = self._encode_padded(xp, mode)
+        y = feats[4]
+        for j, (up, block) in enumerate(zip(self.up, self.dec)):
+            skip = feats[3 - j]
+            if mode == "level":
+                y = bn_safe_checkpoint(partial(self._dec_level, up, block), [up, block], y, skip)
+            elif mode == "block":
+                y = bn_safe_checkpoint(block, [block], torch.cat([up(y), skip], dim=1))
+            else:
+                y = self._dec_level(up, block, y, skip)
+        # out = tanh(conv3x3(y))
+        return torch.tanh(self.head(y))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five encoder features of ``x [B, C_in, H, W]``.
@@ -108,15 +160,13 @@ class UNetBase(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_ch:
             raise ValueError(f"expected input [B, {self.in_ch}, H, W], got {tuple(x.shape)}")
         xp, h, w = self._pad(x)
-        feats = self._encode_padded(xp)
-        y = feats[4]
-        for j, (up, block) in enumerate(zip(self.up, self.dec)):
-            u = up(y)
-            # concat the up-sampled tensor with the encoder feature of the same level
-            cat = torch.cat([u, feats[3 - j]], dim=1)
-            y = block(cat)
-        # out = tanh(conv3x3(y)), cropped back to the input size
-        return torch.tanh(self.head(y))[..., :h, :w]
+        mode = self._checkpoint_mode()
+        if mode == "net":
+            out = bn_safe_checkpoint(self._forward_padded, [self], xp)
+        else:
+            out = self._forward_padded(xp, mode)
+        # cropped back to the input size
+        return out[..., :h, :w]
 
 
 class LightweightUNet(UNetBase):

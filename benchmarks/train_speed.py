@@ -1,0 +1,438 @@
+"""CPU training throughput at the demo profile, before/after side by side (issue 16).
+
+    python benchmarks/train_speed.py [--quick] [--steps N] [--threads T] [--compile] [--profile-ops]
+
+Every variant starts from the same weights and trains on the same batches with the same masks
+and cutout sizes; their steps are interleaved (variant A step 1, B step 1, ..., A step 2, ...)
+so that the machine's load affects all alike.  Reported: images/second (median step), the
+ratio to "today", and the agreement of the loss curves (max relative deviation from "today"
+over all steps; float32 rounding in a different kernel order grows through Adam's normalised
+updates, so the curves agree to a tolerance, not bit for bit).  The equality of what is
+computed is proven separately in float64 (``float64_equivalence``: one step, gradients of
+every parameter, the two layouts agree to ~1e-12).
+
+Variants:
+
+* ``today``        -- the model as ``build_model`` makes it, contiguous (NCHW) tensors.
+* ``prepared``     -- ``esad_lib.models.speed.prepare_for_training`` + ``to_training_layout``
+  (channels_last).
+* ``prepared + fused Adam`` -- and ``training_optimizer`` (fused Adam): all that the trainer
+  is to call.
+* ``prepared, plain grouped conv`` -- same, with ``ExpandConv2d``'s repeated-input form off
+  (the measurement behind keeping it).
+* ``prepared + torch.compile`` (``--compile``) -- both U-Nets compiled; its first step, which
+  includes the compilation, is reported separately.
+
+A second table compares ``today`` with ``all`` -- prepared + fused Adam + the process-wide CPU
+allocator setting (``cfg.cpu_malloc_tuning``) -- in two processes started together and running
+side by side (the allocator setting cannot be switched per step within one process).
+
+``--profile-ops`` prints ``torch.profiler``'s per-op table (forward and backward ops) of the
+"today" and "prepared" steps.
+
+One training step here is a faithful copy of ``esad_lib.training``'s: model forward with the
+model's train fill over the K masks, ``ESADLoss`` (with ``cfg.loss_feature_extractor``),
+``zero_grad(set_to_none=True)``, backward, Adam (``cfg.lr``, ``cfg.weight_decay``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from esad_lib.config import PRESETS, ESADConfig  # noqa: E402
+from esad_lib.features import build_feature_extractor  # noqa: E402
+from esad_lib.losses import ESADLoss  # noqa: E402
+from esad_lib.models import build_model  # noqa: E402
+from esad_lib.models.blocks import ExpandConv2d  # noqa: E402
+from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer  # noqa: E402
+
+__all__ = [
+    "LOSS_RTOL",
+    "TrainStep",
+    "float64_equivalence",
+    "main",
+    "repeated_input",
+    "run_speed",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: tolerance of the loss-curve agreement (relative, max over the steps compared).
+LOSS_RTOL = 1e-2
+
+
+@contextmanager
+def repeated_input(on: bool) -> Iterator[None]:
+    """``ExpandConv2d``'s repeated-input form on/off inside the block (restored after)."""
+    old = ExpandConv2d.repeat_input
+    ExpandConv2d.repeat_input = on
+    try:
+        yield
+    finally:
+        ExpandConv2d.repeat_input = old
+
+
+def random_batches(cfg: ESADConfig, n: int, batch: int, seed: int = 1) -> list[torch.Tensor]:
+    """``n`` seeded batches ``[batch, 3, H, W]`` of uniform noise in [-1, 1] (the cost of a step
+    does not depend on the pixel values)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.image_size
+    return [torch.rand(batch, 3, h, w, generator=g) * 2 - 1 for _ in range(n)]
+
+
+class TrainStep:
+    """One training step of ``model`` as ``esad_lib.training`` takes it (see module docstring).
+
+    ``prepared``: apply ``prepare_for_training`` / ``to_training_layout`` (with the config's
+    ``channels_last_training``; its ``cpu_malloc_tuning`` only with ``malloc``, as that setting
+    is process-wide).  ``repeat``: ``ExpandConv2d``'s repeated-input form.
+    ``amp``: float16 autocast + GradScaler (CUDA only).  ``step(i, img)`` returns the loss.
+    """
+
+    def __init__(
+        self,
+        cfg: ESADConfig,
+        model: nn.Module,
+        device: torch.device,
+        prepared: bool,
+        repeat: bool = True,
+        compile_nets: bool = False,
+        amp: bool = False,
+        fused_adam: bool = False,
+        malloc: bool = False,
+    ) -> None:
+        self.cfg, self.device, self.repeat = cfg, device, repeat
+        # the allocator setting is process-wide: only when asked (a process of its own)
+        self.layout_cfg = cfg.replace(
+            channels_last_training=prepared and cfg.channels_last_training,
+            cpu_malloc_tuning=malloc and cfg.cpu_malloc_tuning,
+        )
+        model = copy.deepcopy(model).to(device).train()
+        self.model = prepare_for_training(model, self.layout_cfg)
+        if compile_nets:
+            for name in ("inpaint_net", "recon_net"):
+                net = getattr(self.model, name)
+                if net is not None:
+                    setattr(self.model, name, torch.compile(net))
+        extractor = None
+        if cfg.w_feature > 0:
+            extractor = build_feature_extractor(
+                cfg.loss_feature_extractor, weights=cfg.feature_weights, device=device
+            )
+        self.loss_fn = ESADLoss(cfg, extractor).to(device)
+        if fused_adam:
+            self.opt = training_optimizer(self.model.parameters(), cfg)
+        else:  # what esad_lib.training builds today
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.amp = bool(amp) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def __call__(self, i: int, img: torch.Tensor) -> float:
+        """Step number ``i`` (picks the cutout size and seeds the masks) on batch ``img``."""
+        sizes = self.cfg.cutout_sizes
+        c = int(sizes[i % len(sizes)])
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + i)
+        img = to_training_layout(img.to(self.device, non_blocking=True), self.layout_cfg)
+        with repeated_input(self.repeat):
+            self.opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                # the training fill: the paper's (select = 0) for ESAD, RIAD's zero fill
+                out = self.model(img, c, fill="zero" if self.model.is_riad else "train", generator=gen)
+                total, _ = self.loss_fn(img, out.recon, out.inpaint)
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        return float(total.detach())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    steps: dict[str, Callable[[int, torch.Tensor], float]],
+    batches: list[torch.Tensor],
+    device: torch.device,
+    warmup: int = 1,
+    desc: str = "steps",
+) -> dict[str, dict[str, list[float]]]:
+    """Run every variant's steps round-robin; returns per variant ``losses`` (all steps),
+    ``wall`` / ``cpu`` seconds of the steps after ``warmup`` and ``first_s`` (step 1)."""
+    res = {k: {"losses": [], "wall": [], "cpu": [], "first_s": []} for k in steps}
+    for i, img in enumerate(tqdm(batches, desc=desc, leave=False)):
+        for name, fn in steps.items():
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            loss = fn(i, img)
+            _sync(device)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            r = res[name]
+            r["losses"].append(loss)
+            if i == 0:
+                r["first_s"].append(wall)
+            if i >= warmup:
+                r["wall"].append(wall)
+                r["cpu"].append(cpu)
+    return res
+
+
+def loss_deviation(a: list[float], b: list[float]) -> float:
+    """Max over steps of ``|a_i - b_i| / |b_i|``."""
+    return max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a, b))
+
+
+def float64_equivalence(cfg: ESADConfig, seed: int = 0) -> float:
+    """One forward/backward of the model in the "today" and the "prepared" layout, in float64,
+    from the same weights, masks and batch: the max abs difference over the outputs
+    (reconstruction, inpainting) and every parameter's gradient (about 1e-12 when both compute
+    the same function).  The objective is ``sum((recon - img)^2) + sum((inpaint - img)^2)``:
+    ``ESADLoss`` itself always computes in float32, so it cannot take part in a float64 check."""
+    torch.manual_seed(seed)
+    model = build_model(cfg).double().train()
+    img = random_batches(cfg, 1, cfg.batch_size, seed + 1)[0].double()
+    results = []
+    for prepared in (False, True):
+        lc = cfg.replace(channels_last_training=prepared)
+        m = prepare_for_training(copy.deepcopy(model), lc)
+        x = to_training_layout(img, lc)
+        out = m(
+            x,
+            int(cfg.cutout_sizes[0]),
+            fill="zero" if m.is_riad else "train",
+            generator=torch.Generator().manual_seed(seed),
+        )
+        total = (out.recon - x).square().sum()
+        if out.inpaint is not None:
+            total = total + (out.inpaint - x).square().sum()
+        total.backward()
+        outs = [out.recon.detach()] + ([out.inpaint.detach()] if out.inpaint is not None else [])
+        results.append(outs + [p.grad.detach() for p in m.parameters()])
+    return max(float((a - b).abs().max()) for a, b in zip(*results))
+
+
+def run_speed(
+    cfg: ESADConfig,
+    steps: int,
+    with_compile: bool = False,
+    device: torch.device | None = None,
+    profile_ops: bool = False,
+) -> dict:
+    """Measure the variants side by side (module docstring); returns a dict with ``rows``."""
+    device = device or torch.device("cpu")
+    torch.manual_seed(cfg.seed)
+    base = build_model(cfg)
+    batches = random_batches(cfg, steps, cfg.batch_size, cfg.seed + 1)
+    variants: dict[str, TrainStep] = {
+        "today": TrainStep(cfg, base, device, prepared=False),
+        "prepared": TrainStep(cfg, base, device, prepared=True),
+        "prepared, plain grouped conv": TrainStep(cfg, base, device, prepared=True, repeat=False),
+    }
+    variants["prepared + fused Adam"] = TrainStep(cfg, base, device, prepared=True, fused_adam=True)
+    if with_compile:
+        variants["prepared + torch.compile"] = TrainStep(cfg, base, device, prepared=True, compile_nets=True)
+    res = interleaved(dict(variants), batches, device, warmup=1, desc="train_speed")
+    ref = res["today"]
+    ref_wall, ref_cpu = statistics.median(ref["wall"]), statistics.median(ref["cpu"])
+    rows = []
+    for name, r in res.items():
+        wall, cpu = statistics.median(r["wall"]), statistics.median(r["cpu"])
+        rows.append(
+            {
+                "variant": name,
+                "images_per_s": cfg.batch_size / wall,
+                "step_s": wall,
+                "cpu_s": cpu,
+                "speedup_wall": ref_wall / wall,
+                "speedup_cpu": ref_cpu / cpu,
+                "first_step_s": r["first_s"][0],
+                "loss_dev": loss_deviation(r["losses"], ref["losses"]),
+                "losses": r["losses"],
+            }
+        )
+    out = {
+        "profile": cfg.profile,
+        "image_size": list(cfg.image_size),
+        "base_width": cfg.base_width,
+        "batch": cfg.batch_size,
+        "num_masks": cfg.num_masks,
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "rows": rows,
+        "float64_max_diff": float64_equivalence(cfg),
+        "loss_rtol": LOSS_RTOL,
+    }
+    if profile_ops:
+        out["profiles"] = {name: _profile_table(variants[name], batches[0]) for name in ("today", "prepared")}
+    return out
+
+
+def _worker(variant: str, quick: bool, steps: int, threads: int) -> dict:
+    """One process's share of ``run_processes``: ``steps`` steps of ``today`` or ``all``."""
+    torch.set_num_threads(threads)
+    # a process of its own: the allocator setting may apply (the smoke preset has it off)
+    cfg = _profile_cfg(quick).replace(cpu_malloc_tuning=True)
+    torch.manual_seed(cfg.seed)
+    base = build_model(cfg)
+    full = variant == "all"
+    step = TrainStep(cfg, base, torch.device("cpu"), prepared=full, fused_adam=full, malloc=full)
+    del base
+    res = interleaved({variant: step}, random_batches(cfg, steps, cfg.batch_size, cfg.seed + 1), step.device)
+    return res[variant]
+
+
+def run_processes(quick: bool, steps: int, threads: int) -> dict:
+    """``today`` and ``all`` (everything ``esad_lib.models.speed`` offers, the process-wide
+    allocator setting included) in two processes started together and running side by side."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    procs = {}
+    for variant in ("today", "all"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--steps", str(steps)]
+        cmd += ["--threads", str(threads)] + (["--quick"] if quick else [])
+        procs[variant] = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+    out = {}
+    for variant, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(
+                f"train_speed worker {variant!r} failed: {(stderr.strip().splitlines() or ['?'])[-1]}"
+            )
+        out[variant] = json.loads(lines[-1])
+    rows = []
+    ref = out["today"]
+    for variant, r in out.items():
+        wall, cpu = statistics.median(r["wall"]), statistics.median(r["cpu"])
+        rows.append(
+            {
+                "variant": variant,
+                "step_s": wall,
+                "cpu_s": cpu,
+                "speedup_wall": statistics.median(ref["wall"]) / wall,
+                "speedup_cpu": statistics.median(ref["cpu"]) / cpu,
+                "loss_dev": loss_deviation(r["losses"], ref["losses"]),
+                "losses": r["losses"],
+            }
+        )
+    return {"rows": rows}
+
+
+def _profile_table(step: TrainStep, img: torch.Tensor, row_limit: int = 20) -> str:
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(2):
+            with record_function("train_step"):
+                step(i, img)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
+
+
+def format_processes(res: dict, batch: int) -> str:
+    lines = [
+        "",
+        "Everything together, the process-wide CPU allocator setting included: two processes started "
+        "together, running side by side (same batches, masks, weights):",
+        "",
+        "| process | images/s | step (s) | CPU s/step | speed-up (wall) | speed-up (CPU) "
+        "| loss curve vs today (max rel. dev.) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['variant']} | {batch / r['step_s']:.2f} | {r['step_s']:.4f} | {r['cpu_s']:.4f} "
+            f"| {r['speedup_wall']:.2f}x | {r['speedup_cpu']:.2f}x | {r['loss_dev']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def format_markdown(res: dict) -> str:
+    lines = [
+        f"Training throughput, profile {res['profile']} ({res['image_size'][0]}x{res['image_size'][1]}, "
+        f"width {res['base_width']}, batch {res['batch']}, K = {res['num_masks']}), "
+        f"{res['threads']} thread(s), {res['steps']} interleaved steps (first = warm-up, excluded).",
+        "",
+        "| variant | images/s | step (s) | CPU s/step | speed-up (wall) | speed-up (CPU) | first step (s) "
+        "| loss curve vs today (max rel. dev.) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['variant']} | {r['images_per_s']:.2f} | {r['step_s']:.4f} | {r['cpu_s']:.4f} "
+            f"| {r['speedup_wall']:.2f}x | {r['speedup_cpu']:.2f}x | {r['first_step_s']:.2f} "
+            f"| {r['loss_dev']:.1e} |"
+        )
+    ok = all(r["loss_dev"] <= res["loss_rtol"] for r in res["rows"])
+    lines += [
+        "",
+        f"loss agreement: {'OK' if ok else 'FAILED'} "
+        f"(every curve within rel. {res['loss_rtol']:g} of today's)",
+        f"float64 check (one step, today vs prepared layout): max |diff| over outputs and all gradients "
+        f"= {res['float64_max_diff']:.1e}",
+        "Timings on a shared machine: compare the ratios (measured side by side), not absolute times.",
+    ]
+    return "\n".join(lines)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke profile, few steps (seconds; for tests)")
+    p.add_argument("--steps", type=int, default=None, help="steps per variant (default 12; quick 3)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the U-Nets")
+    p.add_argument("--profile-ops", action="store_true", help="print torch.profiler per-op tables")
+    p.add_argument("--no-processes", action="store_true", help="skip the two-process comparison")
+    p.add_argument("--worker", choices=("today", "all"), default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _profile_cfg(quick: bool) -> ESADConfig:
+    # the presets themselves (not get_config: ESAD_PROFILE must not turn the demo into smoke)
+    return PRESETS["smoke" if quick else "demo"].replace(device="cpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    steps = args.steps if args.steps is not None else (3 if args.quick else 12)
+    if steps < 2:
+        raise SystemExit(f"--steps must be >= 2 (the first is a warm-up), got {steps}")
+    if args.worker is not None:
+        print(json.dumps(_worker(args.worker, args.quick, steps, args.threads)))
+        return 0
+    torch.set_num_threads(args.threads)
+    cfg = _profile_cfg(args.quick)
+    res = run_speed(cfg, steps, with_compile=args.compile, profile_ops=args.profile_ops)
+    print(format_markdown(res))
+    rows = list(res["rows"])
+    if not args.no_processes:
+        procs = run_processes(args.quick, steps, args.threads)
+        print(format_processes(procs, cfg.batch_size))
+        rows += procs["rows"]
+    for name, table in res.get("profiles", {}).items():
+        print(f"\n### per-op profile: {name}\n{table}")
+    return 0 if all(r["loss_dev"] <= LOSS_RTOL for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The issue-16 scripts run (``--quick``) and print what they promise: the training-speed table
+with the loss agreement, the training-memory table, and the GPU check's dry run on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import gpu_check, train_memory, train_speed
+
+
+def test_train_speed_quick_prints_table_and_loss_agreement(capsys) -> None:
+    rc = train_speed.main(["--quick", "--steps", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    for variant in ("today", "prepared", "prepared, plain grouped conv", "prepared + fused Adam", "all"):
+        assert f"| {variant} |" in out
+    assert "loss agreement: OK" in out
+    # the float64 check of the layouts: the same function, to rounding
+    line = next(ln for ln in out.splitlines() if ln.startswith("float64 check"))
+    assert float(line.rsplit("=", 1)[1]) < 1e-8
+
+
+def test_train_speed_loss_curves_agree_and_speedups_are_ratios() -> None:
+    cfg = train_speed.PRESETS["smoke"].replace(device="cpu")
+    res = train_speed.run_speed(cfg, steps=3)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert rows["today"]["speedup_wall"] == pytest.approx(1.0)
+    assert rows["today"]["loss_dev"] == 0.0
+    for r in rows.values():
+        assert len(r["losses"]) == 3
+        assert r["loss_dev"] <= train_speed.LOSS_RTOL
+        assert r["images_per_s"] == pytest.approx(cfg.batch_size / r["step_s"])
+
+
+def test_train_memory_quick_prints_table(capsys, tmp_path) -> None:
+    path = tmp_path / "mem.json"
+    cases = ["esad + ckpt level"]
+    rc = train_memory.main(["--quick", "--jobs", "2", "--cases", ",".join(cases), "--json", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    for case in cases:
+        assert f"| {case} |" in out
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["case"] for r in rows] == cases
+    for r in rows:
+        assert r["delta_b1_mib"] > 0 and r["delta_b2_mib"] > 0
+        assert r["per_image_mib"] == pytest.approx(r["delta_b2_mib"] - r["delta_b1_mib"])
+
+
+def test_train_memory_rejects_unknown_case() -> None:
+    with pytest.raises(SystemExit, match="unknown case"):
+        train_memory.main(["--quick", "--cases", "esad,nonsense"])
+
+
+def test_gpu_check_dry_run_on_cpu(tmp_path, capsys) -> None:
+    rc = gpu_check.main(["--out", str(tmp_path), "--device", "cpu", "--quick", "--steps", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    res = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(res["checks"]) == {"amp_train_step", "fast_scoring", "checkpointing_gradients"}
+    assert all(c["ok"] for c in res["checks"].values())
+    assert set(res["train"]) == {"esad, checkpointing off", "esad, checkpointing on", "riad"}
+    assert all(r["step_s"] > 0 for r in res["train"].values())
+    assert all(r["images_per_s"] > 0 for r in res["scoring"].values())
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert md.startswith("# GPU check") and "torch " + torch.__version__ in md
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA message is for machines without CUDA")
+def test_gpu_check_without_cuda_exits_nonzero_with_one_line(tmp_path, capsys) -> None:
+    rc = gpu_check.main(["--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert len(err.splitlines()) == 1 and "CUDA is not available" in err
+    assert not (tmp_path / "gpu_check.json").exists()
