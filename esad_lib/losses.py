@@ -65,12 +65,17 @@ def l2_loss(x: Tensor, y: Tensor) -> Tensor:
     return F.mse_loss(x, y)
 
 
-def gaussian_window(window_size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> Tensor:
-    """Normalised 2-D Gaussian window [window_size, window_size] (sums to 1)."""
+def gaussian_window_1d(window_size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> Tensor:
+    """Normalised 1-D Gaussian [window_size] (sums to 1)."""
     coords = torch.arange(window_size, dtype=torch.float64) - (window_size - 1) / 2.0
     # g(k) = exp(-k^2 / (2 sigma^2)) / sum_k exp(...)
     g = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    g = g / g.sum()
+    return (g / g.sum()).to(dtype=dtype, device=device)
+
+
+def gaussian_window(window_size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> Tensor:
+    """Normalised 2-D Gaussian window [window_size, window_size] (sums to 1): ``g g^T``."""
+    g = gaussian_window_1d(window_size, sigma, dtype=torch.float64)
     return torch.outer(g, g).to(dtype=dtype, device=device)
 
 
@@ -89,6 +94,7 @@ def ssim_map(
             f"SSIM needs images at least {window_size}x{window_size} (the Gaussian window), got {h}x{w}; "
             f"use a larger image_size or a smaller window_size"
         )
+    # (a separable pair of 1-D passes was measured slower at the demo's sizes: kept 2-D)
     win = gaussian_window(window_size, sigma, dtype=x.dtype, device=x.device)
     win = win.expand(c, 1, window_size, window_size).contiguous()
     # one grouped convolution for the five local statistics of every channel
@@ -195,10 +201,17 @@ class FeatureLoss(nn.Module):
         self.distance = distance
         self.layers = layers
 
-    def forward(self, img: Tensor, recon: Tensor) -> Tensor:
+    @torch.no_grad()
+    def target_features(self, img: Tensor) -> list[Tensor]:
+        """The features of the input (the target; no gradient)."""
+        return self.extractor(img)
+
+    def forward(self, img: Tensor, recon: Tensor, target: list[Tensor] | None = None) -> Tensor:
+        """``target``: ``target_features(img)`` when already computed (ESADLoss computes it once
+        for the reconstruction and the inpainting)."""
         _check_pair(img, recon)
-        with torch.no_grad():
-            target = self.extractor(img)
+        if target is None:
+            target = self.target_features(img)
         pred = self.extractor(recon)
         idx = self.layers if self.layers is not None else range(len(pred))
         terms = []
@@ -242,7 +255,9 @@ class ESADLoss(nn.Module):
                 extractor = loss_extractor(cfg)
             self.feature_loss = FeatureLoss(extractor, distance=cfg.feature_loss_distance)
 
-    def _terms(self, img: Tensor, out: Tensor, prefix: str, parts: dict[str, float]) -> Tensor:
+    def _terms(
+        self, img: Tensor, out: Tensor, prefix: str, parts: dict[str, float], target: list[Tensor] | None
+    ) -> Tensor:
         total = img.new_zeros(())
         if self.w_l2:
             l2 = l2_loss(out, img)
@@ -257,7 +272,7 @@ class ESADLoss(nn.Module):
             parts[f"{prefix}_msgms"] = float(m.detach())
             total = total + self.w_msgms * m
         if self.feature_loss is not None:
-            f = self.feature_loss(img, out)
+            f = self.feature_loss(img, out, target)
             parts[f"{prefix}_feature"] = float(f.detach())
             total = total + self.w_feature * f
         return total
@@ -270,10 +285,12 @@ class ESADLoss(nn.Module):
         # mixed precision on CUDA): SSIM's E[x^2] - mu^2 loses its digits in float16.
         with torch.autocast(device_type=img.device.type, enabled=False):
             img = img.float()
+            # the input's features, once for both outputs (they carry no gradient)
+            target = self.feature_loss.target_features(img) if self.feature_loss is not None else None
             # total = L(I, recon) + w_inpaint * L(I, inpaint)
-            total = self._terms(img, recon.float(), "recon", parts)
+            total = self._terms(img, recon.float(), "recon", parts, target)
             if inpaint is not None and self.w_inpaint:
-                total = total + self.w_inpaint * self._terms(img, inpaint.float(), "inpaint", parts)
+                total = total + self.w_inpaint * self._terms(img, inpaint.float(), "inpaint", parts, target)
         parts["total"] = float(total.detach())
         return total, parts
 
