@@ -28,7 +28,7 @@ import torch
 
 from esad_lib.anomaly_map import feature_map, pixel_map, smooth_maps
 from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.timing import time_interleaved
+from esad_lib.bench.timing import time_scoring_batch
 from esad_lib.bench.workloads import build_model, make_scoring, random_images, scoring_extractor
 from esad_lib.config import ESADConfig
 from esad_lib.models.esad import scoring_masks
@@ -108,12 +108,7 @@ def section_authors(st: dict, device: torch.device, log: Callable[[str], None]) 
                 f"authors' re-statement differs from the library's maps at batch {batch}: {diffs} "
                 f"> {FAST_PATH_ATOL:g}; not timed"
             )
-        if batch == 1:
-            res = time_interleaved(fns, st["repeats"], st["warmup"], device)
-        else:
-            res = time_interleaved(fns, st["heavy_repeats"], st["heavy_warmup"], device)
-        for v in res.values():
-            v["images_per_s"] = batch / v["median_s"]
+        res = time_scoring_batch(fns, st, batch, device)
         out["timing"][str(batch)] = res
         # speed-up = t(theirs) / t(ours, fast)
         out["speedup"][str(batch)] = res[THEIRS]["median_s"] / res[OURS_FAST]["median_s"]

@@ -22,7 +22,7 @@ from esad_lib.anomaly_map import average_over_cutouts, smooth_maps
 from esad_lib.bench.memory import peak_memory
 from esad_lib.bench.onnx_session import onnx_option
 from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.timing import time_interleaved
+from esad_lib.bench.timing import time_scoring_batch
 from esad_lib.bench.workloads import build_model, make_scoring, random_images, scoring_extractor
 from esad_lib.config import PRESETS, ESADConfig
 from esad_lib.models import counting
@@ -128,12 +128,7 @@ def section_models(st: dict, device: torch.device, log: Callable[[str], None]) -
                 out.setdefault("onnx_status", {})[m] = why
                 if fn is not None:
                     fns[f"{m}/onnxruntime"] = fn
-        if batch == 1:
-            res = time_interleaved(fns, st["repeats"], st["warmup"], device)
-        else:
-            res = time_interleaved(fns, st["heavy_repeats"], st["heavy_warmup"], device)
-        for v in res.values():
-            v["images_per_s"] = batch / v["median_s"]
+        res = time_scoring_batch(fns, st, batch, device)
         out["scoring"][str(batch)] = res
         del fns
         gc.collect()

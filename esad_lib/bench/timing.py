@@ -41,3 +41,17 @@ def time_interleaved(
         n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": len(t)}
         for n, t in times.items()
     }
+
+
+def time_scoring_batch(
+    fns: dict[str, Callable[[], object]], st: dict, batch: int, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """``time_interleaved`` of full-scoring callables at one batch size (batch 1 with the
+    settings' repeats, larger batches with the heavy ones), each row with its images/second."""
+    if batch == 1:
+        res = time_interleaved(fns, st["repeats"], st["warmup"], device)
+    else:
+        res = time_interleaved(fns, st["heavy_repeats"], st["heavy_warmup"], device)
+    for v in res.values():
+        v["images_per_s"] = batch / v["median_s"]
+    return res
