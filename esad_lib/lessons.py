@@ -17,6 +17,7 @@ import copy
 import datetime as _dt
 import hashlib
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "check_committed",
     "code_sha256",
     "execute_notebook",
+    "strip_widget_views",
 ]
 
 #: the profile committed notebooks are executed in.
@@ -39,6 +41,9 @@ COMMITTED_PROFILE = "demo"
 MAX_NOTEBOOK_BYTES = 2_000_000
 #: metadata key of the freshness stamp.
 STAMP_KEY = "esad"
+#: resolution of the figures saved into the outputs: modest, the lessons are read on GitHub and
+#: a photograph-like PNG at matplotlib's default 100 dpi costs ~1 MB.
+FIGURE_DPI = 64
 
 
 def code_sha256(nb: Any) -> str:
@@ -51,8 +56,33 @@ def code_sha256(nb: Any) -> str:
     return h.hexdigest()
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def strip_widget_views(nb: Any) -> int:
+    """Drop the widget-view part of every output (a progress bar, say), keeping its text form:
+    without the widget state, which is not committed, GitHub could not render it.  Returns the
+    number of outputs changed."""
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if WIDGET_VIEW in out.get("data", {}):
+                del out["data"][WIDGET_VIEW]
+                n += 1
+    return n
+
+
 def _has_outputs(nb: Any) -> bool:
     return any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def _widget_problems(path: Path, nb: Any) -> list[str]:
+    problems = []
+    if "widgets" in nb.metadata:
+        problems.append(f"{path.name}: widget state stored in the metadata (strip it)")
+    if any(WIDGET_VIEW in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
+        problems.append(f"{path.name}: widget views in the outputs (GitHub cannot show them)")
+    return problems
 
 
 def check_committed(path: str | Path) -> list[str]:
@@ -64,8 +94,7 @@ def check_committed(path: str | Path) -> list[str]:
         budget = MAX_NOTEBOOK_BYTES / 1e6
         problems.append(f"{path.name}: {size / 1e6:.1f} MB, over the {budget:.0f} MB budget")
     nb = nbformat.read(path, as_version=4)
-    if "widgets" in nb.metadata:
-        problems.append(f"{path.name}: widget state stored in the metadata (strip it)")
+    problems += _widget_problems(path, nb)
     if not _has_outputs(nb):
         return problems
     stamp = nb.metadata.get(STAMP_KEY)
@@ -95,6 +124,10 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
     env_before = os.environ.get("ESAD_PROFILE")
     os.environ["ESAD_PROFILE"] = profile
     mpl_before = os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend renders the figures
+    rc_dir = tempfile.TemporaryDirectory(prefix="esad_lessons_mplrc_")
+    (Path(rc_dir.name) / "matplotlibrc").write_text(f"figure.dpi: {FIGURE_DPI}\n")
+    rc_before = os.environ.get("MATPLOTLIBRC")
+    os.environ["MATPLOTLIBRC"] = rc_dir.name  # read by the kernel's matplotlib at import
     t0 = time.perf_counter()
     try:
         client = NotebookClient(
@@ -102,6 +135,11 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
         )
         client.execute()
     finally:
+        rc_dir.cleanup()
+        if rc_before is None:
+            os.environ.pop("MATPLOTLIBRC", None)
+        else:
+            os.environ["MATPLOTLIBRC"] = rc_before
         if mpl_before is not None:
             os.environ["MPLBACKEND"] = mpl_before
         if env_before is None:
@@ -110,6 +148,7 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
             os.environ["ESAD_PROFILE"] = env_before
     seconds = time.perf_counter() - t0
     work.metadata.pop("widgets", None)
+    strip_widget_views(work)
     work.metadata[STAMP_KEY] = {
         "profile": profile,
         "code_sha256": code_sha256(work),

@@ -85,6 +85,16 @@ def test_freshness_check_catches_stale_code_errors_and_size(tmp_path) -> None:
     nb.metadata[lessons.STAMP_KEY]["profile"] = "smoke"
     nbformat.write(nb, p)
     assert any("not 'demo'" in m for m in lessons.check_committed(p))
+    # a progress bar saved as a widget view: flagged, and strip_widget_views keeps its text
+    nb.metadata[lessons.STAMP_KEY]["profile"] = "demo"
+    view = {"model_id": "x", "version_major": 2, "version_minor": 0}
+    bar = {lessons.WIDGET_VIEW: view, "text/plain": "50%"}
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data=bar)]
+    nbformat.write(nb, p)
+    assert any("widget views" in m for m in lessons.check_committed(p))
+    assert lessons.strip_widget_views(nb) == 1 and nb.cells[1].outputs[0]["data"] == {"text/plain": "50%"}
+    nbformat.write(nb, p)
+    assert lessons.check_committed(p) == []
 
 
 def test_each_notebook_starts_with_a_tagged_parameters_cell() -> None:
