@@ -1,6 +1,9 @@
 """Evaluation of a trained run on MVTec LOCO AD protocol (the paper's experiments: the authors' README
 "5. result").
 
+One file because everything that writes or reads ``metrics.json`` (trained runs, maps on disk, the
+naive baseline) lives here, so that its layout is defined in one place.
+
 ``evaluate_run(RUN)`` loads the run, scores the test split (good + logical + structural, as
 many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
 

@@ -675,16 +675,17 @@ def train(
     opts = _Options(resume, progress, on_epoch_end, max_epochs, tensorboard)
     ok = False
     try:
-        result = _train(cfg, Path(out_dir), opts, info, device)
+        result = _run_phases(cfg, Path(out_dir), opts, info, device)
         ok = True
         return result
     finally:
         shutdown_distributed(created, sync=ok)
 
 
-def _train(
+def _run_phases(
     cfg: ESADConfig, out_dir: Path, opts: _Options, info: DistInfo, device: torch.device
 ) -> TrainResult:
+    """start -> (train an epoch -> validate and decide -> record) per epoch -> finish."""
     run, state = _start(cfg, out_dir, opts.resume, info, device)
     writer = _open_run_folder(run, opts.tensorboard)
     progress = _Progress(cfg, state.epoch, opts.progress and info.is_main)

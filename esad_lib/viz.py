@@ -1,5 +1,8 @@
 """Plotting helpers of the lessons (notebooks 02-09): images, anomaly maps, ROC, diagrams, explorer logic.
 
+One file because the lessons import it as one namespace of small independent helpers (one
+function per figure element), which a reader looks up, not reads top to bottom.
+
 Every notebook used to redefine its own ``show``/``rgb``; they live here once, with a docstring
 that says what the reader should look at.  Conventions:
 
