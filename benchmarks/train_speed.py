@@ -24,8 +24,9 @@ Variants:
   includes the compilation, is reported separately.
 
 A second table compares ``today`` with ``all`` -- prepared + fused Adam + the process-wide CPU
-allocator setting (``cfg.cpu_malloc_tuning``) -- in two processes started together and running
-side by side (the allocator setting cannot be switched per step within one process).
+allocator setting (``cfg.cpu_malloc_tuning``) -- in fresh processes run one at a time,
+alternating (the allocator setting cannot be switched per step within one process, and two
+processes running together on a 2-core machine would slow each other down).
 
 ``--profile-ops`` prints ``torch.profiler``'s per-op table (forward and backward ops) of the
 "today" and "prepared" steps.
@@ -298,27 +299,30 @@ def _worker(variant: str, quick: bool, steps: int, threads: int) -> dict:
     return res[variant]
 
 
-def run_processes(quick: bool, steps: int, threads: int) -> dict:
+def run_processes(quick: bool, steps: int, threads: int, rounds: int = 3) -> dict:
     """``today`` and ``all`` (everything ``esad_lib.models.speed`` offers, the process-wide
-    allocator setting included) in two processes started together and running side by side."""
+    allocator setting included), each in fresh processes run ONE AT A TIME, alternating
+    (today, all, today, all, ...: ``rounds`` of each), so that they never compete for the cores
+    and a drift of the machine's load affects both alike.  The step times of a variant's
+    processes are pooled (each process's first step is its warm-up and excluded)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    procs = {}
-    for variant in ("today", "all"):
+    variants = ("today", "all")
+    out: dict[str, dict[str, list[float]]] = {v: {"wall": [], "cpu": [], "losses": []} for v in variants}
+    order = [v for _ in range(rounds) for v in variants]
+    for variant in tqdm(order, desc="train_speed processes", leave=False):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--steps", str(steps)]
         cmd += ["--threads", str(threads)] + (["--quick"] if quick else [])
-        procs[variant] = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-    out = {}
-    for variant, proc in procs.items():
-        stdout, stderr = proc.communicate()
-        lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
             raise RuntimeError(
-                f"train_speed worker {variant!r} failed: {(stderr.strip().splitlines() or ['?'])[-1]}"
+                f"train_speed worker {variant!r} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
             )
-        out[variant] = json.loads(lines[-1])
+        r = json.loads(lines[-1])
+        out[variant]["wall"] += r["wall"]
+        out[variant]["cpu"] += r["cpu"]
+        out[variant]["losses"] = r["losses"]  # the same seeds in every process: one curve
     rows = []
     ref = out["today"]
     for variant, r in out.items():
@@ -332,9 +336,11 @@ def run_processes(quick: bool, steps: int, threads: int) -> dict:
                 "speedup_cpu": statistics.median(ref["cpu"]) / cpu,
                 "loss_dev": loss_deviation(r["losses"], ref["losses"]),
                 "losses": r["losses"],
+                "processes": rounds,
+                "steps_timed": len(r["wall"]),
             }
         )
-    return {"rows": rows}
+    return {"rows": rows, "rounds": rounds}
 
 
 def _profile_table(step: TrainStep, img: torch.Tensor, row_limit: int = 20) -> str:
@@ -350,8 +356,9 @@ def _profile_table(step: TrainStep, img: torch.Tensor, row_limit: int = 20) -> s
 def format_processes(res: dict, batch: int) -> str:
     lines = [
         "",
-        "Everything together, the process-wide CPU allocator setting included: two processes started "
-        "together, running side by side (same batches, masks, weights):",
+        "Everything together, the process-wide CPU allocator setting included: fresh processes run one at a "
+        f"time, alternating today/all, {res['rounds']} of each (same batches, masks, weights; step times "
+        "pooled, each process's first step excluded):",
         "",
         "| process | images/s | step (s) | CPU s/step | speed-up (wall) | speed-up (CPU) "
         "| loss curve vs today (max rel. dev.) |",
@@ -400,7 +407,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the U-Nets")
     p.add_argument("--profile-ops", action="store_true", help="print torch.profiler per-op tables")
-    p.add_argument("--no-processes", action="store_true", help="skip the two-process comparison")
+    p.add_argument("--no-processes", action="store_true", help="skip the process comparison")
+    p.add_argument("--rounds", type=int, default=3, help="processes of each variant in that comparison")
     p.add_argument("--worker", choices=("today", "all"), default=None, help=argparse.SUPPRESS)
     return p
 
@@ -426,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_markdown(res))
     rows = list(res["rows"])
     if not args.no_processes:
-        procs = run_processes(args.quick, steps, args.threads)
+        procs = run_processes(args.quick, steps, args.threads, rounds=args.rounds)
         print(format_processes(procs, cfg.batch_size))
         rows += procs["rows"]
     for name, table in res.get("profiles", {}).items():

@@ -8,7 +8,9 @@ A reader on GitHub sees every figure without running anything, so the notebooks 
 ``check_committed(path)`` is what the test suite asks of every committed notebook: either no
 outputs at all (not yet executed), or outputs that are *fresh* -- the code cells hash to the
 stamp (no code cell changed since execution), the stamp's profile is ``demo``, no output is an
-error, no widget state is stored, and the file stays under ``MAX_NOTEBOOK_BYTES``.
+error, no widget state is stored, the file stays under ``MAX_NOTEBOOK_BYTES``, and its header
+states the time the stamp measured (``header_time_text``: execution writes it into the first
+cell's ``**Time:**`` line, so a reader sees how long the lesson took, not an estimate).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import copy
 import datetime as _dt
 import hashlib
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +35,8 @@ __all__ = [
     "check_committed",
     "code_sha256",
     "execute_notebook",
+    "header_time_text",
+    "set_header_time",
     "strip_widget_views",
 ]
 
@@ -44,6 +49,30 @@ STAMP_KEY = "esad"
 #: resolution of the figures saved into the outputs: modest, the lessons are read on GitHub and
 #: a photograph-like PNG at matplotlib's default 100 dpi costs ~1 MB.
 FIGURE_DPI = 64
+#: the header's time statement: from ``**Time:**`` to the end of its line.
+_TIME_RE = re.compile(r"\*\*Time:\*\*[^\n]*")
+
+
+def header_time_text(stamp: dict[str, Any]) -> str:
+    """The ``**Time:**`` statement for an execution ``stamp`` (seconds, date, cores, threads)."""
+    sec = float(stamp["seconds"])
+    took = f"{sec:.0f} s" if sec < 90 else f"{sec / 60:.1f} min"
+    cores = stamp.get("cpu_cores", "?")
+    threads = stamp.get("torch_threads", "?")
+    return (
+        f"**Time:** {took} in the {stamp['profile']} profile, measured top to bottom by `make notebooks` on "
+        f"{stamp['date']} ({cores}-core CPU, {threads} torch threads, no GPU; trained models are taken from "
+        f"the library cache where present -- a first run that has to train them takes longer)."
+    )
+
+
+def set_header_time(nb: Any, stamp: dict[str, Any]) -> bool:
+    """Replace the first cell's ``**Time:** ...`` line by ``header_time_text(stamp)``; False when
+    the notebook's first cell has no such line."""
+    if not nb.cells or nb.cells[0].cell_type != "markdown" or not _TIME_RE.search(nb.cells[0].source):
+        return False
+    nb.cells[0].source = _TIME_RE.sub(lambda _: header_time_text(stamp), nb.cells[0].source, count=1)
+    return True
 
 
 def code_sha256(nb: Any) -> str:
@@ -105,11 +134,21 @@ def check_committed(path: str | Path) -> list[str]:
         problems.append(f"{path.name}: executed in profile {got!r}, not {COMMITTED_PROFILE!r}")
     if stamp.get("code_sha256") != code_sha256(nb):
         problems.append(f"{path.name}: a code cell changed since it was executed; run `make notebooks`")
+    if "seconds" in stamp and header_time_text(stamp) not in (nb.cells[0].source if nb.cells else ""):
+        problems.append(f"{path.name}: its header does not state the measured time; run `make notebooks`")
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 problems.append(f"{path.name}: cell {i} holds an error ({out.get('ename')})")
     return problems
+
+
+def _kernel_threads() -> int:
+    """The torch intra-op threads a fresh kernel gets: a child process of this one starts with
+    torch's default (or ``OMP_NUM_THREADS``), which is what this process reports unless changed."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout: int = 3600) -> float:
@@ -154,7 +193,10 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
         "code_sha256": code_sha256(work),
         "seconds": round(seconds, 1),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": _kernel_threads(),
     }
+    set_header_time(work, work.metadata[STAMP_KEY])
     tmp = path.with_name(f".{path.name}.tmp")
     nbformat.write(work, tmp)
     os.replace(tmp, path)

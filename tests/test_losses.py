@@ -252,3 +252,42 @@ def test_loss_is_float32_inside_autocast() -> None:
         got, _ = loss(img.bfloat16(), recon, recon)
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(want.item(), rel=1e-2)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "mse"])
+def test_one_pass_loss_equals_outputs_one_by_one_values_and_gradients(distance: str) -> None:
+    """``ESADLoss`` stacks the reconstruction and the inpainting along the batch and computes
+    every term in one pass; the loss and its gradients equal the sum of the public terms
+    computed one output at a time (the paper's formula, term by term)."""
+    cfg = get_config("smoke").replace(
+        w_l2=1.5, w_ssim=0.5, w_msgms=2.0, w_feature=0.3, w_inpaint=0.4, feature_loss_distance=distance
+    )
+    extractor = build_feature_extractor(cfg.loss_feature_extractor)
+    loss = ESADLoss(cfg, extractor=extractor)
+    img = _rand((3, 3, 24, 24), 21).float()
+    base_r = (img + 0.3 * _rand((3, 3, 24, 24), 22).float()).clamp(-1, 1)
+    base_i = (img + 0.5 * _rand((3, 3, 24, 24), 23).float()).clamp(-1, 1)
+    feat = FeatureLoss(extractor, distance=distance)
+
+    def one_by_one(recon: torch.Tensor, inpaint: torch.Tensor) -> torch.Tensor:
+        def terms(out: torch.Tensor) -> torch.Tensor:
+            return (
+                1.5 * l2_loss(out, img)
+                + 0.5 * ssim_loss(out, img)
+                + 2.0 * msgms_loss(out, img)
+                + 0.3 * feat(img, out)
+            )
+
+        return terms(recon) + 0.4 * terms(inpaint)
+
+    grads = []
+    values = []
+    for fn in (lambda r, i: loss(img, r, i)[0], one_by_one):
+        r, i = base_r.clone().requires_grad_(True), base_i.clone().requires_grad_(True)
+        v = fn(r, i)
+        v.backward()
+        values.append(v.item())
+        grads.append((r.grad, i.grad))
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    for a, b in zip(grads[0], grads[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

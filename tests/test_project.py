@@ -135,3 +135,32 @@ def test_command_line_entry_points() -> None:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         assert "usage: esad" in res.stdout
+
+
+def test_header_states_the_measured_time(tmp_path) -> None:
+    """Execution writes the stamp's time into the header's ``**Time:**`` line; a header that does
+    not state it (edited, or an older execution) is flagged."""
+    import nbformat
+
+    from esad_lib import lessons
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 01 x\n\n**Source:** the paper. **Time:** see README.\n\nText."),
+        nbformat.v4.new_code_cell("print(1)"),
+    ]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    stamp = {"profile": "demo", "code_sha256": lessons.code_sha256(nb), "seconds": 342.0}
+    stamp.update(date="2026-12-01", cpu_cores=2, torch_threads=2)
+    nb.metadata[lessons.STAMP_KEY] = stamp
+    p = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, p)
+    assert any("measured time" in m for m in lessons.check_committed(p))
+    assert lessons.set_header_time(nb, stamp)
+    head = nb.cells[0].source
+    assert "**Time:** 5.7 min in the demo profile" in head and "2-core CPU, 2 torch threads" in head
+    assert head.startswith("# 01 x\n\n**Source:** the paper. **Time:**") and head.endswith("\n\nText.")
+    nbformat.write(nb, p)
+    assert lessons.check_committed(p) == []
+    assert "40 s in the demo" in lessons.header_time_text({**stamp, "seconds": 40.2})
+    assert not lessons.set_header_time(nbformat.v4.new_notebook(), stamp)
