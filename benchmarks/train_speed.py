@@ -408,7 +408,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the U-Nets")
     p.add_argument("--profile-ops", action="store_true", help="print torch.profiler per-op tables")
     p.add_argument("--no-processes", action="store_true", help="skip the process comparison")
-    p.add_argument("--rounds", type=int, default=3, help="processes of each variant in that comparison")
+    p.add_argument(
+        "--rounds", type=int, default=None, help="processes of each variant in that comparison (3; quick 1)"
+    )
     p.add_argument("--worker", choices=("today", "all"), default=None, help=argparse.SUPPRESS)
     return p
 
@@ -434,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_markdown(res))
     rows = list(res["rows"])
     if not args.no_processes:
-        procs = run_processes(args.quick, steps, args.threads, rounds=args.rounds)
+        rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+        procs = run_processes(args.quick, steps, args.threads, rounds=rounds)
         print(format_processes(procs, cfg.batch_size))
         rows += procs["rows"]
     for name, table in res.get("profiles", {}).items():
