@@ -13,8 +13,12 @@ every parameter, the two layouts agree to ~1e-12).
 
 Variants:
 
-* ``today``        -- the model as ``build_model`` makes it, contiguous (NCHW) tensors.
-* ``prepared``     -- ``esad_lib.models.speed.prepare_for_training`` + ``to_training_layout``
+* ``today``        -- the step before issue 16: the model as ``build_model`` makes it,
+  contiguous (NCHW) tensors, the loss term by term for each output (``TermByTermLoss``),
+  Adam's per-parameter loop.
+* ``one-pass loss`` -- today's step with ``ESADLoss`` as it is now (both outputs through every
+  term in one pass, stacked along the batch).
+* ``prepared``     -- and ``esad_lib.models.speed.prepare_for_training`` + ``to_training_layout``
   (channels_last).
 * ``prepared + fused Adam`` -- and ``training_optimizer`` (fused Adam): all that the trainer
   is to call.
@@ -23,7 +27,7 @@ Variants:
 * ``prepared + torch.compile`` (``--compile``) -- both U-Nets compiled; its first step, which
   includes the compilation, is reported separately.
 
-A second table compares ``today`` with ``all`` -- prepared + fused Adam + the process-wide CPU
+A second table compares ``today`` with ``all`` -- one-pass loss + prepared + fused Adam + the process-wide CPU
 allocator setting (``cfg.cpu_malloc_tuning``) -- in fresh processes run one at a time,
 alternating (the allocator setting cannot be switched per step within one process, and two
 processes running together on a 2-core machine would slow each other down).
@@ -59,7 +63,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from esad_lib.config import PRESETS, ESADConfig  # noqa: E402
 from esad_lib.features import build_feature_extractor  # noqa: E402
-from esad_lib.losses import ESADLoss  # noqa: E402
+from esad_lib.losses import ESADLoss, l2_loss, msgms_loss, ssim_loss  # noqa: E402
 from esad_lib.models import build_model  # noqa: E402
 from esad_lib.models.blocks import ExpandConv2d  # noqa: E402
 from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer  # noqa: E402
@@ -98,6 +102,38 @@ def random_batches(cfg: ESADConfig, n: int, batch: int, seed: int = 1) -> list[t
     return [torch.rand(batch, 3, h, w, generator=g) * 2 - 1 for _ in range(n)]
 
 
+class TermByTermLoss(ESADLoss):
+    """``ESADLoss`` as it was before (the "today" of issue 16): every term computed for the
+    reconstruction, then again for the inpainting -- two passes of small ops instead of
+    ``ESADLoss``'s one pass over both outputs stacked along the batch.  Same value and gradients
+    (``tests/test_losses.py``); kept here as the "before" of this benchmark."""
+
+    def forward(self, img: torch.Tensor, recon: torch.Tensor, inpaint: torch.Tensor | None = None):
+        target = self.feature_loss.target_features(img) if self.feature_loss is not None else None
+        parts: dict[str, float] = {}
+        total = self._one_output(img, recon, "recon", parts, target)
+        if inpaint is not None and self.w_inpaint:
+            total = total + self.w_inpaint * self._one_output(img, inpaint, "inpaint", parts, target)
+        parts["total"] = float(total.detach())
+        return total, parts
+
+    def _one_output(self, img, out, prefix, parts, target) -> torch.Tensor:
+        terms = [
+            ("l2", self.w_l2, lambda: l2_loss(out, img)),
+            ("ssim", self.w_ssim, lambda: ssim_loss(out, img)),
+            ("msgms", self.w_msgms, lambda: msgms_loss(out, img)),
+        ]
+        if self.feature_loss is not None:
+            terms.append(("feature", self.w_feature, lambda: self.feature_loss(img, out, target)))
+        total = img.new_zeros(())
+        for name, w, fn in terms:
+            if w:
+                v = fn()
+                parts[f"{prefix}_{name}"] = float(v.detach())
+                total = total + w * v
+        return total
+
+
 class TrainStep:
     """One training step of ``model`` as ``esad_lib.training`` takes it (see module docstring).
 
@@ -118,6 +154,7 @@ class TrainStep:
         amp: bool = False,
         fused_adam: bool = False,
         malloc: bool = False,
+        one_pass_loss: bool = True,
     ) -> None:
         self.cfg, self.device, self.repeat = cfg, device, repeat
         # the allocator setting is process-wide: only when asked (a process of its own)
@@ -137,7 +174,7 @@ class TrainStep:
             extractor = build_feature_extractor(
                 cfg.loss_feature_extractor, weights=cfg.feature_weights, device=device
             )
-        self.loss_fn = ESADLoss(cfg, extractor).to(device)
+        self.loss_fn = (ESADLoss if one_pass_loss else TermByTermLoss)(cfg, extractor).to(device)
         if fused_adam:
             self.opt = training_optimizer(self.model.parameters(), cfg)
         else:  # what esad_lib.training builds today
@@ -242,7 +279,8 @@ def run_speed(
     base = build_model(cfg)
     batches = random_batches(cfg, steps, cfg.batch_size, cfg.seed + 1)
     variants: dict[str, TrainStep] = {
-        "today": TrainStep(cfg, base, device, prepared=False),
+        "today": TrainStep(cfg, base, device, prepared=False, one_pass_loss=False),
+        "one-pass loss": TrainStep(cfg, base, device, prepared=False),
         "prepared": TrainStep(cfg, base, device, prepared=True),
         "prepared, plain grouped conv": TrainStep(cfg, base, device, prepared=True, repeat=False),
     }
@@ -293,7 +331,9 @@ def _worker(variant: str, quick: bool, steps: int, threads: int) -> dict:
     torch.manual_seed(cfg.seed)
     base = build_model(cfg)
     full = variant == "all"
-    step = TrainStep(cfg, base, torch.device("cpu"), prepared=full, fused_adam=full, malloc=full)
+    step = TrainStep(
+        cfg, base, torch.device("cpu"), prepared=full, fused_adam=full, malloc=full, one_pass_loss=full
+    )
     del base
     res = interleaved({variant: step}, random_batches(cfg, steps, cfg.batch_size, cfg.seed + 1), step.device)
     return res[variant]
