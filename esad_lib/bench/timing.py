@@ -1,4 +1,4 @@
-"""Timing of contenders side by side: device sync and interleaved medians."""
+"""Timing of contenders side by side: device sync, interleaved samples and their medians."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 
 def sync(device: torch.device) -> None:
@@ -15,13 +16,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
-) -> dict[str, dict[str, float]]:
-    """Median/min/max seconds of each callable, the contenders run round-robin.
+def interleaved_samples(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    progress: str | None = None,
+) -> dict[str, list[float]]:
+    """Seconds of every call of each callable (``repeats`` per contender), run round-robin.
 
     Every repeat runs each contender once; the starting contender rotates, so none is always
     first (cache/thermal effects) and a slow period of the machine hits all of them alike.
+    ``progress``: the description of a progress bar over the repeats (None: no bar); the bar
+    advances between repeats, outside the timed calls.
     """
     names = list(fns)
     for _ in range(warmup):
@@ -29,7 +36,7 @@ def time_interleaved(
             fns[n]()
             sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
+    for r in tqdm(range(repeats), desc=progress, disable=progress is None, leave=False):
         order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             sync(device)
@@ -37,6 +44,15 @@ def time_interleaved(
             fns[n]()
             sync(device)
             times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """Median/min/max seconds of each callable, the contenders run round-robin
+    (``interleaved_samples``)."""
+    times = interleaved_samples(fns, repeats, warmup, device)
     return {
         n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": len(t)}
         for n, t in times.items()

@@ -36,20 +36,44 @@ What the trainer calls (``esad_lib.training``)::
 
 Shapes: ``to_training_layout`` takes and returns ``[B, C, H, W]`` (same values; only the strides
 change).  Both functions are no-ops when ``cfg.channels_last_training`` is False.
+
+Also here, the inference latency of the memory layouts, for teaching (``forward_latency``,
+``latency_spread``; notebook 02): one forward pass of each given net in each layout --
+``"NCHW"`` (PyTorch's default), ``"channels_last"`` and ``"channels_last + BN folded"``
+(``esad_lib.models.fusion.prepare_for_inference``: the layout and folding of the scoring fast
+path, ``cfg.fast_scoring``) -- all timed interleaved in one loop
+(``esad_lib.bench.timing.interleaved_samples``), so that background load hits every contender
+alike; every repeat is kept, so that a plot can show the spread.  CPU timings depend on the
+thread count and on what else runs on the machine: compare ratios measured side by side, not
+absolute milliseconds from different runs.  ``forward_latency`` times inputs ``[B, 3, H, W]``.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
+import statistics
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["prepare_for_training", "to_training_layout", "training_optimizer", "tune_cpu_allocator"]
+from esad_lib.bench.timing import interleaved_samples
+from esad_lib.models.fusion import prepare_for_inference
+
+__all__ = [
+    "LATENCY_LAYOUTS",
+    "forward_latency",
+    "latency_spread",
+    "layout_variant",
+    "prepare_for_training",
+    "to_training_layout",
+    "training_optimizer",
+    "tune_cpu_allocator",
+]
 
 # glibc mallopt parameters (malloc.h) and limits
 _M_TRIM_THRESHOLD = -1
@@ -102,3 +126,90 @@ def training_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.
     devices = {p.device.type for p in params}
     fused = bool(params) and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+#: memory layouts ``forward_latency`` can time; the last is the scoring fast path's preparation
+LATENCY_LAYOUTS = ("NCHW", "channels_last", "channels_last + BN folded")
+
+
+def layout_variant(net: nn.Module, x: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
+    """An eval-mode copy of ``net`` and a copy of the input ``x`` ``[B, C, H, W]`` in ``layout``
+    (one of ``LATENCY_LAYOUTS``); ``net`` and ``x`` are not changed.  All variants compute the
+    same function (float32 rounding aside; the tests check it)."""
+    if x.dim() != 4:
+        raise ValueError(f"layout_variant expects an input [B, C, H, W], got shape {tuple(x.shape)}")
+    if layout == "NCHW":
+        return copy.deepcopy(net).eval(), x.contiguous()
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    if layout == "channels_last":
+        return copy.deepcopy(net).eval().to(memory_format=torch.channels_last), x_cl
+    if layout == "channels_last + BN folded":
+        return prepare_for_inference(net, channels_last=True), x_cl
+    raise ValueError(f"unknown layout {layout!r}: choose one of {LATENCY_LAYOUTS}")
+
+
+def forward_latency(
+    nets: Mapping[str, nn.Module],
+    input_shape: Sequence[int],
+    layouts: Sequence[str] = LATENCY_LAYOUTS,
+    repeats: int = 7,
+    warmup: int = 2,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: str | None = None,
+) -> list[dict[str, Any]]:
+    """Milliseconds of one forward pass (eval mode, ``torch.inference_mode``) of every net of
+    ``nets`` (name -> module) in every layout of ``layouts``, on one seeded random input of
+    ``input_shape`` ``[B, 3, H, W]`` with values in [-1, 1].
+
+    All (net, layout) pairs are timed in ONE interleaved loop (``interleaved_samples``: each
+    repeat runs every pair once, the starting pair rotating), after ``warmup`` untimed rounds
+    (the first calls create the convolution primitives).  Returns one row per timed call, in
+    long form: ``{"net", "layout", "repeat", "ms"}`` (``repeats`` rows per pair; ``repeat`` is
+    the round, so the rows of one round were measured within moments of each other: a paired
+    ratio).  The callers' modules are not changed (``layout_variant`` copies).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"forward_latency needs repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if len(input_shape) != 4:
+        raise ValueError(f"forward_latency: input_shape must be [B, 3, H, W], got {tuple(input_shape)}")
+    if not nets or not layouts:
+        raise ValueError("forward_latency: give at least one net and one layout")
+    unknown = [lay for lay in layouts if lay not in LATENCY_LAYOUTS]
+    if unknown:
+        raise ValueError(f"forward_latency: unknown layouts {unknown}; choose from {LATENCY_LAYOUTS}")
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(seed)
+    # uniform noise in [-1, 1] (the U-Nets' input range): x = 2 u - 1
+    x = (torch.rand(*(int(v) for v in input_shape), generator=g) * 2.0 - 1.0).to(device)
+    fns = {}
+    for name, net in nets.items():
+        for layout in layouts:
+            module, xx = layout_variant(net, x, layout)
+            module = module.to(device)
+            fns[(name, layout)] = lambda m=module, xx=xx: m(xx)
+    with torch.inference_mode():
+        samples = interleaved_samples(fns, repeats, warmup, device, progress=progress)
+    return [
+        {"net": name, "layout": layout, "repeat": r, "ms": 1000.0 * t}
+        for (name, layout), times in samples.items()
+        for r, t in enumerate(times)
+    ]
+
+
+def latency_spread(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (net, layout) of ``forward_latency``'s rows: ``n``, ``median_ms``, the inter-quartile
+    range ``q1_ms`` / ``q3_ms`` (linear interpolation between order statistics, numpy's default
+    percentile) and ``min_ms`` / ``max_ms``; in the rows' order of first appearance."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["net"], row["layout"]), []).append(float(row["ms"]))
+    out = []
+    for (name, layout), ms in groups.items():
+        # quartiles, "inclusive": q_p = x_(1 + p (n - 1)) interpolated; one sample: q1 = q3 = it
+        q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else (ms[0],) * 3
+        out.append(
+            {"net": name, "layout": layout, "n": len(ms), "median_ms": statistics.median(ms),
+             "q1_ms": q1, "q3_ms": q3, "min_ms": min(ms), "max_ms": max(ms)}
+        )
+    return out
