@@ -38,6 +38,7 @@ __all__ = [
     "header_time_text",
     "set_header_time",
     "strip_widget_views",
+    "times_table",
 ]
 
 #: the profile committed notebooks are executed in.
@@ -203,6 +204,23 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
     return seconds
 
 
+def times_table(paths: list[Path]) -> str:
+    """Markdown table of the committed notebooks' measured execution times (from their stamps),
+    for the README: notebook, seconds, minutes, date, threads."""
+    lines = ["| notebook | demo profile, measured | date | torch threads |", "|---|---:|---|---:|"]
+    for p in paths:
+        stamp = nbformat.read(p, as_version=4).metadata.get(STAMP_KEY) or {}
+        if "seconds" not in stamp:
+            lines.append(f"| `{p.name}` | not executed | | |")
+            continue
+        sec = float(stamp["seconds"])
+        lines.append(
+            f"| `{p.name}` | {sec:.0f} s ({sec / 60:.1f} min) | {stamp.get('date', '?')} "
+            f"| {stamp.get('torch_threads', '?')} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``make notebooks``: execute every ``notebooks/NN_*.ipynb`` (or the ones named) in the demo
     profile, in order, and print how long each took."""
@@ -211,9 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m esad_lib.lessons", description=main.__doc__)
     ap.add_argument("notebooks", nargs="*", help="paths (default: every notebooks/NN_*.ipynb)")
     ap.add_argument("--profile", default=COMMITTED_PROFILE)
+    ap.add_argument("--table", action="store_true", help="only print the measured times (no execution)")
     args = ap.parse_args(argv)
     root = Path(__file__).resolve().parent.parent / "notebooks"
     paths = [Path(p) for p in args.notebooks] or sorted(root.glob("[0-9][0-9]_*.ipynb"))
+    if args.table:
+        print(times_table(paths))
+        return 0
     for p in paths:
         seconds = execute_notebook(p, profile=args.profile)
         size = p.stat().st_size / 1e6

@@ -164,3 +164,5 @@ def test_header_states_the_measured_time(tmp_path) -> None:
     assert lessons.check_committed(p) == []
     assert "40 s in the demo" in lessons.header_time_text({**stamp, "seconds": 40.2})
     assert not lessons.set_header_time(nbformat.v4.new_notebook(), stamp)
+    table = lessons.times_table([p])
+    assert "| `01_x.ipynb` | 342 s (5.7 min) | 2026-12-01 | 2 |" in table
