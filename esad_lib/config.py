@@ -33,12 +33,6 @@ CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicin
 
 #: fields that only change how a trained model is scored; configs differing only in these
 #: share one trained model (ablations, evaluate overrides).
-#: Version of the training code's floating-point behaviour, part of every cache key
-#: (``ESADConfig.key``).  Raised whenever a change computes the same function with other rounding,
-#: so that trained models from before are retrained instead of silently reused.  2: ``ESADLoss``
-#: computes both outputs in one pass (issue 16).
-TRAINING_NUMERICS = 2
-
 TEST_TIME_FIELDS: tuple[str, ...] = (
     "feature_extractor",  # feature-level scoring only; the feature loss uses loss_feature_extractor
     "test_fill",
@@ -221,12 +215,9 @@ class ESADConfig:
         return {k: a[k] for k in a if a[k] != b[k]}
 
     def key(self, exclude: tuple[str, ...] | None = None) -> str:
-        """Short stable hash of the fields that change results (cache key for runs), and of
-        ``TRAINING_NUMERICS``: a model cached by code that trained with other float rounding is
-        not reused."""
+        """Short stable hash of the fields that change results (cache key for runs)."""
         exclude = RUNTIME_FIELDS if exclude is None else exclude
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
-        d["__training_numerics__"] = TRAINING_NUMERICS
         blob = json.dumps(d, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -343,7 +334,6 @@ __all__ = [
     "RIAD_DIFF",
     "RUNTIME_FIELDS",
     "TEST_TIME_FIELDS",
-    "TRAINING_NUMERICS",
     "get_config",
     "profile_name",
     "resolve_device",
