@@ -209,31 +209,22 @@ class FeatureLoss(nn.Module):
     def forward(self, img: Tensor, recon: Tensor, target: list[Tensor] | None = None) -> Tensor:
         """``target``: ``target_features(img)`` when already computed (ESADLoss computes it once
         for the reconstruction and the inpainting)."""
-        return self.per_image(img, recon, target).mean()
-
-    def per_image(self, img: Tensor, recon: Tensor, target: list[Tensor] | None = None) -> Tensor:
-        """The feature loss of every image, ``[B]`` (``forward`` is its mean: every image has the
-        same number of positions).  ``recon`` may hold ``k`` stacked outputs of the same ``img``
-        batch, ``[k B, C, H, W]``; the target features are then repeated ``k`` times."""
+        _check_pair(img, recon)
         if target is None:
             target = self.target_features(img)
-        k = recon.shape[0] // max(img.shape[0], 1)
-        _check_pair(img.repeat(k, 1, 1, 1) if k > 1 else img, recon)
         pred = self.extractor(recon)
         idx = self.layers if self.layers is not None else range(len(pred))
         terms = []
         for i in idx:
             p, t = pred[i], target[i]
-            if k > 1:
-                t = t.repeat(k, *([1] * (t.dim() - 1)))
             if self.distance == "cosine":
                 # d = 1 - <p, t> / (|p| |t|) per position (channel vectors), mean over positions
-                terms.append((1.0 - F.cosine_similarity(p, t, dim=1, eps=1e-8)).flatten(1).mean(1))
+                terms.append((1.0 - F.cosine_similarity(p, t, dim=1, eps=1e-8)).mean())
             else:
-                # d = mean (p - t)^2 over channels and positions
-                terms.append((p - t).square().flatten(1).mean(1))
+                # d = mean (p - t)^2
+                terms.append(F.mse_loss(p, t))
         # L_feat = mean over layers
-        return torch.stack(terms).mean(0)
+        return torch.stack(terms).mean()
 
 
 class ESADLoss(nn.Module):
@@ -264,57 +255,42 @@ class ESADLoss(nn.Module):
                 extractor = loss_extractor(cfg)
             self.feature_loss = FeatureLoss(extractor, distance=cfg.feature_loss_distance)
 
-    def _per_image_terms(self, img: Tensor, out: Tensor, target: list[Tensor] | None) -> dict[str, Tensor]:
-        """Every weighted term of every output image, ``{"l2": [N], ...}``, for ``out``
-        ``[N, C, H, W]`` = ``k`` outputs of the batch ``img`` ``[B, C, H, W]`` stacked along the
-        batch (N = k B).  Each term is a per-image mean, so the mean over a batch's images is the
-        term of the batch (equal image sizes)."""
-        k = out.shape[0] // img.shape[0]
-        ref = img.repeat(k, 1, 1, 1) if k > 1 else img
-        _check_pair(out, ref)
-        terms: dict[str, Tensor] = {}
+    def _terms(
+        self, img: Tensor, out: Tensor, prefix: str, parts: dict[str, float], target: list[Tensor] | None
+    ) -> Tensor:
+        total = img.new_zeros(())
         if self.w_l2:
-            # L2 = mean_{c,i,j} (o - I)^2 per image
-            terms["l2"] = (out - ref).square().flatten(1).mean(1)
+            l2 = l2_loss(out, img)
+            parts[f"{prefix}_l2"] = float(l2.detach())
+            total = total + self.w_l2 * l2
         if self.w_ssim:
-            # 1 - SSIM(o, I) per image
-            terms["ssim"] = 1.0 - ssim(out, ref)
+            s = ssim_loss(out, img)
+            parts[f"{prefix}_ssim"] = float(s.detach())
+            total = total + self.w_ssim * s
         if self.w_msgms:
-            # mean_{i,j} (1 - MSGMS(o, I)) per image
-            terms["msgms"] = (1.0 - msgms_map(out, ref)).flatten(1).mean(1)
+            m = msgms_loss(out, img)
+            parts[f"{prefix}_msgms"] = float(m.detach())
+            total = total + self.w_msgms * m
         if self.feature_loss is not None:
-            terms["feature"] = self.feature_loss.per_image(img, out, target)
-        return terms
+            f = self.feature_loss(img, out, target)
+            parts[f"{prefix}_feature"] = float(f.detach())
+            total = total + self.w_feature * f
+        return total
 
     def forward(
         self, img: Tensor, recon: Tensor, inpaint: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         parts: dict[str, float] = {}
-        weights = {"l2": self.w_l2, "ssim": self.w_ssim, "msgms": self.w_msgms, "feature": self.w_feature}
         # The losses are computed in float32 even inside a float16 autocast region (the trainer's
         # mixed precision on CUDA): SSIM's E[x^2] - mu^2 loses its digits in float16.
         with torch.autocast(device_type=img.device.type, enabled=False):
             img = img.float()
-            outputs = {"recon": recon.float()}
-            if inpaint is not None and self.w_inpaint:
-                outputs["inpaint"] = inpaint.float()
             # the input's features, once for both outputs (they carry no gradient)
             target = self.feature_loss.target_features(img) if self.feature_loss is not None else None
-            # Both outputs go through every term in ONE pass (stacked along the batch): half the
-            # number of small ops of two passes, the same per-image values (a project choice, for
-            # speed; ``tests/test_losses.py`` checks it against the terms computed one by one).
-            stacked = torch.cat(list(outputs.values())) if len(outputs) > 1 else outputs["recon"]
-            per_image = self._per_image_terms(img, stacked, target)
-            b = img.shape[0]
-            total = img.new_zeros(())
-            # total = sum_{o in outputs} w_o * sum_t w_t * mean_b term_t(I_b, o_b), w_recon = 1
-            for j, (name, w_out) in enumerate(zip(outputs, (1.0, self.w_inpaint))):
-                sub = img.new_zeros(())
-                for term, values in per_image.items():
-                    mean = values[j * b : (j + 1) * b].mean()
-                    parts[f"{name}_{term}"] = float(mean.detach())
-                    sub = sub + weights[term] * mean
-                total = total + w_out * sub
+            # total = L(I, recon) + w_inpaint * L(I, inpaint)
+            total = self._terms(img, recon.float(), "recon", parts, target)
+            if inpaint is not None and self.w_inpaint:
+                total = total + self.w_inpaint * self._terms(img, inpaint.float(), "inpaint", parts, target)
         parts["total"] = float(total.detach())
         return total, parts
 

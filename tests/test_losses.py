@@ -255,10 +255,9 @@ def test_loss_is_float32_inside_autocast() -> None:
 
 
 @pytest.mark.parametrize("distance", ["cosine", "mse"])
-def test_one_pass_loss_equals_outputs_one_by_one_values_and_gradients(distance: str) -> None:
-    """``ESADLoss`` stacks the reconstruction and the inpainting along the batch and computes
-    every term in one pass; the loss and its gradients equal the sum of the public terms
-    computed one output at a time (the paper's formula, term by term)."""
+def test_esad_loss_equals_public_terms_values_and_gradients(distance: str) -> None:
+    """``ESADLoss``'s value and gradients equal the weighted sum of the public terms computed
+    one output at a time with a real extractor (the docstring's formula, term by term)."""
     cfg = get_config("smoke").replace(
         w_l2=1.5, w_ssim=0.5, w_msgms=2.0, w_feature=0.3, w_inpaint=0.4, feature_loss_distance=distance
     )

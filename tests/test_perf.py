@@ -76,3 +76,28 @@ def test_gpu_check_without_cuda_exits_nonzero_with_one_line(tmp_path, capsys) ->
     assert rc != 0
     assert len(err.splitlines()) == 1 and "CUDA is not available" in err
     assert not (tmp_path / "gpu_check.json").exists()
+
+
+def test_one_pass_loss_candidate_equals_esad_loss() -> None:
+    """The benchmark's one-pass loss computes ESADLoss's value, parts and gradients (up to float
+    rounding), with and without the inpainting output."""
+    from esad_lib.losses import ESADLoss
+
+    cfg = train_speed.PRESETS["smoke"].replace(device="cpu", w_inpaint=0.4, w_feature=0.3)
+    torch.manual_seed(0)
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    base = [(img + 0.3 * torch.randn_like(img)).clamp(-1, 1) for _ in range(2)]
+    for with_inpaint in (True, False):
+        results = []
+        for cls in (ESADLoss, train_speed.OnePassLoss):
+            torch.manual_seed(1)  # the same seeded random extractor
+            loss = cls(cfg)
+            r, i = (b.clone().requires_grad_(True) for b in base)
+            total, parts = loss(img, r, i if with_inpaint else None)
+            total.backward()
+            results.append((total.item(), parts, r.grad, i.grad))
+        (va, pa, ra, ia), (vb, pb, rb, ib) = results
+        assert vb == pytest.approx(va, rel=1e-6) and pa.keys() == pb.keys()
+        assert all(pb[k] == pytest.approx(pa[k], rel=1e-5, abs=1e-7) for k in pa)
+        torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-7)
+        assert (ia is None) == (ib is None) == (not with_inpaint)
