@@ -612,6 +612,11 @@ def test_summary_ci_combines_seeds_and_images(srec: ScoreRecorder, tmp_path: Pat
     md = (tmp_path / "summary.md").read_text()
     assert uncertainty.format_ci(got) in md
     assert "image_auroc.structural per category" in md
+    n_checked = int((cmp["verdict"] != "no claim").sum())  # alpha_0: the paper makes no claim
+    assert (
+        f"image_auroc.structural, smoke profile, 2 categories (juice_bottle, pushpins) x 3 seeds (0, 1, 2): "
+        f"of {n_checked} checkable claim" in md
+    )
 
 
 def test_interval_table_matches_the_bootstrap_and_seed_interval(srec: ScoreRecorder, tmp_path: Path) -> None:

@@ -9,7 +9,13 @@ from esad_lib import uncertainty
 from esad_lib.ablation.bootstrap import ImageBootstrap, _as_bootstrap
 from esad_lib.ablation.results import CI_N_BOOT, seed_table, summary_table
 from esad_lib.ablation.variants import BASE_VARIANT, variant_registry
-from esad_lib.ablation.verdict import SIMILAR_TOLERANCE, claim_verdict, verdict_reason
+from esad_lib.ablation.verdict import (
+    NO_CLAIM,
+    SIMILAR_TOLERANCE,
+    claim_verdict,
+    verdict_reason,
+    verdict_sentence,
+)
 
 #: metrics the summary breaks down per category and compares with the paper's claims (the
 #: paper's table is image AUROC on structural anomalies; AU-sPRO is LOCO's localisation metric).
@@ -121,6 +127,9 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
                 f"| {r.variant} | {r.claim} | {r.expected} | {r.measured} | {r.ci_method} | "
                 f"{r.verdict} ({r.verdict_reason}) |"
             )
+        checked = cmp[cmp["verdict"] != NO_CLAIM]["verdict"]
+        profile = ", ".join(sorted(set(map(str, df["profile"]))))
+        lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], profile)]
     return lines
 
 
