@@ -263,6 +263,36 @@ def test_models_can_live_in_the_train_or_load_cache(rec: Recorder, tmp_path: Pat
     assert not (tmp_path / "grid" / "models").exists()
 
 
+def test_riad_reuses_the_model_train_or_load_cached_under_its_full_key(rec: Recorder, tmp_path: Path) -> None:
+    """``esad demo`` trains RIAD with ``train_or_load(riad_config(cfg))``, i.e. under the full
+    config key; RIAD's diff sets test-time fields, so its train key differs.  The grid must use
+    that cached model instead of training a second, identical one."""
+    from esad_lib.config import riad_config
+
+    demo = get_config("demo").replace(category="juice_bottle")
+    spec = ablation.expand_grid(demo, ["riad"], ["juice_bottle"], [0])[0]
+    assert spec.config_key == riad_config(demo).key() != spec.train_key  # the mismatch being fixed
+    esad_spec = ablation.expand_grid(demo, ["esad"], ["juice_bottle"], [0])[0]
+    assert esad_spec.train_key == esad_spec.config_key == demo.key()  # ESAD's keys agree anyway
+    models = tmp_path / "cache" / "runs"
+    assert spec.model_dir(models) == models / spec.train_key  # nothing cached: train under train_key
+    cached = models / spec.config_key
+    cached.mkdir(parents=True)
+    (cached / "model.pt").write_text("riad trained by train_or_load")
+    assert spec.model_dir(models) == models / spec.train_key  # unfinished (no train_summary.json)
+    (cached / "train_summary.json").write_text("{}")
+    assert spec.model_dir(models) == cached
+    ablation.run_grid(demo, ["riad", "alpha_1"], ["juice_bottle"], [0], tmp_path / "grid", models_dir=models)
+    assert [k for k, _, _ in rec.train_calls] == [esad_spec.train_key]  # only alpha_1's ESAD model
+    assert (spec.config_key, str(spec.run_dir(tmp_path / "grid"))) in rec.eval_calls
+    # a model trained under the train key wins over the cached one (both are the same training)
+    own = models / spec.train_key
+    own.mkdir()
+    (own / "model.pt").write_text("x")
+    (own / "train_summary.json").write_text("{}")
+    assert spec.model_dir(models) == own
+
+
 def test_run_folder_of_another_config_is_not_overwritten(rec: Recorder, tmp_path: Path) -> None:
     ablation.run_grid(BASE, ["esad"], ["pushpins"], [0], tmp_path, progress=False)
     before = (tmp_path / "runs/esad/pushpins/seed0/metrics.json").read_text()
@@ -352,23 +382,93 @@ def test_compare_to_base_directions() -> None:
     assert cmp.loc["riad", "delta_mean"] == pytest.approx(-0.2)
     # no per-image scores: the CI is the t-interval over the two seeds' differences
     assert set(cmp["ci_method"]) == {"t-interval over 2 seeds"}
-    assert cmp.loc["riad", "agrees"] == "yes"  # paper: RIAD lower, measured lower (CI below 0)
+    assert cmp.loc["riad", "verdict"] == "supports"  # paper: RIAD lower, measured lower (CI below 0)
+    assert cmp.loc["riad", "verdict_reason"] == "CI below 0"
+    assert cmp.loc["riad", "seed_deltas"] == {0: pytest.approx(-0.2), 1: pytest.approx(-0.2)}
     assert cmp.loc["riad", "excludes_zero"] and "*" in cmp.loc["riad", "measured"]
-    assert cmp.loc["pixel_map", "agrees"] == "no"  # paper: pixel maps lower, measured higher
+    assert cmp.loc["pixel_map", "verdict"] == "contradicts"  # paper: pixel maps lower, measured higher
     # "similar": +0.005 and -0.01 give mean -0.0025, but two seeds' t-interval is about +-0.095
     d = [0.005, -0.01]
     half = 12.706204736174707 * math.sqrt(sum((x - sum(d) / 2) ** 2 for x in d)) / math.sqrt(2)
     assert cmp.loc["std_conv", "delta_low"] == pytest.approx(sum(d) / 2 - half, abs=1e-9)
     assert cmp.loc["std_conv", "delta_high"] == pytest.approx(sum(d) / 2 + half, abs=1e-9)
-    assert cmp.loc["std_conv", "agrees"] == "not enough evidence"
-    assert cmp.loc["feature_map", "agrees"] == "yes"  # CI [-0.005, 0.008] inside +-0.01
-    assert cmp.loc["alpha_0", "agrees"] == "n/a"  # no claim in the paper
+    assert cmp.loc["std_conv", "verdict"] == "not enough evidence"
+    assert cmp.loc["std_conv", "verdict_reason"] == "CI wider than the ±1.0 band"
+    assert cmp.loc["feature_map", "verdict"] == "supports"  # CI [-0.005, 0.008] inside +-0.01
+    assert cmp.loc["alpha_0", "verdict"] == "no claim"  # no claim in the paper
     assert "esad" not in cmp.index
-    # one seed, no scores: no CI; the point estimate decides, and says so
+    # one seed, no scores: no CI, and a point estimate alone decides nothing
     one = ablation.compare_to_base(pd.DataFrame([r for r in rows if r["seed"] == 0]), "m").set_index(
         "variant"
     )
-    assert one.loc["riad", "agrees"] == "yes (no CI)" and math.isnan(one.loc["riad", "delta_low"])
+    assert one.loc["riad", "verdict"] == "not enough evidence" and math.isnan(one.loc["riad", "delta_low"])
+    assert one.loc["riad", "verdict_reason"].startswith("no interval")
+
+
+@pytest.mark.parametrize(
+    "expected, low, high, verdict",
+    [
+        ("lower", -0.05, -0.001, "supports"),  # the whole CI below 0
+        ("lower", 0.001, 0.05, "contradicts"),  # the whole CI above 0: the variant beats esad
+        ("lower", -0.05, 0.02, "not enough evidence"),  # includes 0
+        ("lower", -0.05, 0.0, "not enough evidence"),  # touches 0: 0 is inside the closed CI
+        ("lower", 0.0, 0.03, "not enough evidence"),
+        ("similar", -0.01, 0.01, "supports"),  # exactly the band: inside (closed)
+        ("similar", -0.004, 0.009, "supports"),
+        ("similar", 0.002, 0.008, "supports"),  # excludes 0 but within tolerance: still "similar"
+        ("similar", 0.011, 0.05, "contradicts"),  # wholly above the band
+        ("similar", -0.08, -0.02, "contradicts"),  # wholly below the band
+        ("similar", -0.03, 0.03, "not enough evidence"),  # wider than the band (0.06 > 0.02)
+        ("similar", 0.005, 0.015, "not enough evidence"),  # narrower, but crosses the band's edge
+        ("similar", 0.003, 0.05, "not enough evidence"),  # excludes 0, partly inside the band
+        ("lower", math.nan, math.nan, "not enough evidence"),  # no interval: nothing decided
+        ("similar", math.nan, math.nan, "not enough evidence"),
+        (None, -0.5, -0.4, "no claim"),
+    ],
+)
+def test_claim_verdict_rules(expected, low, high, verdict) -> None:
+    assert ablation.claim_verdict(expected, low, high, tolerance=0.01) == verdict
+
+
+def test_claim_verdict_tolerance_reasons_and_errors() -> None:
+    assert ablation.SIMILAR_TOLERANCE == 0.01
+    assert ablation.claim_verdict("similar", -0.015, 0.015) == "not enough evidence"
+    assert ablation.claim_verdict("similar", -0.015, 0.015, tolerance=0.02) == "supports"
+    assert ablation.claim_verdict("similar", 0.0, 0.0, tolerance=0.0) == "supports"
+    r = ablation.verdict_reason
+    assert r("lower", -0.05, -0.01) == "CI below 0"
+    assert r("lower", 0.01, 0.05) == "CI above 0: the variant scores higher"
+    assert r("lower", -0.01, 0.05) == "CI includes 0"
+    assert r("similar", -0.005, 0.005) == "CI inside the ±1.0 band"
+    assert r("similar", 0.02, 0.05) == "CI outside the ±1.0 band (higher)"
+    assert r("similar", -0.05, -0.02) == "CI outside the ±1.0 band (lower)"
+    assert r("similar", -0.03, 0.03) == "CI wider than the ±1.0 band"
+    assert r("similar", 0.005, 0.015) == "CI crosses an edge of the ±1.0 band"
+    assert r("lower", math.nan, math.nan).startswith("no interval")
+    assert r(None, 0.0, 1.0) == "the paper makes no claim to check"
+    with pytest.raises(ValueError, match="expected must be one of"):
+        ablation.claim_verdict("higher", 0.0, 1.0)
+    with pytest.raises(ValueError, match="low bound"):
+        ablation.claim_verdict("lower", 0.2, 0.1)
+    with pytest.raises(ValueError, match="tolerance"):
+        ablation.claim_verdict("similar", 0.0, 0.1, tolerance=-0.01)
+
+
+def test_verdict_counts_and_sentence() -> None:
+    vs = ["supports", "not enough evidence", "contradicts", "not enough evidence", "no claim"]
+    assert ablation.count_verdicts(vs) == {"supports": 1, "contradicts": 1, "not enough evidence": 2}
+    assert ablation.count_verdicts([]) == {"supports": 0, "contradicts": 0, "not enough evidence": 0}
+    with pytest.raises(ValueError, match="unknown verdict"):
+        ablation.count_verdicts(["yes"])
+    assert ablation.grid_description(["b", "a", "a"], [1, 0]) == "2 categories (a, b) x 2 seeds (0, 1)"
+    assert ablation.grid_description(["a"], [3]) == "1 category (a) x 1 seed (3)"
+    cats = ["juice_bottle", "breakfast_box"]
+    got = ablation.verdict_sentence(vs, "image_auroc.structural", cats, [0, 1], "demo")
+    assert got == (
+        "image_auroc.structural, demo profile, 2 categories (breakfast_box, juice_bottle) x 2 seeds (0, 1): "
+        "of 4 checkable claims, 1 supported, 1 contradicted, 2 not enough evidence "
+        "(95 % CIs of the difference to esad)."
+    )
 
 
 def test_read_results_errors(tmp_path: Path) -> None:
@@ -460,7 +560,7 @@ def test_summary_ci_and_paired_difference_one_seed(srec: ScoreRecorder, tmp_path
     # feature_map has esad's config: the same scores, a paired difference of exactly [0, 0]
     fm = cmp.loc["feature_map"]
     assert (fm["delta_low"], fm["delta_high"], fm["excludes_zero"]) == (0.0, 0.0, False)
-    assert fm["agrees"] == "yes"
+    assert fm["verdict"] == "supports"
     # without scores the same call falls back to no CI (one seed)
     assert (
         ablation.compare_to_base(df, "image_auroc.structural")
@@ -512,6 +612,42 @@ def test_summary_ci_combines_seeds_and_images(srec: ScoreRecorder, tmp_path: Pat
     md = (tmp_path / "summary.md").read_text()
     assert uncertainty.format_ci(got) in md
     assert "image_auroc.structural per category" in md
+    n_checked = int((cmp["verdict"] != "no claim").sum())  # alpha_0: the paper makes no claim
+    assert (
+        f"image_auroc.structural, smoke profile, 2 categories (juice_bottle, pushpins) x 3 seeds (0, 1, 2): "
+        f"of {n_checked} checkable claim" in md
+    )
+
+
+def test_interval_table_matches_the_bootstrap_and_seed_interval(srec: ScoreRecorder, tmp_path: Path) -> None:
+    cats, seeds = ["pushpins", "juice_bottle"], [0, 1]
+    ablation.run_grid(BASE, ["esad", "alpha_1", "pixel_map"], cats, seeds, tmp_path, progress=False)
+    df = ablation.read_results(tmp_path / "results.csv")
+    boot = ablation.ImageBootstrap(df, ablation.collect_scores(tmp_path))
+    t = ablation.interval_table(df, boot, metrics=["image_auroc.structural", "au_pro"])
+    assert list(t.columns) == list(ablation.INTERVAL_COLUMNS)
+    assert set(t["metric"]) == {"image_auroc.structural", "au_pro"} and len(t) == 3 * 2
+    t = t.set_index(["variant", "metric"])
+    for v in ("esad", "alpha_1", "pixel_map"):
+        want = boot.interval(df, v, "image_auroc.structural")
+        row = t.loc[(v, "image_auroc.structural")]
+        assert (row["low"], row["high"]) == (want["low"], want["high"])
+        assert row["value"] == pytest.approx(want["value"])
+        assert row["ci_method"] == "bootstrap over test images + 2 seeds"
+        # au_pro has no per-image interval: the t-interval over the two seeds' category means
+        per_seed = [
+            df[(df.variant == v) & (df.metric == "au_pro") & (df.seed == s)]["value"].mean() for s in seeds
+        ]
+        agg = uncertainty.aggregate_seeds(per_seed)
+        row = t.loc[(v, "au_pro")]
+        assert (row["low"], row["high"]) == (pytest.approx(agg["low"]), pytest.approx(agg["high"]))
+        assert row["ci_method"] == "t-interval over 2 seeds" and row["n_categories"] == 2
+    assert ablation.seed_values(df)[("esad", "au_pro")] == pytest.approx(
+        [df[(df.variant == "esad") & (df.metric == "au_pro") & (df.seed == s)]["value"].mean() for s in seeds]
+    )
+    # one seed and no scores: no interval at all
+    one = ablation.interval_table(df[df.seed == 0], metrics=["au_pro"]).set_index("variant")
+    assert one["low"].isna().all() and set(one["ci_method"]) == {"none (one seed, no per-image scores)"}
 
 
 def test_summary_reports_runs_scored_on_other_images(srec: ScoreRecorder, tmp_path: Path) -> None:

@@ -38,8 +38,10 @@ Layout: :mod:`.variants` (the registry of config diffs, ``apply_variant``, ``tra
 ``train_key`` / ``config_key``), :mod:`.specs` (one grid cell and where its files live,
 ``expand_grid``), :mod:`.steps` (train a model, evaluate a variant: the two steps a run needs),
 :mod:`.grid` (``run_grid`` and its worker processes), :mod:`.results` (``results.csv``, per-image
-scores, seed and summary tables), :mod:`.bootstrap` (the paired image-bootstrap intervals) and
-:mod:`.summary` (``summary.md``, ``compare_to_base``).  Every public name is importable from here.
+scores, seed and summary tables), :mod:`.bootstrap` (the paired image-bootstrap intervals),
+:mod:`.summary` (``summary.md``, ``compare_to_base``, ``interval_table``) and :mod:`.verdict`
+(supports / contradicts / not enough evidence: a claim against the CI of the measured difference).
+Every public name is importable from here.
 """
 
 from __future__ import annotations
@@ -71,7 +73,15 @@ from esad_lib.ablation.steps import (
     model_started,
     train_model,
 )
-from esad_lib.ablation.summary import COMPARE_COLUMNS, HEADLINE_METRICS, compare_to_base, summary_markdown
+from esad_lib.ablation.summary import (
+    COMPARE_COLUMNS,
+    HEADLINE_METRICS,
+    INTERVAL_COLUMNS,
+    compare_to_base,
+    interval_table,
+    seed_values,
+    summary_markdown,
+)
 from esad_lib.ablation.variants import (
     BASE_VARIANT,
     Variant,
@@ -83,6 +93,19 @@ from esad_lib.ablation.variants import (
     variant_names,
     variant_registry,
 )
+from esad_lib.ablation.verdict import (
+    CONTRADICTS,
+    NO_CLAIM,
+    NOT_ENOUGH,
+    SIMILAR_TOLERANCE,
+    SUPPORTS,
+    VERDICTS,
+    claim_verdict,
+    count_verdicts,
+    grid_description,
+    verdict_reason,
+    verdict_sentence,
+)
 from esad_lib.config import TEST_TIME_FIELDS
 
 __all__ = [
@@ -92,27 +115,38 @@ __all__ = [
     "CI_N_BOOT",
     "CI_SEED",
     "COMPARE_COLUMNS",
-    "GridReport",
+    "CONTRADICTS",
     "HEADLINE_METRICS",
-    "ImageBootstrap",
+    "INTERVAL_COLUMNS",
     "KEY_COLUMNS",
     "METRIC_NAMES",
+    "NOT_ENOUGH",
+    "NO_CLAIM",
     "RESULT_COLUMNS",
-    "RunSpec",
     "SCORES_FILE",
+    "SIMILAR_TOLERANCE",
+    "SUPPORTS",
     "TEST_TIME_FIELDS",
+    "VERDICTS",
+    "GridReport",
+    "ImageBootstrap",
+    "RunSpec",
     "Variant",
     "apply_variant",
     "assign_devices",
+    "claim_verdict",
     "collect_results",
     "collect_scores",
     "compare_to_base",
     "config_key",
+    "count_verdicts",
     "evaluate_model",
     "evaluate_variant",
     "expand_grid",
     "flatten_metrics",
     "get_variant",
+    "grid_description",
+    "interval_table",
     "model_finished",
     "model_started",
     "parse_list",
@@ -121,6 +155,7 @@ __all__ = [
     "run_finished",
     "run_grid",
     "seed_table",
+    "seed_values",
     "summary_markdown",
     "summary_table",
     "train_key",
@@ -128,4 +163,6 @@ __all__ = [
     "training_config",
     "variant_names",
     "variant_registry",
+    "verdict_reason",
+    "verdict_sentence",
 ]

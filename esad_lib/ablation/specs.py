@@ -33,8 +33,21 @@ class RunSpec:
         return Path(out) / "runs" / self.variant / self.category / f"seed{self.seed}"
 
     def model_dir(self, models_root: Path) -> Path:
-        """``models_root/<train_key>`` (``run_grid`` default root: ``OUT/models``)."""
-        return Path(models_root) / self.train_key
+        """Where this run's trained model lives (or will be trained): ``models_root/<train_key>``
+        (``run_grid`` default root: ``OUT/models``).
+
+        One exception, for a grid that shares ``train_or_load``'s cache (``models_root =
+        cache_dir()/"runs"``): a variant whose diff sets test-time fields (``riad``: its
+        ``test_fill`` and ``score_map``) has ``train_key != config_key``, while ``train_or_load``
+        (``esad demo``, the notebooks) keeps the same model under the *full* ``config_key``.  When
+        ``models_root/<train_key>`` holds no finished model but ``models_root/<config_key>`` does,
+        that model is used: it was trained with exactly this config, hence these training fields.
+        """
+        own = Path(models_root) / self.train_key
+        full = Path(models_root) / self.config_key
+        if full != own and not model_finished(own) and model_finished(full):
+            return full
+        return own
 
 
 def expand_grid(
@@ -61,6 +74,11 @@ def expand_grid(
             for s in seeds:
                 specs.append(RunSpec(v, c, int(s), vcfg.replace(category=c, seed=int(s))))
     return specs
+
+
+def model_finished(model_dir: Path) -> bool:
+    """Training wrote its last two files (esad_lib.training: they mean "done")."""
+    return (Path(model_dir) / "model.pt").exists() and (Path(model_dir) / "train_summary.json").exists()
 
 
 def run_finished(spec: RunSpec, out: Path) -> bool:

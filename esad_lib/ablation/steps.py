@@ -11,6 +11,7 @@ from typing import Any
 
 from esad_lib import training
 from esad_lib.ablation.results import SCORES_FILE
+from esad_lib.ablation.specs import model_finished
 from esad_lib.config import ESADConfig, resolve_device
 from esad_lib.evaluation import evaluate_model as _evaluate
 from esad_lib.evaluation import scores_csv
@@ -26,11 +27,6 @@ TRAINING_FREE_METHODS = ("patchcore",)
 def needs_training(cfg: ESADConfig) -> bool:
     """False for a training-free reference method (PatchCore-style: a memory bank, no training)."""
     return cfg.method not in TRAINING_FREE_METHODS
-
-
-def model_finished(model_dir: Path) -> bool:
-    """Training wrote its last two files (esad_lib.training: they mean "done")."""
-    return (Path(model_dir) / "model.pt").exists() and (Path(model_dir) / "train_summary.json").exists()
 
 
 def model_started(model_dir: Path) -> bool:

@@ -7,8 +7,15 @@ import math
 
 from esad_lib import uncertainty
 from esad_lib.ablation.bootstrap import ImageBootstrap, _as_bootstrap
-from esad_lib.ablation.results import CI_N_BOOT, summary_table
+from esad_lib.ablation.results import CI_N_BOOT, seed_table, summary_table
 from esad_lib.ablation.variants import BASE_VARIANT, variant_registry
+from esad_lib.ablation.verdict import (
+    NO_CLAIM,
+    SIMILAR_TOLERANCE,
+    claim_verdict,
+    verdict_reason,
+    verdict_sentence,
+)
 
 #: metrics the summary breaks down per category and compares with the paper's claims (the
 #: paper's table is image AUROC on structural anomalies; AU-sPRO is LOCO's localisation metric).
@@ -105,18 +112,24 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
         lines += [
             "Δ = variant − esad with its 95 % CI: paired over the same test images (and seeds) where "
             "per-image scores exist, else a t-interval over seeds (≥ 2 seeds) or none. `*`: the CI "
-            "excludes 0. 'not enough evidence': the CI is consistent with the claim and with its "
-            "opposite.",
+            "excludes 0. Verdict (esad_lib.ablation.verdict): 'lower' claims are supported when the CI "
+            "lies below 0, contradicted when it lies above 0, 'not enough evidence' when it includes 0; "
+            f"'similar' claims are supported when the CI lies inside ±{100 * SIMILAR_TOLERANCE:.1f} "
+            "points, contradicted when it lies wholly outside that band, else 'not enough evidence'.",
             "",
         ]
         lines += [
-            "| variant | paper claims | expected | measured Δ [95 % CI] | CI | agrees |",
+            "| variant | paper claims | expected | measured Δ [95 % CI] | CI | verdict |",
             "|---|---|---|---|---|---|",
         ]
         for r in cmp.itertuples():
             lines.append(
-                f"| {r.variant} | {r.claim} | {r.expected} | {r.measured} | {r.ci_method} | {r.agrees} |"
+                f"| {r.variant} | {r.claim} | {r.expected} | {r.measured} | {r.ci_method} | "
+                f"{r.verdict} ({r.verdict_reason}) |"
             )
+        checked = cmp[cmp["verdict"] != NO_CLAIM]["verdict"]
+        profile = ", ".join(sorted(set(map(str, df["profile"]))))
+        lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], profile)]
     return lines
 
 
@@ -145,25 +158,6 @@ def summary_markdown(df, base: str = BASE_VARIANT, scores=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _agrees(expected: str | None, mean: float, low: float, high: float, tolerance: float) -> str:
-    """Verdict of the measured difference against the claim's direction.
-
-    With a CI: "lower" -> yes when the CI lies below 0, no when above 0; "similar" -> yes when
-    the CI lies within ±tolerance, no when it excludes 0 (and leaves that band); otherwise "not
-    enough evidence".  Without a CI the point estimate decides, marked "(no CI)".
-    """
-    if expected not in ("lower", "similar"):
-        return "n/a"
-    if math.isnan(low) or math.isnan(high):
-        point = mean < -tolerance if expected == "lower" else abs(mean) <= tolerance
-        return ("yes" if point else "no") + " (no CI)"
-    if expected == "lower":
-        return "yes" if high < 0 else "no" if low > 0 else "not enough evidence"
-    if -tolerance <= low and high <= tolerance:
-        return "yes"
-    return "no" if (low > 0 or high < 0) else "not enough evidence"
-
-
 #: columns of :func:`compare_to_base`'s table.
 COMPARE_COLUMNS: tuple[str, ...] = (
     "variant",
@@ -171,26 +165,33 @@ COMPARE_COLUMNS: tuple[str, ...] = (
     "expected",
     "delta_mean",
     "delta_std",
+    "seed_deltas",
     "delta_low",
     "delta_high",
     "excludes_zero",
     "ci_method",
     "measured",
-    "agrees",
+    "verdict",
+    "verdict_reason",
 )
 
 
-def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float = 0.01, scores=None):
+def compare_to_base(
+    df, metric: str, base: str = BASE_VARIANT, tolerance: float = SIMILAR_TOLERANCE, scores=None
+):
     """For each variant (not ``base``): the paper's claim, the direction it implies, and the
     measured difference to ``base`` on ``metric`` with its 95 % CI.
 
     Δ per seed = category mean of the variant − that of ``base`` over the categories both ran
-    on; ``delta_mean``/``delta_std`` are mean and std over seeds.  The CI (``delta_low``,
-    ``delta_high``): with ``scores`` (:func:`collect_scores`'s dict or an
+    on (``seed_deltas``: ``{seed: Δ}``); ``delta_mean``/``delta_std`` are mean and std over
+    seeds.  The CI (``delta_low``, ``delta_high``): with ``scores`` (:func:`collect_scores`'s dict or an
     :class:`ImageBootstrap`) and a :data:`CI_METRICS` metric, the paired bootstrap over the same
     test images (the same resamples for both variants; combined with the seed variance when
     there are several seeds); otherwise a Student-t interval over the per-seed Δ (≥ 2 seeds) or
-    none.  ``agrees``: see :func:`_agrees` ("yes" / "no" / "not enough evidence" / "n/a").
+    none.  ``verdict``: :func:`esad_lib.ablation.verdict.claim_verdict` of that CI ("supports" /
+    "contradicts" / "not enough evidence"; "no claim" where the paper makes none), with
+    ``tolerance`` the half-width of the band of a "similar" claim; ``verdict_reason`` names the
+    rule that decided it.
     """
     import pandas as pd
 
@@ -204,7 +205,7 @@ def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float 
     for v in dict.fromkeys(sub["variant"]):
         if v == base:
             continue
-        deltas = []
+        deltas, seed_deltas = [], {}
         for seed in sorted(set(sub.loc[sub["variant"] == v, "seed"])):
             cats_v = {c for (vv, s, c) in per.index if vv == v and s == seed}
             cats_b = {c for (vv, s, c) in per.index if vv == base and s == seed}
@@ -213,6 +214,7 @@ def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float 
                 dv = sum(per[(v, seed, c)] for c in common) / len(common)
                 db = sum(per[(base, seed, c)] for c in common) / len(common)
                 deltas.append(dv - db)
+                seed_deltas[int(seed)] = float(dv - db)
         if not deltas:
             continue
         s = pd.Series(deltas)
@@ -238,12 +240,76 @@ def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float 
                 ),
                 "delta_mean": mean,
                 "delta_std": std,
+                "seed_deltas": seed_deltas,
                 "delta_low": low,
                 "delta_high": high,
                 "excludes_zero": bool(low > 0 or high < 0),
                 "ci_method": method,
                 "measured": uncertainty.format_diff(mean, low, high) + f" (n={len(s)})",
-                "agrees": _agrees(expected, mean, low, high, tolerance),
+                "verdict": claim_verdict(expected, low, high, tolerance),
+                "verdict_reason": verdict_reason(expected, low, high, tolerance),
             }
         )
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+#: columns of :func:`interval_table`.
+INTERVAL_COLUMNS: tuple[str, ...] = (
+    "variant",
+    "metric",
+    "value",
+    "low",
+    "high",
+    "ci_method",
+    "n_seeds",
+    "n_categories",
+)
+
+
+def interval_table(df, scores=None, metrics=None):
+    """Per variant and metric: the value averaged over categories and seeds, with its 95 % CI.
+
+    ``low``/``high``: for the :data:`CI_METRICS` with ``scores`` (:func:`collect_scores`'s dict or
+    an :class:`ImageBootstrap`), the interval over test images and seeds
+    (:meth:`ImageBootstrap.interval`); otherwise, with >= 2 seeds, the Student-t interval over the
+    seeds' category means (training randomness only: the test images are fixed); else NaN.
+    ``ci_method`` says which.  ``metrics``: the metrics to include (default: all of ``df``).
+    Columns :data:`INTERVAL_COLUMNS`, one row per (variant, metric), variants in ``df``'s order.
+    """
+    import pandas as pd
+
+    boot = _as_bootstrap(df, scores)
+    st = summary_table(df)
+    if metrics is not None:
+        st = st[st["metric"].isin(list(metrics))]
+    per_seed = seed_values(df)
+    rows = []
+    for r in st.itertuples():
+        ci = boot.interval(df, r.variant, r.metric) if boot is not None else None
+        if ci is not None:
+            low, high = ci["low"], ci["high"]
+            method = "bootstrap over test images" + (f" + {r.n_seeds} seeds" if r.n_seeds > 1 else "")
+        elif r.n_seeds > 1:
+            agg = uncertainty.aggregate_seeds(per_seed[(r.variant, r.metric)])
+            low, high, method = agg["low"], agg["high"], f"t-interval over {r.n_seeds} seeds"
+        else:
+            low, high, method = math.nan, math.nan, "none (one seed, no per-image scores)"
+        rows.append(
+            {
+                "variant": r.variant,
+                "metric": r.metric,
+                "value": float(r.mean),
+                "low": float(low),
+                "high": float(high),
+                "ci_method": method,
+                "n_seeds": int(r.n_seeds),
+                "n_categories": int(r.n_categories),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
+
+
+def seed_values(df) -> dict[tuple[str, str], list[float]]:
+    """``{(variant, metric): [category mean of each seed, in seed order]}`` (:func:`seed_table`)."""
+    st = seed_table(df).sort_values("seed")
+    return {k: list(g["value"]) for k, g in st.groupby(["variant", "metric"], sort=False)}
