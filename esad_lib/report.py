@@ -182,13 +182,15 @@ def format_report(
     metrics_by_category: Mapping[str, Mapping] | Iterable[Mapping],
     extra: Mapping[str, Mapping[str, Mapping] | Iterable[Mapping]] | None = None,
     title: str = "Results per category (%)",
+    reported_label: str = "reported",
 ) -> str:
     """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper.
 
     ``metrics_by_category`` is ``{category: metrics.json dict}`` (or a list of such dicts,
     each with its ``category``).  ``extra`` adds more of OUR columns, e.g.
     ``{"RIAD (ours)": {...}, "naive (ours)": {...}}``, each shown as structural / logical
-    image AUROC.  The last two columns are the paper's REPORTED ESAD and RIAD numbers.
+    image AUROC.  The last two columns are the paper's REPORTED ESAD and RIAD numbers, headed
+    ``"ESAD str. (<reported_label>)"`` (the notebooks say "reported, not comparable").
     """
     ours = _by_category(metrics_by_category)
     extras = {label: _by_category(m) for label, m in (extra or {}).items()}
@@ -198,7 +200,7 @@ def format_report(
     header = ["Category", "Ours str.", "Ours log.", "Ours AU-sPRO str.", "Ours AU-sPRO log."]
     for label in extras:
         header += [f"{label} str.", f"{label} log."]
-    header += ["ESAD str. (reported)", "RIAD str. (reported)"]
+    header += [f"ESAD str. ({reported_label})", f"RIAD str. ({reported_label})"]
 
     n_cols = 4 + 2 * len(extras)
     cols: list[list[float | None]] = [[] for _ in range(n_cols)]
@@ -258,6 +260,7 @@ __all__ = [
     "format_paired",
     "format_report",
     "mean_with_ci",
+    "win_loss_summary",
 ]
 
 
@@ -307,3 +310,35 @@ def format_paired(
     ]
     lines += [f"- {v}." for v in verdicts]
     return "\n".join(lines) + "\n"
+
+
+def win_loss_summary(
+    diffs: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
+    means: Mapping[str, Mapping[str, Any] | None],
+    base: str = "ESAD",
+) -> list[str]:
+    """One line per other method: where ``base`` is ahead, behind, or not distinguishable.
+
+    ``diffs[other][category]`` / ``means[other]`` as for ``format_paired``.  "ahead" / "behind"
+    = the paired 95 % interval of ``base - other`` lies wholly above / below 0; every other
+    category is "no clear difference".  The line ends with the mean difference and its verdict.
+    """
+    lines = []
+    for other, by_cat in diffs.items():
+        groups: dict[str, list[str]] = {"ahead": [], "behind": [], "no clear difference": []}
+        for cat in [c for c in CATEGORIES if c in by_cat] + sorted(set(by_cat) - set(CATEGORIES)):
+            d = by_cat[cat]
+            if not d:
+                continue
+            clear = bool(d.get("excludes_zero"))
+            key = ("ahead" if d["diff"] > 0 else "behind") if clear else "no clear difference"
+            groups[key].append(CATEGORY_TITLES.get(cat, cat).lower())
+        parts = [f"{k} on {', '.join(v) if v else 'none'}" for k, v in groups.items()]
+        m = means.get(other)
+        if m:
+            word = ("ahead" if m["diff"] > 0 else "behind") if m["excludes_zero"] else "no clear difference"
+            parts.append(
+                f"mean {100 * m['diff']:+.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] points ({word})"
+            )
+        lines.append(f"{base} vs {other}: " + "; ".join(parts))
+    return lines
