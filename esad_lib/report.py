@@ -106,6 +106,13 @@ def _cell(m: Mapping[str, Any] | None, metric: str, kind: str) -> tuple[str, flo
     return f"{_pct(v)} [{_pct(c['low'])}, {_pct(c['high'])}]", v, c.get("se")
 
 
+def format_metric(m: Mapping[str, Any] | None, metric: str, kind: str) -> str:
+    """``"76.9 [72.1, 81.4]"``: a metrics.json value (%) with its bootstrap interval from ``m["ci"]``,
+    as the tables print it (``metric``: "image_auroc" or "au_spro"; ``kind``: "structural",
+    "logical" or "mean"); just the value when there is no interval, "-" when there is no value."""
+    return _cell(m, metric, kind)[0]
+
+
 def mean_with_ci(values: list[float | None], ses: list[float | None]) -> str:
     """The mean over categories and, when every category has a standard error, its 95 % interval
     ``mean +- 1.96 sqrt(sum se_c^2) / n`` (independent test sets, normal approximation)."""
@@ -257,6 +264,7 @@ __all__ = [
     "REPORTED",
     "REPORTED_SOURCE",
     "describe_setting",
+    "format_metric",
     "format_paired",
     "format_report",
     "mean_with_ci",

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from esad_lib.demo import compare_methods, paired_differences, paired_from_scores, read_scores, scores_of
 from esad_lib.evaluation import SCORES_FILE, scores_csv_rows
-from esad_lib.report import format_report, win_loss_summary
+from esad_lib.report import format_metric, format_report, win_loss_summary
 
 
 def _fake_result(seed: int, shift: float, reverse: bool = False) -> SimpleNamespace:
@@ -108,3 +108,11 @@ def test_compare_methods_reuses_finished_evaluations_unless_told_to_reevaluate(t
     assert all(f.stat().st_mtime_ns != s for f, s in zip(files, stamps))  # evaluated again
     for m in ("esad", "naive"):  # the same model and images: the same numbers
         assert fresh.metrics[m]["pushpins"]["image_auroc"] == first.metrics[m]["pushpins"]["image_auroc"]
+
+
+def test_format_metric_prints_the_value_with_its_interval() -> None:
+    ci = {"au_spro": {"structural": {"value": 0.51, "low": 0.4, "high": 0.6, "se": 0.05}}}
+    m = {"au_spro": {"structural": 0.5, "logical": 0.3}, "ci": ci}
+    assert format_metric(m, "au_spro", "structural") == "50.0 [40.0, 60.0]"  # the exact value, ci's bounds
+    assert format_metric(m, "au_spro", "logical") == "30.0"  # no interval: the value alone
+    assert format_metric(m, "image_auroc", "structural") == "-"
