@@ -11,6 +11,10 @@ then writes ``report.md`` (the per-category table with 95 % bootstrap intervals,
 *paired* differences ESAD minus each other method on the same test images) and ``demo.json``
 (every metric, the differences, and the provenance of the run: commit, date, thread count,
 profile, seeds, seconds).  The README quotes ``report.md`` verbatim.
+
+Notebooks 06 and 07 use the same pieces without writing any report: ``compare_methods`` (the
+per-category runs, reusing ``esad demo``'s cached evaluations) and ``paired_from_scores`` (the
+paired differences of in-memory scores, e.g. two test-time settings of one model).
 """
 
 from __future__ import annotations
@@ -46,18 +50,30 @@ from esad_lib.training import MODEL_FILE, run_dir_for, train, train_or_load
 from esad_lib.uncertainty import ANOMALY_TYPES, METHOD_PAIRED, paired_image_auroc_by_type, percentile_interval
 
 __all__ = [
+    "METHOD_LABELS",
+    "METHOD_NAMES",
+    "Comparison",
     "DemoResult",
     "PATCHCORE_EXTRACTOR",
+    "ScoreTable",
+    "compare_methods",
+    "comparison_report",
+    "default_report_dir",
     "naive_metrics",
     "paired_differences",
+    "paired_from_scores",
     "patchcore_metrics",
     "provenance",
     "read_scores",
     "report_from_runs",
     "run_demo",
+    "scores_of",
     "summary_line",
     "train_and_evaluate",
 ]
+
+#: ``(scores [N], label names, image ids "<label>/<file stem>")`` of one method on one test split.
+ScoreTable = tuple[np.ndarray, list[str], list[str]]
 
 PATCHCORE_EXTRACTOR, PATCHCORE_LAYERS = REFERENCE_EXTRACTOR, REFERENCE_LAYERS
 
@@ -106,15 +122,18 @@ def _finished(run_dir: Path, key: str) -> bool:
         return False
 
 
-def train_and_evaluate(cfg: ESADConfig, run_dir: Path | None = None, progress: bool = True) -> dict:
+def train_and_evaluate(
+    cfg: ESADConfig, run_dir: Path | None = None, progress: bool = True, reevaluate: bool = False
+) -> dict:
     """Train ``cfg`` (unless already trained) and evaluate it; a finished run is skipped.
 
     ``run_dir=None`` uses ``train_or_load``'s cache folder (``cache_dir()/runs/<cfg.key()>``),
     so the notebooks reuse the models ``esad demo`` trained.  An interrupted training resumes.
+    ``reevaluate=True`` evaluates a finished run again (its metrics.json is rewritten).
     """
     if run_dir is None:
         run_dir = run_dir_for(cfg)
-    if _finished(run_dir, cfg.key()):
+    if not reevaluate and _finished(run_dir, cfg.key()):
         return load_metrics(run_dir)
     if run_dir == run_dir_for(cfg):
         train_or_load(cfg, progress=progress)
@@ -127,10 +146,11 @@ def _cached(out_dir: Path, key: str) -> dict | None:
     return load_metrics(out_dir) if _finished(out_dir, key) else None
 
 
-def naive_metrics(cfg: ESADConfig, out_dir: Path) -> dict:
-    """Naive baseline metrics for ``cfg.category``, cached in ``out_dir`` (metrics.json, scores.csv)."""
+def naive_metrics(cfg: ESADConfig, out_dir: Path, reevaluate: bool = False) -> dict:
+    """Naive baseline metrics for ``cfg.category``, cached in ``out_dir`` (metrics.json, scores.csv);
+    ``reevaluate=True`` computes them again."""
     key = cfg.key()
-    m = _cached(out_dir, key)
+    m = None if reevaluate else _cached(out_dir, key)
     if m is not None:
         return m
     m, rows = evaluate_naive(cfg, return_rows=True)
@@ -141,11 +161,14 @@ def naive_metrics(cfg: ESADConfig, out_dir: Path) -> dict:
     return m
 
 
-def patchcore_metrics(cfg: ESADConfig, out_dir: Path, progress: bool = True) -> dict:
-    """PatchCore-style metrics on ImageNet features for ``cfg.category``, cached in ``out_dir``."""
+def patchcore_metrics(
+    cfg: ESADConfig, out_dir: Path, progress: bool = True, reevaluate: bool = False
+) -> dict:
+    """PatchCore-style metrics on ImageNet features for ``cfg.category``, cached in ``out_dir``;
+    ``reevaluate=True`` fits and scores again."""
     taps = "".join(map(str, PATCHCORE_LAYERS))
     key = f"{cfg.replace(feature_extractor=PATCHCORE_EXTRACTOR).key()}-taps{taps}"
-    m = _cached(out_dir, key)
+    m = None if reevaluate else _cached(out_dir, key)
     if m is not None:
         return m
     m = evaluate_patchcore(
@@ -170,6 +193,13 @@ def read_scores(run_dir: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
     return scores, names, ids
 
 
+def scores_of(result: Any) -> ScoreTable:
+    """The ``read_scores`` triple of an in-memory ``esad_lib.scoring.ScoreResult`` (same ids)."""
+    names = [str(n) for n in result.label_names]
+    ids = [f"{n}/{Path(p).stem}" for n, p in zip(names, result.paths)]
+    return np.asarray(result.scores, dtype=np.float64), names, ids
+
+
 def _aligned(a: tuple, b: tuple) -> tuple[tuple, tuple]:
     """Both score tables in the same image order (sorted by id)."""
     out = []
@@ -179,24 +209,27 @@ def _aligned(a: tuple, b: tuple) -> tuple[tuple, tuple]:
     return out[0], out[1]
 
 
-def paired_differences(
-    base_dirs: dict[str, Path],
-    other_dirs: dict[str, dict[str, Path]],
+def paired_from_scores(
+    base: dict[str, ScoreTable],
+    others: dict[str, dict[str, ScoreTable]],
     kind: str = "structural",
     seed: int = 0,
 ) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
     """Paired bootstrap differences of the image AUROC, ``base - other``, per category and mean.
 
-    ``base_dirs[category]`` and ``other_dirs[method][category]`` are folders with ``scores.csv``.
-    The mean's interval is the percentile interval of the per-resample mean over categories
-    (each category resampled independently: their test sets are independent).
+    ``base[category]`` and ``others[method][category]`` are ``ScoreTable`` triples (``read_scores``
+    of a run folder, or ``scores_of`` a ScoreResult) of the SAME test images, matched by id.
+    ``kind``: "structural", "logical" or "mean".  The mean's interval is the percentile interval
+    of the per-resample mean over categories (each category resampled independently: their test
+    sets are independent).  Returns ``(diffs[method][category], means[method])``, each an
+    ``esad_lib.uncertainty`` difference dict (diff, low, high, excludes_zero, ...).
     """
     diffs: dict[str, dict[str, dict]] = {}
     means: dict[str, dict] = {}
-    for method, dirs in other_dirs.items():
+    for method, tables in others.items():
         diffs[method], samples = {}, []
-        for cat, d in dirs.items():
-            a, b = _aligned(read_scores(base_dirs[cat]), read_scores(d))
+        for cat, table in tables.items():
+            a, b = _aligned(base[cat], table)
             res = paired_image_auroc_by_type(*a[:2], *b[:2], a[2], b[2], seed=seed, return_samples=True)
             r = res[kind]
             if r is None:
@@ -218,6 +251,19 @@ def paired_differences(
                 "method": METHOD_PAIRED,
             }
     return diffs, means
+
+
+def paired_differences(
+    base_dirs: dict[str, Path],
+    other_dirs: dict[str, dict[str, Path]],
+    kind: str = "structural",
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    """``paired_from_scores`` of run folders: ``base_dirs[category]`` and
+    ``other_dirs[method][category]`` are folders with ``scores.csv``."""
+    base = {cat: read_scores(d) for cat, d in base_dirs.items()}
+    others = {m: {cat: read_scores(d) for cat, d in dirs.items()} for m, dirs in other_dirs.items()}
+    return paired_from_scores(base, others, kind=kind, seed=seed)
 
 
 def _git_commit() -> str | None:
@@ -272,6 +318,88 @@ def _provenance_md(p: dict[str, Any]) -> str:
     )
 
 
+#: column labels of the other methods in the results table, and their names in the paired table.
+METHOD_LABELS = {"riad": "RIAD (ours)", "patchcore": "PatchCore-style (ours)", "naive": "naive (ours)"}
+METHOD_NAMES = {"riad": "RIAD", "patchcore": "PatchCore", "naive": "naive"}
+
+
+def default_report_dir(profile: str) -> Path:
+    """Where ``esad demo`` keeps its report and the baselines' runs: ``<data root>/runs/<profile>``."""
+    return data_root() / "runs" / profile
+
+
+@dataclass
+class Comparison:
+    """What ``compare_methods`` evaluated: per method and category, the metrics and the folder
+    holding their ``scores.csv`` (ESAD and RIAD: the run folder; the baselines: the report folder)."""
+
+    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> category -> metrics
+    dirs: dict[str, dict[str, Path]] = field(default_factory=dict)  # method -> category -> folder
+
+
+def compare_methods(
+    profile: str = "demo",
+    categories: Sequence[str] = CATEGORIES,
+    with_riad: bool = False,
+    with_naive: bool = True,
+    with_patchcore: bool = False,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    reevaluate: bool = False,
+    echo: bool = True,
+) -> Comparison:
+    """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category.
+
+    The runs of ``esad demo``: ESAD at the profile's preset, RIAD at the same budget
+    (``riad_config``), the naive baseline and the PatchCore-style reference at the same
+    resolution.  Finished evaluations are reused (same config key) unless ``reevaluate``.
+    Without ``out`` ESAD and RIAD live in ``train_or_load``'s cache and the baselines under
+    ``default_report_dir(profile)``; with ``out``, all under ``out/<category>/<method>``.
+    ``echo`` prints one summary line per category to stderr.
+    """
+    report_dir = Path(out) if out is not None else default_report_dir(profile)
+    t0 = time.perf_counter()
+    cmp = Comparison(metrics={"esad": {}}, dirs={"esad": {}})
+    for cat in categories:
+        cfg = get_config(profile, category=cat, dataset="synthetic", **(overrides or {}))
+        jobs: list[tuple[str, ESADConfig]] = [("esad", cfg)]
+        if with_riad:
+            jobs.append(("riad", riad_config(cfg)))
+        for method, c in jobs:
+            d = Path(out) / cat / method if out is not None else run_dir_for(c)
+            cmp.metrics.setdefault(method, {})[cat] = train_and_evaluate(c, d, progress, reevaluate)
+            cmp.dirs.setdefault(method, {})[cat] = d
+        if with_naive:
+            d = report_dir / cat / "naive"
+            cmp.metrics.setdefault("naive", {})[cat] = naive_metrics(cfg, d, reevaluate)
+            cmp.dirs.setdefault("naive", {})[cat] = d
+        if with_patchcore:
+            d = report_dir / cat / "patchcore"
+            cmp.metrics.setdefault("patchcore", {})[cat] = patchcore_metrics(cfg, d, progress, reevaluate)
+            cmp.dirs.setdefault("patchcore", {})[cat] = d
+        if echo:
+            line = summary_line(cmp.metrics["esad"][cat])
+            print(f"[{time.perf_counter() - t0:6.0f} s] {line}", file=sys.stderr)
+    return cmp
+
+
+def comparison_report(
+    cmp: Comparison, title: str, reported_label: str = "reported"
+) -> tuple[str, dict[str, Any]]:
+    """The markdown of the results table (``format_report``) and of the paired differences ESAD
+    minus each other method (``format_paired``), and the paired dict that ``demo.json`` stores."""
+    extra = {METHOD_LABELS[m]: cmp.metrics[m] for m in ("riad", "patchcore", "naive") if m in cmp.metrics}
+    text = format_report(cmp.metrics["esad"], extra=extra, title=title, reported_label=reported_label)
+    others = {METHOD_NAMES[m]: cmp.dirs[m] for m in ("riad", "patchcore", "naive") if m in cmp.dirs}
+    paired: dict[str, Any] = {}
+    if others:
+        diffs, means = paired_differences(cmp.dirs["esad"], others)
+        paired = {"structural_image_auroc": {"per_category": diffs, "mean": means}}
+        text += "\n" + format_paired(diffs, means)
+    return text, paired
+
+
 def run_demo(
     profile: str = "demo",
     out: str | Path | None = None,
@@ -289,42 +417,23 @@ def run_demo(
     ESAD and RIAD runs live in ``out/<category>/<method>`` or, without ``out``, in
     ``train_or_load``'s cache (shared with the notebooks).
     """
-    report_dir = Path(out) if out is not None else data_root() / "runs" / profile
+    report_dir = Path(out) if out is not None else default_report_dir(profile)
     t0 = time.perf_counter()
-    metrics: dict[str, dict[str, dict]] = {"esad": {}}
-    dirs: dict[str, dict[str, Path]] = {"esad": {}}
-    for cat in categories:
-        cfg = get_config(profile, category=cat, dataset="synthetic", **(overrides or {}))
-        jobs: list[tuple[str, ESADConfig]] = [("esad", cfg)]
-        if with_riad:
-            jobs.append(("riad", riad_config(cfg)))
-        for method, c in jobs:
-            d = Path(out) / cat / method if out is not None else run_dir_for(c)
-            metrics.setdefault(method, {})[cat] = train_and_evaluate(c, d, progress)
-            dirs.setdefault(method, {})[cat] = d
-        if with_naive:
-            d = report_dir / cat / "naive"
-            metrics.setdefault("naive", {})[cat] = naive_metrics(cfg, d)
-            dirs.setdefault("naive", {})[cat] = d
-        if with_patchcore:
-            d = report_dir / cat / "patchcore"
-            metrics.setdefault("patchcore", {})[cat] = patchcore_metrics(cfg, d, progress)
-            dirs.setdefault("patchcore", {})[cat] = d
-        print(f"[{time.perf_counter() - t0:6.0f} s] {summary_line(metrics['esad'][cat])}", file=sys.stderr)
-    labels = {"riad": "RIAD (ours)", "patchcore": "PatchCore-style (ours)", "naive": "naive (ours)"}
-    extra = {labels[m]: metrics[m] for m in ("riad", "patchcore", "naive") if m in metrics}
-    text = format_report(metrics["esad"], extra=extra, title=f"ESAD (ours, `{profile}` profile) vs reported")
-    names = {"riad": "RIAD", "patchcore": "PatchCore", "naive": "naive"}
-    others = {names[m]: dirs[m] for m in ("riad", "patchcore", "naive") if m in dirs}
-    paired: dict[str, Any] = {}
-    if others:
-        diffs, means = paired_differences(dirs["esad"], others)
-        paired = {"structural_image_auroc": {"per_category": diffs, "mean": means}}
-        text += "\n" + format_paired(diffs, means)
+    cmp = compare_methods(
+        profile,
+        categories,
+        with_riad=with_riad,
+        with_naive=with_naive,
+        with_patchcore=with_patchcore,
+        progress=progress,
+        overrides=overrides,
+        out=out,
+    )
+    text, paired = comparison_report(cmp, title=f"ESAD (ours, `{profile}` profile) vs reported")
     prov = provenance(profile, categories, time.perf_counter() - t0)
     prov["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in (overrides or {}).items()}
     text += _provenance_md(prov)
-    blob = {"provenance": prov, "metrics": metrics, "paired": paired}
+    blob = {"provenance": prov, "metrics": cmp.metrics, "paired": paired}
     atomic_write_text(report_dir / "report.md", text)
     atomic_write_text(report_dir / "demo.json", json.dumps(json_safe(blob), indent=1, sort_keys=True) + "\n")
-    return DemoResult(text=text, metrics=metrics, paired=paired, provenance=prov, report_dir=report_dir)
+    return DemoResult(text=text, metrics=cmp.metrics, paired=paired, provenance=prov, report_dir=report_dir)

@@ -106,6 +106,13 @@ def _cell(m: Mapping[str, Any] | None, metric: str, kind: str) -> tuple[str, flo
     return f"{_pct(v)} [{_pct(c['low'])}, {_pct(c['high'])}]", v, c.get("se")
 
 
+def format_metric(m: Mapping[str, Any] | None, metric: str, kind: str) -> str:
+    """``"76.9 [72.1, 81.4]"``: a metrics.json value (%) with its bootstrap interval from ``m["ci"]``,
+    as the tables print it (``metric``: "image_auroc" or "au_spro"; ``kind``: "structural",
+    "logical" or "mean"); just the value when there is no interval, "-" when there is no value."""
+    return _cell(m, metric, kind)[0]
+
+
 def mean_with_ci(values: list[float | None], ses: list[float | None]) -> str:
     """The mean over categories and, when every category has a standard error, its 95 % interval
     ``mean +- 1.96 sqrt(sum se_c^2) / n`` (independent test sets, normal approximation)."""
@@ -182,13 +189,15 @@ def format_report(
     metrics_by_category: Mapping[str, Mapping] | Iterable[Mapping],
     extra: Mapping[str, Mapping[str, Mapping] | Iterable[Mapping]] | None = None,
     title: str = "Results per category (%)",
+    reported_label: str = "reported",
 ) -> str:
     """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper.
 
     ``metrics_by_category`` is ``{category: metrics.json dict}`` (or a list of such dicts,
     each with its ``category``).  ``extra`` adds more of OUR columns, e.g.
     ``{"RIAD (ours)": {...}, "naive (ours)": {...}}``, each shown as structural / logical
-    image AUROC.  The last two columns are the paper's REPORTED ESAD and RIAD numbers.
+    image AUROC.  The last two columns are the paper's REPORTED ESAD and RIAD numbers, headed
+    ``"ESAD str. (<reported_label>)"`` (the notebooks say "reported, not comparable").
     """
     ours = _by_category(metrics_by_category)
     extras = {label: _by_category(m) for label, m in (extra or {}).items()}
@@ -198,7 +207,7 @@ def format_report(
     header = ["Category", "Ours str.", "Ours log.", "Ours AU-sPRO str.", "Ours AU-sPRO log."]
     for label in extras:
         header += [f"{label} str.", f"{label} log."]
-    header += ["ESAD str. (reported)", "RIAD str. (reported)"]
+    header += [f"ESAD str. ({reported_label})", f"RIAD str. ({reported_label})"]
 
     n_cols = 4 + 2 * len(extras)
     cols: list[list[float | None]] = [[] for _ in range(n_cols)]
@@ -255,9 +264,11 @@ __all__ = [
     "REPORTED",
     "REPORTED_SOURCE",
     "describe_setting",
+    "format_metric",
     "format_paired",
     "format_report",
     "mean_with_ci",
+    "win_loss_summary",
 ]
 
 
@@ -307,3 +318,35 @@ def format_paired(
     ]
     lines += [f"- {v}." for v in verdicts]
     return "\n".join(lines) + "\n"
+
+
+def win_loss_summary(
+    diffs: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
+    means: Mapping[str, Mapping[str, Any] | None],
+    base: str = "ESAD",
+) -> list[str]:
+    """One line per other method: where ``base`` is ahead, behind, or not distinguishable.
+
+    ``diffs[other][category]`` / ``means[other]`` as for ``format_paired``.  "ahead" / "behind"
+    = the paired 95 % interval of ``base - other`` lies wholly above / below 0; every other
+    category is "no clear difference".  The line ends with the mean difference and its verdict.
+    """
+    lines = []
+    for other, by_cat in diffs.items():
+        groups: dict[str, list[str]] = {"ahead": [], "behind": [], "no clear difference": []}
+        for cat in [c for c in CATEGORIES if c in by_cat] + sorted(set(by_cat) - set(CATEGORIES)):
+            d = by_cat[cat]
+            if not d:
+                continue
+            clear = bool(d.get("excludes_zero"))
+            key = ("ahead" if d["diff"] > 0 else "behind") if clear else "no clear difference"
+            groups[key].append(CATEGORY_TITLES.get(cat, cat).lower())
+        parts = [f"{k} on {', '.join(v) if v else 'none'}" for k, v in groups.items()]
+        m = means.get(other)
+        if m:
+            word = ("ahead" if m["diff"] > 0 else "behind") if m["excludes_zero"] else "no clear difference"
+            parts.append(
+                f"mean {100 * m['diff']:+.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] points ({word})"
+            )
+        lines.append(f"{base} vs {other}: " + "; ".join(parts))
+    return lines

@@ -22,7 +22,7 @@ per setting) and ``set_slider_range`` (move a slider's range without tripping mi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -141,6 +141,58 @@ def outline_mask(ax: Axes, mask: ArrayLike, color: str = "cyan", linewidth: floa
     if not a.any():
         return None
     return ax.contour(a.astype(np.float32), levels=[0.5], colors=color, linewidths=linewidth)
+
+
+def gt_overlap(m: ArrayLike, gt: ArrayLike) -> float:
+    """How well a map ``[H,W]`` finds a ground-truth mask ``[H,W]`` (same size): the share of
+    the map's ``n`` brightest pixels that lie inside the mask, ``n`` = the mask's pixel count.
+
+    Flag the pixels with ``m >= t``, ``t`` the n-th largest map value (ties flag together):
+    ``overlap = |{m >= t} & gt| / |{m >= t}|``.  1 = the brightest pixels are exactly the defect,
+    about ``n / (H W)`` = no better than chance.  NaN for an empty mask.
+    """
+    a, g = _numpy(m).astype(np.float64), _numpy(gt) > 0.5
+    if a.shape != g.shape:
+        raise ValueError(f"gt_overlap: map {a.shape} and mask {g.shape} differ in size; upsample the map")
+    n = int(g.sum())
+    if n == 0:
+        return float("nan")
+    flat = a.ravel()
+    t = np.partition(flat, flat.size - n)[flat.size - n]  # the n-th largest value
+    flagged = a >= t
+    return float((flagged & g).sum() / flagged.sum())
+
+
+def clearest_example(
+    maps: Any,
+    masks: Any,
+    min_area_fraction: float = 0.005,
+) -> int:
+    """Index of the image whose map finds its ground truth best (``gt_overlap``): the example a
+    figure should show so that the reader can see what a detection looks like.
+
+    ``maps``: a sequence of ``[H,W]`` maps, or a mapping ``{setting: sequence of maps}`` (the
+    overlap is then averaged over the settings, so that no setting is favoured); ``masks``: the
+    images' ground truth, ``[H,W]`` each, same sizes.  Only masks covering at least
+    ``min_area_fraction`` of their image compete (a defect of two pixels is invisible in a
+    figure) unless none does; ties go to the larger mask, then to the lower index.  Deterministic.
+    A chosen example is a best case: say so beside it (e.g. with the median overlap).
+    """
+    per_setting = list(maps.values()) if isinstance(maps, Mapping) else [maps]
+    gts = [_numpy(g) > 0.5 for g in masks]
+    if any(len(ms) != len(gts) for ms in per_setting):
+        counts = [len(ms) for ms in per_setting]
+        raise ValueError(f"clearest_example: {len(gts)} masks but maps of {counts} images")
+    areas = np.asarray([g.sum() / g.size for g in gts], dtype=np.float64)
+    cand = np.flatnonzero(areas >= min_area_fraction)
+    if cand.size == 0:
+        cand = np.flatnonzero(areas > 0)
+    if cand.size == 0:
+        raise ValueError("clearest_example: every ground-truth mask is empty (pass anomalous images)")
+    overlap = np.asarray([np.mean([gt_overlap(ms[i], gts[i]) for ms in per_setting]) for i in cand])
+    # best overlap, then larger area, then lower index (lexsort: last key is the primary one)
+    order = np.lexsort((cand, -areas[cand], -overlap))
+    return int(cand[order[0]])
 
 
 def channels_rgb(ch: ArrayLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -424,8 +476,10 @@ __all__ = [
     "Z_LABEL",
     "SettingCache",
     "channels_rgb",
+    "clearest_example",
     "draw_esad_network",
     "draw_feature_extraction_block",
+    "gt_overlap",
     "map_value_label",
     "outline_mask",
     "plot_roc",

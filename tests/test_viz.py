@@ -160,3 +160,55 @@ def test_set_slider_range_moves_above_and_below_the_old_range(lo, hi) -> None:
     assert (s.min, s.max) == (lo, hi) and s.value == min(max(4.0, lo), hi)
     with pytest.raises(ValueError, match="lo="):
         viz.set_slider_range(s, 2.0, 1.0)
+
+
+def _overlap_brute_force(m: np.ndarray, gt: np.ndarray) -> float:
+    """Flag the n brightest pixels one by one (n = |gt|), ties with the n-th flagged too."""
+    n = int(gt.sum())
+    values = np.sort(m.ravel())[::-1]
+    flagged = m >= values[n - 1]
+    return float(sum(int(f and g) for f, g in zip(flagged.ravel(), gt.ravel())) / flagged.sum())
+
+
+def test_gt_overlap_equals_brute_force_and_its_extremes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        m = rng.random((9, 7))
+        gt = rng.random((9, 7)) < 0.2
+        if gt.any():
+            assert viz.gt_overlap(m, gt) == pytest.approx(_overlap_brute_force(m, gt))
+    m = np.zeros((8, 8))
+    m[2:4, 2:5] = 1.0  # the map is bright exactly on the defect
+    gt = m > 0
+    assert viz.gt_overlap(m, gt) == 1.0
+    assert viz.gt_overlap(-m + rng.random((8, 8)) * 1e-3, gt) == 0.0  # bright everywhere but there
+    ties = np.ones((4, 4))  # a flat map flags every pixel: overlap = the defect's share
+    assert viz.gt_overlap(ties, gt[:4, :4]) == pytest.approx(gt[:4, :4].sum() / 16)
+    assert np.isnan(viz.gt_overlap(m, np.zeros((8, 8), bool)))
+    assert viz.gt_overlap(torch.from_numpy(m), torch.from_numpy(gt)) == 1.0
+    with pytest.raises(ValueError, match="differ in size"):
+        viz.gt_overlap(m, gt[:4])
+
+
+def test_clearest_example_picks_the_found_defect_and_skips_tiny_ones() -> None:
+    rng = np.random.default_rng(1)
+    maps = [rng.random((16, 16)) for _ in range(4)]
+    masks = [np.zeros((16, 16), bool) for _ in range(4)]
+    masks[0][0:4, 0:4] = True  # large, missed by its map (noise)
+    masks[1][8:12, 8:12] = True  # large and found
+    maps[1][8:12, 8:12] += 2.0
+    masks[2][5, 5] = True  # one pixel, found: too small to show
+    maps[2][5, 5] += 5.0
+    masks[3][3:5, 3:5] = True  # found, smaller than image 1's
+    maps[3][3:5, 3:5] += 2.0
+    assert viz.clearest_example(maps, masks) == 1  # ties (1.0) go to the larger defect
+    assert viz.clearest_example(maps, masks, min_area_fraction=0.0) == 1
+    assert viz.clearest_example(maps[2:3], masks[2:3]) == 0  # no defect is large: the found one anyway
+    # a mapping of settings averages the overlap: image 3 is found in both, image 1 in one only
+    other = [m.copy() for m in maps]
+    other[1] = rng.random((16, 16))
+    assert viz.clearest_example({"a": maps, "b": other}, masks) == 3
+    with pytest.raises(ValueError, match="empty"):
+        viz.clearest_example(maps, [np.zeros((16, 16), bool)] * 4)
+    with pytest.raises(ValueError, match="masks but maps"):
+        viz.clearest_example(maps[:3], masks)
