@@ -6,17 +6,39 @@ Per-pixel statistics of the defect-free training images: mean ``mu(p)`` and stan
 ``max_p z(p)``.  It has no notion of objects: any position jitter, rotation or lighting change
 of a normal image raises its score, which is exactly why a benchmark with such natural
 variation is not solved by it.
+
+Two resolutions (``naive_category_scores``'s ``size``):
+
+* ``size=None``: the images as stored (larger ones downscaled to ``max_side``, memory); the
+  image score is the max of that map;
+* ``size=(H, W)``: the images go through the networks' input path (``esad_lib.data.LOCODataset``:
+  bilinear, antialiased resize to ``network_input_size(root, category, size, keep_aspect)``),
+  the z-map is computed at that size, upsampled bilinearly to the original size
+  (``esad_lib.anomaly_map.upsample_map``) and the image score is its max -- exactly
+  ``esad_lib.evaluation.evaluate_naive``, the "naive (ours)" column of ``esad demo``.  This is
+  the figure a model trained at ``cfg.image_size`` must be compared with: downscaling alone
+  averages pixel noise and small misalignments away, so it changes the baseline's AUROC.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from esad_lib.anomaly_map import upsample_map
+from esad_lib.data.loco import (
+    LOCODataset,
+    list_samples,
+    load_channel_masks,
+    load_defects_config,
+    load_image,
+    network_input_size,
+)
 from esad_lib.data.loco import categories as list_categories
-from esad_lib.data.loco import list_samples, load_channel_masks, load_defects_config, load_image
+from esad_lib.uncertainty import DEFAULT_N_BOOT, image_auroc_ci
 
 
 def _as_stack(images) -> np.ndarray:
@@ -72,31 +94,116 @@ def _load_resized(paths, max_side: int | None) -> np.ndarray:
     return np.stack(out)
 
 
+@dataclass
+class NaiveScores:
+    """Naive-baseline image scores of one category's test split (``list_samples`` order).
+
+    ``scores`` float64 [N], ``label_names`` / ``paths`` [N]; ``resolution`` the (H, W) the z-maps
+    were computed at (the first image's, for the stored images), ``size`` the requested network
+    size or None for the stored images.
+    """
+
+    scores: np.ndarray
+    label_names: list[str]
+    paths: list[str]
+    resolution: tuple[int, int]
+    size: tuple[int, int] | None
+
+
+def _network_images(ds: LOCODataset) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The network inputs of ``ds`` (``[3,H,W]`` in [-1, 1]) as ``float32 [N,H,W,3]`` in grey levels
+    0..255 (the z-score's units), and the original sizes ``(H0, W0)``."""
+    imgs, sizes = [], []
+    for i in range(len(ds)):
+        it = ds[i]
+        # x in [-1, 1] -> (x + 1) * 127.5 in [0, 255]
+        imgs.append(((it["image"].numpy().astype(np.float32) + 1.0) * 127.5).transpose(1, 2, 0))
+        sizes.append((int(it["orig_size"][0]), int(it["orig_size"][1])))
+    return np.stack(imgs), sizes
+
+
+def naive_category_scores(
+    root: str | Path,
+    category: str,
+    size: Sequence[int] | None = None,
+    keep_aspect: bool = False,
+    max_side: int | None = 256,
+) -> NaiveScores:
+    """Naive z-score image scores of ``category``'s test images against its ``train/good`` statistics.
+
+    ``size=None``: the stored images (downscaled to ``max_side`` if larger), score = max of the
+    map.  ``size=(H, W)``: the networks' input path at ``network_input_size(root, category, size,
+    keep_aspect)``; score = max of the z-map upsampled to the original size (as
+    ``esad_lib.evaluation.evaluate_naive`` and every model's evaluation define it).
+    """
+    root = Path(root)
+    test = list_samples(root, category, "test")
+    if not test:
+        raise FileNotFoundError(
+            f"{root / category / 'test'}: no test images; check the root with `esad check`"
+        )
+    if not list_samples(root, category, "train"):
+        raise FileNotFoundError(
+            f"{root / category / 'train' / 'good'}: no training images for the per-pixel statistics"
+        )
+    if size is None:
+        tr = _load_resized([s.path for s in list_samples(root, category, "train")], max_side)
+        te = _load_resized([s.path for s in test], max_side)
+        scores, _ = naive_zscore_scores(tr, te)
+        resolution = (int(te.shape[1]), int(te.shape[2]))
+        net_size = None
+    else:
+        if len(size) != 2 or min(int(v) for v in size) < 1:
+            raise ValueError(f"size must be (H, W) with positive sides, e.g. cfg.image_size; got {size!r}")
+        net_size = network_input_size(root, category, [int(v) for v in size], keep_aspect)
+        tr, _ = _network_images(LOCODataset(root, category, "train", image_size=net_size, labels=["good"]))
+        te, orig = _network_images(LOCODataset(root, category, "test", image_size=net_size))
+        _, maps = naive_zscore_scores(tr, te)
+        # score(x) = max_p up(z)(p): the map at the image's original resolution (MVTec's definition)
+        scores = np.array([float(upsample_map(m, o).max()) for m, o in zip(maps, orig)], dtype=np.float64)
+        resolution = net_size
+    return NaiveScores(
+        scores=np.asarray(scores, dtype=np.float64),
+        label_names=[s.label for s in test],
+        paths=[str(s.path) for s in test],
+        resolution=(int(resolution[0]), int(resolution[1])),
+        size=net_size,
+    )
+
+
 def naive_baseline_table(
     root: str | Path,
     categories: Sequence[str] | None = None,
     max_side: int | None = 256,
     by_defect: bool = False,
     progress: bool = True,
+    size: Sequence[int] | None = None,
+    keep_aspect: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
 ) -> list[dict]:
     """Image AUROC of the naive baseline per category and anomaly type on a LOCO-layout root.
 
-    Rows: ``dict(category, type, defect (only with by_defect), n_good, n_anomalous, auroc)``;
-    ``type`` is "logical"/"structural"; each AUROC is test/good against that type's images.
-    Images larger than ``max_side`` are downscaled first (memory).
+    Rows: ``dict(category, type, defect (only with by_defect), resolution ("HxW" of the z-maps),
+    n_good, n_anomalous, auroc, auroc_low, auroc_high, auroc_se)``; ``type`` is
+    "logical"/"structural"; each AUROC is test/good against that type's images.  ``size`` /
+    ``keep_aspect`` / ``max_side``: see ``naive_category_scores`` (None = the stored images;
+    ``cfg.image_size`` / ``cfg.keep_aspect`` = the model's input resolution).  The interval is
+    the 95 % stratified-bootstrap percentile interval (``esad_lib.uncertainty.image_auroc_ci``,
+    ``n_boot`` resamples, ``seed``); ``n_boot=0`` leaves the three ``auroc_*`` fields None.
     """
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
 
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0 (0 = no interval), got {n_boot}")
     cats = list(categories) if categories is not None else list_categories(root)
     rows: list[dict] = []
     for cat in tqdm(cats, desc="naive baseline", disable=not progress):
-        train = list_samples(root, cat, "train")
+        res = naive_category_scores(root, cat, size=size, keep_aspect=keep_aspect, max_side=max_side)
         test = list_samples(root, cat, "test")
-        tr = _load_resized([s.path for s in train], max_side)
-        te = _load_resized([s.path for s in test], max_side)
-        scores, _ = naive_zscore_scores(tr, te)
-        labels = np.array([s.label for s in test])
+        scores = res.scores
+        labels = np.array(res.label_names)
         good = scores[labels == "good"]
         names: dict[int, str] = {}
         if by_defect:
@@ -113,13 +220,19 @@ def naive_baseline_table(
                 groups = {k: kinds == k for k in sorted(set(kinds[sel]))}
             for defect, g in groups.items():
                 y = np.r_[np.zeros(len(good)), np.ones(int(g.sum()))]
+                s = np.r_[good, scores[g]]
                 row = {"category": cat, "type": typ}
                 if by_defect:
                     row["defect"] = defect
+                ci = image_auroc_ci(s, y.astype(int), n_boot=n_boot, seed=seed) if n_boot else None
                 row.update(
+                    resolution=f"{res.resolution[0]}x{res.resolution[1]}",
                     n_good=len(good),
                     n_anomalous=int(g.sum()),
-                    auroc=float(roc_auc_score(y, np.r_[good, scores[g]])),
+                    auroc=float(roc_auc_score(y, s)),
+                    auroc_low=None if ci is None else ci["low"],
+                    auroc_high=None if ci is None else ci["high"],
+                    auroc_se=None if ci is None else ci["se"],
                 )
                 rows.append(row)
     return rows
