@@ -110,16 +110,18 @@ class NaiveScores:
     size: tuple[int, int] | None
 
 
+def network_image_255(x) -> np.ndarray:
+    """A network input ``[3,H,W]`` in [-1, 1] -> ``float32 [H,W,3]`` in grey levels 0..255 (the
+    z-score's units): ``(x + 1) * 127.5``.  ``evaluate_naive`` converts its inputs with it too."""
+    return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
+
+
 def _network_images(ds: LOCODataset) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The network inputs of ``ds`` (``[3,H,W]`` in [-1, 1]) as ``float32 [N,H,W,3]`` in grey levels
-    0..255 (the z-score's units), and the original sizes ``(H0, W0)``."""
-    imgs, sizes = [], []
-    for i in range(len(ds)):
-        it = ds[i]
-        # x in [-1, 1] -> (x + 1) * 127.5 in [0, 255]
-        imgs.append(((it["image"].numpy().astype(np.float32) + 1.0) * 127.5).transpose(1, 2, 0))
-        sizes.append((int(it["orig_size"][0]), int(it["orig_size"][1])))
-    return np.stack(imgs), sizes
+    """The network inputs of ``ds`` as ``network_image_255`` stacks ``[N,H,W,3]``, and the original
+    sizes ``(H0, W0)``."""
+    items = [ds[i] for i in range(len(ds))]
+    sizes = [(int(it["orig_size"][0]), int(it["orig_size"][1])) for it in items]
+    return np.stack([network_image_255(it["image"]) for it in items]), sizes
 
 
 def naive_category_scores(

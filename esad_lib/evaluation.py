@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from esad_lib.anomaly_map import upsample_map
-from esad_lib.baselines import naive_zscore_scores
+from esad_lib.baselines import naive_zscore_scores, network_image_255
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import LOCODataset, dataset_root, input_size, load_defects_config
 from esad_lib.maps_io import export_maps, read_maps
@@ -380,11 +380,6 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # naive baseline (notebook 01) under the same protocol
 # --------------------------------------------------------------------------------------------
-def _hwc_255(x) -> np.ndarray:
-    """Network input ``[3,H,W]`` in [-1, 1] -> ``float32 [H,W,3]`` in grey levels 0..255."""
-    return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
-
-
 def evaluate_naive(
     cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None, return_rows: bool = False
 ) -> dict | tuple[dict, list[dict]]:
@@ -402,7 +397,7 @@ def evaluate_naive(
         max_images = cfg.max_test_images
     size = input_size(cfg, root)
     train = LOCODataset(root, cfg.category, "train", image_size=size, labels=["good"])
-    train_imgs = np.stack([_hwc_255(train[i]["image"]) for i in range(len(train))])
+    train_imgs = np.stack([network_image_255(train[i]["image"]) for i in range(len(train))])
     names, imgs, chans, sizes, paths = [], [], [], [], []
     for lab in ("good", *ANOMALY_TYPES):
         ds = LOCODataset(
@@ -412,7 +407,7 @@ def evaluate_naive(
         for i in range(n):
             it = ds[i]
             names.append(lab)
-            imgs.append(_hwc_255(it["image"]))
+            imgs.append(network_image_255(it["image"]))
             chans.append(np.asarray(it["channels"], dtype=np.uint8))
             sizes.append(tuple(int(s) for s in it["orig_size"]))
             paths.append(str(it["path"]))
