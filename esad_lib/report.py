@@ -320,6 +320,14 @@ def format_paired(
     return "\n".join(lines) + "\n"
 
 
+def _direction(d: Mapping[str, Any]) -> str:
+    """"ahead" / "behind" when the paired interval of ``base - other`` excludes 0, else
+    "no clear difference"."""
+    if not d.get("excludes_zero"):
+        return "no clear difference"
+    return "ahead" if d["diff"] > 0 else "behind"
+
+
 def win_loss_summary(
     diffs: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
     means: Mapping[str, Mapping[str, Any] | None],
@@ -338,15 +346,13 @@ def win_loss_summary(
             d = by_cat[cat]
             if not d:
                 continue
-            clear = bool(d.get("excludes_zero"))
-            key = ("ahead" if d["diff"] > 0 else "behind") if clear else "no clear difference"
-            groups[key].append(CATEGORY_TITLES.get(cat, cat).lower())
+            groups[_direction(d)].append(CATEGORY_TITLES.get(cat, cat).lower())
         parts = [f"{k} on {', '.join(v) if v else 'none'}" for k, v in groups.items()]
         m = means.get(other)
         if m:
-            word = ("ahead" if m["diff"] > 0 else "behind") if m["excludes_zero"] else "no clear difference"
             parts.append(
-                f"mean {100 * m['diff']:+.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] points ({word})"
+                f"mean {100 * m['diff']:+.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] points "
+                f"({_direction(m)})"
             )
         lines.append(f"{base} vs {other}: " + "; ".join(parts))
     return lines
