@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import torch
 from nbclient import NotebookClient
 
 __all__ = [
@@ -144,14 +145,6 @@ def check_committed(path: str | Path) -> list[str]:
     return problems
 
 
-def _kernel_threads() -> int:
-    """The torch intra-op threads a fresh kernel gets: a child process of this one starts with
-    torch's default (or ``OMP_NUM_THREADS``), which is what this process reports unless changed."""
-    import torch
-
-    return torch.get_num_threads()
-
-
 def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout: int = 3600) -> float:
     """Execute ``path`` top to bottom in ``profile`` and write it back with its outputs and stamp.
 
@@ -195,7 +188,8 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
         "seconds": round(seconds, 1),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
         "cpu_cores": os.cpu_count(),
-        "torch_threads": _kernel_threads(),
+        # the kernel, a child process, starts with torch's default threads, as this process did
+        "torch_threads": torch.get_num_threads(),
     }
     set_header_time(work, work.metadata[STAMP_KEY])
     tmp = path.with_name(f".{path.name}.tmp")
