@@ -212,7 +212,10 @@ class FeatureLoss(nn.Module):
         _check_pair(img, recon)
         if target is None:
             target = self.target_features(img)
-        pred = self.extractor(recon)
+        return self.feature_distance(self.extractor(recon), target)
+
+    def feature_distance(self, pred: list[Tensor], target: list[Tensor]) -> Tensor:
+        """L_feat of the features ``pred`` (of one output) against ``target`` (of the input)."""
         idx = self.layers if self.layers is not None else range(len(pred))
         terms = []
         for i in idx:
@@ -255,42 +258,75 @@ class ESADLoss(nn.Module):
                 extractor = loss_extractor(cfg)
             self.feature_loss = FeatureLoss(extractor, distance=cfg.feature_loss_distance)
 
-    def _terms(
-        self, img: Tensor, out: Tensor, prefix: str, parts: dict[str, float], target: list[Tensor] | None
-    ) -> Tensor:
-        total = img.new_zeros(())
+    def _one_pass(
+        self, img: Tensor, outputs: list[Tensor], target: list[Tensor] | None
+    ) -> list[dict[str, Tensor]]:
+        """Every term of every output, each map computed ONCE over all outputs stacked along the
+        batch (``[k*B, 3, H, W]``), then reduced per output.  ``img [B, 3, H, W]``; ``outputs``:
+        ``k`` tensors like ``img``.  Returns per output ``{"l2": ..., "ssim": ..., "msgms": ...,
+        "feature": ...}`` (the terms whose weight is non-zero; scalars).
+
+        The per-image maps (squared error, local SSIM, MSGMS, extractor features) do not depend
+        on what else is in the batch, and each output's reduction runs over its own slice
+        exactly as ``l2_loss`` / ``ssim_loss`` / ``msgms_loss`` / ``FeatureLoss`` reduce a
+        batch of ``B``: the same values and gradients as computing the outputs one at a time
+        (``tests/test_losses.py``; bit for bit on this project's CPU,
+        ``benchmarks/train_speed.py``), with half the number of small operations.  Why:
+        at the demo's 64 px a step is many small memory-bound operations (README, "Training
+        memory and speed")."""
+        k, b = len(outputs), img.shape[0]
+        for out in outputs:
+            _check_pair(out, img)
+        out = outputs[0] if k == 1 else torch.cat(outputs)
+        ref = img if k == 1 else torch.cat([img] * k)
+        rows = [slice(j * b, (j + 1) * b) for j in range(k)]
+        terms: list[dict[str, Tensor]] = [{} for _ in outputs]
         if self.w_l2:
-            l2 = l2_loss(out, img)
-            parts[f"{prefix}_l2"] = float(l2.detach())
-            total = total + self.w_l2 * l2
+            # L2 = mean_{b,c,i,j} (o - I)^2
+            sq = (out - ref).square()
+            for t, r in zip(terms, rows):
+                t["l2"] = sq[r].mean()
         if self.w_ssim:
-            s = ssim_loss(out, img)
-            parts[f"{prefix}_ssim"] = float(s.detach())
-            total = total + self.w_ssim * s
+            # L_SSIM = mean_b (1 - SSIM(o_b, I_b))
+            smap = ssim_map(out, ref)
+            for t, r in zip(terms, rows):
+                t["ssim"] = (1.0 - smap[r].flatten(1).mean(dim=1)).mean()
         if self.w_msgms:
-            m = msgms_loss(out, img)
-            parts[f"{prefix}_msgms"] = float(m.detach())
-            total = total + self.w_msgms * m
+            # L_MSGMS = mean_{b,i,j} (1 - MSGMS(o, I)_{b,i,j})
+            dmap = 1.0 - msgms_map(out, ref)
+            for t, r in zip(terms, rows):
+                t["msgms"] = dmap[r].mean()
         if self.feature_loss is not None:
-            f = self.feature_loss(img, out, target)
-            parts[f"{prefix}_feature"] = float(f.detach())
-            total = total + self.w_feature * f
-        return total
+            assert target is not None
+            pred = self.feature_loss.extractor(out)
+            for t, r in zip(terms, rows):
+                t["feature"] = self.feature_loss.feature_distance([p[r] for p in pred], target)
+        return terms
 
     def forward(
         self, img: Tensor, recon: Tensor, inpaint: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         parts: dict[str, float] = {}
+        weights = {"l2": self.w_l2, "ssim": self.w_ssim, "msgms": self.w_msgms, "feature": self.w_feature}
         # The losses are computed in float32 even inside a float16 autocast region (the trainer's
         # mixed precision on CUDA): SSIM's E[x^2] - mu^2 loses its digits in float16.
         with torch.autocast(device_type=img.device.type, enabled=False):
             img = img.float()
             # the input's features, once for both outputs (they carry no gradient)
             target = self.feature_loss.target_features(img) if self.feature_loss is not None else None
-            # total = L(I, recon) + w_inpaint * L(I, inpaint)
-            total = self._terms(img, recon.float(), "recon", parts, target)
+            named = [("recon", recon.float())]
             if inpaint is not None and self.w_inpaint:
-                total = total + self.w_inpaint * self._terms(img, inpaint.float(), "inpaint", parts, target)
+                named.append(("inpaint", inpaint.float()))
+            sums = []
+            for (prefix, _), terms in zip(named, self._one_pass(img, [o for _, o in named], target)):
+                # L(I, o) = w_l2 L2 + w_ssim (1 - SSIM) + w_msgms L_MSGMS + w_feature L_feat
+                sub = img.new_zeros(())
+                for name, value in terms.items():
+                    parts[f"{prefix}_{name}"] = float(value.detach())
+                    sub = sub + weights[name] * value
+                sums.append(sub)
+            # total = L(I, recon) + w_inpaint * L(I, inpaint)
+            total = sums[0] if len(sums) == 1 else sums[0] + self.w_inpaint * sums[1]
         parts["total"] = float(total.detach())
         return total, parts
 

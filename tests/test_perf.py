@@ -15,9 +15,18 @@ def test_train_speed_quick_prints_table_and_loss_agreement(capsys) -> None:
     rc = train_speed.main(["--quick", "--steps", "3"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    for variant in ("today", "prepared", "prepared, plain grouped conv", "prepared + fused Adam", "all"):
+    for variant in (
+        "today",
+        "in-place residual, input features once",
+        "prepared",
+        "prepared, plain grouped conv",
+        "prepared + fused Adam",
+        "trainer step (prepared + fused Adam + one-pass loss)",
+        "all",
+    ):
         assert f"| {variant} |" in out
     assert "loss agreement: OK" in out
+    assert "one-pass loss vs term by term (same layout and optimiser), weights after 3 steps:" in out
     # the float64 check of the layouts: the same function, to rounding
     line = next(ln for ln in out.splitlines() if ln.startswith("float64 check"))
     assert float(line.rsplit("=", 1)[1]) < 1e-8
@@ -78,9 +87,11 @@ def test_gpu_check_without_cuda_exits_nonzero_with_one_line(tmp_path, capsys) ->
     assert not (tmp_path / "gpu_check.json").exists()
 
 
-def test_one_pass_loss_candidate_equals_esad_loss() -> None:
-    """The benchmark's one-pass loss computes ESADLoss's value, parts and gradients (up to float
-    rounding), with and without the inpainting output."""
+@pytest.mark.parametrize("features_per_output", [True, False])
+def test_term_by_term_loss_of_today_equals_the_one_pass_esad_loss(features_per_output: bool) -> None:
+    """The benchmark's "today" loss (one output at a time, the input's features per output or
+    once) and the library's one-pass ``ESADLoss`` give the same value, parts and gradients,
+    with and without the inpainting output."""
     from esad_lib.losses import ESADLoss
 
     cfg = train_speed.PRESETS["smoke"].replace(device="cpu", w_inpaint=0.4, w_feature=0.3)
@@ -89,15 +100,57 @@ def test_one_pass_loss_candidate_equals_esad_loss() -> None:
     base = [(img + 0.3 * torch.randn_like(img)).clamp(-1, 1) for _ in range(2)]
     for with_inpaint in (True, False):
         results = []
-        for cls in (ESADLoss, train_speed.OnePassLoss):
+        for make in (
+            ESADLoss,
+            lambda c: train_speed.TermByTermLoss(c, features_per_output=features_per_output),
+        ):
             torch.manual_seed(1)  # the same seeded random extractor
-            loss = cls(cfg)
+            loss = make(cfg)
             r, i = (b.clone().requires_grad_(True) for b in base)
             total, parts = loss(img, r, i if with_inpaint else None)
             total.backward()
             results.append((total.item(), parts, r.grad, i.grad))
         (va, pa, ra, ia), (vb, pb, rb, ib) = results
-        assert vb == pytest.approx(va, rel=1e-6) and pa.keys() == pb.keys()
-        assert all(pb[k] == pytest.approx(pa[k], rel=1e-5, abs=1e-7) for k in pa)
+        assert vb == pytest.approx(va, rel=1e-6) and list(pa) == list(pb)
+        assert all(pb[k] == pytest.approx(pa[k], rel=1e-6, abs=1e-7) for k in pa)
         torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-7)
         assert (ia is None) == (ib is None) == (not with_inpaint)
+
+
+def test_residual_in_place_switch_keeps_outputs_and_restores_the_block() -> None:
+    from esad_lib.models import build_model
+    from esad_lib.models.blocks import FeatureExtractionBlock
+
+    cfg = train_speed.PRESETS["smoke"].replace(device="cpu")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    forward = FeatureExtractionBlock.forward
+    outs = []
+    for on in (True, False):
+        with train_speed.residual_in_place(on):
+            outs.append(model.recon_net(x))
+        assert FeatureExtractionBlock.forward is forward
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_against_a_commit_runs_both_trainers_and_compares_them() -> None:
+    """``--against``: the trainer of an exported commit and the working tree's, in alternating
+    processes (smoke profile here); each process imports its own copy of esad_lib."""
+    res = train_speed.run_against("HEAD", epochs=2, rounds=1, threads=1, profile="smoke")
+    before, after = res["rows"]
+    assert (before["version"], after["version"]) == ("before", "after")
+    for r in res["rows"]:
+        assert r["train_images"] > 0 and r["epochs_timed"] == 1 and len(r["train_loss"]) == 2
+        assert r["images_per_s_epoch"] == pytest.approx(r["train_images"] / r["epoch_s"])
+        assert 0 < r["train_s"] < r["epoch_s"]
+    assert before["speedup_epoch"] == pytest.approx(1.0)
+    # HEAD's trainer and the working tree's compute the same training
+    assert after["loss_dev_first_epoch"] <= after["loss_dev"] <= train_speed.LOSS_RTOL
+    md = train_speed.format_against(res)
+    assert "| before |" in md and "| after |" in md
+
+
+def test_against_rejects_an_unknown_commit() -> None:
+    with pytest.raises(SystemExit, match="not a commit"):
+        train_speed.run_against("no-such-revision-xyz", epochs=2, rounds=1, profile="smoke")
