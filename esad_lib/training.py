@@ -84,6 +84,7 @@ from esad_lib.distributed import (
     wrap_ddp,
 )
 from esad_lib.losses import build_loss
+from esad_lib.masks import disjoint_masks
 from esad_lib.models import (
     build_model,
     model_fills,
@@ -256,11 +257,19 @@ def validation_loss(
 ) -> dict[str, float] | None:
     """Mean training objective on the validation images, averaged over every cutout size.
 
-    The masks for cutout size ``c`` and validation batch ``b`` come from
-    ``derive_seed(cfg.seed, "val", c, b)``: the same in every epoch, so the numbers are
-    comparable across epochs.  Uses the training fill (this is the training loss on held-out
-    images).  Under DDP each rank scores every ``world_size``-th image and the sums are
-    all-reduced.  Returns ``{"loss": ..., <part>: ...}`` or None when there are no images.
+    The masks for cutout size ``c`` and validation batch ``b`` (of ``cfg.batch_size`` images)
+    come from ``derive_seed(cfg.seed, "val", c, b)``: the same in every epoch, so the numbers
+    are comparable across epochs.  Uses the training fill (this is the training loss on
+    held-out images).  Under DDP each rank scores every ``world_size``-th image and the sums
+    are all-reduced.  Returns ``{"loss": ..., <part>: ...}`` or None when there are no images.
+
+    Speed (issue 16): every (cutout size, image) pair keeps those masks, and the pairs go
+    through the model ``cfg.eval_batch_size`` at a time, each image with its own masks, in the
+    training memory layout -- a few larger forward passes instead of one per training-sized
+    batch and cutout size.  In eval mode an image's pass does not depend on the others in its
+    batch, so this is the same objective, equal to float rounding (``tests/test_training.py``);
+    the best epoch and so the trained weights stay the same (README, "Training memory and
+    speed").
     """
     info = info if info is not None else DistInfo()
     if len(images) == 0:
@@ -271,18 +280,28 @@ def validation_loss(
     idx = shard(len(images), info)
     sums: dict[str, float] = {}
     count = 0
+    # (cutout size, image index, its masks [K, 1, H, W]) for every cutout size and image
+    pairs: list[tuple[int, int, torch.Tensor]] = []
     for c in cfg.cutout_sizes:
         for b, start in enumerate(range(0, len(idx), cfg.batch_size)):
-            img = torch.stack([images[i] for i in idx[start : start + cfg.batch_size]]).to(device)
+            batch_idx = idx[start : start + cfg.batch_size]
+            h, w = images[batch_idx[0]].shape[-2:]
             gen = seeded_generator(cfg.seed, "val", int(c), b)
-            with autocast(device, use_amp):
-                out = net(img, int(c), fill=model_fills(cfg)[0], generator=gen)
-                total, parts = loss_fn(img, out.recon, out.inpaint)
-            bs = img.shape[0]
-            parts = {"loss": float(total.detach()), **{k: v for k, v in parts.items() if k != "total"}}
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * bs
-            count += bs
+            masks = disjoint_masks(h, w, int(c), net.num_masks, generator=gen, device=device)
+            pairs += [(int(c), i, masks) for i in batch_idx]
+    step = max(1, int(cfg.eval_batch_size))
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start : start + step]
+        img = to_training_layout(torch.stack([images[i] for _, i, _ in chunk]).to(device), cfg)
+        masks = torch.stack([m for _, _, m in chunk], dim=1)  # [K, N, 1, H, W]: per image
+        with autocast(device, use_amp):
+            out = net(img, chunk[0][0], fill=model_fills(cfg)[0], masks=masks)
+            total, parts = loss_fn(img, out.recon, out.inpaint)
+        bs = img.shape[0]
+        parts = {"loss": float(total.detach()), **{k: v for k, v in parts.items() if k != "total"}}
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v * bs
+        count += bs
     net.train(was_training)
     # count = images x cutout sizes, so this is the mean over both
     return mean_over_ranks(sums, count, info, device)

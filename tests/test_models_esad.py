@@ -183,3 +183,22 @@ def test_reconstruct_all_seeded_and_matches_forward() -> None:
             again = model(img, c, fill="test", masks=a[c].masks)
         torch.testing.assert_close(a[c].recon, again.recon)
     assert not torch.equal(a[2].masks, model.reconstruct_all(img, (2,), seed=4)[2].masks)
+
+
+def test_per_image_masks_equal_one_pass_per_image_with_its_masks() -> None:
+    """``masks [K, B, 1, H, W]`` (one set per image, the trainer's batched validation) gives each
+    image what a pass with its own ``[K, 1, H, W]`` set gives it."""
+    cfg = get_config("smoke")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    img = _img(3, 32, 32)
+    sets = [disjoint_masks(32, 32, c, 3, generator=torch.Generator().manual_seed(c)) for c in (4, 8, 16)]
+    with torch.no_grad():
+        batched = model(img, 4, fill="train", masks=torch.stack(sets, dim=1))
+        for i, m in enumerate(sets):
+            one = model(img[i : i + 1], 4, fill="train", masks=m)
+            torch.testing.assert_close(batched.recon[i : i + 1], one.recon, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(batched.inpaint[i : i + 1], one.inpaint, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(batched.filled[:, i : i + 1], one.filled, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"masks must be \[K, 1, 32, 32\] or \[K, 3, 1, 32, 32\]"):
+        model(img, 4, masks=torch.stack(sets[:2], dim=1))

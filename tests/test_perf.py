@@ -154,3 +154,17 @@ def test_against_a_commit_runs_both_trainers_and_compares_them() -> None:
 def test_against_rejects_an_unknown_commit() -> None:
     with pytest.raises(SystemExit, match="not a commit"):
         train_speed.run_against("no-such-revision-xyz", epochs=2, rounds=1, profile="smoke")
+
+
+def test_retrain_check_finds_a_cached_smoke_model_bit_identical(capsys) -> None:
+    """A model trained into the cache (train_or_load) and trained again by the check is the
+    same bit for bit (CPU determinism); an uncached one is reported, not trained."""
+    from benchmarks import retrain_check
+    from esad_lib.config import PRESETS
+    from esad_lib.training import train_or_load
+
+    cfg = PRESETS["smoke"].replace(category="pushpins", epochs=1)
+    train_or_load(cfg, progress=False)
+    r = retrain_check.compare_run(cfg)
+    assert r["cached"] and r["identical"] and r["losses_identical"] and r["max_abs_diff"] == 0.0
+    assert retrain_check.compare_run(cfg.replace(seed=12345))["cached"] is False

@@ -280,3 +280,34 @@ def test_cosine_schedule_is_used_and_resumes_exactly(full_run, tmp_path):
     assert_same_state(cpu_state(res.model), cpu_state(ref.model))
     with pytest.raises(ValueError, match="lr_schedule"):
         train(tiny_cfg(lr_schedule="linear"), tmp_path / "bad", progress=False)
+
+
+def test_batched_validation_equals_one_pass_per_training_batch_and_cutout_size() -> None:
+    """``validation_loss`` batches (cutout size, image) pairs ``eval_batch_size`` at a time,
+    each image with its own masks; it equals the plain loop it replaced -- one pass per
+    training-sized batch and cutout size with the masks of ``derive_seed(seed, "val", c, b)``."""
+    cfg = tiny_cfg(eval_batch_size=3)
+    torch.manual_seed(0)
+    model = prepare_for_training(build_model(cfg), cfg)
+    loss = ESADLoss(cfg)
+    images = [torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)) * 2 - 1 for i in range(5)]
+    sums: dict[str, float] = {}
+    count = 0
+    model.eval()
+    with torch.no_grad():
+        for c in cfg.cutout_sizes:
+            for b, start in enumerate(range(0, len(images), cfg.batch_size)):
+                img = to_training_layout(torch.stack(images[start : start + cfg.batch_size]), cfg)
+                gen = training.seeded_generator(cfg.seed, "val", int(c), b)
+                out = model(img, int(c), fill="train", generator=gen)
+                total, parts = loss(img, out.recon, out.inpaint)
+                parts = {"loss": float(total), **{k: v for k, v in parts.items() if k != "total"}}
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v * img.shape[0]
+                count += img.shape[0]
+    want = {k: v / count for k, v in sums.items()}
+    model.train()
+    got = training.validation_loss(model, loss, images, cfg, torch.device("cpu"))
+    assert model.training  # restored
+    assert got.keys() == want.keys()
+    assert all(got[k] == pytest.approx(want[k], rel=1e-6) for k in want)

@@ -64,7 +64,8 @@ class ESADOutput:
 
     recon:   ``[B, 3, H, W]`` the reconstruction, assembled from the hidden cells of each pass.
     inpaint: ``[B, 3, H, W]`` the inpainting net's prediction assembled likewise (None for RIAD).
-    masks:   ``[K, 1, H, W]`` the masks used (1 visible, 0 hidden).
+    masks:   ``[K, 1, H, W]`` the masks used (1 visible, 0 hidden), or ``[K, B, 1, H, W]`` when
+             each image had its own (``forward(masks=...)``).
     filled:  ``[K, B, 3, H, W]`` the filled inputs given to the reconstruction net.
     """
 
@@ -72,6 +73,11 @@ class ESADOutput:
     inpaint: torch.Tensor | None
     masks: torch.Tensor
     filled: torch.Tensor
+
+
+def _broadcastable(masks: torch.Tensor) -> torch.Tensor:
+    """``[K, 1, H, W]`` -> ``[K, 1, 1, H, W]``; per-image ``[K, B, 1, H, W]`` as it is."""
+    return masks.unsqueeze(1) if masks.dim() == 4 else masks
 
 
 def apply_fill(
@@ -83,8 +89,8 @@ def apply_fill(
     alpha: float = 0.5,
 ) -> torch.Tensor:
     """The fill step.  ``img [B,3,H,W]``, ``cutout``/``pre [K,B,3,H,W]``, ``masks [K,1,H,W]``
-    -> ``filled [K,B,3,H,W]`` (formulas in the module docstring)."""
-    m = masks.unsqueeze(1)  # [K, 1, 1, H, W], broadcasts against [K, B, 3, H, W]
+    (or per image ``[K,B,1,H,W]``) -> ``filled [K,B,3,H,W]`` (formulas in the module docstring)."""
+    m = _broadcastable(masks)  # [K, 1 or B, 1, H, W], broadcasts against [K, B, 3, H, W]
     hidden = 1.0 - m
     if fill in ("train", "test") and pre is None:
         raise ValueError(
@@ -155,21 +161,29 @@ class ESADModel(nn.Module):
             fill: ``"train" | "test" | "zero" | "input"``.
             alpha: the test fill's mixing weight ``a`` (paper 0.5; ``cfg.fill_alpha``).
             generator: seeds the masks (ignored when ``masks`` is given; None = global RNG).
-            masks: optional ``[K, 1, H, W]`` masks to use instead of drawing new ones.
+            masks: optional ``[K, 1, H, W]`` masks to use instead of drawing new ones, or
+                ``[K, B, 1, H, W]``: a set of ``K`` masks per image (the trainer's validation
+                batches images whose masks were drawn apart; ``cutout_size`` is then unused).
+                Per image the pass is the same with either form.
         """
         if img.dim() != 4:
             raise ValueError(f"expected img [B, C, H, W], got {tuple(img.shape)}")
         b, ch, h, w = img.shape
         if masks is None:
             masks = disjoint_masks(h, w, cutout_size, self.num_masks, generator=generator, device=img.device)
-        elif masks.dim() != 4 or masks.shape[1] != 1 or masks.shape[-2:] != (h, w):
-            raise ValueError(f"masks must be [K, 1, {h}, {w}], got {tuple(masks.shape)}")
+        elif masks.shape[-2:] != (h, w) or not (
+            (masks.dim() == 4 and masks.shape[1] == 1) or (masks.dim() == 5 and masks.shape[1:3] == (b, 1))
+        ):
+            raise ValueError(
+                f"masks must be [K, 1, {h}, {w}] or [K, {b}, 1, {h}, {w}], got {tuple(masks.shape)}"
+            )
         masks = masks.to(device=img.device, dtype=img.dtype)
         k = masks.shape[0]
-        hidden = (1.0 - masks).unsqueeze(1)  # [K, 1, 1, H, W]
+        m = _broadcastable(masks)  # [K, 1 or B, 1, H, W]
+        hidden = 1.0 - m
 
         # cutout_k = img * m_k                                          [K, B, 3, H, W]
-        cutout = img.unsqueeze(0) * masks.unsqueeze(1)
+        cutout = img.unsqueeze(0) * m
         pre = None
         if self.inpaint_net is not None and fill in ("train", "test"):
             # pre_k = G1(cutout_k), all K masks in one batch of K*B

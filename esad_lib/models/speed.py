@@ -27,8 +27,12 @@ What the trainer calls (``esad_lib.training``)::
 * Not done, by measurement: computing the 1x1 convolutions as explicit matrix products on the
   channels_last view (PyTorch sends them to its im2col path at small batches on one thread):
   no faster step.
+* Elsewhere, same purpose: ``ESADLoss`` computes every loss map once over both outputs
+  (``esad_lib.losses``), and the trainer's validation batches its passes
+  (``esad_lib.training.validation_loss``).
 * Not done, by measurement (``benchmarks/train_speed.py --compile``): ``torch.compile`` of the
-  U-Nets for training on CPU -- minutes of compilation for no faster step at the demo scale.
+  U-Nets for training on CPU -- 81 s to compile from an empty cache, then a step 0.97x as
+  fast as eager (2026-12-01, idle machine, 2 threads, demo scale).
 * The repeated-input form of ``ExpandConv2d`` (the encoder's grouped conv as a depthwise conv of
   the repeated input) is kept: at the demo scale it costs nothing, at the paper's width the
   plain grouped conv's CPU backward is several times slower (``benchmarks/train_memory.py``
