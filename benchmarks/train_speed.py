@@ -429,6 +429,7 @@ def run_processes(quick: bool, steps: int, threads: int, rounds: int = 3) -> dic
     variants = ("today", "all")
     out: dict[str, dict[str, list[float]]] = {v: {"wall": [], "cpu": [], "losses": []} for v in variants}
     order = [v for _ in range(rounds) for v in variants]
+    per_process: dict[str, list[float]] = {}
     for variant in tqdm(order, desc="train_speed processes", leave=False):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--steps", str(steps)]
         cmd += ["--threads", str(threads)] + (["--quick"] if quick else [])
@@ -442,6 +443,7 @@ def run_processes(quick: bool, steps: int, threads: int, rounds: int = 3) -> dic
         out[variant]["wall"] += r["wall"]
         out[variant]["cpu"] += r["cpu"]
         out[variant]["losses"] = r["losses"]  # the same seeds in every process: one curve
+        per_process.setdefault(variant, []).append(statistics.median(r["wall"]))
     rows = []
     ref = out["today"]
     for variant, r in out.items():
@@ -457,9 +459,17 @@ def run_processes(quick: bool, steps: int, threads: int, rounds: int = 3) -> dic
                 "losses": r["losses"],
                 "processes": rounds,
                 "steps_timed": len(r["wall"]),
+                # round by round: today's process and the one right after it, so a drift of the
+                # machine's speed between rounds cancels out
+                "paired_speedups": [t / a for t, a in zip(per_process["today"], per_process[variant])],
             }
         )
     return {"rows": rows, "rounds": rounds}
+
+
+def _paired(ratios: list[float]) -> str:
+    """``median [min, max]`` of round-by-round speed-ups."""
+    return f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}, {max(ratios):.2f}]"
 
 
 def export_commit(rev: str, dest: Path) -> str:
@@ -558,7 +568,23 @@ def run_against(
                 "deterministic": all(r["train_loss"] == rs[0]["train_loss"] for r in rs),
             }
         )
+
+    def per_round(rs: list[dict], part: bool) -> list[float]:
+        if part:
+            return [
+                statistics.median([e - v for e, v in zip(r["epoch_s"][1:], r["validation_s"][1:])])
+                for r in rs
+            ]
+        return [statistics.median(r["epoch_s"][1:]) for r in rs]
+
     before, after = rows
+    for r, rs in zip(rows, runs.values()):
+        r["paired_speedup_epoch"] = [
+            b / a for b, a in zip(per_round(runs["before"], False), per_round(rs, False))
+        ]
+        r["paired_speedup_train"] = [
+            b / a for b, a in zip(per_round(runs["before"], True), per_round(rs, True))
+        ]
     for r in rows:
         r["images_per_s_epoch"] = r["train_images"] / r["epoch_s"]
         r["images_per_s_train"] = r["train_images"] / r["train_s"]
@@ -585,17 +611,21 @@ def format_against(res: dict) -> str:
         f"(after): {res['profile']} profile, {res['category']}, {res['epochs']} epochs per process, "
         "fresh processes run one at a time, "
         f"alternating, {res['rounds']} of each, {res['threads']} thread(s); medians of the pooled epochs "
-        "(each process's first epoch excluded):",
+        "(each process's first epoch excluded); round by round: each before-process against the "
+        "after-process right after it, median [min, max] over the rounds:",
         "",
-        "| version | commit | images/s, epoch (training + validation) | speed-up | images/s, training part "
-        "| speed-up | epoch (s) | validation (s) | epoch-1 loss vs before (rel. dev.) "
-        "| loss curve vs before (max rel. dev., all epochs) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| version | commit | images/s, epoch (training + validation) | speed-up | round by round "
+        "| images/s, training part | speed-up | round by round | epoch (s) | validation (s) "
+        "| epoch-1 loss vs before (rel. dev.) | loss curve vs before (max rel. dev., all epochs) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         lines.append(
             f"| {r['version']} | {r['commit']} | {r['images_per_s_epoch']:.2f} | {r['speedup_epoch']:.2f}x "
-            f"| {r['images_per_s_train']:.2f} | {r['speedup_train']:.2f}x | {r['epoch_s']:.3f} "
+            f"| {_paired(r['paired_speedup_epoch'])} "
+            f"| {r['images_per_s_train']:.2f} | {r['speedup_train']:.2f}x "
+            f"| {_paired(r['paired_speedup_train'])} "
+            f"| {r['epoch_s']:.3f} "
             f"| {r['epoch_s'] - r['train_s']:.3f} | {r['loss_dev_first_epoch']:.1e} | {r['loss_dev']:.1e} |"
         )
     det = all(r["deterministic"] for r in res["rows"])
@@ -625,13 +655,14 @@ def format_processes(res: dict, batch: int) -> str:
         "pooled, each process's first step excluded):",
         "",
         "| process | images/s | step (s) | CPU s/step | speed-up (wall) | speed-up (CPU) "
-        "| loss curve vs today (max rel. dev.) |",
-        "|---|---|---|---|---|---|---|",
+        "| speed-up round by round: median [min, max] | loss curve vs today (max rel. dev.) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         lines.append(
             f"| {r['variant']} | {batch / r['step_s']:.2f} | {r['step_s']:.4f} | {r['cpu_s']:.4f} "
-            f"| {r['speedup_wall']:.2f}x | {r['speedup_cpu']:.2f}x | {r['loss_dev']:.1e} |"
+            f"| {r['speedup_wall']:.2f}x | {r['speedup_cpu']:.2f}x | {_paired(r['paired_speedups'])} "
+            f"| {r['loss_dev']:.1e} |"
         )
     return "\n".join(lines)
 
