@@ -418,6 +418,15 @@ def _worker(variant: str, quick: bool, steps: int, threads: int) -> dict:
     return res[variant]
 
 
+def _json_worker(cmd: list[str], env: dict[str, str], what: str) -> dict:
+    """Run a worker process; its last stdout line starting with ``{`` is its JSON result."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(lines[-1])
+
+
 def run_processes(quick: bool, steps: int, threads: int, rounds: int = 3) -> dict:
     """``today`` and ``all`` (everything ``esad_lib.models.speed`` offers, the process-wide
     allocator setting included), each in fresh processes run ONE AT A TIME, alternating
@@ -433,13 +442,7 @@ def run_processes(quick: bool, steps: int, threads: int, rounds: int = 3) -> dic
     for variant in tqdm(order, desc="train_speed processes", leave=False):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--steps", str(steps)]
         cmd += ["--threads", str(threads)] + (["--quick"] if quick else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(
-                f"train_speed worker {variant!r} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
-            )
-        r = json.loads(lines[-1])
+        r = _json_worker(cmd, env, f"train_speed worker {variant!r}")
         out[variant]["wall"] += r["wall"]
         out[variant]["cpu"] += r["cpu"]
         out[variant]["losses"] = r["losses"]  # the same seeds in every process: one curve
@@ -502,13 +505,7 @@ def _trainer_run(
 ) -> dict:
     cmd = [sys.executable, str(Path(__file__).with_name("trainer_worker.py")), str(root)]
     cmd += ["--epochs", str(epochs), "--threads", str(threads), "--category", category, "--profile", profile]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"trainer worker for {root} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
-        )
-    r = json.loads(lines[-1])
+    r = _json_worker(cmd, env, f"trainer worker for {root}")
     if not Path(r["imported_from"]).is_relative_to(root):
         raise RuntimeError(f"the worker for {root} imported esad_lib from {r['imported_from']}")
     return r
