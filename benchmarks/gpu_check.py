@@ -53,8 +53,8 @@ from esad_lib.config import (  # noqa: E402
     ESADConfig,
     riad_config,  # noqa: E402
 )
-from esad_lib.losses import ESADLoss  # noqa: E402
-from esad_lib.models import build_model  # noqa: E402
+from esad_lib.method import build_model  # noqa: E402
+from esad_lib.method.loss import ESADLoss  # noqa: E402
 from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps, build_scoring_extractor, prepare_scoring  # noqa: E402
 
 __all__ = ["GRAD_RTOL", "main", "paper_config", "run_checks"]

@@ -52,14 +52,14 @@ from esad_lib.config import (  # noqa: E402
     ESADConfig,
     riad_config,  # noqa: E402
 )
-from esad_lib.models import build_model  # noqa: E402
+from esad_lib.method import build_model  # noqa: E402
 
 __all__ = ["CASES", "EXTRA_CASES", "case_config", "main", "probe", "run_memory"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> (method, checkpointing granularity, repeated-input form of ExpandConv2d,
-#: channels_last training layout of esad_lib.models.speed)
+#: channels_last training layout of esad_lib.perf.speed)
 CASES: dict[str, tuple[str, str, bool, bool]] = {
     "esad": ("esad", "off", True, False),
     "esad + ckpt level": ("esad", "level", True, False),

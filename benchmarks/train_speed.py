@@ -20,7 +20,7 @@ Variants:
   (``TermByTermLoss``, ``residual_in_place(False)``: the same values as the library's).
 * ``in-place residual, input features once`` -- the library's block and the input's features
   extracted once (still term by term).
-* ``prepared``     -- and ``esad_lib.models.speed.prepare_for_training`` + ``to_training_layout``
+* ``prepared``     -- and ``esad_lib.perf.speed.prepare_for_training`` + ``to_training_layout``
   (channels_last).
 * ``prepared, plain grouped conv`` -- same, with ``ExpandConv2d``'s repeated-input form off
   (the measurement behind keeping it).
@@ -77,10 +77,10 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from esad_lib.config import PRESETS, ESADConfig  # noqa: E402
 from esad_lib.features import build_feature_extractor  # noqa: E402
-from esad_lib.losses import ESADLoss, l2_loss, msgms_loss, ssim_loss  # noqa: E402
-from esad_lib.models import build_model  # noqa: E402
-from esad_lib.models.blocks import ExpandConv2d, FeatureExtractionBlock  # noqa: E402
-from esad_lib.models.speed import prepare_for_training, to_training_layout, training_optimizer  # noqa: E402
+from esad_lib.method import build_model  # noqa: E402
+from esad_lib.method.blocks import ExpandConv2d, FeatureExtractionBlock  # noqa: E402
+from esad_lib.method.loss import ESADLoss, l2_loss, msgms_loss, ssim_loss  # noqa: E402
+from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer  # noqa: E402
 
 __all__ = [
     "LOSS_RTOL",
@@ -428,7 +428,7 @@ def _json_worker(cmd: list[str], env: dict[str, str], what: str) -> dict:
 
 
 def run_processes(quick: bool, steps: int, threads: int, rounds: int = 3) -> dict:
-    """``today`` and ``all`` (everything ``esad_lib.models.speed`` offers, the process-wide
+    """``today`` and ``all`` (everything ``esad_lib.perf.speed`` offers, the process-wide
     allocator setting included), each in fresh processes run ONE AT A TIME, alternating
     (today, all, today, all, ...: ``rounds`` of each), so that they never compete for the cores
     and a drift of the machine's load affects both alike.  The step times of a variant's

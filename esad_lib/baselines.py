@@ -14,7 +14,7 @@ Two resolutions (``naive_category_scores``'s ``size``):
 * ``size=(H, W)``: the images go through the networks' input path (``esad_lib.data.LOCODataset``:
   bilinear, antialiased resize to ``network_input_size(root, category, size, keep_aspect)``),
   the z-map is computed at that size, upsampled bilinearly to the original size
-  (``esad_lib.anomaly_map.upsample_map``) and the image score is its max -- exactly
+  (``esad_lib.method.anomaly_map.upsample_map``) and the image score is its max -- exactly
   ``esad_lib.evaluation.evaluate_naive``, the "naive (ours)" column of ``esad demo``.  This is
   the figure a model trained at ``cfg.image_size`` must be compared with: downscaling alone
   averages pixel noise and small misalignments away, so it changes the baseline's AUROC.
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from esad_lib.anomaly_map import upsample_map
 from esad_lib.data.loco import (
     LOCODataset,
     list_samples,
@@ -38,6 +37,7 @@ from esad_lib.data.loco import (
     network_input_size,
 )
 from esad_lib.data.loco import categories as list_categories
+from esad_lib.method.anomaly_map import upsample_map
 from esad_lib.uncertainty import DEFAULT_N_BOOT, image_auroc_ci
 
 

@@ -149,17 +149,17 @@ class ESADConfig:
     sync_batchnorm: bool = False  # [ours] DDP only
     #: activation checkpointing of the U-Nets in training (recompute each U-Net level's
     #: activations in backward instead of storing them; BatchNorm statistics are updated once;
-    #: see esad_lib/models/checkpointing.py).  [ours] cuts the training memory per image
+    #: see esad_lib/perf/checkpointing.py).  [ours] cuts the training memory per image
     #: several-fold (benchmarks/train_memory.py), so the paper's 256x256 batch of 8 fits on
     #: smaller GPUs; same gradients (tested), a step costs one more forward pass of the U-Nets.
     #: On in the paper preset, off in smoke/demo (small enough to fit without it).
     checkpointing: bool = False
-    #: train with channels_last (NHWC) parameters and batches (esad_lib/models/speed.py:
+    #: train with channels_last (NHWC) parameters and batches (esad_lib/perf/speed.py:
     #: prepare_for_training / to_training_layout).  [ours] same maths, faster CPU kernels
     #: (measured side by side by benchmarks/train_speed.py at the demo profile).
     channels_last_training: bool = True
     #: CPU training: let glibc's malloc keep freed memory for the next step instead of returning
-    #: it to the OS and faulting it back in (esad_lib/models/speed.py: tune_cpu_allocator).
+    #: it to the OS and faulting it back in (esad_lib/perf/speed.py: tune_cpu_allocator).
     #: [ours] allocator setting only, process-wide; measured by benchmarks/train_speed.py.
     cpu_malloc_tuning: bool = True
     seed: int = 0  # [ours]

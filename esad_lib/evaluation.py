@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.anomaly_map import upsample_map
 from esad_lib.baselines import naive_zscore_scores, network_image_255
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import LOCODataset, dataset_root, input_size, load_defects_config
 from esad_lib.maps_io import export_maps, read_maps
+from esad_lib.method.anomaly_map import upsample_map
 from esad_lib.metrics import (
     SPRO_LIMITS,
     au_pro,

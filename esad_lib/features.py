@@ -19,7 +19,8 @@ interface and the ImageNet ones are optional:
 Every extractor takes images in [-1, 1] (the project's convention) and performs the ImageNet
 normalisation itself when the backbone is a torchvision one (EfficientNet-Lite0 was trained on
 inputs scaled to about [-1, 1] and maps them itself, see ``esad_lib.efficientnet.tf_lite_input``).
-``esad_lib.anomaly_map.feature_distance_map`` turns two images into an anomaly map: per layer the per-position
+``esad_lib.method.anomaly_map.feature_distance_map`` turns two images into an anomaly map: per layer
+the per-position
 distance 1 - cos(f(x), f(y)) between channel vectors, upsampled bilinearly and averaged over layers.
 """
 

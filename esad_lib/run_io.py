@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from esad_lib.config import RUNTIME_FIELDS, ESADConfig, resolve_device
-from esad_lib.models import build_model
+from esad_lib.method import build_model
 from esad_lib.paths import atomic_write_bytes, atomic_write_text, cache_dir
 
 __all__ = [

@@ -7,7 +7,7 @@ reconstruction are then compared, one map per cutout size, and the maps are aver
 
 * ``score_map="pixel"``   -- RIAD's map:  ``1 - MSGMS(img, recon_c)``;
 * ``score_map="feature"`` -- ESAD's *feature-level anomaly discrimination*: the distance between
-  deep features of the input and of the reconstruction (``esad_lib.anomaly_map.feature_distance_map``),
+  deep features of the input and of the reconstruction (``esad_lib.method.anomaly_map.feature_distance_map``),
   upsampled to the input size; comparing features instead of raw pixels suppresses pixel noise.
 
 The averaged map is smoothed (``cfg.smoothing``: "mean" box filter as RIAD, "gaussian", or
@@ -22,12 +22,12 @@ Deviations / project choices, stated where they happen:
 * smoothing sizes (``cfg.smoothing_size``, ``cfg.smoothing_sigma``) are in pixels of the
   network input and are applied at network resolution, before upsampling;
 * the image score is the max of the map upsampled to the image's original resolution (MVTec's
-  official definition; the map maths live in ``esad_lib.anomaly_map``);
+  official definition; the map maths live in ``esad_lib.method.anomaly_map``);
 * the same masks (one seed, ``cfg.seed``) are used for every test image, so a score does not
   depend on the batch it was computed in.
 
 Fast path (``cfg.fast_scoring``, default on): the model and the feature extractor are
-replaced by *prepared copies* (``esad_lib.models.fusion.prepare_for_inference``: eval mode,
+replaced by *prepared copies* (``esad_lib.perf.fusion.prepare_for_inference``: eval mode,
 BatchNorm folded into the preceding conv, channels_last weights), the input is channels_last,
 images are scored in batches under ``torch.inference_mode``.  The plain eager path
 (``fast_scoring=False``) scores one image at a time under ``torch.no_grad`` with the model as
@@ -50,12 +50,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from esad_lib.anomaly_map import SMOOTHINGS, MapStats, average_over_cutouts, smooth_maps, upsample_map
 from esad_lib.config import ESADConfig
 from esad_lib.data import LOCODataset, collate_keep_lists, dataset_root, input_size, list_samples
 from esad_lib.features import build_feature_extractor
-from esad_lib.models import model_fills
-from esad_lib.models.fusion import prepare_for_inference
+from esad_lib.method import model_fills
+from esad_lib.method.anomaly_map import SMOOTHINGS, MapStats, average_over_cutouts, smooth_maps, upsample_map
+from esad_lib.perf.fusion import prepare_for_inference
 
 SCORE_MAPS = ("pixel", "feature")
 #: map standardisation: "none" (the paper), or per-pixel mean/std of the smoothed maps of the
@@ -126,7 +126,7 @@ def raw_maps(
 def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The fast path's prepared copies of ``model`` and ``extractor`` (None stays None).
 
-    Each is ``esad_lib.models.fusion.prepare_for_inference``'d: eval mode, BatchNorm folded into
+    Each is ``esad_lib.perf.fusion.prepare_for_inference``'d: eval mode, BatchNorm folded into
     the conv before it, channels_last weights.  The caller's modules are not changed; modules
     that are already prepared are returned as they are (so preparing once per split is enough).
     """

@@ -4,7 +4,7 @@ One file because the four phases below share the private ``_Run`` state and read
 the loop notebook 04 explains; the step, the run folder and the process group already live in
 ``train_step``, ``run_io`` and ``distributed``.
 
-One step is ``esad_lib.train_step.train_step`` (notebook 04 explains it line by line):
+One step is ``esad_lib.method.train_step.train_step`` (notebook 04 explains it line by line):
 
 1. ONE cutout size ``c`` for the batch from ``cfg.cutout_sizes`` (RIAD: 2, 4, 8, 16);
 2. ``K`` disjoint masks for ``c``; the model inpaints each cutout with ``G1``, fills the
@@ -83,15 +83,11 @@ from esad_lib.distributed import (
     unwrap,
     wrap_ddp,
 )
-from esad_lib.losses import build_loss
-from esad_lib.masks import disjoint_masks
-from esad_lib.models import (
-    build_model,
-    model_fills,
-    prepare_for_training,
-    to_training_layout,
-    training_optimizer,
-)
+from esad_lib.method import build_model, model_fills
+from esad_lib.method.loss import build_loss
+from esad_lib.method.masks import disjoint_masks
+from esad_lib.method.train_step import autocast, train_step
+from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
 from esad_lib.run_io import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -115,7 +111,6 @@ from esad_lib.run_io import (
     write_log,
     write_summary,
 )
-from esad_lib.train_step import autocast, train_step
 
 __all__ = [
     "CHECKPOINT_FILE",

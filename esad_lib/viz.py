@@ -35,7 +35,7 @@ from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangl
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from esad_lib.config import ESADConfig
-from esad_lib.models import unet_widths
+from esad_lib.method import unet_widths
 
 ArrayLike = torch.Tensor | np.ndarray
 

@@ -36,11 +36,11 @@ from esad_lib.bench import (
 )
 from esad_lib.cli import bench as bench_cli
 from esad_lib.config import ESADConfig
-from esad_lib.masks import disjoint_masks
-from esad_lib.models import build_model
-from esad_lib.models.counting import count_parameters
-from esad_lib.models.fusion import fold_batchnorm
+from esad_lib.method import build_model
+from esad_lib.method.masks import disjoint_masks
 from esad_lib.paths import PROJECT_ROOT
+from esad_lib.perf.counting import count_parameters
+from esad_lib.perf.fusion import fold_batchnorm
 from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps
 
 

@@ -51,7 +51,7 @@ def test_round_trip_through_json_and_stable_key() -> None:
 
 
 def test_widths_follow_the_reference_code() -> None:
-    from esad_lib.models import unet_widths
+    from esad_lib.method import unet_widths
 
     assert unet_widths(PRESETS["paper"].base_width) == (64, 128, 256, 512, 512)
 

@@ -91,8 +91,9 @@ def _reference_accumulation(cfg: ESADConfig) -> dict[str, torch.Tensor]:
 
     from esad_lib.config import seed_everything
     from esad_lib.data import LOCODataset, dataset_root
-    from esad_lib.losses import ESADLoss
-    from esad_lib.models import build_model, prepare_for_training, to_training_layout, training_optimizer
+    from esad_lib.method import build_model
+    from esad_lib.method.loss import ESADLoss
+    from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
     from esad_lib.training import cutout_size_for_step, mask_generator
 
     ds = LOCODataset(dataset_root(cfg), cfg.category, "train", image_size=cfg.image_size)
@@ -198,7 +199,7 @@ def test_ddp_equals_single_process_gradient_accumulation(ddp_runs):
 
 def _initial_weights(cfg: ESADConfig) -> dict[str, torch.Tensor]:
     from esad_lib.config import seed_everything
-    from esad_lib.models import build_model
+    from esad_lib.method import build_model
 
     seed_everything(cfg.seed)
     return build_model(cfg).state_dict()

@@ -15,13 +15,13 @@ from sklearn.datasets import load_sample_images
 from torch import nn
 
 from esad_lib import efficientnet as eff
-from esad_lib.anomaly_map import feature_distance_map
 from esad_lib.features import (
     EXTRACTORS,
     FeatureExtractor,
     available_extractors,
     build_feature_extractor,
 )
+from esad_lib.method.anomaly_map import feature_distance_map
 
 MILITARY_UNIFORM = 652  # ImageNet-1k class index
 DAISY = 985

@@ -12,13 +12,13 @@ import torchvision
 from torch import nn
 
 from esad_lib import features
-from esad_lib.anomaly_map import feature_distance_map
 from esad_lib.config import get_config
 from esad_lib.features import (
     FeatureExtractor,
     available_extractors,
     build_feature_extractor,
 )
+from esad_lib.method.anomaly_map import feature_distance_map
 
 
 def _images(b: int = 2, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
@@ -134,7 +134,7 @@ def test_feature_distance_map_values_and_shapes() -> None:
 
 
 def test_recon_encoder_is_a_frozen_copy_of_the_model() -> None:
-    from esad_lib.models import build_model
+    from esad_lib.method import build_model
 
     cfg = get_config("smoke")
     torch.manual_seed(0)

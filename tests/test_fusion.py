@@ -1,4 +1,4 @@
-"""Inference rewrites (esad_lib.models.fusion) keep the outputs and never touch the caller's model."""
+"""Inference rewrites (esad_lib.perf.fusion) keep the outputs and never touch the caller's model."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from esad_lib.config import get_config, riad_config
-from esad_lib.models import build_model, model_fills
-from esad_lib.models.esad import scoring_masks
-from esad_lib.models.fusion import fold_batchnorm, is_prepared, prepare_for_inference
+from esad_lib.method import build_model, model_fills
+from esad_lib.method.model import scoring_masks
+from esad_lib.perf.fusion import fold_batchnorm, is_prepared, prepare_for_inference
 
 
 def _trained_bn(cfg) -> torch.nn.Module:

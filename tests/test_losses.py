@@ -10,7 +10,8 @@ from torch import nn
 
 from esad_lib.config import get_config
 from esad_lib.features import build_feature_extractor
-from esad_lib.losses import (
+from esad_lib.method import build_model
+from esad_lib.method.loss import (
     ESADLoss,
     FeatureLoss,
     build_loss,
@@ -21,7 +22,6 @@ from esad_lib.losses import (
     ssim,
     ssim_loss,
 )
-from esad_lib.models import build_model
 
 C1 = (0.01 * 2.0) ** 2
 C2 = (0.03 * 2.0) ** 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from esad_lib.masks import cell_groups, disjoint_masks, hidden_fraction
+from esad_lib.method.masks import cell_groups, disjoint_masks, hidden_fraction
 
 
 @pytest.mark.parametrize("h,w", [(32, 32), (37, 50), (5, 7), (64, 48)])

@@ -12,11 +12,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from esad_lib.config import PRESETS, get_config, riad_config
-from esad_lib.losses import ESADLoss
-from esad_lib.masks import disjoint_masks
-from esad_lib.models import build_model
-from esad_lib.models.checkpointing import CHECKPOINT_MODES, bn_buffers, bn_safe_checkpoint
-from esad_lib.models.esad import TRAIN_CHECKPOINT_MODE
+from esad_lib.method import build_model
+from esad_lib.method.loss import ESADLoss
+from esad_lib.method.masks import disjoint_masks
+from esad_lib.method.model import TRAIN_CHECKPOINT_MODE
+from esad_lib.perf.checkpointing import CHECKPOINT_MODES, bn_buffers, bn_safe_checkpoint
 
 ATOL = 1e-5
 

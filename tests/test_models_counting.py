@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from esad_lib.cli.models import register
 from esad_lib.config import get_config
-from esad_lib.models import LightweightUNet, build_model, build_unet
-from esad_lib.models.counting import count_macs, count_parameters, model_info
+from esad_lib.method import LightweightUNet, build_model, build_unet
+from esad_lib.perf.counting import count_macs, count_parameters, model_info
 
 
 def test_conv_macs_by_hand() -> None:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from esad_lib.config import get_config, riad_config
-from esad_lib.masks import disjoint_masks
-from esad_lib.models import ESADModel, LightweightUNet, build_model, model_fills
+from esad_lib.method import ESADModel, LightweightUNet, build_model, model_fills
+from esad_lib.method.masks import disjoint_masks
 
 
 class Const(nn.Module):

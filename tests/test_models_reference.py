@@ -3,7 +3,7 @@
 The classes below restate the authors' reference code as the project documents it, in the style of the
 authors'
 code -- ``Block(kernel, in, expand, out)`` with ``conv1/bn1``, ``conv2/bn2``, ``conv3/bn3`` and a
-``shortcut`` -- and share no code with ``esad_lib.models``.  The tests check the parameter
+``shortcut`` -- and share no code with ``esad_lib.method``.  The tests check the parameter
 count (4,267,203 at width 64), and that one block and one whole U-Net give the same outputs as
 this re-statement once its weights are copied into ours, in eval and in train mode.
 """
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esad_lib.models import FeatureExtractionBlock, LightweightUNet
+from esad_lib.method import FeatureExtractionBlock, LightweightUNet
 
 
 class RefBlock(nn.Module):

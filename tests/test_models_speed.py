@@ -1,4 +1,4 @@
-"""Training-speed preparation (``esad_lib.models.speed``) changes the memory layout and the
+"""Training-speed preparation (``esad_lib.perf.speed``) changes the memory layout and the
 optimiser's kernel, not the function: checked in float64 against the plain model.  The
 inference-latency helpers (notebook 02) time the same function in every layout, interleaved,
 and summarise the repeats correctly."""
@@ -17,8 +17,8 @@ from torch import nn
 
 from esad_lib.bench.timing import interleaved_samples
 from esad_lib.config import PRESETS, get_config
-from esad_lib.models import build_model, build_unet
-from esad_lib.models.speed import (
+from esad_lib.method import build_model, build_unet
+from esad_lib.perf.speed import (
     LATENCY_LAYOUTS,
     forward_latency,
     latency_spread,
@@ -77,10 +77,10 @@ def test_training_optimizer_is_the_configured_adam() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_cpu_allocator_tuning_applies_on_linux_and_prepare_calls_it(monkeypatch) -> None:
-    import esad_lib.models.speed as speed
+    import esad_lib.perf.speed as speed
 
     # in a subprocess: the setting is process-wide, and this test process is shared
-    code = "from esad_lib.models.speed import tune_cpu_allocator; print(tune_cpu_allocator())"
+    code = "from esad_lib.perf.speed import tune_cpu_allocator; print(tune_cpu_allocator())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
     calls = []

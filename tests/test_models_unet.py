@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from esad_lib.models import (
+from esad_lib.method import (
     ECA,
     ClassicUNet,
     FeatureExtractionBlock,
     LightweightUNet,
     build_unet,
 )
-from esad_lib.models.counting import count_parameters
+from esad_lib.perf.counting import count_parameters
 
 
 def _n(m: nn.Module) -> int:
@@ -107,7 +107,7 @@ def test_widths_follow_base_width() -> None:
 
 def test_expand_conv_training_path_equals_the_grouped_conv() -> None:
     """The depthwise-over-repeated-input path used for CPU training == the grouped conv."""
-    from esad_lib.models.blocks import ExpandConv2d
+    from esad_lib.method.blocks import ExpandConv2d
 
     torch.manual_seed(0)
     conv = ExpandConv2d(6, 12, 3, padding=1, groups=6, bias=False)

@@ -92,7 +92,7 @@ def test_term_by_term_loss_of_today_equals_the_one_pass_esad_loss(features_per_o
     """The benchmark's "today" loss (one output at a time, the input's features per output or
     once) and the library's one-pass ``ESADLoss`` give the same value, parts and gradients,
     with and without the inpainting output."""
-    from esad_lib.losses import ESADLoss
+    from esad_lib.method.loss import ESADLoss
 
     cfg = train_speed.PRESETS["smoke"].replace(device="cpu", w_inpaint=0.4, w_feature=0.3)
     torch.manual_seed(0)
@@ -118,8 +118,8 @@ def test_term_by_term_loss_of_today_equals_the_one_pass_esad_loss(features_per_o
 
 
 def test_residual_in_place_switch_keeps_outputs_and_restores_the_block() -> None:
-    from esad_lib.models import build_model
-    from esad_lib.models.blocks import FeatureExtractionBlock
+    from esad_lib.method import build_model
+    from esad_lib.method.blocks import FeatureExtractionBlock
 
     cfg = train_speed.PRESETS["smoke"].replace(device="cpu")
     torch.manual_seed(0)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from esad_lib.anomaly_map import (
+from esad_lib.config import get_config
+from esad_lib.method.anomaly_map import (
     MapStats,
     gaussian_filter,
     image_scores,
@@ -16,7 +17,6 @@ from esad_lib.anomaly_map import (
     smooth_maps,
     upsample_map,
 )
-from esad_lib.config import get_config
 from esad_lib.scoring import (
     FAST_PATH_ATOL,
     anomaly_maps,
@@ -76,7 +76,7 @@ def test_map_stats_standardise_validation_maps():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from esad_lib.models import build_model
+    from esad_lib.method import build_model
 
     torch.manual_seed(0)
     cfg = get_config("smoke")

@@ -12,8 +12,9 @@ import torch
 from esad_lib import run_io, training
 from esad_lib.config import get_config, seed_everything
 from esad_lib.data import LOCODataset, dataset_root
-from esad_lib.losses import ESADLoss
-from esad_lib.models import build_model, prepare_for_training, to_training_layout, training_optimizer
+from esad_lib.method import build_model
+from esad_lib.method.loss import ESADLoss
+from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
 from esad_lib.run_io import cpu_state
 from esad_lib.training import (
     CHECKPOINT_FILE,
@@ -182,7 +183,7 @@ def test_different_seed_gives_different_weights(full_run, tmp_path):
 
 
 def test_nan_loss_stops_with_clear_message(tmp_path, monkeypatch):
-    from esad_lib.losses import ESADLoss
+    from esad_lib.method.loss import ESADLoss
 
     real_forward = ESADLoss.forward
 

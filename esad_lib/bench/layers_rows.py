@@ -13,7 +13,7 @@ import torch
 from esad_lib.bench.settings import cfg_for
 from esad_lib.bench.timing import sync
 from esad_lib.bench.workloads import build_model, random_images
-from esad_lib.models import counting
+from esad_lib.perf import counting
 
 
 def layer_kind(m: torch.nn.Module) -> str | None:

@@ -11,15 +11,15 @@ import torch
 from esad_lib.bench.settings import TOL_FP32, cfg_for
 from esad_lib.bench.timing import time_interleaved
 from esad_lib.bench.workloads import build_model, random_images
-from esad_lib.masks import disjoint_masks
-from esad_lib.models import apply_fill, model_fills
+from esad_lib.method import apply_fill, model_fills
+from esad_lib.method.masks import disjoint_masks
 
 
 def masks_loop(model, img: torch.Tensor, masks: torch.Tensor, fill: str, alpha: float = 0.5) -> torch.Tensor:
     """``ESADModel.forward``'s reconstruction with one U-Net call per mask (the naive loop).
 
     ``img [B,3,H,W]``, ``masks [K,1,H,W]`` -> ``recon [B,3,H,W]``; same formulas as the model
-    (``esad_lib.models.apply_fill``), only the K masks are not stacked into the batch.
+    (``esad_lib.method.apply_fill``), only the K masks are not stacked into the batch.
     """
     recon = torch.zeros_like(img)
     for k in range(masks.shape[0]):

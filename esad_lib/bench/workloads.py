@@ -18,9 +18,9 @@ import torch
 from esad_lib.bench.metric_inputs import metric_call, synthetic_metric_inputs
 from esad_lib.config import ESADConfig, seed_everything
 from esad_lib.features import build_feature_extractor
-from esad_lib.losses import ESADLoss
-from esad_lib.models import build_model as _library_build_model
-from esad_lib.models import model_fills
+from esad_lib.method import build_model as _library_build_model
+from esad_lib.method import model_fills
+from esad_lib.method.loss import ESADLoss
 from esad_lib.scoring import anomaly_maps, build_scoring_extractor, prepare_scoring
 
 
@@ -31,7 +31,7 @@ def random_images(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
 
 
 def build_model(cfg: ESADConfig, device: torch.device) -> torch.nn.Module:
-    """``esad_lib.models.build_model(cfg)`` with its weights seeded by ``cfg.seed``, on ``device``."""
+    """``esad_lib.method.build_model(cfg)`` with its weights seeded by ``cfg.seed``, on ``device``."""
     seed_everything(cfg.seed)
     return _library_build_model(cfg).to(device)
 

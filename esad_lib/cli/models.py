@@ -9,7 +9,7 @@ import argparse
 import json
 
 from esad_lib.config import get_config, riad_config
-from esad_lib.models.counting import format_model_info, model_info
+from esad_lib.perf.counting import format_model_info, model_info
 
 __all__ = ["register", "model_info_main"]
 

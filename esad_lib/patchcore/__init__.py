@@ -39,7 +39,7 @@ Deviations, stated where they happen in the code as well:
 * the JL projection is a Gaussian matrix, PatchCore's code uses a randomly initialised
   ``nn.Linear``; the coreset starts at one seeded random patch (PC Algorithm 1), PatchCore's
   code starts from the mean distance to 10 random patches;
-* the Gaussian filter replicates the border (``esad_lib.anomaly_map.gaussian_filter``, scipy's
+* the Gaussian filter replicates the border (``esad_lib.method.anomaly_map.gaussian_filter``, scipy's
   mode "nearest"); PatchCore's code uses scipy's default "reflect".
 """
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from esad_lib.anomaly_map import gaussian_filter
+from esad_lib.method.anomaly_map import gaussian_filter
 from esad_lib.patchcore.patches import (
     PATCHCORE_CORESET_RATIO,
     PATCHCORE_LAYERS,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esad_lib.config import ESADConfig
-from esad_lib.losses import msgms_map
+from esad_lib.method.loss import msgms_map
 
 __all__ = [
     "SMOOTHINGS",

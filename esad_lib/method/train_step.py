@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from esad_lib.distributed import unwrap
-from esad_lib.masks import disjoint_masks
+from esad_lib.method.masks import disjoint_masks
 
 __all__ = ["autocast", "train_step"]
 
@@ -46,7 +46,7 @@ def train_step(
 
     ``model``: an ``ESADModel`` (or its DistributedDataParallel wrapper); ``loss_fn``: an
     ``ESADLoss``; ``fill`` the training fill (paper: "train", ``select = 0``; RIAD: "zero";
-    ``esad_lib.models.model_fills(cfg)[0]``); ``generator`` seeds the masks (None: the global
+    ``esad_lib.method.model_fills(cfg)[0]``); ``generator`` seeds the masks (None: the global
     RNG); ``scaler``: a
     ``GradScaler`` for mixed precision (None: plain ``backward`` and ``step``); ``amp``: run
     the forward under float16 autocast on CUDA.  Returns the loss parts (Python floats:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from esad_lib.models.esad import model_fills
+from esad_lib.method.model import model_fills
 
 __all__ = [
     "count_parameters",
@@ -130,7 +130,7 @@ def model_info(cfg: Any, image_size: tuple[int, int] | None = None, device: str 
     arithmetic, so counting the paper-size nets takes well under a second.  Pass
     ``device="cpu"`` to count with a real forward pass (same numbers; a test checks it).
     """
-    from esad_lib.models.esad import build_model
+    from esad_lib.method.model import build_model
 
     h, w = tuple(image_size or cfg.image_size)
     with torch.device(device):

@@ -4,7 +4,7 @@ and the authors' README "Key algorithms"); RIAD (its baseline) is the same class
 inpainting net and zero fill.
 
 For one cutout size ``c`` and ``K`` disjoint masks ``m_k`` (1 visible, 0 hidden; see
-``esad_lib.masks``), with ``G1`` the inpainting net and ``G2`` the reconstruction net::
+``esad_lib.method.masks``), with ``G1`` the inpainting net and ``G2`` the reconstruction net::
 
     cutout_k = img * m_k
     pre_k    = G1(cutout_k)
@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from esad_lib.masks import disjoint_masks
-from esad_lib.models.unet import build_unet
+from esad_lib.method.masks import disjoint_masks
+from esad_lib.method.unet import build_unet
 
 __all__ = [
     "FILLS",
@@ -54,7 +54,7 @@ FILLS = ("train", "test", "zero", "input")
 #: the checkpointing granularity ``cfg.checkpointing = True`` selects: per U-Net level, the
 #: smallest training memory per image of the three granularities at the paper's size, for the
 #: same recomputation (one forward) as the others (``benchmarks/train_memory.py --all``; the
-#: granularities are described in ``esad_lib.models.checkpointing``).
+#: granularities are described in ``esad_lib.perf.checkpointing``).
 TRAIN_CHECKPOINT_MODE = "level"
 
 
@@ -138,7 +138,7 @@ class ESADModel(nn.Module):
 
     def set_checkpointing(self, mode: str) -> ESADModel:
         """Activation checkpointing of both U-Nets in training (``"off"``, ``"block"``,
-        ``"level"``, ``"net"``; see ``esad_lib.models.checkpointing``).  Returns ``self``."""
+        ``"level"``, ``"net"``; see ``esad_lib.perf.checkpointing``).  Returns ``self``."""
         for net in (self.inpaint_net, self.recon_net):
             if net is not None:
                 net.set_checkpointing(mode)

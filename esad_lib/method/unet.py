@@ -27,7 +27,7 @@ Project choices (the paper is silent; stated here and in notebook 02):
   with *replicate* padding (reflect fails when the pad exceeds the side) to the next multiple
   of 16 and the output is cropped back, so LOCO's non-square aspect ratios survive.
 * Activation checkpointing in training (``set_checkpointing``, ``cfg.checkpointing``): per
-  block, per level or for the whole net, BatchNorm-safe (``esad_lib.models.checkpointing``);
+  block, per level or for the whole net, BatchNorm-safe (``esad_lib.perf.checkpointing``);
   the outputs and gradients do not depend on it.
 * The classic U-Net ends in the same 3x3 conv + tanh head as the lightweight one (RIAD's ends
   in a 1x1 conv; the difference is 1.7 k parameters), so the two differ only in their levels.
@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esad_lib.models.blocks import ConvBNReLU, DoubleConv, FeatureExtractionBlock
-from esad_lib.models.checkpointing import CHECKPOINT_MODES, bn_safe_checkpoint
+from esad_lib.method.blocks import ConvBNReLU, DoubleConv, FeatureExtractionBlock
+from esad_lib.perf.checkpointing import CHECKPOINT_MODES, bn_safe_checkpoint
 
 __all__ = ["UNetBase", "LightweightUNet", "ClassicUNet", "build_unet", "unet_widths", "UNET_KINDS"]
 
@@ -82,13 +82,13 @@ class UNetBase(nn.Module):
         outs = (w[3], w[2], w[1], w[0])
         self.up = nn.ModuleList(nn.ConvTranspose2d(i, o, 2, stride=2) for i, o in zip(ins, outs))
         self.head = nn.Conv2d(w[0], out_ch, 3, padding=1)
-        #: activation checkpointing in training (``esad_lib.models.checkpointing``): one of
+        #: activation checkpointing in training (``esad_lib.perf.checkpointing``): one of
         #: ``CHECKPOINT_MODES``; set with ``set_checkpointing``.  Outputs do not depend on it.
         self.checkpointing = "off"
 
     def set_checkpointing(self, mode: str) -> UNetBase:
         """Recompute activations in backward instead of storing them (``"off"``, ``"block"``,
-        ``"level"``, ``"net"``; see ``esad_lib.models.checkpointing``).  Active only in train mode
+        ``"level"``, ``"net"``; see ``esad_lib.perf.checkpointing``).  Active only in train mode
         with gradients enabled; a no-op in eval / ``no_grad``.  Returns ``self``."""
         if mode not in CHECKPOINT_MODES:
             raise ValueError(f"checkpointing must be one of {', '.join(CHECKPOINT_MODES)}, got {mode!r}")

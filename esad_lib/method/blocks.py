@@ -13,7 +13,7 @@ the authors' reference code ``Block(kernel, in, expand, out)``, with ``M`` = ``e
       -> ReLU                                                               -> [B, C_out, H, W]
 
 The encoder uses ``M = e * C_in`` (``expansion`` e = 2 in the reference); the decoder uses
-``M = C_in`` (``mid_ch``; its first conv is then depthwise, see ``esad_lib.models.unet``).
+``M = C_in`` (``mid_ch``; its first conv is then depthwise, see ``esad_lib.method.unet``).
 ``kernel_size`` (k, of both spatial convs, as in the reference), ``expansion`` and ``use_eca``
 are config fields (``block_kernel``, ``block_expansion``, ``use_eca``).
 

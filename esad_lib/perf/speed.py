@@ -28,7 +28,7 @@ What the trainer calls (``esad_lib.training``)::
   channels_last view (PyTorch sends them to its im2col path at small batches on one thread):
   no faster step.
 * Elsewhere, same purpose: ``ESADLoss`` computes every loss map once over both outputs
-  (``esad_lib.losses``), and the trainer's validation batches its passes
+  (``esad_lib.method.loss``), and the trainer's validation batches its passes
   (``esad_lib.training.validation_loss``).
 * Not done, by measurement (``benchmarks/train_speed.py --compile``): ``torch.compile`` of the
   U-Nets for training on CPU -- 81 s to compile from an empty cache, then a step 0.97x as
@@ -44,7 +44,7 @@ change).  Both functions are no-ops when ``cfg.channels_last_training`` is False
 Also here, the inference latency of the memory layouts, for teaching (``forward_latency``,
 ``latency_spread``; notebook 02): one forward pass of each given net in each layout --
 ``"NCHW"`` (PyTorch's default), ``"channels_last"`` and ``"channels_last + BN folded"``
-(``esad_lib.models.fusion.prepare_for_inference``: the layout and folding of the scoring fast
+(``esad_lib.perf.fusion.prepare_for_inference``: the layout and folding of the scoring fast
 path, ``cfg.fast_scoring``) -- all timed interleaved in one loop
 (``esad_lib.bench.timing.interleaved_samples``), so that background load hits every contender
 alike; every repeat is kept, so that a plot can show the spread.  CPU timings depend on the
@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from esad_lib.bench.timing import interleaved_samples
-from esad_lib.models.fusion import prepare_for_inference
+from esad_lib.perf.fusion import prepare_for_inference
 
 __all__ = [
     "LATENCY_LAYOUTS",

@@ -1,0 +1,1 @@
+"""Performance opt-ins applied from outside the paper's method (``esad_lib.method``)."""
