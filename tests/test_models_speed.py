@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import nn
 
-from esad_lib.bench.timing import interleaved_samples
 from esad_lib.config import PRESETS, get_config
 from esad_lib.method import build_model, build_unet
 from esad_lib.perf.speed import (
@@ -27,6 +26,7 @@ from esad_lib.perf.speed import (
     to_training_layout,
     training_optimizer,
 )
+from esad_lib.perf.timing import interleaved_samples
 
 
 def test_prepare_for_training_layout_and_same_outputs() -> None:

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.timing import time_scoring_batch
 from esad_lib.bench.workloads import build_model, make_scoring, random_images, scoring_extractor
 from esad_lib.config import ESADConfig
 from esad_lib.method.anomaly_map import feature_map, pixel_map, smooth_maps
 from esad_lib.method.model import scoring_masks
+from esad_lib.perf.timing import time_scoring_batch
 from esad_lib.scoring import FAST_PATH_ATOL
 
 #: the authors' test fill mixes inpainting and input half and half (the presets' fill_alpha).

@@ -21,10 +21,10 @@ import torch
 
 from esad_lib.bench.onnx_session import onnx_option
 from esad_lib.bench.settings import TOL_BF16, TOL_EXACT, TOL_FP16, TOL_FP32, cfg_for
-from esad_lib.bench.timing import sync, time_interleaved
 from esad_lib.bench.workloads import build_model, random_images
 from esad_lib.method.masks import disjoint_masks
 from esad_lib.perf.fusion import fold_batchnorm
+from esad_lib.perf.timing import sync, time_interleaved
 
 
 class OneCutoutSize(torch.nn.Module):

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.timing import sync
 from esad_lib.bench.workloads import build_model, random_images
 from esad_lib.perf import counting
+from esad_lib.perf.timing import sync
 
 
 def layer_kind(m: torch.nn.Module) -> str | None:

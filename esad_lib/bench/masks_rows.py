@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from esad_lib.bench.settings import TOL_FP32, cfg_for
-from esad_lib.bench.timing import time_interleaved
 from esad_lib.bench.workloads import build_model, random_images
 from esad_lib.method import apply_fill, model_fills
 from esad_lib.method.masks import disjoint_masks
+from esad_lib.perf.timing import time_interleaved
 
 
 def masks_loop(model, img: torch.Tensor, masks: torch.Tensor, fill: str, alpha: float = 0.5) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 
 from esad_lib.bench.memory import peak_memory
 from esad_lib.bench.metric_inputs import metric_call, synthetic_metric_inputs
-from esad_lib.bench.timing import time_interleaved
+from esad_lib.perf.timing import time_interleaved
 
 
 def section_metrics(st: dict, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:

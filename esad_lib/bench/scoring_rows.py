@@ -21,12 +21,12 @@ import torch
 from esad_lib.bench.memory import peak_memory
 from esad_lib.bench.onnx_session import onnx_option
 from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.timing import time_scoring_batch
 from esad_lib.bench.workloads import build_model, make_scoring, random_images, scoring_extractor
 from esad_lib.config import PRESETS, ESADConfig
 from esad_lib.method.anomaly_map import average_over_cutouts, smooth_maps
 from esad_lib.method.model import scoring_masks
 from esad_lib.perf import counting
+from esad_lib.perf.timing import time_scoring_batch
 from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps, prepare_scoring
 
 

@@ -34,9 +34,9 @@ import torch
 
 from esad_lib.bench.memory import peak_memory
 from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.timing import time_interleaved
 from esad_lib.bench.workloads import make_train_step
 from esad_lib.config import ESADConfig
+from esad_lib.perf.timing import time_interleaved
 
 #: ESAD's training options, each a config diff measured as its own row ("default": the preset).
 TRAIN_OPTIONS: dict[str, dict[str, Any]] = {

@@ -15,8 +15,8 @@ import torch
 
 from esad_lib.bench.memory import peak_memory
 from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.timing import time_interleaved
 from esad_lib.bench.workloads import make_train_step
+from esad_lib.perf.timing import time_interleaved
 
 
 def section_train(st: dict, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:

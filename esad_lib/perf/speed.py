@@ -46,7 +46,7 @@ Also here, the inference latency of the memory layouts, for teaching (``forward_
 ``"NCHW"`` (PyTorch's default), ``"channels_last"`` and ``"channels_last + BN folded"``
 (``esad_lib.perf.fusion.prepare_for_inference``: the layout and folding of the scoring fast
 path, ``cfg.fast_scoring``) -- all timed interleaved in one loop
-(``esad_lib.bench.timing.interleaved_samples``), so that background load hits every contender
+(``esad_lib.perf.timing.interleaved_samples``), so that background load hits every contender
 alike; every repeat is kept, so that a plot can show the spread.  CPU timings depend on the
 thread count and on what else runs on the machine: compare ratios measured side by side, not
 absolute milliseconds from different runs.  ``forward_latency`` times inputs ``[B, 3, H, W]``.
@@ -65,8 +65,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from esad_lib.bench.timing import interleaved_samples
 from esad_lib.perf.fusion import prepare_for_inference
+from esad_lib.perf.timing import interleaved_samples
 
 __all__ = [
     "LATENCY_LAYOUTS",
