@@ -30,7 +30,6 @@ from esad_lib.bench import (
     report,
     run,
     settings,
-    timing,
     train_scaling_rows,
     workloads,
 )
@@ -39,6 +38,7 @@ from esad_lib.config import ESADConfig
 from esad_lib.method import build_model
 from esad_lib.method.masks import disjoint_masks
 from esad_lib.paths import PROJECT_ROOT
+from esad_lib.perf import timing
 from esad_lib.perf.counting import count_parameters
 from esad_lib.perf.fusion import fold_batchnorm
 from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps
