@@ -65,8 +65,8 @@ DESCRIPTION = "Side-by-side speed benchmark: ESAD's lightweight U-Nets against t
 def bench_settings(quick: bool, profile: str | None = None) -> dict[str, Any]:
     """Sizes and repeat counts.  ``quick``: seconds (the test suite); else the paper's scale.
 
-    The ``train_*`` entries drive the training-step rows (``train_rows``): the
-    settings (profiles) measured, the batches measured in fresh subprocesses, the batch the
+    The ``train_*`` entries drive the training-step rows (``training_rows``): the settings
+    (profiles) measured, the batches measured in fresh subprocesses, the batch the
     per-image slope is extrapolated to, and per setting whether that batch is also measured
     directly on a CPU run (on CUDA it always is).
     """
@@ -98,13 +98,11 @@ def bench_settings(quick: bool, profile: str | None = None) -> dict[str, Any]:
     return {
         "profile": profile or "paper",
         # one scoring call at 256x256 is slow on a small CPU: no separate warm-up call (the
-        # median of 3 discards a slow first call); the training step (batch 8 x K masks through
-        # both nets) runs once per contender (see section_train)
+        # median of 3 discards a slow first call)
         "warmup": 0,
         "repeats": 3,
         "heavy_warmup": 0,
         "heavy_repeats": 2,
-        "train_repeats": 1,
         "batched": 2,
         "threads": None,  # torch's default
         "metric_n": 100,

@@ -206,7 +206,7 @@ def make_train_step(cfg: ESADConfig, device: torch.device, plain_conv: bool = Fa
     """One training step (``TrainingStep``) on a fixed batch of ``cfg.batch_size`` images, as a
     zero-argument call."""
     step = TrainingStep(cfg, device, plain_conv=plain_conv)
-    img = random_images(cfg.batch_size, cfg.image_size, cfg.seed + 2)
+    img = random_images(cfg.batch_size, cfg.image_size, cfg.seed + 2).to(device)
     return lambda: step(1, img)
 
 
