@@ -152,4 +152,3 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("warmup", True):
         fn()
     return measure_peak_rss(fn)
-
