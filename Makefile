@@ -40,7 +40,7 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]" || echo "onnxruntime not installable here: the ONNX row is skipped"
-	$(BIN)/esad bench
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) bench .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""One-command CUDA check and measurement of training and scoring at the paper's scale (issue 16).
+"""One-command CUDA check and measurement of training and scoring at the paper's scale.
 
     python benchmarks/gpu_check.py --out DIR [--device cuda[:N]] [--steps N]
     python benchmarks/gpu_check.py --out DIR --device cpu --quick      (a dry run on tiny sizes)
@@ -7,14 +7,16 @@
 
 Checks (each PASS/FAIL; any FAIL makes the exit status 1):
 
-1. ``amp_train_step`` -- training steps of ESAD at the paper setting (256x256, width 64,
-   batch 8, K = 3, ``cfg.amp`` float16 autocast + GradScaler, checkpointing on, channels_last):
-   the losses are finite.
+1. ``amp_train_step`` -- the trainer's training steps (``benchmarks.workloads.TrainingStep``:
+   ``esad_lib.method.train_step.train_step``) of ESAD at the paper setting (256x256, width 64,
+   batch 8, K = 3, ``cfg.amp`` float16 autocast + GradScaler, the preset's checkpointing,
+   channels_last): the losses are finite.
 2. ``fast_scoring`` -- ``esad_lib.scoring.anomaly_maps`` on the fast path equals the plain eager
    path within ``esad_lib.scoring.FAST_PATH_ATOL`` (as ``tests/test_scoring.py`` compares them).
-3. ``checkpointing_gradients`` -- one float32 step with and without level checkpointing (cuDNN
-   deterministic): every parameter's gradient agrees (max |diff| / max |grad| per tensor
-   <= ``GRAD_RTOL``) and the BatchNorm buffers agree.
+3. ``checkpointing_gradients`` -- one float32 forward/backward of ``ESADLoss`` from the same
+   weights with ``cfg.checkpointing`` off and on (cuDNN deterministic): every parameter's
+   gradient agrees (max |diff| / max |grad| per tensor <= ``GRAD_RTOL``) and the BatchNorm
+   buffers agree.
 
 Measurements (batch 8, the paper's training setting with ``cfg.amp``):
 
@@ -32,7 +34,6 @@ saying so -- nothing is estimated.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import json
 import math
@@ -47,15 +48,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import torch  # noqa: E402
 
-from benchmarks.train_speed import TrainStep, random_batches  # noqa: E402
-from esad_lib.config import (  # noqa: E402
-    PRESETS,
-    ESADConfig,
-    riad_config,  # noqa: E402
-)
-from esad_lib.method import build_model  # noqa: E402
+from benchmarks.workloads import TrainingStep, random_batches, scoring_extractor, seeded_model  # noqa: E402
+from esad_lib.config import PRESETS, ESADConfig, riad_config  # noqa: E402
+from esad_lib.method import model_fills  # noqa: E402
 from esad_lib.method.loss import ESADLoss  # noqa: E402
-from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps, build_scoring_extractor, prepare_scoring  # noqa: E402
+from esad_lib.perf.timing import sync  # noqa: E402
+from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps, prepare_scoring  # noqa: E402
 
 __all__ = ["GRAD_RTOL", "main", "paper_config", "run_checks"]
 
@@ -71,25 +69,15 @@ def paper_config(device: torch.device, quick: bool) -> ESADConfig:
     return cfg
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _model(cfg: ESADConfig, device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(cfg.seed)
-    return build_model(cfg).to(device)
-
-
 def check_amp_step(cfg: ESADConfig, device: torch.device) -> dict:
-    step = TrainStep(cfg, _model(cfg, device), device, prepared=True, amp=cfg.amp)
+    step = TrainingStep(cfg, device)
     losses = [step(i, b) for i, b in enumerate(random_batches(cfg, 3, cfg.batch_size))]
     ok = all(math.isfinite(x) for x in losses)
     return {"ok": ok, "losses": losses, "amp": bool(cfg.amp) and device.type == "cuda"}
 
 
 def check_fast_scoring(cfg: ESADConfig, device: torch.device, n: int = 4) -> dict:
-    model = _model(cfg, device).eval()
+    model = seeded_model(cfg, device).eval()
     x = random_batches(cfg, 1, n, seed=3)[0].to(device)
     fast = anomaly_maps(model, x, cfg.replace(fast_scoring=True))
     eager = anomaly_maps(model, x, cfg.replace(fast_scoring=False))
@@ -99,17 +87,16 @@ def check_fast_scoring(cfg: ESADConfig, device: torch.device, n: int = 4) -> dic
 
 def check_checkpointing(cfg: ESADConfig, device: torch.device, batch: int = 2) -> dict:
     cfg = cfg.replace(batch_size=batch, amp=False)
-    base = _model(cfg, device).set_checkpointing("off")
     img = random_batches(cfg, 1, batch, seed=4)[0].to(device)
     old = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         grads, bufs = [], []
-        for mode in ("off", "level"):
-            model = copy.deepcopy(base).set_checkpointing(mode).train()
+        for on in (False, True):  # the same seeded weights, checkpointing off and on
+            model = seeded_model(cfg.replace(checkpointing=on), device).train()
             loss_fn = ESADLoss(cfg).to(device)
             gen = torch.Generator().manual_seed(5)
-            out = model(img, 8, fill="zero" if model.is_riad else "train", generator=gen)
+            out = model(img, 8, fill=model_fills(cfg)[0], generator=gen)
             total, _ = loss_fn(img, out.recon, out.inpaint)
             total.backward()
             grads.append({n: p.grad.detach().float() for n, p in model.named_parameters()})
@@ -133,20 +120,20 @@ def check_checkpointing(cfg: ESADConfig, device: torch.device, batch: int = 2) -
 def measure_train(cfg: ESADConfig, device: torch.device, steps: int) -> dict:
     """Step time and peak memory of one training configuration (``cfg.checkpointing`` decides)."""
     try:
-        step = TrainStep(cfg, _model(cfg, device), device, prepared=True, amp=cfg.amp)
+        step = TrainingStep(cfg, device)
         batches = random_batches(cfg, steps + 2, cfg.batch_size)
         for i in range(2):
             step(i, batches[i])
-        _sync(device)
+        sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         times = []
         for i in range(2, steps + 2):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             step(i, batches[i])
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
         out = {"step_s": statistics.median(times), "images_per_s": cfg.batch_size / statistics.median(times)}
         if device.type == "cuda":
@@ -162,17 +149,16 @@ def measure_train(cfg: ESADConfig, device: torch.device, steps: int) -> dict:
 
 
 def measure_scoring(cfg: ESADConfig, device: torch.device, reps: int) -> dict:
-    model = _model(cfg, device).eval()
-    extractor = build_scoring_extractor(model, cfg) if cfg.score_map == "feature" else None
-    model, extractor = prepare_scoring(model, extractor)
+    model = seeded_model(cfg, device).eval()
+    model, extractor = prepare_scoring(model, scoring_extractor(model, cfg))
     x = random_batches(cfg, 1, cfg.eval_batch_size, seed=6)[0].to(device)
     anomaly_maps(model, x, cfg, extractor=extractor)  # warm-up
     times = []
     for _ in range(reps):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         anomaly_maps(model, x, cfg, extractor=extractor)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     t = statistics.median(times)
     return {"images_per_s": cfg.eval_batch_size / t, "batch_s": t, "batch": cfg.eval_batch_size}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command on a machine with CUDA (issue 16): checks the CUDA path of training and scoring
+# One command on a machine with CUDA: checks the CUDA path of training and scoring
 # and measures paper-scale training (ESAD with/without checkpointing, RIAD) and scoring.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR] [extra gpu_check.py options]      (default OUT_DIR: gpu_check)

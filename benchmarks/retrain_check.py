@@ -1,4 +1,4 @@
-"""Retrain the cached models and compare them bit for bit (issue 16: speed-ups that keep the numbers).
+"""Retrain the cached models and compare them bit for bit (speed-ups must keep the numbers).
 
     python benchmarks/retrain_check.py [--profile demo] [--categories a,b,...] [--methods esad,riad]
 

@@ -9,9 +9,12 @@
 optimiser, validation) on the preset's config for ``E`` epochs into a temporary run folder and
 prints one JSON line: the epoch times from the run's ``log.csv``, the time each epoch's
 validation took, the training loss per epoch, the number of training images and the file the
-package was imported from.  Only what every version since the issue was filed has in common is
-used: ``PRESETS``, ``train(cfg, out_dir, progress=False)``, ``read_log``, ``validation_loss``
-and ``_datasets`` (module attributes of ``esad_lib.training``, wrapped here to time and count).
+package was imported from.  Only what the versions compared have in common is used:
+``PRESETS``, ``train(cfg, out_dir, progress=False)`` and ``read_log`` (``esad_lib.run_io``, or
+``esad_lib.training`` in older versions).  To time each epoch's validation and count the
+training images, this process wraps ``esad_lib.training``'s module functions
+``validation_loss`` and ``_datasets`` in ITS OWN import of that version (no class is touched);
+a version without them reports ``null`` for those figures.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     seen: dict[str, int] = {}
     val_seconds: list[float] = []
-    datasets, validation_loss = training._datasets, training.validation_loss
+    datasets = getattr(training, "_datasets", None)
+    validation_loss = getattr(training, "validation_loss", None)
 
     def counting_datasets(*a, **k):
         out = datasets(*a, **k)
@@ -57,12 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             val_seconds.append(time.perf_counter() - t0)
 
-    training._datasets, training.validation_loss = counting_datasets, timed_validation
+    if hasattr(training, "_datasets"):
+        training._datasets = counting_datasets
+    if hasattr(training, "validation_loss"):
+        training.validation_loss = timed_validation
+    try:
+        from esad_lib.run_io import read_log
+    except ImportError:  # older versions
+        read_log = training.read_log
     cfg = PRESETS[args.profile].replace(category=args.category, epochs=args.epochs, device="cpu")
     with tempfile.TemporaryDirectory(prefix="esad_trainer_worker_") as tmp:
         run = os.path.join(tmp, "run")
         training.train(cfg, run, progress=False)
-        log = training.read_log(run)
+        log = read_log(run)
     print(
         json.dumps(
             {
@@ -70,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": torch.get_num_threads(),
                 "train_images": seen.get("train_images"),
                 "epoch_s": [float(r["seconds"]) for r in log],
-                "validation_s": val_seconds,
+                "validation_s": val_seconds if validation_loss is not None else None,
                 "train_loss": [float(r["train_loss"]) for r in log],
             }
         )

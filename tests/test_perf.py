@@ -1,5 +1,6 @@
-"""The issue-16 scripts run (``--quick``) and print what they promise: the training-speed table
-with the loss agreement, the training-memory table, and the GPU check's dry run on CPU."""
+"""The training-speed scripts of ``benchmarks/`` run (``--quick``) and print what they promise:
+the training-speed table with the loss agreement, the whole trainer against a commit
+(``--against``), the GPU check's dry run on CPU, and the retrain check."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import gpu_check, train_memory, train_speed
+from benchmarks import gpu_check, train_speed
 
 
 def test_train_speed_quick_prints_table_and_loss_agreement(capsys) -> None:
@@ -16,17 +17,15 @@ def test_train_speed_quick_prints_table_and_loss_agreement(capsys) -> None:
     out = capsys.readouterr().out
     assert rc == 0, out
     for variant in (
-        "today",
-        "in-place residual, input features once",
-        "prepared",
-        "prepared, plain grouped conv",
-        "prepared + fused Adam",
-        "trainer step (prepared + fused Adam + one-pass loss)",
+        train_speed.REFERENCE,
+        "channels_last",
+        "channels_last, plain grouped conv",
+        train_speed.TRAINER,
+        "no-opt-ins",
         "all",
     ):
         assert f"| {variant} |" in out
     assert "loss agreement: OK" in out
-    assert "one-pass loss vs term by term (same layout and optimiser), weights after 3 steps:" in out
     # the float64 check of the layouts: the same function, to rounding
     line = next(ln for ln in out.splitlines() if ln.startswith("float64 check"))
     assert float(line.rsplit("=", 1)[1]) < 1e-8
@@ -36,32 +35,20 @@ def test_train_speed_loss_curves_agree_and_speedups_are_ratios() -> None:
     cfg = train_speed.PRESETS["smoke"].replace(device="cpu")
     res = train_speed.run_speed(cfg, steps=3)
     rows = {r["variant"]: r for r in res["rows"]}
-    assert rows["today"]["speedup_wall"] == pytest.approx(1.0)
-    assert rows["today"]["loss_dev"] == 0.0
+    assert list(rows) == list(train_speed.variants(cfg, train_speed.seeded_model(cfg)))
+    assert rows[train_speed.REFERENCE]["speedup_wall"] == pytest.approx(1.0)
+    assert rows[train_speed.REFERENCE]["loss_dev"] == 0.0
     for r in rows.values():
         assert len(r["losses"]) == 3
         assert r["loss_dev"] <= train_speed.LOSS_RTOL
         assert r["images_per_s"] == pytest.approx(cfg.batch_size / r["step_s"])
 
 
-def test_train_memory_quick_prints_table(capsys, tmp_path) -> None:
-    path = tmp_path / "mem.json"
-    cases = ["esad + ckpt level"]
-    rc = train_memory.main(["--quick", "--jobs", "2", "--cases", ",".join(cases), "--json", str(path)])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    for case in cases:
-        assert f"| {case} |" in out
-    rows = json.loads(path.read_text())["rows"]
-    assert [r["case"] for r in rows] == cases
-    for r in rows:
-        assert r["delta_b1_mib"] > 0 and r["delta_b2_mib"] > 0
-        assert r["per_image_mib"] == pytest.approx(r["delta_b2_mib"] - r["delta_b1_mib"])
-
-
-def test_train_memory_rejects_unknown_case() -> None:
-    with pytest.raises(SystemExit, match="unknown case"):
-        train_memory.main(["--quick", "--cases", "esad,nonsense"])
+def test_train_speed_options_are_checked() -> None:
+    with pytest.raises(SystemExit, match="--against-only needs --against"):
+        train_speed.main(["--quick", "--against-only"])
+    with pytest.raises(SystemExit, match="--steps must be >= 2"):
+        train_speed.main(["--quick", "--steps", "1"])
 
 
 def test_gpu_check_dry_run_on_cpu(tmp_path, capsys) -> None:
@@ -87,53 +74,6 @@ def test_gpu_check_without_cuda_exits_nonzero_with_one_line(tmp_path, capsys) ->
     assert not (tmp_path / "gpu_check.json").exists()
 
 
-@pytest.mark.parametrize("features_per_output", [True, False])
-def test_term_by_term_loss_of_today_equals_the_one_pass_esad_loss(features_per_output: bool) -> None:
-    """The benchmark's "today" loss (one output at a time, the input's features per output or
-    once) and the library's one-pass ``ESADLoss`` give the same value, parts and gradients,
-    with and without the inpainting output."""
-    from esad_lib.method.loss import ESADLoss
-
-    cfg = train_speed.PRESETS["smoke"].replace(device="cpu", w_inpaint=0.4, w_feature=0.3)
-    torch.manual_seed(0)
-    img = torch.rand(2, 3, 32, 32) * 2 - 1
-    base = [(img + 0.3 * torch.randn_like(img)).clamp(-1, 1) for _ in range(2)]
-    for with_inpaint in (True, False):
-        results = []
-        for make in (
-            ESADLoss,
-            lambda c: train_speed.TermByTermLoss(c, features_per_output=features_per_output),
-        ):
-            torch.manual_seed(1)  # the same seeded random extractor
-            loss = make(cfg)
-            r, i = (b.clone().requires_grad_(True) for b in base)
-            total, parts = loss(img, r, i if with_inpaint else None)
-            total.backward()
-            results.append((total.item(), parts, r.grad, i.grad))
-        (va, pa, ra, ia), (vb, pb, rb, ib) = results
-        assert vb == pytest.approx(va, rel=1e-6) and list(pa) == list(pb)
-        assert all(pb[k] == pytest.approx(pa[k], rel=1e-6, abs=1e-7) for k in pa)
-        torch.testing.assert_close(rb, ra, rtol=1e-5, atol=1e-7)
-        assert (ia is None) == (ib is None) == (not with_inpaint)
-
-
-def test_residual_in_place_switch_keeps_outputs_and_restores_the_block() -> None:
-    from esad_lib.method import build_model
-    from esad_lib.method.blocks import FeatureExtractionBlock
-
-    cfg = train_speed.PRESETS["smoke"].replace(device="cpu")
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    forward = FeatureExtractionBlock.forward
-    outs = []
-    for on in (True, False):
-        with train_speed.residual_in_place(on):
-            outs.append(model.recon_net(x))
-        assert FeatureExtractionBlock.forward is forward
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-
-
 def test_against_a_commit_runs_both_trainers_and_compares_them() -> None:
     """``--against``: the trainer of an exported commit and the working tree's, in alternating
     processes (smoke profile here); each process imports its own copy of esad_lib."""
@@ -156,6 +96,31 @@ def test_against_a_commit_runs_both_trainers_and_compares_them() -> None:
     assert after["loss_dev_first_epoch"] <= after["loss_dev"] <= train_speed.LOSS_RTOL
     md = train_speed.format_against(res)
     assert "| before |" in md and "| after |" in md
+
+
+def test_against_rows_by_hand_and_a_version_without_validation_timing() -> None:
+    """Epoch medians exclude each process's first epoch; speed-ups are before / after; a worker
+    that could not time validation (``validation_s`` null) counts its whole epoch as training
+    and the table says so."""
+
+    def run(epochs, val, images=10, loss=(1.0, 0.5, 0.25)):
+        return {"epoch_s": epochs, "validation_s": val, "train_images": images, "train_loss": list(loss)}
+
+    runs = {
+        "before": [run([9.0, 4.0, 6.0], None), run([9.0, 6.0, 6.0], None)],
+        "after": [run([5.0, 2.0, 3.0], [1.0, 1.0, 1.0]), run([5.0, 3.0, 3.0], [1.0, 1.0, 1.0])],
+    }
+    before, after = train_speed._against_rows(runs, "473b1cc" + "0" * 33)
+    assert before["commit"] == "473b1cc" and before["epoch_s"] == 6.0 and before["train_s"] == 6.0
+    assert after["epoch_s"] == 3.0 and after["train_s"] == 2.0
+    assert after["speedup_epoch"] == pytest.approx(2.0) and after["speedup_train"] == pytest.approx(3.0)
+    # round by round: medians per process, 5/2.5 and 6/3
+    assert after["paired_speedup_epoch"] == pytest.approx([2.0, 2.0])
+    assert after["images_per_s_epoch"] == pytest.approx(10 / 3.0)
+    assert not before["validation_timed"] and after["validation_timed"]
+    res = {"rows": [before, after], "rounds": 2, "epochs": 3, "threads": 1}
+    res.update(category="breakfast_box", profile="demo")
+    assert "validation not timed for: before" in train_speed.format_against(res)
 
 
 def test_against_rejects_an_unknown_commit() -> None:

@@ -8,7 +8,6 @@ and sets ``func`` (``args -> exit code``) on each:
 * ``esad_lib.cli.train``    -- ``train``
 * ``esad_lib.cli.evaluate`` -- ``evaluate``, ``score-maps``, ``report``, ``demo``
 * ``esad_lib.cli.ablate``   -- ``ablate``
-* ``esad_lib.cli.bench``    -- ``bench``
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "esad_lib.cli.train",
     "esad_lib.cli.evaluate",
     "esad_lib.cli.ablate",
-    "esad_lib.cli.bench",
 )
 
 

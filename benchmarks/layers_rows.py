@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
-from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.workloads import build_model, random_images
-from esad_lib.perf import counting
+from benchmarks.workloads import cfg_for, random_images, seeded_model
+from esad_lib.perf.counting import mac_counter
 from esad_lib.perf.timing import sync
 
 
@@ -51,11 +50,10 @@ def layer_breakdown(
         sync(device)
         starts[id(m)] = time.perf_counter()
 
-    def post(m, inp, out):
+    def post(m, _inp, _out):
         sync(device)
         d = acc.setdefault(layer_kind(m), {"s": 0.0, "macs": 0.0, "calls": 0})
         d["s"] += time.perf_counter() - starts.pop(id(m))
-        d["macs"] += counting.layer_macs(m, inp[0], out)
         d["calls"] += 1
 
     handles = []
@@ -63,9 +61,14 @@ def layer_breakdown(
         if layer_kind(m) is not None:
             handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
     total = 0.0
+    kinds = {name: layer_kind(m) for name, m in net.named_modules()}
+    macs: dict[str | None, float] = {}
     try:
         with torch.inference_mode():
-            net(x)  # warm-up
+            with mac_counter(net) as counter:  # the warm-up pass counts the MACs of one forward
+                net(x)
+            for name, n in counter.by_module.items():
+                macs[kinds[name]] = macs.get(kinds[name], 0.0) + n
             acc.clear()
             for _ in range(repeats):
                 sync(device)
@@ -76,6 +79,8 @@ def layer_breakdown(
     finally:
         for h in handles:
             h.remove()
+    for kind, d in acc.items():
+        d["macs"] = macs.get(kind, 0.0) * repeats
     timed = sum(d["s"] for d in acc.values())
     acc["other (cat, add, pad, tanh, Python)"] = {"s": max(total - timed, 0.0), "macs": 0.0, "calls": 0}
     out = {}
@@ -101,7 +106,7 @@ def section_layers(st: dict, device: torch.device, log: Callable[[str], None]) -
     rows = []
     for method in ("esad", "riad"):
         cfg = cfg_for(st["profile"], method, str(device))
-        net = build_model(cfg, device).recon_net.eval()
+        net = seeded_model(cfg, device).recon_net.eval()
         x = random_images(int(cfg.num_masks), cfg.image_size, cfg.seed + 5).to(device)
         for fmt in ("NCHW", "channels_last"):
             n, xx = net, x

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from esad_lib.bench.workloads import build
+from benchmarks.workloads import build
 
 
 def _proc_status_kib(field: str) -> int | None:
@@ -87,7 +87,7 @@ def _probe_context() -> multiprocessing.context.BaseContext:
     without importing torch again)."""
     ctx = multiprocessing.get_context("forkserver")
     # torch._dynamo: imported lazily by the first optimizer a process builds
-    ctx.set_forkserver_preload(["esad_lib.bench.workloads", "torch._dynamo"])
+    ctx.set_forkserver_preload(["benchmarks.workloads", "torch._dynamo"])
     return ctx
 
 
@@ -152,10 +152,3 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("warmup", True):
         fn()
     return measure_peak_rss(fn)
-
-
-def probe_main(spec_json: str) -> int:
-    """``python -m esad_lib.bench --probe SPEC``: one probe in this (fresh) process, the result
-    printed as one JSON line."""
-    print(json.dumps(probe(json.loads(spec_json))))
-    return 0

@@ -2,11 +2,14 @@
 ``bench_settings`` (``demo`` and ``paper``; ``smoke`` in --quick), each ESAD training option of
 ``TRAIN_OPTIONS`` as its own row.
 
-One step = ``workloads.make_train_step``: forward over the K masks with the train fill,
-``ESADLoss`` backward, Adam.  For each contender:
+One step = the trainer's step (``workloads.TrainingStep``: ``esad_lib.method.train_step.train_step``
+with ``ESADLoss`` and fused Adam, the model prepared by ``esad_lib.perf.speed``).  An option is a
+config diff (``checkpointing``) or the model variant ``plain_conv``
+(``workloads.plain_grouped_conv``: the expanding grouped conv as a plain ``nn.Conv2d``, the
+measurement behind the library's form of that layer).  For each contender:
 
 * step time: all contenders of a setting timed in THIS process, interleaved (round-robin, after
-  the setting's warm-up steps), median of its repeats (``train_scaling_timing``);
+  the setting's warm-up steps), median of its repeats (``train_timing``);
 * peak memory: one step in a fresh subprocess per batch (``memory.peak_memory``: the call's
   resident-set peak on CPU, the allocator's peak on CUDA), first step of the process so that no
   earlier step's freed memory hides what this one needs;
@@ -27,34 +30,45 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from esad_lib.bench.memory import peak_memory
-from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.workloads import make_train_step
+from benchmarks.memory import peak_memory
+from benchmarks.workloads import cfg_for, make_train_step
 from esad_lib.config import ESADConfig
 from esad_lib.perf.timing import time_interleaved
 
-#: ESAD's training options, each a config diff measured as its own row ("default": the preset).
+#: ESAD's training options, each measured as its own row ("default": the preset): a config diff,
+#: plus ``plain_conv`` (a model variant, not a config field).
 TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "default": {},
     "checkpointing off": {"checkpointing": False},
     "checkpointing on": {"checkpointing": True},
+    "plain grouped conv": {"plain_conv": True},
+    "plain grouped conv, checkpointing on": {"plain_conv": True, "checkpointing": True},
 }
+
+#: option keys that build a model variant instead of changing the config.
+MODEL_VARIANTS = ("plain_conv",)
 
 
 def missing_fields(diff: dict[str, Any]) -> list[str]:
-    """The fields of ``diff`` that this build's ``ESADConfig`` does not have."""
+    """The fields of ``diff`` (model variants aside) that this build's ``ESADConfig`` does not have."""
     names = {f.name for f in dataclasses.fields(ESADConfig)}
-    return [k for k in diff if k not in names]
+    return [k for k in diff if k not in names and k not in MODEL_VARIANTS]
+
+
+def _split(diff: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``(config diff, plain_conv)`` of an option."""
+    return {k: v for k, v in diff.items() if k not in MODEL_VARIANTS}, bool(diff.get("plain_conv"))
 
 
 def _option_fields() -> list[str]:
     """The fields that ``TRAIN_OPTIONS`` sets and this build's ``ESADConfig`` has."""
-    wanted = sorted({k for diff in TRAIN_OPTIONS.values() for k in diff})
+    wanted = sorted({k for diff in TRAIN_OPTIONS.values() for k in _split(diff)[0]})
     return [k for k in wanted if not missing_fields({k: None})]
 
 
@@ -79,8 +93,11 @@ def _contenders(setting: str, device: torch.device) -> list[dict[str, Any]]:
                 row["status"] = f"not available in this build: ESADConfig has no field {', '.join(missing)}"
                 out.append(row)
                 continue
-            cfg = base.replace(**diff)
-            key = cfg.key()
+            cfg_diff, plain_conv = _split(diff)
+            cfg = base.replace(**cfg_diff)
+            # every field counts here (cfg.key() leaves out fields that do not change results,
+            # such as checkpointing, which is what these rows measure)
+            key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), plain_conv)
             row["preset_diff"] = cfg.diff(base)
             # what the options' fields are in this row's config (a preset may have one on already)
             values = cfg.to_dict()
@@ -89,7 +106,7 @@ def _contenders(setting: str, device: torch.device) -> list[dict[str, Any]]:
                 row["status"], row["same_as"] = f"same config as '{seen[key]}'", seen[key]
             else:
                 seen[key] = option
-                row["status"], row["cfg"] = "ok", cfg
+                row["status"], row["cfg"], row["plain_conv"] = "ok", cfg, plain_conv
             out.append(row)
     return out
 
@@ -97,11 +114,11 @@ def _contenders(setting: str, device: torch.device) -> list[dict[str, Any]]:
 def _batches(setting: str, st: dict, device: torch.device) -> tuple[list[int], int, bool]:
     """``(batches to measure, target batch, whether the target is measured)``: batch 1 and 2 (the
     slope), plus the target where it is measured (CUDA, or CPU where the settings ask for it)."""
-    measure_target = device.type == "cuda" or bool(st["train_scaling_measure_target_cpu"].get(setting))
-    target = int(st["train_scaling_target"])
-    batches = [int(b) for b in st["train_scaling_batches"]]
+    measure_target = device.type == "cuda" or bool(st["train_measure_target_cpu"].get(setting))
+    target = int(st["train_target"])
+    batches = [int(b) for b in st["train_batches"]]
     if batches[:2] != [1, 2]:
-        raise ValueError(f"train_scaling_batches must start with 1, 2 (the slope), got {batches}")
+        raise ValueError(f"train_batches must start with 1, 2 (the slope), got {batches}")
     if measure_target and target not in batches:
         batches.append(target)
     return batches, target, measure_target
@@ -123,11 +140,12 @@ def _measure_memory(
             spec = {
                 "kind": "train_step",
                 "cfg": r["cfg"].replace(batch_size=b).to_dict(),
+                "plain_conv": r["plain_conv"],
                 "threads": torch.get_num_threads(),
                 "warmup": False,
             }
             r["batches"][str(b)] = {"source": "measured", "memory": peak_memory(spec, device)}
-        log(f"train_scaling: {setting} {r['method']} {r['option']} memory measured")
+        log(f"train: {setting} {r['method']} {r['option']} memory measured")
 
 
 def _time_steps(
@@ -136,16 +154,18 @@ def _time_steps(
     """``step_s`` and ``timing`` of each row and batch whose memory probe passed (``None`` for
     the others): all of them timed interleaved in this process."""
     steps = {
-        f"{r['method']}/{r['option']}/{b}": make_train_step(r["cfg"].replace(batch_size=int(b)), device)
+        f"{r['method']}/{r['option']}/{b}": make_train_step(
+            r["cfg"].replace(batch_size=int(b)), device, plain_conv=r["plain_conv"]
+        )
         for r in live
         for b, d in r["batches"].items()
         if "status" not in d["memory"]
     }
-    warmup, repeats = (int(v) for v in st["train_scaling_timing"][setting])
+    warmup, repeats = (int(v) for v in st["train_timing"][setting])
     times = time_interleaved(steps, repeats, warmup, device)
     del steps
     gc.collect()
-    log(f"train_scaling: {setting} steps timed")
+    log(f"train: {setting} steps timed")
     for r in live:
         for b, d in r["batches"].items():
             t = times.get(f"{r['method']}/{r['option']}/{b}")
@@ -162,6 +182,7 @@ def _share_same_config(rows: list[dict[str, Any]]) -> None:
                 if k in src:
                     r[k] = src[k]
         r.pop("cfg", None)
+        r.pop("plain_conv", None)
 
 
 def _measure_setting(
@@ -209,15 +230,15 @@ def _fit(r: dict[str, Any], target: int, measured_target: bool, device: torch.de
         r["target"]["measured"] = {"source": "measured on GPU", "status": "no GPU (CUDA absent in this run)"}
 
 
-def section_train_scaling(st: dict, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+def section_train(st: dict, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
     """Training step time and peak memory per image for each setting, model and option."""
     out: dict[str, Any] = {
-        "target_batch": int(st["train_scaling_target"]),
-        "batches": [int(b) for b in st["train_scaling_batches"]],
-        "timing": {k: list(v) for k, v in st["train_scaling_timing"].items()},
+        "target_batch": int(st["train_target"]),
+        "batches": [int(b) for b in st["train_batches"]],
+        "timing": {k: list(v) for k, v in st["train_timing"].items()},
         "options": TRAIN_OPTIONS,
         "rows": [],
     }
-    for setting in st["train_scaling_settings"]:
+    for setting in st["train_settings"]:
         out["rows"] += _measure_setting(setting, st, device, log)
     return out

@@ -2,16 +2,18 @@
 (the reconstruction for one cutout size, the K masks batched, batch 1), the outputs checked
 equal within a stated tolerance: ``torch.inference_mode``, channels_last, BatchNorm folded into
 the conv, ``torch.compile``, bf16/fp16 autocast (CUDA only), ONNX Runtime on CPU (only when
-``onnx`` and ``onnxruntime`` are installed).  An option that cannot run here is a row
-``skipped: why`` / ``failed: why``, never estimated.
+``onnx`` and ``onnxruntime`` are installed: ``pip install -e ".[bench]"``).  An option that
+cannot run here is a row ``skipped: why`` / ``failed: why``, never estimated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from esad_lib.bench.onnx_session import onnx_option
-from esad_lib.bench.settings import TOL_BF16, TOL_EXACT, TOL_FP16, TOL_FP32, cfg_for
-from esad_lib.bench.workloads import build_model, random_images
+from benchmarks.workloads import TOL_BF16, TOL_EXACT, TOL_FP16, TOL_FP32, cfg_for, random_images, seeded_model
 from esad_lib.method.masks import disjoint_masks
 from esad_lib.perf.fusion import fold_batchnorm
 from esad_lib.perf.timing import sync, time_interleaved
+
+
+@contextlib.contextmanager
+def warnings_silenced() -> Iterator[None]:
+    """Silence the exporter's warnings (tracer warnings about Python control flow)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def onnx_option(
+    module: torch.nn.Module, img: torch.Tensor, tmp: Path
+) -> tuple[Callable[[], np.ndarray] | None, str]:
+    """An ONNX Runtime (CPU) session for ``module(img)``; ``(None, why)`` when not possible."""
+    try:
+        import onnx  # noqa: F401 -- optional dependency, imported here to report its absence
+        import onnxruntime as ort
+    except ImportError as e:
+        return None, f"skipped: {e.name} not installed (pip install onnx onnxruntime)"
+    path = tmp / "model.onnx"
+    try:
+        with warnings_silenced():
+            torch.onnx.export(
+                module, (img,), str(path), input_names=["img"], output_names=["recon"], dynamo=False
+            )
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 -- report any exporter/runtime failure as a row
+        return None, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    x = img.cpu().numpy()
+    return (lambda: sess.run(None, {"img": x})[0]), f"ok (onnxruntime {ort.__version__})"
 
 
 class OneCutoutSize(torch.nn.Module):
@@ -117,7 +150,7 @@ def section_inference(st: dict, device: torch.device, log: Callable[[str], None]
 def _case(method: str, st: dict, device: torch.device) -> InferenceCase:
     """The workload of ``method`` at the run's profile: smallest cutout size, masks seeded 0."""
     cfg = cfg_for(st["profile"], method, str(device))
-    model = build_model(cfg, device).eval()
+    model = seeded_model(cfg, device).eval()
     h, w = cfg.image_size
     cut = int(sorted(cfg.cutout_sizes)[0])
     masks = disjoint_masks(h, w, cut, cfg.num_masks, generator=torch.Generator().manual_seed(0)).to(device)

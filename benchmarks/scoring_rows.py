@@ -1,21 +1,24 @@
-"""Rows "ours vs a plain re-statement of theirs": the library's scoring against the authors'
-test-time procedure written out plainly (paper "Testing"; the authors' README "3. Key Algorithms" with
-``select = 1`` and "Scoring").
+"""Rows "ESAD vs RIAD" and "ours vs a plain re-statement of theirs".
 
-The re-statement (``authors_inference_maps``) runs the procedure as it is described: for each
-cutout size, for each of the K masks ONE AT A TIME, ``cutout -> inpainting net -> test fill
-(0.5 * pre + 0.5 * img on the hidden cells) -> reconstruction net -> keep the hidden cells``;
-then the map of each cutout size, averaged and smoothed.  Eager mode, float32, the model as
-trained (no BatchNorm folding, no channels_last), under ``torch.no_grad``.  The map itself uses
-the same library functions as our path (``esad_lib.scoring.feature_map`` / ``pixel_map`` and
-``smooth_maps``, with the unprepared extractor): what is compared is how the networks are run.
-The masks are the library's fixed scoring masks (``scoring_masks``, seed ``cfg.seed``) so that
-the maps can be compared exactly; this is the comparison we control (the authors' own code is
-not run here).
+ESAD vs RIAD (``section_models``): parameters, MACs, full test-time scoring (batch 1 and batched,
+``cfg.fast_scoring`` on and off; ``esad_lib.scoring.anomaly_maps``) and its peak memory.  The
+paper (abstract; README "2. Proposed Method") introduces the lightweight U-Net "to meet
+industrial requirements"; these rows measure that claim against the RIAD baseline at the
+profile's resolution and width.
 
-Its maps are checked equal to the library's fast maps within ``esad_lib.scoring.FAST_PATH_ATOL``
-before anything is timed; then both (and the library's plain path, ``fast_scoring=False``) are
-timed side by side, interleaved, in one process.
+Ours vs theirs (``section_authors``): the library's scoring against the authors' test-time
+procedure written out plainly (paper "Testing"; the authors' README "3. Key Algorithms" with
+``select = 1`` and "Scoring").  The re-statement (``authors_inference_maps``) is the contender,
+not the library's path: for each cutout size, for each of the K masks ONE AT A TIME,
+``cutout -> inpainting net -> test fill (0.5 * pre + 0.5 * img on the hidden cells) ->
+reconstruction net -> keep the hidden cells``; then the map of each cutout size, averaged and
+smoothed by the library's own ``feature_map`` / ``pixel_map`` and ``smooth_maps``.  Eager,
+float32, the model as trained (no BatchNorm folding, no channels_last), under ``torch.no_grad``;
+the masks are the library's fixed scoring masks (seed ``cfg.seed``), so that the maps can be
+compared: they are checked equal to the library's within ``FAST_PATH_ATOL`` before anything is
+timed.  What is compared is how the networks are run: one mask at a time against the model's
+batched masks (``fast_scoring`` off), and against the fast path (BatchNorm folded,
+channels_last, ``inference_mode``).
 """
 
 from __future__ import annotations
@@ -26,13 +29,65 @@ from typing import Any
 
 import torch
 
-from esad_lib.bench.settings import cfg_for
-from esad_lib.bench.workloads import build_model, make_scoring, random_images, scoring_extractor
-from esad_lib.config import ESADConfig
+from benchmarks.memory import peak_memory
+from benchmarks.workloads import cfg_for, make_scoring, random_images, scoring_extractor, seeded_model
+from esad_lib.config import PRESETS, ESADConfig
 from esad_lib.method.anomaly_map import feature_map, pixel_map, smooth_maps
 from esad_lib.method.model import scoring_masks
+from esad_lib.perf import counting
 from esad_lib.perf.timing import time_scoring_batch
 from esad_lib.scoring import FAST_PATH_ATOL
+
+
+def count(model: torch.nn.Module, cfg: ESADConfig) -> dict[str, Any]:
+    """Parameters and MACs: per U-Net forward (1 image) and per image of full scoring."""
+    nets = [n for n in (model.inpaint_net, model.recon_net) if n is not None]
+    h, w = cfg.image_size
+    per_net = [int(counting.count_macs(n, (1, 3, h, w))) for n in nets]
+    # full scoring of one image = every cutout size x K masks x every net
+    n_fwd = len(cfg.cutout_sizes) * int(cfg.num_masks)
+    return {
+        "parameters": int(counting.count_parameters(model)),
+        "nets": len(nets),
+        "macs_per_net_forward": per_net,
+        "macs_per_image_scoring_networks": n_fwd * sum(per_net),
+        "network_forwards_per_image": n_fwd * len(nets),
+    }
+
+
+def section_models(st: dict, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+    """ESAD vs RIAD: size, compute, full scoring (batch 1 and batched) and its peak memory."""
+    methods = ("esad", "riad")
+    cfgs = {m: cfg_for(st["profile"], m, str(device)) for m in methods}
+    models = {m: seeded_model(cfgs[m], device) for m in methods}
+    out: dict[str, Any] = {"config": {m: cfgs[m].diff(PRESETS[st["profile"]]) for m in methods}}
+    out["count"] = {m: count(models[m], cfgs[m]) for m in methods}
+    log("models: counted parameters and MACs")
+
+    # full scoring: batch 1 with the fast path on and off; batched with the fast path only (the
+    # plain path scores the images of a batch one at a time, i.e. it IS the batch-1 plain path)
+    out["scoring"] = {}
+    for batch in (1, st["batched"]):
+        fns = {}
+        for m in methods:
+            for fast in (True, False) if batch == 1 else (True,):
+                fns[f"{m}/{'fast' if fast else 'plain'}"] = make_scoring(
+                    cfgs[m].replace(fast_scoring=fast), batch, device, models[m]
+                )
+        res = time_scoring_batch(fns, st, batch, device)
+        out["scoring"][str(batch)] = res
+        del fns
+        gc.collect()
+        log(f"models: timed full scoring at batch {batch}")
+
+    # peak memory of scoring one image (a subprocess each on CPU)
+    mem = out.setdefault("memory", {})
+    for m in methods:
+        base = {"cfg": cfgs[m].to_dict(), "threads": torch.get_num_threads(), "warmup": False}
+        mem.setdefault(m, {})["scoring_b1"] = peak_memory({"kind": "score", "batch": 1, **base}, device)
+    log("models: measured peak memory")
+    return out
+
 
 #: the authors' test fill mixes inpainting and input half and half (the presets' fill_alpha).
 AUTHORS_ALPHA = 0.5
@@ -88,7 +143,7 @@ def section_authors(st: dict, device: torch.device, log: Callable[[str], None]) 
     """ESAD's full scoring: the library's fast path vs the plain re-statement of the authors'
     procedure (maps checked equal first), at batch 1 and batched."""
     cfg = cfg_for(st["profile"], "esad", str(device))
-    model = build_model(cfg, device).eval()
+    model = seeded_model(cfg, device).eval()
     extractor = scoring_extractor(model, cfg)
     out: dict[str, Any] = {"tolerance": FAST_PATH_ATOL, "max_abs_diff": {}, "timing": {}, "speedup": {}}
     for batch in (1, st["batched"]):
