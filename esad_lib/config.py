@@ -463,10 +463,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 __all__ = [
     "CATEGORIES",
-    "CHOICES",
     "ESADConfig",
-    "POSITIVE",
-    "RANGES",
     "PRESETS",
     "PROFILES",
     "RIAD_DIFF",
