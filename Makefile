@@ -5,6 +5,7 @@
 #   make lab    open the notebooks in JupyterLab
 #   make bench  side-by-side speed benchmark
 #   make notebooks  execute every notebook in the demo profile and commit-ready (outputs + stamp)
+#   make figures    redraw the README's figure (docs/esad_overview.png)
 #   make clean  remove the venv, the generated synthetic benchmark and cached models
 #               (never a dataset you downloaded or a split you made)
 PYTHON ?= python3
@@ -13,7 +14,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
 
-.PHONY: demo test lab bench clean install lint notebooks
+.PHONY: demo test lab bench clean install lint notebooks figures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,17 +27,20 @@ demo: $(STAMP)
 	$(BIN)/esad demo --profile $(PROFILE) --with-riad --with-patchcore
 
 test: $(STAMP)
-	$(BIN)/ruff check esad_lib tests benchmarks notebooks
+	$(BIN)/ruff check esad_lib tests benchmarks notebooks docs
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check esad_lib tests benchmarks notebooks
+	$(BIN)/ruff check esad_lib tests benchmarks notebooks docs
 
 lab: $(STAMP)
 	cd notebooks && ../$(BIN)/jupyter lab
 
 notebooks: $(STAMP)
 	$(BIN)/python -m esad_lib.lessons
+
+figures: $(STAMP)
+	$(BIN)/python docs/make_figures.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]" || echo "onnxruntime not installable here: the ONNX row is skipped"

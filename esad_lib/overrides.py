@@ -3,7 +3,9 @@
 ``parse_overrides(["lr=1e-3", "cutout_sizes=2,4"])`` -> ``{"lr": 0.001, "cutout_sizes": (2, 4)}``:
 each value is converted with the type of its ``ESADConfig`` field (``int``, ``float``, ``bool`` as
 true/false, tuples as comma-separated values with optional brackets, ``none`` for optional
-fields); an unknown field or a value of the wrong type is a clear error naming the field.
+fields, a text setting as one of its allowed values, ``esad_lib.config.CHOICES``); an unknown
+field, a value of the wrong type or a value a text setting does not allow is a clear error
+naming the field.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ def _convert_tuple(name: str, text: str, args: tuple) -> tuple:
     return tuple(convert_value(name, t, a) for t, a in zip(items, args))
 
 
+def _convert_choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
+    value = text.strip()
+    if value not in allowed:
+        close = difflib.get_close_matches(value, allowed, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"--set {name}: {value!r} is not one of: {', '.join(allowed)}{hint}")
+    return value
+
+
 def _convert_bool(name: str, text: str) -> bool:
     low = text.strip().lower()
     if low in _TRUE:
@@ -67,6 +78,8 @@ def convert_value(name: str, text: str, tp: Any) -> Any:
         return _convert_optional(name, text, tp, args)
     if origin is tuple:
         return _convert_tuple(name, text, args)
+    if origin is typing.Literal:
+        return _convert_choice(name, text, args)
     if tp is bool:
         return _convert_bool(name, text)
     if tp in _SCALARS:

@@ -95,3 +95,96 @@ def test_riad_baseline_is_one_config_diff() -> None:
 def test_paper_profile_smooths_like_riad() -> None:
     cfg = PRESETS["paper"]
     assert (cfg.smoothing, cfg.smoothing_size) == ("mean", 21)
+
+
+def test_cache_keys_of_the_presets_are_pinned() -> None:
+    """``key()`` names the cached trained model of every run (``data/cache/runs/<key>``): a change
+    to the fields, their defaults or the hashing retrains every model and must be deliberate."""
+    from esad_lib.config import riad_config
+
+    assert PRESETS["demo"].key() == "599329cbade2"
+    assert riad_config(PRESETS["demo"]).key() == "c23c7d97c214"
+    assert PRESETS["smoke"].key() == "12e2018615a4"
+    assert PRESETS["paper"].key() == "c314825294b4"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"test_fill": "zeros"}, "test_fill='zeros' is not one of: 'train', 'test', 'zero', 'input'"),
+        ({"method": "gan"}, "unknown method: method='gan' is not one of: 'esad', 'riad', 'patchcore'"),
+        ({"score_map": "pixels"}, "score_map='pixels' is not one of: 'feature', 'pixel'"),
+        ({"profile": "huge"}, "profile='huge' is not one of: 'smoke', 'demo', 'paper'"),
+        ({"epochs": -1}, r"epochs=-1 must be >= 1"),
+        ({"epochs": 2.0}, "epochs=2.0 must be an integer"),
+        ({"image_size": (0, 64)}, r"image_size=\(0, 64\) each value must be >= 1"),
+        ({"image_size": (64,)}, "image_size=.* must hold 2 values"),
+        ({"cutout_sizes": ()}, "cutout_sizes=.* must hold at least one value"),
+        ({"synth_counts": (1, 2, 3, 4, -1)}, "synth_counts=.* each value must be >= 0"),
+        ({"fill_alpha": 1.5}, r"fill_alpha=1.5 must be in \[0.0, 1.0\]"),
+        ({"lr": 0.0}, "lr=0.0 must be > 0"),
+        ({"lr": float("nan")}, "lr=nan must be a finite number"),
+        ({"amp": 1}, "amp=1 must be True or False"),
+        ({"max_test_images": 0}, "max_test_images=0 must be >= 1"),
+        ({"block_kernel": 4}, "block_kernel=4 must be odd"),
+        ({"device": "gpu"}, "device='gpu' is not 'auto' or a torch device"),
+        ({"category": ""}, "category='' must be a non-empty str"),
+    ],
+)
+def test_a_bad_value_is_refused_when_the_config_is_built(change, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ESADConfig(**change)
+    with pytest.raises(ValueError, match=message):  # replace builds a new config: checked too
+        PRESETS["smoke"].replace(**change)
+
+
+def test_all_problems_are_listed_and_lists_become_tuples() -> None:
+    with pytest.raises(ValueError, match=r"epochs=0 must be >= 1; unknown smoothing: "):
+        ESADConfig(smoothing="median", epochs=0)
+    cfg = ESADConfig(image_size=[64, 48], cutout_sizes=[2, 4])  # as read back from JSON
+    assert cfg.image_size == (64, 48) and cfg.cutout_sizes == (2, 4)
+    assert cfg.key() == ESADConfig(image_size=(64, 48), cutout_sizes=(2, 4)).key()
+    assert ESADConfig(max_test_images=None, feature_weights=None).max_test_images is None
+
+
+def test_every_allowed_value_has_its_implementation() -> None:
+    """The allowed values live in ``config.CHOICES``; each is implemented where it is used."""
+    import torch
+    from torch import nn
+
+    from esad_lib import features, scoring, training
+    from esad_lib.ablation.steps import TRAINING_FREE_METHODS
+    from esad_lib.config import CHOICES
+    from esad_lib.method import FILLS, UNET_KINDS, build_model
+    from esad_lib.method.anomaly_map import SMOOTHINGS
+    from esad_lib.method.loss import FeatureLoss
+
+    assert set(CHOICES["profile"]) == set(PRESETS)
+    assert set(CHOICES["train_fill"]) == set(CHOICES["test_fill"]) == set(FILLS)
+    assert set(CHOICES["unet"]) == set(UNET_KINDS)
+    extractors = set(features.EXTRACTORS)
+    assert set(CHOICES["feature_extractor"]) == set(CHOICES["loss_feature_extractor"]) == extractors
+    assert set(CHOICES["lr_schedule"]) == set(training.LR_SCHEDULES)
+    assert set(CHOICES["score_map"]) == set(scoring.SCORE_MAPS)
+    assert set(CHOICES["smoothing"]) == set(SMOOTHINGS)
+    assert set(CHOICES["map_normalization"]) == set(scoring.NORMALIZATIONS)
+    trained = set(CHOICES["method"]) - set(TRAINING_FREE_METHODS)
+    assert trained == {"esad", "riad"}
+    for method in trained:
+        assert isinstance(build_model(get_config("smoke", method=method)), nn.Module)
+
+    class Identity(nn.Module):
+        def forward(self, x):
+            return [x]
+
+    x = torch.rand(1, 3, 16, 16)
+    for distance in CHOICES["feature_loss_distance"]:
+        assert float(FeatureLoss(Identity(), distance=distance)(x, 1 - x)) > 0
+
+
+def test_set_overrides_of_text_settings_accept_only_allowed_values() -> None:
+    from esad_lib.overrides import parse_overrides
+
+    assert parse_overrides(["test_fill=zero", "smoothing=none"]) == {"test_fill": "zero", "smoothing": "none"}
+    with pytest.raises(ValueError, match="--set test_fill: 'zeros' is not one of: .*did you mean zero"):
+        parse_overrides(["test_fill=zeros"])

@@ -191,11 +191,17 @@ def test_official_count_check():
     assert msg.startswith("splicing_connectors") and "official 360/60/312" in msg
 
 
-def test_cli(tiny, tmp_path, capsys):
+def _data_cli() -> argparse.ArgumentParser:
+    """The parser of the data sub-commands (``esad split/check/synth``)."""
     from esad_lib.cli.data import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
+    return parser
+
+
+def test_cli(tiny, tmp_path, capsys):
+    parser = _data_cli()
     args = parser.parse_args(["split", str(tiny), str(tmp_path / "out"), "--quiet"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
@@ -213,14 +219,12 @@ def test_cli_count_mismatch_is_a_warning_unless_strict(tmp_path, capsys):
     named like LOCO) is written and exits 0 with a warning; --strict exits 1."""
     import shutil
 
-    from esad_lib.cli.data import register
     from esad_lib.config import get_config
     from esad_lib.data import dataset_root
 
     src = tmp_path / "loco_named"  # the synthetic benchmark without its manifest: looks official
     shutil.copytree(dataset_root(get_config("smoke")), src, ignore=shutil.ignore_patterns("synthetic.json"))
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
+    parser = _data_cli()
     args = parser.parse_args(["split", str(src), str(tmp_path / "a"), "--quiet"])
     assert args.func(args) == 0
     err = capsys.readouterr().err

@@ -120,12 +120,83 @@ def test_readme_shows_the_two_commands_verbatim() -> None:
     assert "make test" in ci
 
 
-def test_data_folder_commits_only_its_readme() -> None:
+#: the README's quote of the committed demo report lies between these two lines
+QUOTE_START = "<!-- quoted from docs/demo_report.md"
+QUOTE_END = "<!-- end of quote -->"
+README_MAX_LINES = 200
+
+
+def test_readme_is_a_front_door() -> None:
+    """Short, no wall of commit hashes, and every file or folder it names exists."""
+    readme = (ROOT / "README.md").read_text()
+    n = len(readme.splitlines())
+    assert n <= README_MAX_LINES, f"README.md: {n} lines, at most {README_MAX_LINES}; move detail to docs/"
+    hashes = re.findall(r"`[0-9a-f]{7,40}`", readme)
+    assert len(hashes) <= 2, f"README.md names the commits {hashes}; dates and commits belong in docs/"
+    named = set(re.findall(r"`((?:esad_lib|docs|benchmarks|notebooks)/[^`\s]*)`", readme))
+    named |= set(re.findall(r"\]\(((?:docs|benchmarks)/[^)\s]+)\)", readme))
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"README.md names paths that do not exist: {missing}"
+
+
+def test_readme_quotes_the_committed_demo_report_verbatim() -> None:
+    """What ``make demo`` prints is shown from the file the run writes, never retyped: every
+    line of the README's quote is a line of ``docs/demo_report.md`` (the report.md of a full
+    ``make demo`` run, committed with its provenance line)."""
+    report = (ROOT / "docs" / "demo_report.md").read_text()
+    assert "Measured " in report and "at commit" in report, "docs/demo_report.md has no provenance line"
+    readme = (ROOT / "README.md").read_text()
+    assert QUOTE_START in readme and QUOTE_END in readme, "README.md quotes no demo report"
+    quote = readme.split(QUOTE_START, 1)[1].split("\n", 1)[1].split(QUOTE_END, 1)[0]
+    lines = [ln for ln in quote.splitlines() if ln.strip()]
+    stale = [ln for ln in lines if ln not in set(report.splitlines())]
+    assert lines and not stale, (
+        f"README.md quotes lines that docs/demo_report.md does not hold: {stale}; "
+        "copy them again from docs/demo_report.md"
+    )
+    assert any(ln.startswith("Measured ") for ln in lines), "the quote leaves out the provenance line"
+
+
+def test_readme_figure_is_committed_and_small() -> None:
+    fig = ROOT / "docs" / "esad_overview.png"
+    assert fig.is_file() and (ROOT / "docs" / "make_figures.py").is_file()
+    assert fig.stat().st_size < 300_000, f"{fig.name}: {fig.stat().st_size / 1e3:.0f} kB, over 300 kB"
+
+
+def _tracked(*patterns: str) -> list[str] | None:
+    """Files git tracks that match ``patterns`` (None outside a git checkout, e.g. an sdist)."""
     try:
-        out = subprocess.run(
-            ["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True, check=True
+        return subprocess.run(
+            ["git", "ls-files", *patterns], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def test_no_package_archives_are_committed() -> None:
+    tracked = _tracked("*.whl", "*.tar.gz", "*.zip")
+    assert not tracked, f"committed package files (install them from the registry instead): {tracked}"
+
+
+def test_no_issue_numbers_in_code() -> None:
+    """Code says what it does and why, not which ticket asked for it."""
+    tracked = _tracked("*.py", "*.ipynb", "Makefile", "*.toml", "*.yml")
+    if tracked is None:
+        return
+    pattern = re.compile(r"\bissue\s+#?\d+|\(#\d+\)", re.IGNORECASE)
+    found = [
+        f"{name}:{i}"
+        for name in tracked
+        if (ROOT / name).is_file()
+        for i, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, f"issue numbers in code: {found[:20]}"
+
+
+def test_data_folder_commits_only_its_readme() -> None:
+    out = _tracked("data")
+    if out is None:
         return  # not a git checkout (e.g. an sdist): nothing to check
     assert set(out) <= {"data/README.md"}, out
 

@@ -14,11 +14,10 @@ from esad_lib.config import CATEGORIES
 from esad_lib.data.check import check_dataset
 from esad_lib.data.loco import DatasetLayoutError
 from esad_lib.data.split import MODES, SplitError, split_dataset
-from esad_lib.data.synth import generate_synthetic
+from esad_lib.data.synth import DEFAULT_COUNTS, DEFAULT_MAX_SIDE, generate_synthetic
 
 
 def _split(args: argparse.Namespace) -> int:
-
     try:
         res = split_dataset(
             args.src, args.out, mode=args.mode, force=args.force, progress=not args.quiet, verbose=True
@@ -40,7 +39,6 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-
     probs = check_dataset(args.root, progress=not args.quiet)
     for p in probs:
         print(p)
@@ -57,7 +55,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-
     t0 = time.perf_counter()
     try:
         out = generate_synthetic(
@@ -76,7 +73,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-
     p = subparsers.add_parser(
         "split",
         help="split MVTec LOCO AD into structural/ and logical/ datasets",
@@ -113,14 +109,19 @@ def register(subparsers) -> None:
     )
     p.add_argument("out", help="output folder (new or empty)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-side", type=int, default=256, help="longest image side in pixels (default 256)")
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=DEFAULT_MAX_SIDE,
+        help=f"longest image side in pixels (default {DEFAULT_MAX_SIDE})",
+    )
     p.add_argument(
         "--counts",
         type=int,
         nargs=5,
-        default=[60, 10, 40, 40, 40],
+        default=list(DEFAULT_COUNTS),
         metavar=("TRAIN", "VAL", "GOOD", "LOGICAL", "STRUCTURAL"),
-        help="images per category",
+        help=f"images per category (default {' '.join(map(str, DEFAULT_COUNTS))})",
     )
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

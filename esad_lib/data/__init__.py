@@ -1,5 +1,5 @@
-"""Data: MVTec LOCO AD reader, structural/logical splitter, checker and the synthetic
-LOCO-like benchmark (the paper's benchmark).
+"""Data: the reader of MVTec LOCO AD (the paper's benchmark) and of every dataset in its layout,
+the structural/logical splitter, the checker and the built-in synthetic LOCO-like benchmark.
 
 ``from esad_lib.data import LOCODataset, dataset_root, list_samples, ...``
 """
@@ -17,13 +17,12 @@ from esad_lib.data.loco import (
     categories,
     collate_keep_lists,
     image_size,
-    network_input_size,
-    is_loco_root,
     list_samples,
     load_channel_masks,
     load_defects_config,
     load_image,
     load_mask,
+    network_input_size,
     union_mask,
 )
 from esad_lib.data.roots import dataset_root, find_loco_root, input_size, validate_root
@@ -44,18 +43,17 @@ __all__ = [
     "check_dataset",
     "collate_keep_lists",
     "dataset_root",
-    "input_size",
     "ensure_synthetic",
     "find_loco_root",
     "generate_synthetic",
     "image_size",
-    "network_input_size",
-    "is_loco_root",
+    "input_size",
     "list_samples",
     "load_channel_masks",
     "load_defects_config",
     "load_image",
     "load_mask",
+    "network_input_size",
     "split_dataset",
     "synthetic_defects",
     "synthetic_size",

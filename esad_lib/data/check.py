@@ -1,5 +1,5 @@
-"""Validate a LOCO-layout root (MVTec LOCO AD, a split of it, or the synthetic benchmark;
-the paper's benchmark) before training on it: ``esad check ROOT``.
+"""Validate a LOCO-layout root (MVTec LOCO AD, the paper's benchmark; a split of it; or the
+synthetic benchmark) before training on it: ``esad check ROOT``.
 
 Decodes every image and mask and lists EVERY problem found (it does not stop at the first):
 missing folders or defects config, unreadable or truncated images and masks, masks whose size
@@ -19,9 +19,9 @@ from esad_lib.data.loco import (
     DEFECTS_CONFIG,
     DIR_LABELS,
     DatasetLayoutError,
+    Sample,
     categories,
     image_files,
-    image_size,
     list_samples,
     load_defects_config,
     load_image,
@@ -55,71 +55,81 @@ class Problem:
         return f"[{self.kind}] {self.path}: {self.message}"
 
 
-def _check_category(cdir: Path, root: Path, pbar) -> list[Problem]:
-    probs: list[Problem] = []
-    cat = cdir.name
-    for sub in ("train/good", "validation/good", "test/good"):
-        if not (cdir / sub).is_dir():
-            probs.append(Problem(cdir / sub, "missing_folder", "required folder is missing"))
-    present = [d for d in ("logical_anomalies", "structural_anomalies") if (cdir / "test" / d).is_dir()]
-    if not present:
+def _layout_problems(cdir: Path) -> list[Problem]:
+    """Required folders missing, unknown folders under ``test/``."""
+    probs = [
+        Problem(cdir / sub, "missing_folder", "required folder is missing")
+        for sub in ("train/good", "validation/good", "test/good")
+        if not (cdir / sub).is_dir()
+    ]
+    if not any((cdir / "test" / d).is_dir() for d in ("logical_anomalies", "structural_anomalies")):
         probs.append(
             Problem(cdir / "test", "missing_folder", "no logical_anomalies/ or structural_anomalies/ folder")
         )
     if (cdir / "test").is_dir():
-        for d in sorted((cdir / "test").iterdir()):
-            if d.is_dir() and d.name not in DIR_LABELS:
-                probs.append(
-                    Problem(d, "unknown_folder", "not good/, logical_anomalies/ or structural_anomalies/")
-                )
-    values: set[int] | None = None
+        probs += [
+            Problem(d, "unknown_folder", "not good/, logical_anomalies/ or structural_anomalies/")
+            for d in sorted((cdir / "test").iterdir())
+            if d.is_dir() and d.name not in DIR_LABELS
+        ]
+    return probs
+
+
+def _defect_values(cdir: Path, probs: list[Problem]) -> set[int] | None:
+    """The pixel values ``defects_config.json`` defines (None when it is missing or unreadable,
+    a problem appended to ``probs``)."""
     if not (cdir / DEFECTS_CONFIG).is_file():
         probs.append(Problem(cdir / DEFECTS_CONFIG, "defects_config", "missing (needed for the sPRO metric)"))
-    else:
-        try:
-            values = {d.pixel_value for d in load_defects_config(cdir)}
-        except DatasetLayoutError as err:
-            probs.append(Problem(cdir / DEFECTS_CONFIG, "defects_config", str(err).split(": ", 1)[-1]))
-    samples = list_samples(root, cat)
-    for s in samples:
-        pbar.update(1)
-        try:
-            img = load_image(s.path)
-        except DatasetLayoutError as err:
-            probs.append(Problem(s.path, "unreadable_image", str(err).split(": ", 1)[-1]))
-            continue
-        if s.label == "good":
-            continue
-        if not s.mask_paths:
-            probs.append(
-                Problem(s.path, "missing_ground_truth", f"anomalous image without masks in {s.gt_dir}")
-            )
-            continue
-        h, w = img.shape[:2]
-        for mp in s.mask_paths:
-            try:
-                m = load_mask(mp)
-            except DatasetLayoutError as err:
-                probs.append(Problem(mp, "unreadable_mask", str(err).split(": ", 1)[-1]))
-                continue
-            if m.shape != (h, w):
-                probs.append(
-                    Problem(mp, "mask_size", f"{m.shape[1]}x{m.shape[0]} (WxH) but its image is {w}x{h}")
-                )
-            pos = [int(v) for v in np.unique(m) if v != 0]
-            if not pos:
-                probs.append(Problem(mp, "empty_mask", "mask has no positive pixel"))
-            elif len(pos) > 1:
-                probs.append(
-                    Problem(mp, "mask_values", f"several positive values {pos}; one mask = one defect")
-                )
-            if values is not None:
-                unknown = [v for v in pos if v not in values]
-                if unknown:
-                    probs.append(
-                        Problem(mp, "unknown_pixel_value", f"values {unknown} not in {DEFECTS_CONFIG}")
-                    )
-    # ground-truth folders whose image is missing
+        return None
+    try:
+        return {d.pixel_value for d in load_defects_config(cdir)}
+    except DatasetLayoutError as err:
+        probs.append(Problem(cdir / DEFECTS_CONFIG, "defects_config", _reason(err)))
+        return None
+
+
+def _reason(err: DatasetLayoutError) -> str:
+    """The message of a reader error without its leading path (the problem names the path)."""
+    return str(err).split(": ", 1)[-1]
+
+
+def _mask_problems(mp: Path, hw: tuple[int, int], values: set[int] | None) -> list[Problem]:
+    """What is wrong with the mask ``mp`` of an image of size ``hw`` = (H, W)."""
+    try:
+        m = load_mask(mp)
+    except DatasetLayoutError as err:
+        return [Problem(mp, "unreadable_mask", _reason(err))]
+    probs = []
+    h, w = hw
+    if m.shape != (h, w):
+        probs.append(Problem(mp, "mask_size", f"{m.shape[1]}x{m.shape[0]} (WxH) but its image is {w}x{h}"))
+    pos = [int(v) for v in np.unique(m) if v != 0]
+    if not pos:
+        probs.append(Problem(mp, "empty_mask", "mask has no positive pixel"))
+    elif len(pos) > 1:
+        probs.append(Problem(mp, "mask_values", f"several positive values {pos}; one mask = one defect"))
+    unknown = [v for v in pos if values is not None and v not in values]
+    if unknown:
+        probs.append(Problem(mp, "unknown_pixel_value", f"values {unknown} not in {DEFECTS_CONFIG}"))
+    return probs
+
+
+def _sample_problems(s: Sample, values: set[int] | None) -> list[Problem]:
+    """An image that cannot be decoded, an anomaly without masks, the problems of its masks."""
+    try:
+        img = load_image(s.path)
+    except DatasetLayoutError as err:
+        return [Problem(s.path, "unreadable_image", _reason(err))]
+    if s.label == "good":
+        return []
+    if not s.mask_paths:
+        return [Problem(s.path, "missing_ground_truth", f"anomalous image without masks in {s.gt_dir}")]
+    return [p for mp in s.mask_paths for p in _mask_problems(mp, img.shape[:2], values)]
+
+
+def _ground_truth_problems(cdir: Path) -> list[Problem]:
+    """Ground-truth folders missing for an anomaly folder, or left without their image."""
+    probs = []
     for d in ("logical_anomalies", "structural_anomalies"):
         gt = cdir / "ground_truth" / d
         if not gt.is_dir():
@@ -131,6 +141,15 @@ def _check_category(cdir: Path, root: Path, pbar) -> list[Problem]:
             if sub.name not in ids:
                 probs.append(Problem(sub, "orphan_ground_truth", f"no image test/{d}/{sub.name}.*"))
     return probs
+
+
+def _check_category(cdir: Path, root: Path, pbar) -> list[Problem]:
+    probs = _layout_problems(cdir)
+    values = _defect_values(cdir, probs)
+    for s in list_samples(root, cdir.name):
+        pbar.update(1)
+        probs += _sample_problems(s, values)
+    return probs + _ground_truth_problems(cdir)
 
 
 def check_dataset(root: str | Path, progress: bool = True) -> list[Problem]:
@@ -151,13 +170,4 @@ def check_dataset(root: str | Path, progress: bool = True) -> list[Problem]:
     return probs
 
 
-def image_sizes(root: str | Path, category: str) -> dict[tuple[int, int], int]:
-    """How many images of each (H, W) a category holds (header only)."""
-    out: dict[tuple[int, int], int] = {}
-    for s in list_samples(root, category):
-        hw = image_size(s.path)
-        out[hw] = out.get(hw, 0) + 1
-    return out
-
-
-__all__ = ["PROBLEM_KINDS", "Problem", "check_dataset", "image_sizes"]
+__all__ = ["PROBLEM_KINDS", "Problem", "check_dataset"]

@@ -74,10 +74,6 @@ class Sample:
     mask_paths: list[Path] = field(default_factory=list)
 
     @property
-    def is_anomalous(self) -> bool:
-        return self.label != "good"
-
-    @property
     def gt_dir(self) -> Path | None:
         """Where this image's mask folder is (or should be); None for good images."""
         if self.label == "good":
@@ -118,10 +114,6 @@ def categories(root: str | Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and is_category_dir(p))
-
-
-def is_loco_root(root: str | Path) -> bool:
-    return bool(categories(root))
 
 
 def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:

@@ -1,5 +1,6 @@
-"""Looking at a LOCO-layout root (the paper's benchmark layout): its folder tree, counts per category and
-type, and which defects of ``defects_config.json`` occur under which anomaly type."""
+"""Looking at a LOCO-layout root (the layout of MVTec LOCO AD, the paper's benchmark): its folder
+tree, counts per category and type, and which defects of ``defects_config.json`` occur under
+which anomaly type."""
 
 from __future__ import annotations
 

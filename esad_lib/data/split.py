@@ -187,38 +187,11 @@ def format_counts(counts: dict) -> str:
     return "\n".join(lines)
 
 
-def split_dataset(
-    src: str | Path,
-    out: str | Path,
-    mode: str = "copy",
-    force: bool = False,
-    progress: bool = True,
-    verbose: bool = False,
-) -> dict:
-    """Write ``OUT/structural`` and ``OUT/logical`` from the LOCO-layout root ``src``.
-
-    Returns ``dict(out, mode, counts, written, unchanged, removed, official, mismatches)``;
-    ``counts[target][category]`` maps "train/good", "validation/good", "test/good",
-    "test/<type>_anomalies", "masks" to numbers.
-    """
-    from tqdm.auto import tqdm
-
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().absolute()
-    cats = categories(src)
-    if not cats:
-        raise DatasetLayoutError(
-            f"{src}: not a LOCO-layout root (no <category>/train/good inside); point it at the "
-            "folder holding breakfast_box/, juice_bottle/, ..."
-        )
-    out_r = out.resolve()
-    if out_r == src or src in out_r.parents or out_r in src.parents:
-        raise SplitError(f"output {out} must lie outside the source {src} (and not contain it)")
-    files, counts = _plan(src, cats)
-    planned = [f.rel for f in files]
-
-    old = _read_manifest(out) if out.is_dir() else None
+def _refuse_unsafe_output(
+    src: Path, out: Path, mode: str, force: bool, old: dict | None, planned: list[str]
+) -> None:
+    """Raise ``SplitError`` when writing the split into ``out`` could touch a file this tool did
+    not write (``old``: the manifest found in ``out``, if any; ``planned``: the files to write)."""
     if out.exists() and not out.is_dir():
         raise SplitError(f"{out} exists and is not a folder; choose another output folder")
     if old is None and out.is_dir() and any(out.iterdir()):
@@ -238,6 +211,61 @@ def split_dataset(
             f"{out} holds a split of {old.get('source')} (mode {old.get('mode')}); this run asks for "
             f"{src} (mode {mode}). Pass --force to rewrite its own outputs, or choose another folder"
         )
+
+
+def _write_files(files: list[PlannedFile], out: Path, mode: str, progress: bool) -> tuple[int, int]:
+    """Place every planned file under ``out`` that is not already correct; (written, unchanged)."""
+    from tqdm.auto import tqdm
+
+    written = unchanged = 0
+    for f in tqdm(files, desc=f"esad split ({mode})", disable=not progress):
+        dst = out / f.rel
+        if _same(f.src, dst, mode):
+            unchanged += 1
+            continue
+        try:
+            _place(f.src, dst, mode)
+        except OSError as err:
+            hint = " (hard links cannot cross file systems: use --mode copy or symlink)"
+            hint = hint if mode == "hardlink" else ""
+            raise SplitError(
+                f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
+            ) from err
+        written += 1
+    return written, unchanged
+
+
+def split_dataset(
+    src: str | Path,
+    out: str | Path,
+    mode: str = "copy",
+    force: bool = False,
+    progress: bool = True,
+    verbose: bool = False,
+) -> dict:
+    """Write ``OUT/structural`` and ``OUT/logical`` from the LOCO-layout root ``src``.
+
+    Returns ``dict(out, mode, counts, written, unchanged, removed, official, mismatches)``;
+    ``counts[target][category]`` maps "train/good", "validation/good", "test/good",
+    "test/<type>_anomalies", "masks" to numbers.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().absolute()
+    cats = categories(src)
+    if not cats:
+        raise DatasetLayoutError(
+            f"{src}: not a LOCO-layout root (no <category>/train/good inside); point it at the "
+            "folder holding breakfast_box/, juice_bottle/, ..."
+        )
+    out_r = out.resolve()
+    if out_r == src or src in out_r.parents or out_r in src.parents:
+        raise SplitError(f"output {out} must lie outside the source {src} (and not contain it)")
+    files, counts = _plan(src, cats)
+    planned = [f.rel for f in files]
+
+    old = _read_manifest(out) if out.is_dir() else None
+    _refuse_unsafe_output(src, out, mode, force, old, planned)
     official = looks_official(src, cats)
     mismatches = official_mismatches(counts) if official else []
     result = {
@@ -274,24 +302,7 @@ def split_dataset(
 
     for p in out.rglob(f"*{TMP_SUFFIX}"):  # leftovers of an interrupted run (our own temp names)
         p.unlink()
-    written = unchanged = 0
-    for f in tqdm(files, desc=f"esad split ({mode})", disable=not progress):
-        dst = out / f.rel
-        if _same(f.src, dst, mode):
-            unchanged += 1
-            continue
-        try:
-            _place(f.src, dst, mode)
-        except OSError as err:
-            hint = (
-                " (hard links cannot cross file systems: use --mode copy or symlink)"
-                if mode == "hardlink"
-                else ""
-            )
-            raise SplitError(
-                f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
-            ) from err
-        written += 1
+    written, unchanged = _write_files(files, out, mode, progress)
     removed = 0
     for rel in sorted(previous - set(planned)):  # own outputs of an earlier (forced-over) split
         p = out / rel

@@ -35,8 +35,10 @@ from esad_lib.paths import data_root
 #:    visible at the demo's 64-px input; default test counts 40 per type (was 20): half the
 #:    variance of a per-category AUROC.
 SYNTH_VERSION = 4
-#: default per-category counts: train, validation, test good, test logical, test structural.
-DEFAULT_COUNTS = ESADConfig.synth_counts  # one definition: the config default
+#: default per-category counts (train, validation, test good, test logical, test structural) and
+#: longest side: the config's defaults, one definition.
+DEFAULT_COUNTS = ESADConfig.synth_counts
+DEFAULT_MAX_SIDE = ESADConfig.synth_max_side
 MANIFEST = "synthetic.json"
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 _LABEL_IDS = {"good": 0, "logical": 1, "structural": 2}
@@ -111,7 +113,7 @@ def _plan(counts: Sequence[int]) -> list[tuple[str, str, int]]:
 def _write_category(root: Path, category: str, seed: int, max_side: int, counts, pbar) -> None:
     cdir = root / category
     specs = synthetic_defects(category, max_side)
-    (cdir).mkdir(parents=True, exist_ok=True)
+    cdir.mkdir(parents=True, exist_ok=True)
     (cdir / DEFECTS_CONFIG).write_text(json.dumps([s.to_dict() for s in specs], indent=2) + "\n")
     value = {s.defect_name: s.pixel_value for s in specs}
     types = defect_types(category)
@@ -156,10 +158,23 @@ Parameters: see synthetic.json.  Regenerate with: esad synth OUT --seed S --max-
 """
 
 
+def _check_arguments(counts: tuple[int, ...], max_side: int, categories: Sequence[str]) -> None:
+    """``ValueError`` naming the argument of ``generate_synthetic`` that cannot be rendered."""
+    if len(counts) != 5 or min(counts) < 0:
+        raise ValueError(
+            f"counts must be 5 non-negative ints (train, val, good, logical, structural), got {counts}"
+        )
+    if max_side < 16:
+        raise ValueError(f"max_side must be >= 16, got {max_side}")
+    unknown = [c for c in categories if c not in SCENES]
+    if unknown:
+        raise ValueError(f"unknown synthetic categories {unknown}; choose from {list(SCENES)}")
+
+
 def generate_synthetic(
     out: str | Path,
     seed: int = 0,
-    max_side: int = 256,
+    max_side: int = DEFAULT_MAX_SIDE,
     counts: Sequence[int] = DEFAULT_COUNTS,
     categories: Sequence[str] = CATEGORIES,
     progress: bool = True,
@@ -175,15 +190,7 @@ def generate_synthetic(
 
     out = Path(out)
     counts = tuple(int(c) for c in counts)
-    if len(counts) != 5 or min(counts) < 0:
-        raise ValueError(
-            f"counts must be 5 non-negative ints (train, val, good, logical, structural), got {counts}"
-        )
-    if max_side < 16:
-        raise ValueError(f"max_side must be >= 16, got {max_side}")
-    unknown = [c for c in categories if c not in SCENES]
-    if unknown:
-        raise ValueError(f"unknown synthetic categories {unknown}; choose from {list(SCENES)}")
+    _check_arguments(counts, max_side, categories)
     want = _manifest(seed, max_side, counts, categories)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if _matches(out, want):  # complete (the manifest is written before the final rename)
