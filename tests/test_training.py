@@ -214,7 +214,7 @@ def test_early_stopping_keeps_best_weights(tmp_path, monkeypatch):
 def test_train_or_load_trains_once_then_loads(monkeypatch):
     cfg = tiny_cfg(epochs=1)
     model = train_or_load(cfg, progress=False)
-    run_dir = training.run_dir_for(cfg)
+    run_dir = run_io.run_dir_for(cfg)
     assert (run_dir / MODEL_FILE).exists() and run_dir.name == cfg.key()
 
     def no_training(*a, **k):
