@@ -1,5 +1,5 @@
 """Training losses: RIAD's L2 + SSIM + MSGMS and ESAD's feature loss (the authors' README
-"2. Proposed Method"; RIAD, Zavrtanik et al. 2021, Sec. 3.2).
+"2. Proposed Method"; RIAD, Zavrtanik et al. 2021, its loss).
 
 RIAD's three image terms plus ESAD's *feature loss* (the distance between the features of the
 input and of the output, from a frozen extractor, ``esad_lib.features``), for both outputs:

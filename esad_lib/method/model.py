@@ -82,8 +82,7 @@ class ESADModel(nn.Module):
         super().__init__()
         if num_masks < 1:
             raise ValueError(f"num_masks must be >= 1, got {num_masks}")
-        self.inpaint_net = inpaint_net
-        self.recon_net = recon_net
+        self.inpaint_net, self.recon_net = inpaint_net, recon_net
         self.num_masks = int(num_masks)
 
     @property
@@ -91,7 +90,8 @@ class ESADModel(nn.Module):
         return self.inpaint_net is None
 
     def forward(
-        self, img: Tensor, cutout_size: int, fill="train", alpha=0.5, generator=None, masks=None
+        self, img: Tensor, cutout_size: int, fill: str = "train", alpha: float = 0.5,
+        generator: torch.Generator | None = None, masks: Tensor | None = None,
     ) -> ESADOutput:
         """One inpainting -> filling -> reconstruction pass for one cutout size.
 
@@ -128,7 +128,7 @@ class ESADModel(nn.Module):
 
     @torch.no_grad()
     def reconstruct_all(
-        self, img: Tensor, cutout_sizes: Iterable[int], fill="test", alpha=0.5, seed=0
+        self, img: Tensor, cutout_sizes: Iterable[int], fill: str = "test", alpha: float = 0.5, seed: int = 0
     ) -> dict[int, ESADOutput]:
         """Reconstruct ``img [B, 3, H, W]`` once per cutout size (test-time scoring), with the
         masks ``scoring_masks(..., seed)``; ``fill`` and ``alpha`` as in ``forward``.  Runs under

@@ -57,8 +57,8 @@ class UNetBase(nn.Module):
         self.head = nn.Conv2d(w[0], out_ch, 3, padding=1)
 
     def encoder_level(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Encoder level ``i+1`` (0-based ``i``): level 1 reads the input itself, the others the
-        2x2 max-pool of the level above.  ``[B, w_i, H, W] -> [B, w_{i+1}, H/2, W/2]``."""
+        """Encoder level ``i+1``: level 1 maps the input ``[B, C_in, H, W] -> [B, w_1, H, W]``, level
+        i+1 > 1 the 2x2 max-pool of level i: ``[B, w_i, h, w] -> [B, w_{i+1}, h/2, w/2]``."""
         return self.enc[i](self.pool(x) if i else x)
 
     def decoder_level(self, j: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -66,8 +66,8 @@ class UNetBase(nn.Module):
         same level (its width ``w``), block: ``-> [B, w, H_skip, W_skip]``."""
         return self.dec[j](torch.cat([self.up[j](y), skip], dim=1))
 
-    def _check(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_ch:
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_ch:  # the input checked, then padded
             raise ValueError(f"expected input [B, {self.in_ch}, H, W], got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         # pad bottom/right to a multiple of 16 (four 2x2 poolings), replicating the border pixels
@@ -77,7 +77,7 @@ class UNetBase(nn.Module):
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five encoder features of ``x [B, C_in, H, W]``: ``[B, w_i, H'/2^(i-1), W'/2^(i-1)]``,
         ``H', W'`` = ``H, W`` rounded up to a multiple of 16 (features of the padded input)."""
-        feats = [self.encoder_level(0, self._check(x))]
+        feats = [self.encoder_level(0, self._pad(x))]
         for i in range(1, 5):
             feats.append(self.encoder_level(i, feats[-1]))
         return feats
@@ -100,13 +100,13 @@ class LightweightUNet(UNetBase):
     ``kernel_size``, ``expansion``, ``use_eca``: of the encoder's ``FeatureExtractionBlock``s."""
 
     def __init__(
-        self, in_ch=3, out_ch=3, base_width=64, block="feb", kernel_size=3, expansion=2, use_eca=False
+        self, in_ch: int = 3, out_ch: int = 3, base_width: int = 64, block: str = "feb", kernel_size: int = 3,
+        expansion: int = 2, use_eca: bool = False,
     ) -> None:
         super().__init__(in_ch, out_ch, base_width)
         if block not in ("feb", "std"):
             raise ValueError(f"block must be 'feb' or 'std', got {block!r}")
-        self.block_kind = block
-        w = self.widths
+        self.block_kind, w = block, self.widths
 
         def make(i: int, o: int, decoder: bool) -> nn.Module:
             if block == "std":
@@ -125,14 +125,14 @@ class ClassicUNet(UNetBase):
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, base_width: int = 64) -> None:
         super().__init__(in_ch, out_ch, base_width)
-        self.block_kind = "double_conv"
-        w = self.widths
+        self.block_kind, w = "double_conv", self.widths
         self.enc = nn.ModuleList([DoubleConv(in_ch, w[0])] + [DoubleConv(a, b) for a, b in zip(w, w[1:])])
         self.dec = nn.ModuleList(DoubleConv(2 * w[i], w[i]) for i in (3, 2, 1, 0))
 
 
 def build_unet(
-    kind="lightweight", base_width=64, kernel_size=3, expansion=2, use_eca=False, in_ch=3, out_ch=3
+    kind: str = "lightweight", base_width: int = 64, kernel_size: int = 3, expansion: int = 2,
+    use_eca: bool = False, in_ch: int = 3, out_ch: int = 3,
 ) -> UNetBase:
     """A U-Net by ``ESADConfig.unet`` name: ``lightweight`` | ``lightweight_std`` | ``classic``."""
     if kind == "lightweight":
