@@ -57,6 +57,7 @@ __all__ = [
     "PIP_NAME",
     "EfficientNetLite0",
     "EfficientNetLite0Features",
+    "FrozenModule",
     "MBConv",
     "SameConv2d",
     "block_strides",
@@ -265,7 +266,20 @@ def load_efficientnet_lite0(weights: str | os.PathLike | None = None) -> Efficie
     return net.eval()
 
 
-class EfficientNetLite0Features(nn.Module):
+class FrozenModule(nn.Module):
+    """A module that never trains: no gradients to its parameters, always in eval mode (its
+    ``__init__`` ends with ``self.freeze()``; ``train()`` keeps it in eval mode)."""
+
+    def freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FrozenModule:  # noqa: ARG002 - frozen: always eval
+        return super().train(False)
+
+
+class EfficientNetLite0Features(FrozenModule):
     """Frozen multi-scale EfficientNet-Lite0 features for anomaly maps and the feature loss.
 
     ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in taps]`` with
@@ -287,12 +301,7 @@ class EfficientNetLite0Features(nn.Module):
         self._conv_stem = net._conv_stem
         self._bn0 = net._bn0
         self._blocks = nn.ModuleList(list(net._blocks)[: taps[-1] + 1])
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> EfficientNetLite0Features:  # noqa: ARG002 - frozen: always eval
-        return super().train(False)
+        self.freeze()
 
     def forward(self, x: Tensor) -> list[Tensor]:
         h = F.relu6(self._bn0(self._conv_stem(tf_lite_input(x))))

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from esad_lib.efficientnet import (
     PIP_NAME,
+    FrozenModule,
     build_efficientnet_lite0_features,
     efficientnet_lite0_available,
     efficientnet_lite0_weights_path,
@@ -70,7 +71,7 @@ EXTRACTORS = OFFLINE_EXTRACTORS + WHEEL_EXTRACTORS + tuple(IMAGENET_BACKBONES)
 _VGG16_RELU_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
 
 
-class FeatureExtractor(nn.Module):
+class FeatureExtractor(FrozenModule):
     """A frozen multi-layer feature extractor.
 
     ``forward(x [B,3,H,W] in [-1,1]) -> list[Tensor [B,C_l,H_l,W_l]]`` (one per layer, shallow
@@ -97,12 +98,7 @@ class FeatureExtractor(nn.Module):
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> FeatureExtractor:  # noqa: ARG002 - frozen: always eval
-        return super().train(False)
+        self.freeze()
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if x.dim() != 4 or x.shape[1] != 3:

@@ -1,51 +1,37 @@
 """Training ESAD (the authors' README "2. Proposed Method": inpainting -> filling -> reconstruction).
 
-One file because the four phases below share the private ``_Run`` state and read top to bottom as
-the loop notebook 04 explains; the step, the run folder and the process group already live in
-``train_step``, ``run_io`` and ``distributed``.
+One step is ``esad_lib.method.train_step.train_step`` (notebook 04 reads it line by line): ONE
+cutout size ``c`` for the batch (RIAD: 2, 4, 8, 16), ``K`` disjoint masks, inpaint with ``G1``,
+fill the hidden cells (training fill, ``select = 0``), reconstruct with ``G2``, ``ESADLoss`` on
+both outputs, Adam over BOTH U-Nets (RIAD: lr 1e-4, weight decay 1e-5).  ``train`` runs it in
+four phases that share the private ``_Run`` state:
 
-One step is ``esad_lib.method.train_step.train_step`` (notebook 04 explains it line by line):
-
-1. ONE cutout size ``c`` for the batch from ``cfg.cutout_sizes`` (RIAD: 2, 4, 8, 16);
-2. ``K`` disjoint masks for ``c``; the model inpaints each cutout with ``G1``, fills the
-   hidden cells with the inpainting (training fill, ``select = 0``), reconstructs with ``G2``;
-3. loss = ``ESADLoss`` (L2 + SSIM + MSGMS + feature loss, on the reconstruction and on the
-   inpainting), Adam over BOTH U-Nets (RIAD: lr 1e-4, weight decay 1e-5).
-
-The trainer ``train`` runs it in four named phases:
-
-* **prepare or resume** the run folder (``_start``): check it, load the checkpoint, build the
-  data, the seeded model, the loss and the optimiser, restore the checkpoint's state;
-* **one epoch** (``_train_epoch``): ``train_step`` per batch, with the step's cutout size, masks
-  and learning rate, and a clear stop on a non-finite loss;
+* **prepare or resume** (``_start``): check the run folder, load its checkpoint, build the data,
+  the seeded model, the loss and the optimiser, with the performance opt-ins applied explicitly
+  (``esad_lib.perf``: allocator tuning, checkpointing, channels_last, fused Adam, the one-pass
+  loss -- same maths, faster or smaller);
+* **one epoch** (``_train_epoch``): ``train_step`` per batch with the step's cutout size, masks
+  and learning rate; a clear stop on a non-finite loss;
 * **validate and decide** (``_validate_and_decide``): validation loss on ``validation/good``,
   best weights, early stopping;
-* **checkpoint** (``_record_epoch``): ``log.csv`` (and TensorBoard when asked and installed), an
-  atomic ``checkpoint.pt`` (exact resume), the progress bar and the ``on_epoch_end`` callback.
+* **checkpoint** (``_record_epoch``): ``log.csv`` (and TensorBoard), an atomic ``checkpoint.pt``
+  (exact resume), the progress bar, the ``on_epoch_end`` callback.
 
-Mixed precision on CUDA (``torch.autocast`` float16 + ``GradScaler``) when ``cfg.amp``; ONE
-``tqdm.auto`` bar per run, epochs as its steps, the running losses of the epoch beside it.
-The same code runs on CPU, one GPU, and -- under ``torchrun`` -- several processes with
-DistributedDataParallel (``esad_lib.distributed`` documents the multi-process semantics and
-which random draws agree across ranks; the run folder is ``esad_lib.run_io``).
+Mixed precision on CUDA when ``cfg.amp``; ONE ``tqdm.auto`` bar per run.  The same code runs on
+CPU, one GPU and -- under ``torchrun`` -- several processes (``esad_lib.distributed``; the run
+folder is ``esad_lib.run_io``).
 
-Determinism.  Every random draw of the loop comes from a per-purpose generator seeded by
-``derive_seed(cfg.seed, purpose, epoch, step[, rank])``: the shuffle (``DistributedSampler``,
-seeded with ``cfg.seed + epoch``), the cutout size per step (``cutout_size_for_step``) and the
-masks per step (``mask_generator``).  The global RNGs (Python, NumPy, torch CPU and CUDA) are
-seeded with ``cfg.seed`` before the model is built (so its initial weights are fixed) and
-saved/restored by the checkpoint for any third-party code that draws from them.  On CPU the
-same seed gives the same numbers, a plain loop over ``train_step`` with the same draws gives
-bit-identical weights, and a run interrupted after any epoch and resumed ends with
-bit-identical weights (all tested).  On CUDA, cuDNN kernels may be non-deterministic; results
-then agree only up to float noise.
+Determinism.  Every random draw of the loop comes from a generator seeded by ``derive_seed(cfg.seed,
+purpose, epoch, step[, rank])``: the shuffle, the cutout size per step (``cutout_size_for_step``)
+and the masks (``mask_generator``).  The global RNGs are seeded with ``cfg.seed`` before the model
+is built and saved in the checkpoint.  On CPU the same seed gives the same numbers, a plain loop
+over ``train_step`` with the same draws gives bit-identical weights, and a resumed run ends with
+bit-identical weights (all tested); on CUDA, cuDNN may add float noise.
 
-``model.pt`` and ``train_summary.json`` appear only when training has finished (all epochs,
-or early stopping), so their presence means "done".  Deviation from the paper: the paper
-does not describe validation or early stopping; RIAD trains for a fixed number of epochs.
-With ``early_stopping_patience = 0`` (demo/smoke presets) every epoch runs and ``model.pt``
-still holds the weights of the epoch with the lowest validation loss.
-"""
+``model.pt`` and ``train_summary.json`` appear only when training has finished.  Deviation from
+the paper (which describes no validation; RIAD trains a fixed number of epochs): with
+``early_stopping_patience = 0`` every epoch runs and ``model.pt`` holds the weights of the epoch
+with the lowest validation loss."""
 
 from __future__ import annotations
 
@@ -65,72 +51,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from esad_lib import distributed, run_io
 from esad_lib.config import ESADConfig, resolve_device, seed_everything
 from esad_lib.data import LOCODataset, dataset_root, input_size
-from esad_lib.distributed import (
-    DistInfo,
-    all_ranks_finite,
-    broadcast_buffers,
-    dist_info,
-    init_distributed,
-    local_main_first,
-    main_then_broadcast,
-    mean_over_ranks,
-    seeded_generator,
-    shard,
-    shutdown_distributed,
-    train_sampler,
-    unwrap,
-    wrap_ddp,
-)
+from esad_lib.distributed import DistInfo, seeded_generator, unwrap
 from esad_lib.method import build_model, model_fills
-from esad_lib.method.loss import build_loss
+from esad_lib.method.loss import loss_extractor
 from esad_lib.method.masks import disjoint_masks
 from esad_lib.method.train_step import autocast, train_step
-from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
-from esad_lib.run_io import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    LOG_FILE,
-    MODEL_FILE,
-    RESUME_MUTABLE_FIELDS,
-    SUMMARY_FILE,
-    RunState,
-    config_mismatch,
-    cpu_state,
-    file_lock,
-    is_finished,
-    load_run,
-    prepare_run_dir,
-    read_log,
-    run_dir_for,
-    save_checkpoint,
-    save_torch,
-    set_rng_state,
-    write_config,
-    write_log,
-    write_summary,
-)
+from esad_lib.perf import speed
+from esad_lib.perf.checkpointing import enable_checkpointing
+from esad_lib.perf.loss import OnePassLoss
+from esad_lib.run_io import RunState
 
 __all__ = [
-    "CHECKPOINT_FILE",
-    "CONFIG_FILE",
-    "LOG_FILE",
-    "LR_SCHEDULES",
-    "MODEL_FILE",
-    "RESUME_MUTABLE_FIELDS",
-    "SUMMARY_FILE",
-    "TrainResult",
-    "cutout_size_for_step",
-    "load_run",
-    "lr_at",
-    "mask_generator",
-    "read_log",
-    "run_dir_for",
-    "train",
-    "train_or_load",
-    "train_step",
-    "validation_loss",
+    "LR_SCHEDULES", "TrainResult", "build_training", "cutout_size_for_step", "lr_at", "mask_generator",
+    "train", "train_or_load", "validation_loss",
 ]
 
 #: training images are kept in memory (decoded and resized once) below this many bytes.
@@ -154,9 +90,7 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------
 # the random draws and the learning rate of a step: pure functions of (seed, epoch, step)
-
 
 def cutout_size_for_step(cfg: ESADConfig, epoch: int, step: int) -> int:
     """The cutout size of training step ``step`` of ``epoch`` (0-based), the same on every rank."""
@@ -166,11 +100,8 @@ def cutout_size_for_step(cfg: ESADConfig, epoch: int, step: int) -> int:
 
 
 def mask_generator(cfg: ESADConfig, epoch: int, step: int, rank: int = 0) -> torch.Generator:
-    """The generator of the masks of training step ``step`` of ``epoch`` (0-based) on process ``rank``.
-
-    Pass it to ``train_step(..., generator=...)``; the masks differ per rank (see
-    ``esad_lib.distributed``), the cutout size (``cutout_size_for_step``) does not.
-    """
+    """The generator of the masks of step ``step`` of ``epoch`` (0-based) on process ``rank``, for
+    ``train_step(..., generator=...)``: the masks differ per rank, the cutout size does not."""
     return seeded_generator(cfg.seed, "masks", epoch, step, rank)
 
 
@@ -178,30 +109,20 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 def lr_at(cfg: ESADConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The learning rate of training step ``step`` of ``epoch`` (both 0-based).
-
-    ``constant``: ``cfg.lr`` (RIAD; every preset).  ``cosine`` (ours, an option; the README
-    gives what it did at the demo budget): with
-    ``t = epoch * steps_per_epoch + step`` and ``T = cfg.epochs * steps_per_epoch`` steps,
-
-        lr_t = lr * (1 + cos(pi * t / T)) / 2
-
-    -- ``lr`` at the first step, 0 after the last.  A pure function of the position, so a
-    resumed run uses exactly the rates of an uninterrupted one.
-    """
+    """The learning rate of step ``step`` of ``epoch`` (0-based): ``constant``, ``cfg.lr`` (RIAD;
+    every preset), or ``cosine`` (ours, an option), ``lr`` at the first step, 0 after the last.
+    A pure function of the position, so a resumed run uses the rates of an uninterrupted one."""
     if cfg.lr_schedule == "constant":
         return float(cfg.lr)
     if cfg.lr_schedule == "cosine":
         total = max(1, int(cfg.epochs) * int(steps_per_epoch))
         t = epoch * int(steps_per_epoch) + step
-        # lr_t = lr * (1 + cos(pi t / T)) / 2
+        # lr_t = lr * (1 + cos(pi t / T)) / 2,  t = the step's index, T = the steps of all epochs
         return float(cfg.lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
 
 
-# ---------------------------------------------------------------------------------------
 # data
-
 
 class _Images(Dataset):
     """The ``image`` tensors ``[3, H, W]`` of a ``LOCODataset``, optionally decoded once into memory."""
@@ -222,57 +143,40 @@ class _Images(Dataset):
 def _datasets(cfg: ESADConfig, info: DistInfo) -> tuple[_Images, _Images]:
     """``train/good`` and ``validation/good`` of ``cfg.category`` (the synthetic benchmark is
     generated on first use, by one process per node)."""
-    root = Path(local_main_first(lambda: dataset_root(cfg), info))
+    root = Path(distributed.local_main_first(lambda: dataset_root(cfg), info))
     size = input_size(cfg, root)
     train_ds = LOCODataset(root, cfg.category, "train", image_size=size)
     val_ds = LOCODataset(root, cfg.category, "validation", image_size=size)
     if len(train_ds) == 0:
-        raise ValueError(
-            f"no training images in {root / cfg.category / 'train' / 'good'}: "
-            "check --data / cfg.dataset and --category"
-        )
+        where = root / cfg.category / "train" / "good"
+        raise ValueError(f"no training images in {where}: check --data / cfg.dataset and --category")
     nbytes = (len(train_ds) + len(val_ds)) * 3 * size[0] * size[1] * 4
     preload = cfg.num_workers == 0 and nbytes <= PRELOAD_MAX_BYTES
     return _Images(train_ds, preload), _Images(val_ds, preload)
 
 
-# ---------------------------------------------------------------------------------------
 # validation
-
 
 @torch.no_grad()
 def validation_loss(
-    model: nn.Module,
-    loss_fn: nn.Module,
-    images: Dataset,
-    cfg: ESADConfig,
-    device: torch.device,
-    info: DistInfo | None = None,
-    use_amp: bool = False,
+    model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: ESADConfig, device: torch.device,
+    info: DistInfo | None = None, use_amp: bool = False,
 ) -> dict[str, float] | None:
-    """Mean training objective on the validation images, averaged over every cutout size.
+    """The training objective (training fill) on the validation images, mean over every cutout
+    size: ``{"loss": ..., <part>: ...}``, or None without images.  The masks of cutout size ``c``
+    and validation batch ``b`` (of ``cfg.batch_size``) come from ``derive_seed(cfg.seed, "val",
+    c, b)``: the same every epoch.  Under DDP each rank scores every ``world_size``-th image.
 
-    The masks for cutout size ``c`` and validation batch ``b`` (of ``cfg.batch_size`` images)
-    come from ``derive_seed(cfg.seed, "val", c, b)``: the same in every epoch, so the numbers
-    are comparable across epochs.  Uses the training fill (this is the training loss on
-    held-out images).  Under DDP each rank scores every ``world_size``-th image and the sums
-    are all-reduced.  Returns ``{"loss": ..., <part>: ...}`` or None when there are no images.
-
-    Speed (issue 16): every (cutout size, image) pair keeps those masks, and the pairs go
-    through the model ``cfg.eval_batch_size`` at a time, each image with its own masks, in the
-    training memory layout -- a few larger forward passes instead of one per training-sized
-    batch and cutout size.  In eval mode an image's pass does not depend on the others in its
-    batch, so this is the same objective, equal to float rounding (``tests/test_training.py``);
-    the best epoch and so the trained weights stay the same (README, "Training memory and
-    speed").
-    """
+    Speed: the (cutout size, image) pairs go through the model ``cfg.eval_batch_size`` at a time,
+    each image with its own masks -- a few larger passes.  In eval mode an image's pass does not
+    depend on its batch: the same objective up to float rounding (``tests/test_training.py``)."""
     info = info if info is not None else DistInfo()
     if len(images) == 0:
         return None
     net = unwrap(model)
     was_training = net.training
     net.eval()
-    idx = shard(len(images), info)
+    idx = distributed.shard(len(images), info)
     sums: dict[str, float] = {}
     count = 0
     # (cutout size, image index, its masks [K, 1, H, W]) for every cutout size and image
@@ -287,7 +191,7 @@ def validation_loss(
     step = max(1, int(cfg.eval_batch_size))
     for start in range(0, len(pairs), step):
         chunk = pairs[start : start + step]
-        img = to_training_layout(torch.stack([images[i] for _, i, _ in chunk]).to(device), cfg)
+        img = speed.to_training_layout(torch.stack([images[i] for _, i, _ in chunk]).to(device), cfg)
         masks = torch.stack([m for _, _, m in chunk], dim=1)  # [K, N, 1, H, W]: per image
         with autocast(device, use_amp):
             out = net(img, chunk[0][0], fill=model_fills(cfg)[0], masks=masks)
@@ -299,12 +203,10 @@ def validation_loss(
         count += bs
     net.train(was_training)
     # count = images x cutout sizes, so this is the mean over both
-    return mean_over_ranks(sums, count, info, device)
+    return distributed.mean_over_ranks(sums, count, info, device)
 
 
-# ---------------------------------------------------------------------------------------
 # the pieces of a run
-
 
 @dataclass
 class _Run:
@@ -345,22 +247,14 @@ class _Progress:
     epoch its postfix (redrawn at most twice a second).  Disabled off rank 0 or when asked."""
 
     def __init__(self, cfg: ESADConfig, start_epoch: int, enabled: bool):
-        self.enabled = enabled
-        self.bar = tqdm(
-            total=cfg.epochs,
-            initial=start_epoch,
-            desc=f"train {cfg.category}",
-            unit="epoch",
-            disable=not enabled,
-        )
-        self._drawn = 0.0
+        self.enabled, self._drawn = enabled, 0.0
+        desc = f"train {cfg.category}"
+        self.bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=desc, unit="epoch", disable=not enabled)
 
     def step(self, step: int, n_steps: int, sums: dict[str, float], seen: int, c: int) -> None:
         if not self.enabled:
             return
-        recon = {
-            k.replace("recon_", "r_"): f"{v / seen:.3f}" for k, v in sums.items() if k.startswith("recon_")
-        }
+        recon = {k.replace("recon_", "r_"): f"{v / seen:.3f}" for k, v in sums.items() if k[:6] == "recon_"}
         # a dict keeps this order (keyword arguments would be sorted by tqdm)
         shown = {"step": f"{step + 1}/{n_steps}", "loss": f"{sums['total'] / seen:.4f}", **recon, "c": c}
         self.bar.set_postfix(shown, refresh=False)
@@ -372,9 +266,8 @@ class _Progress:
         if not self.enabled:
             return
         val = "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
-        self.bar.set_postfix(
-            {"train": f"{row['train_loss']:.4f}", "val": val, "best": best_epoch}, refresh=False
-        )
+        shown = {"train": f"{row['train_loss']:.4f}", "val": val, "best": best_epoch}
+        self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:
@@ -389,8 +282,23 @@ def _check_config(cfg: ESADConfig) -> None:
     lr_at(cfg, 0, 0, 1)  # an unknown schedule fails here, before any work
 
 
-# ---------------------------------------------------------------------------------------
 # phase 1: prepare or resume the run folder
+
+def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn.Module, torch.optim.Adam]:
+    """The model, loss and optimiser of ``cfg`` on ``device`` with the performance opt-ins of
+    ``esad_lib.perf`` applied, each explicitly (same maths as the core, float rounding aside).
+    Call after seeding: the model's initial weights come from the global RNG."""
+    if cfg.cpu_malloc_tuning and device.type == "cpu":
+        speed.tune_cpu_allocator()  # glibc keeps freed memory for the next step (process-wide)
+    model = build_model(cfg).to(device)
+    if cfg.checkpointing:
+        enable_checkpointing(model)  # recompute each U-Net level in backward: less memory
+    model = speed.prepare_for_training(model, cfg)  # channels_last parameters (cfg.channels_last_training)
+    # the ESAD loss with each term computed once over both outputs; its feature loss uses
+    # cfg.loss_feature_extractor (scoring uses cfg.feature_extractor)
+    loss_fn = OnePassLoss(cfg, loss_extractor(cfg, device) if cfg.w_feature > 0 else None).to(device)
+    # Adam over BOTH U-Nets.  [RIAD] lr 1e-4, wd 1e-5; fused into one kernel per step
+    return model, loss_fn, speed.training_optimizer(model.parameters(), cfg)
 
 
 def _start(
@@ -398,34 +306,23 @@ def _start(
 ) -> tuple[_Run, RunState]:
     """Check the run folder (rank 0; errors reach every rank), build the run, restore a checkpoint."""
     _check_config(cfg)
-    ckpt = main_then_broadcast(
-        lambda: prepare_run_dir(out_dir, cfg, resume), info, errors=(ValueError, FileExistsError)
+    ckpt = distributed.main_then_broadcast(
+        lambda: run_io.prepare_run_dir(out_dir, cfg, resume), info, errors=(ValueError, FileExistsError)
     )
     train_set, val_set = _datasets(cfg, info)
     # global RNGs: the model's initial weights (and any third-party draw) depend on them.  Seeded
     # after the data is ready, so a first-time generation of the synthetic benchmark cannot shift them.
     seed_everything(cfg.seed)
-    # channels_last (cfg.channels_last_training) and the CPU allocator setting: same maths, faster
-    model = prepare_for_training(build_model(cfg).to(device), cfg)
-    # the feature LOSS uses cfg.loss_feature_extractor (scoring uses cfg.feature_extractor)
-    loss_fn = build_loss(cfg, model=model, device=device)
+    model, loss_fn, optimizer = build_training(cfg, device)
     use_amp = bool(cfg.amp) and device.type == "cuda"
-    # Adam over BOTH U-Nets (the inpainting and the reconstruction net).  [RIAD] lr 1e-4, wd 1e-5;
-    # fused into one kernel per step where PyTorch supports it (the same update)
-    optimizer = training_optimizer(model.parameters(), cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state = RunState()
     if ckpt is not None:
         state = _restore(ckpt, model, optimizer, scaler, info)
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        sampler=train_sampler(train_set, info, cfg.seed),
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=False,
-    )
-    ddp_model = wrap_ddp(model, info, device, cfg.sync_batchnorm)
+    sampler = distributed.train_sampler(train_set, info, cfg.seed)
+    loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", drop_last=False)
+    ddp_model = distributed.wrap_ddp(model, info, device, cfg.sync_batchnorm)
     run = _Run(
         cfg, out_dir, info, device, train_set, val_set, ddp_model, loss_fn, optimizer, scaler, loader, use_amp
     )
@@ -433,17 +330,14 @@ def _start(
 
 
 def _restore(
-    ckpt: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
+    ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
     info: DistInfo,
 ) -> RunState:
     """Load a checkpoint's weights, optimiser, scaler and global RNG states; return its progress."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"])
+    run_io.set_rng_state(ckpt["rng"])
     if int(ckpt.get("world_size", 1)) != info.world_size and info.is_main:
         warnings.warn(
             f"resuming a run trained on {ckpt.get('world_size')} process(es) with {info.world_size}: "
@@ -458,13 +352,10 @@ def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
     writer = None
     if not run.info.is_main:
         return None
-    write_config(run.out_dir, run.cfg)
+    run_io.write_config(run.out_dir, run.cfg)
     if len(run.val_set) == 0:
-        warnings.warn(
-            f"no validation images for {run.cfg.category}: early stopping and best-weights selection "
-            "use the training loss",
-            stacklevel=3,
-        )
+        msg = "early stopping and best-weights selection use the training loss"
+        warnings.warn(f"no validation images for {run.cfg.category}: {msg}", stacklevel=3)
     if tensorboard:
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -479,9 +370,7 @@ def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
     return writer
 
 
-# ---------------------------------------------------------------------------------------
 # phase 2: one epoch
-
 
 def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict[str, float]:
     """One pass over the training set; returns the mean loss parts over all ranks' images."""
@@ -491,36 +380,28 @@ def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict[str, float]
     sums: dict[str, float] = {}
     seen = 0
     for step, batch in enumerate(run.loader):
-        img = to_training_layout(batch.to(run.device, non_blocking=True), cfg)
+        img = speed.to_training_layout(batch.to(run.device, non_blocking=True), cfg)
         # one cutout size per step, identical on every rank; masks differ per rank
         c = cutout_size_for_step(cfg, epoch, step)
         for group in run.optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch, step, len(run.loader))
-        parts = train_step(
-            run.model,
-            img,
-            c,
-            run.loss_fn,
-            run.optimizer,
-            fill=model_fills(cfg)[0],
-            generator=mask_generator(cfg, epoch, step, info.rank),
-            scaler=run.scaler,
-            amp=run.use_amp,
-        )
-        if not all_ranks_finite(parts["total"], info, run.device):  # every rank stops together
+        gen = mask_generator(cfg, epoch, step, info.rank)
+        parts = train_step(run.model, img, c, run.loss_fn, run.optimizer, fill=model_fills(cfg)[0],
+                           generator=gen, scaler=run.scaler, amp=run.use_amp)
+        if not distributed.all_ranks_finite(parts["total"], info, run.device):  # every rank stops together
             raise FloatingPointError(_non_finite_message(run, parts, epoch, step, c))
         bs = img.shape[0]
         seen += bs
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v) * bs
         progress.step(step, len(run.loader), sums, seen, c)
-    return mean_over_ranks(sums, seen, info, run.device)
+    return distributed.mean_over_ranks(sums, seen, info, run.device)
 
 
 def _non_finite_message(run: _Run, parts: dict[str, float], epoch: int, step: int, c: int) -> str:
     where = f" on rank {run.info.rank}" if run.info.distributed else ""
     saved = (
-        f"{run.out_dir / CHECKPOINT_FILE} holds the last good epoch ({epoch}). "
+        f"{run.out_dir / run_io.CHECKPOINT_FILE} holds the last good epoch ({epoch}). "
         if epoch > 0
         else "no epoch had finished, nothing was saved. "
     )
@@ -532,28 +413,22 @@ def _non_finite_message(run: _Run, parts: dict[str, float], epoch: int, step: in
     )
 
 
-# ---------------------------------------------------------------------------------------
 # phase 3: validate and decide
-
 
 def _validate_and_decide(
     run: _Run, state: RunState, train_means: dict[str, float]
 ) -> tuple[dict[str, float] | None, bool]:
-    """Validation loss (None without validation images); best weights and early stopping.
-
-    Improvement = a strictly lower validation loss (the training loss without validation
-    images).  ``state.best_*``, ``bad_epochs`` and ``stopped`` are updated for epoch
-    ``state.epoch + 1``.  Returns ``(validation parts, improved)``.
-    """
+    """Validation loss (None without validation images), best weights, early stopping: improved =
+    a strictly lower validation loss (else training loss).  Returns ``(validation parts, improved)``."""
     val = None
     if len(run.val_set) > 0:
-        broadcast_buffers(run.model, run.info)  # rank 0's BatchNorm statistics on every rank
+        distributed.broadcast_buffers(run.model, run.info)  # rank 0's BatchNorm statistics on every rank
         val = validation_loss(run.model, run.loss_fn, run.val_set, run.cfg, run.device, run.info, run.use_amp)
     monitor = val["loss"] if val is not None else train_means["total"]
     improved = monitor < state.best_val
     if improved:
         state.best_val, state.best_epoch, state.bad_epochs = monitor, state.epoch + 1, 0
-        state.best_state = cpu_state(run.net)
+        state.best_state = run_io.cpu_state(run.net)
     else:
         state.bad_epochs += 1
     patience = int(run.cfg.early_stopping_patience)
@@ -563,11 +438,7 @@ def _validate_and_decide(
 
 
 def _log_row(
-    run: _Run,
-    epoch: int,
-    train_means: dict[str, float],
-    val: dict[str, float] | None,
-    improved: bool,
+    run: _Run, epoch: int, train_means: dict[str, float], val: dict[str, float] | None, improved: bool,
     seconds: float,
 ) -> dict[str, Any]:
     """One ``log.csv`` row: epoch, train loss and parts, validation loss and parts, lr, best, seconds."""
@@ -580,22 +451,19 @@ def _log_row(
     return row
 
 
-# ---------------------------------------------------------------------------------------
 # phase 4: checkpoint (rank 0)
-
 
 def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress, opts: _Options) -> None:
     """Rank 0: ``log.csv``, TensorBoard, ``checkpoint.pt``, the progress bar, ``on_epoch_end``."""
     row = state.history[-1]
-    write_log(run.out_dir / LOG_FILE, state.history)
+    run_io.write_log(run.out_dir / run_io.LOG_FILE, state.history)
     if writer is not None:
         for k, v in row.items():
             if isinstance(v, float) and k != "lr":
                 writer.add_scalar(k, v, state.epoch)
         writer.flush()
-    save_checkpoint(
-        run.out_dir / CHECKPOINT_FILE, run.cfg, state, run.net, run.optimizer, run.scaler, run.info.world_size
-    )
+    ckpt = run.out_dir / run_io.CHECKPOINT_FILE
+    run_io.save_checkpoint(ckpt, run.cfg, state, run.net, run.optimizer, run.scaler, run.info.world_size)
     progress.epoch_done(row, state.best_epoch)
     if opts.on_epoch_end is not None:
         run.net.eval()
@@ -612,55 +480,31 @@ def _finish(run: _Run, state: RunState, epochs_this_call: int) -> TrainResult:
         net.load_state_dict(state.best_state)
     net.eval()
     main = run.info.is_main
-    already_written = main and (run.out_dir / SUMMARY_FILE).exists() and epochs_this_call == 0
+    already_written = main and (run.out_dir / run_io.SUMMARY_FILE).exists() and epochs_this_call == 0
     if main and finished and not already_written:
-        save_torch(state.best_state, run.out_dir / MODEL_FILE)
-        write_summary(run.out_dir, _summary(run, state, epochs_done))
-    return TrainResult(
-        run_dir=run.out_dir,
-        model=net,
-        cfg=run.cfg,
-        history=state.history,
-        epochs_run=epochs_done,
-        best_epoch=state.best_epoch,
-        best_val_loss=state.best_val,
-        stopped_early=state.stopped,
-        finished=finished,
-        train_seconds=state.train_seconds,
-        extra={"world_size": run.info.world_size, "device": str(run.device)},
-    )
+        run_io.save_torch(state.best_state, run.out_dir / run_io.MODEL_FILE)
+        run_io.write_summary(run.out_dir, _summary(run, state, epochs_done))
+    extra = {"world_size": run.info.world_size, "device": str(run.device)}
+    return TrainResult(run.out_dir, net, run.cfg, state.history, epochs_done, state.best_epoch,
+                       state.best_val, state.stopped, finished, state.train_seconds, extra)
 
 
 def _summary(run: _Run, state: RunState, epochs_done: int) -> dict[str, Any]:
     return {
-        "train_seconds": round(state.train_seconds, 3),
-        "epochs_run": epochs_done,
-        "epochs_max": run.cfg.epochs,
-        "best_epoch": state.best_epoch,
-        "best_val_loss": state.best_val,
+        "train_seconds": round(state.train_seconds, 3), "epochs_run": epochs_done,
+        "epochs_max": run.cfg.epochs, "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
         "stopped_early": state.stopped,
-        "world_size": run.info.world_size,
-        "global_batch_size": run.cfg.batch_size * run.info.world_size,
-        "device": str(run.device),
-        "amp": run.use_amp,
-        "train_images": len(run.train_set),
-        "validation_images": len(run.val_set),
-        "config_key": run.cfg.key(),
+        "world_size": run.info.world_size, "global_batch_size": run.cfg.batch_size * run.info.world_size,
+        "device": str(run.device), "amp": run.use_amp, "train_images": len(run.train_set),
+        "validation_images": len(run.val_set), "config_key": run.cfg.key(),
     }
 
 
-# ---------------------------------------------------------------------------------------
 # the trainer
 
-
 def train(
-    cfg: ESADConfig,
-    out_dir: str | os.PathLike,
-    resume: bool = False,
-    progress: bool = True,
-    *,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-    max_epochs: int | None = None,
+    cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True, *,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None, max_epochs: int | None = None,
     tensorboard: bool = False,
 ) -> TrainResult:
     """Train ``cfg``'s model on ``cfg.category``'s ``train/good`` images; write the run to ``out_dir``.
@@ -685,7 +529,7 @@ def train(
     ``out_dir`` holds a run and ``resume`` is False, ``ValueError`` on a config mismatch.
     Under ``torchrun`` (``WORLD_SIZE > 1``) every process calls this; see ``esad_lib.distributed``.
     """
-    info, device, created = init_distributed(cfg.device)
+    info, device, created = distributed.init_distributed(cfg.device)
     opts = _Options(resume, progress, on_epoch_end, max_epochs, tensorboard)
     ok = False
     try:
@@ -693,7 +537,7 @@ def train(
         ok = True
         return result
     finally:
-        shutdown_distributed(created, sync=ok)
+        distributed.shutdown_distributed(created, sync=ok)
 
 
 def _run_phases(
@@ -726,30 +570,21 @@ def _run_phases(
     return _finish(run, state, epochs_this_call)
 
 
-# ---------------------------------------------------------------------------------------
 # the cache
 
-
 def train_or_load(cfg: ESADConfig, progress: bool = True) -> nn.Module:
-    """The trained model for ``cfg``: loaded from the cache when present, else trained there.
-
-    The run lives in ``cache_dir()/runs/<cfg.key()>/`` (the key covers every field that
-    changes results, so another config never reuses it).  A lock file beside it makes
-    concurrent callers (two notebooks) wait for one training; an interrupted training is
-    resumed.  Returns the model (best weights, eval mode) on ``resolve_device(cfg.device)``.
-    """
-    run_dir = run_dir_for(cfg)
+    """The trained model for ``cfg`` (best weights, eval mode, on ``resolve_device(cfg.device)``),
+    loaded from ``cache_dir()/runs/<cfg.key()>/`` when there, else trained there (resumed if
+    interrupted).  A lock file makes concurrent callers (two notebooks) wait for one training."""
+    run_dir = run_io.run_dir_for(cfg)
     # under torchrun the ranks must enter train() together (no lock: only rank 0 writes)
-    lock = (
-        contextlib.nullcontext()
-        if dist_info().distributed
-        else file_lock(run_dir.parent / f"{run_dir.name}.lock")
-    )
+    lock_path = run_dir.parent / f"{run_dir.name}.lock"
+    lock = contextlib.nullcontext() if distributed.dist_info().distributed else run_io.file_lock(lock_path)
     with lock:
-        if is_finished(run_dir):
-            stored = json.loads((run_dir / CONFIG_FILE).read_text())
-            if config_mismatch(stored, cfg):
+        if run_io.is_finished(run_dir):
+            stored = json.loads((run_dir / run_io.CONFIG_FILE).read_text())
+            if run_io.config_mismatch(stored, cfg):
                 raise ValueError(f"{run_dir} holds a run of another config (key collision?); remove it")
-            model, _ = load_run(run_dir, device=resolve_device(cfg.device))
+            model, _ = run_io.load_run(run_dir, device=resolve_device(cfg.device))
             return model
         return train(cfg, run_dir, resume=True, progress=progress).model

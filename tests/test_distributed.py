@@ -91,17 +91,14 @@ def _reference_accumulation(cfg: ESADConfig) -> dict[str, torch.Tensor]:
 
     from esad_lib.config import seed_everything
     from esad_lib.data import LOCODataset, dataset_root
-    from esad_lib.method import build_model
-    from esad_lib.method.loss import ESADLoss
-    from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
-    from esad_lib.training import cutout_size_for_step, mask_generator
+    from esad_lib.perf.speed import to_training_layout
+    from esad_lib.training import build_training, cutout_size_for_step, mask_generator
 
     ds = LOCODataset(dataset_root(cfg), cfg.category, "train", image_size=cfg.image_size)
     images = to_training_layout(torch.stack([ds[i]["image"] for i in range(len(ds))]), cfg)
     seed_everything(cfg.seed)
-    model = prepare_for_training(build_model(cfg), cfg)  # the trainer's layout and optimiser
-    loss_fn = ESADLoss(cfg)  # the feature loss of cfg.loss_feature_extractor
-    opt = training_optimizer(model.parameters(), cfg)
+    # the trainer's model, loss and optimiser, with its performance opt-ins
+    model, loss_fn, opt = build_training(cfg, torch.device("cpu"))
     model.train()
     for epoch in range(cfg.epochs):
         shards = []

@@ -10,13 +10,12 @@ from torch import nn
 
 from esad_lib.config import get_config
 from esad_lib.features import build_feature_extractor
-from esad_lib.method import build_model
 from esad_lib.method.loss import (
     ESADLoss,
     FeatureLoss,
-    build_loss,
     gaussian_window,
     l2_loss,
+    loss_extractor,
     msgms_loss,
     msgms_map,
     ssim,
@@ -215,11 +214,11 @@ def test_gradients_finite_at_perfect_reconstruction() -> None:
 
 
 def test_loss_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="of one shape"):
         l2_loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="loss_feature_extractor='recon_encoder' needs the model"):
+    with pytest.raises(ValueError, match="loss_feature_extractor='recon_encoder' is not allowed"):
         ESADLoss(get_config("smoke").replace(loss_feature_extractor="recon_encoder"))
 
 
@@ -233,12 +232,11 @@ def test_feature_loss_extractor_is_loss_feature_extractor_only() -> None:
     # another SCORING extractor (one that cannot even be built without a model) changes nothing
     got, got_parts = ESADLoss(cfg.replace(feature_extractor="recon_encoder"))(img, recon)
     assert got.item() == want.item() and got_parts == want_parts
-    # the trainer's path, build_loss, builds the same loss; with the model it allows "recon_encoder"
-    assert build_loss(cfg)(img, recon)[1] == want_parts
-    model = build_model(cfg.replace(image_size=(16, 16)))
-    enc = build_loss(cfg.replace(loss_feature_extractor="recon_encoder"), model=model)
-    assert enc.feature_loss is not None and enc.feature_loss.extractor.name == "recon_encoder"
-    assert enc(img, recon)[1]["recon_feature"] != want_parts["recon_feature"]
+    # the trainer's path, loss_extractor(cfg), builds the same extractor; "recon_encoder" cannot
+    # be the LOSS extractor (there is no trained net while training; config.py says so too)
+    assert ESADLoss(cfg, loss_extractor(cfg))(img, recon)[1] == want_parts
+    with pytest.raises(ValueError, match="no trained net"):
+        loss_extractor(cfg.replace(loss_feature_extractor="recon_encoder"))
 
 
 def test_loss_is_float32_inside_autocast() -> None:

@@ -14,22 +14,19 @@ from esad_lib.config import get_config, seed_everything
 from esad_lib.data import LOCODataset, dataset_root
 from esad_lib.method import build_model
 from esad_lib.method.loss import ESADLoss
+from esad_lib.method.train_step import train_step
 from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
-from esad_lib.run_io import cpu_state
-from esad_lib.training import (
+from esad_lib.run_io import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     LOG_FILE,
     MODEL_FILE,
     SUMMARY_FILE,
-    cutout_size_for_step,
+    cpu_state,
     load_run,
-    mask_generator,
     read_log,
-    train,
-    train_or_load,
-    train_step,
 )
+from esad_lib.training import cutout_size_for_step, mask_generator, train, train_or_load
 
 #: the smallest run that still exercises everything: 16x16 images, width 4, two cutout sizes,
 #: 8 training images in batches of 4 (2 steps per epoch), 2 validation images, feature loss on.
@@ -138,7 +135,8 @@ def test_trainer_equals_plain_loop_over_train_step(full_run):
     images = torch.stack([ds[i]["image"] for i in range(len(ds))])
     seed_everything(cfg.seed)  # the initial weights
     model = prepare_for_training(build_model(cfg), cfg)  # channels_last (the trainer's layout)
-    loss_fn = ESADLoss(cfg)  # feature loss from cfg.loss_feature_extractor, as the trainer's
+    # the core loss, term by term: the trainer's one-pass loss gives the same bits on this CPU
+    loss_fn = ESADLoss(cfg)
     optimizer = training_optimizer(model.parameters(), cfg)  # Adam (RIAD's lr and weight decay)
     model.train()
     steps = 0
@@ -216,7 +214,7 @@ def test_early_stopping_keeps_best_weights(tmp_path, monkeypatch):
 def test_train_or_load_trains_once_then_loads(monkeypatch):
     cfg = tiny_cfg(epochs=1)
     model = train_or_load(cfg, progress=False)
-    run_dir = training.run_dir_for(cfg)
+    run_dir = run_io.run_dir_for(cfg)
     assert (run_dir / MODEL_FILE).exists() and run_dir.name == cfg.key()
 
     def no_training(*a, **k):

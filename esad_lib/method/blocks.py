@@ -1,8 +1,8 @@
-"""Building blocks of the lightweight U-Net (the authors' README "2. Proposed Method" and its figure
-"structural diagram of the feature extraction block").
+"""Building blocks of the lightweight U-Net (the authors' README "2. Proposed Method" and its
+figure "structural diagram of the feature extraction block").
 
-``FeatureExtractionBlock`` (the paper's *feature extraction module*), as the project restates
-the authors' reference code ``Block(kernel, in, expand, out)``, with ``M`` = ``expand``::
+``FeatureExtractionBlock`` (the paper's *feature extraction module*), as the authors' reference
+code ``Block(kernel, in, expand, out)`` builds it, with ``M`` = ``expand``::
 
     x [B, C_in, H, W]
       -> group conv k x k, C_in -> M, groups = C_in       -> BN -> ReLU     (expand)
@@ -12,16 +12,10 @@ the authors' reference code ``Block(kernel, in, expand, out)``, with ``M`` = ``e
       (+) residual: x itself if C_in == C_out, else 1x1 conv + BN projection of x
       -> ReLU                                                               -> [B, C_out, H, W]
 
-The encoder uses ``M = e * C_in`` (``expansion`` e = 2 in the reference); the decoder uses
-``M = C_in`` (``mid_ch``; its first conv is then depthwise, see ``esad_lib.method.unet``).
-``kernel_size`` (k, of both spatial convs, as in the reference), ``expansion`` and ``use_eca``
-are config fields (``block_kernel``, ``block_expansion``, ``use_eca``).
-
-Also here: ``ECA`` (efficient channel attention, Wang et al. 2020), ``ConvBNReLU`` (the
-standard 3x3 conv used at level 1 and by the ``block="std"`` ablation) and ``DoubleConv`` (the
-classic U-Net level used by the RIAD-style baseline).  Convolutions followed by BatchNorm have
-no bias (BN's shift makes it redundant).
-"""
+The encoder uses ``M = e * C_in`` (reference e = 2), the decoder ``M = C_in`` (its first conv
+is then depthwise).  Also here: ``ECA`` (Wang et al. 2020), ``ConvBNReLU`` (level 1, and the
+``block="std"`` ablation) and ``DoubleConv`` (the classic U-Net level of the RIAD baseline).
+Convolutions followed by BatchNorm have no bias (BN's shift makes it redundant)."""
 
 from __future__ import annotations
 
@@ -35,60 +29,30 @@ __all__ = ["ECA", "ConvBNReLU", "DoubleConv", "ExpandConv2d", "FeatureExtraction
 
 
 class ExpandConv2d(nn.Conv2d):
-    """The block's expanding group conv: ``C_in -> e*C_in`` with ``groups = C_in``.
-
-    Same parameters (``weight [e*C_in, 1, k, k]``) and outputs as ``nn.Conv2d(..., groups=C_in)``.
-    When gradients are needed on CPU it is computed as a *depthwise* conv over the input with
-    each channel repeated ``e`` times -- output channel ``j`` reads input channel ``j // e`` in
-    both forms, so the result is identical -- because PyTorch's CPU backward for grouped convs
-    with several outputs per group is pathologically slow (measured by ``esad bench``: one
-    1024-channel layer at 32x32, backward 24.6 s -> 0.1 s; a demo training step ~10x faster).
-    Inference keeps the plain grouped conv (its forward is faster).
-
-    Kept after re-measuring with the authors' decoder (``benchmarks/train_memory.py --all``,
-    ``benchmarks/train_speed.py``): at the paper's width the plain grouped conv's training step
-    is still much slower; the repeated input costs little memory (with checkpointing it exists
-    only while one level is recomputed), and at the demo's width the two forms run equally fast.
-    ``repeat_input`` (class-wide) switches it off for such measurements.
-    """
-
-    #: use the repeated-input form when it applies (class-wide switch, for measurements).
-    repeat_input: bool = True
+    """The block's expanding group conv, ``nn.Conv2d(C_in, e*C_in, k, groups=C_in)``: ``[B, C_in, H, W]
+    -> [B, e*C_in, H, W]``.  Deviation (ours, same function): with gradients on the CPU it runs
+    as a depthwise conv of the input with each channel repeated ``e`` times (output ``j`` reads
+    input ``j // e`` in both forms): PyTorch's CPU backward of a grouped conv with several
+    outputs per group is several times slower at the paper's width (``benchmarks/``).  Every
+    trained model was trained in this form; inference uses the plain grouped conv."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.out_channels // self.in_channels
-        if (
-            self.repeat_input
-            and e > 1
-            and self.groups == self.in_channels
-            and x.device.type == "cpu"
-            and torch.is_grad_enabled()
-        ):
+        if e > 1 and self.groups == self.in_channels and x.device.type == "cpu" and torch.is_grad_enabled():
             # y_j = w_j * x_{j // e}  ==  depthwise conv of repeat_interleave(x, e)
-            return F.conv2d(
-                x.repeat_interleave(e, dim=1),
-                self.weight,
-                self.bias,
-                self.stride,
-                self.padding,
-                self.dilation,
-                groups=self.out_channels,
-            )
+            xr, w = x.repeat_interleave(e, dim=1), self.weight
+            return F.conv2d(xr, w, self.bias, self.stride, self.padding, self.dilation, e * self.groups)
         return super().forward(x)
 
 
 class ECA(nn.Module):
-    """Efficient channel attention: per-channel gate from a 1-D conv over pooled channels.
-
-    ``x [B, C, H, W] -> x * sigmoid(conv1d_k(avgpool(x)))``, with the adaptive kernel size
-    ``k = nearest odd |log2(C)/gamma + b/gamma|`` (gamma=2, b=1) of the ECA paper.
-    """
+    """Efficient channel attention: ``x [B, C, H, W] -> x * sigmoid(conv1d_k(avgpool(x)))``, with
+    ``k = nearest odd |(log2(C) + b) / gamma|`` (gamma=2, b=1) of the ECA paper."""
 
     def __init__(self, channels: int, gamma: int = 2, b: int = 1) -> None:
         super().__init__()
         t = int(abs((math.log2(channels) + b) / gamma))
-        k = t if t % 2 else t + 1
-        self.kernel_size = k
+        self.kernel_size = k = t if t % 2 else t + 1
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,24 +84,12 @@ class DoubleConv(nn.Sequential):
 class FeatureExtractionBlock(nn.Module):
     """The paper's feature extraction block.  ``[B, C_in, H, W] -> [B, C_out, H, W]``.
 
-    Args:
-        in_ch, out_ch: ``C_in``, ``C_out``.
-        kernel_size: kernel of the group conv and of the depthwise conv (reference: 3).
-        expansion: ``e``; the group conv maps ``C_in -> e * C_in`` with ``groups = C_in``
-            (reference: 2).  Ignored when ``mid_ch`` is given.
-        use_eca: insert ECA channel attention after the depthwise conv (reference code: off).
-        mid_ch: ``M``, the group conv's output channels (the reference's ``expand``
-            argument); a multiple of ``C_in``.  None = ``e * C_in``.
-    """
+    ``kernel_size``: ``k`` of both spatial convs (reference 3); ``expansion``: ``e``, the group
+    conv maps ``C_in -> e * C_in`` (reference 2); ``use_eca``: ECA after the depthwise conv
+    (reference: off); ``mid_ch``: ``M`` instead of ``e * C_in`` (a multiple of ``C_in``)."""
 
     def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel_size: int = 3,
-        expansion: int = 2,
-        use_eca: bool = False,
-        mid_ch: int | None = None,
+        self, in_ch: int, out_ch: int, kernel_size: int = 3, expansion: int = 2, use_eca=False, mid_ch=None
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -164,10 +116,8 @@ class FeatureExtractionBlock(nn.Module):
         self.attention: nn.Module = ECA(mid) if use_eca else nn.Identity()
         # channel mixing: the only dense (all-to-all) conv of the block, 1x1
         self.pointwise = nn.Sequential(nn.Conv2d(mid, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
-        self.shortcut: nn.Module
-        if in_ch == out_ch:
-            self.shortcut = nn.Identity()
-        else:
+        self.shortcut: nn.Module = nn.Identity()
+        if in_ch != out_ch:
             self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
         self.act = nn.ReLU(inplace=True)
 

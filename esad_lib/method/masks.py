@@ -1,26 +1,19 @@
 """Disjoint cutout masks (RIAD's cutouts; the authors' README "2. Proposed Method": masking).
-
 The image is cut into a grid of ``c x c`` cells (``c`` = cutout size).  The cells are shuffled
 and split into ``K`` groups; mask ``k`` hides group ``k``:
 
     mask_k[y, x] = 0  if the cell holding pixel (y, x) is in group k   (hidden)
     mask_k[y, x] = 1  otherwise                                         (visible)
 
-so the ``K`` hidden regions *tile* the image exactly once:
+so the ``K`` hidden regions *tile* the image exactly once:  sum_k (1 - mask_k) == 1.
 
-    sum_k (1 - mask_k) == 1   at every pixel.
-
-How RIAD groups the cells (its reference code): ``np.array_split(np.random.permutation(n), K)``
--- a random permutation of the ``n`` cells split into ``K`` consecutive chunks of equal size
-(the first ``n mod K`` chunks get one extra cell).  We reproduce exactly that grouping rule
-but without a Python loop per cell or per mask: one ``randperm`` over the cells, a closed-form
-"which chunk does rank j fall in", a scatter, then ``repeat_interleave`` from cells to pixels.
+RIAD's grouping rule (its reference code) is ``np.array_split(np.random.permutation(n), K)``.
+We reproduce exactly that rule without a Python loop: one ``randperm`` over the cells, a
+closed-form "which chunk does rank j fall in", a scatter, then cells -> pixels.
 
 Deviation from RIAD, stated here: RIAD's grid is ``ceil(h/c) x ceil(w/c)`` cells and it does
-*not* crop the up-sampled mask, so an image size not divisible by ``c`` gives a mask larger
-than the image.  We crop the pixel mask back to ``h x w`` (the last row/column of cells is
-partial), so every size works -- LOCO's non-square images included.
-"""
+*not* crop the up-sampled mask, so a size not divisible by ``c`` gives a mask larger than the
+image.  We crop the pixel mask back to ``h x w``, so every size works (LOCO's non-square images)."""
 
 from __future__ import annotations
 
@@ -31,21 +24,11 @@ import torch
 __all__ = ["disjoint_masks", "cell_groups", "hidden_fraction"]
 
 
-def cell_groups(
-    num_cells: int,
-    num_masks: int,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Group index (0..K-1) of each of ``num_cells`` cells, RIAD's shuffled equal split.
-
-    Returns a LongTensor ``[num_cells]``.  Group sizes are ``q+1`` for the first ``r`` groups
-    and ``q`` for the rest, with ``q, r = divmod(num_cells, K)`` -- exactly what
-    ``np.array_split(permutation, K)`` produces.
-
-    The permutation is drawn on the generator's device when a generator is given (so a CPU
-    generator gives the same masks whatever the target device), else on ``device``.
-    """
+def cell_groups(num_cells: int, num_masks: int, generator=None, device=None) -> torch.Tensor:
+    """Group index (0..K-1) of each cell, RIAD's shuffled equal split: ``[num_cells]``.  Sizes
+    ``q+1`` for the first ``r`` groups, ``q`` for the rest (``q, r = divmod(num_cells, K)``), as
+    ``np.array_split``.  Drawn on the generator's device (a CPU generator gives the same masks
+    on any device), else on ``device``."""
     if num_cells < 1 or num_masks < 1:
         raise ValueError(f"need num_cells >= 1 and num_masks >= 1, got {num_cells}, {num_masks}")
     perm_device = generator.device if generator is not None else device
@@ -55,11 +38,7 @@ def cell_groups(
     rank = torch.arange(num_cells, device=perm.device)
     # chunk of rank j in array_split: the first r chunks have q+1 ranks, the others q ranks
     big = r * (q + 1)
-    group_of_rank = torch.where(
-        rank < big,
-        rank // (q + 1),
-        r + (rank - big) // max(q, 1),
-    )
+    group_of_rank = torch.where(rank < big, rank // (q + 1), r + (rank - big) // max(q, 1))
     groups = torch.empty(num_cells, dtype=torch.long, device=perm.device)
     # scatter: cell perm[j] belongs to the group of rank j
     groups[perm] = group_of_rank
@@ -67,26 +46,11 @@ def cell_groups(
 
 
 def disjoint_masks(
-    h: int,
-    w: int,
-    cutout_size: int,
-    num_masks: int = 3,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
+    h: int, w: int, cutout_size: int, num_masks: int = 3, generator=None, device=None
 ) -> torch.Tensor:
-    """``K`` disjoint masks over an ``h x w`` image for cutout (cell) size ``c``.
-
-    Args:
-        h, w: image height and width (any positive sizes; need not be divisible by ``c``).
-        cutout_size: cell side ``c`` in pixels.
-        num_masks: ``K`` (RIAD / ESAD: 3).
-        generator: seeded ``torch.Generator`` for the cell shuffle (None = global RNG).
-        device: where the masks are built (default: the generator's device, else CPU).
-
-    Returns:
-        FloatTensor ``[K, 1, h, w]`` with 1 = visible, 0 = hidden, and
-        ``(1 - masks).sum(0) == 1`` everywhere (each pixel hidden by exactly one mask).
-    """
+    """``K = num_masks`` disjoint masks ``[K, 1, h, w]`` (1 visible, 0 hidden) over an ``h x w``
+    image (any size) for cells of side ``c = cutout_size``; ``generator`` seeds the shuffle (None:
+    the global RNG); built on ``device`` (default: the generator's, else CPU)."""
     if h < 1 or w < 1:
         raise ValueError(f"image size must be positive, got {h}x{w}")
     if cutout_size < 1:

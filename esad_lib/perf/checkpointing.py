@@ -1,78 +1,43 @@
-"""Activation checkpointing for the U-Nets, BatchNorm-safe (a memory option of training; the
-paper does not discuss it -- a project choice that leaves the maths unchanged).
-
-``torch.utils.checkpoint`` (non-reentrant, ``use_reentrant=False``) keeps only the *inputs* of
-a checkpointed function for backward and runs the function a second time inside backward to
-rebuild what its backward needs.  That second run is a problem for BatchNorm in train mode: it
-would update ``running_mean`` / ``running_var`` (and ``num_batches_tracked``) a second time, so
-the running statistics after one step would differ from those of an unchecked step.  The
-recomputation itself is exact (train-mode BN normalises with the batch statistics, which the
-second run recomputes from the same input).
-
-``bn_safe_checkpoint`` therefore snapshots the BatchNorm buffers of the checkpointed modules
-before the *recomputation* and restores them afterwards (also when non-reentrant checkpointing
-stops the recomputation early): the first run updates the running statistics once, exactly as
-without checkpointing; the second leaves them as they were.  ``tests/test_models_checkpointing.py``
-checks gradients and buffers against an unchecked step.
-
-Granularities a ``UNetBase`` accepts (``CHECKPOINT_MODES``):
-
-* ``"off"``   -- nothing is recomputed.
-* ``"block"`` -- every encoder/decoder block (the ``FeatureExtractionBlock``, or the level-1
-  ``ConvBNReLU``) separately; the decoder's concatenation is still stored.
-* ``"level"`` -- every U-Net level: an encoder level is (max-pool -> block), a decoder level is
-  (transposed conv -> concat with the skip -> block), the head (3x3 conv -> tanh) is one more;
-  only the level outputs (which the skips keep alive anyway) are stored.
-* ``"net"``   -- the whole U-Net as one function: only its input is stored; backward
-  recomputes the whole net at once.
-"""
+"""Activation checkpointing of the U-Nets per level, BatchNorm-safe: a memory opt-in of training
+(``cfg.checkpointing``; ours, the maths is unchanged).  ``enable_checkpointing`` wraps every
+U-Net's ``encoder_level`` / ``decoder_level`` from outside (the instance's class becomes a
+subclass calling them through ``bn_safe_checkpoint``): in training only the level outputs are
+stored and backward recomputes a level at a time -- the least memory of the granularities
+measured (``benchmarks/train_memory.py``), for one extra forward.  Keys, outputs and gradients
+are unchanged.  A recomputation would update train-mode BatchNorm's running statistics a
+second time: ``bn_safe_checkpoint`` restores them after it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["CHECKPOINT_MODES", "bn_buffers", "bn_safe_checkpoint"]
+from esad_lib.method.unet import UNetBase
 
-#: granularities of ``UNetBase.checkpointing``.
-CHECKPOINT_MODES = ("off", "block", "level", "net")
+__all__ = ["bn_buffers", "bn_safe_checkpoint", "enable_checkpointing"]
 
 
 def bn_buffers(modules: Sequence[nn.Module]) -> list[torch.Tensor]:
     """The running-statistics buffers of every BatchNorm inside ``modules`` (de-duplicated)."""
-    seen: set[int] = set()
-    out: list[torch.Tensor] = []
-    for mod in modules:
-        for m in mod.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                for b in (m.running_mean, m.running_var, m.num_batches_tracked):
-                    if b is not None and id(b) not in seen:
-                        seen.add(id(b))
-                        out.append(b)
-    return out
+    bns = [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    found = [b for m in bns for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    return list({id(b): b for b in found}.values())
 
 
-def bn_safe_checkpoint(
-    fn: Callable[..., torch.Tensor], modules: Sequence[nn.Module], *args: torch.Tensor
-) -> torch.Tensor:
-    """``fn(*args)`` under non-reentrant activation checkpointing.
+def bn_safe_checkpoint(fn: Callable[..., torch.Tensor], modules: Sequence[nn.Module], *args) -> torch.Tensor:
+    """``fn(*args)`` under non-reentrant activation checkpointing; the BatchNorm running statistics
+    of ``modules`` (those ``fn`` runs) are restored after the recomputation in backward."""
+    buffers, calls = bn_buffers(modules), [0]
 
-    ``modules``: the modules ``fn`` runs (their BatchNorm running statistics are restored after
-    the recomputation in backward, so they are updated once per forward, as without
-    checkpointing).  Returns what ``fn`` returns (one tensor).
-    """
-    buffers = bn_buffers(modules)
-    calls = [0]
-
-    def run(*a: torch.Tensor) -> torch.Tensor:
+    def run(*a):
         calls[0] += 1
         if calls[0] == 1 or not buffers:  # the forward itself: BN updates its statistics once
             return fn(*a)
-        # recomputation inside backward: run it, then put the running statistics back
-        with torch.no_grad():
+        with torch.no_grad():  # the recomputation in backward: put the statistics back after it
             saved = [b.clone() for b in buffers]
         try:
             return fn(*a)
@@ -82,3 +47,33 @@ def bn_safe_checkpoint(
                     b.copy_(s)
 
     return checkpoint(run, *args, use_reentrant=False)
+
+
+class _LevelCheckpointing:
+    """Mixin placed before a U-Net class: each level runs under ``bn_safe_checkpoint`` in training."""
+
+    def encoder_level(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        level = super().encoder_level
+        on = self.training and torch.is_grad_enabled()
+        return bn_safe_checkpoint(level, [self.enc[i]], i, x) if on else level(i, x)
+
+    def decoder_level(self, j: int, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        level = super().decoder_level
+        on = self.training and torch.is_grad_enabled()
+        return bn_safe_checkpoint(level, [self.dec[j]], j, y, skip) if on else level(j, y, skip)
+
+
+@functools.cache
+def _checkpointed_class(cls: type) -> type:
+    """``Checkpointed<cls>``: the mixin before ``cls`` (one class per U-Net class)."""
+    return type(f"Checkpointed{cls.__name__}", (_LevelCheckpointing, cls), {"plain_class": cls})
+
+
+def enable_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Per-level activation checkpointing of every U-Net inside ``model`` (an ``ESADModel``, a
+    U-Net, ...) on or off, in place; returns ``model``."""
+    for net in model.modules():
+        if isinstance(net, UNetBase):
+            base = getattr(type(net), "plain_class", type(net))
+            net.__class__ = _checkpointed_class(base) if enabled else base
+    return model

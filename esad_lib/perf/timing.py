@@ -17,19 +17,10 @@ def sync(device: torch.device) -> None:
 
 
 def interleaved_samples(
-    fns: dict[str, Callable[[], object]],
-    repeats: int,
-    warmup: int,
-    device: torch.device,
-    progress: str | None = None,
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device, progress=None
 ) -> dict[str, list[float]]:
-    """Seconds of every call of each callable (``repeats`` per contender), run round-robin.
-
-    Every repeat runs each contender once; the starting contender rotates, so none is always
-    first (cache/thermal effects) and a slow period of the machine hits all of them alike.
-    ``progress``: the description of a progress bar over the repeats (None: no bar); the bar
-    advances between repeats, outside the timed calls.
-    """
+    """Seconds of every call of each callable (``repeats`` each), round-robin with the first one
+    rotating, so a slow period of the machine hits all alike.  ``progress``: a bar's title."""
     names = list(fns)
     for _ in range(warmup):
         for n in names:
@@ -50,24 +41,19 @@ def interleaved_samples(
 def time_interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """Median/min/max seconds of each callable, the contenders run round-robin
-    (``interleaved_samples``)."""
+    """Median/min/max seconds of each callable, run round-robin (``interleaved_samples``)."""
     times = interleaved_samples(fns, repeats, warmup, device)
-    return {
-        n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": len(t)}
-        for n, t in times.items()
-    }
+    return {n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": len(t)}
+            for n, t in times.items()}
 
 
 def time_scoring_batch(
     fns: dict[str, Callable[[], object]], st: dict, batch: int, device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """``time_interleaved`` of full-scoring callables at one batch size (batch 1 with the
-    settings' repeats, larger batches with the heavy ones), each row with its images/second."""
-    if batch == 1:
-        res = time_interleaved(fns, st["repeats"], st["warmup"], device)
-    else:
-        res = time_interleaved(fns, st["heavy_repeats"], st["heavy_warmup"], device)
+    """``time_interleaved`` of scoring callables at one batch size (batch > 1: the settings'
+    ``heavy_`` repeats and warmup), each row with its ``images_per_s``."""
+    heavy = "heavy_" if batch > 1 else ""
+    res = time_interleaved(fns, st[f"{heavy}repeats"], st[f"{heavy}warmup"], device)
     for v in res.values():
         v["images_per_s"] = batch / v["median_s"]
     return res
