@@ -27,7 +27,8 @@ from esad_lib.config import CATEGORIES, get_config
 from esad_lib.data import input_size
 from esad_lib.evaluation import evaluate_model
 from esad_lib.report import mean_with_ci
-from esad_lib.training import read_log, run_dir_for, train_or_load
+from esad_lib.run_io import read_log, run_dir_for
+from esad_lib.training import train_or_load
 
 DEV_SEED = 1
 

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from esad_lib.config import PRESETS, ESADConfig, riad_config, seed_everything
-from esad_lib.features import build_feature_extractor
 from esad_lib.method import build_model, model_fills
-from esad_lib.method.loss import ESADLoss
+from esad_lib.method.loss import ESADLoss, loss_extractor
 from esad_lib.method.train_step import train_step
+from esad_lib.perf.checkpointing import enable_checkpointing
+from esad_lib.perf.loss import OnePassLoss
 from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
 from esad_lib.scoring import anomaly_maps, build_scoring_extractor, prepare_scoring
 
@@ -60,7 +61,10 @@ def random_images(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
 def seeded_model(cfg: ESADConfig, device: torch.device | str = "cpu") -> nn.Module:
     """``esad_lib.method.build_model(cfg)`` with its weights seeded by ``cfg.seed``, on ``device``."""
     seed_everything(cfg.seed)
-    return build_model(cfg).to(device)
+    model = build_model(cfg).to(device)
+    if cfg.checkpointing:
+        enable_checkpointing(model)  # as the trainer applies it (esad_lib.training.build_training)
+    return model
 
 
 def plain_grouped_conv(model: nn.Module) -> nn.Module:
@@ -123,7 +127,7 @@ class TrainingStep:
     """The trainer's training step for ``cfg``: ``step(i, img) -> loss``.
 
     Set up as ``esad_lib.training`` sets it up -- ``build_model(cfg)`` (seeded; ``cfg.checkpointing``
-    applies), ``prepare_for_training`` (``cfg.channels_last_training``), ``ESADLoss`` with the
+    applies), ``prepare_for_training`` (``cfg.channels_last_training``), ``OnePassLoss`` with the
     feature loss on ``cfg.loss_feature_extractor``, ``training_optimizer`` (fused Adam), a
     ``GradScaler`` when ``cfg.amp`` on CUDA -- and each step is ``esad_lib.method.train_step.train_step``
     on ``to_training_layout(img)`` with the model's train fill.  Step ``i`` uses cutout size
@@ -132,7 +136,8 @@ class TrainingStep:
 
     Variants that are not config diffs: ``plain_adam`` (``torch.optim.Adam`` with the same
     ``lr`` and ``weight_decay``, unfused), ``plain_conv`` (``plain_grouped_conv``),
-    ``compile_nets`` (both U-Nets through ``torch.compile``).  ``model`` (optional) gives the
+    ``compile_nets`` (both U-Nets through ``torch.compile``), ``core_loss`` (``ESADLoss``, term by
+    term, instead of the trainer's ``OnePassLoss``).  ``model`` (optional) gives the
     starting weights (deep-copied); ``img`` is ``[B, 3, H, W]`` in [-1, 1].
     """
 
@@ -145,6 +150,7 @@ class TrainingStep:
         plain_adam: bool = False,
         plain_conv: bool = False,
         compile_nets: bool = False,
+        core_loss: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.cfg = _without_allocator_tuning(cfg)
@@ -157,16 +163,9 @@ class TrainingStep:
                 net = getattr(self.model, name)
                 if net is not None:
                     setattr(self.model, name, torch.compile(net))
-        extractor = None
-        if cfg.w_feature > 0:
-            name = cfg.loss_feature_extractor
-            extractor = build_feature_extractor(
-                name,
-                weights=cfg.feature_weights,
-                device=self.device,
-                model=self.model if name == "recon_encoder" else None,
-            )
-        self.loss_fn = ESADLoss(cfg, extractor).to(self.device)
+        extractor = loss_extractor(cfg, self.device) if cfg.w_feature > 0 else None
+        # the trainer's loss (each term once over both outputs); core_loss: the paper's term-by-term form
+        self.loss_fn = (ESADLoss if core_loss else OnePassLoss)(cfg, extractor).to(self.device)
         params = self.model.parameters()
         if plain_adam:
             self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
