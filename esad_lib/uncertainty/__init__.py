@@ -56,6 +56,7 @@ from esad_lib.uncertainty.au_spro import (
     au_spro_ci,
     au_spro_ci_by_type,
     paired_au_spro,
+    pixel_order_for_ci,
     spro_statistics,
     weighted_au_spro,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "paired_au_spro",
     "paired_image_auroc",
     "paired_image_auroc_by_type",
+    "pixel_order_for_ci",
     "percentile_interval",
     "resample_indices",
     "resample_weights",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.metrics import _as_list, _iter_channels, _score_dtype
+from esad_lib.metrics import PixelOrder, _as_list
 from esad_lib.uncertainty.image_auroc import _check_names
 from esad_lib.uncertainty.resampling import (
     ANOMALY_TYPES,
@@ -74,17 +74,6 @@ class SproStats:
             )
 
 
-def _count_ge(values: np.ndarray, t_asc: np.ndarray) -> np.ndarray:
-    """#{v >= t} for every threshold of ``t_asc`` (ascending), returned for ascending order.
-
-    j = searchsorted(t_asc, v, 'right') is the number of thresholds <= v, so v counts for the
-    thresholds t_asc[0..j-1]: #{v >= t_asc[k]} = #{v : j_v > k} (a reverse cumulative sum).
-    """
-    j = np.searchsorted(t_asc, values.ravel(), side="right")
-    hist = np.bincount(j, minlength=t_asc.size + 1)
-    return np.cumsum(hist[::-1])[::-1][1:].astype(np.int64)
-
-
 def spro_statistics(
     maps: Sequence[np.ndarray],
     channels: Sequence[np.ndarray],
@@ -101,7 +90,8 @@ def spro_statistics(
     saturation area from ``defects`` (absolute: min(thr, |c|), relative: thr * |c|); negatives
     are the pixels outside every channel of their image, pooled over ALL images passed
     (anomalous images' defect-free pixels included), so pass one anomaly type's images together
-    with the good ones, as ``au_spro`` expects.
+    with the good ones, as ``au_spro`` expects.  Counted while ``metrics.PixelOrder`` sorts each
+    image's negatives (fp_i(t) = #{negatives of i >= t} by a binary search per threshold).
 
     Threshold grid (``grid``):
 
@@ -118,44 +108,8 @@ def spro_statistics(
     * ``"exact"``: every distinct score is a threshold; the curve is then ``metrics.spro_curve``'s
       exact polyline (cost O(N pixels x distinct scores) memory for ``fp``: small maps only).
     """
-    maps_l = _as_list(maps, "maps")
-    if not 0.0 < fpr_limit <= 1.0:
-        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
-    dt = _score_dtype(maps_l)
-    negs: list[np.ndarray] = []
-    regions: list[tuple[int, np.ndarray, float]] = []
-    for i, neg_mask, regs in _iter_channels(maps_l, channels, defects):
-        m = maps_l[i].astype(dt, copy=False)
-        negs.append(m.ravel() if neg_mask is None else m[neg_mask])
-        regions.extend((i, m[mask], sat) for mask, sat in regs)
-    n_neg = np.array([v.size for v in negs], dtype=np.int64)
-    total_neg = int(n_neg.sum())
-    if total_neg == 0:
-        raise ValueError("no normal (negative) pixels: the FPR is undefined")
-    if not regions:
-        raise ValueError("no anomalous regions (non-empty defect channels): the sPRO curve is undefined")
-    lowest = min(float(m.min()) for m in maps_l)
-    if grid == "exact":
-        t = np.unique(np.concatenate([m.ravel() for m in maps_l]).astype(dt))[::-1]
-    elif isinstance(grid, (int, np.integer)) and not isinstance(grid, bool) and int(grid) >= 2:
-        stride = max(1, total_neg // max_sample)
-        sample = np.sort(np.concatenate([v[::stride] for v in negs]))[::-1]  # descending
-        n_s = sample.size
-        f_dense = min(1.0, dense_factor * fpr_limit)
-        levels = np.r_[np.linspace(0.0, f_dense, int(grid) + 1)[1:], np.linspace(f_dense, 1.0, tail + 1)[1:]]
-        # the k-th largest sampled negative has FPR ~ k / n_s
-        ranks = np.clip(np.ceil(levels * n_s).astype(np.int64) - 1, 0, n_s - 1)
-        t = np.unique(np.r_[sample[0], sample[ranks], np.asarray(lowest, dtype=dt)].astype(dt))[::-1]
-    else:
-        raise ValueError(f"grid must be an int >= 2 (number of thresholds) or 'exact', got {grid!r}")
-    t_asc = t[::-1]
-    fp = np.stack([_count_ge(v, t_asc)[::-1] for v in negs])
-    overlap = np.empty((len(regions), t.size))
-    for r, (_, vals, sat) in enumerate(regions):
-        # overlap_r(t) = min(#{s >= t} / a_r, 1)
-        overlap[r] = np.minimum(_count_ge(vals, t_asc)[::-1] / sat, 1.0)
-    region_image = np.array([i for i, _, _ in regions], dtype=np.int64)
-    return SproStats(t, fp, n_neg, overlap, region_image, float(fpr_limit))
+    args = (fpr_limit, grid, dense_factor, tail, max_sample)
+    return SproStats(**PixelOrder(maps, channels, defects, stats_for=["all"], stats_args=args).stats("all"))
 
 
 def _area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
@@ -310,11 +264,14 @@ def au_spro_ci_by_type(
     level: float = 0.95,
     grid: int | str = 2000,
     maps_b: Sequence[np.ndarray] | None = None,
+    order: PixelOrder | None = None,
 ) -> dict[str, dict[str, Any] | None]:
     """``metrics.au_spro_by_type`` with intervals (or, with ``maps_b``, paired differences a - b).
 
     One stratified resample of all images (strata = label names) serves both types; each type's
     group is its images plus all good images, and ``mean`` is the per-resample mean of the types.
+    ``order``: a ``metrics.PixelOrder`` of ``maps`` built with ``stats_for`` the types present and
+    the same grid (see :func:`pixel_order_for_ci`), to reuse the one ordering of the pixels.
     """
     names = _check_names(label_names)
     maps_l = _as_list(maps, "maps")
@@ -329,16 +286,18 @@ def au_spro_ci_by_type(
     ):
         raise ValueError("paired AU-sPRO: maps_b must hold the same images in the same order as maps")
     w_all = resample_weights(resample_indices(names, n_boot, seed))
+    kinds = [k for k in ANOMALY_TYPES if (names == k).any()]
+    orders = [order or pixel_order_for_ci(maps_l, chans_l, names, defects, fpr_limit, grid)]
+    if len(sides) == 2:
+        orders.append(pixel_order_for_ci(sides[1], chans_l, names, defects, fpr_limit, grid))
     vals: dict[str, list[float]] = {}
     boots: dict[str, list[np.ndarray]] = {}
     errs: dict[str, float] = {}
-    for kind in ANOMALY_TYPES:
+    for kind in kinds:
         idx = np.flatnonzero((names == "good") | (names == kind))
-        if not (names == kind).any():
-            continue
         vals[kind], boots[kind], errs[kind] = [], [], 0.0
-        for side in sides:
-            st = spro_statistics([side[i] for i in idx], [chans_l[i] for i in idx], defects, fpr_limit, grid)
+        for od in orders:
+            st = SproStats(**od.stats(kind))
             bt, bnd = weighted_au_spro(st, w_all[:, idx])
             (v,), (e,) = weighted_au_spro(st, np.ones(idx.size))
             vals[kind].append(float(v))
@@ -358,3 +317,20 @@ def au_spro_ci_by_type(
                 vals[k][0], vals[k][1], boots[k][0] - boots[k][1], level, grid_error=errs[k]
             )
     return out
+
+
+def pixel_order_for_ci(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Any,
+    fpr_limit: float = 0.05,
+    grid: int | str = 2000,
+    components: bool = False,
+) -> PixelOrder:
+    """The ``metrics.PixelOrder`` that :func:`au_spro_ci_by_type` needs (statistics of each
+    anomaly type present, on its grid); ``components`` also serves ``metrics.map_metrics``."""
+    names = [str(n) for n in label_names]
+    kinds = [k for k in ANOMALY_TYPES if k in names]
+    args = (fpr_limit, grid, 3.0, 32, 4_000_000)
+    return PixelOrder(maps, channels, defects, names, components, stats_for=kinds, stats_args=args)
