@@ -260,6 +260,28 @@ def image_defect_names(channels: np.ndarray, defects: Any) -> set[str]:
 
 
 # ---- the single ordering --------------------------------------------------------------------------
+def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(#{s < u_j}, #{s <= u_j}) for every u_j of ``u`` (distinct, ascending), ``s`` sorted ascending.
+
+    One binary search per element of the shorter array; scores that tie are found from it and
+    only they get a second search.
+    """
+    if u.size <= s.size:
+        below = np.searchsorted(s, u, side="left")
+        upto = below.copy()
+        tie = np.flatnonzero(s[np.minimum(below, s.size - 1)] == u) if s.size else []
+        upto[tie] = np.searchsorted(s, u[tie], side="right")
+        return below, upto
+    # j = #{u < s}; s == u_j adds one more u <= s.  #{s < u_j} = #{s : #{u <= s} <= j},
+    # #{s <= u_j} = #{s : #{u < s} <= j}
+    j = np.searchsorted(u, s, side="left")
+    le = j + (u[np.minimum(j, u.size - 1)] == s)
+    return (
+        np.cumsum(np.bincount(le, minlength=u.size + 1))[:-1],
+        np.cumsum(np.bincount(j, minlength=u.size + 1))[:-1],
+    )
+
+
 @dataclass
 class _Region:
     """One region: its image, defect name (None: a connected component for AU-PRO), saturation
@@ -288,14 +310,13 @@ class PixelOrder:
     max_sample).
 
     Counting (per image i, negatives = pixels outside every channel, sorted ascending as s):
-        U = the distinct positive scores, ascending (P values);
-        slot(s) = 2 j + [s == U_j],  j = #{U < s}: even slots are the gaps between positive
-        scores, odd slots the positive scores themselves (ties);
-    per block of images (a label, or the images showing one defect) the counts of every slot
-    are summed.  A group (good + a type, good + a defect's images, all) sums its blocks, and
-        #{neg >= U_j} = sum_{slots >= 2j+1},   #{neg > U_j} = sum_{slots >= 2j+2}.
-    Memory: one image's sorted negatives per thread plus two int64 counts per positive score
-    and block; no copy of all pixels.
+    with U = the distinct positive scores, ascending, each image adds
+        below[j] = #{s < U_j}   and   upto[j] = #{s <= U_j}     (two binary searches per U_j,
+    or, when U is longer than s, a binary search per s and cumulative counts) to the totals of
+    its blocks (its label, and each defect it shows).  A group (good + a type, good + a
+    defect's images, all) sums its blocks, and #{neg >= U_j} = N- - below[j],
+    #{neg > U_j} = N- - upto[j].  Memory: one image's sorted negatives per thread plus two
+    int64 counts per positive score and block; no copy of all pixels.
     """
 
     def __init__(
@@ -329,11 +350,12 @@ class PixelOrder:
         self.blocks: dict[str, list[int]] = {}
         for i, n in enumerate(self.names):
             self.blocks.setdefault(n, []).append(i)
-            for d in self.shows[i]:
+            for d in self.shows[i] if n != "good" else ():
                 self.blocks.setdefault("defect:" + d, []).append(i)
         self._stats = {g: self._stats_grid(g, *stats_args) for g in stats_for}
         self.fp: dict[str, dict[int, np.ndarray]] = {g: {} for g in stats_for}
-        self.counts = {b: np.zeros(2 * self.u.size + 1, dtype=np.int64) for b in self.blocks}
+        self.below = {b: np.zeros(self.u.size, dtype=np.int64) for b in self.blocks}
+        self.upto = {b: np.zeros(self.u.size, dtype=np.int64) for b in self.blocks}
         self._count_all()
 
     # -- pass 1: regions and positive scores, image by image
@@ -370,7 +392,7 @@ class PixelOrder:
         top = np.sort(scores.astype(self.dtype, copy=False))[::-1]
         self.regions.append(_Region(i, defect, sat, top[: min(top.size, int(math.ceil(sat)))]))
 
-    # -- pass 2: each image's negatives, sorted, counted into the slots of U
+    # -- pass 2: each image's negatives, sorted, counted below and up to each positive score
     def _negatives(self, i: int) -> np.ndarray:
         m = self.maps[i]
         union, _ = self._truth_of(i)
@@ -383,24 +405,20 @@ class PixelOrder:
             if i in st["members"]:
                 # fp_i(t_k) = #{s >= t_k} for the grid t (descending)
                 fp[g] = s.size - np.searchsorted(s, st["t"], side="left")
-        j = np.searchsorted(self.u, s, side="left")
-        tie = self.u[np.minimum(j, self.u.size - 1)] == s if self.u.size else np.zeros(s.size, bool)
-        slot = 2 * j + tie
-        del s, j, tie
-        starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]]) if slot.size else np.empty(0, np.intp)
-        return slot[starts], np.diff(np.r_[starts, slot.size]), fp
+        return (*_counts_below(s, self.u), fp)
 
     def _count_all(self) -> None:
         member = {i: [b for b, imgs in self.blocks.items() if i in imgs] for i in range(len(self.maps))}
         with ThreadPoolExecutor(WORKERS) as pool:
             pending = [pool.submit(self._count_image, i) for i in range(min(WORKERS, len(self.maps)))]
             for i in range(len(self.maps)):
-                slots, cnt, fp = pending[i].result()
+                below, upto, fp = pending[i].result()
                 pending[i] = None  # type: ignore[call-overload]
                 if i + WORKERS < len(self.maps):  # keep WORKERS images in flight, no more
                     pending.append(pool.submit(self._count_image, i + WORKERS))
                 for b in member[i]:
-                    self.counts[b][slots] += cnt  # slots are distinct: a plain fancy-index add
+                    self.below[b] += below
+                    self.upto[b] += upto
                 for g, row in fp.items():
                     self.fp[g][i] = row
 
@@ -418,9 +436,9 @@ class PixelOrder:
 
     def _negatives_at(self, name: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(#{neg > U_j}, #{neg >= U_j}) for every j, and N- of the group."""
-        c = sum((self.counts[b] for b in self.group(name)), np.zeros(2 * self.u.size + 1, np.int64))
-        tail = np.cumsum(c[::-1])[::-1]  # tail[k] = sum of slots >= k
-        return np.r_[tail[2::2], 0][: self.u.size], tail[1::2], int(tail[0]) if tail.size else 0
+        blocks = self.group(name)
+        n_neg = int(sum(self.n_neg[self.blocks[b]].sum() for b in blocks))
+        return n_neg - sum(self.upto[b] for b in blocks), n_neg - sum(self.below[b] for b in blocks), n_neg
 
     def curve(self, name: str = "all", kind: str = "spro", defect_names: Iterable[str] | None = None):
         """Exact (FPR, y) curve of a group: y = sPRO (``kind`` "spro") or PRO ("pro").
