@@ -104,6 +104,7 @@ from esad_lib.run_io import (
     prepare_run_dir,
     read_log,
     run_dir_for,
+    run_lock,
     save_checkpoint,
     save_torch,
     set_rng_state,
@@ -689,7 +690,8 @@ def train(
     opts = _Options(resume, progress, on_epoch_end, max_epochs, tensorboard)
     ok = False
     try:
-        result = _run_phases(cfg, Path(out_dir), opts, info, device)
+        with run_lock(out_dir, enabled=not info.distributed):  # the folder is this run's until it ends
+            result = _run_phases(cfg, Path(out_dir), opts, info, device)
         ok = True
         return result
     finally:
