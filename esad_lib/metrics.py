@@ -260,6 +260,12 @@ def image_defect_names(channels: np.ndarray, defects: Any) -> set[str]:
 
 
 # ---- the single ordering --------------------------------------------------------------------------
+def _distinct(v: np.ndarray) -> np.ndarray:
+    """The distinct values of ``v``, ascending (sorts ``v`` in place; leaner than ``np.unique``)."""
+    v.sort()
+    return v[np.r_[True, v[1:] != v[:-1]]] if v.size else v
+
+
 def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(#{s < u_j}, #{s <= u_j}) for every u_j of ``u`` (distinct, ascending), ``s`` sorted ascending.
 
@@ -292,10 +298,37 @@ class _Region:
     sat: float
     top: np.ndarray
 
-    def increments(self) -> np.ndarray:
-        """y-increment (times R) of each top pixel: min(j / a, 1) - min((j - 1) / a, 1), j = 1, 2, ..."""
-        j = np.arange(1, self.top.size + 1, dtype=np.float64)
-        return np.minimum(j / self.sat, 1.0) - np.minimum((j - 1.0) / self.sat, 1.0)
+
+def _rising(regs: list[_Region], chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct top scores u (descending) of ``regs`` and y(u) = (1/R) sum_r min(#{top_r >= u} / a_r, 1).
+
+    y is summed pixel by pixel in descending order of score: the j-th highest pixel of region r
+    adds min(j / a_r, 1) - min((j - 1) / a_r, 1); the increments are computed ``chunk`` pixels
+    at a time (a running sum: no pixel-size float arrays), y(u) is the sum after the last pixel
+    of each run of tied scores, capped at 1 against rounding.
+    """
+    pos = np.concatenate([r.top for r in regs])
+    order = np.argsort(pos)[::-1]  # descending scores (order among ties is irrelevant)
+    pos = pos[order]
+    ends = np.flatnonzero(np.r_[pos[1:] != pos[:-1], True])  # last pixel of each run of ties
+    u = pos[ends]
+    del pos
+    offs = np.cumsum([0] + [r.top.size for r in regs])
+    sats = np.array([r.sat for r in regs], dtype=np.float64)
+    y = np.empty(ends.size)
+    carry, done = 0.0, 0
+    for c0 in range(0, order.size, chunk):
+        idx = order[c0 : c0 + chunk]
+        reg = np.searchsorted(offs, idx, side="right") - 1
+        j = (idx - offs[reg] + 1).astype(np.float64)  # rank of the pixel in its region
+        inc = np.minimum(j / sats[reg], 1.0) - np.minimum((j - 1.0) / sats[reg], 1.0)
+        cum = np.cumsum(np.r_[carry, inc])[1:]  # continues the running sum exactly
+        carry = cum[-1]
+        stop = int(np.searchsorted(ends, c0 + idx.size))
+        y[done:stop] = cum[ends[done:stop] - c0]
+        done = stop
+    y /= len(regs)
+    return u, np.minimum(y, 1.0, out=y)
 
 
 class PixelOrder:
@@ -341,12 +374,17 @@ class PixelOrder:
         self.regions: list[_Region] = []
         self.shows: list[set[str]] = []
         self.n_neg = np.zeros(len(self.maps), dtype=np.int64)
-        positives = [self._regions_of(i, components) for i in range(len(self.maps))]
-        pos = np.concatenate(positives) if positives else np.empty(0, self.dtype)
-        del positives
-        # U: distinct positive scores (ascending) and how many positive pixels hold each
-        self.u, self.u_count = np.unique(pos, return_counts=True)
-        del pos
+        for i in range(len(self.maps)):
+            self._regions_of(i, components)
+        self.components = components
+        # U: the distinct scores of the regions' top pixels (where a curve can rise), ascending,
+        # and how many positive pixels hold each (the components cover every positive pixel once)
+        self.u = _distinct(np.concatenate([r.top for r in self.regions] or [np.empty(0, self.dtype)]))
+        comp = np.sort(np.concatenate([r.top for r in self.regions if r.defect is None] or [self.u[:0]]))
+        self.u_count = np.searchsorted(comp, self.u, side="right") - np.searchsorted(
+            comp, self.u, side="left"
+        )
+        del comp
         self.blocks: dict[str, list[int]] = {}
         for i, n in enumerate(self.names):
             self.blocks.setdefault(n, []).append(i)
@@ -354,8 +392,9 @@ class PixelOrder:
                 self.blocks.setdefault("defect:" + d, []).append(i)
         self._stats = {g: self._stats_grid(g, *stats_args) for g in stats_for}
         self.fp: dict[str, dict[int, np.ndarray]] = {g: {} for g in stats_for}
-        self.below = {b: np.zeros(self.u.size, dtype=np.int64) for b in self.blocks}
-        self.upto = {b: np.zeros(self.u.size, dtype=np.int64) for b in self.blocks}
+        # int32 counts: every group has fewer than 2**31 pixels
+        self.below = {b: np.zeros(self.u.size, dtype=np.int32) for b in self.blocks}
+        self.upto = {b: np.zeros(self.u.size, dtype=np.int32) for b in self.blocks}
         self._count_all()
 
     # -- pass 1: regions and positive scores, image by image
@@ -370,7 +409,7 @@ class PixelOrder:
             return (t if t.any() else None), []
         return _channel_regions(i, t, m.shape, self._lookup)
 
-    def _regions_of(self, i: int, components: bool) -> np.ndarray:
+    def _regions_of(self, i: int, components: bool) -> None:
         from scipy import ndimage
 
         m = self.maps[i]
@@ -379,14 +418,11 @@ class PixelOrder:
         self.n_neg[i] = m.size - (0 if union is None else int(np.count_nonzero(union)))
         for mask, sat, name in chans:
             self._add_region(i, name, m[mask], sat)
-        if union is None:
-            return np.empty(0, self.dtype)
-        if components:
+        if union is not None and components:
             lab, _ = ndimage.label(union, structure=_EIGHT_CONNECTED)
             for k, box in enumerate(ndimage.find_objects(lab), start=1):
                 region = lab[box] == k
                 self._add_region(i, None, m[box][region], int(region.sum()))
-        return m[union].astype(self.dtype, copy=False)
 
     def _add_region(self, i: int, defect: str | None, scores: np.ndarray, sat: float) -> None:
         top = np.sort(scores.astype(self.dtype, copy=False))[::-1]
@@ -438,7 +474,9 @@ class PixelOrder:
         """(#{neg > U_j}, #{neg >= U_j}) for every j, and N- of the group."""
         blocks = self.group(name)
         n_neg = int(sum(self.n_neg[self.blocks[b]].sum() for b in blocks))
-        return n_neg - sum(self.upto[b] for b in blocks), n_neg - sum(self.below[b] for b in blocks), n_neg
+        upto = sum((self.upto[b] for b in blocks), np.zeros(self.u.size, np.int64))
+        below = sum((self.below[b] for b in blocks), np.zeros(self.u.size, np.int64))
+        return n_neg - upto, n_neg - below, n_neg
 
     def curve(self, name: str = "all", kind: str = "spro", defect_names: Iterable[str] | None = None):
         """Exact (FPR, y) curve of a group: y = sPRO (``kind`` "spro") or PRO ("pro").
@@ -464,13 +502,7 @@ class PixelOrder:
             raise ValueError("no normal (negative) pixels: the FPR is undefined")
         if not regs:
             raise ValueError("no anomalous regions: the overlap curve is undefined")
-        pos = np.concatenate([r.top for r in regs])
-        inc = np.concatenate([r.increments() for r in regs])
-        order = np.argsort(pos)[::-1]  # descending scores (order among ties is irrelevant)
-        pos = pos[order]
-        y_cum = np.minimum(np.cumsum(inc[order]) / len(regs), 1.0)  # capped at 1 against rounding
-        ends = np.flatnonzero(np.r_[pos[1:] != pos[:-1], True])  # last pixel of each run of ties
-        u, y_j = pos[ends], y_cum[ends]
+        u, y_j = _rising(regs)
         k = np.searchsorted(self.u, u)
         x = np.empty(2 * u.size + 2)
         y = np.empty(2 * u.size + 2)
@@ -494,6 +526,8 @@ class PixelOrder:
         """Exact pixel AUROC over all images (rank-based, ties count 1/2):
         AUROC = (1 / (N+ N-)) sum_{p positive} [ #{n: s_n < s_p} + 0.5 #{n: s_n = s_p} ],
         summed over the distinct positive scores u with their multiplicities (integers, exact)."""
+        if not self.components:
+            raise ValueError("PixelOrder(..., components=True) is needed for the pixel AUROC")
         n_gt, n_ge, n_neg = self._negatives_at("all")
         n_pos = int(self.u_count.sum())
         if n_pos == 0 or n_neg == 0:
@@ -516,7 +550,8 @@ class PixelOrder:
         elif isinstance(grid, (int, np.integer)) and not isinstance(grid, bool) and int(grid) >= 2:
             stride = max(1, int(self.n_neg[members].sum()) // max_sample)
             # a strided sample of each image's negatives (raster order), sorted descending
-            sample = np.sort(np.concatenate([self._negatives(i)[::stride] for i in members]))[::-1]
+            sample = np.concatenate([self._negatives(i)[::stride].copy() for i in members])
+            sample = np.sort(sample)[::-1]
             n_s = sample.size
             f_dense = min(1.0, dense_factor * fpr_limit)
             levels = np.r_[
@@ -558,7 +593,7 @@ class PixelOrder:
 def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
     """Exact pixel-level AUROC over all pixels of all images (rank-based, ties count 1/2); see
     ``PixelOrder.pixel_auroc``."""
-    return PixelOrder(*_check_maps_masks(maps, masks)).pixel_auroc()
+    return PixelOrder(*_check_maps_masks(maps, masks), components=True).pixel_auroc()
 
 
 def pro_curve(
