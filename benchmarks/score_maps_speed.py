@@ -4,8 +4,9 @@
     python benchmarks/score_maps_workload.py /tmp/score_maps_workload
     python benchmarks/score_maps_speed.py /tmp/score_maps_workload [--before REF] [--official DIR]
 
-Each contender runs as its own process, one after the other; the script prints its wall seconds
-and peak resident memory (``os.wait4``'s ``ru_maxrss``), the load average before it started and
+Each contender runs as its own process, one after the other; the script prints its wall and CPU
+seconds (user + system: less sensitive to a busy machine, but two threads add up) and peak
+resident memory (``os.wait4``'s ``ru_maxrss``), the load average before it started and
 the CPU count.  ``--before REF`` also times the library as it was at git commit ``REF``
 (extracted with ``git archive`` into a temporary folder) and compares its ``metrics.json`` with
 this checkout's, number by number.  ``--official DIR`` also times the official evaluation
@@ -44,7 +45,7 @@ def run_timed(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}"
         )
     print(f"    (load average before: {load:.2f})")
-    return wall, usage.ru_maxrss / 1e6  # ru_maxrss is in KiB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1e6  # ru_maxrss: KiB on Linux
 
 
 def checkout(ref: str, dest: Path) -> Path:
@@ -52,6 +53,7 @@ def checkout(ref: str, dest: Path) -> Path:
     data = subprocess.run(
         ["git", "-C", str(REPO), "archive", ref, "esad_lib"], capture_output=True, check=True
     )
+    dest.mkdir(parents=True, exist_ok=True)
     tar_path = dest / "src.tar"
     tar_path.write_bytes(data.stdout)
     with tarfile.open(tar_path) as tar:
@@ -59,7 +61,7 @@ def checkout(ref: str, dest: Path) -> Path:
     return dest
 
 
-def ours(code: Path, maps: Path, dataset: Path, category: str, out: Path) -> tuple[float, float]:
+def ours(code: Path, maps: Path, dataset: Path, category: str, out: Path) -> tuple[float, float, float]:
     env = {**os.environ, "PYTHONPATH": str(code)}
     cmd = [sys.executable, "-m", "esad_lib", "score-maps", str(maps), "--dataset", str(dataset)]
     return run_timed(cmd + ["--category", category, "--out", str(out), "--quiet"], env=env)
@@ -113,9 +115,9 @@ def main() -> None:
             print(
                 f"metrics.json, this checkout vs {a.before}: largest difference {diff:.3g} at {where or '-'}"
             )
-    print("\n| contender | seconds | peak RSS (GB) |\n|---|---:|---:|")
-    for name, sec, gb in rows:
-        print(f"| {name} | {sec:.1f} | {gb:.2f} |")
+    print("\n| contender | wall s | CPU s | peak RSS (GB) |\n|---|---:|---:|---:|")
+    for name, sec, cpu, gb in rows:
+        print(f"| {name} | {sec:.1f} | {cpu:.1f} | {gb:.2f} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -299,6 +299,19 @@ class _Region:
     top: np.ndarray
 
 
+def _in_order(fn, n: int):
+    """``fn(0), ..., fn(n - 1)`` computed on ``WORKERS`` threads (numpy releases the GIL while it
+    sorts and searches), yielded in order, with at most ``WORKERS`` results waiting."""
+    with ThreadPoolExecutor(WORKERS) as pool:
+        pending = [pool.submit(fn, i) for i in range(min(WORKERS, n))]
+        for i in range(n):
+            result = pending[i].result()
+            pending[i] = None
+            if i + WORKERS < n:
+                pending.append(pool.submit(fn, i + WORKERS))
+            yield result
+
+
 def _rising(regs: list[_Region], chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
     """The distinct top scores u (descending) of ``regs`` and y(u) = (1/R) sum_r min(#{top_r >= u} / a_r, 1).
 
@@ -373,9 +386,15 @@ class PixelOrder:
         self._truth, self._lookup = truth_l, None if defects is None else _defect_lookup(defects)
         self.regions: list[_Region] = []
         self.shows: list[set[str]] = []
-        self.n_neg = np.zeros(len(self.maps), dtype=np.int64)
-        for i in range(len(self.maps)):
-            self._regions_of(i, components)
+        self._neg_bits: list[np.ndarray | None] = []  # packed negative mask (None: all negative)
+        for regs, shows, neg_bits in _in_order(lambda i: self._regions_of(i, components), len(self.maps)):
+            self.regions += regs
+            self.shows.append(shows)
+            self._neg_bits.append(neg_bits)
+        self.n_neg = np.array(
+            [m.size if b is None else int(np.unpackbits(b).sum()) for m, b in zip(self.maps, self._neg_bits)],
+            dtype=np.int64,
+        )
         self.components = components
         # U: the distinct scores of the regions' top pixels (where a curve can rise), ascending,
         # and how many positive pixels hold each (the components cover every positive pixel once)
@@ -390,7 +409,9 @@ class PixelOrder:
             self.blocks.setdefault(n, []).append(i)
             for d in self.shows[i] if n != "good" else ():
                 self.blocks.setdefault("defect:" + d, []).append(i)
-        self._stats = {g: self._stats_grid(g, *stats_args) for g in stats_for}
+        fpr_limit, grid, dense_factor, tail, max_sample = stats_args
+        samples = self._samples(stats_for, max_sample) if grid != "exact" else {}
+        self._stats = {g: self._stats_grid(g, samples.get(g), *stats_args[:4]) for g in stats_for}
         self.fp: dict[str, dict[int, np.ndarray]] = {g: {} for g in stats_for}
         # int32 counts: every group has fewer than 2**31 pixels
         self.below = {b: np.zeros(self.u.size, dtype=np.int32) for b in self.blocks}
@@ -409,30 +430,32 @@ class PixelOrder:
             return (t if t.any() else None), []
         return _channel_regions(i, t, m.shape, self._lookup)
 
-    def _regions_of(self, i: int, components: bool) -> None:
+    def _regions_of(self, i: int, components: bool) -> tuple[list[_Region], set[str], np.ndarray | None]:
+        """Regions of image i (its channels, and with ``components`` the connected parts of their
+        union), the defects it shows, and its negative mask packed into bits."""
         from scipy import ndimage
 
         m = self.maps[i]
         union, chans = self._truth_of(i)
-        self.shows.append({name for _, _, name in chans})
-        self.n_neg[i] = m.size - (0 if union is None else int(np.count_nonzero(union)))
-        for mask, sat, name in chans:
-            self._add_region(i, name, m[mask], sat)
+        regs = [self._region(i, name, m[mask], sat) for mask, sat, name in chans]
         if union is not None and components:
             lab, _ = ndimage.label(union, structure=_EIGHT_CONNECTED)
             for k, box in enumerate(ndimage.find_objects(lab), start=1):
                 region = lab[box] == k
-                self._add_region(i, None, m[box][region], int(region.sum()))
+                regs.append(self._region(i, None, m[box][region], int(region.sum())))
+        return regs, {name for _, _, name in chans}, None if union is None else np.packbits(~union)
 
-    def _add_region(self, i: int, defect: str | None, scores: np.ndarray, sat: float) -> None:
+    def _region(self, i: int, defect: str | None, scores: np.ndarray, sat: float) -> _Region:
         top = np.sort(scores.astype(self.dtype, copy=False))[::-1]
-        self.regions.append(_Region(i, defect, sat, top[: min(top.size, int(math.ceil(sat)))]))
+        return _Region(i, defect, sat, top[: min(top.size, int(math.ceil(sat)))])
 
     # -- pass 2: each image's negatives, sorted, counted below and up to each positive score
     def _negatives(self, i: int) -> np.ndarray:
-        m = self.maps[i]
-        union, _ = self._truth_of(i)
-        return (m.ravel() if union is None else m[~union]).astype(self.dtype, copy=False)
+        """Scores of image i's negative pixels in raster order."""
+        m, bits = self.maps[i], self._neg_bits[i]
+        if bits is None:
+            return m.ravel().astype(self.dtype, copy=False)
+        return m[np.unpackbits(bits, count=m.size).view(bool).reshape(m.shape)].astype(self.dtype, copy=False)
 
     def _count_image(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         s = np.sort(self._negatives(i))
@@ -445,18 +468,12 @@ class PixelOrder:
 
     def _count_all(self) -> None:
         member = {i: [b for b, imgs in self.blocks.items() if i in imgs] for i in range(len(self.maps))}
-        with ThreadPoolExecutor(WORKERS) as pool:
-            pending = [pool.submit(self._count_image, i) for i in range(min(WORKERS, len(self.maps)))]
-            for i in range(len(self.maps)):
-                below, upto, fp = pending[i].result()
-                pending[i] = None  # type: ignore[call-overload]
-                if i + WORKERS < len(self.maps):  # keep WORKERS images in flight, no more
-                    pending.append(pool.submit(self._count_image, i + WORKERS))
-                for b in member[i]:
-                    self.below[b] += below
-                    self.upto[b] += upto
-                for g, row in fp.items():
-                    self.fp[g][i] = row
+        for i, (below, upto, fp) in enumerate(_in_order(self._count_image, len(self.maps))):
+            for b in member[i]:
+                self.below[b] += below
+                self.upto[b] += upto
+            for g, row in fp.items():
+                self.fp[g][i] = row
 
     # -- groups
     def group(self, name: str) -> list[str]:
@@ -538,7 +555,25 @@ class PixelOrder:
         return float((below + below_or_eq) / (2.0 * n_pos * n_neg))
 
     # -- bootstrap statistics (esad_lib.uncertainty.spro_statistics) of a group on a grid
-    def _stats_grid(self, name: str, fpr_limit: float, grid, dense_factor: float, tail: int, max_sample: int):
+    def _samples(self, groups: Sequence[str], max_sample: int) -> dict[str, list[np.ndarray]]:
+        """Per group, every ``stride``-th negative of each member image (raster order), stride =
+        N- of the group // ``max_sample``; one gather per image serves all groups."""
+        members = {g: self.images(g) for g in groups}
+        if any(int(self.n_neg[imgs].sum()) == 0 for imgs in members.values()):
+            raise ValueError("no normal (negative) pixels: the FPR is undefined")
+        stride = {g: max(1, int(self.n_neg[imgs].sum()) // max_sample) for g, imgs in members.items()}
+
+        def take(i: int) -> dict[str, np.ndarray]:
+            v = self._negatives(i)
+            return {g: v[:: stride[g]].copy() for g in groups if i in members[g]}
+
+        out: dict[str, list[np.ndarray]] = {g: [] for g in groups}
+        for got in _in_order(take, len(self.maps)):
+            for g, smp in got.items():
+                out[g].append(smp)
+        return out
+
+    def _stats_grid(self, name: str, samples, fpr_limit: float, grid, dense_factor: float, tail: int):
         _check_fpr_limit(fpr_limit)
         members = self.images(name)
         if int(self.n_neg[members].sum()) == 0:
@@ -548,10 +583,7 @@ class PixelOrder:
         if grid == "exact":
             t = np.unique(np.concatenate([self.maps[i].ravel() for i in members]).astype(dt))[::-1]
         elif isinstance(grid, (int, np.integer)) and not isinstance(grid, bool) and int(grid) >= 2:
-            stride = max(1, int(self.n_neg[members].sum()) // max_sample)
-            # a strided sample of each image's negatives (raster order), sorted descending
-            sample = np.concatenate([self._negatives(i)[::stride].copy() for i in members])
-            sample = np.sort(sample)[::-1]
+            sample = np.sort(np.concatenate(samples))[::-1]  # the strided sample, descending
             n_s = sample.size
             f_dense = min(1.0, dense_factor * fpr_limit)
             levels = np.r_[

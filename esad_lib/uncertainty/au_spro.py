@@ -23,6 +23,9 @@ from esad_lib.uncertainty.resampling import (
     resample_weights,
 )
 
+#: bootstrap resamples computed together (bounds the [resamples, thresholds] temporaries)
+_CHUNK = 250
+
 
 @dataclass
 class SproStats:
@@ -162,15 +165,18 @@ def weighted_au_spro(
     if w.shape[1] != stats.n_images:
         raise ValueError(f"weights {w.shape} do not match the {stats.n_images} images of the sPRO statistics")
     limit = stats.fpr_limit if fpr_limit is None else float(fpr_limit)
-    # FPR_b(t) = (W fp)(t) / (W n_neg)
-    fpr = (w @ stats.fp.astype(np.float64)) / (w @ stats.n_neg.astype(np.float64))[:, None]
-    wr = w[:, stats.region_image]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # sPRO_b(t) = (W_r overlap)(t) / sum_r W_r
-        spro = (wr @ stats.overlap) / wr.sum(axis=1)[:, None]
-    zeros = np.zeros((w.shape[0], 1))
-    area, bound = _area_to_limit(np.hstack([zeros, fpr]), np.hstack([zeros, spro]), limit)
-    return area, bound
+    fp, n_neg = stats.fp.astype(np.float64), stats.n_neg.astype(np.float64)
+    out = []
+    for w_c in np.split(w, range(_CHUNK, w.shape[0], _CHUNK)):  # [B, T] temporaries in chunks
+        # FPR_b(t) = (W fp)(t) / (W n_neg)
+        fpr = (w_c @ fp) / (w_c @ n_neg)[:, None]
+        wr = w_c[:, stats.region_image]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # sPRO_b(t) = (W_r overlap)(t) / sum_r W_r
+            spro = (wr @ stats.overlap) / wr.sum(axis=1)[:, None]
+        zeros = np.zeros((w_c.shape[0], 1))
+        out.append(_area_to_limit(np.hstack([zeros, fpr]), np.hstack([zeros, spro]), limit))
+    return np.concatenate([a for a, _ in out]), np.concatenate([b for _, b in out])
 
 
 def au_spro_ci(
