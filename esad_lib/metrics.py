@@ -40,11 +40,9 @@ __all__ = [
     "area_under_curve",
     "area_under_curve_reference",
     "au_pro",
-    "au_pro_reference",
     "au_spro",
     "au_spro_at_limits",
     "au_spro_by_defect",
-    "au_spro_by_type",
     "au_spro_reference",
     "image_auroc",
     "image_auroc_by_type",
@@ -728,21 +726,6 @@ def au_spro_by_defect(
     return {d: order.at_limits("defect:" + d, limits, "spro", [d]) for d in names}
 
 
-def au_spro_by_type(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    fpr_limit: float = 0.05,
-) -> dict[str, float]:
-    """AU-sPRO of the structural and logical groups (each with all good images) and their mean."""
-    order = PixelOrder(maps, channels, defects, label_names)
-    out = {k: math.nan for k in ("structural", "logical")}
-    for kind in _types_present(order):
-        out[kind] = order.at_limits(kind, [fpr_limit])[float(fpr_limit)]
-    return _with_mean(out)
-
-
 def map_metrics(
     maps: Sequence[np.ndarray],
     channels: Sequence[np.ndarray],
@@ -812,21 +795,6 @@ def _overlap_curve_reference(
         xs.append(fp / n_neg)
         ys.append(float(np.mean(overlaps)))
     return np.asarray(xs), np.asarray(ys)
-
-
-def au_pro_reference(
-    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3
-) -> float:
-    """Brute-force AU-PRO: recount every region at every distinct threshold."""
-    from scipy import ndimage
-
-    maps_l, masks_l = _check_maps_masks(maps, masks)
-    regions = []
-    for i, g in enumerate(masks_l):
-        lab, n = ndimage.label(g, structure=_EIGHT_CONNECTED)
-        regions += [(i, lab == k, float((lab == k).sum())) for k in range(1, n + 1)]
-    fpr, pro = _overlap_curve_reference(maps_l, [~g for g in masks_l], regions)
-    return area_under_curve_reference(fpr, pro, fpr_limit)
 
 
 def spro_curve_reference(

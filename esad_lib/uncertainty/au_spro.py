@@ -3,10 +3,8 @@ stratified-bootstrap interval, via per-image sufficient statistics on a fixed th
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,32 +47,6 @@ class SproStats:
     @property
     def n_images(self) -> int:
         return int(self.n_neg.size)
-
-    def save(self, path: str | Path) -> None:
-        """Write the statistics to ``path`` (numpy ``.npz``, compressed): a run can keep them
-        instead of its maps, and a later summary bootstraps AU-sPRO from them."""
-        np.savez_compressed(
-            path,
-            thresholds=self.thresholds,
-            fp=self.fp,
-            n_neg=self.n_neg,
-            overlap=self.overlap,
-            region_image=self.region_image,
-            fpr_limit=np.float64(self.fpr_limit),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> SproStats:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found; write it with SproStats.save")
-        with np.load(p) as z:
-            missing = {f.name for f in dataclasses.fields(cls)} - set(z.files)
-            if missing:
-                raise ValueError(f"{p} is not a saved SproStats (missing {sorted(missing)})")
-            return cls(
-                z["thresholds"], z["fp"], z["n_neg"], z["overlap"], z["region_image"], float(z["fpr_limit"])
-            )
 
 
 def spro_statistics(
@@ -213,49 +185,6 @@ def au_spro_ci(
     )
     if return_samples:
         out["samples"] = boot
-    return out
-
-
-def paired_au_spro(
-    maps_a: Sequence[np.ndarray],
-    maps_b: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    strata: Sequence[Hashable],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    grid: int | str = 2000,
-    return_samples: bool = False,
-) -> dict[str, Any]:
-    """Paired AU-sPRO difference ``a - b`` of two methods' maps of the SAME images (same order,
-    same ground truth ``channels``); each method keeps its own threshold grid, the resample
-    weights are shared."""
-    la, lb = _as_list(maps_a, "maps_a"), _as_list(maps_b, "maps_b")
-    if len(la) != len(lb) or any(x.shape != y.shape for x, y in zip(la, lb)):
-        raise ValueError(
-            "paired AU-sPRO: maps_a and maps_b must hold the same images in the same order "
-            f"(got {len(la)} and {len(lb)} maps, or differing shapes)"
-        )
-    sa = spro_statistics(la, channels, defects, fpr_limit, grid)
-    sb = spro_statistics(lb, channels, defects, fpr_limit, grid)
-    w = resample_weights(resample_indices(strata, n_boot, seed), sa.n_images)
-    ba, bnd_a = weighted_au_spro(sa, w)
-    bb, bnd_b = weighted_au_spro(sb, w)
-    one = np.ones(sa.n_images)
-    (va,), (e_a,) = weighted_au_spro(sa, one)
-    (vb,), (e_b,) = weighted_au_spro(sb, one)
-    out = _diff_summary(
-        float(va),
-        float(vb),
-        ba - bb,
-        level,
-        grid_error=float(max(e_a, e_b, np.nanmax(bnd_a), np.nanmax(bnd_b))),
-        n_images=sa.n_images,
-    )
-    if return_samples:
-        out["samples"] = ba - bb
     return out
 
 
