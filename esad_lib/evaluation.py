@@ -43,23 +43,23 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib import metrics as metrics_lib
 from esad_lib.baselines import naive_zscore_scores, network_image_255
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import LOCODataset, dataset_root, input_size, load_defects_config
 from esad_lib.maps_io import export_maps, read_maps
 from esad_lib.method.anomaly_map import upsample_map
-from esad_lib.metrics import PixelOrder, image_auroc_by_type
+from esad_lib.metrics import (
+    SPRO_LIMITS,
+    au_pro,
+    au_spro_at_limits,
+    au_spro_by_defect,
+    image_auroc_by_type,
+    pixel_auroc,
+)
 from esad_lib.paths import atomic_write_text
 from esad_lib.run_io import load_run
 from esad_lib.scoring import ScoreResult, score_split_normalised
-from esad_lib.uncertainty import (
-    DEFAULT_N_BOOT,
-    METHOD_BOOT,
-    au_spro_ci_by_type,
-    image_auroc_ci_by_type,
-    pixel_order_for_ci,
-)
+from esad_lib.uncertainty import DEFAULT_N_BOOT, METHOD_BOOT, au_spro_ci_by_type, image_auroc_ci_by_type
 
 ANOMALY_TYPES = ("structural", "logical")
 METRICS_FILE = "metrics.json"
@@ -97,13 +97,38 @@ def map_metrics(
     defects: Sequence,
     pro_fpr_limit: float = 0.3,
     spro_fpr_limit: float = 0.05,
-    order: PixelOrder | None = None,
 ) -> dict[str, Any]:
-    """Pixel-level metrics from full-resolution maps (``esad_lib.metrics.map_metrics``: one
-    ordering of the pixels serves every metric; pass ``order`` to reuse one)."""
-    return metrics_lib.map_metrics(
-        maps, channels, label_names, list(defects), pro_fpr_limit, spro_fpr_limit, order=order
-    )
+    """Pixel-level metrics from full-resolution maps ``[H0,W0]`` and channels ``uint8 [C,H0,W0]``.
+
+    ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses the images of that
+    anomaly type plus the good images (MVTec LOCO's protocol), at ``spro_fpr_limit``;
+    ``au_spro_limits.<type>`` at every official limit; ``au_spro_by_defect`` per defect name.
+    Limits are JSON keys, written ``str(limit)`` ("0.01", ..., "1.0").
+    """
+
+    names = list(label_names)
+    masks = [(c > 0).any(0) if c.shape[0] else np.zeros(m.shape, dtype=bool) for m, c in zip(maps, channels)]
+    has_pos = any(m.any() for m in masks)
+    out: dict[str, Any] = {
+        "pixel_auroc": _f(pixel_auroc(list(maps), masks)) if has_pos else None,
+        "au_pro": _f(au_pro(list(maps), masks, fpr_limit=pro_fpr_limit)) if has_pos else None,
+        "au_spro": {},
+    }
+    out["au_spro_limits"] = {}
+    limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
+    for kind in ANOMALY_TYPES:
+        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
+        if not any(names[i] == kind for i in idx):
+            out["au_spro"][kind] = None
+            out["au_spro_limits"][kind] = None
+            continue
+        at = au_spro_at_limits([maps[i] for i in idx], [channels[i] for i in idx], list(defects), limits)
+        out["au_spro"][kind] = _f(at[float(spro_fpr_limit)])
+        out["au_spro_limits"][kind] = {str(lim): _f(at[lim]) for lim in SPRO_LIMITS}
+    out["au_spro"]["mean"] = _mean([out["au_spro"][k] for k in ANOMALY_TYPES])
+    by_defect = au_spro_by_defect(list(maps), list(channels), names, list(defects), SPRO_LIMITS)
+    out["au_spro_by_defect"] = {d: {str(lim): _f(v) for lim, v in at.items()} for d, at in by_defect.items()}
+    return out
 
 
 def image_scores_of_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
@@ -132,7 +157,6 @@ def confidence_intervals(
     defects: Sequence,
     n_boot: int = CI_N_BOOT,
     seed: int = CI_SEED,
-    order: PixelOrder | None = None,
 ) -> dict[str, Any]:
     """95 % intervals of the image AUROC and AU-sPRO (FPR 0.05) per anomaly type and their mean.
 
@@ -143,7 +167,7 @@ def confidence_intervals(
     has_regions = any(c.shape[0] > 0 and c.any() for c in channels)
     return {
         "image_auroc": image_auroc_ci_by_type(scores, names, n_boot=n_boot, seed=seed),
-        "au_spro": au_spro_ci_by_type(maps, channels, names, defects, n_boot=n_boot, seed=seed, order=order)
+        "au_spro": au_spro_ci_by_type(maps, channels, names, defects, n_boot=n_boot, seed=seed)
         if has_regions
         else None,
         "method": METHOD_BOOT,
@@ -163,13 +187,10 @@ def metrics_from_maps(
     """Every metric of ``metrics.json`` from full-resolution maps alone (any method's maps),
     with bootstrap confidence intervals under ``"ci"`` (``ci=False`` skips them)."""
     scores = image_scores_of_maps(maps)
-    ci = ci and "good" in label_names and any(c.shape[0] > 0 and c.any() for c in channels)
-    # one ordering of the pixels for every metric and the AU-sPRO intervals
-    order = pixel_order_for_ci(maps, channels, label_names, list(defects), components=True) if ci else None
     out = {"image_auroc": image_metrics(scores, label_names)}
-    out.update(map_metrics(maps, channels, label_names, defects, order=order))
-    if ci:
-        out["ci"] = json_safe(confidence_intervals(scores, maps, channels, label_names, defects, order=order))
+    out.update(map_metrics(maps, channels, label_names, defects))
+    if ci and "good" in label_names:
+        out["ci"] = json_safe(confidence_intervals(scores, maps, channels, label_names, defects))
     return out
 
 
@@ -379,7 +400,9 @@ def evaluate_naive(
     train_imgs = np.stack([network_image_255(train[i]["image"]) for i in range(len(train))])
     names, imgs, chans, sizes, paths = [], [], [], [], []
     for lab in ("good", *ANOMALY_TYPES):
-        ds = LOCODataset(root, cfg.category, "test", image_size=size, labels=[lab], return_channels=True)
+        ds = LOCODataset(
+            root, cfg.category, "test", image_size=size, labels=[lab], return_channels=True
+        )
         n = len(ds) if max_images is None else min(len(ds), int(max_images))
         for i in range(n):
             it = ds[i]
