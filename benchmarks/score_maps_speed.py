@@ -112,9 +112,8 @@ def main() -> None:
             for key in ("maps_dir", "dataset_root", "timing"):
                 ma.pop(key, None), mb.pop(key, None)
             diff, where = max_difference(ma, mb)
-            print(
-                f"metrics.json, this checkout vs {a.before}: largest difference {diff:.3g} at {where or '-'}"
-            )
+            at = f" at {where}" if diff else ""
+            print(f"metrics.json, this checkout vs {a.before}: largest difference {diff:.3g}{at}")
     print("\n| contender | wall s | CPU s | peak RSS (GB) |\n|---|---:|---:|---:|")
     for name, sec, cpu, gb in rows:
         print(f"| {name} | {sec:.1f} | {cpu:.1f} | {gb:.2f} |")
