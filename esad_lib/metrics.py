@@ -16,10 +16,10 @@ Conventions shared by all pixel metrics:
 One ordering of the pixels serves every metric (:class:`PixelOrder`).  Every curve only changes
 where a *positive* pixel (inside a defect) turns on, so the thresholds that matter are the
 distinct positive scores U (a few per cent of the pixels).  Each image's negative pixels are
-sorted once and counted into the gaps of U (between two positive scores, or equal to one); the
-counts of a group of images (an anomaly type with the good images, a defect, all images) are
-sums of these counts, and its exact curve follows with cumulative sums.  No copy of all pixels
-is ever made, and images are processed on two threads.
+sorted once and counted below and up to each score of U; the counts of a group of images (an
+anomaly type with the good images, a defect, all images) are sums of these counts, and its
+exact curve follows with cumulative sums; the bootstrap statistics are counted in the same
+pass.  No copy of all pixels is ever made, and images are processed on two threads.
 
 The brute-force ``*_reference`` twins (loops over thresholds) are what the tests compare with.
 """
