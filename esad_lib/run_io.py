@@ -8,6 +8,7 @@ run resumable and to hand a finished run to the other notebooks.  Layout (``out_
     checkpoint.pt        everything needed to resume (written atomically every epoch)
     model.pt             state_dict of the best-validation weights (written when training ends)
     train_summary.json   train_seconds, epochs_run, best_epoch, best_val_loss, ... (written last)
+    .train.lock          held by the `esad train` process writing the folder (``run_lock``); kept
 
 ``model.pt`` and ``train_summary.json`` appear only when training has finished, so their
 presence means "done".  Every file is written atomically (temp file + rename), and every
