@@ -22,6 +22,7 @@ maps read here (``esad score-maps``).
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,11 +125,41 @@ def _check_map(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None
     return None
 
 
+def _read_one(path: Path, sample) -> tuple[np.ndarray | None, str | None]:
+    """(map, None) or (None, the problem) for one map file."""
+    try:
+        arr = _load_map(path)
+    except Exception as e:  # truncated, another format: tifffile / numpy say why
+        return None, f"{path}: cannot be read ({type(e).__name__}: {e})"
+    err = _check_map(path, arr, image_size(sample.path))
+    return (None, err) if err else (arr.astype(np.float32, copy=False), None)
+
+
+def _locate(test_dir: Path, samples: list, skipped: list[str], problems: list[str]) -> list[tuple]:
+    """(label, sample, map path) of every test image with a map file, in label order; labels
+    without a folder go to ``skipped``, missing and unknown files to ``problems``."""
+    found = []
+    for label in ("good", "structural", "logical"):
+        folder = test_dir / LABEL_DIRS[label]
+        todo = [s for s in samples if s.label == label]
+        if not folder.is_dir():
+            skipped += [label] if todo else []
+            continue
+        problems += _unknown_files(folder, {s.image_id for s in todo})
+        for s in todo:
+            p = _find_map(folder, s.image_id)
+            if p is None:
+                problems.append(f"{folder / (s.image_id + '.tiff')}: missing map for test image {s.path}")
+            else:
+                found.append((label, s, p))
+    return found
+
+
 def read_maps(maps_dir: str | Path, root: str | Path, category: str, progress: bool = True) -> LoadedMaps:
     """Read and check the maps of ``category`` for the test images of the dataset at ``root``.
 
-    Raises ``MapsError`` listing every problem (missing map, wrong size, NaN/inf, unknown id,
-    no folder at all).
+    Raises ``MapsError`` listing every problem (missing map, unreadable file, wrong size,
+    NaN/inf, unknown id, no folder at all).  Two threads read the files.
     """
     maps_dir, root = Path(maps_dir), Path(root)
     test_dir = maps_dir / category / "test"
@@ -136,34 +167,24 @@ def read_maps(maps_dir: str | Path, root: str | Path, category: str, progress: b
         raise MapsError(
             f"{test_dir}: no maps for {category!r} (expected <maps>/{category}/test/<label>/<id>.tiff)"
         )
-    stray = [
+    problems = [
         f"{d}: unknown label folder (expected {', '.join(LABEL_DIRS.values())})"
         for d in sorted(test_dir.iterdir())
         if d.is_dir() and d.name not in DIR_LABELS
     ]
-    problems: list[str] = list(stray)
     out = LoadedMaps(category, [], [], [], [], [])
-    samples = list_samples(root, category, split="test")
-    for label in ("good", "structural", "logical"):
-        folder = test_dir / LABEL_DIRS[label]
-        todo = [s for s in samples if s.label == label]
-        if not folder.is_dir():
-            if todo:
-                out.skipped_labels.append(label)
-            continue
-        problems += _unknown_files(folder, {s.image_id for s in todo})
-        for s in tqdm(todo, desc=f"read maps {category}/{label}", disable=not progress, leave=False):
-            p = _find_map(folder, s.image_id)
-            if p is None:
-                problems.append(f"{folder / (s.image_id + '.tiff')}: missing map for test image {s.path}")
-                continue
-            arr = _load_map(p)
-            err = _check_map(p, arr, image_size(s.path))
+    found = _locate(test_dir, list_samples(root, category, split="test"), out.skipped_labels, problems)
+    with ThreadPoolExecutor(2) as pool:
+        read = pool.map(lambda f: (_read_one(f[2], f[1]), load_channel_masks(f[1])), found)
+        for (label, _, p), ((arr, err), chans) in zip(
+            found,
+            tqdm(read, total=len(found), desc=f"read maps {category}", disable=not progress, leave=False),
+        ):
             if err:
                 problems.append(err)
                 continue
-            out.maps.append(arr.astype(np.float32, copy=False))
-            out.channels.append(load_channel_masks(s))
+            out.maps.append(arr)
+            out.channels.append(chans)
             out.label_names.append(label)
             out.paths.append(str(p))
     if problems:

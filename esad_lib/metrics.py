@@ -1,11 +1,5 @@
 """Evaluation metrics of the paper (authors' README "5. result"): image AUROC, pixel AUROC, AU-PRO, AU-sPRO.
 
-One file because every metric sits beside its brute-force ``*_reference`` twin and the curve and
-region helpers both use, so that the fast and the slow version cannot drift apart.
-
-Every metric has a fast, vectorised implementation and a brute-force ``*_reference`` twin
-(slow, simple, loops over thresholds) that the tests compare it with.
-
 Conventions shared by all pixel metrics:
 
 * A pixel is predicted anomalous at threshold t when its score is >= t.  The thresholds are
@@ -13,42 +7,47 @@ Conventions shared by all pixel metrics:
   (FPR 0, TPR/PRO/sPRO 0) for a threshold above every score.
 * Inputs are lists of numpy arrays of the original image size: maps float [H, W]; masks bool
   [H, W]; channels uint8 [C, H, W] (one channel per ground-truth PNG, value = the defect's
-  pixel value, C = 0 for good images).  Images may have different sizes.
+  pixel value, C = 0 for good images).  Images may have different sizes.  Maps must be finite.
 * The area under a curve up to ``fpr_limit`` uses the trapezoid rule; when ``fpr_limit`` falls
   between two curve points, the end point is linearly interpolated; the area is divided by
   ``fpr_limit`` so that a perfect detector scores 1 (MVTec AD / MVTec LOCO AD convention).
 * Connected regions (AU-PRO) use 8-connectivity (scipy.ndimage.label with a 3x3 structure).
 
-Memory and time: the fast AU-PRO / AU-sPRO never copy or sort all pixels.  A strided sample
-brackets the score at which the FPR passes ``fpr_limit``; only the negatives above it (a few
-per cent for AU-sPRO's 0.05) are gathered, partitioned (linear time) and sorted, and only the
-positive pixels are argsorted.  Pixel AUROC sorts one float copy of all scores.  Maps must
-be finite (NaN/inf raise).
+One ordering of the pixels serves every metric (:class:`PixelOrder`).  Every curve only changes
+where a *positive* pixel (inside a defect) turns on, so the thresholds that matter are the
+distinct positive scores U (a few per cent of the pixels).  Each image's negative pixels are
+sorted once and counted below and up to each score of U; the counts of a group of images (an
+anomaly type with the good images, a defect, all images) are sums of these counts, and its
+exact curve follows with cumulative sums; the bootstrap statistics are counted in the same
+pass.  No copy of all pixels is ever made, and images are processed on two threads.
+
+The brute-force ``*_reference`` twins (loops over thresholds) are what the tests compare with.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "au_pro",
-    "au_pro_reference",
+    "PixelOrder",
     "SPRO_LIMITS",
+    "area_under_curve",
+    "area_under_curve_reference",
+    "au_pro",
     "au_spro",
     "au_spro_at_limits",
     "au_spro_by_defect",
-    "au_spro_by_type",
     "au_spro_reference",
-    "area_under_curve",
-    "area_under_curve_reference",
     "image_auroc",
     "image_auroc_by_type",
-    "image_auroc_reference",
     "image_defect_names",
+    "map_metrics",
     "pixel_auroc",
     "pixel_auroc_reference",
     "pro_curve",
@@ -57,8 +56,10 @@ __all__ = [
 ]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
-#: pixels sampled to bracket the FPR-limit score in the fast AU-PRO / AU-sPRO (speed only)
-_SAMPLE_PIXELS = 4_000_000
+#: the integration limits MVTec LOCO AD's official evaluation reports AU-sPRO at.
+SPRO_LIMITS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 1.0)
+#: threads that sort and count images (the evaluation machine has two cores)
+WORKERS = 2
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -157,23 +158,6 @@ def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float((below + below_or_eq) / (2.0 * pos.size * neg.size))
 
 
-def _roc_reference(scores: np.ndarray, positive: np.ndarray) -> float:
-    """ROC area by looping over every distinct threshold (score >= t is positive)."""
-    n_pos = int(positive.sum())
-    n_neg = int((~positive).sum())
-    xs, ys = [0.0], [0.0]
-    for t in sorted(set(scores.tolist()), reverse=True):
-        pred = scores >= t
-        ys.append(float(np.sum(pred & positive)) / n_pos)
-        xs.append(float(np.sum(pred & ~positive)) / n_neg)
-    return area_under_curve_reference(xs, ys, 1.0)
-
-
-def image_auroc_reference(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Brute-force image AUROC: ROC points at every distinct threshold, trapezoid rule."""
-    return _roc_reference(np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool))
-
-
 def image_auroc_by_type(scores: Sequence[float], label_names: Sequence[str]) -> dict[str, float]:
     """Image AUROC of good vs structural, good vs logical, and their mean.
 
@@ -189,284 +173,16 @@ def image_auroc_by_type(scores: Sequence[float], label_names: Sequence[str]) -> 
         out[kind] = (
             image_auroc(scores[sel], (names[sel] == kind).astype(int)) if (names == kind).any() else math.nan
         )
+    return _with_mean(out)
+
+
+def _with_mean(out: dict[str, float]) -> dict[str, float]:
     present = [v for v in out.values() if not math.isnan(v)]
     out["mean"] = float(np.mean(present)) if present else math.nan
     return out
 
 
-# ---- pixel AUROC --------------------------------------------------------------------------------
-def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
-    """Exact pixel-level AUROC over all pixels of all images (rank-based, ties count 1/2).
-
-    AUROC = (1 / (N+ N-)) * sum_{p positive} [ #{n: s_n < s_p} + 0.5 #{n: s_n = s_p} ]
-    All scores (map dtype kept) and the positive scores are copied into one array each and
-    sorted; #{n < p} = #{all < p} - #{pos < p} (likewise for <=) come from ``searchsorted`` --
-    no float64 copy and no per-threshold arrays, so 160 M pixels need about one extra copy of
-    the maps.
-    """
-    maps_l, masks_l = _check_maps_masks(maps, masks)
-    dt = _score_dtype(maps_l)
-    n_pos = sum(int(g.sum()) for g in masks_l)
-    n_tot = sum(g.size for g in masks_l)
-    n_neg = n_tot - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("pixel AUROC needs both anomalous and normal pixels")
-    # all scores in one buffer (a memcpy per image; boolean-gathering the negatives is slower)
-    every = np.empty(n_tot, dtype=dt)
-    pos = np.empty(n_pos, dtype=dt)
-    i_a = i_p = 0
-    for m, g in zip(maps_l, masks_l):
-        every[i_a : i_a + m.size] = m.ravel()
-        i_a += m.size
-        p = m[g]
-        pos[i_p : i_p + p.size] = p
-        i_p += p.size
-    every.sort()
-    pos.sort()
-    # #{n < p} = #{all < p} - #{pos < p} ;  #{n <= p} = #{all <= p} - #{pos <= p}
-    below = int(np.searchsorted(every, pos, side="left").sum(dtype=np.int64)) - int(
-        np.searchsorted(pos, pos, side="left").sum(dtype=np.int64)
-    )
-    below_or_eq = int(np.searchsorted(every, pos, side="right").sum(dtype=np.int64)) - int(
-        np.searchsorted(pos, pos, side="right").sum(dtype=np.int64)
-    )
-    # AUROC = (sum_p #{n<p} + sum_p #{n<=p}) / (2 N+ N-)
-    return float((below + below_or_eq) / (2.0 * n_pos * n_neg))
-
-
-def pixel_auroc_reference(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
-    """Brute-force pixel AUROC: ROC points at every distinct threshold, trapezoid rule."""
-    maps_l, masks_l = _check_maps_masks(maps, masks)
-    scores = np.concatenate([m.ravel() for m in maps_l]).astype(np.float64)
-    positive = np.concatenate([g.ravel() for g in masks_l])
-    return _roc_reference(scores, positive)
-
-
-# ---- exact overlap curves (shared by PRO and sPRO) -----------------------------------------------
-class _Regions:
-    """Positive pixels grouped into regions, plus the pooled negative pixels.
-
-    Per region r (a connected component for PRO, a defect channel for sPRO) with saturation
-    area sat_r, only the pixels that raise y(t) = (1/R) sum_r min(#{r >= t} / sat_r, 1) are kept:
-    the j-th highest pixel of r raises it by (min(j/sat_r, 1) - min((j-1)/sat_r, 1)) / R, which is
-    0 once j > sat_r.  ``pos_scores``/``pos_inc`` hold (score, increment) of those pixels.
-    ``neg_parts`` holds (map, negative mask or None = every pixel negative) per image.
-    """
-
-    def __init__(self, dtype: np.dtype):
-        self.dtype = dtype
-        self.pos_scores: list[np.ndarray] = []
-        self.pos_inc: list[np.ndarray] = []  # un-normalised: divided by R at the end
-        self.n_regions = 0
-        self.neg_parts: list[tuple[np.ndarray, np.ndarray | None]] = []
-        self.n_neg = 0
-
-    def add_region(self, scores: np.ndarray, sat: float) -> None:
-        # scores of the region, descending; rank j = 1, 2, ...
-        top = np.sort(scores.astype(self.dtype, copy=False).ravel())[::-1]
-        n_used = min(top.size, int(math.ceil(sat)))  # increments beyond ceil(sat) are 0
-        j = np.arange(1, n_used + 1, dtype=np.float64)
-        # increment of min(j / sat, 1) when the j-th pixel turns positive
-        inc = np.minimum(j / sat, 1.0) - np.minimum((j - 1.0) / sat, 1.0)
-        self.pos_scores.append(top[:n_used])
-        self.pos_inc.append(inc)
-        self.n_regions += 1
-
-    def add_negatives(self, m: np.ndarray, neg_mask: np.ndarray | None) -> None:
-        """``neg_mask`` None: every pixel of ``m`` is negative (a good image)."""
-        self.neg_parts.append((m, neg_mask))
-        self.n_neg += m.size if neg_mask is None else int(np.count_nonzero(neg_mask))
-
-    def negatives(self) -> np.ndarray:
-        """All negative scores (gathered; used when every threshold is needed)."""
-        buf = np.empty(self.n_neg, dtype=self.dtype)
-        off = 0
-        for m, nm in self.neg_parts:
-            v = m.ravel() if nm is None else m[nm]
-            buf[off : off + v.size] = v
-            off += v.size
-        return buf
-
-    def _sample(self, stride: int) -> np.ndarray:
-        parts = []
-        for m, nm in self.neg_parts:
-            s = m.ravel()[::stride]
-            parts.append(s if nm is None else s[nm.ravel()[::stride]])
-        return np.concatenate(parts)
-
-    def _at_least(self, t: Any) -> np.ndarray:
-        parts = []
-        for m, nm in self.neg_parts:
-            hit = m >= t
-            if nm is not None:
-                hit &= nm
-            parts.append(m[hit])
-        return np.concatenate(parts)
-
-    def top_negatives(self, k: int) -> np.ndarray | None:
-        """All negative scores >= the k-th largest negative score, or None (then gather all).
-
-        Avoids a copy of all 160 M scores: a strided sample (about 4 M pixels) gives a score
-        t_low whose share of negatives above it is, with a wide safety margin, more than k / N-;
-        the negatives >= t_low are gathered image by image (a few per cent of the pixels) and
-        the exact k-th largest is found among them by ``np.partition``.  The margin is checked,
-        not trusted: if fewer than k negatives are >= t_low the share is doubled and retried.
-        """
-        total = sum(m.size for m, _ in self.neg_parts)
-        sample = self._sample(max(1, total // _SAMPLE_PIXELS))
-        if sample.size == 0:
-            return None
-        share = k / self.n_neg
-        while True:
-            # sample share with margin: 1.5x the target plus 6 binomial standard deviations
-            q = (
-                1.5 * share
-                + 6.0 * math.sqrt(share * (1.0 - min(share, 1.0)) / sample.size)
-                + 1.0 / sample.size
-            )
-            if q >= 0.5:  # the candidates would be most of the pixels: gather everything instead
-                return None
-            j = int(math.ceil(q * sample.size))
-            t_low = np.partition(sample, sample.size - j)[sample.size - j]
-            cand = self._at_least(t_low)
-            if cand.size >= k:
-                break
-            share *= 2.0
-        kth = cand.size - k
-        cand.partition(kth)
-        t_cut = cand[kth]
-        return cand[cand >= t_cut]
-
-
-def _exact_overlap_curve(reg: _Regions, max_fpr: float) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (FPR, mean capped overlap) curve down to the first threshold with FPR > max_fpr.
-
-    At threshold t:  FPR(t) = #{negatives >= t} / N-,
-                     y(t)   = (1/R) sum_r min(#{pixels of r >= t} / sat_r, 1).
-    y only changes at the scores of positive pixels with a non-zero increment (see
-    ``_Regions``).  Between two consecutive such distinct scores u_{j-1} > u_j the curve runs
-    horizontally at y_{j-1} to FPR #{neg > u_j} / N-, then one segment to
-    (#{neg >= u_j} / N-, y_j) -- negatives tied with u_j switch together with the positives.
-    So the curve through every distinct threshold is exactly the polyline
-        (0, 0), ..., (#{neg > u_j}/N-, y_{j-1}), (#{neg >= u_j}/N-, y_j), ..., (#{neg >= t_end}/N-, y_end)
-    (the points dropped lie on its horizontal pieces): only those positive scores are argsorted,
-    the negatives are sorted once and counted with ``searchsorted``.
-
-    Only thresholds down to the one where the FPR passes max_fpr matter; with k = floor(max_fpr
-    N-) + 2, the negatives >= the k-th largest negative score t_cut (found by ``top_negatives``,
-    linear time) are all that is needed, and positives below t_cut are dropped.
-    """
-    n_neg = reg.n_neg
-    if n_neg == 0:
-        raise ValueError("no normal (negative) pixels: the FPR is undefined")
-    if reg.n_regions == 0:
-        raise ValueError("no anomalous regions: the overlap curve is undefined")
-    pos = np.concatenate(reg.pos_scores)
-    inc = np.concatenate(reg.pos_inc)
-    k = int(math.floor(max_fpr * n_neg)) + 2  # k - 1 negatives pass the limit; one spare for rounding
-    neg = reg.top_negatives(k) if k <= n_neg else None
-    if neg is None:
-        neg = reg.negatives()
-    else:
-        # every negative >= t_cut is in ``neg`` (ties included); lower thresholds are not needed
-        keep = pos >= neg.min()
-        pos, inc = pos[keep], inc[keep]
-    neg.sort()
-    n_cand = neg.size
-    order = np.argsort(pos)[::-1]  # descending scores (order among ties is irrelevant)
-    pos = pos[order]
-    # y after each pixel: cumulative increments / R, capped at 1 against rounding
-    y_cum = np.minimum(np.cumsum(inc[order]) / reg.n_regions, 1.0)
-    del order, inc
-    # one y per distinct score u_j: the value after the last pixel of each run of ties
-    ends = np.flatnonzero(np.r_[pos[1:] != pos[:-1], True]) if pos.size else np.empty(0, dtype=np.intp)
-    u = pos[ends]
-    y_j = y_cum[ends]
-    y_prev = np.r_[0.0, y_j[:-1]]
-    # #{neg > u} and #{neg >= u} from the sorted candidate negatives (u ascending for speed)
-    u_up = u[::-1]
-    n_gt = (n_cand - np.searchsorted(neg, u_up, side="right"))[::-1]
-    n_ge = (n_cand - np.searchsorted(neg, u_up, side="left"))[::-1]
-    x = np.empty(2 * u.size + 2)
-    y = np.empty(2 * u.size + 2)
-    x[0], y[0] = 0.0, 0.0
-    x[1:-1:2], y[1:-1:2] = n_gt / n_neg, y_prev
-    x[2:-1:2], y[2:-1:2] = n_ge / n_neg, y_j
-    # end: the lowest threshold kept (t_cut, or the minimum score when nothing was cut)
-    x[-1], y[-1] = n_cand / n_neg, (y_j[-1] if y_j.size else 0.0)
-    keep = np.r_[True, (np.diff(x) != 0) | (np.diff(y) != 0)]
-    return x[keep], y[keep]
-
-
-def _overlap_curve_reference(
-    maps: list[np.ndarray], negatives: list[np.ndarray], regions: list[tuple[int, np.ndarray, float]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force: for every distinct score t (descending) count everything again."""
-    n_neg = sum(int(n.sum()) for n in negatives)
-    xs, ys = [0.0], [0.0]
-    for t in np.unique(np.concatenate([m.ravel() for m in maps]))[::-1]:
-        fp = sum(int(np.sum((m >= t) & n)) for m, n in zip(maps, negatives))
-        overlaps = [min(np.sum((maps[i] >= t) & mask) / sat, 1.0) for i, mask, sat in regions]
-        xs.append(fp / n_neg)
-        ys.append(float(np.mean(overlaps)))
-    return np.asarray(xs), np.asarray(ys)
-
-
-# ---- AU-PRO ---------------------------------------------------------------------------------------
-def pro_curve(
-    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_fpr: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact PRO curve (FPR, PRO) down to the first threshold with FPR > ``max_fpr``.
-
-    PRO(t) = (1/R) sum_r |r intersect {s >= t}| / |r| over the connected ground-truth regions r
-    (8-connectivity) of all images; FPR(t) = #{normal pixels >= t} / #normal pixels, normal =
-    outside the masks, pooled over all images.
-    """
-    from scipy import ndimage
-
-    maps_l, masks_l = _check_maps_masks(maps, masks)
-    _check_fpr_limit(max_fpr)
-    reg = _Regions(_score_dtype(maps_l))
-    for m, g in zip(maps_l, masks_l):
-        if not g.any():
-            reg.add_negatives(m, None)
-            continue
-        reg.add_negatives(m, ~g)
-        lab, _ = ndimage.label(g, structure=_EIGHT_CONNECTED)
-        for k, box in enumerate(ndimage.find_objects(lab), start=1):
-            region = lab[box] == k
-            reg.add_region(m[box][region], sat=int(region.sum()))
-    return _exact_overlap_curve(reg, max_fpr)
-
-
-def au_pro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float:
-    """Normalised area under the PRO curve up to ``fpr_limit`` (MVTec AD's AU-PRO, default 0.3).
-
-    AU-PRO = (1/fpr_limit) * integral_0^fpr_limit PRO dFPR  (exact curve, trapezoid rule,
-    interpolated end point).  See ``pro_curve`` for PRO and FPR.
-    """
-    fpr, pro = pro_curve(maps, masks, max_fpr=fpr_limit)
-    return area_under_curve(fpr, pro, fpr_limit)
-
-
-def au_pro_reference(
-    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3
-) -> float:
-    """Brute-force AU-PRO: recount every region at every distinct threshold."""
-    from scipy import ndimage
-
-    maps_l, masks_l = _check_maps_masks(maps, masks)
-    regions = []
-    for i, g in enumerate(masks_l):
-        lab, n = ndimage.label(g, structure=_EIGHT_CONNECTED)
-        for k in range(1, n + 1):
-            region = lab == k
-            regions.append((i, region, float(region.sum())))
-    fpr, pro = _overlap_curve_reference(maps_l, [~g for g in masks_l], regions)
-    return area_under_curve_reference(fpr, pro, fpr_limit)
-
-
-# ---- AU-sPRO (MVTec LOCO AD) ----------------------------------------------------------------------
+# ---- defects (MVTec LOCO AD's defects_config.json) ------------------------------------------------
 def _defect_lookup(defects: Any) -> dict[int, tuple[str, float, bool]]:
     """pixel value -> (name, saturation_threshold, relative_saturation) from DefectSpecs or dicts."""
     if isinstance(defects, Mapping):
@@ -497,50 +213,446 @@ def _saturation_area(area: int, threshold: float, relative: bool) -> float:
     return min(threshold, float(area))
 
 
-def _iter_channels(
-    maps_l: list[np.ndarray], channels: Any, defects: Any, defect_names: Iterable[str] | None = None
-) -> Iterable[tuple[int, np.ndarray | None, list[tuple[np.ndarray, float]]]]:
-    """Yield (image index, negative mask, [(channel mask, saturation area), ...]) per image.
+def _channel_regions(
+    i: int, ch: np.ndarray, shape: tuple[int, ...], lookup: dict
+) -> tuple[np.ndarray | None, list[tuple[np.ndarray, float, str]]]:
+    """(union of the channels or None, [(channel mask, saturation area, defect name), ...]) of image i.
 
-    The negative mask is None when the image has no (non-empty) channel: every pixel negative.
-    ``defect_names``: only channels of these defects become regions; the pixels of every other
-    channel are still excluded from the negatives (they are not defect-free).
+    Empty channels (an empty ground-truth PNG marks no defect pixels) are skipped.
     """
-    only = None if defect_names is None else set(defect_names)
-    chans_l = _as_list(channels, "channels")
-    if len(chans_l) != len(maps_l):
-        raise ValueError(f"got {len(maps_l)} maps but {len(chans_l)} channel stacks")
-    lookup = _defect_lookup(defects)
-    for i, (m, ch) in enumerate(zip(maps_l, chans_l)):
-        if ch.ndim == 2:
-            ch = ch[None]
-        if ch.ndim != 3 or ch.shape[1:] != m.shape:
+    if ch.ndim == 2:
+        ch = ch[None]
+    if ch.ndim != 3 or ch.shape[1:] != shape:
+        raise ValueError(f"image {i}: channels shape {ch.shape} must be [C, H, W] with [H, W] = {shape}")
+    union, regions = None, []
+    for c in range(ch.shape[0]):
+        mask = ch[c] != 0
+        area = int(np.count_nonzero(mask))
+        if area == 0:
+            continue
+        vals = ch[c][mask]
+        vmin, vmax = int(vals.min()), int(vals.max())
+        if vmin != vmax:
+            raise ValueError(f"image {i}, channel {c}: several pixel values ({vmin}..{vmax}) in one channel")
+        if vmax not in lookup:
             raise ValueError(
-                f"image {i}: channels shape {ch.shape} must be [C, H, W] with [H, W] = {m.shape}"
+                f"image {i}, channel {c}: pixel value {vmax} is not in the defects config "
+                f"(known values: {sorted(lookup)}); check defects_config.json of the category"
             )
-        union = None
-        regions = []
-        for c in range(ch.shape[0]):
-            mask = ch[c] != 0
-            area = int(np.count_nonzero(mask))
-            if area == 0:
-                continue  # an empty ground-truth PNG marks no defect pixels: nothing to find
-            vals = ch[c][mask]
-            vmin, vmax = int(vals.min()), int(vals.max())
-            if vmin != vmax:
+        name, thr, rel = lookup[vmax]
+        union = mask.copy() if union is None else (union | mask)
+        regions.append((mask, _saturation_area(area, thr, rel), name))
+    return union, regions
+
+
+def image_defect_names(channels: np.ndarray, defects: Any) -> set[str]:
+    """Names of the defects that image's non-empty channels ``uint8 [C,H,W]`` mark."""
+    lookup = _defect_lookup(defects)
+    ch = channels[None] if channels.ndim == 2 else channels
+    names = set()
+    for c in range(ch.shape[0]):
+        v = int(ch[c].max()) if ch[c].size else 0
+        if v and v in lookup:
+            names.add(lookup[v][0])
+    return names
+
+
+# ---- the single ordering --------------------------------------------------------------------------
+def _distinct(v: np.ndarray) -> np.ndarray:
+    """The distinct values of ``v``, ascending (sorts ``v`` in place; leaner than ``np.unique``)."""
+    v.sort()
+    return v[np.r_[True, v[1:] != v[:-1]]] if v.size else v
+
+
+def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(#{s < u_j}, #{s <= u_j}) for every u_j of ``u`` (distinct, ascending), ``s`` sorted ascending.
+
+    One binary search per element of the shorter array; scores that tie are found from it and
+    only they get a second search.
+    """
+    if u.size <= s.size:
+        below = np.searchsorted(s, u, side="left")
+        upto = below.copy()
+        tie = np.flatnonzero(s[np.minimum(below, s.size - 1)] == u) if s.size else []
+        upto[tie] = np.searchsorted(s, u[tie], side="right")
+        return below, upto
+    # j = #{u < s}; s == u_j adds one more u <= s.  #{s < u_j} = #{s : #{u <= s} <= j},
+    # #{s <= u_j} = #{s : #{u < s} <= j}
+    j = np.searchsorted(u, s, side="left")
+    le = j + (u[np.minimum(j, u.size - 1)] == s)
+    return (
+        np.cumsum(np.bincount(le, minlength=u.size + 1))[:-1],
+        np.cumsum(np.bincount(j, minlength=u.size + 1))[:-1],
+    )
+
+
+@dataclass
+class _Region:
+    """One region: its image, defect name (None: a connected component for AU-PRO), saturation
+    area a, and the scores of its top ceil(a) pixels, descending (lower ones never raise y)."""
+
+    image: int
+    defect: str | None
+    sat: float
+    top: np.ndarray
+
+
+def _in_order(fn, n: int):
+    """``fn(0), ..., fn(n - 1)`` computed on ``WORKERS`` threads (numpy releases the GIL while it
+    sorts and searches), yielded in order, with at most ``WORKERS`` results waiting."""
+    with ThreadPoolExecutor(WORKERS) as pool:
+        pending = [pool.submit(fn, i) for i in range(min(WORKERS, n))]
+        for i in range(n):
+            result = pending[i].result()
+            pending[i] = None
+            if i + WORKERS < n:
+                pending.append(pool.submit(fn, i + WORKERS))
+            yield result
+
+
+def _rising(regs: list[_Region], chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct top scores u (descending) of ``regs`` and y(u) = (1/R) sum_r min(#{top_r >= u} / a_r, 1).
+
+    y is summed pixel by pixel in descending order of score: the j-th highest pixel of region r
+    adds min(j / a_r, 1) - min((j - 1) / a_r, 1); the increments are computed ``chunk`` pixels
+    at a time (a running sum: no pixel-size float arrays), y(u) is the sum after the last pixel
+    of each run of tied scores, capped at 1 against rounding.
+    """
+    pos = np.concatenate([r.top for r in regs])
+    order = np.argsort(pos)[::-1]  # descending scores (order among ties is irrelevant)
+    pos = pos[order]
+    ends = np.flatnonzero(np.r_[pos[1:] != pos[:-1], True])  # last pixel of each run of ties
+    u = pos[ends]
+    del pos
+    offs = np.cumsum([0] + [r.top.size for r in regs])
+    sats = np.array([r.sat for r in regs], dtype=np.float64)
+    y = np.empty(ends.size)
+    carry, done = 0.0, 0
+    for c0 in range(0, order.size, chunk):
+        idx = order[c0 : c0 + chunk]
+        reg = np.searchsorted(offs, idx, side="right") - 1
+        j = (idx - offs[reg] + 1).astype(np.float64)  # rank of the pixel in its region
+        inc = np.minimum(j / sats[reg], 1.0) - np.minimum((j - 1.0) / sats[reg], 1.0)
+        cum = np.cumsum(np.r_[carry, inc])[1:]  # continues the running sum exactly
+        carry = cum[-1]
+        stop = int(np.searchsorted(ends, c0 + idx.size))
+        y[done:stop] = cum[ends[done:stop] - c0]
+        done = stop
+    y /= len(regs)
+    return u, np.minimum(y, 1.0, out=y)
+
+
+class PixelOrder:
+    """Every pixel metric of a set of maps from one ordering of their pixels.
+
+    maps ``[H, W]`` float; ``truth`` per image: a bool mask ``[H, W]`` (``defects`` None) or
+    channels ``uint8 [C, H, W]`` (``defects``: DefectSpecs or dicts, see ``spro_curve``).
+    ``label_names`` ("good" / "structural" / "logical") let groups be the types and defects;
+    ``components`` also labels the connected regions of each mask (AU-PRO); ``stats_for``: names
+    of groups whose bootstrap statistics (``esad_lib.uncertainty.spro_statistics``) to collect
+    while the pixels are sorted, with ``stats_args`` (fpr_limit, grid, dense_factor, tail,
+    max_sample).
+
+    Counting (per image i, negatives = pixels outside every channel, sorted ascending as s):
+    with U = the distinct positive scores, ascending, each image adds
+        below[j] = #{s < U_j}   and   upto[j] = #{s <= U_j}     (two binary searches per U_j,
+    or, when U is longer than s, a binary search per s and cumulative counts) to the totals of
+    its blocks (its label, and each defect it shows).  A group (good + a type, good + a
+    defect's images, all) sums its blocks, and #{neg >= U_j} = N- - below[j],
+    #{neg > U_j} = N- - upto[j].  Memory: one image's sorted negatives per thread plus two
+    int64 counts per positive score and block; no copy of all pixels.
+    """
+
+    def __init__(
+        self,
+        maps: Sequence[np.ndarray],
+        truth: Sequence[np.ndarray],
+        defects: Any = None,
+        label_names: Sequence[str] | None = None,
+        components: bool = False,
+        stats_for: Sequence[str] = (),
+        stats_args: tuple = (0.05, 2000, 3.0, 32, 4_000_000),
+    ):
+        self.maps = _as_list(maps, "maps")
+        truth_l = _as_list(truth, "channels" if defects is not None else "masks")
+        if len(truth_l) != len(self.maps):
+            raise ValueError(f"got {len(self.maps)} maps but {len(truth_l)} masks or channel stacks")
+        self.dtype = _score_dtype(self.maps)
+        self.names = ["all"] * len(self.maps) if label_names is None else [str(n) for n in label_names]
+        if len(self.names) != len(self.maps):
+            raise ValueError(f"got {len(self.maps)} maps but {len(self.names)} label names")
+        self._truth, self._lookup = truth_l, None if defects is None else _defect_lookup(defects)
+        self.regions: list[_Region] = []
+        self.shows: list[set[str]] = []
+        self._neg_bits: list[np.ndarray | None] = []  # packed negative mask (None: all negative)
+        for regs, shows, neg_bits in _in_order(lambda i: self._regions_of(i, components), len(self.maps)):
+            self.regions += regs
+            self.shows.append(shows)
+            self._neg_bits.append(neg_bits)
+        self.n_neg = np.array(
+            [m.size if b is None else int(np.unpackbits(b).sum()) for m, b in zip(self.maps, self._neg_bits)],
+            dtype=np.int64,
+        )
+        self.components = components
+        # U: the distinct scores of the regions' top pixels (where a curve can rise), ascending,
+        # and how many positive pixels hold each (the components cover every positive pixel once)
+        self.u = _distinct(np.concatenate([r.top for r in self.regions] or [np.empty(0, self.dtype)]))
+        comp = np.sort(np.concatenate([r.top for r in self.regions if r.defect is None] or [self.u[:0]]))
+        self.u_count = np.searchsorted(comp, self.u, side="right") - np.searchsorted(
+            comp, self.u, side="left"
+        )
+        del comp
+        self.blocks: dict[str, list[int]] = {}
+        for i, n in enumerate(self.names):
+            self.blocks.setdefault(n, []).append(i)
+            for d in self.shows[i] if n != "good" else ():
+                self.blocks.setdefault("defect:" + d, []).append(i)
+        fpr_limit, grid, dense_factor, tail, max_sample = stats_args
+        samples = self._samples(stats_for, max_sample) if grid != "exact" else {}
+        self._stats = {g: self._stats_grid(g, samples.get(g), *stats_args[:4]) for g in stats_for}
+        self.fp: dict[str, dict[int, np.ndarray]] = {g: {} for g in stats_for}
+        # int32 counts: every group has fewer than 2**31 pixels
+        self.below = {b: np.zeros(self.u.size, dtype=np.int32) for b in self.blocks}
+        self.upto = {b: np.zeros(self.u.size, dtype=np.int32) for b in self.blocks}
+        self._count_all()
+
+    # -- pass 1: regions and positive scores, image by image
+    def _truth_of(self, i: int) -> tuple[np.ndarray | None, list[tuple[np.ndarray, float, str]]]:
+        m, t = self.maps[i], self._truth[i]
+        if self._lookup is None:
+            if t.shape != m.shape or m.ndim != 2:
                 raise ValueError(
-                    f"image {i}, channel {c}: several pixel values ({vmin}..{vmax}) in one channel"
+                    f"image {i}: map shape {m.shape} and mask shape {t.shape} must be equal [H, W]"
                 )
-            if vmax not in lookup:
-                raise ValueError(
-                    f"image {i}, channel {c}: pixel value {vmax} is not in the defects config "
-                    f"(known values: {sorted(lookup)}); check defects_config.json of the category"
-                )
-            name, thr, rel = lookup[vmax]
-            union = mask.copy() if union is None else (union | mask)
-            if only is None or name in only:
-                regions.append((mask, _saturation_area(area, thr, rel)))
-        yield i, (None if union is None else ~union), regions
+            t = t.astype(bool, copy=False)
+            return (t if t.any() else None), []
+        return _channel_regions(i, t, m.shape, self._lookup)
+
+    def _regions_of(self, i: int, components: bool) -> tuple[list[_Region], set[str], np.ndarray | None]:
+        """Regions of image i (its channels, and with ``components`` the connected parts of their
+        union), the defects it shows, and its negative mask packed into bits."""
+        from scipy import ndimage
+
+        m = self.maps[i]
+        union, chans = self._truth_of(i)
+        regs = [self._region(i, name, m[mask], sat) for mask, sat, name in chans]
+        if union is not None and components:
+            lab, _ = ndimage.label(union, structure=_EIGHT_CONNECTED)
+            for k, box in enumerate(ndimage.find_objects(lab), start=1):
+                region = lab[box] == k
+                regs.append(self._region(i, None, m[box][region], int(region.sum())))
+        return regs, {name for _, _, name in chans}, None if union is None else np.packbits(~union)
+
+    def _region(self, i: int, defect: str | None, scores: np.ndarray, sat: float) -> _Region:
+        top = np.sort(scores.astype(self.dtype, copy=False))[::-1]
+        return _Region(i, defect, sat, top[: min(top.size, int(math.ceil(sat)))])
+
+    # -- pass 2: each image's negatives, sorted, counted below and up to each positive score
+    def _negatives(self, i: int) -> np.ndarray:
+        """Scores of image i's negative pixels in raster order."""
+        m, bits = self.maps[i], self._neg_bits[i]
+        if bits is None:
+            return m.ravel().astype(self.dtype, copy=False)
+        return m[np.unpackbits(bits, count=m.size).view(bool).reshape(m.shape)].astype(self.dtype, copy=False)
+
+    def _count_image(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        s = np.sort(self._negatives(i))
+        fp = {}
+        for g, st in self._stats.items():
+            if i in st["members"]:
+                # fp_i(t_k) = #{s >= t_k} for the grid t (descending)
+                fp[g] = s.size - np.searchsorted(s, st["t"], side="left")
+        return (*_counts_below(s, self.u), fp)
+
+    def _count_all(self) -> None:
+        member = {i: [b for b, imgs in self.blocks.items() if i in imgs] for i in range(len(self.maps))}
+        for i, (below, upto, fp) in enumerate(_in_order(self._count_image, len(self.maps))):
+            for b in member[i]:
+                self.below[b] += below
+                self.upto[b] += upto
+            for g, row in fp.items():
+                self.fp[g][i] = row
+
+    # -- groups
+    def group(self, name: str) -> list[str]:
+        """Blocks of a group: "all", "structural" / "logical" (with the good images), "defect:<d>"
+        (the images showing d, with the good images), or any block name."""
+        if name == "all":
+            return [b for b in self.blocks if not b.startswith("defect:")]
+        extra = [b for b in ("good",) if b in self.blocks and b != name]
+        return [*extra, name] if name in self.blocks else extra
+
+    def images(self, name: str) -> list[int]:
+        return sorted({i for b in self.group(name) for i in self.blocks[b]})
+
+    def _negatives_at(self, name: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """(#{neg > U_j}, #{neg >= U_j}) for every j, and N- of the group."""
+        blocks = self.group(name)
+        n_neg = int(sum(self.n_neg[self.blocks[b]].sum() for b in blocks))
+        upto = sum((self.upto[b] for b in blocks), np.zeros(self.u.size, np.int64))
+        below = sum((self.below[b] for b in blocks), np.zeros(self.u.size, np.int64))
+        return n_neg - upto, n_neg - below, n_neg
+
+    def curve(self, name: str = "all", kind: str = "spro", defect_names: Iterable[str] | None = None):
+        """Exact (FPR, y) curve of a group: y = sPRO (``kind`` "spro") or PRO ("pro").
+
+        At threshold t:  FPR(t) = #{negatives >= t} / N-,
+                         y(t)   = (1/R) sum_r min(#{pixels of r >= t} / a_r, 1).
+        Per region r, the j-th highest pixel raises y by (min(j/a_r, 1) - min((j-1)/a_r, 1)) / R.
+        At each distinct positive score u (descending) the curve goes from (#{neg > u}/N-, y_prev)
+        to (#{neg >= u}/N-, y(u)): a straight piece when negatives tie with u; between two
+        positive scores it is flat.  Points that repeat are dropped.
+        """
+        only = None if defect_names is None else set(defect_names)
+        imgs = set(self.images(name))
+        regs = [
+            r
+            for r in self.regions
+            if r.image in imgs
+            and (r.defect is None) == (kind == "pro")
+            and (only is None or r.defect in only)
+        ]
+        n_gt_all, n_ge_all, n_neg = self._negatives_at(name)
+        if n_neg == 0:
+            raise ValueError("no normal (negative) pixels: the FPR is undefined")
+        if not regs:
+            raise ValueError("no anomalous regions: the overlap curve is undefined")
+        u, y_j = _rising(regs)
+        k = np.searchsorted(self.u, u)
+        x = np.empty(2 * u.size + 2)
+        y = np.empty(2 * u.size + 2)
+        x[0], y[0] = 0.0, 0.0
+        x[1:-1:2], y[1:-1:2] = n_gt_all[k] / n_neg, np.r_[0.0, y_j[:-1]]
+        x[2:-1:2], y[2:-1:2] = n_ge_all[k] / n_neg, y_j
+        x[-1], y[-1] = 1.0, y_j[-1]  # the lowest threshold: every negative
+        keep = np.r_[True, (np.diff(x) != 0) | (np.diff(y) != 0)]
+        return x[keep], y[keep]
+
+    def at_limits(
+        self, name: str, limits: Sequence[float], kind: str = "spro", defect_names=None
+    ) -> dict[float, float]:
+        """Normalised area under the group's curve at each FPR limit: ``{limit: area}``."""
+        for lim in limits:
+            _check_fpr_limit(lim)
+        x, y = self.curve(name, kind, defect_names)
+        return {float(lim): area_under_curve(x, y, float(lim)) for lim in limits}
+
+    def pixel_auroc(self) -> float:
+        """Exact pixel AUROC over all images (rank-based, ties count 1/2):
+        AUROC = (1 / (N+ N-)) sum_{p positive} [ #{n: s_n < s_p} + 0.5 #{n: s_n = s_p} ],
+        summed over the distinct positive scores u with their multiplicities (integers, exact)."""
+        if not self.components:
+            raise ValueError("PixelOrder(..., components=True) is needed for the pixel AUROC")
+        n_gt, n_ge, n_neg = self._negatives_at("all")
+        n_pos = int(self.u_count.sum())
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError("pixel AUROC needs both anomalous and normal pixels")
+        # sum_p #{n < p} = sum_u count_u (N- - #{n >= u});  sum_p #{n <= p} = sum_u count_u (N- - #{n > u})
+        below = int(np.dot(self.u_count, n_neg - n_ge))
+        below_or_eq = int(np.dot(self.u_count, n_neg - n_gt))
+        return float((below + below_or_eq) / (2.0 * n_pos * n_neg))
+
+    # -- bootstrap statistics (esad_lib.uncertainty.spro_statistics) of a group on a grid
+    def _samples(self, groups: Sequence[str], max_sample: int) -> dict[str, list[np.ndarray]]:
+        """Per group, every ``stride``-th negative of each member image (raster order), stride =
+        N- of the group // ``max_sample``; one gather per image serves all groups."""
+        members = {g: self.images(g) for g in groups}
+        if any(int(self.n_neg[imgs].sum()) == 0 for imgs in members.values()):
+            raise ValueError("no normal (negative) pixels: the FPR is undefined")
+        stride = {g: max(1, int(self.n_neg[imgs].sum()) // max_sample) for g, imgs in members.items()}
+
+        def take(i: int) -> dict[str, np.ndarray]:
+            v = self._negatives(i)
+            return {g: v[:: stride[g]].copy() for g in groups if i in members[g]}
+
+        out: dict[str, list[np.ndarray]] = {g: [] for g in groups}
+        for got in _in_order(take, len(self.maps)):
+            for g, smp in got.items():
+                out[g].append(smp)
+        return out
+
+    def _stats_grid(self, name: str, samples, fpr_limit: float, grid, dense_factor: float, tail: int):
+        _check_fpr_limit(fpr_limit)
+        members = self.images(name)
+        if int(self.n_neg[members].sum()) == 0:
+            raise ValueError("no normal (negative) pixels: the FPR is undefined")
+        lowest = min(float(self.maps[i].min()) for i in members)
+        dt = self.dtype
+        if grid == "exact":
+            t = np.unique(np.concatenate([self.maps[i].ravel() for i in members]).astype(dt))[::-1]
+        elif isinstance(grid, (int, np.integer)) and not isinstance(grid, bool) and int(grid) >= 2:
+            sample = np.sort(np.concatenate(samples))[::-1]  # the strided sample, descending
+            n_s = sample.size
+            f_dense = min(1.0, dense_factor * fpr_limit)
+            levels = np.r_[
+                np.linspace(0.0, f_dense, int(grid) + 1)[1:], np.linspace(f_dense, 1.0, tail + 1)[1:]
+            ]
+            # the k-th largest sampled negative has FPR ~ k / n_s
+            ranks = np.clip(np.ceil(levels * n_s).astype(np.int64) - 1, 0, n_s - 1)
+            t = np.unique(np.r_[sample[0], sample[ranks], np.asarray(lowest, dtype=dt)].astype(dt))[::-1]
+        else:
+            raise ValueError(f"grid must be an int >= 2 (number of thresholds) or 'exact', got {grid!r}")
+        return {"members": set(members), "order": members, "t": t, "fpr_limit": float(fpr_limit)}
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """thresholds [T] descending, fp [N, T], n_neg [N], overlap [R, T], region_image [R] (local
+        image indices) of a group collected while counting (``stats_for``)."""
+        st = self._stats[name]
+        members = st["order"]
+        local = {i: k for k, i in enumerate(members)}
+        regs = [r for r in self.regions if r.image in st["members"] and r.defect is not None]
+        if not regs:
+            raise ValueError("no anomalous regions (non-empty defect channels): the sPRO curve is undefined")
+        t_asc = st["t"][::-1]
+        overlap = np.empty((len(regs), t_asc.size))
+        for k, r in enumerate(regs):
+            # overlap_r(t) = min(#{s >= t} / a_r, 1); pixels beyond the top ceil(a_r) change nothing
+            n_ge = r.top.size - np.searchsorted(r.top[::-1], t_asc, side="left")
+            overlap[k] = np.minimum(n_ge[::-1] / r.sat, 1.0)
+        return {
+            "thresholds": st["t"],
+            "fp": np.stack([self.fp[name][i] for i in members]).astype(np.int64),
+            "n_neg": self.n_neg[members].copy(),
+            "overlap": overlap,
+            "region_image": np.array([local[r.image] for r in regs], dtype=np.int64),
+            "fpr_limit": st["fpr_limit"],
+        }
+
+
+# ---- public metrics on the ordering ----------------------------------------------------------------
+def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
+    """Exact pixel-level AUROC over all pixels of all images (rank-based, ties count 1/2); see
+    ``PixelOrder.pixel_auroc``."""
+    return PixelOrder(*_check_maps_masks(maps, masks), components=True).pixel_auroc()
+
+
+def pro_curve(
+    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_fpr: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact PRO curve (FPR, PRO) down to the first threshold with FPR > ``max_fpr``.
+
+    PRO(t) = (1/R) sum_r |r intersect {s >= t}| / |r| over the connected ground-truth regions r
+    (8-connectivity) of all images; FPR(t) = #{normal pixels >= t} / #normal pixels, normal =
+    outside the masks, pooled over all images.
+    """
+    _check_fpr_limit(max_fpr)
+    x, y = PixelOrder(*_check_maps_masks(maps, masks), components=True).curve("all", "pro")
+    return _cut(x, y, max_fpr)
+
+
+def _cut(x: np.ndarray, y: np.ndarray, max_fpr: float) -> tuple[np.ndarray, np.ndarray]:
+    end = int(np.searchsorted(x, max_fpr, side="right")) + 1  # keep the first point beyond
+    return x[:end], y[:end]
+
+
+def au_pro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float:
+    """Normalised area under the PRO curve up to ``fpr_limit`` (MVTec AD's AU-PRO, default 0.3).
+
+    AU-PRO = (1/fpr_limit) * integral_0^fpr_limit PRO dFPR  (exact curve, trapezoid rule,
+    interpolated end point).  See ``pro_curve`` for PRO and FPR.
+    """
+    fpr, pro = pro_curve(maps, masks, max_fpr=fpr_limit)
+    return area_under_curve(fpr, pro, fpr_limit)
 
 
 def spro_curve(
@@ -562,15 +674,9 @@ def spro_curve(
     passed (the anomaly type's images plus the good ones).  ``defect_names`` restricts the
     regions to those defects (per-defect AU-sPRO); other channels stay out of the negatives.
     """
-    maps_l = _as_list(maps, "maps")
     _check_fpr_limit(max_fpr)
-    reg = _Regions(_score_dtype(maps_l))
-    for i, neg_mask, regions in _iter_channels(maps_l, channels, defects, defect_names):
-        m = maps_l[i]
-        reg.add_negatives(m, neg_mask)
-        for mask, sat in regions:
-            reg.add_region(m[mask], sat)
-    return _exact_overlap_curve(reg, max_fpr)
+    x, y = PixelOrder(maps, channels, defects).curve("all", "spro", defect_names)
+    return _cut(x, y, max_fpr)
 
 
 def au_spro(
@@ -578,12 +684,117 @@ def au_spro(
 ) -> float:
     """Normalised area under the sPRO curve up to ``fpr_limit`` (MVTec LOCO AD's AU-sPRO, 0.05).
 
-    AU-sPRO = (1/fpr_limit) * integral_0^fpr_limit sPRO dFPR  (exact curve from sorted scores,
-    trapezoid rule, end point interpolated).  See ``spro_curve`` for sPRO and FPR.  Pass the
-    images of one anomaly type together with the good images (``au_spro_by_type`` does that).
+    AU-sPRO = (1/fpr_limit) * integral_0^fpr_limit sPRO dFPR  (exact curve, trapezoid rule, end
+    point interpolated).  See ``spro_curve`` for sPRO and FPR.  Pass the images of one anomaly
+    type together with the good images (``au_spro_by_type`` does that).
     """
-    fpr, spro = spro_curve(maps, channels, defects, max_fpr=fpr_limit)
-    return area_under_curve(fpr, spro, fpr_limit)
+    return au_spro_at_limits(maps, channels, defects, [fpr_limit])[float(fpr_limit)]
+
+
+def au_spro_at_limits(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS,
+    defect_names: Iterable[str] | None = None,
+) -> dict[float, float]:
+    """AU-sPRO at several FPR limits from ONE exact sPRO curve: ``{limit: AU-sPRO}``."""
+    return PixelOrder(maps, channels, defects).at_limits("all", limits, "spro", defect_names)
+
+
+def _types_present(order: PixelOrder) -> list[str]:
+    return [k for k in ("structural", "logical") if k in order.blocks]
+
+
+def au_spro_by_defect(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS,
+    order: PixelOrder | None = None,
+) -> dict[str, dict[float, float]]:
+    """AU-sPRO of each defect name (``defects_config.json``) at every limit.
+
+    For defect ``d`` the group is every good image plus every image that holds a channel of
+    ``d``; the regions are the channels of ``d``; the pixels of an image's other channels are
+    neither regions nor negatives.  Defects that no test image shows are left out.  ``order``:
+    a ``PixelOrder`` of the same inputs, to reuse.
+    """
+    order = order or PixelOrder(maps, channels, defects, label_names)
+    names = sorted(b[len("defect:") :] for b in order.blocks if b.startswith("defect:"))
+    return {d: order.at_limits("defect:" + d, limits, "spro", [d]) for d in names}
+
+
+def map_metrics(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Any,
+    pro_fpr_limit: float = 0.3,
+    spro_fpr_limit: float = 0.05,
+    order: PixelOrder | None = None,
+) -> dict[str, Any]:
+    """Every pixel metric of ``metrics.json`` from one ``PixelOrder`` (built here unless given).
+
+    ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses the images of that
+    anomaly type plus the good images (MVTec LOCO's protocol), at ``spro_fpr_limit``;
+    ``au_spro_limits.<type>`` at every official limit; ``au_spro_by_defect`` per defect name.
+    Limits are JSON keys, written ``str(limit)``; a missing type or metric is None.
+    """
+    order = order or PixelOrder(maps, channels, defects, label_names, components=True)
+    has_pos = order.u.size > 0
+    out: dict[str, Any] = {
+        "pixel_auroc": order.pixel_auroc() if has_pos else None,
+        "au_pro": order.at_limits("all", [pro_fpr_limit], "pro")[float(pro_fpr_limit)] if has_pos else None,
+        "au_spro": {"structural": None, "logical": None},
+        "au_spro_limits": {"structural": None, "logical": None},
+    }
+    limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
+    for kind in _types_present(order):
+        at = order.at_limits(kind, limits)
+        out["au_spro"][kind] = at[float(spro_fpr_limit)]
+        out["au_spro_limits"][kind] = {str(lim): at[lim] for lim in SPRO_LIMITS}
+    present = [v for v in out["au_spro"].values() if v is not None]
+    out["au_spro"]["mean"] = float(np.mean(present)) if present else None
+    by_defect = au_spro_by_defect(maps, channels, label_names, defects, SPRO_LIMITS, order=order)
+    out["au_spro_by_defect"] = {d: {str(lim): v for lim, v in at.items()} for d, at in by_defect.items()}
+    return out
+
+
+# ---- brute-force references (loops over every threshold) -------------------------------------------
+def _roc_reference(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC area by looping over every distinct threshold (score >= t is positive)."""
+    n_pos = int(positive.sum())
+    n_neg = int((~positive).sum())
+    xs, ys = [0.0], [0.0]
+    for t in sorted(set(scores.tolist()), reverse=True):
+        pred = scores >= t
+        ys.append(float(np.sum(pred & positive)) / n_pos)
+        xs.append(float(np.sum(pred & ~positive)) / n_neg)
+    return area_under_curve_reference(xs, ys, 1.0)
+
+
+def pixel_auroc_reference(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
+    """Brute-force pixel AUROC: ROC points at every distinct threshold, trapezoid rule."""
+    maps_l, masks_l = _check_maps_masks(maps, masks)
+    scores = np.concatenate([m.ravel() for m in maps_l]).astype(np.float64)
+    positive = np.concatenate([g.ravel() for g in masks_l])
+    return _roc_reference(scores, positive)
+
+
+def _overlap_curve_reference(
+    maps: list[np.ndarray], negatives: list[np.ndarray], regions: list[tuple[int, np.ndarray, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force: for every distinct score t (descending) count everything again."""
+    n_neg = sum(int(n.sum()) for n in negatives)
+    xs, ys = [0.0], [0.0]
+    for t in np.unique(np.concatenate([m.ravel() for m in maps]))[::-1]:
+        fp = sum(int(np.sum((m >= t) & n)) for m, n in zip(maps, negatives))
+        overlaps = [min(np.sum((maps[i] >= t) & mask) / sat, 1.0) for i, mask, sat in regions]
+        xs.append(fp / n_neg)
+        ys.append(float(np.mean(overlaps)))
+    return np.asarray(xs), np.asarray(ys)
 
 
 def spro_curve_reference(
@@ -594,10 +805,12 @@ def spro_curve_reference(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force sPRO curve: every distinct threshold, every channel recounted."""
     maps_l = [np.asarray(m) for m in maps]
-    negatives, regions = [], []
-    for i, neg_mask, regs in _iter_channels(maps_l, channels, defects, defect_names):
-        negatives.append(np.ones(maps_l[i].shape, bool) if neg_mask is None else neg_mask)
-        regions.extend((i, mask, sat) for mask, sat in regs)
+    only = None if defect_names is None else set(defect_names)
+    lookup, negatives, regions = _defect_lookup(defects), [], []
+    for i, (m, ch) in enumerate(zip(maps_l, channels)):
+        union, regs = _channel_regions(i, np.asarray(ch), m.shape, lookup)
+        negatives.append(np.ones(m.shape, bool) if union is None else ~union)
+        regions += [(i, mask, sat) for mask, sat, name in regs if only is None or name in only]
     return _overlap_curve_reference(maps_l, negatives, regions)
 
 
@@ -611,86 +824,3 @@ def au_spro_reference(
     """Brute-force AU-sPRO (reference for the tests and the benchmark)."""
     fpr, spro = spro_curve_reference(maps, channels, defects, defect_names)
     return area_under_curve_reference(fpr, spro, fpr_limit)
-
-
-#: the integration limits MVTec LOCO AD's official evaluation reports AU-sPRO at.
-SPRO_LIMITS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 1.0)
-
-
-def au_spro_at_limits(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS,
-    defect_names: Iterable[str] | None = None,
-) -> dict[float, float]:
-    """AU-sPRO at several FPR limits from ONE exact sPRO curve: ``{limit: AU-sPRO}``.
-
-    Equal to ``au_spro(..., fpr_limit=limit)`` for each limit (tested); the curve is built once,
-    down to the largest limit.  With limit 1.0 every negative pixel is sorted (memory ~12 bytes a
-    pixel), which the 0.05 default avoids.
-    """
-    limits = [float(x) for x in limits]
-    fpr, spro = spro_curve(maps, channels, defects, max_fpr=max(limits), defect_names=defect_names)
-    return {lim: area_under_curve(fpr, spro, lim) for lim in limits}
-
-
-def image_defect_names(channels: np.ndarray, defects: Any) -> set[str]:
-    """Names of the defects that image's non-empty channels ``uint8 [C,H,W]`` mark."""
-    lookup = _defect_lookup(defects)
-    ch = channels[None] if channels.ndim == 2 else channels
-    names = set()
-    for c in range(ch.shape[0]):
-        v = int(ch[c].max()) if ch[c].size else 0
-        if v and v in lookup:
-            names.add(lookup[v][0])
-    return names
-
-
-def au_spro_by_defect(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS,
-) -> dict[str, dict[float, float]]:
-    """AU-sPRO of each defect name (``defects_config.json``) at every limit.
-
-    For defect ``d`` the group is every good image plus every image that holds a channel of
-    ``d``; the regions are the channels of ``d``; the pixels of an image's other channels are
-    neither regions nor negatives.  Defects that no test image shows are left out.
-    """
-    maps_l = _as_list(maps, "maps")
-    chans_l = _as_list(channels, "channels")
-    names = list(label_names)
-    shown = [image_defect_names(c, defects) for c in chans_l]
-    out: dict[str, dict[float, float]] = {}
-    for d in sorted({n for s in shown for n in s}):
-        idx = [i for i, n in enumerate(names) if n == "good" or d in shown[i]]
-        out[d] = au_spro_at_limits(
-            [maps_l[i] for i in idx], [chans_l[i] for i in idx], defects, limits, defect_names=[d]
-        )
-    return out
-
-
-def au_spro_by_type(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    fpr_limit: float = 0.05,
-) -> dict[str, float]:
-    """AU-sPRO of the structural and logical groups (each with all good images) and their mean."""
-    maps_l = _as_list(maps, "maps")
-    chans_l = _as_list(channels, "channels")
-    names = list(label_names)
-    out: dict[str, float] = {}
-    for kind in ("structural", "logical"):
-        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
-        if not any(names[i] == kind for i in idx):
-            out[kind] = math.nan
-            continue
-        out[kind] = au_spro([maps_l[i] for i in idx], [chans_l[i] for i in idx], defects, fpr_limit)
-    present = [v for v in out.values() if not math.isnan(v)]
-    out["mean"] = float(np.mean(present)) if present else math.nan
-    return out

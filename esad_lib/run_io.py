@@ -8,6 +8,7 @@ run resumable and to hand a finished run to the other notebooks.  Layout (``out_
     checkpoint.pt        everything needed to resume (written atomically every epoch)
     model.pt             state_dict of the best-validation weights (written when training ends)
     train_summary.json   train_seconds, epochs_run, best_epoch, best_val_loss, ... (written last)
+    .train.lock          held by the `esad train` process writing the folder (``run_lock``); kept
 
 ``model.pt`` and ``train_summary.json`` appear only when training has finished, so their
 presence means "done".  Every file is written atomically (temp file + rename), and every
@@ -47,6 +48,9 @@ __all__ = [
     "RESUME_MUTABLE_FIELDS",
     "RUN_FILES",
     "SUMMARY_FILE",
+    "RUN_LOCK_FILE",
+    "RunFileError",
+    "RunInUseError",
     "RunState",
     "config_mismatch",
     "cpu_state",
@@ -57,6 +61,7 @@ __all__ = [
     "read_log",
     "rng_state",
     "run_dir_for",
+    "run_lock",
     "save_checkpoint",
     "save_torch",
     "set_rng_state",
@@ -76,6 +81,16 @@ RUN_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE)
 RESUME_MUTABLE_FIELDS = ("epochs", "early_stopping_patience", *RUNTIME_FIELDS)
 
 CHECKPOINT_FORMAT = 1
+#: held (an OS file lock) by the ``esad train`` process that writes the run folder
+RUN_LOCK_FILE = ".train.lock"
+
+
+class RunFileError(ValueError):
+    """A file of a run folder cannot be read (the message names it and says how to recover)."""
+
+
+class RunInUseError(FileExistsError):
+    """Another process is training into the same run folder."""
 
 
 @dataclass
@@ -337,7 +352,14 @@ def load_run(
     cfg = ESADConfig.from_dict(json.loads(cfg_path.read_text()))
     dev = torch.device(device) if device is not None else resolve_device(cfg.device)
     model = build_model(cfg)
-    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    except Exception as e:  # truncated, overwritten, or weights of another network
+        raise RunFileError(
+            f"cannot read {model_path}: the file is damaged ({type(e).__name__}: {str(e)[:200]}). "
+            f"Restore model.pt from a copy of the run, or retrain: move {run_dir} away and run "
+            f"`esad train` with the settings in {cfg_path} and --out {run_dir}"
+        ) from e
     return model.to(dev).eval(), cfg
 
 
@@ -380,3 +402,43 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _try_lock(f: Any) -> bool:
+    """Take an exclusive lock on the open file ``f`` without waiting; False when another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
+    """Hold ``out_dir`` for a whole training run: a second ``esad train`` into the same folder
+    (started at the same moment, or while this one runs) fails at once with ``RunInUseError``
+    instead of overwriting this run's files.  The lock (``out_dir/.train.lock``) is an OS file
+    lock: it is released when the process ends, even when it is killed.  ``enabled`` False
+    (other ranks of a distributed run) holds nothing."""
+    if not enabled:
+        yield
+        return
+    path = Path(out_dir) / RUN_LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if not _try_lock(f):
+            raise RunInUseError(
+                f"{out_dir} is in use: another `esad train` is writing a run there (it holds {path}). "
+                "Wait for it to finish, or train into another --out folder"
+            )
+        yield  # the lock goes with the file descriptor when the file closes

@@ -533,7 +533,8 @@ def train(
     opts = _Options(resume, progress, on_epoch_end, max_epochs, tensorboard)
     ok = False
     try:
-        result = _run_phases(cfg, Path(out_dir), opts, info, device)
+        with run_io.run_lock(out_dir, enabled=not info.distributed):  # the folder is this run's until it ends
+            result = _run_phases(cfg, Path(out_dir), opts, info, device)
         ok = True
         return result
     finally:

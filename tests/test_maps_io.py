@@ -113,6 +113,9 @@ def test_valid_maps_of_any_method_score(tiny, tmp_path):
         ("size", "but its image is"),
         ("nan", "NaN or inf"),
         ("unknown", "unknown image id"),
+        ("truncated", "cannot be read"),
+        ("other format", "cannot be read"),
+        ("truncated npy", "cannot be read"),
     ],
 )
 def test_bad_maps_are_refused_naming_the_file_and_nothing_is_written(tiny, tmp_path, damage, message):
@@ -123,6 +126,15 @@ def test_bad_maps_are_refused_naming_the_file_and_nothing_is_written(tiny, tmp_p
         victim.unlink()
     elif damage == "size":
         tifffile.imwrite(victim, np.zeros((3, 4), np.float32))
+    elif damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[:100])
+    elif damage == "other format":
+        victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # a PNG header, not a TIFF
+    elif damage == "truncated npy":
+        victim.unlink()
+        victim = victim.with_suffix(".npy")
+        np.save(victim, np.zeros((10, 17), np.float32))
+        victim.write_bytes(victim.read_bytes()[:90])
     elif damage == "nan":
         arr = tifffile.imread(victim)
         arr[0, 0] = np.nan

@@ -160,45 +160,25 @@ def test_by_type_matches_metrics_and_shares_good_images() -> None:
 # ---- paired ---------------------------------------------------------------------------------------
 def test_paired_with_itself_is_exactly_zero() -> None:
     s, lab = _binary(30, 25, 0.7, seed=8, decimals=1)
-    r = U.paired_image_auroc(s, lab, s, lab, n_boot=400)
-    assert (r["diff"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
-    assert r["excludes_zero"] is False
     names = np.array(["good"] * 30 + ["structural"] * 15 + ["logical"] * 10)
     rt = U.paired_image_auroc_by_type(s, names, s, names, n_boot=100)
     assert all((rt[k]["low"], rt[k]["high"]) == (0.0, 0.0) for k in ("structural", "logical", "mean"))
-
-
-def test_paired_uses_the_same_resamples_for_both() -> None:
-    a, lab = _binary(40, 40, 1.2, seed=11)
-    b = a + np.random.default_rng(1).normal(scale=0.8, size=a.size)  # a noisier copy of a
-    r = U.paired_image_auroc(a, lab, b, lab, n_boot=300, seed=6, return_samples=True)
-    idx = U.resample_indices(lab, 300, seed=6)
-    brute = np.array([metrics.image_auroc(a[i], lab[i]) - metrics.image_auroc(b[i], lab[i]) for i in idx])
-    np.testing.assert_allclose(r["samples"], brute, rtol=0, atol=1e-15)
-    assert r["diff"] == pytest.approx(metrics.image_auroc(a, lab) - metrics.image_auroc(b, lab))
-    assert r["a"] == metrics.image_auroc(a, lab) and r["b"] == metrics.image_auroc(b, lab)
-    # pairing removes the shared image difficulty: the paired interval is narrower than the
-    # difference of two independent intervals would suggest
-    ia = U.image_auroc_ci(a, lab, n_boot=300, seed=6)
-    ib = U.image_auroc_ci(b, lab, n_boot=300, seed=7)
-    assert r["se"] < math.hypot(ia["se"], ib["se"])
-    assert r["excludes_zero"] == (r["low"] > 0 or r["high"] < 0)
 
 
 def test_paired_input_checks() -> None:
     s, lab = _binary(5, 5, 1.0, seed=0)
     ids = [f"img{i}.png" for i in range(10)]
     with pytest.raises(ValueError, match="labels differ at row 0"):
-        U.paired_image_auroc(s, lab, s, lab[::-1].copy())
+        U.check_paired(lab, lab[::-1].copy())
     with pytest.raises(ValueError, match="10 vs 9 images"):
-        U.paired_image_auroc(s, lab, s[:9], lab[:9])
+        U.check_paired(lab, lab[:9])
     with pytest.raises(ValueError, match="different order"):
-        U.paired_image_auroc(s, lab, s, lab, ids_a=ids, ids_b=ids[1:] + ids[:1])
+        U.check_paired(lab, lab, ids_a=ids, ids_b=ids[1:] + ids[:1])
     with pytest.raises(ValueError, match="different images.*img3"):
-        U.paired_image_auroc(s, lab, s, lab, ids_a=ids, ids_b=ids[:3] + ["other.png"] + ids[4:])
+        U.check_paired(lab, lab, ids_a=ids, ids_b=ids[:3] + ["other.png"] + ids[4:])
     with pytest.raises(ValueError, match="for both sides"):
-        U.paired_image_auroc(s, lab, s, lab, ids_a=ids)
-    U.paired_image_auroc(s, lab, s, lab, ids_a=ids, ids_b=list(ids), n_boot=10)  # same ids: fine
+        U.check_paired(lab, lab, ids_a=ids)
+    U.check_paired(lab, lab, ids_a=ids, ids_b=list(ids))  # same ids: fine
 
 
 # ---- AU-sPRO --------------------------------------------------------------------------------------
@@ -248,45 +228,13 @@ def test_spro_resamples_equal_brute_force() -> None:
 def test_spro_by_type_and_paired() -> None:
     maps, chans, names = _loco_like(6, 4, 4, 20, 16, seed=4)
     r = U.au_spro_ci_by_type(maps, chans, names, DEFECTS, n_boot=50, seed=1, grid="exact")
-    ref = metrics.au_spro_by_type(maps, chans, names, DEFECTS)
+    ref = metrics.map_metrics(maps, chans, names, DEFECTS)["au_spro"]
     for k in ("structural", "logical", "mean"):
         assert r[k]["value"] == pytest.approx(ref[k], abs=1e-12)
         assert r[k]["low"] <= r[k]["high"]
     # paired with itself: exactly zero
     p0 = U.au_spro_ci_by_type(maps, chans, names, DEFECTS, n_boot=50, grid="exact", maps_b=maps)
     assert all((p0[k]["low"], p0[k]["high"], p0[k]["diff"]) == (0.0, 0.0, 0.0) for k in p0)
-    # paired against other maps == brute force on the resampled images
-    rng = np.random.default_rng(0)
-    other = [m + rng.normal(scale=0.7, size=m.shape).astype(m.dtype) for m in maps]
-    sel = [i for i, n in enumerate(names) if n != "logical"]
-    mk = [maps[i] for i in sel], [other[i] for i in sel], [chans[i] for i in sel], [names[i] for i in sel]
-    p = U.paired_au_spro(
-        mk[0], mk[1], mk[2], mk[3], DEFECTS, n_boot=5, seed=2, grid="exact", return_samples=True
-    )
-    idx = U.resample_indices(mk[3], 5, seed=2)
-    brute = [
-        metrics.au_spro([mk[0][i] for i in row], [mk[2][i] for i in row], DEFECTS)
-        - metrics.au_spro([mk[1][i] for i in row], [mk[2][i] for i in row], DEFECTS)
-        for row in idx
-    ]
-    np.testing.assert_allclose(p["samples"], brute, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="same images in the same order"):
-        U.paired_au_spro(mk[0], mk[1][:-1], mk[2], mk[3], DEFECTS)
-
-
-def test_spro_statistics_round_trip(tmp_path) -> None:
-    maps, chans, names = _loco_like(4, 4, 0, 16, 16, seed=5)
-    st = U.spro_statistics(maps, chans, DEFECTS, grid=100)
-    st.save(tmp_path / "spro.npz")
-    back = U.SproStats.load(tmp_path / "spro.npz")
-    w = U.resample_weights(U.resample_indices(names, 20, seed=0))
-    np.testing.assert_array_equal(U.weighted_au_spro(back, w)[0], U.weighted_au_spro(st, w)[0])
-    assert back.fpr_limit == st.fpr_limit and back.thresholds.dtype == st.thresholds.dtype
-    np.savez(tmp_path / "other.npz", a=np.zeros(2))
-    with pytest.raises(ValueError, match="not a saved SproStats"):
-        U.SproStats.load(tmp_path / "other.npz")
-    with pytest.raises(FileNotFoundError, match="SproStats.save"):
-        U.SproStats.load(tmp_path / "missing.npz")
 
 
 def test_spro_errors() -> None:

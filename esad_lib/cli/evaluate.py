@@ -24,6 +24,7 @@ from esad_lib.maps_io import MapsError
 from esad_lib.overrides import parse_overrides
 from esad_lib.paths import atomic_write_text
 from esad_lib.report import format_report
+from esad_lib.run_io import RunFileError
 
 
 # --------------------------------------------------------------------------------------------
@@ -42,14 +43,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.device:
         overrides["device"] = args.device
     for run in args.runs:
-        m = evaluate_run(
-            run,
-            max_images=args.max_images,
-            progress=not args.quiet,
-            save_scores=not args.no_scores,
-            overrides=overrides or None,
-            export_maps_dir=args.export_maps,
-        )
+        try:
+            m = evaluate_run(
+                run,
+                max_images=args.max_images,
+                progress=not args.quiet,
+                save_scores=not args.no_scores,
+                overrides=overrides or None,
+                export_maps_dir=args.export_maps,
+            )
+        except RunFileError as e:  # a damaged model.pt: the message says how to recover
+            print(str(e), file=sys.stderr)
+            return 2
         print(summary_line(m))
         print(f"wrote {Path(run) / 'metrics.json'}")
         if args.export_maps:

@@ -3,15 +3,13 @@ stratified-bootstrap interval, via per-image sufficient statistics on a fixed th
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from esad_lib.metrics import _as_list, _iter_channels, _score_dtype
+from esad_lib.metrics import PixelOrder, _as_list
 from esad_lib.uncertainty.image_auroc import _check_names
 from esad_lib.uncertainty.resampling import (
     ANOMALY_TYPES,
@@ -22,6 +20,9 @@ from esad_lib.uncertainty.resampling import (
     resample_indices,
     resample_weights,
 )
+
+#: bootstrap resamples computed together (bounds the [resamples, thresholds] temporaries)
+_CHUNK = 250
 
 
 @dataclass
@@ -47,43 +48,6 @@ class SproStats:
     def n_images(self) -> int:
         return int(self.n_neg.size)
 
-    def save(self, path: str | Path) -> None:
-        """Write the statistics to ``path`` (numpy ``.npz``, compressed): a run can keep them
-        instead of its maps, and a later summary bootstraps AU-sPRO from them."""
-        np.savez_compressed(
-            path,
-            thresholds=self.thresholds,
-            fp=self.fp,
-            n_neg=self.n_neg,
-            overlap=self.overlap,
-            region_image=self.region_image,
-            fpr_limit=np.float64(self.fpr_limit),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> SproStats:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found; write it with SproStats.save")
-        with np.load(p) as z:
-            missing = {f.name for f in dataclasses.fields(cls)} - set(z.files)
-            if missing:
-                raise ValueError(f"{p} is not a saved SproStats (missing {sorted(missing)})")
-            return cls(
-                z["thresholds"], z["fp"], z["n_neg"], z["overlap"], z["region_image"], float(z["fpr_limit"])
-            )
-
-
-def _count_ge(values: np.ndarray, t_asc: np.ndarray) -> np.ndarray:
-    """#{v >= t} for every threshold of ``t_asc`` (ascending), returned for ascending order.
-
-    j = searchsorted(t_asc, v, 'right') is the number of thresholds <= v, so v counts for the
-    thresholds t_asc[0..j-1]: #{v >= t_asc[k]} = #{v : j_v > k} (a reverse cumulative sum).
-    """
-    j = np.searchsorted(t_asc, values.ravel(), side="right")
-    hist = np.bincount(j, minlength=t_asc.size + 1)
-    return np.cumsum(hist[::-1])[::-1][1:].astype(np.int64)
-
 
 def spro_statistics(
     maps: Sequence[np.ndarray],
@@ -101,7 +65,8 @@ def spro_statistics(
     saturation area from ``defects`` (absolute: min(thr, |c|), relative: thr * |c|); negatives
     are the pixels outside every channel of their image, pooled over ALL images passed
     (anomalous images' defect-free pixels included), so pass one anomaly type's images together
-    with the good ones, as ``au_spro`` expects.
+    with the good ones, as ``au_spro`` expects.  Counted while ``metrics.PixelOrder`` sorts each
+    image's negatives (fp_i(t) = #{negatives of i >= t} by a binary search per threshold).
 
     Threshold grid (``grid``):
 
@@ -118,44 +83,8 @@ def spro_statistics(
     * ``"exact"``: every distinct score is a threshold; the curve is then ``metrics.spro_curve``'s
       exact polyline (cost O(N pixels x distinct scores) memory for ``fp``: small maps only).
     """
-    maps_l = _as_list(maps, "maps")
-    if not 0.0 < fpr_limit <= 1.0:
-        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
-    dt = _score_dtype(maps_l)
-    negs: list[np.ndarray] = []
-    regions: list[tuple[int, np.ndarray, float]] = []
-    for i, neg_mask, regs in _iter_channels(maps_l, channels, defects):
-        m = maps_l[i].astype(dt, copy=False)
-        negs.append(m.ravel() if neg_mask is None else m[neg_mask])
-        regions.extend((i, m[mask], sat) for mask, sat in regs)
-    n_neg = np.array([v.size for v in negs], dtype=np.int64)
-    total_neg = int(n_neg.sum())
-    if total_neg == 0:
-        raise ValueError("no normal (negative) pixels: the FPR is undefined")
-    if not regions:
-        raise ValueError("no anomalous regions (non-empty defect channels): the sPRO curve is undefined")
-    lowest = min(float(m.min()) for m in maps_l)
-    if grid == "exact":
-        t = np.unique(np.concatenate([m.ravel() for m in maps_l]).astype(dt))[::-1]
-    elif isinstance(grid, (int, np.integer)) and not isinstance(grid, bool) and int(grid) >= 2:
-        stride = max(1, total_neg // max_sample)
-        sample = np.sort(np.concatenate([v[::stride] for v in negs]))[::-1]  # descending
-        n_s = sample.size
-        f_dense = min(1.0, dense_factor * fpr_limit)
-        levels = np.r_[np.linspace(0.0, f_dense, int(grid) + 1)[1:], np.linspace(f_dense, 1.0, tail + 1)[1:]]
-        # the k-th largest sampled negative has FPR ~ k / n_s
-        ranks = np.clip(np.ceil(levels * n_s).astype(np.int64) - 1, 0, n_s - 1)
-        t = np.unique(np.r_[sample[0], sample[ranks], np.asarray(lowest, dtype=dt)].astype(dt))[::-1]
-    else:
-        raise ValueError(f"grid must be an int >= 2 (number of thresholds) or 'exact', got {grid!r}")
-    t_asc = t[::-1]
-    fp = np.stack([_count_ge(v, t_asc)[::-1] for v in negs])
-    overlap = np.empty((len(regions), t.size))
-    for r, (_, vals, sat) in enumerate(regions):
-        # overlap_r(t) = min(#{s >= t} / a_r, 1)
-        overlap[r] = np.minimum(_count_ge(vals, t_asc)[::-1] / sat, 1.0)
-    region_image = np.array([i for i, _, _ in regions], dtype=np.int64)
-    return SproStats(t, fp, n_neg, overlap, region_image, float(fpr_limit))
+    args = (fpr_limit, grid, dense_factor, tail, max_sample)
+    return SproStats(**PixelOrder(maps, channels, defects, stats_for=["all"], stats_args=args).stats("all"))
 
 
 def _area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
@@ -208,15 +137,18 @@ def weighted_au_spro(
     if w.shape[1] != stats.n_images:
         raise ValueError(f"weights {w.shape} do not match the {stats.n_images} images of the sPRO statistics")
     limit = stats.fpr_limit if fpr_limit is None else float(fpr_limit)
-    # FPR_b(t) = (W fp)(t) / (W n_neg)
-    fpr = (w @ stats.fp.astype(np.float64)) / (w @ stats.n_neg.astype(np.float64))[:, None]
-    wr = w[:, stats.region_image]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # sPRO_b(t) = (W_r overlap)(t) / sum_r W_r
-        spro = (wr @ stats.overlap) / wr.sum(axis=1)[:, None]
-    zeros = np.zeros((w.shape[0], 1))
-    area, bound = _area_to_limit(np.hstack([zeros, fpr]), np.hstack([zeros, spro]), limit)
-    return area, bound
+    fp, n_neg = stats.fp.astype(np.float64), stats.n_neg.astype(np.float64)
+    out = []
+    for w_c in np.split(w, range(_CHUNK, w.shape[0], _CHUNK)):  # [B, T] temporaries in chunks
+        # FPR_b(t) = (W fp)(t) / (W n_neg)
+        fpr = (w_c @ fp) / (w_c @ n_neg)[:, None]
+        wr = w_c[:, stats.region_image]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # sPRO_b(t) = (W_r overlap)(t) / sum_r W_r
+            spro = (wr @ stats.overlap) / wr.sum(axis=1)[:, None]
+        zeros = np.zeros((w_c.shape[0], 1))
+        out.append(_area_to_limit(np.hstack([zeros, fpr]), np.hstack([zeros, spro]), limit))
+    return np.concatenate([a for a, _ in out]), np.concatenate([b for _, b in out])
 
 
 def au_spro_ci(
@@ -256,49 +188,6 @@ def au_spro_ci(
     return out
 
 
-def paired_au_spro(
-    maps_a: Sequence[np.ndarray],
-    maps_b: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    strata: Sequence[Hashable],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    grid: int | str = 2000,
-    return_samples: bool = False,
-) -> dict[str, Any]:
-    """Paired AU-sPRO difference ``a - b`` of two methods' maps of the SAME images (same order,
-    same ground truth ``channels``); each method keeps its own threshold grid, the resample
-    weights are shared."""
-    la, lb = _as_list(maps_a, "maps_a"), _as_list(maps_b, "maps_b")
-    if len(la) != len(lb) or any(x.shape != y.shape for x, y in zip(la, lb)):
-        raise ValueError(
-            "paired AU-sPRO: maps_a and maps_b must hold the same images in the same order "
-            f"(got {len(la)} and {len(lb)} maps, or differing shapes)"
-        )
-    sa = spro_statistics(la, channels, defects, fpr_limit, grid)
-    sb = spro_statistics(lb, channels, defects, fpr_limit, grid)
-    w = resample_weights(resample_indices(strata, n_boot, seed), sa.n_images)
-    ba, bnd_a = weighted_au_spro(sa, w)
-    bb, bnd_b = weighted_au_spro(sb, w)
-    one = np.ones(sa.n_images)
-    (va,), (e_a,) = weighted_au_spro(sa, one)
-    (vb,), (e_b,) = weighted_au_spro(sb, one)
-    out = _diff_summary(
-        float(va),
-        float(vb),
-        ba - bb,
-        level,
-        grid_error=float(max(e_a, e_b, np.nanmax(bnd_a), np.nanmax(bnd_b))),
-        n_images=sa.n_images,
-    )
-    if return_samples:
-        out["samples"] = ba - bb
-    return out
-
-
 def au_spro_ci_by_type(
     maps: Sequence[np.ndarray],
     channels: Sequence[np.ndarray],
@@ -310,11 +199,14 @@ def au_spro_ci_by_type(
     level: float = 0.95,
     grid: int | str = 2000,
     maps_b: Sequence[np.ndarray] | None = None,
+    order: PixelOrder | None = None,
 ) -> dict[str, dict[str, Any] | None]:
     """``metrics.au_spro_by_type`` with intervals (or, with ``maps_b``, paired differences a - b).
 
     One stratified resample of all images (strata = label names) serves both types; each type's
     group is its images plus all good images, and ``mean`` is the per-resample mean of the types.
+    ``order``: a ``metrics.PixelOrder`` of ``maps`` built with ``stats_for`` the types present and
+    the same grid (see :func:`pixel_order_for_ci`), to reuse the one ordering of the pixels.
     """
     names = _check_names(label_names)
     maps_l = _as_list(maps, "maps")
@@ -329,16 +221,18 @@ def au_spro_ci_by_type(
     ):
         raise ValueError("paired AU-sPRO: maps_b must hold the same images in the same order as maps")
     w_all = resample_weights(resample_indices(names, n_boot, seed))
+    kinds = [k for k in ANOMALY_TYPES if (names == k).any()]
+    orders = [order or pixel_order_for_ci(maps_l, chans_l, names, defects, fpr_limit, grid)]
+    if len(sides) == 2:
+        orders.append(pixel_order_for_ci(sides[1], chans_l, names, defects, fpr_limit, grid))
     vals: dict[str, list[float]] = {}
     boots: dict[str, list[np.ndarray]] = {}
     errs: dict[str, float] = {}
-    for kind in ANOMALY_TYPES:
+    for kind in kinds:
         idx = np.flatnonzero((names == "good") | (names == kind))
-        if not (names == kind).any():
-            continue
         vals[kind], boots[kind], errs[kind] = [], [], 0.0
-        for side in sides:
-            st = spro_statistics([side[i] for i in idx], [chans_l[i] for i in idx], defects, fpr_limit, grid)
+        for od in orders:
+            st = SproStats(**od.stats(kind))
             bt, bnd = weighted_au_spro(st, w_all[:, idx])
             (v,), (e,) = weighted_au_spro(st, np.ones(idx.size))
             vals[kind].append(float(v))
@@ -358,3 +252,20 @@ def au_spro_ci_by_type(
                 vals[k][0], vals[k][1], boots[k][0] - boots[k][1], level, grid_error=errs[k]
             )
     return out
+
+
+def pixel_order_for_ci(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[np.ndarray],
+    label_names: Sequence[str],
+    defects: Any,
+    fpr_limit: float = 0.05,
+    grid: int | str = 2000,
+    components: bool = False,
+) -> PixelOrder:
+    """The ``metrics.PixelOrder`` that :func:`au_spro_ci_by_type` needs (statistics of each
+    anomaly type present, on its grid); ``components`` also serves ``metrics.map_metrics``."""
+    names = [str(n) for n in label_names]
+    kinds = [k for k in ANOMALY_TYPES if k in names]
+    args = (fpr_limit, grid, 3.0, 32, 4_000_000)
+    return PixelOrder(maps, channels, defects, names, components, stats_for=kinds, stats_args=args)

@@ -135,37 +135,6 @@ def check_paired(
         )
 
 
-def paired_image_auroc(
-    scores_a: Sequence[float],
-    labels_a: Sequence[int],
-    scores_b: Sequence[float],
-    labels_b: Sequence[int],
-    ids_a: Sequence[Any] | None = None,
-    ids_b: Sequence[Any] | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    return_samples: bool = False,
-) -> dict[str, Any]:
-    """Difference of image AUROCs ``a - b`` of two methods on the same images, paired bootstrap.
-
-    The same resample weights are applied to both score vectors.  Returns the ``_summary``
-    keys plus ``"diff"`` (== ``"value"``), ``"a"``, ``"b"`` and ``"excludes_zero"`` (the
-    interval lies entirely above or below 0).
-    """
-    check_paired(labels_a, labels_b, ids_a, ids_b)
-    lab = _binary_labels(labels_a, "labels_a")
-    w = resample_weights(resample_indices(lab, n_boot, seed))
-    one = np.ones(lab.size, dtype=np.int64)
-    a = float(weighted_auroc(scores_a, lab, one)[0])
-    b = float(weighted_auroc(scores_b, lab, one)[0])
-    boot = weighted_auroc(scores_a, lab, w) - weighted_auroc(scores_b, lab, w)
-    out = _diff_summary(a, b, boot, level, n_good=int((~lab).sum()), n_anomalous=int(lab.sum()))
-    if return_samples:
-        out["samples"] = boot
-    return out
-
-
 def auroc_by_type_resampled(
     scores: np.ndarray, names: np.ndarray, weights: np.ndarray
 ) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
