@@ -371,7 +371,8 @@ def comparison_report(
     text = format_report(cmp.metrics["esad"], extra=extra, title=title, reported_label=reported_label)
     paired: dict[str, Any] = {}
     if order:
-        diffs, means = paired_differences(cmp.dirs["esad"], {METHOD_NAMES.get(m, m): cmp.dirs[m] for m in order})
+        others = {METHOD_NAMES.get(m, m): cmp.dirs[m] for m in order}
+        diffs, means = paired_differences(cmp.dirs["esad"], others)
         paired = {"structural_image_auroc": {"per_category": diffs, "mean": means}}
         text += "\n" + format_paired(diffs, means)
     return text, paired

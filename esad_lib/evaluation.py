@@ -280,10 +280,16 @@ def evaluate(
 
 
 def evaluate_model(
-    model, cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None, progress: bool = True
+    model,
+    cfg: ESADConfig,
+    root: str | Path | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], ScoreResult]:
     """``evaluate`` of a trained ESAD / RIAD ``model`` scored with ``cfg``'s test-time fields."""
-    return evaluate(EsadDetector(cfg, model, root, progress), cfg, root=root, max_images=max_images, progress=progress)
+    return evaluate(
+        EsadDetector(cfg, model, root, progress), cfg, root=root, max_images=max_images, progress=progress
+    )
 
 
 def read_train_seconds(run_dir: str | Path) -> float | None:

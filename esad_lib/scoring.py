@@ -65,6 +65,7 @@ NORMALIZATIONS = ("none", "train", "validation")
 #: maps of the fast path equal those of the eager path within this absolute tolerance.
 FAST_PATH_ATOL = 1e-4
 
+
 # --------------------------------------------------------------------------------------------
 # validation of the scoring part of a config
 # --------------------------------------------------------------------------------------------
@@ -340,7 +341,11 @@ def score_dataset(
 
 
 def normalization_stats(
-    detector, cfg: ESADConfig, split: str = "validation", root: str | Path | None = None, progress: bool = True
+    detector,
+    cfg: ESADConfig,
+    split: str = "validation",
+    root: str | Path | None = None,
+    progress: bool = True,
 ) -> MapStats:
     """Per-pixel statistics of ``detector``'s maps of ``split``/good (for ``cfg.map_normalization``).
 
@@ -350,7 +355,13 @@ def normalization_stats(
     holds in the synthetic benchmark (60 vs 10), so the per-pixel std is far less noisy.
     """
     res = score_dataset(
-        detector, cfg, split=split, labels=["good"], root=root, max_images=None, keep_channels=False,
+        detector,
+        cfg,
+        split=split,
+        labels=["good"],
+        root=root,
+        max_images=None,
+        keep_channels=False,
         progress=progress,
     )
     if len(res.maps) < 2:

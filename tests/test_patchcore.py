@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from esad_lib.config import get_config
+from esad_lib.config import PatchCoreConfig, get_config
 from esad_lib.data import LOCODataset, dataset_root, load_defects_config
-from esad_lib.config import PatchCoreConfig
 from esad_lib.evaluation import evaluate, load_metrics, metrics_from_result
 from esad_lib.features import build_feature_extractor
 from esad_lib.patchcore import (

@@ -27,7 +27,10 @@ class EsadDetector:
     """
 
     def __init__(
-        self, cfg: ESADConfig, model: torch.nn.Module | None = None, root: str | Path | None = None,
+        self,
+        cfg: ESADConfig,
+        model: torch.nn.Module | None = None,
+        root: str | Path | None = None,
         progress: bool = True,
     ) -> None:
         check_scoring_config(cfg)
@@ -56,7 +59,9 @@ class EsadDetector:
             model, extractor = prepare_scoring(model, extractor)
         self.model, self.extractor, self.stats = model, extractor, None
         if self.cfg.map_normalization != "none":
-            self.stats = normalization_stats(self, self.cfg, self.cfg.map_normalization, self.root, self.progress)
+            self.stats = normalization_stats(
+                self, self.cfg, self.cfg.map_normalization, self.root, self.progress
+            )
         return self
 
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:

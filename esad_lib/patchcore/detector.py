@@ -57,7 +57,9 @@ class PatchCore:
         self.fit_seconds = 0.0
 
     @classmethod
-    def from_config(cls, cfg: ESADConfig, config: PatchCoreConfig | None = None, **settings: Any) -> PatchCore:
+    def from_config(
+        cls, cfg: ESADConfig, config: PatchCoreConfig | None = None, **settings: Any
+    ) -> PatchCore:
         """An unfitted PatchCore on ``cfg.device`` with ``config.extractor`` and ``seed=cfg.seed``."""
         from esad_lib.features import build_feature_extractor
 
@@ -133,7 +135,9 @@ class PatchCore:
         self.full_bank_size = int(bank.shape[0])
         if self.config.coreset_ratio < 1.0:
             n_select = max(1, int(self.full_bank_size * self.config.coreset_ratio))
-            idx = greedy_coreset_indices(bank, n_select, self.config.projection_dim, self.seed, progress=progress)
+            idx = greedy_coreset_indices(
+                bank, n_select, self.config.projection_dim, self.seed, progress=progress
+            )
             bank = bank[idx.to(bank.device)]
         self.memory_bank = bank.contiguous()
         self.image_size = size
@@ -147,7 +151,9 @@ class PatchCore:
         if self.memory_bank is None:
             raise RuntimeError("PatchCore is not fitted: call fit(train images) first")
         if self.image_size is not None and tuple(images.shape[-2:]) != self.image_size:
-            raise ValueError(f"PatchCore was fitted at {self.image_size}, got images {tuple(images.shape[-2:])}")
+            raise ValueError(
+                f"PatchCore was fitted at {self.image_size}, got images {tuple(images.shape[-2:])}"
+            )
         f = self.embed(images)
         b, h, w, d = f.shape
         dist, _ = nearest_neighbour_distances(
@@ -162,5 +168,7 @@ class PatchCore:
         patch grid -> bilinear upsampling to (H, W) -> Gaussian of ``sigma`` input pixels [PC].
         """
         d = self.patch_distances(images)
-        m = F.interpolate(d[:, None], size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+        m = F.interpolate(d[:, None], size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[
+            :, 0
+        ]
         return gaussian_filter(m, self.config.sigma)
