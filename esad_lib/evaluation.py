@@ -1,11 +1,13 @@
 """Evaluation of a trained run on MVTec LOCO AD protocol (the paper's experiments: the authors' README
 "5. result").
 
-One file because everything that writes or reads ``metrics.json`` (trained runs, maps on disk, the
-naive baseline) lives here, so that its layout is defined in one place.
-
-``evaluate_run(RUN)`` loads the run, scores the test split (good + logical + structural, as
-many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
+One file because everything that writes or reads ``metrics.json`` lives here, so that its layout
+is defined in one place: ``evaluate(detector, cfg)`` scores a category's test split with ANY
+detector (``esad_lib.detectors``: ESAD, RIAD, PatchCore-style, naive, a reader's own) through the
+one scoring loop (``esad_lib.scoring.score_dataset``), and ``write_metrics`` is the one writer
+(every method, ``esad score-maps`` and the ablation grid).  ``evaluate_run(RUN)`` does it for a
+trained run.  The test split is good + logical + structural (as many as the root holds); with
+``esad_lib.metrics``:
 
 * ``image_auroc.structural`` -- good vs structural test images (the paper's table);
 * ``image_auroc.logical``    -- good vs logical (kept to show where the method fails);
@@ -21,7 +23,8 @@ many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
   a stratified bootstrap over the test images (``esad_lib.uncertainty``);
 * ``timing`` -- training seconds (from ``train_summary.json``) and scoring ms per image.
 
-It writes ``RUN/metrics.json`` atomically (and ``RUN/scores.csv``, one row per image).
+It writes ``metrics.json`` atomically (and ``scores.csv``, one row per image).  A missing anomaly
+type is ``None`` (JSON ``null``) everywhere.
 Maps are evaluated at the ORIGINAL image resolution (bilinear upsampling of the network-size
 maps, one image at a time), and the image score is the maximum of that full-resolution map,
 as MVTec's official evaluation defines it (bilinear upsampling can lower the maximum of the

@@ -148,11 +148,6 @@ def _by_category(metrics: Mapping[str, Mapping] | Iterable[Mapping]) -> dict[str
     return out
 
 
-def _avg(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else None
-
-
 def describe_setting(metrics: Mapping[str, Mapping]) -> str:
     """One line: on which data, at which profile/resolution/budget our numbers were measured."""
     parts = set()
