@@ -253,12 +253,12 @@ def test_unfinished_training_is_resumed(rec: Recorder, tmp_path: Path) -> None:
 
 
 def test_models_can_live_in_the_train_or_load_cache(rec: Recorder, tmp_path: Path) -> None:
-    training = pytest.importorskip("esad_lib.training")
+    run_io = pytest.importorskip("esad_lib.run_io")
     cfg = BASE.replace(category="pushpins")
     models = tmp_path / "cache" / "runs"
     ablation.run_grid(BASE, ["esad", "alpha_0"], ["pushpins"], [0], tmp_path / "grid", models_dir=models)
     # the esad model sits exactly where train_or_load(cfg) looks for it
-    assert training.run_dir_for(cfg).name == ablation.train_key(cfg)
+    assert run_io.run_dir_for(cfg).name == ablation.train_key(cfg)
     assert [p.name for p in models.iterdir() if p.is_dir()] == [ablation.train_key(cfg)]
     assert not (tmp_path / "grid" / "models").exists()
 

@@ -5,7 +5,6 @@ to the profile's base config (the authors' README: method and results table), or
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,35 +135,20 @@ def _static_variants() -> list[Variant]:
 
 
 def _extractor_variants() -> list[Variant]:
-    """One variant per feature extractor usable offline (weights present).
-
-    The variant scores with that extractor (``feature_extractor``) and, where the config has
-    a separate loss extractor and the extractor can serve as one, trains the feature loss with
-    it too (``loss_feature_extractor``; "recon_encoder" cannot: there is no trained net to take
-    the encoder from while training, so that variant only changes scoring).
-    """
-    avail = available_extractors()
-    if isinstance(avail, dict):  # name -> {"available": bool, ...}
-        names = [n for n, info in avail.items() if not isinstance(info, dict) or info.get("available", True)]
-    else:
-        names = list(avail)
-    has_loss_field = "loss_feature_extractor" in {f.name for f in dataclasses.fields(ESADConfig)}
+    """One variant per feature extractor usable offline (weights present): it scores with that
+    extractor and trains the feature loss with it too ("recon_encoder" cannot drive the loss:
+    there is no trained net to take the encoder from while training, so it only changes scoring)."""
     out = []
-    for name in names:
+    for name, info in available_extractors().items():
+        if not info["available"]:
+            continue
         diff: dict[str, Any] = {"feature_extractor": name}
-        if has_loss_field and name != "recon_encoder":
+        if name != "recon_encoder":
             diff["loss_feature_extractor"] = name
-        what = "feature-level maps" + (" and the feature loss" if len(diff) > 1 else "")
-        out.append(
-            Variant(
-                f"extractor_{name}",
-                diff,
-                "feature extractor",
-                f"{what[0].upper()}{what[1:]} computed with the {name!r} extractor.",
-                "The paper does not name the extractor it uses; ImageNet backbones are the usual choice.",
-                None,
-            )
-        )
+        what = "Feature-level maps" + (" and the feature loss" if len(diff) > 1 else "")
+        what += f" computed with the {name!r} extractor."
+        claim = "The paper does not name the extractor it uses; ImageNet backbones are the usual choice."
+        out.append(Variant(f"extractor_{name}", diff, "feature extractor", what, claim))
     return out
 
 
