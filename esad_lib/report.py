@@ -161,14 +161,15 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
         size = m.get("image_size") or cfg.get("image_size")
         size_s = f"{size[0]}x{size[1]}" if size else "?"
         epochs = cfg.get("epochs", "?")
-        kind = str(m.get("score_map", "?"))
-        if m.get("method") == "patchcore":  # training-free: a memory bank of train/good features
+        method = m.get("method", "esad")
+        kind = str(m.get("score_map") or method)
+        if method == "patchcore":  # training-free: a memory bank of train/good features
             parts.add(
                 f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, nearest-neighbour maps on "
                 f"frozen `{m.get('feature_extractor', '?')}` features, no training)"
             )
             continue
-        if kind.startswith("naive"):  # no network, no training: per-pixel statistics of train/good
+        if method not in ("esad", "riad"):  # the naive baseline, a reader's detector: fitted, not trained
             parts.add(f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {kind} maps, no training)")
             continue
         norm = m.get("map_normalization") or cfg.get("map_normalization")

@@ -203,7 +203,8 @@ def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():
     esad = _fake_metrics("juice_bottle", 0.8, 0.5)
     esad["map_normalization"] = "validation"
     naive = _fake_metrics("juice_bottle", 0.7, 0.4)
-    naive["score_map"] = "naive z-score"
+    naive.update(method="naive", score_map="naive z-score")
+    mine = _fake_metrics("juice_bottle", 0.6, 0.4) | {"method": "blurdiff", "score_map": None}
     assert "standardised with validation/good statistics" in describe_setting({"juice_bottle": esad})
     esad["map_normalization"] = "train"
     assert "standardised with train/good statistics" in describe_setting({"juice_bottle": esad})
@@ -211,6 +212,8 @@ def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():
     assert "standardised" not in describe_setting({"juice_bottle": esad})
     text = describe_setting({"juice_bottle": naive})
     assert "naive z-score maps, no training" in text and "epochs" not in text
+    text = describe_setting({"juice_bottle": mine})  # a reader's detector: fitted, never trained
+    assert "blurdiff maps, no training" in text and "epochs" not in text
 
 
 def test_demo_cli_set_changes_every_run_and_refuses_unknown_fields(tmp_path, capsys):
