@@ -28,16 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from esad_lib.data.loco import categories as list_categories
 from esad_lib.data.loco import (
-    LOCODataset,
     list_samples,
     load_channel_masks,
     load_defects_config,
     load_image,
     network_input_size,
 )
-from esad_lib.data.loco import categories as list_categories
-from esad_lib.method.anomaly_map import upsample_map
 from esad_lib.uncertainty import DEFAULT_N_BOOT, image_auroc_ci
 
 
@@ -120,14 +118,6 @@ def network_image_255(x) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
 
 
-def _network_images(ds: LOCODataset) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The network inputs of ``ds`` as ``network_image_255`` stacks ``[N,H,W,3]``, and the original
-    sizes ``(H0, W0)``."""
-    items = [ds[i] for i in range(len(ds))]
-    sizes = [(int(it["orig_size"][0]), int(it["orig_size"][1])) for it in items]
-    return np.stack([network_image_255(it["image"]) for it in items]), sizes
-
-
 def naive_category_scores(
     root: str | Path,
     category: str,
@@ -161,13 +151,26 @@ def naive_category_scores(
     else:
         if len(size) != 2 or min(int(v) for v in size) < 1:
             raise ValueError(f"size must be (H, W) with positive sides, e.g. cfg.image_size; got {size!r}")
-        net_size = network_input_size(root, category, [int(v) for v in size], keep_aspect)
-        tr, _ = _network_images(LOCODataset(root, category, "train", image_size=net_size, labels=["good"]))
-        te, orig = _network_images(LOCODataset(root, category, "test", image_size=net_size))
-        _, maps = naive_zscore_scores(tr, te)
-        # score(x) = max_p up(z)(p): the map at the image's original resolution (MVTec's definition)
-        scores = np.array([float(upsample_map(m, o).max()) for m, o in zip(maps, orig)], dtype=np.float64)
-        resolution = net_size
+        # the naive detector through the one scoring loop: score(x) = max_p up(z)(p), the map at
+        # the image's original resolution (MVTec's definition), as in `esad demo`
+        from esad_lib.config import ESADConfig
+        from esad_lib.detectors.naive import NaiveDetector
+        from esad_lib.scoring import fit_detector, score_dataset
+
+        cfg = ESADConfig(
+            category=category,
+            dataset=str(root),
+            image_size=tuple(int(v) for v in size),
+            keep_aspect=keep_aspect,
+            max_test_images=None,
+        )
+        res = score_dataset(
+            fit_detector(NaiveDetector(cfg), cfg, root), cfg, root=root, keep_channels=False, progress=False
+        )
+        if res.paths != [str(s.path) for s in test]:
+            raise RuntimeError(f"{root / category}: the scored test images are not those listed")
+        scores = res.scores
+        resolution = net_size = network_input_size(root, category, list(cfg.image_size), keep_aspect)
     return NaiveScores(
         scores=np.asarray(scores, dtype=np.float64),
         label_names=[s.label for s in test],
