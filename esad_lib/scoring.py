@@ -17,6 +17,10 @@ image score is the maximum of that map.  For evaluation each map is upsampled bi
 the image's ORIGINAL resolution (MVTec LOCO images are up to 1600 x 1000), one image at a
 time, so that a whole test set never has to sit in memory at full resolution.
 
+``score_dataset(detector, cfg)`` is THE loop that scores a split, for every method: ESAD and RIAD
+(``esad_lib.detectors.EsadDetector`` wraps ``anomaly_maps`` below), the PatchCore-style reference,
+the naive baseline and a reader's own detector (``esad_lib.detectors.base``).
+
 Deviations / project choices, stated where they happen:
 
 * smoothing sizes (``cfg.smoothing_size``, ``cfg.smoothing_sigma``) are in pixels of the
@@ -40,9 +44,8 @@ than it saves at the demo scale, and two more packages.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,13 +139,6 @@ def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Mo
     return model, extractor
 
 
-@contextlib.contextmanager
-def _grad_mode(fast: bool) -> Iterator[None]:
-    ctx = torch.inference_mode() if fast else torch.no_grad()
-    with ctx:
-        yield
-
-
 def anomaly_maps(
     model,
     images: torch.Tensor,
@@ -167,7 +163,7 @@ def anomaly_maps(
     if fast:
         # (preparing happens outside inference mode: the copies' parameters stay normal tensors)
         model, extractor = prepare_scoring(model, extractor)
-    with _grad_mode(fast):
+    with torch.inference_mode() if fast else torch.no_grad():
         if fast:
             images = images.contiguous(memory_format=torch.channels_last)
             maps = raw_maps(model, images, cfg, extractor, kind).contiguous()
