@@ -84,6 +84,18 @@ def _f(x) -> float | None:
     return None if x is None else float(x)
 
 
+def type_groups(label_names: Sequence[str]) -> dict[str, list[int] | None]:
+    """MVTec LOCO's "good + one anomaly type" groups: per anomaly type the indices of its images
+    and of every good image (in order), or None when the type has no image (``None`` in
+    metrics.json, the one convention for a missing type)."""
+    names = list(label_names)
+    groups: dict[str, list[int] | None] = {}
+    for kind in ANOMALY_TYPES:
+        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
+        groups[kind] = idx if any(names[i] == kind for i in idx) else None
+    return groups
+
+
 def image_metrics(scores: np.ndarray, label_names: Sequence[str]) -> dict[str, float | None]:
     """Image AUROC of good vs each anomaly type and their mean (None where a type is absent)."""
     names = np.asarray(label_names)
@@ -119,9 +131,8 @@ def map_metrics(
     }
     out["au_spro_limits"] = {}
     limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
-    for kind in ANOMALY_TYPES:
-        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
-        if not any(names[i] == kind for i in idx):
+    for kind, idx in type_groups(names).items():
+        if idx is None:
             out["au_spro"][kind] = None
             out["au_spro_limits"][kind] = None
             continue
@@ -418,5 +429,6 @@ __all__ = [
     "read_train_seconds",
     "score_maps",
     "scores_csv",
+    "type_groups",
     "write_metrics",
 ]
