@@ -236,5 +236,8 @@ def test_demo_cli_set_changes_every_run_and_refuses_unknown_fields(tmp_path, cap
 def test_type_groups_are_good_plus_one_type_and_none_when_a_type_is_missing():
     from esad_lib.evaluation import type_groups
 
-    assert type_groups(["good", "structural", "logical", "good"]) == {"structural": [0, 1, 3], "logical": [0, 2, 3]}
+    assert type_groups(["good", "structural", "logical", "good"]) == {
+        "structural": [0, 1, 3],
+        "logical": [0, 2, 3],
+    }
     assert type_groups(["good", "structural"]) == {"structural": [0, 1], "logical": None}
