@@ -7,6 +7,7 @@ import csv
 import json
 
 import numpy as np
+import torch
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -241,3 +242,22 @@ def test_type_groups_are_good_plus_one_type_and_none_when_a_type_is_missing():
         "logical": [0, 2, 3],
     }
     assert type_groups(["good", "structural"]) == {"structural": [0, 1], "logical": None}
+
+
+def test_esad_detector_fit_trains_through_the_model_cache_and_riad_is_a_config_diff():
+    from esad_lib.config import riad_config
+    from esad_lib.detectors import Detector, EsadDetector
+    from esad_lib.run_io import run_dir_for
+    from esad_lib.scoring import fit_detector, score_dataset
+    from esad_lib.training import train_or_load
+
+    cfg = get_config("smoke", category="pushpins", epochs=1)
+    det = fit_detector(EsadDetector(cfg, progress=False), cfg)
+    assert isinstance(det, Detector) and det.name == "esad" and (run_dir_for(cfg) / "model.pt").exists()
+    ref = EsadDetector(cfg, train_or_load(cfg, progress=False), progress=False)  # the cached model
+    a = score_dataset(det, cfg, max_images=2, progress=False)
+    assert np.array_equal(a.scores, score_dataset(ref, cfg, max_images=2, progress=False).scores)
+    riad = EsadDetector(riad_config(cfg), progress=False)
+    assert riad.name == "riad" and riad.cfg.key() == riad_config(cfg).key() != cfg.key()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        riad.anomaly_maps(torch.zeros(1, 3, *cfg.image_size))
