@@ -7,8 +7,8 @@ import csv
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from esad_lib.config import CATEGORIES, get_config
