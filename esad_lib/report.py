@@ -22,40 +22,14 @@ from esad_lib.config import CATEGORIES
 #: "average" is the paper's own "Average str" row (ESAD: 89.3; the mean of its five rows is
 #: 89.28).  The abstract states 85.0 % average detection AUROC and 88.5 % localization; the
 #: paper gives no per-category logical AUROC or AU-sPRO.  These are not our measurements.
+#: per method: the five categories (CATEGORIES order), then the paper's "Average str" row.
+_COLUMNS = (*CATEGORIES, "average")
 REPORTED: dict[str, dict[str, float | None]] = {
-    "ESAD": {
-        "breakfast_box": 75.9,
-        "juice_bottle": 97.8,
-        "pushpins": 96.6,
-        "screw_bag": 87.6,
-        "splicing_connectors": 88.5,
-        "average": 89.3,
-    },
-    "RIAD": {
-        "breakfast_box": 60.4,
-        "juice_bottle": 96.8,
-        "pushpins": 86.2,
-        "screw_bag": 81.8,
-        "splicing_connectors": 94.6,
-        "average": 84.0,
-    },
-    "GCAD": {
-        "breakfast_box": 80.9,
-        "juice_bottle": 98.9,
-        "pushpins": 74.9,
-        "screw_bag": 70.5,
-        "splicing_connectors": 78.3,
-        "average": 80.7,
-    },
-    "ComAD": {
-        "breakfast_box": 70.0,
-        "juice_bottle": 80.5,
-        "pushpins": 93.8,
-        "screw_bag": 65.0,
-        "splicing_connectors": 63.8,
-        "average": 74.6,
-    },
-    "DADF": {k: None for k in (*CATEGORIES, "average")} | {"average": 88.2},
+    "ESAD": dict(zip(_COLUMNS, (75.9, 97.8, 96.6, 87.6, 88.5, 89.3))),
+    "RIAD": dict(zip(_COLUMNS, (60.4, 96.8, 86.2, 81.8, 94.6, 84.0))),
+    "GCAD": dict(zip(_COLUMNS, (80.9, 98.9, 74.9, 70.5, 78.3, 80.7))),
+    "ComAD": dict(zip(_COLUMNS, (70.0, 80.5, 93.8, 65.0, 63.8, 74.6))),
+    "DADF": dict(zip(_COLUMNS, (None, None, None, None, None, 88.2))),
 }
 REPORTED_SOURCE = (
     "ESAD paper (Fei & Wu, The Visual Computer), table of image-level AUROC on MVTec LOCO AD "
