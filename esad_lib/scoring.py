@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -196,10 +196,9 @@ class ScoreResult:
     channels: list[np.ndarray] | None = None
     seconds: float = 0.0  # model + maps, without image loading
     wall_seconds: float = 0.0  # including image loading
-    extra: dict = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, keep_channels: bool, extra: dict | None = None) -> ScoreResult:
+    def empty(cls, keep_channels: bool) -> ScoreResult:
         """A result with no image yet (the scoring loops append to it)."""
         return cls(
             scores=np.zeros(0),
@@ -209,7 +208,6 @@ class ScoreResult:
             maps=[],
             orig_sizes=[],
             channels=[] if keep_channels else None,
-            extra=dict(extra or {}),
         )
 
     def __len__(self) -> int:
