@@ -15,7 +15,14 @@ import torch
 
 from esad_lib.config import ESADConfig
 from esad_lib.method.anomaly_map import MapStats
-from esad_lib.scoring import anomaly_maps, build_scoring_extractor, check_scoring_config, prepare_scoring
+from esad_lib.scoring import (
+    anomaly_maps,
+    build_scoring_extractor,
+    check_scoring_config,
+    normalization_stats,
+    prepare_scoring,
+)
+from esad_lib.training import train_or_load
 
 
 class EsadDetector:
@@ -45,13 +52,13 @@ class EsadDetector:
             self._use(model)
 
     def fit(self, images: torch.Tensor | None = None) -> EsadDetector:
-        from esad_lib.training import train_or_load
+        """Train (or load from the cache) the model of ``cfg``; ``images`` are not used."""
 
         return self._use(train_or_load(self.cfg, progress=self.progress))
 
     def _use(self, model: torch.nn.Module) -> EsadDetector:
-        from esad_lib.scoring import normalization_stats
-
+        """Score with ``model``: its feature extractor, the fast path's prepared copies, the
+        normalisation statistics."""
         self.n_params = sum(p.numel() for p in model.parameters())
         model = model.eval()
         extractor = build_scoring_extractor(model, self.cfg) if self.cfg.score_map == "feature" else None
@@ -65,6 +72,7 @@ class EsadDetector:
         return self
 
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B,3,H,W]`` in [-1, 1] -> ``[B,H,W]`` (``esad_lib.scoring.anomaly_maps``)."""
         if self.model is None:
             raise RuntimeError("EsadDetector is not fitted: call fit() or pass a trained model")
         return anomaly_maps(self.model, images, self.cfg, self.extractor, self.stats)
