@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from esad_lib.config import ESADConfig, PatchCoreConfig, resolve_device
+from esad_lib.features import build_feature_extractor
 from esad_lib.method.anomaly_map import gaussian_filter
 from esad_lib.patchcore.patches import greedy_coreset_indices, nearest_neighbour_distances, patch_features
 
@@ -61,8 +62,6 @@ class PatchCore:
         cls, cfg: ESADConfig, config: PatchCoreConfig | None = None, **settings: Any
     ) -> PatchCore:
         """An unfitted PatchCore on ``cfg.device`` with ``config.extractor`` and ``seed=cfg.seed``."""
-        from esad_lib.features import build_feature_extractor
-
         config = (config or PatchCoreConfig()).replace(**settings)
         if config.extractor == "recon_encoder":
             raise ValueError(
