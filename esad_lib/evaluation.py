@@ -216,14 +216,21 @@ def counts_of(label_names: Sequence[str]) -> dict[str, int]:
     return {k: int(sum(1 for n in label_names if n == k)) for k in ("good", *ANOMALY_TYPES)}
 
 
+#: the keys every metrics.json has besides the metrics, whatever wrote it (None where one does
+#: not apply, e.g. ``timing`` of maps read from disk); a detector's ``info()`` may add more.
+RUN_KEYS: tuple[str, ...] = (
+    "schema", "category", "method", "profile", "dataset", "dataset_root", "image_size", "counts",
+    "score_map", "smoothing", "map_normalization", "feature_extractor", "config_key", "config",
+    "run_dir", "timing",
+)  # fmt: skip
+
+
 def _provenance(category: str, root: Path, label_names: Sequence[str]) -> dict[str, Any]:
-    """The keys every metrics.json has besides the metrics (one schema for every method)."""
-    return {
-        "schema": METRICS_SCHEMA,
-        "category": category,
-        "dataset_root": str(root),
-        "counts": counts_of(label_names),
-    }
+    """Every ``RUN_KEYS`` entry, with the schema version, category, dataset root and counts filled."""
+    keys = dict.fromkeys(RUN_KEYS)
+    keys.update(schema=METRICS_SCHEMA, category=category, dataset_root=str(root))
+    keys["counts"] = counts_of(label_names)
+    return keys
 
 
 def write_metrics(out_dir: str | Path, metrics: dict[str, Any], result: ScoreResult | None = None) -> None:
@@ -266,11 +273,6 @@ def evaluate(
             "profile": cfg.profile,
             "dataset": cfg.dataset,
             "image_size": list(input_size(cfg, root)),
-            "score_map": None,
-            "smoothing": None,
-            "map_normalization": None,
-            "feature_extractor": None,
-            "config_key": None,
             "config": cfg.to_dict(),
             "run_dir": None if out_dir is None else str(out_dir),
             "timing": {
@@ -416,6 +418,7 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
 __all__ = [
     "ANOMALY_TYPES",
     "METRICS_FILE",
+    "RUN_KEYS",
     "SCORES_FILE",
     "evaluate",
     "evaluate_model",

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from esad_lib.config import CATEGORIES, get_config
-from esad_lib.evaluation import evaluate_run, image_metrics, load_metrics
+from esad_lib.evaluation import RUN_KEYS, evaluate_run, image_metrics, load_metrics
 from esad_lib.report import REPORTED, format_report
 
 
@@ -45,6 +45,7 @@ def test_evaluate_run_writes_metrics_json_schema(smoke_run):
     assert t["scoring_ms_per_image"] > 0
     assert t["train_seconds"] is None or t["train_seconds"] > 0
     assert on_disk["category"] == "pushpins" and on_disk["method"] == "esad"
+    assert set(RUN_KEYS) <= set(on_disk)  # the one schema of every metrics.json
     counts = on_disk["counts"]
     assert counts["good"] > 0 and counts["logical"] > 0 and counts["structural"] > 0
     rows = list(csv.DictReader((run / "scores.csv").open()))

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from esad_lib.config import PatchCoreConfig, get_config
 from esad_lib.data import LOCODataset, dataset_root, load_defects_config
-from esad_lib.evaluation import evaluate, load_metrics, metrics_from_result
+from esad_lib.evaluation import RUN_KEYS, evaluate, load_metrics, metrics_from_result
 from esad_lib.features import build_feature_extractor
 from esad_lib.patchcore import (
     PatchCore,
@@ -221,7 +221,7 @@ def test_evaluate_patchcore_writes_loadable_metrics(smoke_data, tmp_path):
     assert on_disk == json.loads(json.dumps(metrics))
     assert on_disk["method"] == "patchcore" and on_disk["feature_extractor"] == "random_cnn"
     assert on_disk["config_key"] == PatchCoreConfig(extractor="random_cnn", coreset_ratio=0.5).key(cfg)
-    assert on_disk["category"] == "pushpins"
+    assert on_disk["category"] == "pushpins" and set(RUN_KEYS) <= set(on_disk)  # the one schema
     t = on_disk["timing"]
     assert t["fit_seconds"] > 0 and t["scoring_ms_per_image"] > 0 and t["train_seconds"] is None
     assert on_disk["patchcore"]["bank_size"] == on_disk["patchcore"]["full_bank_size"] // 2
