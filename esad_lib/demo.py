@@ -36,7 +36,7 @@ import torch
 
 from esad_lib.config import CATEGORIES, ESADConfig, get_config, riad_config
 from esad_lib.detectors import Detector, NaiveDetector, PatchCore
-from esad_lib.evaluation import SCORES_FILE, evaluate, evaluate_run, json_safe, load_metrics
+from esad_lib.evaluation import METRICS_SCHEMA, SCORES_FILE, evaluate, evaluate_run, json_safe, load_metrics
 from esad_lib.paths import PROJECT_ROOT, atomic_write_text, data_root
 from esad_lib.report import format_paired, format_report
 from esad_lib.run_io import MODEL_FILE, run_dir_for
@@ -104,13 +104,16 @@ def report_from_runs(runs: Sequence[str | Path]) -> str:
 
 
 def _finished(run_dir: Path, key: str) -> bool:
+    """A finished evaluation of config ``key`` in today's metrics.json layout (an older layout is
+    evaluated again; nothing is retrained)."""
     p = run_dir / "metrics.json"
     if not (p.exists() and (run_dir / SCORES_FILE).exists()):
         return False
     try:
-        return json.loads(p.read_text()).get("config_key") == key
+        m = json.loads(p.read_text())
     except json.JSONDecodeError:
         return False
+    return m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
 
 
 def train_and_evaluate(

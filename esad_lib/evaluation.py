@@ -72,7 +72,8 @@ CI_N_BOOT = DEFAULT_N_BOOT
 CI_SEED = 0
 #: version of the metrics.json layout (bump when keys change).
 #: 2: image score = max of the full-resolution map; au_spro_limits, au_spro_by_defect; ci.
-METRICS_SCHEMA = 2
+#: 3: one layout for every method, score-maps and the grid (RUN_KEYS; the detector's info()).
+METRICS_SCHEMA = 3
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
