@@ -15,7 +15,7 @@ Two resolutions (``naive_category_scores``'s ``size``):
   bilinear, antialiased resize to ``network_input_size(root, category, size, keep_aspect)``),
   the z-map is computed at that size, upsampled bilinearly to the original size
   (``esad_lib.method.anomaly_map.upsample_map``) and the image score is its max -- exactly
-  ``esad_lib.evaluation.evaluate_naive``, the "naive (ours)" column of ``esad demo``.  This is
+  ``esad_lib.detectors.NaiveDetector``, the "naive (ours)" column of ``esad demo``.  This is
   the figure a model trained at ``cfg.image_size`` must be compared with: downscaling alone
   averages pixel noise and small misalignments away, so it changes the baseline's AUROC.
 """
@@ -28,16 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from esad_lib.data.loco import categories as list_categories
 from esad_lib.data.loco import (
-    LOCODataset,
     list_samples,
     load_channel_masks,
     load_defects_config,
     load_image,
     network_input_size,
 )
-from esad_lib.data.loco import categories as list_categories
-from esad_lib.method.anomaly_map import upsample_map
 from esad_lib.uncertainty import DEFAULT_N_BOOT, image_auroc_ci
 
 
@@ -53,29 +51,33 @@ def _as_stack(images) -> np.ndarray:
     return arr
 
 
+def zscore_stats(train: np.ndarray, sigma_min: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``mu(p)``, ``sigma(p)`` per pixel and channel of ``train [N,H,W,C]`` (float32 each ``[H,W,C]``);
+    ``sigma`` is floored at ``sigma_min`` so a pixel that never varied does not divide by zero."""
+    mu = train.mean(axis=0, dtype=np.float64).astype(np.float32)
+    sigma = np.maximum(train.std(axis=0, dtype=np.float64).astype(np.float32), sigma_min)
+    return mu, sigma
+
+
+def zscore_maps(test: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """z(p) = max_c |x_c(p) - mu_c(p)| / sigma_c(p):  ``[M,H,W,C] -> float32 [M,H,W]``."""
+    return (np.abs(test - mu) / sigma).max(axis=-1)
+
+
 def naive_zscore_scores(
     train_images: Sequence[np.ndarray] | np.ndarray,
     test_images: Sequence[np.ndarray] | np.ndarray,
     sigma_min: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel z-score baseline.
+    """Per-pixel z-score baseline: scores float64 [M] (max of each map) and maps float32 [M, H, W].
 
-    Args:
-      train_images: [N, H, W, C] (or a list of [H, W, C] / [H, W]) defect-free images, any scale.
-      test_images: [M, H, W, C] images of the same size and scale.
-      sigma_min: floor on sigma (same units as the images; 1 grey level for uint8 input) so a
-        pixel that never varied in training does not divide by zero.
-    Returns:
-      scores float64 [M] (max of each map) and maps float32 [M, H, W].
+    ``train_images`` [N, H, W, C] (or a list of [H, W, C] / [H, W]) defect-free images, any scale;
+    ``test_images`` [M, H, W, C] of the same size and scale; ``sigma_min`` in the images' units.
     """
     tr, te = _as_stack(train_images), _as_stack(test_images)
     if tr.shape[1:] != te.shape[1:]:
         raise ValueError(f"train images {tr.shape[1:]} and test images {te.shape[1:]} differ in size")
-    # mu(p), sigma(p) over the N training images, per channel
-    mu = tr.mean(axis=0, dtype=np.float64).astype(np.float32)
-    sigma = np.maximum(tr.std(axis=0, dtype=np.float64).astype(np.float32), sigma_min)
-    # z(p) = max_c |x_c(p) - mu_c(p)| / sigma_c(p)
-    maps = (np.abs(te - mu) / sigma).max(axis=-1)
+    maps = zscore_maps(te, *zscore_stats(tr, sigma_min))
     scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
     return scores, maps
 
@@ -112,16 +114,8 @@ class NaiveScores:
 
 def network_image_255(x) -> np.ndarray:
     """A network input ``[3,H,W]`` in [-1, 1] -> ``float32 [H,W,3]`` in grey levels 0..255 (the
-    z-score's units): ``(x + 1) * 127.5``.  ``evaluate_naive`` converts its inputs with it too."""
+    z-score's units): ``(x + 1) * 127.5``."""
     return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
-
-
-def _network_images(ds: LOCODataset) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The network inputs of ``ds`` as ``network_image_255`` stacks ``[N,H,W,3]``, and the original
-    sizes ``(H0, W0)``."""
-    items = [ds[i] for i in range(len(ds))]
-    sizes = [(int(it["orig_size"][0]), int(it["orig_size"][1])) for it in items]
-    return np.stack([network_image_255(it["image"]) for it in items]), sizes
 
 
 def naive_category_scores(
@@ -136,7 +130,7 @@ def naive_category_scores(
     ``size=None``: the stored images (downscaled to ``max_side`` if larger), score = max of the
     map.  ``size=(H, W)``: the networks' input path at ``network_input_size(root, category, size,
     keep_aspect)``; score = max of the z-map upsampled to the original size (as
-    ``esad_lib.evaluation.evaluate_naive`` and every model's evaluation define it).
+    every detector's evaluation defines it).
     """
     root = Path(root)
     test = list_samples(root, category, "test")
@@ -157,13 +151,26 @@ def naive_category_scores(
     else:
         if len(size) != 2 or min(int(v) for v in size) < 1:
             raise ValueError(f"size must be (H, W) with positive sides, e.g. cfg.image_size; got {size!r}")
-        net_size = network_input_size(root, category, [int(v) for v in size], keep_aspect)
-        tr, _ = _network_images(LOCODataset(root, category, "train", image_size=net_size, labels=["good"]))
-        te, orig = _network_images(LOCODataset(root, category, "test", image_size=net_size))
-        _, maps = naive_zscore_scores(tr, te)
-        # score(x) = max_p up(z)(p): the map at the image's original resolution (MVTec's definition)
-        scores = np.array([float(upsample_map(m, o).max()) for m, o in zip(maps, orig)], dtype=np.float64)
-        resolution = net_size
+        # the naive detector through the one scoring loop: score(x) = max_p up(z)(p), the map at
+        # the image's original resolution (MVTec's definition), as in `esad demo`
+        from esad_lib.config import ESADConfig
+        from esad_lib.detectors.naive import NaiveDetector
+        from esad_lib.scoring import fit_detector, score_dataset
+
+        cfg = ESADConfig(
+            category=category,
+            dataset=str(root),
+            image_size=tuple(int(v) for v in size),
+            keep_aspect=keep_aspect,
+            max_test_images=None,
+        )
+        res = score_dataset(
+            fit_detector(NaiveDetector(cfg), cfg, root), cfg, root=root, keep_channels=False, progress=False
+        )
+        if res.paths != [str(s.path) for s in test]:
+            raise RuntimeError(f"{root / category}: the scored test images are not those listed")
+        scores = res.scores
+        resolution = net_size = network_input_size(root, category, list(cfg.image_size), keep_aspect)
     return NaiveScores(
         scores=np.asarray(scores, dtype=np.float64),
         label_names=[s.label for s in test],

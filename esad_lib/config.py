@@ -475,3 +475,55 @@ __all__ = [
     "riad_config",
     "seed_everything",
 ]
+
+
+@dataclass(frozen=True)
+class PatchCoreConfig:
+    """Settings of the PatchCore-style reference (``esad_lib.patchcore``; not part of the paper).
+
+    [PC] marks PatchCore's own choice (Roth et al. 2022), [ours] a project choice.
+    """
+
+    #: frozen ImageNet-pretrained extractor, as PatchCore is defined (the one offline).  [ours]
+    extractor: str = "efficientnet_lite0"
+    #: taps: EfficientNet-Lite0's stride-4 and stride-8 stages (PatchCore's stride-8/16 taps give
+    #: 8x8 and 4x4 grids at 64 px); chosen on the dev set (synth_seed=1), not on the test set.  [ours]
+    layers: tuple[int, ...] = (0, 1)
+    #: neighbourhood size p of the local aggregation (odd).  [PC]
+    patch_size: int = 3
+    #: channel reduction by adaptive average pooling (None = off).
+    target_dim: int | None = None
+    #: fraction of the memory bank the greedy coreset keeps (1.0 = no coreset).  [PC: 10 %]
+    coreset_ratio: float = 0.1
+    #: dimension of the Johnson-Lindenstrauss projection of the coreset selection (None = off).  [PC]
+    projection_dim: int | None = 128
+    #: Gaussian sigma of the map smoothing, in network-input pixels (0 = off).  [PC]
+    sigma: float = 4.0
+    #: images per extractor call.
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        checks = {
+            "layers": (len(self.layers) > 0, "at least one tap, e.g. (0, 1)"),
+            "patch_size": (self.patch_size >= 1 and self.patch_size % 2 == 1, "an odd size >= 1"),
+            "target_dim": (self.target_dim is None or self.target_dim >= 1, "None or a size >= 1"),
+            "coreset_ratio": (0.0 < self.coreset_ratio <= 1.0, "a fraction in (0, 1]"),
+            "projection_dim": (self.projection_dim is None or self.projection_dim >= 1, "None or >= 1"),
+            "sigma": (self.sigma >= 0, "0 (no smoothing) or a positive sigma"),
+            "batch_size": (self.batch_size >= 1, "a size >= 1"),
+        }
+        for name, (ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(f"PatchCoreConfig.{name}={getattr(self, name)!r}: use {allowed}")
+
+    def replace(self, **changes: Any) -> PatchCoreConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self, cfg: ESADConfig) -> str:
+        """Cache key of a PatchCore run on ``cfg``'s data: these settings and ``cfg.key()``."""
+        blob = json.dumps({"cfg": cfg.key(), "patchcore": self.to_dict()}, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]

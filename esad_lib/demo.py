@@ -26,7 +26,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,18 +35,13 @@ import numpy as np
 import torch
 
 from esad_lib.config import CATEGORIES, ESADConfig, get_config, riad_config
-from esad_lib.evaluation import (
-    SCORES_FILE,
-    evaluate_naive,
-    evaluate_run,
-    json_safe,
-    load_metrics,
-    scores_csv_rows,
-)
-from esad_lib.patchcore import REFERENCE_EXTRACTOR, REFERENCE_LAYERS, evaluate_patchcore
+from esad_lib.detectors import Detector, NaiveDetector, PatchCore
+from esad_lib.evaluation import METRICS_SCHEMA, SCORES_FILE, evaluate, evaluate_run, json_safe, load_metrics
 from esad_lib.paths import PROJECT_ROOT, atomic_write_text, data_root
 from esad_lib.report import format_paired, format_report
-from esad_lib.training import MODEL_FILE, run_dir_for, train, train_or_load
+from esad_lib.run_io import MODEL_FILE, run_dir_for
+from esad_lib.scoring import fit_detector
+from esad_lib.training import train, train_or_load
 from esad_lib.uncertainty import ANOMALY_TYPES, METHOD_PAIRED, paired_image_auroc_by_type, percentile_interval
 
 __all__ = [
@@ -54,15 +49,13 @@ __all__ = [
     "METHOD_NAMES",
     "Comparison",
     "DemoResult",
-    "PATCHCORE_EXTRACTOR",
     "ScoreTable",
     "compare_methods",
     "comparison_report",
     "default_report_dir",
-    "naive_metrics",
+    "detector_metrics",
     "paired_differences",
     "paired_from_scores",
-    "patchcore_metrics",
     "provenance",
     "read_scores",
     "report_from_runs",
@@ -74,8 +67,6 @@ __all__ = [
 
 #: ``(scores [N], label names, image ids "<label>/<file stem>")`` of one method on one test split.
 ScoreTable = tuple[np.ndarray, list[str], list[str]]
-
-PATCHCORE_EXTRACTOR, PATCHCORE_LAYERS = REFERENCE_EXTRACTOR, REFERENCE_LAYERS
 
 
 def summary_line(m: dict) -> str:
@@ -113,13 +104,16 @@ def report_from_runs(runs: Sequence[str | Path]) -> str:
 
 
 def _finished(run_dir: Path, key: str) -> bool:
+    """A finished evaluation of config ``key`` in today's metrics.json layout (an older layout is
+    evaluated again; nothing is retrained)."""
     p = run_dir / "metrics.json"
     if not (p.exists() and (run_dir / SCORES_FILE).exists()):
         return False
     try:
-        return json.loads(p.read_text()).get("config_key") == key
+        m = json.loads(p.read_text())
     except json.JSONDecodeError:
         return False
+    return m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
 
 
 def train_and_evaluate(
@@ -142,41 +136,17 @@ def train_and_evaluate(
     return evaluate_run(run_dir, progress=progress)
 
 
-def _cached(out_dir: Path, key: str) -> dict | None:
-    return load_metrics(out_dir) if _finished(out_dir, key) else None
-
-
-def naive_metrics(cfg: ESADConfig, out_dir: Path, reevaluate: bool = False) -> dict:
-    """Naive baseline metrics for ``cfg.category``, cached in ``out_dir`` (metrics.json, scores.csv);
-    ``reevaluate=True`` computes them again."""
-    key = cfg.key()
-    m = None if reevaluate else _cached(out_dir, key)
-    if m is not None:
-        return m
-    m, rows = evaluate_naive(cfg, return_rows=True)
-    m.update({"config_key": key, "dataset": cfg.dataset, "profile": cfg.profile, "config": cfg.to_dict()})
-    m["score_map"] = "naive z-score"
-    atomic_write_text(out_dir / SCORES_FILE, scores_csv_rows(rows))
-    atomic_write_text(out_dir / "metrics.json", json.dumps(m, indent=2, sort_keys=True) + "\n")
-    return m
-
-
-def patchcore_metrics(
-    cfg: ESADConfig, out_dir: Path, progress: bool = True, reevaluate: bool = False
+def detector_metrics(
+    detector: Detector, cfg: ESADConfig, out_dir: Path, progress: bool = True, reevaluate: bool = False
 ) -> dict:
-    """PatchCore-style metrics on ImageNet features for ``cfg.category``, cached in ``out_dir``;
-    ``reevaluate=True`` fits and scores again."""
-    taps = "".join(map(str, PATCHCORE_LAYERS))
-    key = f"{cfg.replace(feature_extractor=PATCHCORE_EXTRACTOR).key()}-taps{taps}"
-    m = None if reevaluate else _cached(out_dir, key)
-    if m is not None:
-        return m
-    m = evaluate_patchcore(
-        cfg, out_dir, extractor=PATCHCORE_EXTRACTOR, progress=progress, layers=PATCHCORE_LAYERS
-    )
-    m["config_key"] = key
-    atomic_write_text(out_dir / "metrics.json", json.dumps(m, indent=2, sort_keys=True) + "\n")
-    return m
+    """Fit ``detector`` on train/good of ``cfg.category`` and evaluate it into ``out_dir``
+    (metrics.json, scores.csv).  A finished evaluation with the same ``config_key`` (the
+    detector's ``info()``) is reused unless ``reevaluate``; a detector without one is always run."""
+    key = detector.info().get("config_key") if hasattr(detector, "info") else None
+    if key is not None and not reevaluate and _finished(out_dir, key):
+        return load_metrics(out_dir)
+    fit_detector(detector, cfg)
+    return evaluate(detector, cfg, out_dir=out_dir, progress=progress)[0]
 
 
 def read_scores(run_dir: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
@@ -331,10 +301,18 @@ def default_report_dir(profile: str) -> Path:
 @dataclass
 class Comparison:
     """What ``compare_methods`` evaluated: per method and category, the metrics and the folder
-    holding their ``scores.csv`` (ESAD and RIAD: the run folder; the baselines: the report folder)."""
+    holding their ``scores.csv`` (ESAD and RIAD: the run folder; the others: the report folder)."""
 
     metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> category -> metrics
     dirs: dict[str, dict[str, Path]] = field(default_factory=dict)  # method -> category -> folder
+
+    def add(self, method: str, category: str, metrics: dict, folder: Path) -> None:
+        self.metrics.setdefault(method, {})[category] = metrics
+        self.dirs.setdefault(method, {})[category] = folder
+
+
+#: a detector factory: the category's config -> an unfitted detector (``esad_lib.detectors``).
+DetectorFactory = Callable[[ESADConfig], Detector]
 
 
 def compare_methods(
@@ -348,36 +326,36 @@ def compare_methods(
     out: str | Path | None = None,
     reevaluate: bool = False,
     echo: bool = True,
+    detectors: dict[str, DetectorFactory] | None = None,
 ) -> Comparison:
     """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category.
 
     The runs of ``esad demo``: ESAD at the profile's preset, RIAD at the same budget
     (``riad_config``), the naive baseline and the PatchCore-style reference at the same
-    resolution.  Finished evaluations are reused (same config key) unless ``reevaluate``.
-    Without ``out`` ESAD and RIAD live in ``train_or_load``'s cache and the baselines under
-    ``default_report_dir(profile)``; with ``out``, all under ``out/<category>/<method>``.
+    resolution, plus a reader's own ``detectors`` (``{name: factory}``, ``factory(cfg)`` an
+    unfitted detector: see ``esad_lib.detectors.base``), each fitted on train/good and
+    evaluated by the same protocol.  Finished evaluations are reused (same config key) unless
+    ``reevaluate``.  Without ``out`` ESAD and RIAD live in ``train_or_load``'s cache and the
+    others under ``default_report_dir(profile)``; with ``out``, all under ``out/<category>/<method>``.
     ``echo`` prints one summary line per category to stderr.
     """
     report_dir = Path(out) if out is not None else default_report_dir(profile)
+    others: dict[str, DetectorFactory] = {}
+    if with_naive:
+        others["naive"] = NaiveDetector
+    if with_patchcore:
+        others["patchcore"] = PatchCore.from_config
+    others.update(detectors or {})
     t0 = time.perf_counter()
     cmp = Comparison(metrics={"esad": {}}, dirs={"esad": {}})
     for cat in categories:
         cfg = get_config(profile, category=cat, dataset="synthetic", **(overrides or {}))
-        jobs: list[tuple[str, ESADConfig]] = [("esad", cfg)]
-        if with_riad:
-            jobs.append(("riad", riad_config(cfg)))
-        for method, c in jobs:
+        for method, c in [("esad", cfg)] + ([("riad", riad_config(cfg))] if with_riad else []):
             d = Path(out) / cat / method if out is not None else run_dir_for(c)
-            cmp.metrics.setdefault(method, {})[cat] = train_and_evaluate(c, d, progress, reevaluate)
-            cmp.dirs.setdefault(method, {})[cat] = d
-        if with_naive:
-            d = report_dir / cat / "naive"
-            cmp.metrics.setdefault("naive", {})[cat] = naive_metrics(cfg, d, reevaluate)
-            cmp.dirs.setdefault("naive", {})[cat] = d
-        if with_patchcore:
-            d = report_dir / cat / "patchcore"
-            cmp.metrics.setdefault("patchcore", {})[cat] = patchcore_metrics(cfg, d, progress, reevaluate)
-            cmp.dirs.setdefault("patchcore", {})[cat] = d
+            cmp.add(method, cat, train_and_evaluate(c, d, progress, reevaluate), d)
+        for method, factory in others.items():
+            d = report_dir / cat / method
+            cmp.add(method, cat, detector_metrics(factory(cfg), cfg, d, progress, reevaluate), d)
         if echo:
             line = summary_line(cmp.metrics["esad"][cat])
             print(f"[{time.perf_counter() - t0:6.0f} s] {line}", file=sys.stderr)
@@ -388,12 +366,15 @@ def comparison_report(
     cmp: Comparison, title: str, reported_label: str = "reported"
 ) -> tuple[str, dict[str, Any]]:
     """The markdown of the results table (``format_report``) and of the paired differences ESAD
-    minus each other method (``format_paired``), and the paired dict that ``demo.json`` stores."""
-    extra = {METHOD_LABELS[m]: cmp.metrics[m] for m in ("riad", "patchcore", "naive") if m in cmp.metrics}
+    minus each other method (``format_paired``), and the paired dict that ``demo.json`` stores.
+    Every method besides ESAD gets a column (a reader's detector: ``"<name> (ours)"``)."""
+    order = [m for m in ("riad", "patchcore", "naive") if m in cmp.metrics]
+    order += [m for m in cmp.metrics if m not in order and m != "esad"]
+    extra = {METHOD_LABELS.get(m, f"{m} (ours)"): cmp.metrics[m] for m in order}
     text = format_report(cmp.metrics["esad"], extra=extra, title=title, reported_label=reported_label)
-    others = {METHOD_NAMES[m]: cmp.dirs[m] for m in ("riad", "patchcore", "naive") if m in cmp.dirs}
     paired: dict[str, Any] = {}
-    if others:
+    if order:
+        others = {METHOD_NAMES.get(m, m): cmp.dirs[m] for m in order}
         diffs, means = paired_differences(cmp.dirs["esad"], others)
         paired = {"structural_image_auroc": {"per_category": diffs, "mean": means}}
         text += "\n" + format_paired(diffs, means)
@@ -409,13 +390,15 @@ def run_demo(
     with_patchcore: bool = False,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    detectors: dict[str, DetectorFactory] | None = None,
 ) -> DemoResult:
-    """Train + evaluate ESAD (and the baselines asked for) per synthetic category; the tables.
+    """Train + evaluate ESAD (and the methods asked for) per synthetic category; the tables.
 
-    ``overrides`` are config fields changed in every run (``esad demo --set KEY=VALUE``).
-    Writes ``report.md`` and ``demo.json`` to ``out`` (default ``<data root>/runs/<profile>``).
-    ESAD and RIAD runs live in ``out/<category>/<method>`` or, without ``out``, in
-    ``train_or_load``'s cache (shared with the notebooks).
+    ``overrides`` are config fields changed in every run (``esad demo --set KEY=VALUE``);
+    ``detectors`` a reader's own methods (``compare_methods``).  Writes ``report.md`` and
+    ``demo.json`` to ``out`` (default ``<data root>/runs/<profile>``).  ESAD and RIAD runs live
+    in ``out/<category>/<method>`` or, without ``out``, in ``train_or_load``'s cache (shared with
+    the notebooks).
     """
     report_dir = Path(out) if out is not None else default_report_dir(profile)
     t0 = time.perf_counter()
@@ -428,6 +411,7 @@ def run_demo(
         progress=progress,
         overrides=overrides,
         out=out,
+        detectors=detectors,
     )
     text, paired = comparison_report(cmp, title=f"ESAD (ours, `{profile}` profile) vs reported")
     prov = provenance(profile, categories, time.perf_counter() - t0)

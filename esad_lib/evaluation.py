@@ -1,11 +1,13 @@
 """Evaluation of a trained run on MVTec LOCO AD protocol (the paper's experiments: the authors' README
 "5. result").
 
-One file because everything that writes or reads ``metrics.json`` (trained runs, maps on disk, the
-naive baseline) lives here, so that its layout is defined in one place.
-
-``evaluate_run(RUN)`` loads the run, scores the test split (good + logical + structural, as
-many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
+One file because everything that writes or reads ``metrics.json`` lives here, so that its layout
+is defined in one place: ``evaluate(detector, cfg)`` scores a category's test split with ANY
+detector (``esad_lib.detectors``: ESAD, RIAD, PatchCore-style, naive, a reader's own) through the
+one scoring loop (``esad_lib.scoring.score_dataset``), and ``write_metrics`` is the one writer
+(every method, ``esad score-maps`` and the ablation grid).  ``evaluate_run(RUN)`` does it for a
+trained run.  The test split is good + logical + structural (as many as the root holds); with
+``esad_lib.metrics``:
 
 * ``image_auroc.structural`` -- good vs structural test images (the paper's table);
 * ``image_auroc.logical``    -- good vs logical (kept to show where the method fails);
@@ -21,7 +23,8 @@ many of them as the dataset root holds) and computes with ``esad_lib.metrics``:
   a stratified bootstrap over the test images (``esad_lib.uncertainty``);
 * ``timing`` -- training seconds (from ``train_summary.json``) and scoring ms per image.
 
-It writes ``RUN/metrics.json`` atomically (and ``RUN/scores.csv``, one row per image).
+It writes ``metrics.json`` atomically (and ``scores.csv``, one row per image).  A missing anomaly
+type is ``None`` (JSON ``null``) everywhere.
 Maps are evaluated at the ORIGINAL image resolution (bilinear upsampling of the network-size
 maps, one image at a time), and the image score is the maximum of that full-resolution map,
 as MVTec's official evaluation defines it (bilinear upsampling can lower the maximum of the
@@ -43,11 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.baselines import naive_zscore_scores, network_image_255
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
-from esad_lib.data import LOCODataset, dataset_root, input_size, load_defects_config
+from esad_lib.data import dataset_root, input_size, load_defects_config
+from esad_lib.detectors.base import detector_name
+from esad_lib.detectors.esad import EsadDetector
 from esad_lib.maps_io import export_maps, read_maps
-from esad_lib.method.anomaly_map import upsample_map
 from esad_lib.metrics import (
     SPRO_LIMITS,
     au_pro,
@@ -58,7 +61,7 @@ from esad_lib.metrics import (
 )
 from esad_lib.paths import atomic_write_text
 from esad_lib.run_io import load_run
-from esad_lib.scoring import ScoreResult, score_split_normalised
+from esad_lib.scoring import ScoreResult, score_dataset
 from esad_lib.uncertainty import DEFAULT_N_BOOT, METHOD_BOOT, au_spro_ci_by_type, image_auroc_ci_by_type
 
 ANOMALY_TYPES = ("structural", "logical")
@@ -69,7 +72,8 @@ CI_N_BOOT = DEFAULT_N_BOOT
 CI_SEED = 0
 #: version of the metrics.json layout (bump when keys change).
 #: 2: image score = max of the full-resolution map; au_spro_limits, au_spro_by_defect; ci.
-METRICS_SCHEMA = 2
+#: 3: one layout for every method, score-maps and the grid (RUN_KEYS; the detector's info()).
+METRICS_SCHEMA = 3
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -79,6 +83,18 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def _f(x) -> float | None:
     return None if x is None else float(x)
+
+
+def type_groups(label_names: Sequence[str]) -> dict[str, list[int] | None]:
+    """MVTec LOCO's "good + one anomaly type" groups: per anomaly type the indices of its images
+    and of every good image (in order), or None when the type has no image (``None`` in
+    metrics.json, the one convention for a missing type)."""
+    names = list(label_names)
+    groups: dict[str, list[int] | None] = {}
+    for kind in ANOMALY_TYPES:
+        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
+        groups[kind] = idx if any(names[i] == kind for i in idx) else None
+    return groups
 
 
 def image_metrics(scores: np.ndarray, label_names: Sequence[str]) -> dict[str, float | None]:
@@ -116,9 +132,8 @@ def map_metrics(
     }
     out["au_spro_limits"] = {}
     limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
-    for kind in ANOMALY_TYPES:
-        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
-        if not any(names[i] == kind for i in idx):
+    for kind, idx in type_groups(names).items():
+        if idx is None:
             out["au_spro"][kind] = None
             out["au_spro_limits"][kind] = None
             continue
@@ -129,11 +144,6 @@ def map_metrics(
     by_defect = au_spro_by_defect(list(maps), list(channels), names, list(defects), SPRO_LIMITS)
     out["au_spro_by_defect"] = {d: {str(lim): _f(v) for lim, v in at.items()} for d, at in by_defect.items()}
     return out
-
-
-def image_scores_of_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
-    """Image score = maximum of each full-resolution map (MVTec's official definition): ``[N]``."""
-    return np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
 
 
 def json_safe(x: Any) -> Any:
@@ -185,8 +195,9 @@ def metrics_from_maps(
     ci: bool = True,
 ) -> dict[str, Any]:
     """Every metric of ``metrics.json`` from full-resolution maps alone (any method's maps),
-    with bootstrap confidence intervals under ``"ci"`` (``ci=False`` skips them)."""
-    scores = image_scores_of_maps(maps)
+    with bootstrap confidence intervals under ``"ci"`` (``ci=False`` skips them).  The image
+    score is the max of each map (MVTec's official definition)."""
+    scores = np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
     out = {"image_auroc": image_metrics(scores, label_names)}
     out.update(map_metrics(maps, channels, label_names, defects))
     if ci and "good" in label_names:
@@ -206,42 +217,68 @@ def counts_of(label_names: Sequence[str]) -> dict[str, int]:
     return {k: int(sum(1 for n in label_names if n == k)) for k in ("good", *ANOMALY_TYPES)}
 
 
-def evaluate_model(
-    model,
+#: the keys every metrics.json has besides the metrics, whatever wrote it (None where one does
+#: not apply, e.g. ``timing`` of maps read from disk); a detector's ``info()`` may add more.
+RUN_KEYS: tuple[str, ...] = (
+    "schema", "category", "method", "profile", "dataset", "dataset_root", "image_size", "counts",
+    "score_map", "smoothing", "map_normalization", "feature_extractor", "config_key", "config",
+    "run_dir", "timing",
+)  # fmt: skip
+
+
+def _provenance(category: str, root: Path, label_names: Sequence[str]) -> dict[str, Any]:
+    """Every ``RUN_KEYS`` entry, with the schema version, category, dataset root and counts filled."""
+    keys = dict.fromkeys(RUN_KEYS)
+    keys.update(schema=METRICS_SCHEMA, category=category, dataset_root=str(root))
+    keys["counts"] = counts_of(label_names)
+    return keys
+
+
+def write_metrics(out_dir: str | Path, metrics: dict[str, Any], result: ScoreResult | None = None) -> None:
+    """THE writer of ``metrics.json`` (and, with ``result``, ``scores.csv`` first): every
+    method, ``esad score-maps`` and the ablation grid write through it.  metrics.json is
+    written last and atomically: a folder holding it is a finished evaluation."""
+    out_dir = Path(out_dir)
+    if result is not None:
+        atomic_write_text(out_dir / SCORES_FILE, scores_csv(result))
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(json_safe(metrics), indent=2) + "\n")
+
+
+def evaluate(
+    detector,
     cfg: ESADConfig,
+    out_dir: str | Path | None = None,
     root: str | Path | None = None,
     max_images: int | None = None,
     progress: bool = True,
+    export_maps_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], ScoreResult]:
-    """Score ``cfg.category``'s test split with ``model`` and compute every metric.
+    """Score ``cfg.category``'s test split with a fitted ``detector`` and compute every metric.
 
-    Returns ``(metrics, result)``; ``metrics`` has the layout of ``metrics.json`` minus the
-    run-specific parts (timing of training, paths).
+    Returns ``(metrics, result)``; with ``out_dir`` also writes ``out_dir/metrics.json`` and
+    ``scores.csv`` (``write_metrics``).  ``metrics`` holds the metrics of ``metrics_from_result``,
+    the provenance (category, dataset, profile, image size, counts, config), ``method`` (the
+    detector's name), the detector's ``info()`` (score_map, config_key, ...) and ``timing``.
+    ``export_maps_dir`` also writes every test map as float32 TIFF in MVTec's layout.
     """
-
     root = Path(root) if root is not None else dataset_root(cfg)
     defects = load_defects_config(root / cfg.category)
-    result = score_split_normalised(model, cfg, root=root, progress=progress, max_images=max_images)
+    result = score_dataset(detector, cfg, root=root, max_images=max_images, progress=progress)
     t0 = time.perf_counter()
     metrics = metrics_from_result(result, defects)
     metric_seconds = time.perf_counter() - t0
+    metrics.update(_provenance(cfg.category, root, result.label_names))
     metrics.update(
         {
-            "schema": METRICS_SCHEMA,
-            "category": cfg.category,
-            "method": cfg.method,
+            "method": detector_name(detector),
             "profile": cfg.profile,
             "dataset": cfg.dataset,
-            "dataset_root": str(root),
             "image_size": list(input_size(cfg, root)),
-            "score_map": cfg.score_map,
-            "smoothing": cfg.smoothing,
-            "map_normalization": cfg.map_normalization,
-            "feature_extractor": cfg.feature_extractor,
-            "config_key": cfg.key(),
             "config": cfg.to_dict(),
-            "counts": counts_of(result.label_names),
+            "run_dir": None if out_dir is None else str(out_dir),
             "timing": {
+                "fit_seconds": getattr(detector, "fit_seconds", None),
+                "train_seconds": None,
                 "scoring_ms_per_image": result.ms_per_image,
                 "scoring_seconds": result.seconds,
                 "scoring_wall_seconds": result.wall_seconds,
@@ -250,7 +287,26 @@ def evaluate_model(
             },
         }
     )
+    metrics.update(detector.info() if hasattr(detector, "info") else {})
+    if export_maps_dir is not None:
+        export_maps(result, cfg.category, export_maps_dir, progress=progress)
+        metrics["exported_maps"] = str(Path(export_maps_dir) / cfg.category)
+    if out_dir is not None:
+        write_metrics(out_dir, metrics, result)
     return metrics, result
+
+
+def evaluate_model(
+    model,
+    cfg: ESADConfig,
+    root: str | Path | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], ScoreResult]:
+    """``evaluate`` of a trained ESAD / RIAD ``model`` scored with ``cfg``'s test-time fields."""
+    return evaluate(
+        EsadDetector(cfg, model, root, progress), cfg, root=root, max_images=max_images, progress=progress
+    )
 
 
 def read_train_seconds(run_dir: str | Path) -> float | None:
@@ -268,18 +324,13 @@ def read_train_seconds(run_dir: str | Path) -> float | None:
     return None
 
 
-def scores_csv_rows(rows: Sequence[dict]) -> str:
-    """Per-image rows (path, label, anomalous, score) as CSV text."""
+def scores_csv(result: ScoreResult) -> str:
+    """Per-image scores as CSV text (path, label, anomalous, score)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["path", "label", "anomalous", "score"], lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(result.to_rows())
     return buf.getvalue()
-
-
-def scores_csv(result: ScoreResult) -> str:
-    """Per-image scores as CSV text (path, label, anomalous, score)."""
-    return scores_csv_rows(result.to_rows())
 
 
 def evaluate_run(
@@ -298,7 +349,6 @@ def evaluate_run(
     ``export_maps_dir`` also writes every test map as float32 TIFF in MVTec's official layout
     (``esad_lib.maps_io``), the maps these metrics were computed from.
     """
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(
@@ -316,15 +366,13 @@ def evaluate_run(
         cfg = cfg.replace(**overrides)
         if "device" in overrides:
             model = model.to(resolve_device(cfg.device))
-    metrics, result = evaluate_model(model, cfg, root=root, max_images=max_images, progress=progress)
+    det = EsadDetector(cfg, model, root, progress)
+    metrics, result = evaluate(
+        det, cfg, root=root, max_images=max_images, progress=progress, export_maps_dir=export_maps_dir
+    )
     metrics["timing"]["train_seconds"] = read_train_seconds(run_dir)
     metrics["run_dir"] = str(run_dir)
-    if export_maps_dir is not None:
-        export_maps(result, cfg.category, export_maps_dir, progress=progress)
-        metrics["exported_maps"] = str(Path(export_maps_dir) / cfg.category)
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    if save_scores:
-        atomic_write_text(run_dir / SCORES_FILE, scores_csv(result))
+    write_metrics(run_dir, metrics, result if save_scores else None)
     return metrics
 
 
@@ -347,21 +395,12 @@ def score_maps(
     for lm in loaded:
         defects = load_defects_config(root / lm.category)
         m = metrics_from_maps(lm.maps, lm.channels, lm.label_names, defects)
-        m.update(
-            {
-                "schema": METRICS_SCHEMA,
-                "category": lm.category,
-                "method": method,
-                "maps_dir": str(maps_dir),
-                "dataset_root": str(root),
-                "counts": counts_of(lm.label_names),
-                "skipped_labels": lm.skipped_labels,
-            }
-        )
+        m.update(_provenance(lm.category, root, lm.label_names))
+        m.update({"method": method, "maps_dir": str(maps_dir), "skipped_labels": lm.skipped_labels})
         results[lm.category] = m
     if out is not None:
         for cat, m in results.items():
-            atomic_write_text(Path(out) / cat / METRICS_FILE, json.dumps(m, indent=2, sort_keys=True) + "\n")
+            write_metrics(Path(out) / cat, m)
     return results
 
 
@@ -377,71 +416,23 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad evaluate {p.parent}`") from e
 
 
-# --------------------------------------------------------------------------------------------
-# naive baseline (notebook 01) under the same protocol
-# --------------------------------------------------------------------------------------------
-def evaluate_naive(
-    cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None, return_rows: bool = False
-) -> dict | tuple[dict, list[dict]]:
-    """Metrics of ``esad_lib.baselines``' naive per-pixel z-score baseline on ``cfg.category``.
-
-    Same images, same network resolution (``cfg.image_size``) and same metrics as ours; the
-    maps are the baseline's per-pixel z-scores (grey-level units, no smoothing), upsampled to
-    the original size like ours; the image score is the max of the full-resolution map.
-    ``return_rows`` also returns the per-image rows of ``scores.csv`` (for paired comparisons).
-    """
-
-    root = Path(root) if root is not None else dataset_root(cfg)
-    defects = load_defects_config(root / cfg.category)
-    if max_images is None:
-        max_images = cfg.max_test_images
-    size = input_size(cfg, root)
-    train = LOCODataset(root, cfg.category, "train", image_size=size, labels=["good"])
-    train_imgs = np.stack([network_image_255(train[i]["image"]) for i in range(len(train))])
-    names, imgs, chans, sizes, paths = [], [], [], [], []
-    for lab in ("good", *ANOMALY_TYPES):
-        ds = LOCODataset(
-            root, cfg.category, "test", image_size=size, labels=[lab], return_channels=True
-        )
-        n = len(ds) if max_images is None else min(len(ds), int(max_images))
-        for i in range(n):
-            it = ds[i]
-            names.append(lab)
-            imgs.append(network_image_255(it["image"]))
-            chans.append(np.asarray(it["channels"], dtype=np.uint8))
-            sizes.append(tuple(int(s) for s in it["orig_size"]))
-            paths.append(str(it["path"]))
-    _, maps = naive_zscore_scores(train_imgs, np.stack(imgs))
-    full = [upsample_map(np.asarray(m), s) for m, s in zip(maps, sizes)]
-    out = metrics_from_maps(full, chans, names, defects)
-    out.update(
-        {"category": cfg.category, "method": "naive", "counts": counts_of(names), "image_size": list(size)}
-    )
-    if not return_rows:
-        return out
-    scores = image_scores_of_maps(full)
-    rows = [
-        {"path": p, "label": n, "anomalous": int(n != "good"), "score": float(sc)}
-        for p, n, sc in zip(paths, names, scores)
-    ]
-    return out, rows
-
-
 __all__ = [
     "ANOMALY_TYPES",
     "METRICS_FILE",
+    "RUN_KEYS",
+    "SCORES_FILE",
+    "evaluate",
     "evaluate_model",
-    "evaluate_naive",
     "evaluate_run",
     "image_metrics",
+    "json_safe",
     "load_metrics",
     "map_metrics",
-    "image_scores_of_maps",
     "metrics_from_maps",
     "metrics_from_result",
     "read_train_seconds",
     "score_maps",
-    "json_safe",
     "scores_csv",
-    "scores_csv_rows",
+    "type_groups",
+    "write_metrics",
 ]

@@ -17,6 +17,10 @@ image score is the maximum of that map.  For evaluation each map is upsampled bi
 the image's ORIGINAL resolution (MVTec LOCO images are up to 1600 x 1000), one image at a
 time, so that a whole test set never has to sit in memory at full resolution.
 
+``score_dataset(detector, cfg)`` is THE loop that scores a split, for every method: ESAD and RIAD
+(``esad_lib.detectors.EsadDetector`` wraps ``anomaly_maps`` below), the PatchCore-style reference,
+the naive baseline and a reader's own detector (``esad_lib.detectors.base``).
+
 Deviations / project choices, stated where they happen:
 
 * smoothing sizes (``cfg.smoothing_size``, ``cfg.smoothing_sigma``) are in pixels of the
@@ -40,10 +44,9 @@ than it saves at the demo scale, and two more packages.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,7 @@ NORMALIZATIONS = ("none", "train", "validation")
 
 #: maps of the fast path equal those of the eager path within this absolute tolerance.
 FAST_PATH_ATOL = 1e-4
+
 
 # --------------------------------------------------------------------------------------------
 # validation of the scoring part of a config
@@ -135,13 +139,6 @@ def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Mo
     return model, extractor
 
 
-@contextlib.contextmanager
-def _grad_mode(fast: bool) -> Iterator[None]:
-    ctx = torch.inference_mode() if fast else torch.no_grad()
-    with ctx:
-        yield
-
-
 def anomaly_maps(
     model,
     images: torch.Tensor,
@@ -166,7 +163,7 @@ def anomaly_maps(
     if fast:
         # (preparing happens outside inference mode: the copies' parameters stay normal tensors)
         model, extractor = prepare_scoring(model, extractor)
-    with _grad_mode(fast):
+    with torch.inference_mode() if fast else torch.no_grad():
         if fast:
             images = images.contiguous(memory_format=torch.channels_last)
             maps = raw_maps(model, images, cfg, extractor, kind).contiguous()
@@ -199,10 +196,9 @@ class ScoreResult:
     channels: list[np.ndarray] | None = None
     seconds: float = 0.0  # model + maps, without image loading
     wall_seconds: float = 0.0  # including image loading
-    extra: dict = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, keep_channels: bool, extra: dict | None = None) -> ScoreResult:
+    def empty(cls, keep_channels: bool) -> ScoreResult:
         """A result with no image yet (the scoring loops append to it)."""
         return cls(
             scores=np.zeros(0),
@@ -212,7 +208,6 @@ class ScoreResult:
             maps=[],
             orig_sizes=[],
             channels=[] if keep_channels else None,
-            extra=dict(extra or {}),
         )
 
     def __len__(self) -> int:
@@ -254,101 +249,99 @@ def _orig_size(item_size) -> tuple[int, int]:
     return int(item_size[0]), int(item_size[1])
 
 
-def _available_labels(root: Path, category: str, split: str, labels: Sequence[str] | None) -> list[str]:
-    wanted = list(labels) if labels is not None else ["good", "logical", "structural"]
-    return [lab for lab in wanted if list_samples(root, category, split=split, labels=[lab])]
+def _label_loader(cfg: ESADConfig, root: Path, split: str, label: str, keep: bool, max_images, bs: int):
+    ds = LOCODataset(
+        root, cfg.category, split, image_size=input_size(cfg, root), labels=[label], return_channels=keep
+    )
+    n = len(ds) if max_images is None else min(len(ds), int(max_images))
+    if n < len(ds):
+        ds = torch.utils.data.Subset(ds, list(range(n)))
+    return torch.utils.data.DataLoader(
+        ds, batch_size=bs, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate_keep_lists
+    )
+
+
+def train_images(cfg: ESADConfig, root: str | Path | None = None) -> torch.Tensor:
+    """The ``train/good`` images of ``cfg.category`` at the network input size: ``[N,3,H,W]``
+    in [-1, 1] (what ``fit`` of a detector gets)."""
+    root = Path(root) if root is not None else dataset_root(cfg)
+    if not list_samples(root, cfg.category, split="train", labels=["good"]):
+        raise FileNotFoundError(
+            f"no train/good images in {root / cfg.category}; a detector is fitted on them "
+            "(check the dataset root with `esad check`)"
+        )
+    loader = _label_loader(cfg, root, "train", "good", False, None, 64)
+    return torch.cat([b["image"] for b in loader])
+
+
+def fit_detector(detector, cfg: ESADConfig, root: str | Path | None = None):
+    """``detector.fit(train_images(cfg, root))``; returns the fitted detector."""
+    return detector.fit(train_images(cfg, root))
 
 
 def score_dataset(
-    model,
+    detector,
     cfg: ESADConfig,
     split: str = "test",
     labels: Sequence[str] | None = None,
     root: str | Path | None = None,
     max_images: int | None = None,
-    extractor=None,
-    stats: MapStats | None = None,
     keep_channels: bool = True,
-    batch_size: int | None = None,
     progress: bool = True,
 ) -> ScoreResult:
-    """Score every image of ``split`` of ``cfg.category`` (labels that exist in the root).
+    """THE scoring loop: every image of ``split`` of ``cfg.category`` through ``detector``.
 
-    ``max_images`` caps the number of images per label (``cfg.max_test_images`` when None,
-    first images in sorted order).  Returns maps at network resolution plus the original
-    sizes; ``keep_channels`` also loads the ground-truth channels at original size.
+    ``detector`` is any fitted ``esad_lib.detectors.Detector`` (``anomaly_maps: [B,3,H,W] ->
+    [B,H,W]``), called with ``detector.batch_size`` images at a time (``cfg.eval_batch_size``
+    without one).  Labels that exist in the root (default good/logical/structural, in that
+    order); ``max_images`` caps the images per label (``cfg.max_test_images`` when None, first
+    images in sorted order).  Returns maps at network resolution plus the original sizes;
+    ``keep_channels`` also loads the ground-truth channels at original size.  The image score
+    is the max of the map upsampled to the original size (MVTec's official definition; bilinear
+    upsampling can lower the max of the network-size map).
     """
-    check_scoring_config(cfg)
     root = Path(root) if root is not None else dataset_root(cfg)
     if max_images is None:
         max_images = cfg.max_test_images
-    present = _available_labels(root, cfg.category, split, labels)
+    wanted = list(labels) if labels is not None else ["good", "logical", "structural"]
+    present = [lab for lab in wanted if list_samples(root, cfg.category, split=split, labels=[lab])]
     if not present:
         raise FileNotFoundError(
-            f"no images for labels {list(labels) if labels else 'good/logical/structural'} in "
-            f"{root / cfg.category / split}; check the dataset root (see `esad check`)"
+            f"no images for labels {wanted} in {root / cfg.category / split}; check the dataset root "
+            "(see `esad check`)"
         )
-    if cfg.score_map == "feature" and extractor is None:
-        extractor = build_scoring_extractor(model, cfg)
-    bs = int(batch_size or cfg.eval_batch_size) if cfg.fast_scoring else 1
-
+    bs = int(getattr(detector, "batch_size", None) or cfg.eval_batch_size)
     out = ScoreResult.empty(keep_channels)
     t_wall = time.perf_counter()
-    if cfg.fast_scoring:  # fast path: fold BatchNorm / channels_last once for the whole split
-        model, extractor = prepare_scoring(model, extractor)
-    _score_labels(model, cfg, root, split, present, max_images, extractor, stats, bs, progress, out)
-    out.wall_seconds = time.perf_counter() - t_wall
-    return out
-
-
-def _score_labels(model, cfg, root, split, present, max_images, extractor, stats, bs, progress, out) -> None:
-    """The loop of ``score_dataset``: fills ``out`` label by label, batch by batch."""
-    device = _model_device(model)
-    keep_channels = out.channels is not None
     for lab in present:
-        ds = LOCODataset(
-            root,
-            cfg.category,
-            split,
-            image_size=input_size(cfg, root),
-            labels=[lab],
-            return_channels=keep_channels,
-        )
-        n = len(ds) if max_images is None else min(len(ds), int(max_images))
-        if n < len(ds):
-            ds = torch.utils.data.Subset(ds, list(range(n)))
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=bs, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate_keep_lists
-        )
-        bar = tqdm(loader, desc=f"score {cfg.category}/{split}/{lab}", disable=not progress, leave=False)
-        for batch in bar:
+        loader = _label_loader(cfg, root, split, lab, keep_channels, max_images, bs)
+        desc = f"score {cfg.category}/{split}/{lab}"
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             t0 = time.perf_counter()
-            maps = anomaly_maps(model, batch["image"].to(device), cfg, extractor, stats)
-            maps = maps.float().cpu().numpy()
+            maps = torch.as_tensor(detector.anomaly_maps(batch["image"])).float().cpu().numpy()
             sizes = [_orig_size(sz) for sz in batch["orig_size"]]
-            # image score = max of the map at the image's original resolution (MVTec's official
-            # definition; bilinear upsampling can lower the max of the network-size map)
             s = np.asarray([float(upsample_map(m, sz).max()) for m, sz in zip(maps, sizes)])
             out.seconds += time.perf_counter() - t0
             out.scores = np.append(out.scores, s)
             out.labels = np.append(out.labels, np.asarray(batch["label"], dtype=np.int64))
             out.label_names += list(batch["label_name"])
             out.paths += [str(p) for p in batch["path"]]
-            out.maps += [m for m in maps]
+            out.maps += list(maps)
             out.orig_sizes += sizes
             if keep_channels:
                 out.channels += [np.asarray(c, dtype=np.uint8) for c in batch["channels"]]
+    out.wall_seconds = time.perf_counter() - t_wall
+    return out
 
 
 def normalization_stats(
-    model,
+    detector,
     cfg: ESADConfig,
     split: str = "validation",
     root: str | Path | None = None,
-    extractor=None,
     progress: bool = True,
 ) -> MapStats:
-    """Per-pixel statistics of the smoothed maps of ``split``/good (for normalisation).
+    """Per-pixel statistics of ``detector``'s maps of ``split``/good (for ``cfg.map_normalization``).
 
     ``split="train"`` uses the images the model was trained on: their maps are a little lower
     than those of unseen normal images (the model has fitted them), which shifts every test
@@ -356,14 +349,12 @@ def normalization_stats(
     holds in the synthetic benchmark (60 vs 10), so the per-pixel std is far less noisy.
     """
     res = score_dataset(
-        model,
+        detector,
         cfg,
         split=split,
         labels=["good"],
         root=root,
         max_images=None,
-        extractor=extractor,
-        stats=None,
         keep_channels=False,
         progress=progress,
     )
@@ -375,19 +366,6 @@ def normalization_stats(
     return MapStats.from_maps(torch.as_tensor(np.stack(res.maps)))
 
 
-def score_split_normalised(
-    model, cfg: ESADConfig, root: str | Path | None = None, progress: bool = True, **kw
-) -> ScoreResult:
-    """``score_dataset`` on the test split with ``cfg.map_normalization`` applied."""
-    extractor = build_scoring_extractor(model, cfg) if cfg.score_map == "feature" else None
-    stats = None
-    if cfg.map_normalization != "none":
-        stats = normalization_stats(
-            model, cfg, cfg.map_normalization, root=root, extractor=extractor, progress=progress
-        )
-    return score_dataset(model, cfg, root=root, extractor=extractor, stats=stats, progress=progress, **kw)
-
-
 __all__ = [
     "FAST_PATH_ATOL",
     "NORMALIZATIONS",
@@ -396,10 +374,11 @@ __all__ = [
     "anomaly_maps",
     "build_scoring_extractor",
     "check_scoring_config",
+    "fit_detector",
     "normalization_stats",
     "prepare_scoring",
     "raw_maps",
     "reconstructions",
     "score_dataset",
-    "score_split_normalised",
+    "train_images",
 ]

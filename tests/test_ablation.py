@@ -253,12 +253,12 @@ def test_unfinished_training_is_resumed(rec: Recorder, tmp_path: Path) -> None:
 
 
 def test_models_can_live_in_the_train_or_load_cache(rec: Recorder, tmp_path: Path) -> None:
-    training = pytest.importorskip("esad_lib.training")
+    run_io = pytest.importorskip("esad_lib.run_io")
     cfg = BASE.replace(category="pushpins")
     models = tmp_path / "cache" / "runs"
     ablation.run_grid(BASE, ["esad", "alpha_0"], ["pushpins"], [0], tmp_path / "grid", models_dir=models)
     # the esad model sits exactly where train_or_load(cfg) looks for it
-    assert training.run_dir_for(cfg).name == ablation.train_key(cfg)
+    assert run_io.run_dir_for(cfg).name == ablation.train_key(cfg)
     assert [p.name for p in models.iterdir() if p.is_dir()] == [ablation.train_key(cfg)]
     assert not (tmp_path / "grid" / "models").exists()
 
@@ -707,7 +707,7 @@ def test_base_config_explicit_profile_wins(monkeypatch) -> None:
 # ------------------------------------------------------------------------------------------
 # one real grid: training + evaluation of the library, 2 variants sharing one model
 def test_real_smoke_grid(tmp_path: Path) -> None:
-    training = pytest.importorskip("esad_lib.training")
+    run_io = pytest.importorskip("esad_lib.run_io")
     evaluation = pytest.importorskip("esad_lib.evaluation")
     cfg = get_config("smoke", epochs=1, max_test_images=2, cutout_sizes=(8,))
     rep = ablation.run_grid(cfg, ["esad", "alpha_1"], ["pushpins"], [0], tmp_path, progress=False)
@@ -724,7 +724,7 @@ def test_real_smoke_grid(tmp_path: Path) -> None:
     assert "paired bootstrap over test images" in (tmp_path / "summary.md").read_text()
     # the grid's alpha_1 numbers == scoring the trained model directly with fill_alpha = 1
     spec = ablation.expand_grid(cfg, ["alpha_1"], ["pushpins"], [0])[0]
-    model, _ = training.load_run(spec.model_dir(tmp_path / "models"))
+    model, _ = run_io.load_run(spec.model_dir(tmp_path / "models"))
     direct, _ = evaluation.evaluate_model(model, spec.cfg, progress=False)
     got = df[df.variant == "alpha_1"].set_index("metric")["value"]
     assert got["image_auroc.structural"] == pytest.approx(direct["image_auroc"]["structural"])
@@ -732,14 +732,48 @@ def test_real_smoke_grid(tmp_path: Path) -> None:
     assert got["n_params"] == sum(p.numel() for p in model.parameters())
 
 
-def test_real_grid_with_the_training_free_patchcore_variant(tmp_path: Path) -> None:
-    """The "patchcore" variant trains nothing; it is evaluated through the same protocol and
-    compared with ESAD (paired) in the summary."""
+class MedianDiff:
+    """A reader's own detector, as a notebook would define it: the distance of each pixel to the
+    per-pixel median of the training images (largest over the colour channels)."""
+
+    name = "median_diff"
+
+    def fit(self, images):
+        self.median = images.median(dim=0).values  # [3,H,W]
+        return self
+
+    def anomaly_maps(self, images):
+        return (images - self.median).abs().amax(dim=1)  # [B,H,W]
+
+
+def test_real_grid_with_training_free_and_readers_variants(tmp_path: Path) -> None:
+    """The "patchcore" variant and a reader's detector train nothing; a reader's config diff
+    reuses ESAD's model; all are evaluated by the same protocol and compared with ESAD (paired)."""
     cfg = get_config("smoke", epochs=1, max_test_images=2, cutout_sizes=(8,))
-    rep = ablation.run_grid(cfg, ["esad", "patchcore"], ["pushpins"], [0], tmp_path, progress=False)
+    mine = ablation.register_variant(
+        ablation.Variant("my_alpha", {"fill_alpha": 0.3}, "mine", "Test fill weight 0.3.", "Mine.", "lower")
+    )
+    median = ablation.Variant(
+        "median_diff",
+        {},
+        "mine",
+        "Per-pixel median difference.",
+        "Mine too.",
+        "lower",
+        detector=lambda c: MedianDiff(),
+    )
+    with pytest.raises(ValueError, match="built-in"):
+        ablation.register_variant(ablation.Variant("esad", {}, "x", "x"))
+    variants = ["esad", "patchcore", mine.name, median]
+    rep = ablation.run_grid(cfg, variants, ["pushpins"], [0], tmp_path, progress=False)
     assert len(set(rep.trained)) == 1  # only ESAD's model
     m = json.loads((tmp_path / "runs/patchcore/pushpins/seed0/metrics.json").read_text())
     assert m["method"] == "patchcore" and m["feature_extractor"] == "efficientnet_lite0"
+    mine_m = json.loads((tmp_path / "runs/median_diff/pushpins/seed0/metrics.json").read_text())
+    assert mine_m["method"] == "median_diff" and set(mine_m) >= set(m) - {"patchcore"}  # one schema
     df = ablation.read_results(tmp_path / "results.csv")
-    assert set(df["variant"]) == {"esad", "patchcore"}
-    assert "patchcore" in (tmp_path / "summary.md").read_text()
+    assert set(df["variant"]) == {"esad", "patchcore", "my_alpha", "median_diff"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "patchcore" in summary and "| median_diff | Mine too. |" in summary
+    cmp = ablation.compare_to_base(df, "image_auroc.structural", scores=ablation.collect_scores(tmp_path))
+    assert cmp.set_index("variant").loc["median_diff", "ci_method"] == "paired bootstrap over test images"

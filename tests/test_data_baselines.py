@@ -8,7 +8,9 @@ import pytest
 from esad_lib import get_config
 from esad_lib.baselines import naive_baseline_table, naive_category_scores, naive_zscore_scores
 from esad_lib.data import generate_synthetic
-from esad_lib.evaluation import evaluate_naive
+from esad_lib.detectors import NaiveDetector
+from esad_lib.evaluation import evaluate
+from esad_lib.scoring import fit_detector
 from esad_lib.uncertainty import image_auroc_ci
 
 
@@ -67,13 +69,13 @@ def test_table_rows_carry_the_bootstrap_interval(tmp_path):
     assert [r["auroc"] for r in bare] == [r["auroc"] for r in rows]
 
 
-def test_network_size_equals_evaluate_naive(tmp_path):
-    """At the model's input size the table is the naive column of `esad demo` (evaluate_naive)."""
+def test_network_size_equals_the_naive_detector(tmp_path):
+    """At the model's input size the table is the naive column of `esad demo` (NaiveDetector)."""
     root = generate_synthetic(
         tmp_path / "s", max_side=48, counts=(5, 0, 5, 5, 5), categories=["juice_bottle"], progress=False
     )
     cfg = get_config("smoke", category="juice_bottle", image_size=(16, 16), max_test_images=None)
-    ref = evaluate_naive(cfg, root=root)
+    ref, _ = evaluate(fit_detector(NaiveDetector(cfg), cfg, root), cfg, root=root, progress=False)
     rows = naive_baseline_table(
         root, progress=False, size=cfg.image_size, keep_aspect=cfg.keep_aspect, n_boot=0
     )

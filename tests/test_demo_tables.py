@@ -10,10 +10,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from esad_lib.demo import compare_methods, paired_differences, paired_from_scores, read_scores, scores_of
-from esad_lib.evaluation import SCORES_FILE, scores_csv_rows
+from esad_lib.demo import (
+    compare_methods,
+    comparison_report,
+    paired_differences,
+    paired_from_scores,
+    read_scores,
+    scores_of,
+)
+from esad_lib.evaluation import SCORES_FILE, scores_csv
 from esad_lib.report import format_metric, format_report, win_loss_summary
 
 
@@ -34,7 +42,7 @@ def _write_scores(d: Path, r: SimpleNamespace) -> Path:
         for p, n, s in zip(r.paths, r.label_names, r.scores)
     ]
     d.mkdir(parents=True)
-    (d / SCORES_FILE).write_text(scores_csv_rows(rows))
+    (d / SCORES_FILE).write_text(scores_csv(SimpleNamespace(to_rows=lambda: rows)))
     return d
 
 
@@ -116,3 +124,39 @@ def test_format_metric_prints_the_value_with_its_interval() -> None:
     assert format_metric(m, "au_spro", "structural") == "50.0 [40.0, 60.0]"  # the exact value, ci's bounds
     assert format_metric(m, "au_spro", "logical") == "30.0"  # no interval: the value alone
     assert format_metric(m, "image_auroc", "structural") == "-"
+
+
+class BlurredDifference:
+    """A reader's own detector, as a notebook would define it: the distance of the blurred image
+    to the mean of the blurred training images."""
+
+    name = "blurdiff"
+
+    def fit(self, images):
+        self.mean = F.avg_pool2d(images, 3, 1, 1).mean(dim=0)  # [3,H,W]
+        return self
+
+    def anomaly_maps(self, images):
+        return (F.avg_pool2d(images, 3, 1, 1) - self.mean).abs().amax(dim=1)  # [B,H,W]
+
+
+def test_a_readers_detector_gets_the_tables_intervals_and_paired_differences(tmp_path) -> None:
+    cmp = compare_methods(
+        "smoke",
+        ["pushpins"],
+        out=tmp_path,
+        progress=False,
+        echo=False,
+        detectors={"blurdiff": lambda cfg: BlurredDifference()},
+    )
+    m, naive = cmp.metrics["blurdiff"]["pushpins"], cmp.metrics["naive"]["pushpins"]
+    assert m["method"] == "blurdiff" and set(m) == set(naive)  # one metrics.json schema
+    assert (tmp_path / "pushpins" / "blurdiff" / "metrics.json").exists()
+    ci = m["ci"]["image_auroc"]["structural"]
+    assert ci["low"] <= m["image_auroc"]["structural"] <= ci["high"]
+    text, paired = comparison_report(cmp, "t")
+    assert "blurdiff (ours) str." in text and "ESAD − blurdiff" in text
+    d = paired["structural_image_auroc"]["per_category"]["blurdiff"]["pushpins"]
+    esad = cmp.metrics["esad"]["pushpins"]["image_auroc"]["structural"]
+    assert d["diff"] == pytest.approx(esad - m["image_auroc"]["structural"])
+    assert d["low"] <= d["diff"] <= d["high"]

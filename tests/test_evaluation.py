@@ -8,10 +8,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from esad_lib.config import CATEGORIES, get_config
-from esad_lib.evaluation import evaluate_run, image_metrics, load_metrics
+from esad_lib.evaluation import RUN_KEYS, evaluate_run, image_metrics, load_metrics
 from esad_lib.report import REPORTED, format_report
 
 
@@ -44,6 +45,7 @@ def test_evaluate_run_writes_metrics_json_schema(smoke_run):
     assert t["scoring_ms_per_image"] > 0
     assert t["train_seconds"] is None or t["train_seconds"] > 0
     assert on_disk["category"] == "pushpins" and on_disk["method"] == "esad"
+    assert set(RUN_KEYS) <= set(on_disk)  # the one schema of every metrics.json
     counts = on_disk["counts"]
     assert counts["good"] > 0 and counts["logical"] > 0 and counts["structural"] > 0
     rows = list(csv.DictReader((run / "scores.csv").open()))
@@ -203,7 +205,8 @@ def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():
     esad = _fake_metrics("juice_bottle", 0.8, 0.5)
     esad["map_normalization"] = "validation"
     naive = _fake_metrics("juice_bottle", 0.7, 0.4)
-    naive["score_map"] = "naive z-score"
+    naive.update(method="naive", score_map="naive z-score")
+    mine = _fake_metrics("juice_bottle", 0.6, 0.4) | {"method": "blurdiff", "score_map": None}
     assert "standardised with validation/good statistics" in describe_setting({"juice_bottle": esad})
     esad["map_normalization"] = "train"
     assert "standardised with train/good statistics" in describe_setting({"juice_bottle": esad})
@@ -211,6 +214,8 @@ def test_describe_setting_names_the_normalisation_and_the_untrained_baseline():
     assert "standardised" not in describe_setting({"juice_bottle": esad})
     text = describe_setting({"juice_bottle": naive})
     assert "naive z-score maps, no training" in text and "epochs" not in text
+    text = describe_setting({"juice_bottle": mine})  # a reader's detector: fitted, never trained
+    assert "blurdiff maps, no training" in text and "epochs" not in text
 
 
 def test_demo_cli_set_changes_every_run_and_refuses_unknown_fields(tmp_path, capsys):
@@ -228,3 +233,32 @@ def test_demo_cli_set_changes_every_run_and_refuses_unknown_fields(tmp_path, cap
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "bad"), "--set", "keep_aspekt=true"]) == 2
     assert "did you mean keep_aspect" in capsys.readouterr().err
+
+
+def test_type_groups_are_good_plus_one_type_and_none_when_a_type_is_missing():
+    from esad_lib.evaluation import type_groups
+
+    assert type_groups(["good", "structural", "logical", "good"]) == {
+        "structural": [0, 1, 3],
+        "logical": [0, 2, 3],
+    }
+    assert type_groups(["good", "structural"]) == {"structural": [0, 1], "logical": None}
+
+
+def test_esad_detector_fit_trains_through_the_model_cache_and_riad_is_a_config_diff():
+    from esad_lib.config import riad_config
+    from esad_lib.detectors import Detector, EsadDetector
+    from esad_lib.run_io import run_dir_for
+    from esad_lib.scoring import fit_detector, score_dataset
+    from esad_lib.training import train_or_load
+
+    cfg = get_config("smoke", category="pushpins", epochs=1)
+    det = fit_detector(EsadDetector(cfg, progress=False), cfg)
+    assert isinstance(det, Detector) and det.name == "esad" and (run_dir_for(cfg) / "model.pt").exists()
+    ref = EsadDetector(cfg, train_or_load(cfg, progress=False), progress=False)  # the cached model
+    a = score_dataset(det, cfg, max_images=2, progress=False)
+    assert np.array_equal(a.scores, score_dataset(ref, cfg, max_images=2, progress=False).scores)
+    riad = EsadDetector(riad_config(cfg), progress=False)
+    assert riad.name == "riad" and riad.cfg.key() == riad_config(cfg).key() != cfg.key()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        riad.anomaly_maps(torch.zeros(1, 3, *cfg.image_size))

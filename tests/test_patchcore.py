@@ -11,22 +11,20 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from esad_lib.config import get_config
+from esad_lib.config import PatchCoreConfig, get_config
 from esad_lib.data import LOCODataset, dataset_root, load_defects_config
-from esad_lib.evaluation import load_metrics, metrics_from_result
+from esad_lib.evaluation import RUN_KEYS, evaluate, load_metrics, metrics_from_result
 from esad_lib.features import build_feature_extractor
 from esad_lib.patchcore import (
     PatchCore,
-    evaluate_patchcore,
-    fit_patchcore,
     greedy_coreset_indices,
     jl_projection,
     local_aggregate,
     nearest_neighbour_distances,
     patch_features,
     reduce_channels,
-    score_dataset_patchcore,
 )
+from esad_lib.scoring import fit_detector, score_dataset
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +143,11 @@ def test_greedy_coreset_is_deterministic_per_seed():
 # ---- the detector on the smoke data ---------------------------------------------------------
 def test_fit_bank_size_and_determinism(smoke_data, extractor):
     _, _, train = smoke_data
-    full = PatchCore(extractor, coreset_ratio=1.0).fit(train)
+    full = PatchCore(extractor, layers=(1, 2), coreset_ratio=1.0).fit(train)
     n_patches = len(train) * 8 * 8  # 32x32 images, grid of the 1/4 tap
     assert full.memory_bank.shape == (n_patches, 192) and full.full_bank_size == n_patches
-    a = PatchCore(extractor, coreset_ratio=0.25, seed=3).fit(train)
-    b = PatchCore(extractor, coreset_ratio=0.25, seed=3, batch_size=3).fit(train.split(3))
+    a = PatchCore(extractor, layers=(1, 2), coreset_ratio=0.25, seed=3).fit(train)
+    b = PatchCore(extractor, layers=(1, 2), coreset_ratio=0.25, seed=3, batch_size=3).fit(train.split(3))
     assert a.memory_bank.shape == (int(n_patches * 0.25), 192)
     assert torch.equal(a.memory_bank, b.memory_bank)
     # the coreset is a subset of the full bank's rows
@@ -159,7 +157,7 @@ def test_fit_bank_size_and_determinism(smoke_data, extractor):
 
 def test_map_of_a_training_image_is_zero(smoke_data, extractor):
     _, _, train = smoke_data
-    pc = PatchCore(extractor, coreset_ratio=1.0, batch_size=len(train)).fit(train)
+    pc = PatchCore(extractor, layers=(1, 2), coreset_ratio=1.0, batch_size=len(train)).fit(train)
     d = pc.patch_distances(train)  # its own patches are in the bank
     assert d.shape == (len(train), 8, 8) and float(d.abs().max()) == 0.0
     maps = pc.anomaly_maps(train)
@@ -180,32 +178,50 @@ def test_unfitted_and_bad_parameters_are_clear_errors(extractor):
         PatchCore(extractor, layers=(5,)).fit(torch.zeros(1, 3, 32, 32))
 
 
-def test_score_dataset_patchcore_scores_are_max_of_full_res_map(smoke_data):
+def _fitted(cfg, root, **settings):
+    pc = PatchCore.from_config(cfg, PatchCoreConfig(extractor="random_cnn", coreset_ratio=0.5), **settings)
+    return fit_detector(pc, cfg, root)
+
+
+def test_patchcore_through_the_one_scoring_loop_scores_are_max_of_full_res_map(smoke_data):
     cfg, root, _ = smoke_data
-    pc = fit_patchcore(cfg, "random_cnn", root=root, progress=False, coreset_ratio=0.5)
-    res = score_dataset_patchcore(cfg, detector=pc, root=root, progress=False)
+    res = score_dataset(_fitted(cfg, root), cfg, root=root, progress=False)
     assert len(res) == len(res.maps) == len(res.scores) == len(res.channels)
     assert set(res.label_names) == {"good", "logical", "structural"}
     assert all(m.shape == tuple(cfg.image_size) and m.dtype == np.float32 for m in res.maps)
     want = [float(res.full_res_map(i).max()) for i in range(len(res))]
     assert np.array_equal(res.scores, np.asarray(want))
     assert res.ms_per_image > 0
-    again = score_dataset_patchcore(cfg, "random_cnn", root=root, progress=False, coreset_ratio=0.5)
-    assert np.array_equal(res.scores, again.scores)  # deterministic, fitted inside
+    again = score_dataset(_fitted(cfg, root), cfg, root=root, progress=False)
+    assert np.array_equal(res.scores, again.scores)  # deterministic
     m = metrics_from_result(res, load_defects_config(root / cfg.category))
     assert 0.0 <= m["image_auroc"]["structural"] <= 1.0 and 0.0 <= m["au_spro"]["mean"] <= 1.0
     with pytest.raises(ValueError, match="recon_encoder"):
-        fit_patchcore(cfg, "recon_encoder", root=root, progress=False)
+        PatchCore.from_config(cfg, extractor="recon_encoder")
+    with pytest.raises(ValueError, match="fitted at"):
+        _fitted(cfg, root).anomaly_maps(torch.zeros(1, 3, 48, 48))
+
+
+def test_patchcore_config_is_validated_and_keyed() -> None:
+    with pytest.raises(ValueError, match="PatchCoreConfig.coreset_ratio"):
+        PatchCoreConfig(coreset_ratio=0.0)
+    with pytest.raises(ValueError, match="PatchCoreConfig.patch_size"):
+        PatchCoreConfig(patch_size=2)
+    cfg = get_config("smoke")
+    base = PatchCoreConfig()
+    assert base.key(cfg) == PatchCoreConfig().key(cfg) != base.replace(layers=(1, 2)).key(cfg)
+    assert base.key(cfg) != base.key(cfg.replace(category="juice_bottle"))
 
 
 def test_evaluate_patchcore_writes_loadable_metrics(smoke_data, tmp_path):
     cfg, root, _ = smoke_data
     out = tmp_path / "patchcore_run"
-    metrics = evaluate_patchcore(cfg, out, "random_cnn", root=root, progress=False, coreset_ratio=0.5)
+    metrics, _ = evaluate(_fitted(cfg, root), cfg, out_dir=out, root=root, progress=False)
     on_disk = load_metrics(out)
     assert on_disk == json.loads(json.dumps(metrics))
     assert on_disk["method"] == "patchcore" and on_disk["feature_extractor"] == "random_cnn"
-    assert on_disk["config"]["method"] == "patchcore" and on_disk["category"] == "pushpins"
+    assert on_disk["config_key"] == PatchCoreConfig(extractor="random_cnn", coreset_ratio=0.5).key(cfg)
+    assert on_disk["category"] == "pushpins" and set(RUN_KEYS) <= set(on_disk)  # the one schema
     t = on_disk["timing"]
     assert t["fit_seconds"] > 0 and t["scoring_ms_per_image"] > 0 and t["train_seconds"] is None
     assert on_disk["patchcore"]["bank_size"] == on_disk["patchcore"]["full_bank_size"] // 2

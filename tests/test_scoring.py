@@ -26,6 +26,13 @@ from esad_lib.scoring import (
 )
 
 
+def _det(model, cfg):
+    """The ESAD detector of a trained ``model`` scored with ``cfg`` (the one scoring loop's input)."""
+    from esad_lib.detectors import EsadDetector
+
+    return EsadDetector(cfg, model, progress=False)
+
+
 @pytest.mark.parametrize("size", [1, 3, 4, 7])
 def test_mean_filter_equals_scipy_uniform_filter(size):
     x = torch.rand(2, 13, 17, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
@@ -119,7 +126,7 @@ def test_score_dataset_shapes_and_original_resolution(tiny_model):
 
     model, cfg = tiny_model
     root = dataset_root(cfg)
-    res = score_dataset(model, cfg, root=root, max_images=2, progress=False)
+    res = score_dataset(_det(model, cfg), cfg, root=root, max_images=2, progress=False)
     assert set(res.label_names) == {"good", "logical", "structural"}
     assert len(res) == 6 == len(res.scores) == len(res.maps) == len(res.channels)
     assert res.ms_per_image > 0
@@ -136,7 +143,13 @@ def test_score_dataset_shapes_and_original_resolution(tiny_model):
         assert res.scores[i] <= float(res.maps[i].max()) + 1e-7
         assert res.gt_mask(i).any() == (res.label_names[i] != "good")
     # fast and eager scoring of the whole split agree
-    eager = score_dataset(model, cfg.replace(fast_scoring=False), root=root, max_images=2, progress=False)
+    eager = score_dataset(
+        _det(model, cfg.replace(fast_scoring=False)),
+        cfg.replace(fast_scoring=False),
+        root=root,
+        max_images=2,
+        progress=False,
+    )
     np.testing.assert_allclose(res.scores, eager.scores, atol=FAST_PATH_ATOL)
 
 
@@ -145,17 +158,20 @@ def test_normalised_scores_use_the_maps_of_that_splits_good_images(tiny_model, s
     """``map_normalization=split`` == per-pixel z-score of the plain maps by the mean/std of
     that split's good maps, computed here by hand."""
     from esad_lib.data import dataset_root
-    from esad_lib.scoring import score_split_normalised
 
     model, cfg = tiny_model
     root = dataset_root(cfg)
-    plain_ref = score_dataset(model, cfg, split=split, labels=["good"], root=root, progress=False)
+    plain_ref = score_dataset(_det(model, cfg), cfg, split=split, labels=["good"], root=root, progress=False)
     ref = np.stack(plain_ref.maps).astype(np.float64)  # [N,H,W]
     mean, std = ref.mean(0), ref.std(0, ddof=1)
     std = np.maximum(std, 0.1 * std.mean() + 1e-12)
-    plain = score_dataset(model, cfg, root=root, max_images=2, keep_channels=False, progress=False)
-    got = score_split_normalised(
-        model, cfg.replace(map_normalization=split), root=root, max_images=2, progress=False
+    plain = score_dataset(_det(model, cfg), cfg, root=root, max_images=2, keep_channels=False, progress=False)
+    got = score_dataset(
+        _det(model, cfg.replace(map_normalization=split)),
+        cfg.replace(map_normalization=split),
+        root=root,
+        max_images=2,
+        progress=False,
     )
     assert got.label_names == plain.label_names
     for m_plain, m_got in zip(plain.maps, got.maps):
@@ -179,10 +195,20 @@ def test_scoring_batch_is_eval_batch_size_not_the_training_batch(tiny_model, mon
     monkeypatch.setattr(tud, "DataLoader", Spy)
     root = dataset_root(cfg)
     a = score_dataset(
-        model, cfg.replace(batch_size=1, eval_batch_size=3), root=root, max_images=3, progress=False
+        _det(model, cfg.replace(batch_size=1, eval_batch_size=3)),
+        cfg.replace(batch_size=1, eval_batch_size=3),
+        root=root,
+        max_images=3,
+        progress=False,
     )
     assert seen and set(seen) == {3}
-    b = score_dataset(model, cfg.replace(eval_batch_size=1), root=root, max_images=3, progress=False)
+    b = score_dataset(
+        _det(model, cfg.replace(eval_batch_size=1)),
+        cfg.replace(eval_batch_size=1),
+        root=root,
+        max_images=3,
+        progress=False,
+    )
     np.testing.assert_allclose(a.scores, b.scores, atol=FAST_PATH_ATOL)
     # a runtime field: the same trained model and cache key
     assert cfg.replace(eval_batch_size=3).key() == cfg.key()
@@ -204,7 +230,7 @@ def test_keep_aspect_sizes_follow_each_category_and_reach_the_maps(tiny_model):
         assert (h >= w) == (h0 >= w0)
         assert abs(min(h, w) - 64 * min(h0, w0) / max(h0, w0)) <= 8  # nearest multiple of 16
     c = cfg.replace(keep_aspect=True, image_size=(48, 48))
-    res = score_dataset(model, c, root=root, max_images=1, progress=False)
+    res = score_dataset(_det(model, c), c, root=root, max_images=1, progress=False)
     assert {m.shape for m in res.maps} == {input_size(c, root)}
 
 
@@ -226,16 +252,20 @@ def test_each_test_time_field_of_the_config_changes_the_scores(tiny_model, field
     its networks), so changing one field changes the maps -- e.g. fill_alpha=0.2 is used."""
     from esad_lib.config import TEST_TIME_FIELDS
     from esad_lib.data import dataset_root
-    from esad_lib.scoring import score_split_normalised
 
     assert field in TEST_TIME_FIELDS
     model, cfg = tiny_model
     cfg = cfg.replace(**base)
     assert getattr(cfg, field) != value
     root = dataset_root(cfg)
-    a = score_split_normalised(model, cfg, root=root, max_images=2, progress=False, keep_channels=False)
-    b = score_split_normalised(
-        model, cfg.replace(**{field: value}), root=root, max_images=2, progress=False, keep_channels=False
+    a = score_dataset(_det(model, cfg), cfg, root=root, max_images=2, progress=False, keep_channels=False)
+    b = score_dataset(
+        _det(model, cfg.replace(**{field: value})),
+        cfg.replace(**{field: value}),
+        root=root,
+        max_images=2,
+        progress=False,
+        keep_channels=False,
     )
     assert a.paths == b.paths
     assert any(not np.allclose(x, y) for x, y in zip(a.maps, b.maps)), f"{field}={value!r} was ignored"

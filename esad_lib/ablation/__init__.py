@@ -1,10 +1,13 @@
-"""Ablations as config diffs, and a grid runner that trains each model once.
+"""Ablations as config diffs (or detectors), and a grid runner that trains each model once.
 
 The paper (the authors' README: method and results table) argues for four design choices on top of
 RIAD: the inpainting -> filling -> reconstruction pipeline with the test fill (``select = 1``),
 the feature loss, feature-level anomaly discrimination, and the lightweight U-Net.  Each
 ablation here is a *named variant*: a dict of :class:`~esad_lib.config.ESADConfig` fields
-applied to the profile's base config with ``cfg.replace(**diff)``.
+applied to the profile's base config with ``cfg.replace(**diff)``, or a detector
+(``esad_lib.detectors``: fitted on train/good, no training).  A reader adds a variant from a
+notebook with ``register_variant(Variant(name, diff, group, description, claim, expect))`` (or
+``Variant(..., detector=factory)``) and passes its name, or the ``Variant``, to ``run_grid``.
 
 A grid is ``variants x categories x seeds``.  Many variants only change how a trained model
 is *scored* (the test fill, its mixing weight ``fill_alpha``, pixel vs feature maps,
@@ -67,6 +70,7 @@ from esad_lib.ablation.results import (
 )
 from esad_lib.ablation.specs import RunSpec, expand_grid, parse_list, run_finished
 from esad_lib.ablation.steps import (
+    evaluate_detector,
     evaluate_model,
     evaluate_variant,
     model_finished,
@@ -88,6 +92,7 @@ from esad_lib.ablation.variants import (
     apply_variant,
     config_key,
     get_variant,
+    register_variant,
     train_key,
     training_config,
     variant_names,
@@ -140,6 +145,7 @@ __all__ = [
     "compare_to_base",
     "config_key",
     "count_verdicts",
+    "evaluate_detector",
     "evaluate_model",
     "evaluate_variant",
     "expand_grid",
@@ -152,6 +158,7 @@ __all__ = [
     "parse_list",
     "read_results",
     "read_run_scores",
+    "register_variant",
     "run_finished",
     "run_grid",
     "seed_table",

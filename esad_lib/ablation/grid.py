@@ -18,8 +18,9 @@ from esad_lib.ablation import steps
 from esad_lib.ablation.results import SCORES_FILE, collect_results, collect_scores
 from esad_lib.ablation.specs import RunSpec, expand_grid, run_finished
 from esad_lib.ablation.summary import summary_markdown
-from esad_lib.ablation.variants import get_variant, training_config
+from esad_lib.ablation.variants import Variant, get_variant, training_config
 from esad_lib.config import ESADConfig
+from esad_lib.evaluation import write_metrics
 from esad_lib.paths import atomic_write_text
 
 
@@ -51,6 +52,7 @@ def _write_run_meta(spec: RunSpec, out: Path) -> None:
         "diff": {
             k: list(v) if isinstance(v, tuple) else v for k, v in get_variant(spec.variant).diff.items()
         },
+        "detector": spec.detector is not None,
     }
     atomic_write_text(d / "run.json", json.dumps(meta, indent=2) + "\n")
     atomic_write_text(d / "config.json", json.dumps(spec.cfg.to_dict(), indent=2, default=list) + "\n")
@@ -129,7 +131,7 @@ def _plan(specs: list[RunSpec], out: Path, models_root: Path, report: GridReport
     report.skipped = [str(s.run_dir(out)) for s in specs if run_finished(s, out)]
     train_jobs: dict[str, RunSpec] = {}
     for s in todo:
-        if steps.needs_training(s.cfg) and not steps.model_finished(s.model_dir(models_root)):
+        if s.needs_training and not steps.model_finished(s.model_dir(models_root)):
             train_jobs.setdefault(s.train_key, s)
     eval_groups: dict[str, list[RunSpec]] = {}
     for s in todo:
@@ -159,7 +161,7 @@ def _finish(group: list[RunSpec], metrics: dict[str, Any], out: Path, report: Gr
             s.run_dir(out).mkdir(parents=True, exist_ok=True)
             atomic_write_text(s.run_dir(out) / SCORES_FILE, first_scores.read_text())
         _write_run_meta(s, out)
-        atomic_write_text(s.run_dir(out) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_metrics(s.run_dir(out), metrics)
         report.evaluated.append(str(s.run_dir(out)))
 
 
@@ -171,15 +173,16 @@ def _run_here(plan: _Plan, device: str | None, report: GridReport, progress: boo
             tcfg = tcfg.replace(device=device)
         steps.train_model(tcfg, mdir, resume)
     for group in tqdm(list(plan.eval_groups.values()), desc="ablation: evaluate", disable=not progress):
-        s = group[0]
-        cfg = s.cfg.replace(device=device) if device else s.cfg
-        s.run_dir(plan.out).mkdir(parents=True, exist_ok=True)
-        _finish(
-            group,
-            steps.evaluate_model(cfg, s.model_dir(plan.models_root), s.run_dir(plan.out)),
-            plan.out,
-            report,
-        )
+        _finish(group, _evaluate_here(group[0], plan, device), plan.out, report)
+
+
+def _evaluate_here(s: RunSpec, plan: _Plan, device: str | None) -> dict[str, Any]:
+    """Evaluate one run in this process: its detector, or its trained model."""
+    cfg = s.cfg.replace(device=device) if device else s.cfg
+    s.run_dir(plan.out).mkdir(parents=True, exist_ok=True)
+    if s.detector is not None:
+        return steps.evaluate_detector(s.detector, cfg, s.run_dir(plan.out))
+    return steps.evaluate_model(cfg, s.model_dir(plan.models_root), s.run_dir(plan.out))
 
 
 def _default_start_method(devices: Sequence[str]) -> str:
@@ -202,6 +205,9 @@ def _evaluate_in_workers(ex: cf.Executor, plan: _Plan, report: GridReport, progr
     fut_groups = {}
     for group in plan.eval_groups.values():
         s = group[0]
+        if s.detector is not None:  # a reader's detector may not pickle: evaluated in this process
+            _finish(group, _evaluate_here(s, plan, None), plan.out, report)
+            continue
         s.run_dir(plan.out).mkdir(parents=True, exist_ok=True)
         fut = ex.submit(
             _eval_job, s.cfg.to_dict(), str(s.model_dir(plan.models_root)), str(s.run_dir(plan.out))
@@ -234,7 +240,7 @@ def _write_tables(plan: _Plan, report: GridReport) -> None:
 
 def run_grid(
     base: ESADConfig,
-    variants: Sequence[str],
+    variants: Sequence[str | Variant],
     categories: Sequence[str],
     seeds: Sequence[int],
     out: str | Path,
@@ -245,6 +251,8 @@ def run_grid(
 ) -> GridReport:
     """Run (or finish) the ablation grid under ``out`` and write results.csv + summary.md.
 
+    ``variants``: registered names or ``Variant`` objects (a reader's own: a config diff or a
+    detector, with the claim it tests; see ``register_variant``).
     ``devices``: None/one device -> sequential in this process (``base.device`` or the one
     given); several -> one worker process per device.  ``models_dir``: where trained models
     live (default ``out/models``); ``esad_lib.paths.cache_dir() / "runs"`` shares them with

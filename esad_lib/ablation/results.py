@@ -35,13 +35,13 @@ def flatten_metrics(
 ) -> dict[str, float]:
     """Numeric leaves of a nested metrics dict, names joined with ``.`` (``au_spro.mean``).
 
-    Only top-level entries named in ``keep`` are used (all with ``keep=None``); ``None``
+    Only top-level entries named in ``keep`` are used, in its order (all with ``keep=None``); ``None``
     values (an anomaly type absent from the data) are dropped.
     """
     flat: dict[str, float] = {}
-    for k, v in metrics.items():
-        if keep is not None and not prefix and k not in keep:
-            continue
+    top = keep is not None and not prefix  # top level: the entries of ``keep``, in its order
+    for k in [k for k in keep if k in metrics] if top else list(metrics):
+        v = metrics[k]
         name = f"{prefix}{k}"
         if isinstance(v, dict):
             flat.update(flatten_metrics(v, name + ".", None))

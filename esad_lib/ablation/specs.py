@@ -3,27 +3,37 @@ and :func:`expand_grid`, which lists the cells."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esad_lib.ablation.variants import apply_variant, config_key, train_key, variant_registry
+from esad_lib.ablation.variants import Variant, apply_variant, config_key, get_variant, train_key
 from esad_lib.config import ESADConfig
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the grid: a variant on one category with one seed."""
+    """One cell of the grid: a variant on one category with one seed (``detector``: the
+    variant's detector factory, None for an ESAD model trained with ``cfg``)."""
 
     variant: str
     category: str
     seed: int
     cfg: ESADConfig
+    detector: Callable[[ESADConfig], Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def needs_training(self) -> bool:
+        return self.detector is None
 
     @property
     def config_key(self) -> str:
-        return config_key(self.cfg)
+        """Same key = same result; a detector variant's key also names the variant."""
+        if self.detector is None:
+            return config_key(self.cfg)
+        return hashlib.sha256(f"{config_key(self.cfg)}/{self.variant}".encode()).hexdigest()[:12]
 
     @property
     def train_key(self) -> str:
@@ -51,28 +61,27 @@ class RunSpec:
 
 
 def expand_grid(
-    base: ESADConfig, variants: Sequence[str], categories: Sequence[str], seeds: Sequence[int]
+    base: ESADConfig, variants: Sequence[str | Variant], categories: Sequence[str], seeds: Sequence[int]
 ) -> list[RunSpec]:
     """``variants x categories x seeds`` run specs, in that nesting order.
 
-    Raises ``KeyError`` naming the unknown variant(s) and listing the known ones, and
-    ``ValueError`` for an empty axis or duplicates.
+    ``variants``: registered names or ``Variant`` objects (registered here, see
+    ``register_variant``).  Raises ``KeyError`` naming an unknown variant and listing the known
+    ones, and ``ValueError`` for an empty axis or duplicates.
     """
-    reg = variant_registry()
-    unknown = [v for v in variants if v not in reg]
-    if unknown:
-        raise KeyError(f"unknown ablation variant(s) {unknown}; known variants: {', '.join(reg)}")
-    for axis, vals in (("variants", variants), ("categories", categories), ("seeds", seeds)):
+    resolved = [get_variant(v) for v in variants]
+    names = [v.name for v in resolved]
+    for axis, vals in (("variants", names), ("categories", categories), ("seeds", seeds)):
         if not vals:
             raise ValueError(f"the ablation grid needs at least one of {axis}")
         if len(set(vals)) != len(vals):
             raise ValueError(f"duplicate {axis} in the ablation grid: {list(vals)}")
     specs = []
-    for v in variants:
-        vcfg = apply_variant(base, reg[v])
+    for v in resolved:
+        vcfg = apply_variant(base, v)
         for c in categories:
             for s in seeds:
-                specs.append(RunSpec(v, c, int(s), vcfg.replace(category=c, seed=int(s))))
+                specs.append(RunSpec(v.name, c, int(s), vcfg.replace(category=c, seed=int(s)), v.detector))
     return specs
 
 

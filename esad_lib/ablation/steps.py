@@ -1,32 +1,23 @@
-"""The two steps of a grid run: train a model, evaluate it with a variant's test-time fields.
+"""The steps of a grid run: train a model, evaluate it with a variant's test-time fields, or fit
+and evaluate a variant's detector.
 
-:func:`esad_lib.ablation.grid.run_grid` calls :func:`train_model` and :func:`evaluate_model`
-through this module (``steps.train_model``), so a test can replace them with fakes by
-monkeypatching ``esad_lib.ablation.steps``."""
+:func:`esad_lib.ablation.grid.run_grid` calls them through this module (``steps.train_model``),
+so a test can replace them with fakes by monkeypatching ``esad_lib.ablation.steps``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from esad_lib import training
 from esad_lib.ablation.results import SCORES_FILE
 from esad_lib.ablation.specs import model_finished
 from esad_lib.config import ESADConfig, resolve_device
-from esad_lib.evaluation import evaluate_model as _evaluate
-from esad_lib.evaluation import scores_csv
-from esad_lib.patchcore import REFERENCE_LAYERS, evaluate_patchcore
+from esad_lib.detectors import EsadDetector
+from esad_lib.evaluation import evaluate, scores_csv
 from esad_lib.paths import atomic_write_text
-from esad_lib.run_io import file_lock
-from esad_lib.training import load_run
-
-#: methods that need no trained model (their evaluation fits what it needs itself).
-TRAINING_FREE_METHODS = ("patchcore",)
-
-
-def needs_training(cfg: ESADConfig) -> bool:
-    """False for a training-free reference method (PatchCore-style: a memory bank, no training)."""
-    return cfg.method not in TRAINING_FREE_METHODS
+from esad_lib.run_io import file_lock, load_run
+from esad_lib.scoring import fit_detector
 
 
 def model_started(model_dir: Path) -> bool:
@@ -35,6 +26,7 @@ def model_started(model_dir: Path) -> bool:
 
 def train_model(cfg: ESADConfig, model_dir: Path, resume: bool) -> None:
     """Train (or resume training of) the model for ``cfg`` into ``model_dir``."""
+    from esad_lib import training
 
     model_dir = Path(model_dir)
     # the lock file train_or_load uses, so that a notebook and a grid sharing the model cache
@@ -49,28 +41,22 @@ def train_model(cfg: ESADConfig, model_dir: Path, resume: bool) -> None:
 
 def evaluate_variant(model: Any, cfg: ESADConfig, progress: bool = False) -> tuple[dict[str, Any], Any]:
     """Metrics of a trained ``model`` scored with ``cfg``'s test-time fields (no retraining):
-    scoring takes every test-time choice from ``cfg``.  Returns ``(metrics, ScoreResult)`` of
-    :func:`esad_lib.evaluation.evaluate_model`.
-    """
-    return _evaluate(model, cfg, progress=progress)
+    ``(metrics, ScoreResult)`` of :func:`esad_lib.evaluation.evaluate`."""
+    return evaluate(EsadDetector(cfg, model, progress=progress), cfg, progress=progress)
 
 
 def evaluate_model(cfg: ESADConfig, model_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """Evaluate the trained model in ``model_dir`` with ``cfg``'s scoring fields.
-
-    Uses :func:`esad_lib.evaluation.evaluate_model` (the same protocol as ``esad evaluate``)
-    and writes ``run_dir/scores.csv``.  Returns the metrics dict; the caller writes
-    ``metrics.json`` (the marker of a finished run) last.
-    """
-
-    if cfg.method == "patchcore":  # training-free: fit the memory bank on train/good, score
-        return evaluate_patchcore(
-            cfg, run_dir, extractor=cfg.feature_extractor, progress=False, layers=REFERENCE_LAYERS
-        )
+    """Evaluate the trained model in ``model_dir`` with ``cfg``'s scoring fields; writes
+    ``run_dir/scores.csv`` and returns the metrics (the grid writes ``metrics.json`` last)."""
     model, _ = load_run(model_dir)
-    model = model.to(resolve_device(cfg.device))
-    metrics, result = evaluate_variant(model, cfg)
+    metrics, result = evaluate_variant(model.to(resolve_device(cfg.device)), cfg)
     atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
-    # parameter count of the trained nets (the lightweight-vs-standard ablation's other axis)
-    metrics["n_params"] = sum(p.numel() for p in model.parameters())
+    return metrics
+
+
+def evaluate_detector(factory: Callable[[ESADConfig], Any], cfg: ESADConfig, run_dir: Path) -> dict[str, Any]:
+    """Fit ``factory(cfg)`` on train/good and evaluate it; writes ``run_dir/scores.csv``."""
+    detector = fit_detector(factory(cfg), cfg)
+    metrics, result = evaluate(detector, cfg, progress=False)
+    atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
     return metrics

@@ -158,6 +158,18 @@ def summary_markdown(df, base: str = BASE_VARIANT, scores=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interval(ci: dict | None, per_seed: list[float], what: str) -> tuple[float, float, str]:
+    """``(low, high, how)``: the bootstrap interval ``ci`` over test images (and seeds) when there
+    is one, else the Student-t interval over >= 2 per-seed values, else none (NaN)."""
+    n = len(per_seed)
+    if ci is not None:
+        return ci["low"], ci["high"], what + (f" + {n} seeds" if n > 1 else "")
+    if n > 1:
+        agg = uncertainty.aggregate_seeds(per_seed)
+        return agg["low"], agg["high"], f"t-interval over {n} seeds"
+    return math.nan, math.nan, "none (one seed, no per-image scores)"
+
+
 #: columns of :func:`compare_to_base`'s table.
 COMPARE_COLUMNS: tuple[str, ...] = (
     "variant",
@@ -220,15 +232,7 @@ def compare_to_base(
         s = pd.Series(deltas)
         mean, std = float(s.mean()), float(s.std()) if len(s) > 1 else float("nan")
         ci = boot.paired(df, v, base, metric) if boot is not None else None
-        if ci is not None:
-            low, high, method = ci["low"], ci["high"], "paired bootstrap over test images"
-            if len(s) > 1:
-                method += f" + {len(s)} seeds"
-        elif len(s) > 1:
-            agg = uncertainty.aggregate_seeds(deltas)
-            low, high, method = agg["low"], agg["high"], f"t-interval over {len(s)} seeds"
-        else:
-            low, high, method = math.nan, math.nan, "none (one seed, no per-image scores)"
+        low, high, method = _interval(ci, deltas, "paired bootstrap over test images")
         var = reg.get(v)
         expected = var.expect if var else None
         rows.append(
@@ -286,14 +290,7 @@ def interval_table(df, scores=None, metrics=None):
     rows = []
     for r in st.itertuples():
         ci = boot.interval(df, r.variant, r.metric) if boot is not None else None
-        if ci is not None:
-            low, high = ci["low"], ci["high"]
-            method = "bootstrap over test images" + (f" + {r.n_seeds} seeds" if r.n_seeds > 1 else "")
-        elif r.n_seeds > 1:
-            agg = uncertainty.aggregate_seeds(per_seed[(r.variant, r.metric)])
-            low, high, method = agg["low"], agg["high"], f"t-interval over {r.n_seeds} seeds"
-        else:
-            low, high, method = math.nan, math.nan, "none (one seed, no per-image scores)"
+        low, high, method = _interval(ci, per_seed[(r.variant, r.metric)], "bootstrap over test images")
         rows.append(
             {
                 "variant": r.variant,

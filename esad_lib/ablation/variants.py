@@ -1,23 +1,26 @@
 """The named ablation variants: each a diff of :class:`~esad_lib.config.ESADConfig` fields applied
-to the profile's base config (the authors' README: method and results table), and the keys that tell which
-variants share one trained model (``train_key``) or one result (``config_key``)."""
+to the profile's base config (the authors' README: method and results table), or a detector
+(``esad_lib.detectors``), and the keys that tell which variants share one trained model
+(``train_key``) or one result (``config_key``).  ``register_variant`` adds a reader's own."""
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.features import available_extractors
-from esad_lib.patchcore import REFERENCE_EXTRACTOR
+from esad_lib.patchcore import PatchCore
 
 BASE_VARIANT = "esad"
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A named ablation: ``diff`` is applied to the base config with ``cfg.replace``.
+    """A named ablation: ``diff`` is applied to the base config with ``cfg.replace``; with a
+    ``detector`` (a factory ``cfg -> unfitted detector``, ``esad_lib.detectors.base``) the run
+    fits and evaluates that detector instead of an ESAD model (nothing is trained).
 
     ``claim`` says what the paper (or RIAD, where ESAD inherits the choice) states about the
     component; ``expect`` is the direction the claim implies for this variant's metrics
@@ -31,8 +34,7 @@ class Variant:
     description: str
     claim: str = "The paper reports no measurement for this setting."
     expect: str | None = None
-    #: extra fields that must be present on ESADConfig (variant dropped if missing)
-    requires: tuple[str, ...] = field(default=())
+    detector: Callable[[ESADConfig], Any] | None = field(default=None, compare=False)
 
 
 def _static_variants() -> list[Variant]:
@@ -63,12 +65,13 @@ def _static_variants() -> list[Variant]:
         ),
         Variant(
             "patchcore",
-            {"method": "patchcore", "feature_extractor": REFERENCE_EXTRACTOR},
+            {},
             "method",
             "PatchCore-style reference (Roth et al. 2022), training-free: a memory bank of train/good "
             "patch features of ImageNet-pretrained EfficientNet-Lite0, nearest-neighbour maps.",
             "The paper does not compare ESAD with PatchCore.",
             None,
+            detector=PatchCore.from_config,
         ),
         Variant(
             "no_feature_loss",
@@ -132,60 +135,65 @@ def _static_variants() -> list[Variant]:
 
 
 def _extractor_variants() -> list[Variant]:
-    """One variant per feature extractor usable offline (weights present).
-
-    The variant scores with that extractor (``feature_extractor``) and, where the config has
-    a separate loss extractor and the extractor can serve as one, trains the feature loss with
-    it too (``loss_feature_extractor``; "recon_encoder" cannot: there is no trained net to take
-    the encoder from while training, so that variant only changes scoring).
-    """
-    avail = available_extractors()
-    if isinstance(avail, dict):  # name -> {"available": bool, ...}
-        names = [n for n, info in avail.items() if not isinstance(info, dict) or info.get("available", True)]
-    else:
-        names = list(avail)
-    has_loss_field = "loss_feature_extractor" in {f.name for f in dataclasses.fields(ESADConfig)}
+    """One variant per feature extractor usable offline (weights present): it scores with that
+    extractor and trains the feature loss with it too ("recon_encoder" cannot drive the loss:
+    there is no trained net to take the encoder from while training, so it only changes scoring)."""
     out = []
-    for name in names:
+    for name, info in available_extractors().items():
+        if not info["available"]:
+            continue
         diff: dict[str, Any] = {"feature_extractor": name}
-        if has_loss_field and name != "recon_encoder":
+        if name != "recon_encoder":
             diff["loss_feature_extractor"] = name
-        what = "feature-level maps" + (" and the feature loss" if len(diff) > 1 else "")
-        out.append(
-            Variant(
-                f"extractor_{name}",
-                diff,
-                "feature extractor",
-                f"{what[0].upper()}{what[1:]} computed with the {name!r} extractor.",
-                "The paper does not name the extractor it uses; ImageNet backbones are the usual choice.",
-                None,
-            )
-        )
+        what = "Feature-level maps" + (" and the feature loss" if len(diff) > 1 else "")
+        what += f" computed with the {name!r} extractor."
+        claim = "The paper does not name the extractor it uses; ImageNet backbones are the usual choice."
+        out.append(Variant(f"extractor_{name}", diff, "feature extractor", what, claim))
     return out
 
 
+#: variants a reader added with ``register_variant`` (this process only).
+_REGISTERED: dict[str, Variant] = {}
+
+
+def register_variant(variant: Variant) -> Variant:
+    """Add a reader's own variant (a config diff or a detector, with the claim it tests) to the
+    registry, so that ``run_grid`` and the summaries find it by name; a built-in name is refused."""
+    builtin = {v.name for v in _static_variants() + _extractor_variants()}
+    if variant.name in builtin:
+        raise ValueError(f"{variant.name!r} is a built-in ablation variant; give yours another name")
+    if variant.expect not in (None, "lower", "similar"):
+        raise ValueError(f"Variant.expect={variant.expect!r}: use 'lower', 'similar' or None")
+    _REGISTERED[variant.name] = variant
+    return variant
+
+
 def variant_registry() -> dict[str, Variant]:
-    """All named variants, the feature-extractor ones included (computed at call time)."""
-    reg: dict[str, Variant] = {}
-    for v in _static_variants() + _extractor_variants():
-        reg[v.name] = v
-    return reg
+    """All variants: the built-in ones (feature-extractor ones computed at call time) and those
+    added with ``register_variant``."""
+    return {v.name: v for v in _static_variants() + _extractor_variants() + list(_REGISTERED.values())}
 
 
 def variant_names() -> list[str]:
     return list(variant_registry())
 
 
-def get_variant(name: str) -> Variant:
+def get_variant(name: str | Variant) -> Variant:
+    """The registered variant ``name`` (a ``Variant`` is registered first and returned)."""
+    if isinstance(name, Variant):
+        return name if variant_registry().get(name.name) is name else register_variant(name)
     reg = variant_registry()
     if name not in reg:
-        raise KeyError(f"unknown ablation variant {name!r}; known variants: {', '.join(reg)}")
+        raise KeyError(
+            f"unknown ablation variant {name!r}; known variants: {', '.join(reg)} "
+            "(add your own with esad_lib.ablation.register_variant(Variant(...)))"
+        )
     return reg[name]
 
 
 def apply_variant(base: ESADConfig, variant: str | Variant) -> ESADConfig:
     """``base`` with the variant's diff applied (``cfg.replace(**diff)``)."""
-    v = get_variant(variant) if isinstance(variant, str) else variant
+    v = variant if isinstance(variant, Variant) else get_variant(variant)
     return base.replace(**v.diff)
 
 

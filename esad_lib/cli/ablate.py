@@ -7,6 +7,8 @@ Example (demo profile, two variants, two categories, two seeds)::
 
 On a machine with several GPUs, ``--devices cuda:0,cuda:1`` runs one worker process per
 device.  Re-running the same command skips finished runs and resumes unfinished training.
+A variant of your own (a config diff or a detector) is added from Python with
+``esad_lib.ablation.register_variant`` and run with ``esad_lib.ablation.run_grid``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def run_ablate(args: argparse.Namespace) -> int:
 
     if args.list:
         for v in ablation.variant_registry().values():
-            print(f"{v.name:24s} {v.group:20s} {v.diff}")
+            what = f"detector {getattr(v.detector, '__qualname__', v.detector)}" if v.detector else v.diff
+            print(f"{v.name:24s} {v.group:20s} {what}")
         return 0
     try:
         base = base_config(args.profile, args.dataset, args.set or [])

@@ -5,18 +5,17 @@ the training-free method a user would pick instead of ESAD: no network is traine
 bank* of patch features of the anomaly-free training images is the whole model, and a test
 patch is as anomalous as it is far from its nearest neighbour in the bank.  It is NOT part of
 the ESAD paper; it is here so that ESAD's numbers can be read beside the usual alternative,
-evaluated by the same protocol (``esad_lib.evaluation.metrics_from_result``).
+evaluated by the same protocol (``esad_lib.evaluation.evaluate``, as every detector).
 
 Layout: :mod:`.patches` (the tensor maths: patch features, coreset, nearest neighbours),
-:mod:`.detector` (the :class:`PatchCore` class) and :mod:`.dataset` (fit, score and evaluate on a
-category folder).  Every public name is importable from here.
+:mod:`.detector` (the :class:`PatchCore` detector).  Its settings are ``esad_lib.config.PatchCoreConfig``.
 
 Pipeline (PatchCore Sec. 3.1-3.3; [PC] marks its choices, [ours] the project's):
 
 1. Frozen extractor ``esad_lib.features.build_feature_extractor(name)`` (any name it accepts);
    images in [-1, 1] -> a list of maps ``[B, C_l, H_l, W_l]``, shallow to deep.  The taps
-   used are ``layers`` (default ``(1, 2)``: for the ResNets ``layer2`` + ``layer3`` [PC]; for
-   ``random_cnn`` its 1/4 and 1/8 stages).
+   used are ``PatchCoreConfig.layers`` (default ``(0, 1)``, the stride-4 and stride-8 stages [ours];
+   PatchCore's own are the stride-8/16 ResNet ``layer2`` + ``layer3``).
 2. Local neighbourhood aggregation [PC eq. 2-3]: 3 x 3 average pooling, stride 1, per tap at
    its own resolution.
 3. The deeper taps are upsampled bilinearly to the first tap's grid and the taps are
@@ -45,21 +44,8 @@ Deviations, stated where they happen in the code as well:
 
 from __future__ import annotations
 
-from esad_lib.patchcore.dataset import (
-    REFERENCE_EXTRACTOR,
-    REFERENCE_LAYERS,
-    build_patchcore,
-    evaluate_patchcore,
-    fit_patchcore,
-    score_dataset_patchcore,
-)
 from esad_lib.patchcore.detector import PatchCore
 from esad_lib.patchcore.patches import (
-    PATCHCORE_CORESET_RATIO,
-    PATCHCORE_LAYERS,
-    PATCHCORE_PATCH_SIZE,
-    PATCHCORE_PROJECTION_DIM,
-    PATCHCORE_SIGMA,
     greedy_coreset_indices,
     jl_projection,
     local_aggregate,
@@ -69,22 +55,11 @@ from esad_lib.patchcore.patches import (
 )
 
 __all__ = [
-    "PATCHCORE_CORESET_RATIO",
-    "PATCHCORE_LAYERS",
-    "PATCHCORE_PATCH_SIZE",
-    "PATCHCORE_PROJECTION_DIM",
-    "PATCHCORE_SIGMA",
-    "REFERENCE_EXTRACTOR",
-    "REFERENCE_LAYERS",
     "PatchCore",
-    "build_patchcore",
-    "evaluate_patchcore",
-    "fit_patchcore",
     "greedy_coreset_indices",
     "jl_projection",
     "local_aggregate",
     "nearest_neighbour_distances",
     "patch_features",
     "reduce_channels",
-    "score_dataset_patchcore",
 ]

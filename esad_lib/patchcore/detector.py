@@ -1,28 +1,21 @@
 """The :class:`PatchCore` detector: fit a memory bank on anomaly-free images, score test images
 as patch-to-bank distances, upsampled and smoothed (:mod:`esad_lib.patchcore` states the pipeline
-and its deviations)."""
+and its deviations).  It implements the detector interface (``esad_lib.detectors.base``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from esad_lib.config import ESADConfig, PatchCoreConfig, resolve_device
+from esad_lib.features import build_feature_extractor
 from esad_lib.method.anomaly_map import gaussian_filter
-from esad_lib.patchcore.patches import (
-    PATCHCORE_CORESET_RATIO,
-    PATCHCORE_LAYERS,
-    PATCHCORE_PATCH_SIZE,
-    PATCHCORE_PROJECTION_DIM,
-    PATCHCORE_SIGMA,
-    greedy_coreset_indices,
-    nearest_neighbour_distances,
-    patch_features,
-)
+from esad_lib.patchcore.patches import greedy_coreset_indices, nearest_neighbour_distances, patch_features
 
 
 class PatchCore:
@@ -32,59 +25,52 @@ class PatchCore:
     nearest-neighbour distance per patch ``[B, h, w]``; ``anomaly_maps(images)`` the smoothed
     maps at the input resolution ``[B, H, W]``.  Images are ``[B, 3, H, W]`` in [-1, 1].
 
-    Parameters: ``extractor`` (a module from ``build_feature_extractor``), ``layers`` (taps),
-    ``patch_size`` (aggregation neighbourhood), ``target_dim`` (channel reduction, None = off),
-    ``coreset_ratio`` (1.0 = keep the whole bank), ``projection_dim`` (JL dimension of the
-    coreset selection, None = no projection), ``sigma`` (Gaussian smoothing, input pixels;
-    0 = off), ``chunk_size`` / ``bank_chunk_size`` (nearest-neighbour blocks), ``batch_size``
-    (images per extractor call), ``seed`` (coreset projection and first patch).
+    ``extractor``: a module from ``build_feature_extractor``; ``config``: the settings
+    (``PatchCoreConfig``: taps, patch size, coreset, smoothing, batch size), changed by
+    ``settings`` (e.g. ``coreset_ratio=1.0``); ``seed``: coreset projection and first patch;
+    ``chunk_size`` / ``bank_chunk_size``: nearest-neighbour blocks (memory only, not results).
+    ``PatchCore.from_config(cfg)`` builds the reference of ``esad demo`` on ``cfg``'s device.
     """
+
+    name = "patchcore"
 
     def __init__(
         self,
         extractor: torch.nn.Module,
-        layers: Sequence[int] = PATCHCORE_LAYERS,
-        patch_size: int = PATCHCORE_PATCH_SIZE,
-        target_dim: int | None = None,
-        coreset_ratio: float = PATCHCORE_CORESET_RATIO,
-        projection_dim: int | None = PATCHCORE_PROJECTION_DIM,
-        sigma: float = PATCHCORE_SIGMA,
+        config: PatchCoreConfig | None = None,
+        seed: int = 0,
         chunk_size: int = 1024,
         bank_chunk_size: int = 8192,
-        batch_size: int = 8,
-        seed: int = 0,
+        cfg: ESADConfig | None = None,
+        **settings: Any,
     ) -> None:
-        if not 0.0 < coreset_ratio <= 1.0:
-            raise ValueError(f"coreset_ratio={coreset_ratio}: use a fraction in (0, 1] (1.0 = no coreset)")
-        if patch_size < 1 or patch_size % 2 == 0:
-            raise ValueError(f"patch_size={patch_size}: use an odd size >= 1 (PatchCore: 3)")
-        if target_dim is not None and target_dim < 1:
-            raise ValueError(f"target_dim={target_dim}: use None (no reduction) or a size >= 1")
-        if projection_dim is not None and projection_dim < 1:
-            raise ValueError(f"projection_dim={projection_dim}: use None (no projection) or a size >= 1")
-        if sigma < 0:
-            raise ValueError(f"sigma={sigma}: use 0 (no smoothing) or a positive Gaussian sigma")
-        if chunk_size < 1 or bank_chunk_size < 1 or batch_size < 1:
-            raise ValueError(
-                f"chunk_size={chunk_size}, bank_chunk_size={bank_chunk_size}, batch_size={batch_size}: "
-                "all must be >= 1"
-            )
+        if chunk_size < 1 or bank_chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size}, bank_chunk_size={bank_chunk_size}: both must be >= 1")
+        self.config = (config or PatchCoreConfig()).replace(**settings)
         self.extractor = extractor.eval()
-        self.layers = tuple(int(i) for i in layers)
-        self.patch_size = int(patch_size)
-        self.target_dim = None if target_dim is None else int(target_dim)
-        self.coreset_ratio = float(coreset_ratio)
-        self.projection_dim = None if projection_dim is None else int(projection_dim)
-        self.sigma = float(sigma)
-        self.chunk_size = int(chunk_size)
-        self.bank_chunk_size = int(bank_chunk_size)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
+        self.seed, self.chunk_size, self.bank_chunk_size = int(seed), int(chunk_size), int(bank_chunk_size)
+        self.batch_size = self.config.batch_size
+        self.cfg = cfg  # the run's config (data, profile) for metrics.json; None outside a run
         self.memory_bank: torch.Tensor | None = None  # [N, D]
         self.full_bank_size = 0
         self.grid: tuple[int, int] | None = None
         self.image_size: tuple[int, int] | None = None
         self.fit_seconds = 0.0
+
+    @classmethod
+    def from_config(
+        cls, cfg: ESADConfig, config: PatchCoreConfig | None = None, **settings: Any
+    ) -> PatchCore:
+        """An unfitted PatchCore on ``cfg.device`` with ``config.extractor`` and ``seed=cfg.seed``."""
+        config = (config or PatchCoreConfig()).replace(**settings)
+        if config.extractor == "recon_encoder":
+            raise ValueError(
+                "extractor 'recon_encoder' is the encoder of a trained ESAD net; PatchCore is training-free: "
+                "use a frozen extractor such as 'random_cnn' or an ImageNet backbone"
+            )
+        device = resolve_device(cfg.device)
+        ext = build_feature_extractor(config.extractor, weights=cfg.feature_weights, device=device)
+        return cls(ext.to(device), config, seed=cfg.seed, cfg=cfg)
 
     @property
     def device(self) -> torch.device:
@@ -94,21 +80,29 @@ class PatchCore:
     def params(self) -> dict[str, Any]:
         """The settings (and, once fitted, the bank's size) as a JSON-serialisable dict."""
         return {
+            **self.config.to_dict(),
             "extractor": str(getattr(self.extractor, "name", type(self.extractor).__name__)),
-            "layers": list(self.layers),
-            "patch_size": self.patch_size,
-            "target_dim": self.target_dim,
-            "coreset_ratio": self.coreset_ratio,
-            "projection_dim": self.projection_dim,
-            "sigma": self.sigma,
+            "layers": list(self.config.layers),
             "seed": self.seed,
-            "chunk_size": self.chunk_size,
-            "bank_chunk_size": self.bank_chunk_size,
             "full_bank_size": self.full_bank_size,
             "bank_size": None if self.memory_bank is None else int(self.memory_bank.shape[0]),
             "feature_dim": None if self.memory_bank is None else int(self.memory_bank.shape[1]),
             "grid": None if self.grid is None else list(self.grid),
         }
+
+    def info(self) -> dict[str, Any]:
+        """The metrics.json entries of a PatchCore evaluation (``esad_lib.evaluation.evaluate``)."""
+        p = self.params()
+        out: dict[str, Any] = {
+            "score_map": "nearest_neighbour",
+            "smoothing": "gaussian" if self.config.sigma > 0 else "none",
+            "map_normalization": "none",
+            "feature_extractor": p["extractor"],
+            "patchcore": p,
+        }
+        if self.cfg is not None:
+            out["config_key"] = self.config.key(self.cfg)
+        return out
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,12 +110,8 @@ class PatchCore:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"PatchCore expects images [B, 3, H, W] in [-1, 1], got {tuple(images.shape)}")
         maps = self.extractor(images.to(self.device))
-        return patch_features(maps, self.layers, self.patch_size, self.target_dim)
-
-    def _batches(self, images: torch.Tensor | Iterable[torch.Tensor]) -> Iterable[torch.Tensor]:
-        if isinstance(images, torch.Tensor):
-            return images.split(self.batch_size)
-        return images
+        c = self.config
+        return patch_features(maps, c.layers, c.patch_size, c.target_dim)
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor | Iterable[torch.Tensor], progress: bool = False) -> PatchCore:
@@ -129,9 +119,8 @@ class PatchCore:
         ``batch_size`` batches, or an iterable of batches).  Sets ``fit_seconds``."""
         t0 = time.perf_counter()
         feats, size = [], None
-        for batch in tqdm(
-            self._batches(images), desc="patchcore: memory bank", disable=not progress, leave=False
-        ):
+        batches = images.split(self.batch_size) if isinstance(images, torch.Tensor) else images
+        for batch in tqdm(batches, desc="patchcore: memory bank", disable=not progress, leave=False):
             if size is None:
                 size = tuple(batch.shape[-2:])
             elif tuple(batch.shape[-2:]) != size:
@@ -143,9 +132,11 @@ class PatchCore:
             raise ValueError("PatchCore.fit got no images; fit it on the train/good images of a category")
         bank = torch.cat(feats)
         self.full_bank_size = int(bank.shape[0])
-        if self.coreset_ratio < 1.0:
-            n_select = max(1, int(self.full_bank_size * self.coreset_ratio))
-            idx = greedy_coreset_indices(bank, n_select, self.projection_dim, self.seed, progress=progress)
+        if self.config.coreset_ratio < 1.0:
+            n_select = max(1, int(self.full_bank_size * self.config.coreset_ratio))
+            idx = greedy_coreset_indices(
+                bank, n_select, self.config.projection_dim, self.seed, progress=progress
+            )
             bank = bank[idx.to(bank.device)]
         self.memory_bank = bank.contiguous()
         self.image_size = size
@@ -158,6 +149,10 @@ class PatchCore:
         (before upsampling and smoothing)."""
         if self.memory_bank is None:
             raise RuntimeError("PatchCore is not fitted: call fit(train images) first")
+        if self.image_size is not None and tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f"PatchCore was fitted at {self.image_size}, got images {tuple(images.shape[-2:])}"
+            )
         f = self.embed(images)
         b, h, w, d = f.shape
         dist, _ = nearest_neighbour_distances(
@@ -172,6 +167,7 @@ class PatchCore:
         patch grid -> bilinear upsampling to (H, W) -> Gaussian of ``sigma`` input pixels [PC].
         """
         d = self.patch_distances(images)
-        size = tuple(images.shape[-2:])
-        m = F.interpolate(d[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        return gaussian_filter(m, self.sigma)
+        m = F.interpolate(d[:, None], size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[
+            :, 0
+        ]
+        return gaussian_filter(m, self.config.sigma)

@@ -1,6 +1,6 @@
 """The tensor maths of PatchCore (steps 1-5 of :mod:`esad_lib.patchcore`): patch features of the
 extractor's taps, the greedy k-center coreset on a JL projection, chunked nearest-neighbour
-distances; the [PC] defaults."""
+distances."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-#: [PC] taps: the two intermediate ones (ResNet layer2 + layer3).
-PATCHCORE_LAYERS: tuple[int, ...] = (1, 2)
-#: [PC] neighbourhood size p of the local aggregation.
-PATCHCORE_PATCH_SIZE = 3
-#: [PC] Gaussian sigma of the map smoothing, in network-input pixels.
-PATCHCORE_SIGMA = 4.0
-#: [PC] fraction of the memory bank kept by the coreset (the paper's PatchCore-10 %).
-PATCHCORE_CORESET_RATIO = 0.1
-#: [PC] dimension of the Johnson-Lindenstrauss projection used by the coreset selection.
-PATCHCORE_PROJECTION_DIM = 128
+from esad_lib.config import PatchCoreConfig
+
+#: the defaults of every setting: ``esad_lib.config.PatchCoreConfig`` (one place).
+DEFAULTS = PatchCoreConfig()
 
 
 def _check_layers(layers: Sequence[int], n_maps: int) -> list[int]:
@@ -35,7 +29,7 @@ def _check_layers(layers: Sequence[int], n_maps: int) -> list[int]:
     return idx
 
 
-def local_aggregate(feat: torch.Tensor, patch_size: int = PATCHCORE_PATCH_SIZE) -> torch.Tensor:
+def local_aggregate(feat: torch.Tensor, patch_size: int = DEFAULTS.patch_size) -> torch.Tensor:
     """PatchCore's local neighbourhood aggregation: ``[B,C,h,w] -> [B,C,h,w]``.
 
     phi(h, w) = mean of f(a, b) over the p x p neighbourhood of (h, w)   [PC eq. 2-3]
@@ -61,8 +55,8 @@ def reduce_channels(feats: torch.Tensor, target_dim: int | None) -> torch.Tensor
 
 def patch_features(
     maps: Sequence[torch.Tensor],
-    layers: Sequence[int] = PATCHCORE_LAYERS,
-    patch_size: int = PATCHCORE_PATCH_SIZE,
+    layers: Sequence[int] = DEFAULTS.layers,
+    patch_size: int = DEFAULTS.patch_size,
     target_dim: int | None = None,
 ) -> torch.Tensor:
     """Locally aware patch features from an extractor's maps: ``-> [B, h, w, D]``.
@@ -105,7 +99,7 @@ def jl_projection(dim: int, projection_dim: int | None, seed: int) -> torch.Tens
 def greedy_coreset_indices(
     features: torch.Tensor,
     n_select: int,
-    projection_dim: int | None = PATCHCORE_PROJECTION_DIM,
+    projection_dim: int | None = DEFAULTS.projection_dim,
     seed: int = 0,
     first_index: int | None = None,
     progress: bool = False,

@@ -1,0 +1,90 @@
+"""ESAD (and RIAD: ``EsadDetector(riad_config(cfg))``) behind the detector interface.
+
+``fit`` trains through ``esad_lib.training.train_or_load(cfg)`` (the model cache shared with
+``esad demo`` and the notebooks; the images are not used: the trainer reads ``cfg.category``
+itself); ``anomaly_maps`` is ``esad_lib.scoring.anomaly_maps`` (test fill, maps averaged over the
+cutout sizes, smoothing, optional standardisation; the authors' README "3. Key Algorithms").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esad_lib.config import ESADConfig
+from esad_lib.method.anomaly_map import MapStats
+from esad_lib.scoring import (
+    anomaly_maps,
+    build_scoring_extractor,
+    check_scoring_config,
+    normalization_stats,
+    prepare_scoring,
+)
+from esad_lib.training import train_or_load
+
+
+class EsadDetector:
+    """A trained ESAD / RIAD model scored with ``cfg``'s test-time fields.
+
+    ``model=None``: unfitted, ``fit()`` trains or loads it.  With ``cfg.map_normalization`` set,
+    the per-pixel statistics of the anomaly-free maps of that split are computed once the model
+    is there (``root``: the dataset root, default ``dataset_root(cfg)``).
+    """
+
+    def __init__(
+        self,
+        cfg: ESADConfig,
+        model: torch.nn.Module | None = None,
+        root: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        check_scoring_config(cfg)
+        self.cfg, self.root, self.progress = cfg, root, progress
+        self.name = cfg.method
+        self.batch_size = int(cfg.eval_batch_size) if cfg.fast_scoring else 1
+        self.model: torch.nn.Module | None = None
+        self.extractor: torch.nn.Module | None = None
+        self.stats: MapStats | None = None
+        self.n_params = 0
+        if model is not None:
+            self._use(model)
+
+    def fit(self, images: torch.Tensor | None = None) -> EsadDetector:
+        """Train (or load from the cache) the model of ``cfg``; ``images`` are not used."""
+
+        return self._use(train_or_load(self.cfg, progress=self.progress))
+
+    def _use(self, model: torch.nn.Module) -> EsadDetector:
+        """Score with ``model``: its feature extractor, the fast path's prepared copies, the
+        normalisation statistics."""
+        self.n_params = sum(p.numel() for p in model.parameters())
+        model = model.eval()
+        extractor = build_scoring_extractor(model, self.cfg) if self.cfg.score_map == "feature" else None
+        if self.cfg.fast_scoring:  # fold BatchNorm / channels_last once, not per batch
+            model, extractor = prepare_scoring(model, extractor)
+        self.model, self.extractor, self.stats = model, extractor, None
+        if self.cfg.map_normalization != "none":
+            self.stats = normalization_stats(
+                self, self.cfg, self.cfg.map_normalization, self.root, self.progress
+            )
+        return self
+
+    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B,3,H,W]`` in [-1, 1] -> ``[B,H,W]`` (``esad_lib.scoring.anomaly_maps``)."""
+        if self.model is None:
+            raise RuntimeError("EsadDetector is not fitted: call fit() or pass a trained model")
+        return anomaly_maps(self.model, images, self.cfg, self.extractor, self.stats)
+
+    def info(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "score_map": c.score_map,
+            "smoothing": c.smoothing,
+            "map_normalization": c.map_normalization,
+            "feature_extractor": c.feature_extractor,
+            "config_key": c.key(),
+            "config": c.to_dict(),
+            "n_params": self.n_params,
+        }
