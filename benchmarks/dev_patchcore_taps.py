@@ -9,13 +9,14 @@ Result of 2026-12-01: ``benchmarks/results/dev_set_2026-12-01_patchcore_taps.txt
 from __future__ import annotations
 
 import sys
-import tempfile
 
 import torch
 
 from esad_lib.config import CATEGORIES, get_config
-from esad_lib.patchcore import REFERENCE_EXTRACTOR, evaluate_patchcore
+from esad_lib.evaluation import evaluate
+from esad_lib.patchcore import PatchCore
 from esad_lib.report import mean_with_ci
+from esad_lib.scoring import fit_detector
 
 CANDIDATES = ((0, 1), (1, 2), (0, 1, 2))
 
@@ -26,8 +27,8 @@ def main() -> int:
         vals, ses = [], []
         for cat in CATEGORIES:
             cfg = get_config("demo", category=cat, synth_seed=1)
-            with tempfile.TemporaryDirectory() as d:
-                m = evaluate_patchcore(cfg, d, extractor=REFERENCE_EXTRACTOR, progress=False, layers=layers)
+            detector = fit_detector(PatchCore.from_config(cfg, layers=layers), cfg)
+            m, _ = evaluate(detector, cfg, progress=False)
             vals.append(m["image_auroc"]["structural"])
             ses.append(m["ci"]["image_auroc"]["structural"]["se"])
             print(layers, cat, f"{100 * vals[-1]:.1f}", file=sys.stderr, flush=True)

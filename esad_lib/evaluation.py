@@ -46,23 +46,23 @@ from typing import Any
 
 import numpy as np
 
+from esad_lib import metrics as metrics_lib
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import dataset_root, input_size, load_defects_config
 from esad_lib.detectors.base import detector_name
 from esad_lib.detectors.esad import EsadDetector
 from esad_lib.maps_io import export_maps, read_maps
-from esad_lib.metrics import (
-    SPRO_LIMITS,
-    au_pro,
-    au_spro_at_limits,
-    au_spro_by_defect,
-    image_auroc_by_type,
-    pixel_auroc,
-)
+from esad_lib.metrics import PixelOrder, image_auroc_by_type
 from esad_lib.paths import atomic_write_text
 from esad_lib.run_io import load_run
 from esad_lib.scoring import ScoreResult, score_dataset
-from esad_lib.uncertainty import DEFAULT_N_BOOT, METHOD_BOOT, au_spro_ci_by_type, image_auroc_ci_by_type
+from esad_lib.uncertainty import (
+    DEFAULT_N_BOOT,
+    METHOD_BOOT,
+    au_spro_ci_by_type,
+    image_auroc_ci_by_type,
+    pixel_order_for_ci,
+)
 
 ANOMALY_TYPES = ("structural", "logical")
 METRICS_FILE = "metrics.json"
@@ -74,15 +74,6 @@ CI_SEED = 0
 #: 2: image score = max of the full-resolution map; au_spro_limits, au_spro_by_defect; ci.
 #: 3: one layout for every method, score-maps and the grid (RUN_KEYS; the detector's info()).
 METRICS_SCHEMA = 3
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(vals)) if vals else None
-
-
-def _f(x) -> float | None:
-    return None if x is None else float(x)
 
 
 def type_groups(label_names: Sequence[str]) -> dict[str, list[int] | None]:
@@ -113,37 +104,14 @@ def map_metrics(
     defects: Sequence,
     pro_fpr_limit: float = 0.3,
     spro_fpr_limit: float = 0.05,
+    order: PixelOrder | None = None,
 ) -> dict[str, Any]:
-    """Pixel-level metrics from full-resolution maps ``[H0,W0]`` and channels ``uint8 [C,H0,W0]``.
-
-    ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses the images of that
-    anomaly type plus the good images (MVTec LOCO's protocol), at ``spro_fpr_limit``;
-    ``au_spro_limits.<type>`` at every official limit; ``au_spro_by_defect`` per defect name.
-    Limits are JSON keys, written ``str(limit)`` ("0.01", ..., "1.0").
-    """
-
-    names = list(label_names)
-    masks = [(c > 0).any(0) if c.shape[0] else np.zeros(m.shape, dtype=bool) for m, c in zip(maps, channels)]
-    has_pos = any(m.any() for m in masks)
-    out: dict[str, Any] = {
-        "pixel_auroc": _f(pixel_auroc(list(maps), masks)) if has_pos else None,
-        "au_pro": _f(au_pro(list(maps), masks, fpr_limit=pro_fpr_limit)) if has_pos else None,
-        "au_spro": {},
-    }
-    out["au_spro_limits"] = {}
-    limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
-    for kind, idx in type_groups(names).items():
-        if idx is None:
-            out["au_spro"][kind] = None
-            out["au_spro_limits"][kind] = None
-            continue
-        at = au_spro_at_limits([maps[i] for i in idx], [channels[i] for i in idx], list(defects), limits)
-        out["au_spro"][kind] = _f(at[float(spro_fpr_limit)])
-        out["au_spro_limits"][kind] = {str(lim): _f(at[lim]) for lim in SPRO_LIMITS}
-    out["au_spro"]["mean"] = _mean([out["au_spro"][k] for k in ANOMALY_TYPES])
-    by_defect = au_spro_by_defect(list(maps), list(channels), names, list(defects), SPRO_LIMITS)
-    out["au_spro_by_defect"] = {d: {str(lim): _f(v) for lim, v in at.items()} for d, at in by_defect.items()}
-    return out
+    """Pixel-level metrics from full-resolution maps ``[H0,W0]`` and channels ``uint8 [C,H0,W0]``
+    (``esad_lib.metrics.map_metrics``: one ordering of the pixels serves every metric; pass
+    ``order`` to reuse one)."""
+    return metrics_lib.map_metrics(
+        maps, channels, label_names, list(defects), pro_fpr_limit, spro_fpr_limit, order=order
+    )
 
 
 def json_safe(x: Any) -> Any:
@@ -167,6 +135,7 @@ def confidence_intervals(
     defects: Sequence,
     n_boot: int = CI_N_BOOT,
     seed: int = CI_SEED,
+    order: PixelOrder | None = None,
 ) -> dict[str, Any]:
     """95 % intervals of the image AUROC and AU-sPRO (FPR 0.05) per anomaly type and their mean.
 
@@ -177,7 +146,7 @@ def confidence_intervals(
     has_regions = any(c.shape[0] > 0 and c.any() for c in channels)
     return {
         "image_auroc": image_auroc_ci_by_type(scores, names, n_boot=n_boot, seed=seed),
-        "au_spro": au_spro_ci_by_type(maps, channels, names, defects, n_boot=n_boot, seed=seed)
+        "au_spro": au_spro_ci_by_type(maps, channels, names, defects, n_boot=n_boot, seed=seed, order=order)
         if has_regions
         else None,
         "method": METHOD_BOOT,
@@ -198,10 +167,14 @@ def metrics_from_maps(
     with bootstrap confidence intervals under ``"ci"`` (``ci=False`` skips them).  The image
     score is the max of each map (MVTec's official definition)."""
     scores = np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
+    ci = ci and "good" in label_names
+    order = None  # one ordering of the pixels for the metrics and their intervals
+    if ci and any(c.shape[0] > 0 and c.any() for c in channels):
+        order = pixel_order_for_ci(maps, channels, label_names, list(defects), components=True)
     out = {"image_auroc": image_metrics(scores, label_names)}
-    out.update(map_metrics(maps, channels, label_names, defects))
-    if ci and "good" in label_names:
-        out["ci"] = json_safe(confidence_intervals(scores, maps, channels, label_names, defects))
+    out.update(map_metrics(maps, channels, label_names, defects, order=order))
+    if ci:
+        out["ci"] = json_safe(confidence_intervals(scores, maps, channels, label_names, defects, order=order))
     return out
 
 

@@ -1,4 +1,4 @@
-"""DistributedDataParallel training: a real 2-process gloo run on CPU (issue 8).
+"""DistributedDataParallel training: a real 2-process gloo run on CPU.
 
 One ``torch.multiprocessing.spawn`` launch of two ranks, each with torchrun's environment
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR/PORT``) so ``train`` initialises the
