@@ -46,13 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib import metrics as metrics_lib
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import dataset_root, input_size, load_defects_config
 from esad_lib.detectors.base import detector_name
 from esad_lib.detectors.esad import EsadDetector
 from esad_lib.maps_io import export_maps, read_maps
-from esad_lib.metrics import PixelOrder, image_auroc_by_type
+from esad_lib.metrics import PixelOrder, image_auroc_by_type, map_metrics  # map_metrics: one ordering
 from esad_lib.paths import atomic_write_text
 from esad_lib.run_io import load_run
 from esad_lib.scoring import ScoreResult, score_dataset
@@ -95,23 +94,6 @@ def image_metrics(scores: np.ndarray, label_names: Sequence[str]) -> dict[str, f
         return {k: None for k in (*ANOMALY_TYPES, "mean")}
     by_type = image_auroc_by_type(np.asarray(scores), names)
     return {k: None if math.isnan(v) else float(v) for k, v in by_type.items()}
-
-
-def map_metrics(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Sequence,
-    pro_fpr_limit: float = 0.3,
-    spro_fpr_limit: float = 0.05,
-    order: PixelOrder | None = None,
-) -> dict[str, Any]:
-    """Pixel-level metrics from full-resolution maps ``[H0,W0]`` and channels ``uint8 [C,H0,W0]``
-    (``esad_lib.metrics.map_metrics``: one ordering of the pixels serves every metric; pass
-    ``order`` to reuse one)."""
-    return metrics_lib.map_metrics(
-        maps, channels, label_names, list(defects), pro_fpr_limit, spro_fpr_limit, order=order
-    )
 
 
 def json_safe(x: Any) -> Any:
