@@ -10,7 +10,8 @@
 then writes ``report.md`` (the per-category table with 95 % bootstrap intervals, and the
 *paired* differences ESAD minus each other method on the same test images) and ``demo.json``
 (every metric, the differences, and the provenance of the run: commit, date, thread count,
-profile, seeds, seconds).  The README quotes ``report.md`` verbatim.
+profile, seeds, seconds).  ``docs/demo_report.md`` is the
+committed copy of ``make demo``'s report; the README quotes it.
 
 Notebooks 06 and 07 use the same pieces without writing any report: ``compare_methods`` (the
 per-category runs, reusing ``esad demo``'s cached evaluations) and ``paired_from_scores`` (the

@@ -37,7 +37,7 @@ images are scored in batches under ``torch.inference_mode``.  The plain eager pa
 (``fast_scoring=False``) scores one image at a time under ``torch.no_grad`` with the model as
 given.  Both give the same maps within float32 rounding (``tests/test_scoring.py`` checks
 ``FAST_PATH_ATOL``).  Only options that measured faster are kept; what each bought on the
-project's CPU is measured by ``esad bench`` and quoted in the README ("Performance").  ONNX
+project's CPU is measured by ``make bench`` and quoted in ``benchmarks/README.md``.  ONNX
 Runtime is not part of the default path: it needs an export per cutout size that costs more
 than it saves at the demo scale, and two more packages.
 """

@@ -3,7 +3,7 @@
 U-Net's ``encoder_level`` / ``decoder_level`` from outside (the instance's class becomes a
 subclass calling them through ``bn_safe_checkpoint``): in training only the level outputs are
 stored and backward recomputes a level at a time -- the least memory of the granularities
-measured (``benchmarks/train_memory.py``), for one extra forward.  Keys, outputs and gradients
+measured (``make bench``, its ``train`` section), for one extra forward.  Keys, outputs and gradients
 are unchanged.  A recomputation would update train-mode BatchNorm's running statistics a
 second time: ``bn_safe_checkpoint`` restores them after it."""
 
