@@ -7,20 +7,17 @@ error of an image AUROC is about 5 points, so the tables need intervals.  Module
 
 Methods (95 % by default, ``level``):
 
-* **Stratified bootstrap over test images.**  Each resample draws, within every stratum (good /
+* **Stratified bootstrap over test images**: each resample draws, within every stratum (good /
   structural / logical, or 0 / 1), as many images as it holds, with replacement, stored as
   multiplicities ``w [N]``; every metric has a *weighted* form, so all ``B`` resamples (default
-  2000) are a few array operations.  The interval is the percentile interval (the (1-level)/2
-  and (1+level)/2 quantiles of the ``B`` values); not bias-corrected (no BCa; the coverage on
-  40 + 40 images is checked in the tests: about 95 %).
-* **Paired comparison.**  Two methods on the SAME images get the SAME weights; the interval of
-  the per-resample differences ``a - b`` is the paired interval (image difficulty is shared).
+  2000) are a few array operations.  Percentile interval, not bias-corrected (coverage on 40 +
+  40 images checked in the tests: about 95 %).  Two methods on the SAME images get the SAME
+  weights: the interval of the differences ``a - b`` is the paired interval.
 * **AU-sPRO** via per-image sufficient statistics on a threshold grid (:func:`spro_statistics`,
-  counted while ``metrics.PixelOrder`` sorts each image's pixels): a resampled curve is two
-  matrix products, integrated with ``metrics.area_under_curve``'s rule.
-* **Seeds.**  :func:`aggregate_seeds`: Student-t interval ``mean +- t_{S-1} s / sqrt(S)`` over
-  training seeds; :func:`seed_image_interval`: seeds and test images together by the law of
-  total variance, ``Var(mean) ~= s^2_seed / S + Var_images(mean)`` (a normal interval).
+  counted while ``metrics.PixelOrder`` sorts the pixels): a resampled curve is two matrix products.
+* **Seeds**: :func:`aggregate_seeds`, Student-t ``mean +- t_{S-1} s / sqrt(S)``;
+  :func:`seed_image_interval`, seeds and images by the law of total variance,
+  ``Var(mean) ~= s^2_seed / S + Var_images(mean)`` (a normal interval).
 
 Use::
 
@@ -28,7 +25,6 @@ Use::
     format_ci(ci["structural"])                                       # "76.9 [72.1, 81.4]"
     d = paired_image_auroc_by_type(a.scores, a.label_names, b.scores, b.label_names, a.paths, b.paths)
     format_diff(d["structural"])                  # "+3.2 [-1.0, 7.5]" (+ " *" when it excludes 0)
-    au_spro_ci_by_type(full_res_maps, result.channels, result.label_names, defects)
 """
 
 from __future__ import annotations
@@ -62,27 +58,9 @@ from esad_lib.uncertainty.resampling import (
 from esad_lib.uncertainty.seeds import aggregate_seeds, seed_image_interval
 
 __all__ = [
-    "ANOMALY_TYPES",
-    "DEFAULT_N_BOOT",
-    "METHOD_BOOT",
-    "METHOD_PAIRED",
-    "SproStats",
-    "aggregate_seeds",
-    "auroc_by_type_resampled",
-    "au_spro_ci",
-    "au_spro_ci_by_type",
-    "check_paired",
-    "format_ci",
-    "format_diff",
-    "image_auroc_ci",
-    "image_auroc_ci_by_type",
-    "paired_image_auroc_by_type",
-    "pixel_order_for_ci",
-    "percentile_interval",
-    "resample_indices",
-    "resample_weights",
-    "seed_image_interval",
-    "spro_statistics",
-    "weighted_au_spro",
-    "weighted_auroc",
-]
+    "ANOMALY_TYPES", "DEFAULT_N_BOOT", "METHOD_BOOT", "METHOD_PAIRED", "SproStats", "aggregate_seeds",
+    "auroc_by_type_resampled", "au_spro_ci", "au_spro_ci_by_type", "check_paired", "format_ci", "format_diff",
+    "image_auroc_ci", "image_auroc_ci_by_type", "paired_image_auroc_by_type", "pixel_order_for_ci",
+    "percentile_interval", "resample_indices", "resample_weights", "seed_image_interval", "spro_statistics",
+    "weighted_au_spro", "weighted_auroc",
+]  # fmt: skip

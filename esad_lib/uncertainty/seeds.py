@@ -10,10 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.uncertainty.resampling import (
-    METHOD_BOOT,
-    _summary,
-)
+from esad_lib.uncertainty.resampling import METHOD_BOOT, _summary
 
 
 def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
@@ -29,27 +26,14 @@ def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, A
     if v.size == 0:
         raise ValueError("aggregate_seeds: no finite values")
     mean = float(v.mean())
-    if v.size == 1:
-        return {
-            "value": mean,
-            "low": math.nan,
-            "high": math.nan,
-            "std": math.nan,
-            "n_seeds": 1,
-            "level": level,
-            "method": "one seed: no interval across seeds",
-        }
-    std = float(v.std(ddof=1))
-    half = float(sps.t.ppf(0.5 * (1.0 + level), v.size - 1)) * std / math.sqrt(v.size)
-    return {
-        "value": mean,
-        "low": mean - half,
-        "high": mean + half,
-        "std": std,
-        "n_seeds": int(v.size),
-        "level": level,
-        "method": f"Student-t interval across {v.size} seeds",
-    }
+    std = half = math.nan
+    if v.size > 1:
+        std = float(v.std(ddof=1))
+        half = float(sps.t.ppf(0.5 * (1.0 + level), v.size - 1)) * std / math.sqrt(v.size)
+    one = "one seed: no interval across seeds"
+    method = f"Student-t interval across {v.size} seeds" if v.size > 1 else one
+    return {"value": mean, "low": mean - half, "high": mean + half, "std": std, "n_seeds": int(v.size),
+            "level": level, "method": method}  # fmt: skip
 
 
 def seed_image_interval(
@@ -85,15 +69,7 @@ def seed_image_interval(
     low, high = mean - z * se, mean + z * se
     if bounds is not None:
         low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
-    return {
-        "value": mean,
-        "low": low,
-        "high": high,
-        "se": se,
-        "se_seed": math.sqrt(seed_var / v.size),
-        "se_image": math.sqrt(img_var),
-        "n_seeds": int(v.size),
-        "n_boot": int(s.shape[1]),
-        "level": level,
-        "method": f"normal interval, seed variance ({v.size} seeds) + bootstrap image variance",
-    }
+    method = f"normal interval, seed variance ({v.size} seeds) + bootstrap image variance"
+    return {"value": mean, "low": low, "high": high, "se": se, "se_seed": math.sqrt(seed_var / v.size),
+            "se_image": math.sqrt(img_var), "n_seeds": int(v.size), "n_boot": int(s.shape[1]),
+            "level": level, "method": method}  # fmt: skip
