@@ -13,14 +13,10 @@ Conventions shared by all pixel metrics:
   ``fpr_limit`` so that a perfect detector scores 1 (MVTec AD / MVTec LOCO AD convention).
 * Connected regions (AU-PRO) use 8-connectivity (scipy.ndimage.label with a 3x3 structure).
 
-One ordering of the pixels serves every metric (:class:`PixelOrder`).  Every curve only changes
-where a *positive* pixel (inside a defect) turns on, so the thresholds that matter are the
-distinct positive scores U (a few per cent of the pixels).  Each image's negative pixels are
-sorted once and counted below and up to each score of U; the counts of a group of images (an
-anomaly type with the good images, a defect, all images) are sums of these counts, and its
-exact curve follows with cumulative sums; the bootstrap statistics are counted in the same
-pass.  No copy of all pixels is ever made, and images are processed on two threads.
-
+One ordering of the pixels serves every metric (:class:`PixelOrder`): a curve only changes where
+a *positive* pixel turns on, so each image's negatives are sorted once and counted below and up
+to each distinct positive score; a group's exact curve (and the bootstrap statistics) follow
+from sums of these counts.  No copy of all pixels is made; images are processed on two threads.
 The tests compare every metric with a brute-force twin (``tests/metric_references.py``).
 """
 
@@ -97,12 +93,9 @@ def area_under_curve(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
 
 # ---- image AUROC --------------------------------------------------------------------------------
 def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve of image scores (labels 1 = anomalous, 0 = good).
-
-    AUROC = P(s_anomalous > s_good) + 0.5 P(s_anomalous = s_good)  (Mann-Whitney form)
-          = (1 / (N+ N-)) sum_{p anomalous} [#{g good: s_g < s_p} + 0.5 #{g: s_g = s_p}],
-    counted exactly with ``searchsorted`` on the sorted good scores (equal to scikit-learn's
-    ``roc_auc_score``, which the tests check; importing scikit-learn costs seconds).
+    """Area under the ROC curve of image scores (labels 1 = anomalous, 0 = good), exactly
+    scikit-learn's ``roc_auc_score`` (the tests check; importing scikit-learn costs seconds):
+    AUROC = (1 / (N+ N-)) sum_{p anomalous} [#{g good: s_g < s_p} + 0.5 #{g: s_g = s_p}].
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).astype(int).ravel()
@@ -419,22 +412,14 @@ class PixelOrder:
     def curve(self, name: str = "all", kind: str = "spro", defect_names: Iterable[str] | None = None):
         """Exact (FPR, y) curve of a group: y = sPRO (``kind`` "spro") or PRO ("pro").
 
-        At threshold t:  FPR(t) = #{negatives >= t} / N-,
-                         y(t)   = (1/R) sum_r min(#{pixels of r >= t} / a_r, 1).
-        Per region r, the j-th highest pixel raises y by (min(j/a_r, 1) - min((j-1)/a_r, 1)) / R.
+        At threshold t:  FPR(t) = #{negatives >= t} / N-,  y(t) = (1/R) sum_r min(#{r >= t} / a_r, 1).
         At each distinct positive score u (descending) the curve goes from (#{neg > u}/N-, y_prev)
-        to (#{neg >= u}/N-, y(u)): a straight piece when negatives tie with u; between two
-        positive scores it is flat.  Points that repeat are dropped.
+        to (#{neg >= u}/N-, y(u)); it is flat in between.  Points that repeat are dropped.
         """
         only = None if defect_names is None else set(defect_names)
         imgs = set(self.images(name))
-        regs = [
-            r
-            for r in self.regions
-            if r.image in imgs
-            and (r.defect is None) == (kind == "pro")
-            and (only is None or r.defect in only)
-        ]
+        regs = [r for r in self.regions if r.image in imgs and (r.defect is None) == (kind == "pro")
+                and (only is None or r.defect in only)]  # fmt: skip
         n_gt_all, n_ge_all, n_neg = self._negatives_at(name)
         if n_neg == 0:
             raise ValueError("no normal (negative) pixels: the FPR is undefined")
@@ -532,32 +517,24 @@ class PixelOrder:
             # overlap_r(t) = min(#{s >= t} / a_r, 1); pixels beyond the top ceil(a_r) change nothing
             n_ge = r.top.size - np.searchsorted(r.top[::-1], t_asc, side="left")
             overlap[k] = np.minimum(n_ge[::-1] / r.sat, 1.0)
-        return {
-            "thresholds": st["t"],
-            "fp": np.stack([self.fp[name][i] for i in members]).astype(np.int64),
-            "n_neg": self.n_neg[members].copy(),
-            "overlap": overlap,
-            "region_image": np.array([local[r.image] for r in regs], dtype=np.int64),
-            "fpr_limit": st["fpr_limit"],
-        }
+        fp = np.stack([self.fp[name][i] for i in members]).astype(np.int64)
+        region_image = np.array([local[r.image] for r in regs], dtype=np.int64)
+        return {"thresholds": st["t"], "fp": fp, "n_neg": self.n_neg[members].copy(), "overlap": overlap,
+                "region_image": region_image, "fpr_limit": st["fpr_limit"]}  # fmt: skip
 
 
 # ---- public metrics on the ordering ----------------------------------------------------------------
 def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
-    """Exact pixel-level AUROC over all pixels of all images (rank-based, ties count 1/2); see
-    ``PixelOrder.pixel_auroc``."""
+    """Exact pixel AUROC over all pixels of all images (see ``PixelOrder.pixel_auroc``)."""
     return PixelOrder(maps, masks, components=True).pixel_auroc()
 
 
 def pro_curve(
     maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_fpr: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact PRO curve (FPR, PRO) down to the first threshold with FPR > ``max_fpr``.
-
-    PRO(t) = (1/R) sum_r |r intersect {s >= t}| / |r| over the connected ground-truth regions r
-    (8-connectivity) of all images; FPR(t) = #{normal pixels >= t} / #normal pixels, normal =
-    outside the masks, pooled over all images.
-    """
+    """Exact PRO curve (FPR, PRO) down to the first threshold with FPR > ``max_fpr``:
+    PRO(t) = (1/R) sum_r |r intersect {s >= t}| / |r| over the connected regions r of all masks;
+    FPR(t) = #{normal pixels >= t} / #normal pixels, pooled over all images."""
     _check_fpr_limit(max_fpr)
     x, y = PixelOrder(maps, masks, components=True).curve("all", "pro")
     return _cut(x, y, max_fpr)
