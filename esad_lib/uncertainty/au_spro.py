@@ -180,9 +180,7 @@ def au_spro_ci_by_type(
     maps_l = _as_list(maps, "maps")
     chans_l = _as_list(channels, "channels")
     if not (len(maps_l) == len(chans_l) == names.size):
-        raise ValueError(
-            f"got {len(maps_l)} maps, {len(chans_l)} channel stacks and {names.size} label names"
-        )
+        raise ValueError(f"got {len(maps_l)} maps, {len(chans_l)} channel stacks, {names.size} label names")
     sides = [maps_l] if maps_b is None else [maps_l, _as_list(maps_b, "maps_b")]
     if len(sides) == 2 and (
         len(sides[1]) != len(maps_l) or any(x.shape != y.shape for x, y in zip(maps_l, sides[1]))
@@ -211,12 +209,9 @@ def au_spro_ci_by_type(
         boots["mean"] = [np.mean([boots[k][s] for k in present], axis=0) for s in range(len(sides))]
         errs["mean"] = max(errs[k] for k in present)
     for k in vals:
-        if len(sides) == 1:
-            out[k] = _summary(vals[k][0], boots[k][0], level, METHOD_BOOT, grid_error=errs[k])
-        else:
-            out[k] = _diff_summary(
-                vals[k][0], vals[k][1], boots[k][0] - boots[k][1], level, grid_error=errs[k]
-            )
+        v, b, e = vals[k], boots[k], errs[k]
+        out[k] = (_summary(v[0], b[0], level, METHOD_BOOT, grid_error=e) if len(sides) == 1
+                  else _diff_summary(v[0], v[1], b[0] - b[1], level, grid_error=e))  # fmt: skip
     return out
 
 

@@ -44,15 +44,10 @@ def seed_image_interval(
 ) -> dict[str, Any]:
     """Interval of the seed mean that covers both training seeds and test images.
 
-    values ``[S]``: the metric of each seed; samples ``[S, B]``: each seed's bootstrap values
-    from the SAME resamples (same ``seed`` argument and test images), so column b is one
-    resample of the test set for all seeds.
-        se^2 = s^2_seed / S + Var_b( mean_s samples[s, b] ),   low, high = mean -+ z_{(1+level)/2} se
-    (law of total variance; the image part uses the per-resample seed mean, which keeps the
-    correlation between seeds that share the test images).  With S = 1 it is the percentile
-    interval of the images alone.  ``bounds``: the metric's range (e.g. (0, 1) for an AUROC,
-    (-1, 1) for a difference of two); the normal interval is clipped to it (a normal interval
-    ignores the range; clipping only removes impossible values).
+    values ``[S]``: the metric of each seed; samples ``[S, B]``: each seed's bootstrap values from
+    the SAME resamples (column b: one resample of the test set for all seeds).  With S = 1: the
+    percentile interval of the images alone.  ``bounds``: the metric's range, e.g. (0, 1) for an
+    AUROC; the normal interval is clipped to it (clipping only removes impossible values).
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     s = np.asarray(samples, dtype=np.float64)
@@ -64,6 +59,8 @@ def seed_image_interval(
         return _summary(mean, seed_mean_boot, level, METHOD_BOOT + " (one seed)", n_seeds=1)
     img_var = float(np.nanvar(seed_mean_boot, ddof=1))
     seed_var = float(v.var(ddof=1))
+    # se^2 = s^2_seed / S + Var_b(mean_s samples[s, b])  (law of total variance; the per-resample
+    # seed mean keeps the correlation of seeds that share the test images)
     se = math.sqrt(seed_var / v.size + img_var)
     z = NormalDist().inv_cdf(0.5 * (1.0 + level))
     low, high = mean - z * se, mean + z * se
