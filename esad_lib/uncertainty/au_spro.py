@@ -180,7 +180,8 @@ def au_spro_ci_by_type(
     maps_l = _as_list(maps, "maps")
     chans_l = _as_list(channels, "channels")
     if not (len(maps_l) == len(chans_l) == names.size):
-        raise ValueError(f"got {len(maps_l)} maps, {len(chans_l)} channel stacks, {names.size} label names")
+        n = f"{len(maps_l)} maps, {len(chans_l)} channel stacks and {names.size} label names"
+        raise ValueError(f"got {n}")
     sides = [maps_l] if maps_b is None else [maps_l, _as_list(maps_b, "maps_b")]
     if len(sides) == 2 and (
         len(sides[1]) != len(maps_l) or any(x.shape != y.shape for x, y in zip(maps_l, sides[1]))
