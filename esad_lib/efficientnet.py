@@ -44,8 +44,7 @@ WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"  # inside the package's models/
 BN_EPS = 1e-3  # TF BatchNormalization epsilon of the EfficientNet(-Lite) builder
 BN_MOMENTUM = 1.0 - 0.99  # TF momentum 0.99 (running = 0.99 running + 0.01 batch) in PyTorch's convention
 
-#: (repeats, kernel, stride of the first block, expand ratio, C_in, C_out) per stage (lite0:
-#: width and depth multipliers 1.0, so B0's table without squeeze-excitation).
+#: (repeats, kernel, stride of the first block, expand ratio, C_in, C_out) per stage (B0's table)
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -202,15 +201,13 @@ def load_efficientnet_lite0(weights: str | os.PathLike | None = None) -> Efficie
     try:
         net.load_state_dict(sd, strict=True)
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise RuntimeError(
-            f"weights in {path} do not fit EfficientNet-Lite0 (expected the state_dict of {PIP_NAME}): {e}"
-        ) from e
+        expected = f"expected the state_dict of {PIP_NAME}"
+        raise RuntimeError(f"weights in {path} do not fit EfficientNet-Lite0 ({expected}): {e}") from e
     return net.eval()
 
 
 class FrozenModule(nn.Module):
-    """A module that never trains: no gradients to its parameters, always in eval mode (its
-    ``__init__`` ends with ``self.freeze()``; ``train()`` keeps it in eval mode)."""
+    """A module that never trains: no gradients to its parameters, always in eval mode."""
 
     def freeze(self) -> None:
         for p in self.parameters():

@@ -38,8 +38,7 @@ __all__ = [
     "build_feature_extractor", "hub_weights_path",
 ]  # fmt: skip
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 #: ImageNet backbones: torchvision constructor name, weights enum name, layers returned.
 IMAGENET_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -125,8 +124,7 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _taps(stages: Callable[[nn.Module], list], wanted: set, last: Any) -> Callable[[nn.Module, Tensor], list]:
-    """Runs ``(key, module)`` of ``stages(net)`` in order, keeping the outputs of the ``wanted`` keys,
-    stopping after ``last``."""
+    """Runs ``(key, module)`` of ``stages(net)`` in order, keeping ``wanted`` keys' outputs, to ``last``."""
 
     def fn(net: nn.Module, x: Tensor) -> list[Tensor]:
         out = []
@@ -204,12 +202,11 @@ class RandomCNN(nn.Module):
         return out
 
 
-def _call_forward(net: nn.Module, x: Tensor) -> list[Tensor]:
+def _call_forward(net: nn.Module, x: Tensor) -> list[Tensor]:  # layer_fn of bodies that return the list
     return net(x)
 
 
-class _EncoderLayers(nn.Module):
-    """Picks encoder levels ``indices`` of a U-Net's ``encode`` (a frozen copy of the net)."""
+class _EncoderLayers(nn.Module):  # encoder levels ``indices`` of a U-Net's ``encode``
 
     def __init__(self, unet: nn.Module, indices: Sequence[int]):
         super().__init__()
