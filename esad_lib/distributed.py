@@ -107,8 +107,8 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
                     f"WORLD_SIZE={info.world_size} but {var} is not set: launch distributed runs with "
                     "torchrun (e.g. torchrun --nproc_per_node=2 -m esad_lib.cli train ...)"
                 )
-        extra: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://", **extra)
+        kw: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://", **kw)
         created = True
     return dist_info(), dev, created
 
