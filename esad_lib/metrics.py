@@ -280,15 +280,10 @@ class PixelOrder:
     """
 
     def __init__(
-        self,
-        maps: Sequence[np.ndarray],
-        truth: Sequence[np.ndarray],
-        defects: Any = None,
-        label_names: Sequence[str] | None = None,
-        components: bool = False,
-        stats_for: Sequence[str] = (),
+        self, maps: Sequence[np.ndarray], truth: Sequence[np.ndarray], defects: Any = None,
+        label_names: Sequence[str] | None = None, components: bool = False, stats_for: Sequence[str] = (),
         stats_args: tuple = (0.05, 2000, 3.0, 32, 4_000_000),
-    ):
+    ):  # fmt: skip
         self.maps = _as_list(maps, "maps")
         truth_l = _as_list(truth, "channels" if defects is not None else "masks")
         if len(truth_l) != len(self.maps):
@@ -552,12 +547,9 @@ def au_pro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: f
 
 
 def spro_curve(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    max_fpr: float = 1.0,
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, max_fpr: float = 1.0,
     defect_names: Iterable[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Exact sPRO curve (FPR, sPRO) of MVTec LOCO AD down to the first threshold with FPR > ``max_fpr``.
 
     Per defect channel c (one ground-truth PNG) and threshold t:
@@ -582,24 +574,17 @@ def au_spro(
 
 
 def au_spro_at_limits(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS,
-    defect_names: Iterable[str] | None = None,
-) -> dict[float, float]:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS, defect_names: Iterable[str] | None = None,
+) -> dict[float, float]:  # fmt: skip
     """AU-sPRO at several FPR limits from ONE exact sPRO curve: ``{limit: AU-sPRO}``."""
     return PixelOrder(maps, channels, defects).at_limits("all", limits, "spro", defect_names)
 
 
 def au_spro_by_defect(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS,
-    order: PixelOrder | None = None,
-) -> dict[str, dict[float, float]]:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS, order: PixelOrder | None = None,
+) -> dict[str, dict[float, float]]:  # fmt: skip
     """AU-sPRO of each defect name (``defects_config.json``) shown by a test image, at every limit.
 
     Defect d: the good images plus every image holding a channel of d; the regions are d's
@@ -612,14 +597,9 @@ def au_spro_by_defect(
 
 
 def map_metrics(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    pro_fpr_limit: float = 0.3,
-    spro_fpr_limit: float = 0.05,
-    order: PixelOrder | None = None,
-) -> dict[str, Any]:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    pro_fpr_limit: float = 0.3, spro_fpr_limit: float = 0.05, order: PixelOrder | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Every pixel metric of ``metrics.json`` from one ``PixelOrder`` (built here unless given).
 
     ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses that type's images plus

@@ -43,15 +43,9 @@ class SproStats:
 
 
 def spro_statistics(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    grid: int | str = 2000,
-    dense_factor: float = 3.0,
-    tail: int = 32,
-    max_sample: int = 4_000_000,
-) -> SproStats:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05,
+    grid: int | str = 2000, dense_factor: float = 3.0, tail: int = 32, max_sample: int = 4_000_000,
+) -> SproStats:  # fmt: skip
     """Precompute :class:`SproStats` of ``maps [H, W]`` and ``channels uint8 [C, H, W]``, with
     ``metrics.spro_curve``'s semantics (pass one anomaly type's images with the good ones); counted
     while ``metrics.PixelOrder`` sorts each image's negatives.
@@ -125,17 +119,10 @@ def weighted_au_spro(
 
 
 def au_spro_ci(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    strata: Sequence[Hashable],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    grid: int | str = 2000,
-    return_samples: bool = False,
-) -> dict[str, Any]:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], strata: Sequence[Hashable], defects: Any,
+    fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
+    grid: int | str = 2000, return_samples: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """AU-sPRO of the images passed (one anomaly type + the good ones) with its bootstrap interval,
     resampled within ``strata``; ``grid_error``: the largest chord bound (point estimate and
     resamples), how far the grid may be from the exact curve."""
@@ -158,18 +145,10 @@ def au_spro_ci(
 
 
 def au_spro_ci_by_type(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    grid: int | str = 2000,
-    maps_b: Sequence[np.ndarray] | None = None,
-    order: PixelOrder | None = None,
-) -> dict[str, dict[str, Any] | None]:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
+    grid: int | str = 2000, maps_b: Sequence[np.ndarray] | None = None, order: PixelOrder | None = None,
+) -> dict[str, dict[str, Any] | None]:  # fmt: skip
     """AU-sPRO per anomaly type with intervals (or, with ``maps_b``, paired differences a - b).
 
     One stratified resample of all images serves both types (each: its images plus the good
@@ -217,14 +196,9 @@ def au_spro_ci_by_type(
 
 
 def pixel_order_for_ci(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    grid: int | str = 2000,
-    components: bool = False,
-) -> PixelOrder:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    fpr_limit: float = 0.05, grid: int | str = 2000, components: bool = False,
+) -> PixelOrder:  # fmt: skip
     """The ``metrics.PixelOrder`` that :func:`au_spro_ci_by_type` needs (statistics of each anomaly
     type present, on its grid); ``components`` also serves ``metrics.map_metrics``."""
     names = [str(n) for n in label_names]

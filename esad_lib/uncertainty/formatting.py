@@ -34,13 +34,9 @@ def format_ci(
 
 
 def format_diff(
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    scale: float = 100.0,
-    digits: int = 1,
+    value: Any, low: float | None = None, high: float | None = None, scale: float = 100.0, digits: int = 1,
     marker: str = "*",
-) -> str:
+) -> str:  # fmt: skip
     """``"+3.2 [-1.0, 7.5]"`` for a difference; ``marker`` appended when the interval excludes 0."""
     v, lo, hi = _unpack(value, low, high)
     s = _text(v, lo, hi, scale, digits, "+")

@@ -71,13 +71,9 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
 
 
 def image_auroc_ci(
-    scores: Sequence[float],
-    labels: Sequence[int],
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    return_samples: bool = False,
-) -> dict[str, Any]:
+    scores: Sequence[float], labels: Sequence[int], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+    level: float = 0.95, return_samples: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Image AUROC (``value`` == ``metrics.image_auroc``) with its stratified-bootstrap percentile
     interval: value, low, high, se, level, n_boot, method, n_good, n_anomalous (+ samples [B])."""
     lab = _binary_labels(labels)
@@ -91,12 +87,9 @@ def image_auroc_ci(
 
 
 def check_paired(
-    labels_a: Sequence[Any],
-    labels_b: Sequence[Any],
-    ids_a: Sequence[Any] | None = None,
-    ids_b: Sequence[Any] | None = None,
-    what: str = "the two methods",
-) -> None:
+    labels_a: Sequence[Any], labels_b: Sequence[Any], ids_a: Sequence[Any] | None = None,
+    ids_b: Sequence[Any] | None = None, what: str = "the two methods",
+) -> None:  # fmt: skip
     """Raise ``ValueError`` unless both sides hold the same images (ids) in the same order with
     the same labels -- the precondition of a paired comparison."""
     la, lb = np.asarray(labels_a).ravel(), np.asarray(labels_b).ravel()
@@ -160,13 +153,9 @@ def _check_names(label_names: Sequence[str], arg: str = "label_names") -> np.nda
 
 
 def image_auroc_ci_by_type(
-    scores: Sequence[float],
-    label_names: Sequence[str],
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    return_samples: bool = False,
-) -> dict[str, dict[str, Any] | None]:
+    scores: Sequence[float], label_names: Sequence[str], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+    level: float = 0.95, return_samples: bool = False,
+) -> dict[str, dict[str, Any] | None]:  # fmt: skip
     """``metrics.image_auroc_by_type`` with intervals: ``{"structural", "logical", "mean"}``; one
     stratified resample serves all three (``mean``: per resample); a type without images: None."""
     names = _check_names(label_names)
@@ -190,17 +179,10 @@ def _per_type(samples: dict, return_samples: bool, summary) -> dict[str, dict[st
 
 
 def paired_image_auroc_by_type(
-    scores_a: Sequence[float],
-    names_a: Sequence[str],
-    scores_b: Sequence[float],
-    names_b: Sequence[str],
-    ids_a: Sequence[Any] | None = None,
-    ids_b: Sequence[Any] | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    return_samples: bool = False,
-) -> dict[str, dict[str, Any] | None]:
+    scores_a: Sequence[float], names_a: Sequence[str], scores_b: Sequence[float], names_b: Sequence[str],
+    ids_a: Sequence[Any] | None = None, ids_b: Sequence[Any] | None = None, n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0, level: float = 0.95, return_samples: bool = False,
+) -> dict[str, dict[str, Any] | None]:  # fmt: skip
     """Paired differences ``a - b`` of ``image_auroc_ci_by_type``'s three AUROCs."""
     check_paired(names_a, names_b, ids_a, ids_b)
     names = _check_names(names_a, "names_a")

@@ -37,11 +37,9 @@ def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, A
 
 
 def seed_image_interval(
-    values: Sequence[float],
-    samples: np.ndarray,
-    level: float = 0.95,
+    values: Sequence[float], samples: np.ndarray, level: float = 0.95,
     bounds: tuple[float, float] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Interval of the seed mean that covers both training seeds and test images.
 
     values ``[S]``: the metric of each seed; samples ``[S, B]``: each seed's bootstrap values from
