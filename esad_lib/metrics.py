@@ -123,9 +123,8 @@ def image_auroc_by_type(scores: Sequence[float], label_names: Sequence[str]) -> 
     out: dict[str, float] = {}
     for kind in ("structural", "logical"):
         sel = good | (names == kind)
-        out[kind] = (
-            image_auroc(scores[sel], (names[sel] == kind).astype(int)) if (names == kind).any() else math.nan
-        )
+        lab = (names[sel] == kind).astype(int)
+        out[kind] = image_auroc(scores[sel], lab) if (names == kind).any() else math.nan
     present = [v for v in out.values() if not math.isnan(v)]
     out["mean"] = float(np.mean(present)) if present else math.nan
     return out
@@ -300,18 +299,15 @@ class PixelOrder:
             self.regions += regs
             self.shows.append(shows)
             self._neg_bits.append(neg_bits)
-        self.n_neg = np.array(
-            [m.size if b is None else int(np.unpackbits(b).sum()) for m, b in zip(self.maps, self._neg_bits)],
-            dtype=np.int64,
-        )
+        bits = self._neg_bits
+        n_neg = [m.size if b is None else int(np.unpackbits(b).sum()) for m, b in zip(self.maps, bits)]
+        self.n_neg = np.array(n_neg, dtype=np.int64)
         self.components = components
         # U: the distinct scores of the regions' top pixels (where a curve can rise), ascending,
         # and how many positive pixels hold each (the components cover every positive pixel once)
         self.u = _distinct(np.concatenate([r.top for r in self.regions] or [np.empty(0, self.dtype)]))
         comp = np.sort(np.concatenate([r.top for r in self.regions if r.defect is None] or [self.u[:0]]))
-        self.u_count = np.searchsorted(comp, self.u, side="right") - np.searchsorted(
-            comp, self.u, side="left"
-        )
+        self.u_count = np.searchsorted(comp, self.u, "right") - np.searchsorted(comp, self.u, "left")
         del comp
         self.blocks: dict[str, list[int]] = {}
         for i, n in enumerate(self.names):
@@ -487,9 +483,8 @@ class PixelOrder:
             sample = np.sort(np.concatenate(samples))[::-1]  # the strided sample, descending
             n_s = sample.size
             f_dense = min(1.0, dense_factor * fpr_limit)
-            levels = np.r_[
-                np.linspace(0.0, f_dense, int(grid) + 1)[1:], np.linspace(f_dense, 1.0, tail + 1)[1:]
-            ]
+            dense, beyond = np.linspace(0.0, f_dense, int(grid) + 1), np.linspace(f_dense, 1.0, tail + 1)
+            levels = np.r_[dense[1:], beyond[1:]]
             # the k-th largest sampled negative has FPR ~ k / n_s
             ranks = np.clip(np.ceil(levels * n_s).astype(np.int64) - 1, 0, n_s - 1)
             t = np.unique(np.r_[sample[0], sample[ranks], np.asarray(lowest, dtype=dt)].astype(dt))[::-1]

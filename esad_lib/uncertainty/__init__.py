@@ -1,9 +1,7 @@
 """Uncertainty of the evaluation metrics (the paper's image AUROC and MVTec LOCO's AU-sPRO).
 
 The paper reports point estimates only; with 40 good and 40 anomalous test images one standard
-error of an image AUROC is about 5 points, so the tables need intervals.  Modules:
-:mod:`.resampling` (stratified resamples, percentile interval), :mod:`.image_auroc`,
-:mod:`.au_spro`, :mod:`.seeds` (intervals over training seeds), :mod:`.formatting`.
+error of an image AUROC is about 5 points, so the tables need intervals.
 
 Methods (95 % by default, ``level``):
 
@@ -29,33 +27,17 @@ Use::
 
 from __future__ import annotations
 
-from esad_lib.uncertainty.au_spro import (
-    SproStats,
-    au_spro_ci,
-    au_spro_ci_by_type,
-    pixel_order_for_ci,
-    spro_statistics,
-    weighted_au_spro,
-)
+# isort: off
+from esad_lib.uncertainty.au_spro import (SproStats, au_spro_ci, au_spro_ci_by_type, pixel_order_for_ci,
+                                          spro_statistics, weighted_au_spro)
 from esad_lib.uncertainty.formatting import format_ci, format_diff
-from esad_lib.uncertainty.image_auroc import (
-    auroc_by_type_resampled,
-    check_paired,
-    image_auroc_ci,
-    image_auroc_ci_by_type,
-    paired_image_auroc_by_type,
-    weighted_auroc,
-)
-from esad_lib.uncertainty.resampling import (
-    ANOMALY_TYPES,
-    DEFAULT_N_BOOT,
-    METHOD_BOOT,
-    METHOD_PAIRED,
-    percentile_interval,
-    resample_indices,
-    resample_weights,
-)
+from esad_lib.uncertainty.image_auroc import (auroc_by_type_resampled, check_paired, image_auroc_ci,
+                                              image_auroc_ci_by_type, paired_image_auroc_by_type,
+                                              weighted_auroc)
+from esad_lib.uncertainty.resampling import (ANOMALY_TYPES, DEFAULT_N_BOOT, METHOD_BOOT, METHOD_PAIRED,
+                                             percentile_interval, resample_indices, resample_weights)
 from esad_lib.uncertainty.seeds import aggregate_seeds, seed_image_interval
+# isort: on
 
 __all__ = [
     "ANOMALY_TYPES", "DEFAULT_N_BOOT", "METHOD_BOOT", "METHOD_PAIRED", "SproStats", "aggregate_seeds",

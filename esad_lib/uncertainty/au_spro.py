@@ -130,15 +130,9 @@ def au_spro_ci(
     w = resample_weights(resample_indices(strata, n_boot, seed), stats.n_images)
     boot, bound_b = weighted_au_spro(stats, w)
     value, bound = weighted_au_spro(stats, np.ones(stats.n_images))
-    out = _summary(
-        float(value[0]),
-        boot,
-        level,
-        METHOD_BOOT,
-        grid_error=float(max(bound[0], np.nanmax(bound_b))),
-        n_images=stats.n_images,
-        n_regions=int(stats.region_image.size),
-    )
+    err = float(max(bound[0], np.nanmax(bound_b)))
+    out = _summary(float(value[0]), boot, level, METHOD_BOOT, grid_error=err, n_images=stats.n_images,
+                   n_regions=int(stats.region_image.size))  # fmt: skip
     if return_samples:
         out["samples"] = boot
     return out

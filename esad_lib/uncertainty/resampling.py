@@ -63,15 +63,9 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
 def _summary(value: float, samples: np.ndarray, level: float, method: str, **extra: Any) -> dict[str, Any]:
     lo, hi = percentile_interval(samples, level)
     finite = samples[np.isfinite(samples)]
-    out = {
-        "value": float(value),
-        "low": lo,
-        "high": hi,
-        "se": float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan,
-        "level": float(level),
-        "n_boot": int(samples.size),
-        "method": method,
-    }
+    se = float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
+    out = {"value": float(value), "low": lo, "high": hi, "se": se, "level": float(level),
+           "n_boot": int(samples.size), "method": method}  # fmt: skip
     if finite.size < samples.size:
         out["n_undefined"] = int(samples.size - finite.size)
     out.update(extra)
