@@ -93,7 +93,8 @@ def _unknown_files(folder: Path, ids: set[str]) -> list[str]:
     ]
 
 
-def _check_map(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:
+def _problem(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:
+    """What is wrong with the map ``arr`` read from ``path`` for an image of ``size``, or None."""
     if arr.ndim != 2:
         return f"{path}: expected a 2-D map, got shape {arr.shape}"
     if tuple(arr.shape) != tuple(size):
@@ -111,7 +112,7 @@ def _read_one(path: Path, sample) -> tuple[np.ndarray | None, str | None]:
         arr = _load_map(path)
     except Exception as e:  # truncated, another format: tifffile / numpy say why
         return None, f"{path}: cannot be read ({type(e).__name__}: {e})"
-    err = _check_map(path, arr, image_size(sample.path))
+    err = _problem(path, arr, image_size(sample.path))
     return (None, err) if err else (arr.astype(np.float32, copy=False), None)
 
 

@@ -211,18 +211,16 @@ def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 @dataclass
 class _Region:
-    """One region: its image, defect name (None: a connected component for AU-PRO), saturation
-    area a, and the scores of its top ceil(a) pixels, descending (lower ones never raise y)."""
+    """One region of an image (a defect channel, or a connected component for AU-PRO)."""
 
     image: int
-    defect: str | None
-    sat: float
-    top: np.ndarray
+    defect: str | None  # None: a connected component
+    sat: float  # saturation area a
+    top: np.ndarray  # scores of its top ceil(a) pixels, descending (lower ones never raise y)
 
 
 def _in_order(fn, n: int):
-    """``fn(0), ..., fn(n - 1)`` computed on ``WORKERS`` threads (numpy releases the GIL while it
-    sorts and searches), yielded in order, with at most ``WORKERS`` results waiting."""
+    """``fn(0), ..., fn(n - 1)`` on ``WORKERS`` threads (numpy releases the GIL), yielded in order."""
     with ThreadPoolExecutor(WORKERS) as pool:
         pending = [pool.submit(fn, i) for i in range(min(WORKERS, n))]
         for i in range(n):
@@ -328,9 +326,8 @@ class PixelOrder:
         m, t = self.maps[i], self._truth[i]
         if self._lookup is None:
             if t.shape != m.shape or m.ndim != 2:
-                raise ValueError(
-                    f"image {i}: map shape {m.shape} and mask shape {t.shape} must be equal [H, W]"
-                )
+                shapes = f"map shape {m.shape} and mask shape {t.shape}"
+                raise ValueError(f"image {i}: {shapes} must be equal [H, W]")
             t = t.astype(bool, copy=False)
             return (t if t.any() else None), []
         return _channel_regions(i, t, m.shape, self._lookup)
