@@ -93,8 +93,7 @@ def _unknown_files(folder: Path, ids: set[str]) -> list[str]:
     ]
 
 
-def _problem(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:
-    """What is wrong with the map ``arr`` read from ``path`` for an image of ``size``, or None."""
+def _problem(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:  # what is wrong, or None
     if arr.ndim != 2:
         return f"{path}: expected a 2-D map, got shape {arr.shape}"
     if tuple(arr.shape) != tuple(size):
@@ -145,11 +144,9 @@ def read_maps(maps_dir: str | Path, root: str | Path, category: str, progress: b
         raise MapsError(
             f"{test_dir}: no maps for {category!r} (expected <maps>/{category}/test/<label>/<id>.tiff)"
         )
-    problems = [
-        f"{d}: unknown label folder (expected {', '.join(LABEL_DIRS.values())})"
-        for d in sorted(test_dir.iterdir())
-        if d.is_dir() and d.name not in DIR_LABELS
-    ]
+    expected = ", ".join(LABEL_DIRS.values())
+    folders = [d for d in sorted(test_dir.iterdir()) if d.is_dir() and d.name not in DIR_LABELS]
+    problems = [f"{d}: unknown label folder (expected {expected})" for d in folders]
     out = LoadedMaps(category, [], [], [], [], [])
     found = _locate(test_dir, list_samples(root, category, split="test"), out.skipped_labels, problems)
     with ThreadPoolExecutor(2) as pool:

@@ -2,15 +2,13 @@
 
 Conventions shared by all pixel metrics:
 
-* A pixel is predicted anomalous at threshold t when its score is >= t.  The thresholds are
-  *all distinct score values* (the exact curve, no coarse grid), plus a start point at
-  (FPR 0, TPR/PRO/sPRO 0) for a threshold above every score.
+* A pixel is anomalous at threshold t when its score is >= t; the thresholds are *all distinct
+  scores* (the exact curve), plus a start point (FPR 0, TPR/PRO/sPRO 0) above every score.
 * Inputs are lists of numpy arrays of the original image size: maps float [H, W]; masks bool
   [H, W]; channels uint8 [C, H, W] (one channel per ground-truth PNG, value = the defect's
   pixel value, C = 0 for good images).  Images may have different sizes.  Maps must be finite.
-* The area under a curve up to ``fpr_limit`` uses the trapezoid rule; when ``fpr_limit`` falls
-  between two curve points, the end point is linearly interpolated; the area is divided by
-  ``fpr_limit`` so that a perfect detector scores 1 (MVTec AD / MVTec LOCO AD convention).
+* The area under a curve up to ``fpr_limit``: trapezoid rule, end point linearly interpolated,
+  divided by ``fpr_limit`` so that a perfect detector scores 1 (MVTec AD / LOCO AD convention).
 * Connected regions (AU-PRO) use 8-connectivity (scipy.ndimage.label with a 3x3 structure).
 
 One ordering of the pixels serves every metric (:class:`PixelOrder`): a curve only changes where
@@ -158,8 +156,7 @@ def _channel_regions(
 ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, float, str]]]:
     """(union of the channels or None, [(channel mask, saturation area, defect name), ...]) of image
     i; empty channels (an empty ground-truth PNG) are skipped."""
-    if ch.ndim == 2:
-        ch = ch[None]
+    ch = ch[None] if ch.ndim == 2 else ch
     if ch.ndim != 3 or ch.shape[1:] != shape:
         raise ValueError(f"image {i}: channels shape {ch.shape} must be [C, H, W] with [H, W] = {shape}")
     union, regions = None, []

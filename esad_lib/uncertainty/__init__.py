@@ -11,18 +11,13 @@ Methods (95 % by default, ``level``):
   2000) are a few array operations.  Percentile interval, not bias-corrected (coverage on 40 +
   40 images checked in the tests: about 95 %).  Two methods on the SAME images get the SAME
   weights: the interval of the differences ``a - b`` is the paired interval.
-* **AU-sPRO** via per-image sufficient statistics on a threshold grid (:func:`spro_statistics`,
-  counted while ``metrics.PixelOrder`` sorts the pixels): a resampled curve is two matrix products.
+* **AU-sPRO** via per-image statistics on a threshold grid: a resampled curve is two matrix products.
 * **Seeds**: :func:`aggregate_seeds`, Student-t ``mean +- t_{S-1} s / sqrt(S)``;
   :func:`seed_image_interval`, seeds and images by the law of total variance,
   ``Var(mean) ~= s^2_seed / S + Var_images(mean)`` (a normal interval).
 
-Use::
-
-    ci = image_auroc_ci_by_type(result.scores, result.label_names)   # {"structural": {...}, ...}
-    format_ci(ci["structural"])                                       # "76.9 [72.1, 81.4]"
-    d = paired_image_auroc_by_type(a.scores, a.label_names, b.scores, b.label_names, a.paths, b.paths)
-    format_diff(d["structural"])                  # "+3.2 [-1.0, 7.5]" (+ " *" when it excludes 0)
+Use: ``format_ci(image_auroc_ci_by_type(scores, label_names)["structural"])`` -> "76.9 [72.1, 81.4]";
+``format_diff(paired_image_auroc_by_type(...)["logical"])`` -> "+3.2 [-1.0, 7.5]" (" *": excludes 0).
 """
 
 from __future__ import annotations
@@ -30,12 +25,12 @@ from __future__ import annotations
 # isort: off
 from esad_lib.uncertainty.au_spro import (SproStats, au_spro_ci, au_spro_ci_by_type, pixel_order_for_ci,
                                           spro_statistics, weighted_au_spro)
-from esad_lib.uncertainty.formatting import format_ci, format_diff
 from esad_lib.uncertainty.image_auroc import (auroc_by_type_resampled, check_paired, image_auroc_ci,
                                               image_auroc_ci_by_type, paired_image_auroc_by_type,
                                               weighted_auroc)
 from esad_lib.uncertainty.resampling import (ANOMALY_TYPES, DEFAULT_N_BOOT, METHOD_BOOT, METHOD_PAIRED,
-                                             percentile_interval, resample_indices, resample_weights)
+                                             format_ci, format_diff, percentile_interval, resample_indices,
+                                             resample_weights)
 from esad_lib.uncertainty.seeds import aggregate_seeds, seed_image_interval
 # isort: on
 

@@ -98,9 +98,7 @@ def weighted_au_spro(
     """AU-sPRO of every resample: (values [B], grid error bounds [B]) from image multiplicities
     ``[B, N]`` (a resample repeats image i w_i times, its regions and negatives); the curve starts
     at (0, 0); NaN where a resample has no region."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim == 1:
-        w = w[None]
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if w.shape[1] != stats.n_images:
         raise ValueError(f"weights {w.shape} do not match the {stats.n_images} images of the sPRO statistics")
     limit = stats.fpr_limit if fpr_limit is None else float(fpr_limit)

@@ -22,9 +22,8 @@ from esad_lib.uncertainty.resampling import (
 def _binary_labels(labels: Any, name: str = "labels") -> np.ndarray:
     lab = np.asarray(labels).ravel()
     if lab.size and not set(np.unique(lab).tolist()) <= {0, 1}:
-        raise ValueError(
-            f"{name} must be 0 (good) / 1 (anomalous), got values {sorted(set(lab.tolist()))[:5]}"
-        )
+        got = sorted(set(lab.tolist()))[:5]
+        raise ValueError(f"{name} must be 0 (good) / 1 (anomalous), got values {got}")
     lab = lab.astype(bool)
     if not lab.any() or lab.all():
         raise ValueError(f"{name}: image AUROC needs both good (0) and anomalous (1) images")
@@ -40,9 +39,7 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     pos = _binary_labels(labels)
-    w = np.asarray(weights)
-    if w.ndim == 1:
-        w = w[None]
+    w = np.atleast_2d(np.asarray(weights))
     if s.shape != pos.shape or w.ndim != 2 or w.shape[1] != s.size:
         raise ValueError(
             f"scores {s.shape}, labels {pos.shape} and weights {w.shape} must be [N], [N], [B, N]"

@@ -14,12 +14,8 @@ from esad_lib.uncertainty.resampling import METHOD_BOOT, _summary
 
 
 def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean over training seeds and a Student-t interval across seeds.
-
-    low, high = mean -+ t_{S-1, (1+level)/2} * s / sqrt(S)  (s: sample std, ddof 1), S >= 2;
-    with one seed there is no seed interval (NaN).  This is the spread due to training
-    randomness on the fixed test set, not the test-set uncertainty (see ``seed_image_interval``).
-    """
+    """Mean over training seeds and a Student-t interval across seeds (NaN for one seed): the spread
+    due to training randomness on the fixed test set (see ``seed_image_interval`` for both)."""
     from scipy import stats as sps
 
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
@@ -29,6 +25,7 @@ def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, A
     std = half = math.nan
     if v.size > 1:
         std = float(v.std(ddof=1))
+        # low, high = mean -+ t_{S-1, (1+level)/2} * s / sqrt(S)  (s: sample std, ddof 1)
         half = float(sps.t.ppf(0.5 * (1.0 + level), v.size - 1)) * std / math.sqrt(v.size)
     one = "one seed: no interval across seeds"
     method = f"Student-t interval across {v.size} seeds" if v.size > 1 else one
