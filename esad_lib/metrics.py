@@ -2,26 +2,20 @@
 
 Conventions shared by all pixel metrics:
 
-* A pixel is predicted anomalous at threshold t when its score is >= t.  The thresholds are
-  *all distinct score values* (the exact curve, no coarse grid), plus a start point at
-  (FPR 0, TPR/PRO/sPRO 0) for a threshold above every score.
+* A pixel is anomalous at threshold t when its score is >= t; the thresholds are *all distinct
+  scores* (the exact curve), plus a start point (FPR 0, TPR/PRO/sPRO 0) above every score.
 * Inputs are lists of numpy arrays of the original image size: maps float [H, W]; masks bool
   [H, W]; channels uint8 [C, H, W] (one channel per ground-truth PNG, value = the defect's
   pixel value, C = 0 for good images).  Images may have different sizes.  Maps must be finite.
-* The area under a curve up to ``fpr_limit`` uses the trapezoid rule; when ``fpr_limit`` falls
-  between two curve points, the end point is linearly interpolated; the area is divided by
-  ``fpr_limit`` so that a perfect detector scores 1 (MVTec AD / MVTec LOCO AD convention).
+* The area under a curve up to ``fpr_limit``: trapezoid rule, end point linearly interpolated,
+  divided by ``fpr_limit`` so that a perfect detector scores 1 (MVTec AD / LOCO AD convention).
 * Connected regions (AU-PRO) use 8-connectivity (scipy.ndimage.label with a 3x3 structure).
 
-One ordering of the pixels serves every metric (:class:`PixelOrder`).  Every curve only changes
-where a *positive* pixel (inside a defect) turns on, so the thresholds that matter are the
-distinct positive scores U (a few per cent of the pixels).  Each image's negative pixels are
-sorted once and counted below and up to each score of U; the counts of a group of images (an
-anomaly type with the good images, a defect, all images) are sums of these counts, and its
-exact curve follows with cumulative sums; the bootstrap statistics are counted in the same
-pass.  No copy of all pixels is ever made, and images are processed on two threads.
-
-The brute-force ``*_reference`` twins (loops over thresholds) are what the tests compare with.
+One ordering of the pixels serves every metric (:class:`PixelOrder`): a curve only changes where
+a *positive* pixel turns on, so each image's negatives are sorted once and counted below and up
+to each distinct positive score; a group's exact curve (and the bootstrap statistics) follow
+from sums of these counts.  No copy of all pixels is made; images are processed on two threads.
+The tests compare every metric with a brute-force twin (``tests/metric_references.py``).
 """
 
 from __future__ import annotations
@@ -35,25 +29,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "PixelOrder",
-    "SPRO_LIMITS",
-    "area_under_curve",
-    "area_under_curve_reference",
-    "au_pro",
-    "au_spro",
-    "au_spro_at_limits",
-    "au_spro_by_defect",
-    "au_spro_reference",
-    "image_auroc",
-    "image_auroc_by_type",
-    "image_defect_names",
-    "map_metrics",
-    "pixel_auroc",
-    "pixel_auroc_reference",
-    "pro_curve",
+    "PixelOrder", "SPRO_LIMITS", "area_under_curve", "au_pro", "au_spro", "au_spro_at_limits",
+    "au_spro_by_defect", "image_auroc", "image_auroc_by_type", "map_metrics", "pixel_auroc", "pro_curve",
     "spro_curve",
-    "spro_curve_reference",
-]
+]  # fmt: skip
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 #: the integration limits MVTec LOCO AD's official evaluation reports AU-sPRO at.
@@ -70,17 +49,6 @@ def _as_list(arrs: Any, name: str) -> list[np.ndarray]:
     if not out:
         raise ValueError(f"{name}: empty input")
     return out
-
-
-def _check_maps_masks(maps: Any, masks: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    maps_l = _as_list(maps, "maps")
-    masks_l = _as_list(masks, "masks")
-    if len(maps_l) != len(masks_l):
-        raise ValueError(f"got {len(maps_l)} maps but {len(masks_l)} masks")
-    for i, (m, g) in enumerate(zip(maps_l, masks_l)):
-        if m.shape != g.shape or m.ndim != 2:
-            raise ValueError(f"image {i}: map shape {m.shape} and mask shape {g.shape} must be equal [H, W]")
-    return maps_l, [g.astype(bool, copy=False) for g in masks_l]
 
 
 def _score_dtype(maps: list[np.ndarray]) -> np.dtype:
@@ -121,28 +89,11 @@ def area_under_curve(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     return float(area / x_max)
 
 
-def area_under_curve_reference(x: Sequence[float], y: Sequence[float], x_max: float) -> float:
-    """Brute-force twin of ``area_under_curve``: walk the segments, clip the one crossing x_max."""
-    area = 0.0
-    for i in range(len(x) - 1):
-        x0, x1, y0, y1 = float(x[i]), float(x[i + 1]), float(y[i]), float(y[i + 1])
-        if x0 >= x_max:
-            break
-        if x1 > x_max:
-            y1 = y0 + (y1 - y0) * (x_max - x0) / (x1 - x0)
-            x1 = x_max
-        area += (x1 - x0) * (y0 + y1) / 2.0
-    return area / x_max
-
-
 # ---- image AUROC --------------------------------------------------------------------------------
 def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve of image scores (labels 1 = anomalous, 0 = good).
-
-    AUROC = P(s_anomalous > s_good) + 0.5 P(s_anomalous = s_good)  (Mann-Whitney form)
-          = (1 / (N+ N-)) sum_{p anomalous} [#{g good: s_g < s_p} + 0.5 #{g: s_g = s_p}],
-    counted exactly with ``searchsorted`` on the sorted good scores (equal to scikit-learn's
-    ``roc_auc_score``, which the tests check; importing scikit-learn costs seconds).
+    """Area under the ROC curve of image scores (labels 1 = anomalous, 0 = good), exactly
+    scikit-learn's ``roc_auc_score`` (the tests check; importing scikit-learn costs seconds):
+    AUROC = (1 / (N+ N-)) sum_{p anomalous} [#{g good: s_g < s_p} + 0.5 #{g: s_g = s_p}].
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).astype(int).ravel()
@@ -170,13 +121,8 @@ def image_auroc_by_type(scores: Sequence[float], label_names: Sequence[str]) -> 
     out: dict[str, float] = {}
     for kind in ("structural", "logical"):
         sel = good | (names == kind)
-        out[kind] = (
-            image_auroc(scores[sel], (names[sel] == kind).astype(int)) if (names == kind).any() else math.nan
-        )
-    return _with_mean(out)
-
-
-def _with_mean(out: dict[str, float]) -> dict[str, float]:
+        lab = (names[sel] == kind).astype(int)
+        out[kind] = image_auroc(scores[sel], lab) if (names == kind).any() else math.nan
     present = [v for v in out.values() if not math.isnan(v)]
     out["mean"] = float(np.mean(present)) if present else math.nan
     return out
@@ -190,24 +136,16 @@ def _defect_lookup(defects: Any) -> dict[int, tuple[str, float, bool]]:
     out = {}
     for d in defects:
         get = d.get if isinstance(d, Mapping) else lambda k, d=d: getattr(d, k)
-        out[int(get("pixel_value"))] = (
-            str(get("defect_name")),
-            float(get("saturation_threshold")),
-            bool(get("relative_saturation")),
-        )
+        out[int(get("pixel_value"))] = (str(get("defect_name")), float(get("saturation_threshold")),
+                                        bool(get("relative_saturation")))  # fmt: skip
     return out
 
 
 def _saturation_area(area: int, threshold: float, relative: bool) -> float:
-    """Pixels of a region whose detection saturates its sPRO at 1 (MVTec LOCO AD's rule).
-
-    MVTec's official evaluation truncates the relative product to whole pixels:
-    relative: s = int(threshold * area); absolute: s = min(threshold, area).
-    Guard (ours): a relative product below one pixel would make s = 0 (a division by zero), so
-    s is at least 1 pixel.
-    """
+    """Pixels of a region whose detection saturates its sPRO at 1 (MVTec LOCO AD's rule)."""
     if relative:
-        # s = int(threshold * |c|)
+        # s = int(threshold * |c|), truncated like MVTec's official evaluation; at least 1 pixel
+        # (ours: a product below one pixel would divide by zero)
         return float(max(1, int(threshold * area)))
     # s = min(threshold, |c|)
     return min(threshold, float(area))
@@ -216,12 +154,9 @@ def _saturation_area(area: int, threshold: float, relative: bool) -> float:
 def _channel_regions(
     i: int, ch: np.ndarray, shape: tuple[int, ...], lookup: dict
 ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, float, str]]]:
-    """(union of the channels or None, [(channel mask, saturation area, defect name), ...]) of image i.
-
-    Empty channels (an empty ground-truth PNG marks no defect pixels) are skipped.
-    """
-    if ch.ndim == 2:
-        ch = ch[None]
+    """(union of the channels or None, [(channel mask, saturation area, defect name), ...]) of image
+    i; empty channels (an empty ground-truth PNG) are skipped."""
+    ch = ch[None] if ch.ndim == 2 else ch
     if ch.ndim != 3 or ch.shape[1:] != shape:
         raise ValueError(f"image {i}: channels shape {ch.shape} must be [C, H, W] with [H, W] = {shape}")
     union, regions = None, []
@@ -245,18 +180,6 @@ def _channel_regions(
     return union, regions
 
 
-def image_defect_names(channels: np.ndarray, defects: Any) -> set[str]:
-    """Names of the defects that image's non-empty channels ``uint8 [C,H,W]`` mark."""
-    lookup = _defect_lookup(defects)
-    ch = channels[None] if channels.ndim == 2 else channels
-    names = set()
-    for c in range(ch.shape[0]):
-        v = int(ch[c].max()) if ch[c].size else 0
-        if v and v in lookup:
-            names.add(lookup[v][0])
-    return names
-
-
 # ---- the single ordering --------------------------------------------------------------------------
 def _distinct(v: np.ndarray) -> np.ndarray:
     """The distinct values of ``v``, ascending (sorts ``v`` in place; leaner than ``np.unique``)."""
@@ -265,11 +188,8 @@ def _distinct(v: np.ndarray) -> np.ndarray:
 
 
 def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(#{s < u_j}, #{s <= u_j}) for every u_j of ``u`` (distinct, ascending), ``s`` sorted ascending.
-
-    One binary search per element of the shorter array; scores that tie are found from it and
-    only they get a second search.
-    """
+    """(#{s < u_j}, #{s <= u_j}) for every u_j of ``u`` (distinct, ascending), ``s`` sorted ascending:
+    one binary search per element of the shorter array (a second one only for ties)."""
     if u.size <= s.size:
         below = np.searchsorted(s, u, side="left")
         upto = below.copy()
@@ -288,18 +208,16 @@ def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 @dataclass
 class _Region:
-    """One region: its image, defect name (None: a connected component for AU-PRO), saturation
-    area a, and the scores of its top ceil(a) pixels, descending (lower ones never raise y)."""
+    """One region of an image (a defect channel, or a connected component for AU-PRO)."""
 
     image: int
-    defect: str | None
-    sat: float
-    top: np.ndarray
+    defect: str | None  # None: a connected component
+    sat: float  # saturation area a
+    top: np.ndarray  # scores of its top ceil(a) pixels, descending (lower ones never raise y)
 
 
 def _in_order(fn, n: int):
-    """``fn(0), ..., fn(n - 1)`` computed on ``WORKERS`` threads (numpy releases the GIL while it
-    sorts and searches), yielded in order, with at most ``WORKERS`` results waiting."""
+    """``fn(0), ..., fn(n - 1)`` on ``WORKERS`` threads (numpy releases the GIL), yielded in order."""
     with ThreadPoolExecutor(WORKERS) as pool:
         pending = [pool.submit(fn, i) for i in range(min(WORKERS, n))]
         for i in range(n):
@@ -311,13 +229,9 @@ def _in_order(fn, n: int):
 
 
 def _rising(regs: list[_Region], chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct top scores u (descending) of ``regs`` and y(u) = (1/R) sum_r min(#{top_r >= u} / a_r, 1).
-
-    y is summed pixel by pixel in descending order of score: the j-th highest pixel of region r
-    adds min(j / a_r, 1) - min((j - 1) / a_r, 1); the increments are computed ``chunk`` pixels
-    at a time (a running sum: no pixel-size float arrays), y(u) is the sum after the last pixel
-    of each run of tied scores, capped at 1 against rounding.
-    """
+    """The distinct top scores u (descending) of ``regs`` and y(u) = (1/R) sum_r min(#{top_r >= u} / a_r, 1),
+    summed pixel by pixel in descending order, ``chunk`` pixels at a time (no pixel-size float
+    arrays); y(u) is the sum after the last pixel of each run of tied scores, capped at 1."""
     pos = np.concatenate([r.top for r in regs])
     order = np.argsort(pos)[::-1]  # descending scores (order among ties is irrelevant)
     pos = pos[order]
@@ -332,6 +246,7 @@ def _rising(regs: list[_Region], chunk: int = 1 << 18) -> tuple[np.ndarray, np.n
         idx = order[c0 : c0 + chunk]
         reg = np.searchsorted(offs, idx, side="right") - 1
         j = (idx - offs[reg] + 1).astype(np.float64)  # rank of the pixel in its region
+        # the j-th highest pixel of region r adds min(j / a_r, 1) - min((j - 1) / a_r, 1)
         inc = np.minimum(j / sats[reg], 1.0) - np.minimum((j - 1.0) / sats[reg], 1.0)
         cum = np.cumsum(np.r_[carry, inc])[1:]  # continues the running sum exactly
         carry = cum[-1]
@@ -348,31 +263,21 @@ class PixelOrder:
     maps ``[H, W]`` float; ``truth`` per image: a bool mask ``[H, W]`` (``defects`` None) or
     channels ``uint8 [C, H, W]`` (``defects``: DefectSpecs or dicts, see ``spro_curve``).
     ``label_names`` ("good" / "structural" / "logical") let groups be the types and defects;
-    ``components`` also labels the connected regions of each mask (AU-PRO); ``stats_for``: names
-    of groups whose bootstrap statistics (``esad_lib.uncertainty.spro_statistics``) to collect
-    while the pixels are sorted, with ``stats_args`` (fpr_limit, grid, dense_factor, tail,
-    max_sample).
+    ``components`` also labels the connected regions of each mask (AU-PRO); ``stats_for``: groups
+    whose bootstrap statistics (``uncertainty.spro_statistics``) to collect while the pixels are
+    sorted, with ``stats_args`` (fpr_limit, grid, dense_factor, tail, max_sample).
 
-    Counting (per image i, negatives = pixels outside every channel, sorted ascending as s):
-    with U = the distinct positive scores, ascending, each image adds
-        below[j] = #{s < U_j}   and   upto[j] = #{s <= U_j}     (two binary searches per U_j,
-    or, when U is longer than s, a binary search per s and cumulative counts) to the totals of
-    its blocks (its label, and each defect it shows).  A group (good + a type, good + a
-    defect's images, all) sums its blocks, and #{neg >= U_j} = N- - below[j],
-    #{neg > U_j} = N- - upto[j].  Memory: one image's sorted negatives per thread plus two
-    int64 counts per positive score and block; no copy of all pixels.
+    Counting (negatives of image i sorted ascending as s; U = the distinct positive scores):
+    each image adds below[j] = #{s < U_j} and upto[j] = #{s <= U_j} to the totals of its blocks
+    (its label, each defect it shows).  A group (good + a type, good + a defect's images, all)
+    sums its blocks: #{neg >= U_j} = N- - below[j], #{neg > U_j} = N- - upto[j].
     """
 
     def __init__(
-        self,
-        maps: Sequence[np.ndarray],
-        truth: Sequence[np.ndarray],
-        defects: Any = None,
-        label_names: Sequence[str] | None = None,
-        components: bool = False,
-        stats_for: Sequence[str] = (),
+        self, maps: Sequence[np.ndarray], truth: Sequence[np.ndarray], defects: Any = None,
+        label_names: Sequence[str] | None = None, components: bool = False, stats_for: Sequence[str] = (),
         stats_args: tuple = (0.05, 2000, 3.0, 32, 4_000_000),
-    ):
+    ):  # fmt: skip
         self.maps = _as_list(maps, "maps")
         truth_l = _as_list(truth, "channels" if defects is not None else "masks")
         if len(truth_l) != len(self.maps):
@@ -389,18 +294,15 @@ class PixelOrder:
             self.regions += regs
             self.shows.append(shows)
             self._neg_bits.append(neg_bits)
-        self.n_neg = np.array(
-            [m.size if b is None else int(np.unpackbits(b).sum()) for m, b in zip(self.maps, self._neg_bits)],
-            dtype=np.int64,
-        )
+        bits = self._neg_bits
+        n_neg = [m.size if b is None else int(np.unpackbits(b).sum()) for m, b in zip(self.maps, bits)]
+        self.n_neg = np.array(n_neg, dtype=np.int64)
         self.components = components
         # U: the distinct scores of the regions' top pixels (where a curve can rise), ascending,
         # and how many positive pixels hold each (the components cover every positive pixel once)
         self.u = _distinct(np.concatenate([r.top for r in self.regions] or [np.empty(0, self.dtype)]))
         comp = np.sort(np.concatenate([r.top for r in self.regions if r.defect is None] or [self.u[:0]]))
-        self.u_count = np.searchsorted(comp, self.u, side="right") - np.searchsorted(
-            comp, self.u, side="left"
-        )
+        self.u_count = np.searchsorted(comp, self.u, "right") - np.searchsorted(comp, self.u, "left")
         del comp
         self.blocks: dict[str, list[int]] = {}
         for i, n in enumerate(self.names):
@@ -421,9 +323,8 @@ class PixelOrder:
         m, t = self.maps[i], self._truth[i]
         if self._lookup is None:
             if t.shape != m.shape or m.ndim != 2:
-                raise ValueError(
-                    f"image {i}: map shape {m.shape} and mask shape {t.shape} must be equal [H, W]"
-                )
+                shapes = f"map shape {m.shape} and mask shape {t.shape}"
+                raise ValueError(f"image {i}: {shapes} must be equal [H, W]")
             t = t.astype(bool, copy=False)
             return (t if t.any() else None), []
         return _channel_regions(i, t, m.shape, self._lookup)
@@ -496,22 +397,14 @@ class PixelOrder:
     def curve(self, name: str = "all", kind: str = "spro", defect_names: Iterable[str] | None = None):
         """Exact (FPR, y) curve of a group: y = sPRO (``kind`` "spro") or PRO ("pro").
 
-        At threshold t:  FPR(t) = #{negatives >= t} / N-,
-                         y(t)   = (1/R) sum_r min(#{pixels of r >= t} / a_r, 1).
-        Per region r, the j-th highest pixel raises y by (min(j/a_r, 1) - min((j-1)/a_r, 1)) / R.
+        At threshold t:  FPR(t) = #{negatives >= t} / N-,  y(t) = (1/R) sum_r min(#{r >= t} / a_r, 1).
         At each distinct positive score u (descending) the curve goes from (#{neg > u}/N-, y_prev)
-        to (#{neg >= u}/N-, y(u)): a straight piece when negatives tie with u; between two
-        positive scores it is flat.  Points that repeat are dropped.
+        to (#{neg >= u}/N-, y(u)); it is flat in between.  Points that repeat are dropped.
         """
         only = None if defect_names is None else set(defect_names)
         imgs = set(self.images(name))
-        regs = [
-            r
-            for r in self.regions
-            if r.image in imgs
-            and (r.defect is None) == (kind == "pro")
-            and (only is None or r.defect in only)
-        ]
+        regs = [r for r in self.regions if r.image in imgs and (r.defect is None) == (kind == "pro")
+                and (only is None or r.defect in only)]  # fmt: skip
         n_gt_all, n_ge_all, n_neg = self._negatives_at(name)
         if n_neg == 0:
             raise ValueError("no normal (negative) pixels: the FPR is undefined")
@@ -584,9 +477,8 @@ class PixelOrder:
             sample = np.sort(np.concatenate(samples))[::-1]  # the strided sample, descending
             n_s = sample.size
             f_dense = min(1.0, dense_factor * fpr_limit)
-            levels = np.r_[
-                np.linspace(0.0, f_dense, int(grid) + 1)[1:], np.linspace(f_dense, 1.0, tail + 1)[1:]
-            ]
+            dense, beyond = np.linspace(0.0, f_dense, int(grid) + 1), np.linspace(f_dense, 1.0, tail + 1)
+            levels = np.r_[dense[1:], beyond[1:]]
             # the k-th largest sampled negative has FPR ~ k / n_s
             ranks = np.clip(np.ceil(levels * n_s).astype(np.int64) - 1, 0, n_s - 1)
             t = np.unique(np.r_[sample[0], sample[ranks], np.asarray(lowest, dtype=dt)].astype(dt))[::-1]
@@ -609,34 +501,26 @@ class PixelOrder:
             # overlap_r(t) = min(#{s >= t} / a_r, 1); pixels beyond the top ceil(a_r) change nothing
             n_ge = r.top.size - np.searchsorted(r.top[::-1], t_asc, side="left")
             overlap[k] = np.minimum(n_ge[::-1] / r.sat, 1.0)
-        return {
-            "thresholds": st["t"],
-            "fp": np.stack([self.fp[name][i] for i in members]).astype(np.int64),
-            "n_neg": self.n_neg[members].copy(),
-            "overlap": overlap,
-            "region_image": np.array([local[r.image] for r in regs], dtype=np.int64),
-            "fpr_limit": st["fpr_limit"],
-        }
+        fp = np.stack([self.fp[name][i] for i in members]).astype(np.int64)
+        region_image = np.array([local[r.image] for r in regs], dtype=np.int64)
+        return {"thresholds": st["t"], "fp": fp, "n_neg": self.n_neg[members].copy(), "overlap": overlap,
+                "region_image": region_image, "fpr_limit": st["fpr_limit"]}  # fmt: skip
 
 
 # ---- public metrics on the ordering ----------------------------------------------------------------
 def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
-    """Exact pixel-level AUROC over all pixels of all images (rank-based, ties count 1/2); see
-    ``PixelOrder.pixel_auroc``."""
-    return PixelOrder(*_check_maps_masks(maps, masks), components=True).pixel_auroc()
+    """Exact pixel AUROC over all pixels of all images (see ``PixelOrder.pixel_auroc``)."""
+    return PixelOrder(maps, masks, components=True).pixel_auroc()
 
 
 def pro_curve(
     maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_fpr: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact PRO curve (FPR, PRO) down to the first threshold with FPR > ``max_fpr``.
-
-    PRO(t) = (1/R) sum_r |r intersect {s >= t}| / |r| over the connected ground-truth regions r
-    (8-connectivity) of all images; FPR(t) = #{normal pixels >= t} / #normal pixels, normal =
-    outside the masks, pooled over all images.
-    """
+    """Exact PRO curve (FPR, PRO) down to the first threshold with FPR > ``max_fpr``:
+    PRO(t) = (1/R) sum_r |r intersect {s >= t}| / |r| over the connected regions r of all masks;
+    FPR(t) = #{normal pixels >= t} / #normal pixels, pooled over all images."""
     _check_fpr_limit(max_fpr)
-    x, y = PixelOrder(*_check_maps_masks(maps, masks), components=True).curve("all", "pro")
+    x, y = PixelOrder(maps, masks, components=True).curve("all", "pro")
     return _cut(x, y, max_fpr)
 
 
@@ -646,33 +530,24 @@ def _cut(x: np.ndarray, y: np.ndarray, max_fpr: float) -> tuple[np.ndarray, np.n
 
 
 def au_pro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float:
-    """Normalised area under the PRO curve up to ``fpr_limit`` (MVTec AD's AU-PRO, default 0.3).
-
-    AU-PRO = (1/fpr_limit) * integral_0^fpr_limit PRO dFPR  (exact curve, trapezoid rule,
-    interpolated end point).  See ``pro_curve`` for PRO and FPR.
-    """
+    """MVTec AD's AU-PRO = (1/fpr_limit) * integral_0^fpr_limit PRO dFPR (see ``pro_curve``)."""
     fpr, pro = pro_curve(maps, masks, max_fpr=fpr_limit)
     return area_under_curve(fpr, pro, fpr_limit)
 
 
 def spro_curve(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    max_fpr: float = 1.0,
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, max_fpr: float = 1.0,
     defect_names: Iterable[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Exact sPRO curve (FPR, sPRO) of MVTec LOCO AD down to the first threshold with FPR > ``max_fpr``.
 
-    Per defect channel c (one ground-truth PNG of one image) and threshold t:
+    Per defect channel c (one ground-truth PNG) and threshold t:
         sPRO_c(t) = min(|c intersect {s >= t}| / a_c, 1),
         a_c = min(saturation_threshold, |c|)   (absolute)   or   saturation_threshold * |c|   (relative),
-    taken from the defect whose ``pixel_value`` the channel holds (``defects``: DefectSpecs or
-    dicts with defect_name, pixel_value, saturation_threshold, relative_saturation).
-    sPRO(t) = mean over all channels of all images; FPR(t) = false positives / negatives, where
-    negatives are the pixels outside every channel of their image, pooled over all images
-    passed (the anomaly type's images plus the good ones).  ``defect_names`` restricts the
-    regions to those defects (per-defect AU-sPRO); other channels stay out of the negatives.
+    from the defect whose ``pixel_value`` the channel holds (``defects``: DefectSpecs or dicts).
+    sPRO(t) = mean over all channels; FPR(t) = false positives / negatives (pixels outside every
+    channel of their image), pooled over all images passed.  ``defect_names`` restricts the
+    regions to those defects; other channels stay out of the negatives.
     """
     _check_fpr_limit(max_fpr)
     x, y = PixelOrder(maps, channels, defects).curve("all", "spro", defect_names)
@@ -682,44 +557,28 @@ def spro_curve(
 def au_spro(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05
 ) -> float:
-    """Normalised area under the sPRO curve up to ``fpr_limit`` (MVTec LOCO AD's AU-sPRO, 0.05).
-
-    AU-sPRO = (1/fpr_limit) * integral_0^fpr_limit sPRO dFPR  (exact curve, trapezoid rule, end
-    point interpolated).  See ``spro_curve`` for sPRO and FPR.  Pass the images of one anomaly
-    type together with the good images (``au_spro_by_type`` does that).
-    """
+    """MVTec LOCO AD's AU-sPRO = (1/fpr_limit) * integral_0^fpr_limit sPRO dFPR (see ``spro_curve``);
+    pass one anomaly type's images together with the good ones."""
     return au_spro_at_limits(maps, channels, defects, [fpr_limit])[float(fpr_limit)]
 
 
 def au_spro_at_limits(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS,
-    defect_names: Iterable[str] | None = None,
-) -> dict[float, float]:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS, defect_names: Iterable[str] | None = None,
+) -> dict[float, float]:  # fmt: skip
     """AU-sPRO at several FPR limits from ONE exact sPRO curve: ``{limit: AU-sPRO}``."""
     return PixelOrder(maps, channels, defects).at_limits("all", limits, "spro", defect_names)
 
 
-def _types_present(order: PixelOrder) -> list[str]:
-    return [k for k in ("structural", "logical") if k in order.blocks]
-
-
 def au_spro_by_defect(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS,
-    order: PixelOrder | None = None,
-) -> dict[str, dict[float, float]]:
-    """AU-sPRO of each defect name (``defects_config.json``) at every limit.
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    limits: Sequence[float] = SPRO_LIMITS, order: PixelOrder | None = None,
+) -> dict[str, dict[float, float]]:  # fmt: skip
+    """AU-sPRO of each defect name (``defects_config.json``) shown by a test image, at every limit.
 
-    For defect ``d`` the group is every good image plus every image that holds a channel of
-    ``d``; the regions are the channels of ``d``; the pixels of an image's other channels are
-    neither regions nor negatives.  Defects that no test image shows are left out.  ``order``:
-    a ``PixelOrder`` of the same inputs, to reuse.
+    Defect d: the good images plus every image holding a channel of d; the regions are d's
+    channels; the image's other channels are neither regions nor negatives.  ``order``: a
+    ``PixelOrder`` of the same inputs, to reuse.
     """
     order = order or PixelOrder(maps, channels, defects, label_names)
     names = sorted(b[len("defect:") :] for b in order.blocks if b.startswith("defect:"))
@@ -727,20 +586,13 @@ def au_spro_by_defect(
 
 
 def map_metrics(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    pro_fpr_limit: float = 0.3,
-    spro_fpr_limit: float = 0.05,
-    order: PixelOrder | None = None,
-) -> dict[str, Any]:
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    pro_fpr_limit: float = 0.3, spro_fpr_limit: float = 0.05, order: PixelOrder | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Every pixel metric of ``metrics.json`` from one ``PixelOrder`` (built here unless given).
 
-    ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses the images of that
-    anomaly type plus the good images (MVTec LOCO's protocol), at ``spro_fpr_limit``;
-    ``au_spro_limits.<type>`` at every official limit; ``au_spro_by_defect`` per defect name.
-    Limits are JSON keys, written ``str(limit)``; a missing type or metric is None.
+    ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses that type's images plus
+    the good ones (MVTec LOCO's protocol); limits are JSON keys ``str(limit)``; missing is None.
     """
     order = order or PixelOrder(maps, channels, defects, label_names, components=True)
     has_pos = order.u.size > 0
@@ -751,7 +603,7 @@ def map_metrics(
         "au_spro_limits": {"structural": None, "logical": None},
     }
     limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
-    for kind in _types_present(order):
+    for kind in [k for k in ("structural", "logical") if k in order.blocks]:
         at = order.at_limits(kind, limits)
         out["au_spro"][kind] = at[float(spro_fpr_limit)]
         out["au_spro_limits"][kind] = {str(lim): at[lim] for lim in SPRO_LIMITS}
@@ -760,67 +612,3 @@ def map_metrics(
     by_defect = au_spro_by_defect(maps, channels, label_names, defects, SPRO_LIMITS, order=order)
     out["au_spro_by_defect"] = {d: {str(lim): v for lim, v in at.items()} for d, at in by_defect.items()}
     return out
-
-
-# ---- brute-force references (loops over every threshold) -------------------------------------------
-def _roc_reference(scores: np.ndarray, positive: np.ndarray) -> float:
-    """ROC area by looping over every distinct threshold (score >= t is positive)."""
-    n_pos = int(positive.sum())
-    n_neg = int((~positive).sum())
-    xs, ys = [0.0], [0.0]
-    for t in sorted(set(scores.tolist()), reverse=True):
-        pred = scores >= t
-        ys.append(float(np.sum(pred & positive)) / n_pos)
-        xs.append(float(np.sum(pred & ~positive)) / n_neg)
-    return area_under_curve_reference(xs, ys, 1.0)
-
-
-def pixel_auroc_reference(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
-    """Brute-force pixel AUROC: ROC points at every distinct threshold, trapezoid rule."""
-    maps_l, masks_l = _check_maps_masks(maps, masks)
-    scores = np.concatenate([m.ravel() for m in maps_l]).astype(np.float64)
-    positive = np.concatenate([g.ravel() for g in masks_l])
-    return _roc_reference(scores, positive)
-
-
-def _overlap_curve_reference(
-    maps: list[np.ndarray], negatives: list[np.ndarray], regions: list[tuple[int, np.ndarray, float]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force: for every distinct score t (descending) count everything again."""
-    n_neg = sum(int(n.sum()) for n in negatives)
-    xs, ys = [0.0], [0.0]
-    for t in np.unique(np.concatenate([m.ravel() for m in maps]))[::-1]:
-        fp = sum(int(np.sum((m >= t) & n)) for m, n in zip(maps, negatives))
-        overlaps = [min(np.sum((maps[i] >= t) & mask) / sat, 1.0) for i, mask, sat in regions]
-        xs.append(fp / n_neg)
-        ys.append(float(np.mean(overlaps)))
-    return np.asarray(xs), np.asarray(ys)
-
-
-def spro_curve_reference(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    defect_names: Iterable[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force sPRO curve: every distinct threshold, every channel recounted."""
-    maps_l = [np.asarray(m) for m in maps]
-    only = None if defect_names is None else set(defect_names)
-    lookup, negatives, regions = _defect_lookup(defects), [], []
-    for i, (m, ch) in enumerate(zip(maps_l, channels)):
-        union, regs = _channel_regions(i, np.asarray(ch), m.shape, lookup)
-        negatives.append(np.ones(m.shape, bool) if union is None else ~union)
-        regions += [(i, mask, sat) for mask, sat, name in regs if only is None or name in only]
-    return _overlap_curve_reference(maps_l, negatives, regions)
-
-
-def au_spro_reference(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    defect_names: Iterable[str] | None = None,
-) -> float:
-    """Brute-force AU-sPRO (reference for the tests and the benchmark)."""
-    fpr, spro = spro_curve_reference(maps, channels, defects, defect_names)
-    return area_under_curve_reference(fpr, spro, fpr_limit)

@@ -1,7 +1,6 @@
 """The run folder of a training run: what is written, how it is read back.
 
-Nothing here changes what is trained; ``esad_lib.training`` calls these functions to keep a
-run resumable and to hand a finished run to the other notebooks.  Layout (``out_dir``)::
+``esad_lib.training`` calls these to keep a run resumable and hand it to the notebooks.  Layout::
 
     config.json          the ESADConfig (written at the start)
     log.csv              one row per epoch: train/validation losses and their parts, seconds
@@ -10,10 +9,9 @@ run resumable and to hand a finished run to the other notebooks.  Layout (``out_
     train_summary.json   train_seconds, epochs_run, best_epoch, best_val_loss, ... (written last)
     .train.lock          held by the `esad train` process writing the folder (``run_lock``); kept
 
-``model.pt`` and ``train_summary.json`` appear only when training has finished, so their
-presence means "done".  Every file is written atomically (temp file + rename), and every
-tensor is saved so that ``torch.load(..., weights_only=True)`` reads it (RNG states as plain
-types and tensors).  Only rank 0 of a distributed run calls the writers.
+``model.pt`` and ``train_summary.json`` appear only when training has finished ("done").  Every
+file is written atomically (temp file + rename), readable by ``torch.load(..., weights_only=True)``
+(RNG states as plain types and tensors).  Only rank 0 of a distributed run calls the writers.
 """
 
 from __future__ import annotations
@@ -40,35 +38,12 @@ from esad_lib.method import build_model
 from esad_lib.paths import atomic_write_bytes, atomic_write_text, cache_dir
 
 __all__ = [
-    "CHECKPOINT_FILE",
-    "CHECKPOINT_FORMAT",
-    "CONFIG_FILE",
-    "LOG_FILE",
-    "MODEL_FILE",
-    "RESUME_MUTABLE_FIELDS",
-    "RUN_FILES",
-    "SUMMARY_FILE",
-    "RUN_LOCK_FILE",
-    "RunFileError",
-    "RunInUseError",
-    "RunState",
-    "config_mismatch",
-    "cpu_state",
-    "file_lock",
-    "is_finished",
-    "load_run",
-    "prepare_run_dir",
-    "read_log",
-    "rng_state",
-    "run_dir_for",
-    "run_lock",
-    "save_checkpoint",
-    "save_torch",
-    "set_rng_state",
-    "write_config",
-    "write_log",
-    "write_summary",
-]
+    "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CONFIG_FILE", "LOG_FILE", "MODEL_FILE", "RESUME_MUTABLE_FIELDS",
+    "RUN_FILES", "SUMMARY_FILE", "RUN_LOCK_FILE", "RunFileError", "RunInUseError", "RunState",
+    "config_mismatch", "cpu_state", "file_lock", "is_finished", "load_run", "prepare_run_dir", "read_log",
+    "rng_state", "run_dir_for", "run_lock", "save_checkpoint", "save_torch", "set_rng_state", "write_config",
+    "write_log", "write_summary",
+]  # fmt: skip
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
@@ -95,39 +70,25 @@ class RunInUseError(FileExistsError):
 
 @dataclass
 class RunState:
-    """Where a run stands after ``epoch`` finished epochs: the progress ``checkpoint.pt`` keeps.
-
-    ``best_state`` holds the CPU weights of epoch ``best_epoch`` (lowest monitored loss
-    ``best_val``); ``bad_epochs`` counts epochs since it (early stopping); ``history`` is
-    ``log.csv`` as a list of rows.
-    """
+    """Where a run stands after ``epoch`` finished epochs: the progress ``checkpoint.pt`` keeps."""
 
     epoch: int = 0
-    best_val: float = math.inf
+    best_val: float = math.inf  # lowest monitored loss, reached at epoch best_epoch
     best_epoch: int = 0
-    bad_epochs: int = 0
+    bad_epochs: int = 0  # epochs since best_epoch (early stopping)
     stopped: bool = False
     train_seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # log.csv as a list of rows
+    best_state: dict[str, torch.Tensor] | None = None  # CPU weights of best_epoch
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> RunState:
-        return cls(
-            epoch=int(ckpt["epoch"]),
-            best_val=float(ckpt["best_val"]),
-            best_epoch=int(ckpt["best_epoch"]),
-            bad_epochs=int(ckpt["bad_epochs"]),
-            stopped=bool(ckpt["stopped"]),
-            train_seconds=float(ckpt["train_seconds"]),
-            history=list(ckpt["history"]),
-            best_state=ckpt["best_model"],
-        )
+        return cls(int(ckpt["epoch"]), float(ckpt["best_val"]), int(ckpt["best_epoch"]),
+                   int(ckpt["bad_epochs"]), bool(ckpt["stopped"]), float(ckpt["train_seconds"]),
+                   list(ckpt["history"]), ckpt["best_model"])  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------
-# tensors and RNG states <-> files
-
+# ---- tensors and RNG states <-> files --------------------------------------------------------------------
 
 def save_torch(obj: Any, path: Path) -> None:
     """``torch.save(obj)`` to ``path``, atomically."""
@@ -146,18 +107,10 @@ def rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     return {
-        "python": {
-            "version": py_version,
-            "state": torch.tensor(py_state, dtype=torch.int64),
-            "gauss": py_gauss,
-        },
-        "numpy": {
-            "name": str(np_name),
-            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "gauss": float(np_gauss),
-        },
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},  # fmt: skip
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -177,9 +130,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-# ---------------------------------------------------------------------------------------
-# log.csv, config.json, train_summary.json
-
+# ---- log.csv, config.json, train_summary.json ------------------------------------------------------------
 
 def write_log(path: Path, history: list[dict[str, Any]]) -> None:
     """``history`` (one dict per epoch) as CSV; columns in first-seen order, None -> empty cell."""
@@ -229,42 +180,28 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / MODEL_FILE).exists() and (run_dir / SUMMARY_FILE).exists()
 
 
-# ---------------------------------------------------------------------------------------
-# checkpoint.pt and resuming
-
+# ---- checkpoint.pt and resuming --------------------------------------------------------------------------
 
 def save_checkpoint(
-    path: Path,
-    cfg: ESADConfig,
-    state: RunState,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    world_size: int,
-) -> None:
+    path: Path, cfg: ESADConfig, state: RunState, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler, world_size: int,
+) -> None:  # fmt: skip
     """Write ``checkpoint.pt`` after epoch ``state.epoch`` (loads with ``weights_only=True``)."""
+    st = state
     save_torch(
         {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": state.epoch,
-            "model": cpu_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "best_model": state.best_state,
-            "best_val": state.best_val,
-            "best_epoch": state.best_epoch,
-            "bad_epochs": state.bad_epochs,
-            "stopped": state.stopped,
-            "train_seconds": state.train_seconds,
-            "history": state.history,
+            "format": CHECKPOINT_FORMAT, "epoch": st.epoch, "model": cpu_state(model),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_model": st.best_state,
+            "best_val": st.best_val, "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
+            "stopped": st.stopped, "train_seconds": st.train_seconds, "history": st.history,
             "world_size": world_size,
             # the shuffle, cutout and mask generators are re-derived from
             # (seed, purpose, epoch, step[, rank]); their position is this epoch
-            "generators": {"seed": int(cfg.seed), "next_epoch": state.epoch},
+            "generators": {"seed": int(cfg.seed), "next_epoch": st.epoch},
             "rng": rng_state(),
         },
         path,
-    )
+    )  # fmt: skip
 
 
 def config_mismatch(stored: dict[str, Any], cfg: ESADConfig) -> dict[str, tuple[Any, Any]]:
@@ -300,18 +237,14 @@ def _load_checkpoint(ckpt_path: Path) -> dict[str, Any]:
             "esad_lib.training -- train into a new --out folder"
         ) from e
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{ckpt_path} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}"
-        )
+        found = ckpt.get("format")
+        raise ValueError(f"{ckpt_path} has checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
     return ckpt
 
 
 def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, Any] | None:
-    """Check ``out_dir`` (rank 0 only); return the checkpoint to resume from, or None.
-
-    Raises ``ValueError`` when resuming with another config (or from a foreign file) and
-    ``FileExistsError`` when ``out_dir`` holds a run but ``resume`` is False.
-    """
+    """Check ``out_dir`` (rank 0 only); return the checkpoint to resume from, or None.  ``ValueError``:
+    resuming with another config or a foreign file; ``FileExistsError``: a run there, no ``resume``."""
     ckpt_path = out_dir / CHECKPOINT_FILE
     if resume and ckpt_path.exists():
         _check_same_config(out_dir, cfg)
@@ -325,17 +258,13 @@ def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, A
     return None
 
 
-# ---------------------------------------------------------------------------------------
-# finished runs and the cache
-
+# ---- finished runs and the cache -------------------------------------------------------------------------
 
 def load_run(
     run_dir: str | os.PathLike, device: str | torch.device | None = None
 ) -> tuple[nn.Module, ESADConfig]:
-    """The trained model (best weights, eval mode) and config of a finished run folder.
-
-    ``device``: where to put the model (default: ``resolve_device(cfg.device)``).
-    """
+    """The trained model (best weights, eval mode, on ``device``, default ``resolve_device(cfg.device)``)
+    and config of a finished run folder."""
     run_dir = Path(run_dir)
     cfg_path, model_path = run_dir / CONFIG_FILE, run_dir / MODEL_FILE
     if not cfg_path.exists():
@@ -343,11 +272,8 @@ def load_run(
             f"{cfg_path} not found: {run_dir} is not a training run folder (esad train --out ...)"
         )
     if not model_path.exists():
-        hint = (
-            "training has not finished; continue it with esad train ... --resume"
-            if (run_dir / CHECKPOINT_FILE).exists()
-            else "train it first (esad train ... --out RUN)"
-        )
+        hint = "training has not finished; continue it with esad train ... --resume"
+        hint = hint if (run_dir / CHECKPOINT_FILE).exists() else "train it first (esad train ... --out RUN)"
         raise FileNotFoundError(f"{model_path} not found: {hint}")
     cfg = ESADConfig.from_dict(json.loads(cfg_path.read_text()))
     dev = torch.device(device) if device is not None else resolve_device(cfg.device)
@@ -368,22 +294,29 @@ def run_dir_for(cfg: ESADConfig) -> Path:
     return cache_dir() / "runs" / cfg.key()
 
 
-@contextlib.contextmanager
-def _windows_lock(f: Any) -> Iterator[None]:
-    import msvcrt
-
-    f.seek(0)
-    while True:
-        try:
-            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-            break
-        except OSError:
-            time.sleep(0.5)
+def _lock(f: Any, wait: bool) -> bool:
+    """An exclusive OS lock on the open file ``f`` (fcntl on POSIX, msvcrt on Windows), waited for
+    with ``wait``; without, False when another process holds it."""
     try:
-        yield
-    finally:
-        f.seek(0)
-        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        if wait:
+            f.seek(0)
+        while True:
+            try:
+                msvcrt.locking(f.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not wait:
+                    return False
+                time.sleep(0.5)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -391,52 +324,33 @@ def file_lock(path: Path) -> Iterator[None]:
     """An exclusive inter-process lock on ``path`` (fcntl on POSIX, msvcrt on Windows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            with _windows_lock(f):
-                yield
-            return
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        _lock(f, wait=True)
         try:
             yield
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            try:
+                import fcntl
+            except ImportError:  # Windows
+                import msvcrt
 
-
-def _try_lock(f: Any) -> bool:
-    """Take an exclusive lock on the open file ``f`` without waiting; False when another holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+            else:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
 def run_lock(out_dir: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
-    """Hold ``out_dir`` for a whole training run: a second ``esad train`` into the same folder
-    (started at the same moment, or while this one runs) fails at once with ``RunInUseError``
-    instead of overwriting this run's files.  The lock (``out_dir/.train.lock``) is an OS file
-    lock: it is released when the process ends, even when it is killed.  ``enabled`` False
-    (other ranks of a distributed run) holds nothing."""
+    """Hold ``out_dir`` for a whole training run: a second ``esad train`` into it fails at once with
+    ``RunInUseError``.  ``out_dir/.train.lock`` is an OS file lock, released when the process ends
+    (even killed).  ``enabled`` False (other ranks of a distributed run) holds nothing."""
     if not enabled:
         yield
         return
     path = Path(out_dir) / RUN_LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
-        if not _try_lock(f):
+        if not _lock(f, wait=False):
             raise RunInUseError(
                 f"{out_dir} is in use: another `esad train` is writing a run there (it holds {path}). "
                 "Wait for it to finish, or train into another --out folder"

@@ -6,27 +6,18 @@ import math
 
 import numpy as np
 import pytest
+from metric_references import (
+    area_under_curve_reference,
+    au_pro_reference,
+    au_spro_reference,
+    image_auroc_reference,
+    image_defect_names,
+    pixel_auroc_reference,
+    spro_curve_reference,
+)
 from sklearn.metrics import roc_auc_score
 
 from esad_lib import metrics as M
-
-
-def au_pro_reference(maps, masks, fpr_limit: float = 0.3) -> float:
-    """Brute-force AU-PRO: recount every region at every distinct threshold."""
-    from scipy import ndimage
-
-    regions = []
-    for i, g in enumerate(masks):
-        lab, n = ndimage.label(g, structure=np.ones((3, 3), int))
-        regions += [(i, lab == k, float((lab == k).sum())) for k in range(1, n + 1)]
-    fpr, pro = M._overlap_curve_reference(list(maps), [~g for g in masks], regions)
-    return M.area_under_curve_reference(fpr, pro, fpr_limit)
-
-
-def image_auroc_reference(scores, labels) -> float:
-    """Brute-force image AUROC: ROC points at every distinct threshold, trapezoid rule."""
-    return M._roc_reference(np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool))
-
 
 DEFECTS = [
     {"defect_name": "missing", "pixel_value": 255, "saturation_threshold": 3, "relative_saturation": False},
@@ -62,7 +53,7 @@ def test_au_spro_hand_computed() -> None:
     ch_b = np.zeros((0, 4, 4), np.uint8)
     got = M.au_spro([MAP_A, MAP_B], [ch_a, ch_b], DEFECTS, fpr_limit=0.1)
     assert got == pytest.approx(3 / 7, abs=1e-12)
-    assert M.au_spro_reference([MAP_A, MAP_B], [ch_a, ch_b], DEFECTS, fpr_limit=0.1) == pytest.approx(3 / 7)
+    assert au_spro_reference([MAP_A, MAP_B], [ch_a, ch_b], DEFECTS, fpr_limit=0.1) == pytest.approx(3 / 7)
     # the polyline keeps the corners only (points on horizontal pieces are implied)
     fpr, spro = M.spro_curve([MAP_A, MAP_B], [ch_a, ch_b], DEFECTS)
     np.testing.assert_allclose(fpr * 28, [0, 0, 2, 2, 3, 3, 28])
@@ -88,7 +79,7 @@ def test_area_under_curve_interpolates_end_point() -> None:
     x, y = np.array([0.0, 0.2, 0.6, 1.0]), np.array([0.0, 0.5, 1.0, 1.0])
     # 0..0.2: 0.05 ; 0.2..0.3: y(0.3) = 0.625 -> 0.1 * (0.5 + 0.625) / 2 = 0.05625 ; / 0.3
     assert M.area_under_curve(x, y, 0.3) == pytest.approx((0.05 + 0.05625) / 0.3)
-    assert M.area_under_curve_reference(x, y, 0.3) == pytest.approx((0.05 + 0.05625) / 0.3)
+    assert area_under_curve_reference(x, y, 0.3) == pytest.approx((0.05 + 0.05625) / 0.3)
     # x_max on a curve point: no interpolation
     assert M.area_under_curve(x, y, 0.2) == pytest.approx(0.05 / 0.2)
 
@@ -119,13 +110,13 @@ def test_pixel_metrics_match_reference(seed: int) -> None:
         masks[-1][0, 0] = True
         chans[-1] = np.concatenate([chans[-1], (masks[-1] * 255).astype(np.uint8)[None]])
     fast = M.pixel_auroc(maps, masks)
-    assert fast == pytest.approx(M.pixel_auroc_reference(maps, masks), abs=1e-9)
+    assert fast == pytest.approx(pixel_auroc_reference(maps, masks), abs=1e-9)
     flat_m = np.concatenate([m.ravel() for m in maps])
     assert fast == pytest.approx(roc_auc_score(np.concatenate([g.ravel() for g in masks]), flat_m), abs=1e-9)
     for limit in (0.05, 0.3, 1.0):
         assert M.au_pro(maps, masks, limit) == pytest.approx(au_pro_reference(maps, masks, limit), abs=1e-9)
         assert M.au_spro(maps, chans, DEFECTS, limit) == pytest.approx(
-            M.au_spro_reference(maps, chans, DEFECTS, limit), abs=1e-9
+            au_spro_reference(maps, chans, DEFECTS, limit), abs=1e-9
         )
 
 
@@ -134,11 +125,11 @@ def test_spro_curve_matches_reference_and_is_monotone() -> None:
     maps, chans, _, _ = _random_case(rng, n_levels=5)
     chans[1] = np.concatenate([chans[1], np.full((1, *maps[1].shape), 64, np.uint8)])
     fpr, spro = M.spro_curve(maps, chans, DEFECTS)
-    rfpr, rspro = M.spro_curve_reference(maps, chans, DEFECTS)
+    rfpr, rspro = spro_curve_reference(maps, chans, DEFECTS)
     # the same polyline: equal areas up to every limit (the fast one omits points on flat pieces)
     for limit in np.linspace(0.01, 1.0, 60):
         assert M.area_under_curve(fpr, spro, limit) == pytest.approx(
-            M.area_under_curve_reference(rfpr, rspro, limit), abs=1e-12
+            area_under_curve_reference(rfpr, rspro, limit), abs=1e-12
         )
     assert fpr[0] == 0 and spro[0] == 0 and fpr[-1] == 1 and spro[-1] == pytest.approx(rspro[-1])
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(spro) >= -1e-12)
@@ -213,7 +204,7 @@ def test_au_spro_at_limits_equals_one_call_per_limit(seed: int) -> None:
     assert list(at) == list(M.SPRO_LIMITS) == [0.01, 0.05, 0.1, 0.3, 1.0]
     for lim, v in at.items():
         assert v == pytest.approx(M.au_spro(maps, chans, DEFECTS, lim), abs=1e-12)
-        assert v == pytest.approx(M.au_spro_reference(maps, chans, DEFECTS, lim), abs=1e-9)
+        assert v == pytest.approx(au_spro_reference(maps, chans, DEFECTS, lim), abs=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -221,12 +212,12 @@ def test_au_spro_by_defect_matches_reference_on_the_defects_images(seed: int) ->
     rng = np.random.default_rng(200 + seed)
     maps, chans, _, names = _random_case(rng, n_levels=50)
     by = M.au_spro_by_defect(maps, chans, names, DEFECTS, limits=(0.05, 1.0))
-    shown = [M.image_defect_names(c, DEFECTS) for c in chans]
+    shown = [image_defect_names(c, DEFECTS) for c in chans]
     assert set(by) == set().union(*shown)
     for d, vals in by.items():
         idx = [i for i, n in enumerate(names) if n == "good" or d in shown[i]]
         for lim, v in vals.items():
-            ref = M.au_spro_reference(
+            ref = au_spro_reference(
                 [maps[i] for i in idx], [chans[i] for i in idx], DEFECTS, lim, defect_names=[d]
             )
             assert v == pytest.approx(ref, abs=1e-9)
@@ -258,7 +249,7 @@ def test_by_type_helpers_use_good_images_in_each_group() -> None:
     got = M.map_metrics(maps, chans, names, DEFECTS, spro_fpr_limit=0.3)["au_spro"]
     for kind in ("structural", "logical"):
         idx = [i for i, n in enumerate(names) if n in ("good", kind)]
-        want = M.au_spro_reference([maps[i] for i in idx], [chans[i] for i in idx], DEFECTS, 0.3)
+        want = au_spro_reference([maps[i] for i in idx], [chans[i] for i in idx], DEFECTS, 0.3)
         assert got[kind] == pytest.approx(want, abs=1e-9)
     assert got["mean"] == pytest.approx((got["structural"] + got["logical"]) / 2)
 
@@ -322,7 +313,7 @@ def test_fast_curves_survive_interleaved_scores() -> None:
     for limit in (0.01, 0.05, 0.3, 1.0):
         assert M.au_pro([m], [g], limit) == pytest.approx(au_pro_reference([m], [g], limit), abs=1e-12)
         assert M.au_spro([m], [ch], DEFECTS, limit) == pytest.approx(
-            M.au_spro_reference([m], [ch], DEFECTS, limit), abs=1e-12
+            au_spro_reference([m], [ch], DEFECTS, limit), abs=1e-12
         )
 
 

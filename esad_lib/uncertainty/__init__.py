@@ -1,88 +1,43 @@
 """Uncertainty of the evaluation metrics (the paper's image AUROC and MVTec LOCO's AU-sPRO).
 
 The paper reports point estimates only; with 40 good and 40 anomalous test images one standard
-error of an image AUROC is about 5 points, so the tables need intervals.  Modules:
-:mod:`.resampling` (stratified resamples, percentile interval), :mod:`.image_auroc`,
-:mod:`.au_spro`, :mod:`.seeds` (intervals over training seeds), :mod:`.formatting`.
+error of an image AUROC is about 5 points, so the tables need intervals.
 
 Methods (95 % by default, ``level``):
 
-* **Stratified bootstrap over test images.**  Each resample draws, within every stratum (good /
+* **Stratified bootstrap over test images**: each resample draws, within every stratum (good /
   structural / logical, or 0 / 1), as many images as it holds, with replacement, stored as
   multiplicities ``w [N]``; every metric has a *weighted* form, so all ``B`` resamples (default
-  2000) are a few array operations.  The interval is the percentile interval (the (1-level)/2
-  and (1+level)/2 quantiles of the ``B`` values); not bias-corrected (no BCa; the coverage on
-  40 + 40 images is checked in the tests: about 95 %).
-* **Paired comparison.**  Two methods on the SAME images get the SAME weights; the interval of
-  the per-resample differences ``a - b`` is the paired interval (image difficulty is shared).
-* **AU-sPRO** via per-image sufficient statistics on a threshold grid (:func:`spro_statistics`,
-  counted while ``metrics.PixelOrder`` sorts each image's pixels): a resampled curve is two
-  matrix products, integrated with ``metrics.area_under_curve``'s rule.
-* **Seeds.**  :func:`aggregate_seeds`: Student-t interval ``mean +- t_{S-1} s / sqrt(S)`` over
-  training seeds; :func:`seed_image_interval`: seeds and test images together by the law of
-  total variance, ``Var(mean) ~= s^2_seed / S + Var_images(mean)`` (a normal interval).
+  2000) are a few array operations.  Percentile interval, not bias-corrected (coverage on 40 +
+  40 images checked in the tests: about 95 %).  Two methods on the SAME images get the SAME
+  weights: the interval of the differences ``a - b`` is the paired interval.
+* **AU-sPRO** via per-image statistics on a threshold grid: a resampled curve is two matrix products.
+* **Seeds**: :func:`aggregate_seeds`, Student-t ``mean +- t_{S-1} s / sqrt(S)``;
+  :func:`seed_image_interval`, seeds and images by the law of total variance,
+  ``Var(mean) ~= s^2_seed / S + Var_images(mean)`` (a normal interval).
 
-Use::
-
-    ci = image_auroc_ci_by_type(result.scores, result.label_names)   # {"structural": {...}, ...}
-    format_ci(ci["structural"])                                       # "76.9 [72.1, 81.4]"
-    d = paired_image_auroc_by_type(a.scores, a.label_names, b.scores, b.label_names, a.paths, b.paths)
-    format_diff(d["structural"])                  # "+3.2 [-1.0, 7.5]" (+ " *" when it excludes 0)
-    au_spro_ci_by_type(full_res_maps, result.channels, result.label_names, defects)
+Use: ``format_ci(image_auroc_ci_by_type(scores, label_names)["structural"])`` -> "76.9 [72.1, 81.4]";
+``format_diff(paired_image_auroc_by_type(...)["logical"])`` -> "+3.2 [-1.0, 7.5]" (" *": excludes 0).
 """
 
 from __future__ import annotations
 
-from esad_lib.uncertainty.au_spro import (
-    SproStats,
-    au_spro_ci,
-    au_spro_ci_by_type,
-    pixel_order_for_ci,
-    spro_statistics,
-    weighted_au_spro,
-)
-from esad_lib.uncertainty.formatting import format_ci, format_diff
-from esad_lib.uncertainty.image_auroc import (
-    auroc_by_type_resampled,
-    check_paired,
-    image_auroc_ci,
-    image_auroc_ci_by_type,
-    paired_image_auroc_by_type,
-    weighted_auroc,
-)
-from esad_lib.uncertainty.resampling import (
-    ANOMALY_TYPES,
-    DEFAULT_N_BOOT,
-    METHOD_BOOT,
-    METHOD_PAIRED,
-    percentile_interval,
-    resample_indices,
-    resample_weights,
-)
+# isort: off
+from esad_lib.uncertainty.au_spro import (SproStats, au_spro_ci, au_spro_ci_by_type, pixel_order_for_ci,
+                                          spro_statistics, weighted_au_spro)
+from esad_lib.uncertainty.image_auroc import (auroc_by_type_resampled, check_paired, image_auroc_ci,
+                                              image_auroc_ci_by_type, paired_image_auroc_by_type,
+                                              weighted_auroc)
+from esad_lib.uncertainty.resampling import (ANOMALY_TYPES, DEFAULT_N_BOOT, METHOD_BOOT, METHOD_PAIRED,
+                                             format_ci, format_diff, percentile_interval, resample_indices,
+                                             resample_weights)
 from esad_lib.uncertainty.seeds import aggregate_seeds, seed_image_interval
+# isort: on
 
 __all__ = [
-    "ANOMALY_TYPES",
-    "DEFAULT_N_BOOT",
-    "METHOD_BOOT",
-    "METHOD_PAIRED",
-    "SproStats",
-    "aggregate_seeds",
-    "auroc_by_type_resampled",
-    "au_spro_ci",
-    "au_spro_ci_by_type",
-    "check_paired",
-    "format_ci",
-    "format_diff",
-    "image_auroc_ci",
-    "image_auroc_ci_by_type",
-    "paired_image_auroc_by_type",
-    "pixel_order_for_ci",
-    "percentile_interval",
-    "resample_indices",
-    "resample_weights",
-    "seed_image_interval",
-    "spro_statistics",
-    "weighted_au_spro",
-    "weighted_auroc",
-]
+    "ANOMALY_TYPES", "DEFAULT_N_BOOT", "METHOD_BOOT", "METHOD_PAIRED", "SproStats", "aggregate_seeds",
+    "auroc_by_type_resampled", "au_spro_ci", "au_spro_ci_by_type", "check_paired", "format_ci", "format_diff",
+    "image_auroc_ci", "image_auroc_ci_by_type", "paired_image_auroc_by_type", "pixel_order_for_ci",
+    "percentile_interval", "resample_indices", "resample_weights", "seed_image_interval", "spro_statistics",
+    "weighted_au_spro", "weighted_auroc",
+]  # fmt: skip

@@ -27,21 +27,14 @@ _CHUNK = 250
 
 @dataclass
 class SproStats:
-    """Per-image sufficient statistics of the sPRO curve on a fixed threshold grid.
+    """Per-image sufficient statistics of the sPRO curve on a fixed threshold grid (the limit
+    ``fpr_limit`` it was built for)."""
 
-    thresholds ``[T]`` descending (a pixel is positive when its score >= t); fp ``int64 [N, T]``
-    negatives of image i with score >= t_k; n_neg ``int64 [N]`` negatives of image i (pixels
-    outside every defect channel of the image; all pixels of a good image); overlap
-    ``float64 [R, T]`` = min(#{pixels of channel r >= t_k} / a_r, 1) (saturated overlap, a_r
-    from defects_config); region_image ``int64 [R]`` the image of channel r.  ``fpr_limit`` is
-    the integration limit the grid was built for.
-    """
-
-    thresholds: np.ndarray
-    fp: np.ndarray
-    n_neg: np.ndarray
-    overlap: np.ndarray
-    region_image: np.ndarray
+    thresholds: np.ndarray  # [T] descending (a pixel is positive when its score >= t)
+    fp: np.ndarray  # int64 [N, T]: negatives of image i with score >= t_k
+    n_neg: np.ndarray  # int64 [N]: negatives of image i (pixels outside every defect channel)
+    overlap: np.ndarray  # float64 [R, T]: min(#{pixels of channel r >= t_k} / a_r, 1)
+    region_image: np.ndarray  # int64 [R]: the image of channel r
     fpr_limit: float
 
     @property
@@ -50,56 +43,36 @@ class SproStats:
 
 
 def spro_statistics(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    grid: int | str = 2000,
-    dense_factor: float = 3.0,
-    tail: int = 32,
-    max_sample: int = 4_000_000,
-) -> SproStats:
-    """Precompute :class:`SproStats` of ``maps [H, W]`` and ``channels uint8 [C, H, W]``.
-
-    Semantics are ``esad_lib.metrics.spro_curve``'s: one region per non-empty channel, with
-    saturation area from ``defects`` (absolute: min(thr, |c|), relative: thr * |c|); negatives
-    are the pixels outside every channel of their image, pooled over ALL images passed
-    (anomalous images' defect-free pixels included), so pass one anomaly type's images together
-    with the good ones, as ``au_spro`` expects.  Counted while ``metrics.PixelOrder`` sorts each
-    image's negatives (fp_i(t) = #{negatives of i >= t} by a binary search per threshold).
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05,
+    grid: int | str = 2000, dense_factor: float = 3.0, tail: int = 32, max_sample: int = 4_000_000,
+) -> SproStats:  # fmt: skip
+    """Precompute :class:`SproStats` of ``maps [H, W]`` and ``channels uint8 [C, H, W]``, with
+    ``metrics.spro_curve``'s semantics (pass one anomaly type's images with the good ones); counted
+    while ``metrics.PixelOrder`` sorts each image's negatives.
 
     Threshold grid (``grid``):
 
-    * an int T: T thresholds at the pooled negatives' order statistics whose FPR levels are
-      evenly spaced in (0, dense_factor * fpr_limit] (from a strided sample of at most
-      ``max_sample`` negatives, so the spacing is approximate but every threshold is an actual
-      score), plus the largest negative score, ``tail`` thresholds evenly spaced in FPR beyond,
-      and the smallest score of all pixels (FPR 1, sPRO 1: every resampled curve reaches the
-      limit).  Every grid point lies ON the exact curve; between two consecutive grid points the
-      exact curve is monotone, so the trapezoid chord errs by at most half the box
-      dFPR * dsPRO; :func:`weighted_au_spro` reports that bound (normalised by the limit).  With
-      T = 2000 and the default limit 0.05 the grid step is 7.5e-5 in FPR at the data's own
-      weights (on 120 synthetic 256x160 maps: bound 5e-4, actual error 7e-6).
-    * ``"exact"``: every distinct score is a threshold; the curve is then ``metrics.spro_curve``'s
-      exact polyline (cost O(N pixels x distinct scores) memory for ``fp``: small maps only).
+    * an int T: T thresholds at the pooled negatives' order statistics whose FPR levels are evenly
+      spaced in (0, dense_factor * fpr_limit] (from a strided sample of at most ``max_sample``
+      negatives: every threshold is an actual score), plus the largest negative score, ``tail``
+      thresholds evenly spaced in FPR beyond, and the smallest score (FPR 1, sPRO 1).  Every grid
+      point lies ON the exact curve, which is monotone in between, so the trapezoid chord errs by
+      at most half the box dFPR * dsPRO (:func:`weighted_au_spro` reports that bound).  T = 2000
+      at limit 0.05: bound 5e-4, actual error 7e-6 on 120 synthetic 256x160 maps.
+    * ``"exact"``: every distinct score (``fp`` is O(N x distinct scores): small maps only).
     """
     args = (fpr_limit, grid, dense_factor, tail, max_sample)
     return SproStats(**PixelOrder(maps, channels, defects, stats_for=["all"], stats_args=args).stats("all"))
 
 
 def _area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
-    """``metrics.area_under_curve`` for B curves at once (rows of x, y ``[B, K]``, x non-decreasing).
-
-    Returns (area [B], chord error bound [B]); NaN where a curve ends before ``limit``.
-    A = (1/limit) [ sum_{k: x_{k+1} <= limit} (x_{k+1} - x_k)(y_k + y_{k+1})/2
-                    + (limit - x_j)(y_j + y_end)/2 ],  j = last k with x_k <= limit,
-    y_end = y_j + (y_{j+1} - y_j)(limit - x_j)/(x_{j+1} - x_j).
-    Bound = (1/limit) sum over segments starting below limit of (x_{k+1} - x_k)(y_{k+1} - y_k)/2.
-    """
+    """``metrics.area_under_curve`` for B curves at once (rows of x, y ``[B, K]``, x non-decreasing):
+    (area [B], chord error bound [B]); NaN where a curve ends before ``limit``."""
     b, k = x.shape
     rows = np.arange(b)
     ins = np.sum(x <= limit, axis=1)  # first index with x > limit (x[:, 0] = 0 <= limit)
     dx = np.diff(x, axis=1)
+    # A = (1/limit) [sum_{k: x_{k+1} <= limit} (x_{k+1} - x_k)(y_k + y_{k+1})/2 + (limit - x_j)(y_j+y_end)/2]
     seg = dx * (y[:, 1:] + y[:, :-1]) * 0.5
     full = np.arange(k - 1)[None, :] < (ins - 1)[:, None]
     area = np.sum(np.where(full, seg, 0.0), axis=1)
@@ -109,10 +82,11 @@ def _area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarr
     jn = np.minimum(j + 1, k - 1)
     xn, yn = x[rows, jn], y[rows, jn]
     need = has_next & (xj < limit)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # y_end interpolated at the limit
         y_end = yj + (yn - yj) * (limit - xj) / (xn - xj)
     area = area + np.where(need, 0.5 * (yj + y_end) * (limit - xj), 0.0)
     area = np.where(~has_next & (xj < limit), np.nan, area)
+    # bound = (1/limit) sum over segments starting below limit of (x_{k+1} - x_k)(y_{k+1} - y_k)/2
     started = x[:, :-1] < limit
     bound = np.sum(np.where(started, dx * np.diff(y, axis=1) * 0.5, 0.0), axis=1)
     return area / limit, bound / limit
@@ -121,19 +95,10 @@ def _area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarr
 def weighted_au_spro(
     stats: SproStats, weights: np.ndarray, fpr_limit: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """AU-sPRO of every resample: (values [B], grid error bounds [B]) from weights ``[B, N]``.
-
-    With image multiplicities w (a resample repeats image i w_i times, duplicating its
-    regions and its negatives):
-        FPR_b(t)  = sum_i w_bi fp_i(t) / sum_i w_bi n_neg_i,
-        sPRO_b(t) = sum_r w_b,img(r) overlap_r(t) / sum_r w_b,img(r),
-    two matrix products over the grid; the curve starts at (0, 0) like ``metrics.spro_curve``
-    and is integrated up to the limit with ``metrics.area_under_curve``'s rule.  NaN where a
-    resample has no region (all its anomalous images without defect pixels).
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim == 1:
-        w = w[None]
+    """AU-sPRO of every resample: (values [B], grid error bounds [B]) from image multiplicities
+    ``[B, N]`` (a resample repeats image i w_i times, its regions and negatives); the curve starts
+    at (0, 0); NaN where a resample has no region."""
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if w.shape[1] != stats.n_images:
         raise ValueError(f"weights {w.shape} do not match the {stats.n_images} images of the sPRO statistics")
     limit = stats.fpr_limit if fpr_limit is None else float(fpr_limit)
@@ -152,83 +117,54 @@ def weighted_au_spro(
 
 
 def au_spro_ci(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    strata: Sequence[Hashable],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    grid: int | str = 2000,
-    return_samples: bool = False,
-) -> dict[str, Any]:
-    """AU-sPRO of the images passed (one anomaly type + the good ones) with its bootstrap interval.
-
-    ``strata``: per-image label (e.g. "good" / "structural", or 0 / 1) to resample within.
-    ``value`` is the grid curve's AU-sPRO at the data's own weights; ``grid_error`` the largest
-    chord bound over the point estimate and the resamples (how far the grid may be from the
-    exact curve, in AU-sPRO units).
-    """
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], strata: Sequence[Hashable], defects: Any,
+    fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
+    grid: int | str = 2000, return_samples: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """AU-sPRO of the images passed (one anomaly type + the good ones) with its bootstrap interval,
+    resampled within ``strata``; ``grid_error``: the largest chord bound (point estimate and
+    resamples), how far the grid may be from the exact curve."""
     stats = spro_statistics(maps, channels, defects, fpr_limit, grid)
     w = resample_weights(resample_indices(strata, n_boot, seed), stats.n_images)
     boot, bound_b = weighted_au_spro(stats, w)
     value, bound = weighted_au_spro(stats, np.ones(stats.n_images))
-    out = _summary(
-        float(value[0]),
-        boot,
-        level,
-        METHOD_BOOT,
-        grid_error=float(max(bound[0], np.nanmax(bound_b))),
-        n_images=stats.n_images,
-        n_regions=int(stats.region_image.size),
-    )
+    err = float(max(bound[0], np.nanmax(bound_b)))
+    out = _summary(float(value[0]), boot, level, METHOD_BOOT, grid_error=err, n_images=stats.n_images,
+                   n_regions=int(stats.region_image.size))  # fmt: skip
     if return_samples:
         out["samples"] = boot
     return out
 
 
 def au_spro_ci_by_type(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    grid: int | str = 2000,
-    maps_b: Sequence[np.ndarray] | None = None,
-    order: PixelOrder | None = None,
-) -> dict[str, dict[str, Any] | None]:
-    """``metrics.au_spro_by_type`` with intervals (or, with ``maps_b``, paired differences a - b).
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
+    grid: int | str = 2000, maps_b: Sequence[np.ndarray] | None = None, order: PixelOrder | None = None,
+) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+    """AU-sPRO per anomaly type with intervals (or, with ``maps_b``, paired differences a - b).
 
-    One stratified resample of all images (strata = label names) serves both types; each type's
-    group is its images plus all good images, and ``mean`` is the per-resample mean of the types.
-    ``order``: a ``metrics.PixelOrder`` of ``maps`` built with ``stats_for`` the types present and
-    the same grid (see :func:`pixel_order_for_ci`), to reuse the one ordering of the pixels.
+    One stratified resample of all images serves both types (each: its images plus the good
+    ones); ``mean`` is the per-resample mean of the types.  ``order``: the
+    :func:`pixel_order_for_ci` of ``maps``, to reuse the one ordering of the pixels.
     """
     names = _check_names(label_names)
     maps_l = _as_list(maps, "maps")
     chans_l = _as_list(channels, "channels")
     if not (len(maps_l) == len(chans_l) == names.size):
-        raise ValueError(
-            f"got {len(maps_l)} maps, {len(chans_l)} channel stacks and {names.size} label names"
-        )
+        n = f"{len(maps_l)} maps, {len(chans_l)} channel stacks and {names.size} label names"
+        raise ValueError(f"got {n}")
     sides = [maps_l] if maps_b is None else [maps_l, _as_list(maps_b, "maps_b")]
     if len(sides) == 2 and (
         len(sides[1]) != len(maps_l) or any(x.shape != y.shape for x, y in zip(maps_l, sides[1]))
     ):
         raise ValueError("paired AU-sPRO: maps_b must hold the same images in the same order as maps")
     w_all = resample_weights(resample_indices(names, n_boot, seed))
-    kinds = [k for k in ANOMALY_TYPES if (names == k).any()]
     orders = [order or pixel_order_for_ci(maps_l, chans_l, names, defects, fpr_limit, grid)]
-    if len(sides) == 2:
-        orders.append(pixel_order_for_ci(sides[1], chans_l, names, defects, fpr_limit, grid))
+    orders += [pixel_order_for_ci(m, chans_l, names, defects, fpr_limit, grid) for m in sides[1:]]
     vals: dict[str, list[float]] = {}
     boots: dict[str, list[np.ndarray]] = {}
     errs: dict[str, float] = {}
-    for kind in kinds:
+    for kind in [k for k in ANOMALY_TYPES if (names == k).any()]:
         idx = np.flatnonzero((names == "good") | (names == kind))
         vals[kind], boots[kind], errs[kind] = [], [], 0.0
         for od in orders:
@@ -245,26 +181,18 @@ def au_spro_ci_by_type(
         boots["mean"] = [np.mean([boots[k][s] for k in present], axis=0) for s in range(len(sides))]
         errs["mean"] = max(errs[k] for k in present)
     for k in vals:
-        if len(sides) == 1:
-            out[k] = _summary(vals[k][0], boots[k][0], level, METHOD_BOOT, grid_error=errs[k])
-        else:
-            out[k] = _diff_summary(
-                vals[k][0], vals[k][1], boots[k][0] - boots[k][1], level, grid_error=errs[k]
-            )
+        v, b, e = vals[k], boots[k], errs[k]
+        out[k] = (_summary(v[0], b[0], level, METHOD_BOOT, grid_error=e) if len(sides) == 1
+                  else _diff_summary(v[0], v[1], b[0] - b[1], level, grid_error=e))  # fmt: skip
     return out
 
 
 def pixel_order_for_ci(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Any,
-    fpr_limit: float = 0.05,
-    grid: int | str = 2000,
-    components: bool = False,
-) -> PixelOrder:
-    """The ``metrics.PixelOrder`` that :func:`au_spro_ci_by_type` needs (statistics of each
-    anomaly type present, on its grid); ``components`` also serves ``metrics.map_metrics``."""
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
+    fpr_limit: float = 0.05, grid: int | str = 2000, components: bool = False,
+) -> PixelOrder:  # fmt: skip
+    """The ``metrics.PixelOrder`` that :func:`au_spro_ci_by_type` needs (statistics of each anomaly
+    type present, on its grid); ``components`` also serves ``metrics.map_metrics``."""
     names = [str(n) for n in label_names]
     kinds = [k for k in ANOMALY_TYPES if k in names]
     args = (fpr_limit, grid, 3.0, 32, 4_000_000)

@@ -22,9 +22,8 @@ from esad_lib.uncertainty.resampling import (
 def _binary_labels(labels: Any, name: str = "labels") -> np.ndarray:
     lab = np.asarray(labels).ravel()
     if lab.size and not set(np.unique(lab).tolist()) <= {0, 1}:
-        raise ValueError(
-            f"{name} must be 0 (good) / 1 (anomalous), got values {sorted(set(lab.tolist()))[:5]}"
-        )
+        got = sorted(set(lab.tolist()))[:5]
+        raise ValueError(f"{name} must be 0 (good) / 1 (anomalous), got values {got}")
     lab = lab.astype(bool)
     if not lab.any() or lab.all():
         raise ValueError(f"{name}: image AUROC needs both good (0) and anomalous (1) images")
@@ -34,20 +33,13 @@ def _binary_labels(labels: Any, name: str = "labels") -> np.ndarray:
 def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.ndarray) -> np.ndarray:
     """Image AUROC of every resample at once (weighted Mann-Whitney): ``float64 [B]``.
 
-    scores ``[N]``, labels ``[N]`` (1 anomalous), weights ``[B, N]`` (multiplicities; a 1-D
-    weight vector is one resample).  With multiplicities w, the AUROC of the resampled set is
-        AUROC_b = sum_{p pos} w_bp [ sum_{g neg} w_bg (1[s_g < s_p] + 0.5 1[s_g = s_p]) ]
-                  / (sum_p w_bp * sum_g w_bg),
-    i.e. ``metrics.image_auroc`` (and scikit-learn's ``roc_auc_score``) on the images repeated
-    w times.  The inner sum is a cumulative sum of the negatives' weights over the sorted
-    distinct scores, so the cost is O(B (N + K)) for K distinct scores, not O(B N+ N-).
-    Integer weights are summed in int64 (exact) and divided once.
+    scores ``[N]``, labels ``[N]`` (1 anomalous), weights ``[B, N]`` (multiplicities; 1-D: one
+    resample): ``metrics.image_auroc`` on the images repeated w times, in O(B (N + K)) for K
+    distinct scores; integer weights are summed in int64 (exact) and divided once.
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     pos = _binary_labels(labels)
-    w = np.asarray(weights)
-    if w.ndim == 1:
-        w = w[None]
+    w = np.atleast_2d(np.asarray(weights))
     if s.shape != pos.shape or w.ndim != 2 or w.shape[1] != s.size:
         raise ValueError(
             f"scores {s.shape}, labels {pos.shape} and weights {w.shape} must be [N], [N], [B, N]"
@@ -67,6 +59,7 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
         wn = np.rint(wn).astype(np.int64)  # bincount sums in float64: exact for counts < 2**53
     # below[b, k] = sum of negative weights at scores < u_k  (exclusive cumulative sum)
     below = np.cumsum(wn, axis=1) - wn
+    # AUROC_b = sum_{p pos} w_bp [sum_{g neg} w_bg (1[s_g < s_p] + 0.5 1[s_g = s_p])] / (sum w_bp sum w_bg)
     # 2 * sum_p w_p (#below + 0.5 #equal) = sum_p w_p (2 below + equal)
     wp = w[:, pos]
     num2 = np.sum(wp * (2 * below[:, pos_idx] + wn[:, pos_idx]), axis=1)
@@ -75,19 +68,11 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
 
 
 def image_auroc_ci(
-    scores: Sequence[float],
-    labels: Sequence[int],
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    return_samples: bool = False,
-) -> dict[str, Any]:
-    """Image AUROC with its stratified-bootstrap percentile interval.
-
-    Returns ``{"value", "low", "high", "se", "level", "n_boot", "method", "n_good",
-    "n_anomalous"}`` (+ ``"samples"`` [B] with ``return_samples``).  ``value`` is the AUROC of
-    the data themselves (== ``metrics.image_auroc``).
-    """
+    scores: Sequence[float], labels: Sequence[int], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+    level: float = 0.95, return_samples: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Image AUROC (``value`` == ``metrics.image_auroc``) with its stratified-bootstrap percentile
+    interval: value, low, high, se, level, n_boot, method, n_good, n_anomalous (+ samples [B])."""
     lab = _binary_labels(labels)
     w = resample_weights(resample_indices(lab, n_boot, seed))
     boot = weighted_auroc(scores, lab, w)
@@ -99,40 +84,32 @@ def image_auroc_ci(
 
 
 def check_paired(
-    labels_a: Sequence[Any],
-    labels_b: Sequence[Any],
-    ids_a: Sequence[Any] | None = None,
-    ids_b: Sequence[Any] | None = None,
-    what: str = "the two methods",
-) -> None:
+    labels_a: Sequence[Any], labels_b: Sequence[Any], ids_a: Sequence[Any] | None = None,
+    ids_b: Sequence[Any] | None = None, what: str = "the two methods",
+) -> None:  # fmt: skip
     """Raise ``ValueError`` unless both sides hold the same images (ids) in the same order with
     the same labels -- the precondition of a paired comparison."""
     la, lb = np.asarray(labels_a).ravel(), np.asarray(labels_b).ravel()
+    pre = f"paired comparison of {what}:"
     if la.size != lb.size:
-        raise ValueError(
-            f"paired comparison of {what}: {la.size} vs {lb.size} images; score the same test set"
-        )
+        raise ValueError(f"{pre} {la.size} vs {lb.size} images; score the same test set")
     if (ids_a is None) != (ids_b is None):
-        raise ValueError(f"paired comparison of {what}: pass image ids for both sides or for neither")
+        raise ValueError(f"{pre} pass image ids for both sides or for neither")
     if ids_a is not None:
         ia, ib = [str(x) for x in ids_a], [str(x) for x in ids_b]
         if len(ia) != la.size or len(ib) != lb.size:
-            raise ValueError(f"paired comparison of {what}: ids and labels differ in length")
+            raise ValueError(f"{pre} ids and labels differ in length")
+        if ia != ib and sorted(ia) == sorted(ib):
+            raise ValueError(f"{pre} same images in a different order; sort both alike")
         if ia != ib:
-            if sorted(ia) == sorted(ib):
-                raise ValueError(
-                    f"paired comparison of {what}: same images in a different order; sort both alike"
-                )
             first = next(i for i, (x, y) in enumerate(zip(ia, ib)) if x != y) if len(ia) == len(ib) else 0
             raise ValueError(
-                f"paired comparison of {what}: different images (first difference at row {first}: "
+                f"{pre} different images (first difference at row {first}: "
                 f"{ia[first]!r} vs {ib[first]!r}); both must be scored on the same test images"
             )
     if not np.array_equal(la.astype(str), lb.astype(str)):
         first = int(np.flatnonzero(la.astype(str) != lb.astype(str))[0])
-        raise ValueError(
-            f"paired comparison of {what}: labels differ at row {first} ({la[first]!r} vs {lb[first]!r})"
-        )
+        raise ValueError(f"{pre} labels differ at row {first} ({la[first]!r} vs {lb[first]!r})")
 
 
 def auroc_by_type_resampled(
@@ -140,11 +117,9 @@ def auroc_by_type_resampled(
 ) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
     """Image AUROC of good vs each anomaly type and their mean, on the data and per resample.
 
-    scores ``[N]``, names ``[N]`` ("good" / "structural" / "logical"), weights ``[B, N]``
-    (e.g. ``resample_weights(resample_indices(names, B, seed))``).  Returns
-    ``({type: value}, {type: samples [B]})`` with types structural, logical, mean (None where
-    a type has no images); ``mean`` is the per-resample mean of the types present.  Sharing
-    ``weights`` between two methods gives paired samples.
+    scores ``[N]``, names ``[N]`` ("good" / "structural" / "logical"), weights ``[B, N]``.  Returns
+    ``({type: value}, {type: samples [B]})`` for structural, logical, mean (None: no images);
+    ``mean`` is the per-resample mean of the types present.  Shared ``weights`` pair two methods.
     """
     good = names == "good"
     values: dict[str, float | None] = {}
@@ -175,48 +150,36 @@ def _check_names(label_names: Sequence[str], arg: str = "label_names") -> np.nda
 
 
 def image_auroc_ci_by_type(
-    scores: Sequence[float],
-    label_names: Sequence[str],
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    return_samples: bool = False,
-) -> dict[str, dict[str, Any] | None]:
-    """``metrics.image_auroc_by_type`` with intervals: ``{"structural", "logical", "mean"}``.
-
-    One stratified resample (strata = label names) serves all three, so the good images drawn
-    are shared by the structural and the logical AUROC of a resample, and ``mean`` is the mean
-    of the two per resample.  A type without images gives None.
-    """
+    scores: Sequence[float], label_names: Sequence[str], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+    level: float = 0.95, return_samples: bool = False,
+) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+    """``metrics.image_auroc_by_type`` with intervals: ``{"structural", "logical", "mean"}``; one
+    stratified resample serves all three (``mean``: per resample); a type without images: None."""
     names = _check_names(label_names)
     s = np.asarray(scores, dtype=np.float64).ravel()
     if s.size != names.size:
         raise ValueError(f"got {s.size} scores but {names.size} label names")
     w = resample_weights(resample_indices(names, n_boot, seed))
     values, samples = auroc_by_type_resampled(s, names, w)
+    return _per_type(samples, return_samples, lambda k: _summary(values[k], samples[k], level, METHOD_BOOT,
+                                                                 n_images=int(names.size)))  # fmt: skip
+
+
+def _per_type(samples: dict, return_samples: bool, summary) -> dict[str, dict[str, Any] | None]:
+    """``{type: summary(type)}`` for structural, logical, mean (None where ``samples`` is None)."""
     out: dict[str, dict[str, Any] | None] = {}
     for k in (*ANOMALY_TYPES, "mean"):
-        if samples[k] is None:
-            out[k] = None
-            continue
-        out[k] = _summary(values[k], samples[k], level, METHOD_BOOT, n_images=int(names.size))
-        if return_samples:
+        out[k] = None if samples[k] is None else summary(k)
+        if out[k] is not None and return_samples:
             out[k]["samples"] = samples[k]
     return out
 
 
 def paired_image_auroc_by_type(
-    scores_a: Sequence[float],
-    names_a: Sequence[str],
-    scores_b: Sequence[float],
-    names_b: Sequence[str],
-    ids_a: Sequence[Any] | None = None,
-    ids_b: Sequence[Any] | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
-    level: float = 0.95,
-    return_samples: bool = False,
-) -> dict[str, dict[str, Any] | None]:
+    scores_a: Sequence[float], names_a: Sequence[str], scores_b: Sequence[float], names_b: Sequence[str],
+    ids_a: Sequence[Any] | None = None, ids_b: Sequence[Any] | None = None, n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0, level: float = 0.95, return_samples: bool = False,
+) -> dict[str, dict[str, Any] | None]:  # fmt: skip
     """Paired differences ``a - b`` of ``image_auroc_ci_by_type``'s three AUROCs."""
     check_paired(names_a, names_b, ids_a, ids_b)
     names = _check_names(names_a, "names_a")
@@ -227,13 +190,6 @@ def paired_image_auroc_by_type(
     w = resample_weights(resample_indices(names, n_boot, seed))
     va, boot_a = auroc_by_type_resampled(sa, names, w)
     vb, boot_b = auroc_by_type_resampled(sb, names, w)
-    out: dict[str, dict[str, Any] | None] = {}
-    for k in (*ANOMALY_TYPES, "mean"):
-        if boot_a[k] is None:
-            out[k] = None
-            continue
-        d = boot_a[k] - boot_b[k]
-        out[k] = _diff_summary(va[k], vb[k], d, level, n_images=int(names.size))
-        if return_samples:
-            out[k]["samples"] = d
-    return out
+    d = {k: None if boot_a[k] is None else boot_a[k] - boot_b[k] for k in boot_a}
+    n = int(names.size)
+    return _per_type(d, return_samples, lambda k: _diff_summary(va[k], vb[k], d[k], level, n_images=n))

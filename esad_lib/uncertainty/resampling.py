@@ -1,10 +1,11 @@
-"""Stratified bootstrap resamples over test images, as multiplicity weights, and the percentile
-interval (the sampling scheme every interval of :mod:`esad_lib.uncertainty` shares)."""
+"""Stratified bootstrap resamples over test images, as multiplicity weights, the percentile interval
+(the sampling scheme every interval of :mod:`esad_lib.uncertainty` shares) and its text for the
+tables: ``"76.9 [72.1, 81.4]"`` and ``"+3.2 [-1.0, 7.5] *"``."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,9 @@ METHOD_PAIRED = "paired stratified bootstrap over test images, percentile interv
 
 
 def resample_indices(strata: Sequence[Hashable], n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> np.ndarray:
-    """Stratified bootstrap resamples as image indices: ``int64 [B, N]``.
-
-    Row b is one resample: position i holds an image drawn uniformly with replacement from the
-    images of the same stratum as image i, so ``strata[idx[b]] == strata`` for every row (the
-    stratum counts are those of the data).  Deterministic in ``(strata, n_boot, seed)``
-    (``numpy.random.default_rng(seed)``; strata are drawn in sorted order of their values).
-    """
+    """Stratified bootstrap resamples as image indices ``int64 [B, N]``: position i of row b holds an
+    image drawn with replacement from image i's stratum (``strata[idx[b]] == strata``).
+    Deterministic in ``(strata, n_boot, seed)`` (strata drawn in sorted order)."""
     s = np.asarray(strata)
     if s.ndim != 1 or s.size == 0:
         raise ValueError(f"strata must be a non-empty 1-D sequence of labels, got shape {s.shape}")
@@ -37,10 +34,8 @@ def resample_indices(strata: Sequence[Hashable], n_boot: int = DEFAULT_N_BOOT, s
 
 
 def resample_weights(indices: np.ndarray, n: int | None = None) -> np.ndarray:
-    """Multiplicities of each image per resample: ``int64 [B, N]`` from indices ``[B, N]``.
-
-    w[b, i] = #{j : indices[b, j] == i}  (each row sums to N).
-    """
+    """Multiplicities of each image per resample: ``int64 [B, N]`` from indices ``[B, N]``."""
+    # w[b, i] = #{j : indices[b, j] == i}  (each row sums to N)
     idx = np.asarray(indices, dtype=np.int64)
     b, m = idx.shape
     n = m if n is None else int(n)
@@ -63,15 +58,9 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
 def _summary(value: float, samples: np.ndarray, level: float, method: str, **extra: Any) -> dict[str, Any]:
     lo, hi = percentile_interval(samples, level)
     finite = samples[np.isfinite(samples)]
-    out = {
-        "value": float(value),
-        "low": lo,
-        "high": hi,
-        "se": float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan,
-        "level": float(level),
-        "n_boot": int(samples.size),
-        "method": method,
-    }
+    se = float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
+    out = {"value": float(value), "low": lo, "high": hi, "se": se, "level": float(level),
+           "n_boot": int(samples.size), "method": method}  # fmt: skip
     if finite.size < samples.size:
         out["n_undefined"] = int(samples.size - finite.size)
     out.update(extra)
@@ -84,3 +73,39 @@ def _diff_summary(a: float, b: float, samples: np.ndarray, level: float, **extra
     out["a"], out["b"] = float(a), float(b)
     out["excludes_zero"] = bool(out["low"] > 0.0 or out["high"] < 0.0)
     return out
+
+
+def _unpack(value: Any, low: Any, high: Any) -> tuple[float, float, float]:
+    if isinstance(value, Mapping):
+        v = value["diff"] if "diff" in value else value["value"]
+        return float(v), float(value["low"]), float(value["high"])
+    return float(value), math.nan if low is None else float(low), math.nan if high is None else float(high)
+
+
+def _text(v: float, lo: float, hi: float, scale: float, digits: int, sign: str) -> str:
+    if math.isnan(v):
+        return "n/a"
+    s = f"{v * scale:{sign}.{digits}f}"
+    return s if _open(lo, hi) else s + f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+
+def _open(lo: float, hi: float) -> bool:
+    return math.isnan(lo) or math.isnan(hi)
+
+
+def format_ci(
+    value: Any, low: float | None = None, high: float | None = None, scale: float = 100.0, digits: int = 1
+) -> str:
+    """``"76.9 [72.1, 81.4]"`` (values x ``scale``; a dict with value/low/high works too).
+    Without an interval (NaN bounds) just the value."""
+    return _text(*_unpack(value, low, high), scale, digits, "")
+
+
+def format_diff(
+    value: Any, low: float | None = None, high: float | None = None, scale: float = 100.0, digits: int = 1,
+    marker: str = "*",
+) -> str:  # fmt: skip
+    """``"+3.2 [-1.0, 7.5]"`` for a difference; ``marker`` appended when the interval excludes 0."""
+    v, lo, hi = _unpack(value, low, high)
+    s = _text(v, lo, hi, scale, digits, "+")
+    return s + f" {marker}" if not (math.isnan(v) or _open(lo, hi)) and (lo > 0.0 or hi < 0.0) else s
