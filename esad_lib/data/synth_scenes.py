@@ -151,18 +151,12 @@ def render_breakfast_box(cv: Canvas, rng: np.random.Generator, defect: str | Non
 
 
 BREAKFAST_BOX = CategorySpec(
-    name="breakfast_box",
-    official_size=(1600, 1280),
-    background=(62, 62, 64),
-    logical=(
-        DefectDef("missing_fruit", 0.5), DefectDef("extra_fruit", 1.0),
-        DefectDef("missing_banana_chips", 0.01, relative=False),
-        DefectDef("fruit_in_cereal_compartment", 0.5),
-    ),
-    structural=(
-        DefectDef("box_scratch", 1.0), DefectDef("box_hole", 1.0), DefectDef("contamination", 1.0),
-        DefectDef("bruised_fruit", 1.0),
-    ),
+    "breakfast_box", (1600, 1280), (62, 62, 64),
+    logical=(DefectDef("missing_fruit", 0.5), DefectDef("extra_fruit", 1.0),
+             DefectDef("missing_banana_chips", 0.01, relative=False),
+             DefectDef("fruit_in_cereal_compartment", 0.5)),
+    structural=(DefectDef("box_scratch", 1.0), DefectDef("box_hole", 1.0), DefectDef("contamination", 1.0),
+                DefectDef("bruised_fruit", 1.0)),
     generic={"box_scratch": ("scratch", "box"), "box_hole": ("hole", "box"),
              "contamination": ("contamination", "right")},
     render=render_breakfast_box,
@@ -255,17 +249,11 @@ def render_juice_bottle(cv: Canvas, rng: np.random.Generator, defect: str | None
 
 
 JUICE_BOTTLE = CategorySpec(
-    name="juice_bottle",
-    official_size=(800, 1600),
-    background=(38, 38, 44),
-    logical=(
-        DefectDef("wrong_fill_level", 0.5), DefectDef("wrong_label_icon", 1.0),
-        DefectDef("missing_bottom_label", 1.0), DefectDef("label_misplaced", 0.5),
-    ),
-    structural=(
-        DefectDef("label_scratch", 1.0), DefectDef("contamination", 1.0), DefectDef("damaged_label", 1.0),
-        DefectDef("broken_cap", 1.0),
-    ),
+    "juice_bottle", (800, 1600), (38, 38, 44),
+    logical=(DefectDef("wrong_fill_level", 0.5), DefectDef("wrong_label_icon", 1.0),
+             DefectDef("missing_bottom_label", 1.0), DefectDef("label_misplaced", 0.5)),
+    structural=(DefectDef("label_scratch", 1.0), DefectDef("contamination", 1.0),
+                DefectDef("damaged_label", 1.0), DefectDef("broken_cap", 1.0)),
     generic={"label_scratch": ("scratch", "labels"), "contamination": ("contamination", "liquid")},
     render=render_juice_bottle,
 )
@@ -360,17 +348,11 @@ def render_pushpins(cv: Canvas, rng: np.random.Generator, defect: str | None):
 
 
 PUSHPINS = CategorySpec(
-    name="pushpins",
-    official_size=(1700, 1000),
-    background=(44, 44, 50),
-    logical=(
-        DefectDef("missing_pushpin", 0.008, relative=False), DefectDef("additional_pushpin", 1.0),
-        DefectDef("missing_separator", 1.0), DefectDef("wrong_colour_pushpin", 1.0),
-    ),
-    structural=(
-        DefectDef("broken_needle", 1.0), DefectDef("chipped_head", 1.0), DefectDef("box_scratch", 1.0),
-        DefectDef("contamination", 1.0),
-    ),
+    "pushpins", (1700, 1000), (44, 44, 50),
+    logical=(DefectDef("missing_pushpin", 0.008, relative=False), DefectDef("additional_pushpin", 1.0),
+             DefectDef("missing_separator", 1.0), DefectDef("wrong_colour_pushpin", 1.0)),
+    structural=(DefectDef("broken_needle", 1.0), DefectDef("chipped_head", 1.0),
+                DefectDef("box_scratch", 1.0), DefectDef("contamination", 1.0)),
     generic={"box_scratch": ("scratch", "floor"), "contamination": ("contamination", "box")},
     render=render_pushpins,
 )
@@ -480,17 +462,11 @@ def render_screw_bag(cv: Canvas, rng: np.random.Generator, defect: str | None):
 
 
 SCREW_BAG = CategorySpec(
-    name="screw_bag",
-    official_size=(1600, 1100),
-    background=(176, 178, 182),
-    logical=(
-        DefectDef("missing_item", 0.015, relative=False), DefectDef("additional_item", 1.0),
-        DefectDef("wrong_screw_length", 0.5),
-    ),
-    structural=(
-        DefectDef("bent_screw", 0.5), DefectDef("bag_tear", 1.0), DefectDef("contamination", 1.0),
-        DefectDef("damaged_washer", 1.0),
-    ),
+    "screw_bag", (1600, 1100), (176, 178, 182),
+    logical=(DefectDef("missing_item", 0.015, relative=False), DefectDef("additional_item", 1.0),
+             DefectDef("wrong_screw_length", 0.5)),
+    structural=(DefectDef("bent_screw", 0.5), DefectDef("bag_tear", 1.0), DefectDef("contamination", 1.0),
+                DefectDef("damaged_washer", 1.0)),
     generic={"bag_tear": ("hole", "bag"), "contamination": ("contamination", "bag")},
     render=render_screw_bag,
 )
@@ -575,17 +551,11 @@ def render_splicing_connectors(cv: Canvas, rng: np.random.Generator, defect: str
 
 
 SPLICING_CONNECTORS = CategorySpec(
-    name="splicing_connectors",
-    official_size=(1700, 850),
-    background=(178, 176, 170),
-    logical=(
-        DefectDef("mismatched_connectors", 0.5), DefectDef("wrong_cable_colour", 0.5),
-        DefectDef("wrong_slot", 0.5), DefectDef("missing_cable", 0.006, relative=False),
-    ),
-    structural=(
-        DefectDef("broken_cable", 1.0), DefectDef("broken_lever", 1.0), DefectDef("connector_scratch", 1.0),
-        DefectDef("contamination", 1.0),
-    ),
+    "splicing_connectors", (1700, 850), (178, 176, 170),
+    logical=(DefectDef("mismatched_connectors", 0.5), DefectDef("wrong_cable_colour", 0.5),
+             DefectDef("wrong_slot", 0.5), DefectDef("missing_cable", 0.006, relative=False)),
+    structural=(DefectDef("broken_cable", 1.0), DefectDef("broken_lever", 1.0),
+                DefectDef("connector_scratch", 1.0), DefectDef("contamination", 1.0)),
     generic={"connector_scratch": ("scratch", "connectors"), "contamination": ("contamination", "cable")},
     render=render_splicing_connectors,
 )
