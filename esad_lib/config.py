@@ -19,11 +19,13 @@ import hashlib
 import json
 import math
 import os
+import random
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
+import numpy as np
 import torch
 
 # ---- the allowed values of every text setting: the one place they are defined ---------------
@@ -33,9 +35,8 @@ Method = Literal["esad", "riad", "patchcore"]
 UNetKind = Literal["lightweight", "lightweight_std", "classic"]
 Fill = Literal["train", "test", "zero", "input"]
 #: frozen feature extractors (esad_lib/features.py).
-Extractor = Literal[
-    "random_cnn", "recon_encoder", "efficientnet_lite0", "resnet18", "wide_resnet50_2", "vgg16"
-]
+Extractor = Literal["random_cnn", "recon_encoder", "efficientnet_lite0", "resnet18", "wide_resnet50_2",
+                    "vgg16"]
 FeatureLossDistance = Literal["cosine", "mse"]
 LRSchedule = Literal["constant", "cosine"]
 ScoreMap = Literal["feature", "pixel"]
@@ -46,9 +47,8 @@ PROFILES: tuple[str, ...] = get_args(Profile)
 CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 
 
-#: fields that only change how a trained model is scored; configs differing only in these
-#: share one trained model (ablations, evaluate overrides).
-#: (feature_extractor: scoring only; the feature loss uses loss_feature_extractor)
+#: fields that only change how a trained model is scored: configs differing only in these share one
+#: trained model (feature_extractor: scoring only; the feature loss uses loss_feature_extractor).
 TEST_TIME_FIELDS: tuple[str, ...] = (
     "feature_extractor", "test_fill", "fill_alpha", "score_map", "smoothing", "smoothing_size",
     "smoothing_sigma", "map_normalization", "fast_scoring", "max_test_images",
@@ -293,60 +293,39 @@ def _field_problem(name: str, value: Any) -> str | None:
 PRESETS: dict[str, ESADConfig] = {
     # seconds: tiny images, tiny nets, a couple of epochs.  Tests and CI.
     "smoke": ESADConfig(
-        profile="smoke",
-        image_size=(32, 32),
-        synth_max_side=64,
-        synth_counts=(8, 2, 4, 4, 4),
-        base_width=8,
-        epochs=2,
-        batch_size=4,
-        early_stopping_patience=0,
-        smoothing="gaussian",
-        smoothing_size=5,
+        profile="smoke", image_size=(32, 32), synth_max_side=64, synth_counts=(8, 2, 4, 4, 4), base_width=8,
+        epochs=2, batch_size=4, early_stopping_patience=0, smoothing="gaussian", smoothing_size=5,
         smoothing_sigma=1.0,
         cpu_malloc_tuning=False,  # [ours] process-wide: the test suite shares one process
     ),
     # minutes on a 2-core CPU for all five synthetic categories.
     "demo": ESADConfig(
-        profile="demo",
-        image_size=(64, 64),
-        synth_max_side=256,
-        base_width=16,
-        # [ours] every choice below was made on the held-out synthetic DEV set (synth_seed=1),
-        # never on the seed-0 test set that `make demo` reports; the measured tables are in
-        # docs/dev_set.md, produced by benchmarks/dev_set_choices.py.
+        profile="demo", image_size=(64, 64), synth_max_side=256, base_width=16,
+        # [ours] every choice below was made on the held-out synthetic DEV set (synth_seed=1), never on
+        # the seed-0 test set `make demo` reports (docs/dev_set.md, benchmarks/dev_set_choices.py).
         epochs=12,  # [ours] the budget of `make demo` (10 minutes on a 2-core CPU)
         batch_size=2,  # [ours] 4x the optimiser steps of batch 8 for ~20 % more time per epoch
         lr=1e-3,  # [ours] larger than RIAD's 1e-4 to converge in the demo's few epochs
         early_stopping_patience=0,
-        smoothing="gaussian",  # [ours] dev set
-        smoothing_size=7,
-        smoothing_sigma=1.0,  # [ours] dev set
+        smoothing="gaussian", smoothing_size=7, smoothing_sigma=1.0,  # [ours] dev set
         # [ours] per-pixel standardisation with the train/good maps (60 images; validation has 10)
         map_normalization="train",
     ),
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
     "paper": ESADConfig(
         profile="paper",
-        # [paper] the feature loss and the feature-level map use ImageNet-pretrained features;
-        # EfficientNet-Lite0 is the pretrained backbone available offline (not measured at this
-        # scale: no GPU; at the demo's 64 px the dev set prefers random_cnn, see docs/dev_set.md)
-        feature_extractor="efficientnet_lite0",
-        loss_feature_extractor="efficientnet_lite0",
+        # [paper] ImageNet-pretrained features for the loss and the map; EfficientNet-Lite0 is the one
+        # available offline (not measured at this scale; at 64 px the dev set prefers random_cnn)
+        feature_extractor="efficientnet_lite0", loss_feature_extractor="efficientnet_lite0",
         checkpointing=True,  # [ours] fits the batch of 8 in ~9 GiB (benchmarks/README.md)
     ),
 }
 
 
-#: the RIAD baseline (ESAD's predecessor) as a config diff: one classic U-Net, zero fill in
-#: training and at test, no feature loss, pixel-level (MSGMS) maps.  The one definition used by
-#: ``esad demo``, the ablation variant "riad", the benchmark and ``esad model-info``.
+#: the RIAD baseline (ESAD's predecessor) as a config diff: one classic U-Net, zero fill in training
+#: and at test, no feature loss, pixel-level (MSGMS) maps (the one definition everything uses).
 RIAD_DIFF: dict[str, Any] = {
-    "method": "riad",
-    "unet": "classic",
-    "train_fill": "zero",
-    "test_fill": "zero",
-    "score_map": "pixel",
+    "method": "riad", "unet": "classic", "train_fill": "zero", "test_fill": "zero", "score_map": "pixel",
     "w_feature": 0.0,
 }
 
@@ -384,10 +363,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded likewise."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -438,11 +413,8 @@ class PatchCoreConfig:
             if not ok:
                 raise ValueError(f"PatchCoreConfig.{name}={getattr(self, name)!r}: use {allowed}")
 
-    def replace(self, **changes: Any) -> PatchCoreConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    replace = dataclasses.replace
+    to_dict = dataclasses.asdict
 
     def key(self, cfg: ESADConfig) -> str:
         """Cache key of a PatchCore run on ``cfg``'s data: these settings and ``cfg.key()``."""
