@@ -87,23 +87,14 @@ def _natural_key(name: str) -> tuple:
 
 def image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` (sorted naturally; stray files and folders skipped)."""
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if p.is_file() and not is_stray(p)]
+    files = [p for p in folder.iterdir() if p.is_file() and not is_stray(p)] if folder.is_dir() else []
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def is_category_dir(path: Path) -> bool:
-    """A folder that looks like one LOCO category (has ``train/good``)."""
-    return (path / "train" / "good").is_dir()
-
-
 def categories(root: str | Path) -> list[str]:
-    """Names of the category folders under ``root`` (sorted)."""
+    """Names of the category folders (holding ``train/good``) under ``root``, sorted."""
     root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_category_dir(p))
+    return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir()) if root.is_dir() else []
 
 
 def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:
