@@ -159,9 +159,7 @@ def format_counts(counts: dict) -> str:
     return "\n".join(lines)
 
 
-def _refuse_unsafe_output(
-    src: Path, out: Path, mode: str, force: bool, old: dict | None, planned: list[str]
-) -> None:
+def _refuse_unsafe_output(src: Path, out: Path, mode: str, force: bool, old: dict | None, planned: list[str]):
     """Raise ``SplitError`` when writing the split into ``out`` could touch a file this tool did
     not write (``old``: the manifest found in ``out``, if any; ``planned``: the files to write)."""
     if out.exists() and not out.is_dir():
@@ -174,10 +172,9 @@ def _refuse_unsafe_output(
             raise SplitError(f"{out} is not empty and was not written by 'esad split' (no {MANIFEST}); "
                              f"nothing was changed. Choose an empty or new folder{why}")
     if old is not None and (old.get("source") != str(src) or old.get("mode") != mode) and not force:
-        raise SplitError(
-            f"{out} holds a split of {old.get('source')} (mode {old.get('mode')}); this run asks for "
-            f"{src} (mode {mode}). Pass --force to rewrite its own outputs, or choose another folder"
-        )
+        raise SplitError(f"{out} holds a split of {old.get('source')} (mode {old.get('mode')}); this run "
+                         f"asks for {src} (mode {mode}). Pass --force to rewrite its own outputs, or choose "
+                         "another folder")
 
 
 def _write_files(files: list[PlannedFile], out: Path, mode: str, progress: bool) -> tuple[int, int]:
@@ -195,21 +192,14 @@ def _write_files(files: list[PlannedFile], out: Path, mode: str, progress: bool)
         except OSError as err:
             hint = " (hard links cannot cross file systems: use --mode copy or symlink)"
             hint = hint if mode == "hardlink" else ""
-            raise SplitError(
-                f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
-            ) from err
+            msg = f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
+            raise SplitError(msg) from err
         written += 1
     return written, unchanged
 
 
-def split_dataset(
-    src: str | Path,
-    out: str | Path,
-    mode: str = "copy",
-    force: bool = False,
-    progress: bool = True,
-    verbose: bool = False,
-) -> dict:
+def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: bool = False,
+                  progress: bool = True, verbose: bool = False) -> dict:
     """Write ``OUT/structural`` and ``OUT/logical`` from the LOCO-layout root ``src``.  Returns
     ``dict(out, mode, counts, written, unchanged, removed, official, mismatches)``; ``counts[target]
     [category]`` maps "train/good", "validation/good", "test/good", "test/<type>_anomalies", "masks"
@@ -219,10 +209,8 @@ def split_dataset(
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().absolute()
     cats = categories(src)
     if not cats:
-        raise DatasetLayoutError(
-            f"{src}: not a LOCO-layout root (no <category>/train/good inside); point it at the "
-            "folder holding breakfast_box/, juice_bottle/, ..."
-        )
+        raise DatasetLayoutError(f"{src}: not a LOCO-layout root (no <category>/train/good inside); point "
+                                 "it at the folder holding breakfast_box/, juice_bottle/, ...")
     out_r = out.resolve()
     if out_r == src or src in out_r.parents or out_r in src.parents:
         raise SplitError(f"output {out} must lie outside the source {src} (and not contain it)")
@@ -235,12 +223,9 @@ def split_dataset(
     mismatches = official_mismatches(counts) if official else []
     result = {"out": out, "mode": mode, "counts": counts, "written": 0, "unchanged": 0, "removed": 0,
               "official": official, "mismatches": mismatches}
-    if (
-        old is not None
-        and old.get("status") == "complete"
-        and (old.get("source"), old.get("mode"), old.get("files")) == (str(src), mode, planned)
-        and all(_same(f.src, out / f.rel, mode) for f in files)
-    ):  # a re-run of a complete, unchanged split: touch nothing
+    if (old is not None and old.get("status") == "complete"
+            and (old.get("source"), old.get("mode"), old.get("files")) == (str(src), mode, planned)
+            and all(_same(f.src, out / f.rel, mode) for f in files)):  # complete and unchanged: touch nothing
         result["unchanged"] = len(files)
         _report(result, verbose)
         return result
@@ -248,9 +233,8 @@ def split_dataset(
     manifest = {"tool": "esad split", "source": str(src), "mode": mode, "status": "in_progress"}
     manifest["files"] = planned
     # the manifest names everything this tool may write: store the union until the run is done
-    atomic_write_text(
-        out / MANIFEST, json.dumps({**manifest, "files": sorted(previous | set(planned))}, indent=1)
-    )
+    union = {**manifest, "files": sorted(previous | set(planned))}
+    atomic_write_text(out / MANIFEST, json.dumps(union, indent=1))
 
     for p in out.rglob(f"*{TMP_SUFFIX}"):  # leftovers of an interrupted run (our own temp names)
         p.unlink()
@@ -272,10 +256,8 @@ def _report(result: dict, verbose: bool) -> None:
     if not verbose:
         return
     print(format_counts(result["counts"]))
-    print(
-        f"{result['written']} files written, {result['unchanged']} already up to date, "
-        f"{result['removed']} stale removed -> {result['out']}"
-    )
+    print(f"{result['written']} files written, {result['unchanged']} already up to date, "
+          f"{result['removed']} stale removed -> {result['out']}")
     if result["official"]:
         mm = result["mismatches"]
         print("official counts: " + ("all match" if not mm else "MISMATCH\n  " + "\n  ".join(mm)))
