@@ -137,15 +137,10 @@ def render_breakfast_box(cv: Canvas, rng: np.random.Generator, defect: str | Non
         out.append(_fruit(cv, f, rng, -0.11 * W, y, r * 0.95, "tangerine"))
     regions["fruit"] = fruit
     if defect == "bruised_fruit":
-        lay = cv.layer()
         x, y = sample_point(rng, fruit)
-        bruise_pts = blob(rng, x, y, r * rng.uniform(0.25, 0.45))
-        ImageDraw.Draw(lay).polygon([tuple(p) for p in bruise_pts], fill=255)
-        bruise = cv.to_bool(lay) & fruit
-        col = jitter_colour(rng, (110, 60, 25), 15)
-        src = Image.new("RGB", cv.img.size, col)
-        alpha = Image.fromarray((bruise * rng.uniform(140, 220)).astype(np.uint8))
-        cv.img.paste(src, (0, 0), alpha)
+        bruise = _layer_of(cv, blob(rng, x, y, r * rng.uniform(0.25, 0.45))) & fruit
+        src = Image.new("RGB", cv.img.size, jitter_colour(rng, (110, 60, 25), 15))
+        cv.img.paste(src, (0, 0), Image.fromarray((bruise * rng.uniform(140, 220)).astype(np.uint8)))
         out.append(bruise)
     return out, regions
 
