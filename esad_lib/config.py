@@ -71,16 +71,13 @@ class ESADConfig:
     #: "auto" (the real dataset when the data root holds it, else synthetic; esad_lib/data/roots.py).  [ours]
     dataset: str = "synthetic"
     category: str = "breakfast_box"  # [paper] one of the five MVTec LOCO AD categories
-    #: network input size (H, W); images are resized to it.  [RIAD]/[paper]: 256x256.
-    image_size: tuple[int, int] = (256, 256)
-    #: keep each category's aspect ratio at long side max(image_size).  [paper]/[RIAD] squash: False
-    keep_aspect: bool = False
+    image_size: tuple[int, int] = (256, 256)  # network input (H, W).  [RIAD]/[paper]
+    keep_aspect: bool = False  # aspect kept, long side max(image_size).  [paper]/[RIAD] squash
     #: synthetic benchmark: longest side; counts (train, validation, test good/logical/structural).  [ours]
     synth_max_side: int = 256
     synth_counts: tuple[int, int, int, int, int] = (60, 10, 40, 40, 40)  # [ours]
     synth_seed: int = 0  # [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
-    #: cap on the number of test images per type evaluated (None = all): quick checks.  [ours]
-    max_test_images: int | None = None
+    max_test_images: int | None = None  # [ours] cap of test images per type (None = all)
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
     # ---- model (the authors' README "2. Proposed Method" and their reference code) -----------
@@ -96,8 +93,7 @@ class ESADConfig:
     block_expansion: int = 2  # encoder blocks' expansion e (group conv C -> e*C).  [paper ref. code]: 2.
     use_eca: bool = False  # [paper ref. code]: ECA present but off
     num_masks: int = 3  # K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
-    #: cutout (cell) sizes, one sampled per training batch; all used at test.  [RIAD]
-    cutout_sizes: tuple[int, ...] = (2, 4, 8, 16)
+    cutout_sizes: tuple[int, ...] = (2, 4, 8, 16)  # [RIAD] one sampled per training batch; all at test
     train_fill: Fill = "train"  # [paper] fill while training (select=0)
     #: fill at test: "test" (select=1, mixes inpainting and input) [paper]; "train" (inpainting
     #: only), "zero" (RIAD), "input" (the input itself).
@@ -118,45 +114,35 @@ class ESADConfig:
     #: frozen extractor of the feature *loss* (same names; "recon_encoder" = the reconstruction
     #: net's encoder frozen when the loss is built, esad_lib/method/loss.py).  [ours] as above
     loss_feature_extractor: Extractor = "random_cnn"
-    #: distance between feature vectors in the feature loss: "cosine" or "mse".  [ours]
-    feature_loss_distance: FeatureLossDistance = "cosine"
-    #: optional explicit path to ImageNet weights for the backbone extractors.  [ours]
-    feature_weights: str | None = None
+    feature_loss_distance: FeatureLossDistance = "cosine"  # [ours] of the feature loss
+    feature_weights: str | None = None  # [ours] explicit path to the backbones' ImageNet weights
 
     # ---- training ----------------------------------------------------------------------
     epochs: int = 300  # [RIAD] (the paper gives no schedule)
     batch_size: int = 8  # [RIAD]
     lr: float = 1e-4  # [RIAD]
     weight_decay: float = 1e-5  # [RIAD]
-    #: "constant" [RIAD] or "cosine" (per step from ``lr`` to 0 at the last step; SGDR).  [ours]
-    lr_schedule: LRSchedule = "constant"
+    lr_schedule: LRSchedule = "constant"  # [RIAD]; "cosine": per step from lr to 0 (SGDR) [ours]
     early_stopping_patience: int = 30  # [ours] epochs without val improvement; 0 = off
     amp: bool = True  # [ours] mixed precision, only effective on CUDA
     sync_batchnorm: bool = False  # [ours] DDP only
     #: activation checkpointing of the U-Nets per level in training (esad_lib/perf/checkpointing.py):
     #: same gradients, several-fold less memory, one more forward pass.  [ours] on in the paper preset
     checkpointing: bool = False
-    #: train in channels_last (NHWC) layout (esad_lib/perf/speed.py).  [ours] same maths, faster on CPU
-    channels_last_training: bool = True
-    #: CPU training: glibc's malloc keeps freed memory for the next step (esad_lib/perf/speed.py).
-    #: [ours] process-wide allocator setting only
-    cpu_malloc_tuning: bool = True
+    channels_last_training: bool = True  # [ours] NHWC training (esad_lib/perf/speed.py), faster on CPU
+    cpu_malloc_tuning: bool = True  # [ours] CPU: glibc malloc keeps freed memory (perf/speed.py)
     seed: int = 0  # [ours]
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...  [ours]
 
     # ---- scoring -----------------------------------------------------------------------
-    #: "feature" (ESAD's feature-level discrimination) or "pixel" (RIAD's MSGMS map).  [paper]
-    score_map: ScoreMap = "feature"
-    #: "mean" (box filter), "gaussian" or "none".  [RIAD] its code: a 21x21 mean filter
-    smoothing: Smoothing = "mean"
+    score_map: ScoreMap = "feature"  # [paper] "feature" (ESAD) or "pixel" (RIAD's MSGMS)
+    smoothing: Smoothing = "mean"  # "mean" (box), "gaussian", "none".  [RIAD] 21x21 mean
     smoothing_size: int = 21  # [RIAD] box size (mean filter), in network-input pixels
     smoothing_sigma: float = 4.0  # Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
-    #: "none" [paper], "train" or "validation" (standardise each pixel with that split's good maps)
+    #: "none" [paper]; "train"/"validation": per-pixel standardisation
     map_normalization: MapNormalization = "none"
-    #: batched, BatchNorm-folded, channels_last scoring (esad_lib/scoring.py); off = eager, per image.  [ours]
-    fast_scoring: bool = True
-    #: images per batch on the fast scoring path (maps independent of it up to rounding).  [ours]
-    eval_batch_size: int = 8
+    fast_scoring: bool = True  # [ours] batched, BN-folded scoring (esad_lib/scoring.py); off = eager
+    eval_batch_size: int = 8  # [ours] batch of the fast scoring path
 
     # ------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
