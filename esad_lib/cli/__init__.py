@@ -1,13 +1,7 @@
 """The ``esad`` command line: one small module per command group, each argparse plus a library call.
 
-A module listed in ``COMMAND_MODULES`` exposes ``register(subparsers)`` that adds its parsers
-and sets ``func`` (``args -> exit code``) on each:
-
-* ``esad_lib.cli.data``     -- ``split``, ``check``, ``synth``
-* ``esad_lib.cli.models``   -- ``model-info``
-* ``esad_lib.cli.train``    -- ``train``
-* ``esad_lib.cli.evaluate`` -- ``evaluate``, ``score-maps``, ``report``, ``demo``
-* ``esad_lib.cli.ablate``   -- ``ablate``
+Each module of ``COMMAND_MODULES`` has ``register(subparsers)``, which adds its parsers and sets
+``func`` (``args -> exit code``) on each.
 """
 
 from __future__ import annotations
@@ -19,24 +13,15 @@ import sys
 from esad_lib import __version__
 
 #: modules that contribute sub-commands, in the order ``esad --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "esad_lib.cli.data",
-    "esad_lib.cli.models",
-    "esad_lib.cli.train",
-    "esad_lib.cli.evaluate",
-    "esad_lib.cli.ablate",
+COMMAND_MODULES: tuple[str, ...] = tuple(
+    f"esad_lib.cli.{name}" for name in ("data", "models", "train", "evaluate", "ablate")
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-
-    parser = argparse.ArgumentParser(
-        prog="esad",
-        description=(
-            "ESAD (structural anomaly detection by inpainting + reconstruction) on MVTec LOCO AD "
-            "or the built-in synthetic LOCO-like benchmark."
-        ),
-    )
+    parser = argparse.ArgumentParser(prog="esad", description=(
+        "ESAD (structural anomaly detection by inpainting + reconstruction) on MVTec LOCO AD "
+        "or the built-in synthetic LOCO-like benchmark."))
     parser.add_argument("--version", action="version", version=f"esad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -1,7 +1,4 @@
-"""``esad split``, ``esad check`` and ``esad synth``: data sub-commands (authors' README "1. Requirements").
-
-Registered by ``esad_lib.cli`` through ``register(subparsers)``.
-"""
+"""``esad split``, ``esad check``, ``esad synth``: data sub-commands (authors' README "1. Requirements")."""
 
 from __future__ import annotations
 
@@ -19,21 +16,16 @@ from esad_lib.data.synth import DEFAULT_COUNTS, DEFAULT_MAX_SIDE, generate_synth
 
 def _split(args: argparse.Namespace) -> int:
     try:
-        res = split_dataset(
-            args.src, args.out, mode=args.mode, force=args.force, progress=not args.quiet, verbose=True
-        )
+        res = split_dataset(args.src, args.out, args.mode, args.force, progress=not args.quiet, verbose=True)
     except (SplitError, DatasetLayoutError, ValueError) as err:
         print(f"esad split: {err}", file=sys.stderr)
         return 2
     if res["mismatches"]:
         # a partial download, or the synthetic benchmark named like LOCO: the split itself is fine
         kind = "error" if args.strict else "warning"
-        print(
-            f"esad split: {kind}: the per-category counts differ from the official MVTec LOCO AD ones "
-            f"({len(res['mismatches'])} difference(s), listed above); the split was written"
-            + (" (--strict: exit 1)" if args.strict else ""),
-            file=sys.stderr,
-        )
+        print(f"esad split: {kind}: the per-category counts differ from the official MVTec LOCO AD ones "
+              f"({len(res['mismatches'])} difference(s), listed above); the split was written"
+              + (" (--strict: exit 1)" if args.strict else ""), file=sys.stderr)
         return 1 if args.strict else 0
     return 0
 
@@ -43,12 +35,9 @@ def _check(args: argparse.Namespace) -> int:
     for p in probs:
         print(p)
     if probs:
-        kinds = Counter(p.kind for p in probs)
-        print(
-            f"esad check: {len(probs)} problem(s): "
-            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
-            file=sys.stderr,
-        )
+        kinds = sorted(Counter(p.kind for p in probs).items())
+        print(f"esad check: {len(probs)} problem(s): " + ", ".join(f"{k} {n}" for k, n in kinds),
+              file=sys.stderr)
         return 1
     print(f"esad check: {args.root} is fine")
     return 0
@@ -57,14 +46,8 @@ def _check(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
-        out = generate_synthetic(
-            args.out,
-            seed=args.seed,
-            max_side=args.max_side,
-            counts=tuple(args.counts),
-            categories=tuple(args.categories),
-            progress=not args.quiet,
-        )
+        counts, cats = tuple(args.counts), tuple(args.categories)
+        out = generate_synthetic(args.out, args.seed, args.max_side, counts, cats, progress=not args.quiet)
     except (FileExistsError, ValueError) as err:
         print(f"esad synth: {err}", file=sys.stderr)
         return 2
@@ -81,48 +64,35 @@ def register(subparsers) -> None:
     )
     p.add_argument("src", help="LOCO-layout root (e.g. mvtec_loco_anomaly_detection/)")
     p.add_argument("out", help="output folder (new, empty, or an earlier 'esad split' output)")
-    p.add_argument(
-        "--mode", choices=MODES, default="copy", help="copy files (default), hard-link or symlink them"
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="write into a folder 'esad split' did not write, beside its files, if none would be "
-        "overwritten; or redo an earlier split of OUT from another source/mode (its own files are "
-        "rewritten, those the new split lacks deleted; no other file is touched)",
-    )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit 1 when the per-category counts differ from the official ones (default: a warning)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_split)
+    p.add_argument("--mode", choices=MODES, default="copy",
+                   help="copy files (default), hard-link or symlink them")
+    p.add_argument("--force", action="store_true", help=(
+        "write into a folder 'esad split' did not write, beside its files, if none would be overwritten; or "
+        "redo an earlier split of OUT from another source/mode (its own files are rewritten, those the new "
+        "split lacks deleted; no other file is touched)"))
+    p.add_argument("--strict", action="store_true", help=(
+        "exit 1 when the per-category counts differ from the official ones (default: a warning)"))
+    _quiet(p, _split)
 
     p = subparsers.add_parser("check", help="validate a LOCO-layout root; list every problem (exit 1 if any)")
     p.add_argument("root")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_check)
+    _quiet(p, _check)
 
     p = subparsers.add_parser(
         "synth", help="render the synthetic LOCO-like benchmark (deterministic per seed)"
     )
     p.add_argument("out", help="output folder (new or empty)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--max-side",
-        type=int,
-        default=DEFAULT_MAX_SIDE,
-        help=f"longest image side in pixels (default {DEFAULT_MAX_SIDE})",
-    )
-    p.add_argument(
-        "--counts",
-        type=int,
-        nargs=5,
-        default=list(DEFAULT_COUNTS),
-        metavar=("TRAIN", "VAL", "GOOD", "LOGICAL", "STRUCTURAL"),
-        help=f"images per category (default {' '.join(map(str, DEFAULT_COUNTS))})",
-    )
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                   help=f"longest image side in pixels (default {DEFAULT_MAX_SIDE})")
+    p.add_argument("--counts", type=int, nargs=5, default=list(DEFAULT_COUNTS),
+                   metavar=("TRAIN", "VAL", "GOOD", "LOGICAL", "STRUCTURAL"),
+                   help=f"images per category (default {' '.join(map(str, DEFAULT_COUNTS))})")
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
+    _quiet(p, _synth)
+
+
+def _quiet(p: argparse.ArgumentParser, func) -> None:
+    """The ``--quiet`` flag every data command has, and the command's function."""
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_synth)
+    p.set_defaults(func=func)

@@ -6,9 +6,8 @@
     esad train ... --out runs/pp --resume            # continue an interrupted run
     torchrun --nproc_per_node=4 -m esad_lib.cli train ...   # DistributedDataParallel
 
-``--set key=value`` sets any ``ESADConfig`` field; the value is converted with the field's
-type (``int``, ``float``, ``bool`` as true/false, tuples as comma-separated values, ``none``
-for optional fields).  The module also runs on its own: ``python -m esad_lib.cli.train ...``.
+``--set key=value`` sets any ``ESADConfig`` field (converted by ``esad_lib.overrides``).  The module
+also runs on its own: ``python -m esad_lib.cli.train ...``.
 """
 
 from __future__ import annotations
@@ -24,23 +23,17 @@ from esad_lib.overrides import parse_overrides
 from esad_lib.training import train
 
 __all__ = ["build_config", "main", "register"]
+_DESCRIPTION = (__doc__ or "").split("\n\n")[0]
+
 
 def build_config(args: argparse.Namespace) -> ESADConfig:
     """The config an ``esad train`` command line asks for (explicit ``--profile`` beats ESAD_PROFILE)."""
     name = args.profile or profile_name(None)
     if name not in PRESETS:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    changes: dict[str, Any] = {}
-    if args.data is not None:
-        changes["dataset"] = args.data
-    if args.category is not None:
-        changes["category"] = args.category
-    if args.epochs is not None:
-        changes["epochs"] = args.epochs
-    if args.device is not None:
-        changes["device"] = args.device
-    if args.seed is not None:
-        changes["seed"] = args.seed
+    flags = {"dataset": args.data, "category": args.category, "epochs": args.epochs, "device": args.device,
+             "seed": args.seed}
+    changes: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     changes.update(parse_overrides(args.set or []))
     cfg = PRESETS[name].replace(**changes)
     if cfg.dataset != "synthetic":
@@ -52,9 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help='LOCO-layout dataset root, or "synthetic" (default: the profile\'s)')
     p.add_argument("--category", help="category to train on (default: the profile's)")
     p.add_argument("--profile", choices=PROFILES, help="scale profile (default: $ESAD_PROFILE or demo)")
-    p.add_argument(
-        "--out", required=True, help="run folder to write (config.json, log.csv, checkpoint.pt, model.pt)"
-    )
+    p.add_argument("--out", required=True,
+                   help="run folder to write (config.json, log.csv, checkpoint.pt, model.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     p.add_argument("--epochs", type=int, help="number of epochs (may be raised when resuming)")
     p.add_argument("--device", help='"auto", "cpu", "cuda", "cuda:1" (under torchrun: one GPU per process)')
@@ -65,13 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     main_rank = dist_info().is_main
     try:
         cfg = build_config(args)
-        result = train(
-            cfg, args.out, resume=args.resume, progress=not args.no_progress, tensorboard=args.tensorboard
-        )
+        progress, tb = not args.no_progress, args.tensorboard
+        result = train(cfg, args.out, resume=args.resume, progress=progress, tensorboard=tb)
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
         if main_rank:
             print(f"esad train: error: {e}", file=sys.stderr)
@@ -90,18 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train a model on one category",
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = subparsers.add_parser("train", help="train a model on one category", description=_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="esad train", description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="esad train", description=_DESCRIPTION)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

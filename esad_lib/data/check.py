@@ -1,11 +1,7 @@
 """Validate a LOCO-layout root (MVTec LOCO AD, the paper's benchmark; a split of it; or the
 synthetic benchmark) before training on it: ``esad check ROOT``.
 
-Decodes every image and mask and lists EVERY problem found (it does not stop at the first):
-missing folders or defects config, unreadable or truncated images and masks, masks whose size
-differs from their image, masks holding several positive values, masks that are empty,
-positive values that ``defects_config.json`` does not define, anomalous images without a
-ground-truth folder, and ground-truth folders without an image.  It never writes anything.
+Decodes every image and mask and lists EVERY problem (the kinds in ``PROBLEM_KINDS``); never writes.
 """
 
 from __future__ import annotations
@@ -30,19 +26,13 @@ from esad_lib.data.loco import (
 
 #: the kinds of problem ``check_dataset`` reports.
 PROBLEM_KINDS = (
-    "layout",
-    "missing_folder",
-    "defects_config",
-    "unreadable_image",
-    "unreadable_mask",
-    "mask_size",
-    "mask_values",
-    "empty_mask",
-    "unknown_pixel_value",
-    "missing_ground_truth",
-    "orphan_ground_truth",
+    "layout", "missing_folder", "defects_config", "unreadable_image", "unreadable_mask", "mask_size",
+    "mask_values", "empty_mask", "unknown_pixel_value", "missing_ground_truth", "orphan_ground_truth",
     "unknown_folder",
 )
+
+
+ANOMALY_DIRS = ("logical_anomalies", "structural_anomalies")
 
 
 @dataclass(frozen=True)
@@ -62,10 +52,9 @@ def _layout_problems(cdir: Path) -> list[Problem]:
         for sub in ("train/good", "validation/good", "test/good")
         if not (cdir / sub).is_dir()
     ]
-    if not any((cdir / "test" / d).is_dir() for d in ("logical_anomalies", "structural_anomalies")):
-        probs.append(
-            Problem(cdir / "test", "missing_folder", "no logical_anomalies/ or structural_anomalies/ folder")
-        )
+    if not any((cdir / "test" / d).is_dir() for d in ANOMALY_DIRS):
+        msg = "no logical_anomalies/ or structural_anomalies/ folder"
+        probs.append(Problem(cdir / "test", "missing_folder", msg))
     if (cdir / "test").is_dir():
         probs += [
             Problem(d, "unknown_folder", "not good/, logical_anomalies/ or structural_anomalies/")
@@ -76,8 +65,7 @@ def _layout_problems(cdir: Path) -> list[Problem]:
 
 
 def _defect_values(cdir: Path, probs: list[Problem]) -> set[int] | None:
-    """The pixel values ``defects_config.json`` defines (None when it is missing or unreadable,
-    a problem appended to ``probs``)."""
+    """The pixel values of ``defects_config.json`` (None if missing/unreadable: a problem in ``probs``)."""
     if not (cdir / DEFECTS_CONFIG).is_file():
         probs.append(Problem(cdir / DEFECTS_CONFIG, "defects_config", "missing (needed for the sPRO metric)"))
         return None
@@ -99,8 +87,7 @@ def _mask_problems(mp: Path, hw: tuple[int, int], values: set[int] | None) -> li
         m = load_mask(mp)
     except DatasetLayoutError as err:
         return [Problem(mp, "unreadable_mask", _reason(err))]
-    probs = []
-    h, w = hw
+    probs, (h, w) = [], hw
     if m.shape != (h, w):
         probs.append(Problem(mp, "mask_size", f"{m.shape[1]}x{m.shape[0]} (WxH) but its image is {w}x{h}"))
     pos = [int(v) for v in np.unique(m) if v != 0]
@@ -130,7 +117,7 @@ def _sample_problems(s: Sample, values: set[int] | None) -> list[Problem]:
 def _ground_truth_problems(cdir: Path) -> list[Problem]:
     """Ground-truth folders missing for an anomaly folder, or left without their image."""
     probs = []
-    for d in ("logical_anomalies", "structural_anomalies"):
+    for d in ANOMALY_DIRS:
         gt = cdir / "ground_truth" / d
         if not gt.is_dir():
             if (cdir / "test" / d).is_dir() and image_files(cdir / "test" / d):
@@ -157,11 +144,11 @@ def check_dataset(root: str | Path, progress: bool = True) -> list[Problem]:
     from tqdm.auto import tqdm
 
     root = Path(root).expanduser()
-    if not root.is_dir():
-        return [Problem(root, "layout", "no such folder")]
     cats = categories(root)
-    if not cats:
-        return [Problem(root, "layout", "not a LOCO-layout root: no <category>/train/good folders inside")]
+    if not root.is_dir() or not cats:
+        why = "not a LOCO-layout root: no <category>/train/good folders inside"
+        why = why if root.is_dir() else "no such folder"
+        return [Problem(root, "layout", why)]
     total = sum(len(list_samples(root, c)) for c in cats)
     probs: list[Problem] = []
     with tqdm(total=total, desc="esad check", disable=not progress) as pbar:

@@ -8,11 +8,9 @@ The layout (official dataset, its structural/logical splits, and the synthetic b
     <root>/<category>/ground_truth/{logical,structural}_anomalies/<image_id>/000.png, 001.png, ...
     <root>/<category>/defects_config.json
 
-Each anomalous test image has a *folder* of masks, one PNG per defect region ("channel"):
-0 outside the region, the defect's ``pixel_value`` inside.  The reader keeps these channels
-apart (the sPRO metric needs them) and also offers their union (pixel AUROC / AU-PRO need it).
-A split dataset simply lacks one of the two anomaly folders.  Stray files (``.DS_Store``,
-``Thumbs.db``, anything that is not an image) are ignored.
+Each anomalous test image has a folder of masks, one PNG per defect region ("channel"), holding
+the defect's ``pixel_value``: kept apart for sPRO, united for pixel AUROC / AU-PRO.  A split
+dataset lacks one anomaly folder; stray files (``.DS_Store``, non-images) are ignored.
 """
 
 from __future__ import annotations
@@ -42,11 +40,8 @@ class DatasetLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class DefectSpec:
-    """One entry of ``defects_config.json`` (used by the sPRO metric).
-
-    ``saturation_threshold`` is a pixel count when ``relative_saturation`` is False, else a
-    fraction of the defect region's area.
-    """
+    """One entry of ``defects_config.json`` (sPRO): ``saturation_threshold`` is a fraction of the
+    region's area if ``relative_saturation``, else a pixel count."""
 
     defect_name: str
     pixel_value: int
@@ -54,12 +49,9 @@ class DefectSpec:
     relative_saturation: bool
 
     def to_dict(self) -> dict:
-        return {
-            "defect_name": self.defect_name,
-            "pixel_value": int(self.pixel_value),
-            "saturation_threshold": self.saturation_threshold,
-            "relative_saturation": bool(self.relative_saturation),
-        }
+        return {"defect_name": self.defect_name, "pixel_value": int(self.pixel_value),
+                "saturation_threshold": self.saturation_threshold,
+                "relative_saturation": bool(self.relative_saturation)}
 
 
 @dataclass
@@ -84,10 +76,8 @@ class Sample:
 def is_stray(path: Path) -> bool:
     """True for files the reader ignores: hidden files, ``Thumbs.db``, non-images."""
     name = path.name
-    return (
-        name.startswith(".")
-        or name.lower() in ("thumbs.db", "desktop.ini")
-        or (path.suffix.lower() not in IMAGE_SUFFIXES)
+    return name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini") or (
+        path.suffix.lower() not in IMAGE_SUFFIXES
     )
 
 
@@ -97,23 +87,14 @@ def _natural_key(name: str) -> tuple:
 
 def image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` (sorted naturally; stray files and folders skipped)."""
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if p.is_file() and not is_stray(p)]
+    files = [p for p in folder.iterdir() if p.is_file() and not is_stray(p)] if folder.is_dir() else []
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def is_category_dir(path: Path) -> bool:
-    """A folder that looks like one LOCO category (has ``train/good``)."""
-    return (path / "train" / "good").is_dir()
-
-
 def categories(root: str | Path) -> list[str]:
-    """Names of the category folders under ``root`` (sorted)."""
+    """Names of the category folders (holding ``train/good``) under ``root``, sorted."""
     root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_category_dir(p))
+    return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir()) if root.is_dir() else []
 
 
 def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:
@@ -125,15 +106,10 @@ def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:
             "(copy it from the original dataset)"
         )
     try:
-        entries = json.loads(path.read_text())
         specs = [
-            DefectSpec(
-                defect_name=str(e["defect_name"]),
-                pixel_value=int(e["pixel_value"]),
-                saturation_threshold=float(e["saturation_threshold"]),
-                relative_saturation=bool(e["relative_saturation"]),
-            )
-            for e in entries
+            DefectSpec(str(e["defect_name"]), int(e["pixel_value"]), float(e["saturation_threshold"]),
+                       bool(e["relative_saturation"]))
+            for e in json.loads(path.read_text())
         ]
     except (ValueError, KeyError, TypeError) as err:
         raise DatasetLayoutError(
@@ -146,40 +122,26 @@ def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:
 def _category_dir(root: Path, category: str) -> Path:
     cdir = root / category
     if not cdir.is_dir():
-        found = categories(root)
-        raise DatasetLayoutError(
-            f"{cdir}: no such category folder; {root} holds "
-            + (
-                ", ".join(found)
-                if found
-                else "no LOCO category folders (expected e.g. breakfast_box/train/good)"
-            )
+        found = ", ".join(categories(root)) or (
+            "no LOCO category folders (expected e.g. breakfast_box/train/good)"
         )
+        raise DatasetLayoutError(f"{cdir}: no such category folder; {root} holds {found}")
     return cdir
 
 
 def list_samples(
-    root: str | Path,
-    category: str,
-    split: str | None = None,
-    labels: Iterable[str] | None = None,
+    root: str | Path, category: str, split: str | None = None, labels: Iterable[str] | None = None
 ) -> list[Sample]:
-    """All images of ``category`` (one split or all), in split/label/name order.
-
-    ``labels`` filters by "good"/"logical"/"structural".  Mask paths are filled from
-    ``ground_truth/<label>_anomalies/<image_id>/`` (empty if that folder is missing: the
-    checker reports it, ``load_channel_masks`` raises).
-    """
+    """All images of ``category`` (one split or all; ``labels`` filters), in split/label/name order.
+    Mask paths come from ``ground_truth/<label>_anomalies/<image_id>/`` (empty if it is missing)."""
     root = Path(root)
     cdir = _category_dir(root, category)
     splits = SPLITS if split is None else (split,)
-    for s in splits:
-        if s not in SPLITS:
-            raise ValueError(f"unknown split {s!r}; choose one of {SPLITS}")
     wanted = LABELS if labels is None else tuple(labels)
-    for lab in wanted:
-        if lab not in LABELS:
-            raise ValueError(f"unknown label {lab!r}; choose from {LABELS}")
+    for s in (s for s in splits if s not in SPLITS):
+        raise ValueError(f"unknown split {s!r}; choose one of {SPLITS}")
+    for lab in (lab for lab in wanted if lab not in LABELS):
+        raise ValueError(f"unknown label {lab!r}; choose from {LABELS}")
     out: list[Sample] = []
     for s in splits:
         for lab in LABELS:
@@ -236,8 +198,7 @@ def load_mask(path: str | Path) -> np.ndarray:
 
 
 def load_channel_masks(sample: Sample) -> np.ndarray:
-    """The defect channels of ``sample``: uint8 [C, H0, W0], one per mask PNG (values = pixel
-    values); shape [0, H0, W0] for a good image."""
+    """The defect channels of ``sample``: uint8 [C, H0, W0], one per mask PNG ([0, H0, W0] if good)."""
     h, w = image_size(sample.path)
     if sample.label == "good":
         return np.zeros((0, h, w), dtype=np.uint8)
@@ -262,22 +223,16 @@ def union_mask(channels: np.ndarray) -> np.ndarray:
     return np.asarray(channels).astype(bool).any(axis=0)
 
 
-#: network input sides are rounded to a multiple of this (the U-Nets' four 2x2 poolings), so
-#: an aspect-preserving size needs no padding.
+#: network input sides are rounded to a multiple of this (the U-Nets' four 2x2 poolings).
 SIDE_MULTIPLE = 16
 
 
 def network_input_size(
     root: str | Path, category: str, size: Sequence[int], keep_aspect: bool
 ) -> tuple[int, int]:
-    """The ``(H, W)`` images of ``category`` are resized to for the networks.
-
-    ``keep_aspect=False``: ``size`` itself (the paper and RIAD squash every image to 256x256).
-    ``keep_aspect=True``: the longer side becomes ``max(size)`` and the shorter
-    one keeps the category's aspect ratio (read from its first ``train/good`` image; MVTec
-    LOCO's images of one category share one size), each side rounded to the nearest multiple
-    of ``SIDE_MULTIPLE`` (at least one multiple).
-    """
+    """The network input ``(H, W)`` of ``category``: ``size`` (the paper squashes to 256x256), or with
+    ``keep_aspect`` long side ``max(size)`` at the aspect of its first train image, each side
+    rounded to a multiple of ``SIDE_MULTIPLE``."""
     if not keep_aspect:
         return int(size[0]), int(size[1])
     train = list_samples(root, category, split="train")
@@ -286,8 +241,7 @@ def network_input_size(
             f"{Path(root) / category / 'train' / 'good'}: no image to read the aspect ratio from"
         )
     h0, w0 = image_size(train[0].path)
-    long_side = int(max(size))
-    scale = long_side / max(h0, w0)
+    scale = int(max(size)) / max(h0, w0)
 
     def side(x: float) -> int:
         return max(SIDE_MULTIPLE, int(round(x / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
@@ -295,22 +249,13 @@ def network_input_size(
     return side(h0 * scale), side(w0 * scale)
 
 
-def _to_tensor_image(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-
-
 class LOCODataset(torch.utils.data.Dataset):
     """Images of one category/split as network inputs (torch Dataset).
 
-    Item (a dict):
-      * ``image``  FloatTensor [3, H, W] in [-1, 1] (bilinear, antialiased resize to ``image_size``)
-      * ``mask``   FloatTensor [1, H, W] union of the defect channels (nearest resize), 0/1
-      * ``label``  int, 0 good / 1 anomalous; ``label_name`` "good"/"logical"/"structural"
-      * ``path``   str; ``orig_size`` LongTensor [2] = (H0, W0)
-      * ``channels`` uint8 ndarray [C, H0, W0] at ORIGINAL size (only if ``return_channels``;
-        batch with ``collate_keep_lists``)
-
-    ``cache=True`` keeps the resized tensors in memory after the first read (small datasets).
+    Item: ``image`` float [3, H, W] in [-1, 1] (bilinear, antialiased); ``mask`` float [1, H, W]
+    0/1 union of the channels (nearest); ``label`` 0 good / 1 anomalous; ``label_name``; ``path``;
+    ``orig_size`` long [2] = (H0, W0); with ``return_channels`` ``channels`` uint8 [C, H0, W0]
+    (batch with ``collate_keep_lists``).  ``cache=True`` keeps items in memory after the first read.
     """
 
     def __init__(
@@ -327,14 +272,12 @@ class LOCODataset(torch.utils.data.Dataset):
         from torchvision.transforms import functional as tvf
 
         self._tvf, self._interp = tvf, InterpolationMode
-        self.root = Path(root)
-        self.category = category
-        self.split = split
+        self.root, self.category, self.split = Path(root), category, split
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.return_channels = return_channels
         self.samples = list_samples(self.root, category, split, labels)
-        cfg_path = self.root / category / DEFECTS_CONFIG
-        self.defects = load_defects_config(self.root / category) if cfg_path.is_file() else []
+        has_config = (self.root / category / DEFECTS_CONFIG).is_file()
+        self.defects = load_defects_config(self.root / category) if has_config else []
         self._cache: dict[int, dict] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -343,21 +286,15 @@ class LOCODataset(torch.utils.data.Dataset):
     def _load(self, idx: int) -> dict:
         s = self.samples[idx]
         tvf, interp = self._tvf, self._interp
-        img = _to_tensor_image(load_image(s.path))  # uint8 [3, H0, W0]
+        img = torch.from_numpy(np.ascontiguousarray(load_image(s.path))).permute(2, 0, 1)  # uint8 [3, H0, W0]
         h0, w0 = img.shape[1:]
         x = tvf.resize(img.float(), list(self.image_size), interpolation=interp.BILINEAR, antialias=True)
         x = (x / 127.5 - 1.0).clamp_(-1.0, 1.0)
         channels = load_channel_masks(s) if s.label != "good" else np.zeros((0, h0, w0), np.uint8)
         union = torch.from_numpy(union_mask(channels)).to(torch.uint8)[None]
         m = tvf.resize(union, list(self.image_size), interpolation=interp.NEAREST).float()
-        item = {
-            "image": x,
-            "mask": m,
-            "label": int(s.label != "good"),
-            "label_name": s.label,
-            "path": str(s.path),
-            "orig_size": torch.tensor([h0, w0], dtype=torch.long),
-        }
+        item = {"image": x, "mask": m, "label": int(s.label != "good"), "label_name": s.label,
+                "path": str(s.path), "orig_size": torch.tensor([h0, w0], dtype=torch.long)}
         if self.return_channels:
             item["channels"] = channels
         return item
@@ -371,8 +308,7 @@ class LOCODataset(torch.utils.data.Dataset):
 
 
 def collate_keep_lists(batch: list[dict]) -> dict:
-    """Collate ``LOCODataset`` items: tensors stacked, ``label`` -> LongTensor [B],
-    ``channels``/``path``/``label_name`` kept as lists (channel counts and sizes differ)."""
+    """Collate ``LOCODataset`` items: tensors stacked, ``label`` -> long [B], the rest kept as lists."""
     out: dict = {}
     for key in batch[0]:
         vals = [b[key] for b in batch]

@@ -20,14 +20,10 @@ from esad_lib.data.loco import (
 )
 
 
-def format_tree(
-    root: str | Path, max_depth: int = 4, max_dirs: int = 4, show: Sequence[str] | None = None
-) -> str:
-    """The folder tree under ``root`` with the number of image files in each folder.
-
-    Long runs of sibling folders (one per anomalous image under ``ground_truth/``) are cut
-    after ``max_dirs``; other files (``defects_config.json``, ``license.txt``) are listed.
-    ``show``: names of the top-level folders to expand (default all); the others are counted."""
+def format_tree(root: str | Path, max_depth: int = 4, max_dirs: int = 4,
+                show: Sequence[str] | None = None) -> str:
+    """The folder tree under ``root`` with the number of image files in each folder; sibling folders
+    cut after ``max_dirs``; .json/.txt files listed; ``show``: the top-level folders to expand."""
     root = Path(root)
     lines = [f"{root.name}/"]
 
@@ -37,25 +33,21 @@ def format_tree(
         if depth == 1 and show is not None:
             hidden = len([p for p in subdirs if p.name not in show])
             subdirs = [p for p in subdirs if p.name in show]
-        others = sorted(
-            p.name
-            for p in d.iterdir()
-            if p.is_file() and p.suffix in (".json", ".txt") and not p.name.startswith(".")
-        )
-        entries: list[tuple[str, Path | None]] = [(n, None) for n in others]
+        entries: list[tuple[str, Path | None]] = [
+            (n, None)
+            for n in sorted(p.name for p in d.iterdir()
+                            if p.is_file() and p.suffix in (".json", ".txt") and not p.name.startswith("."))
+        ]
         shown = subdirs if len(subdirs) <= max_dirs + 1 else subdirs[:max_dirs]
         entries += [(p.name, p) for p in shown]
         if len(shown) < len(subdirs) or hidden:
             entries.append((f"... {len(subdirs) - len(shown) + hidden} more folders", None))
         for i, (name, p) in enumerate(entries):
             last = i == len(entries) - 1
-            branch = "└── " if last else "├── "
-            if p is None:
-                lines.append(prefix + branch + name)
-                continue
-            n = len(image_files(p))
-            lines.append(prefix + branch + f"{name}/" + (f"  ({n} file{'s' * (n > 1)})" if n else ""))
-            if depth < max_depth:
+            n = len(image_files(p)) if p is not None else 0
+            label = name if p is None else f"{name}/" + (f"  ({n} file{'s' * (n > 1)})" if n else "")
+            lines.append(prefix + ("└── " if last else "├── ") + label)
+            if p is not None and depth < max_depth:
                 walk(p, prefix + ("    " if last else "│   "), depth + 1)
 
     walk(root, "", 1)
@@ -81,28 +73,21 @@ def count_table(root: str | Path) -> list[dict]:
 
 
 def defect_table(root: str | Path, category: str) -> list[dict]:
-    """``defects_config.json`` of ``category`` plus where each defect occurs.
-
-    Rows: the config fields, ``type`` (the anomaly folders its pixel value was found in),
-    ``images`` (how many images show it) and ``regions`` (how many mask PNGs)."""
+    """``defects_config.json`` of ``category`` plus where each defect occurs: ``type`` (the anomaly
+    folders its pixel value was found in), ``images`` and ``regions`` (mask PNGs) showing it."""
     specs = load_defects_config(Path(root) / category)
     seen: dict[int, dict] = {d.pixel_value: {"types": set(), "images": set(), "regions": 0} for d in specs}
     for s in list_samples(root, category, "test", ["logical", "structural"]):
         for mp in s.mask_paths:
             for v in np.unique(load_mask(mp)):
                 if v and int(v) in seen:
-                    seen[int(v)]["types"].add(s.label)
-                    seen[int(v)]["images"].add(s.path)
-                    seen[int(v)]["regions"] += 1
-    return [
-        {
-            **d.to_dict(),
-            "type": "/".join(sorted(seen[d.pixel_value]["types"])) or "-",
-            "images": len(seen[d.pixel_value]["images"]),
-            "regions": seen[d.pixel_value]["regions"],
-        }
-        for d in specs
-    ]
+                    hit = seen[int(v)]
+                    hit["types"].add(s.label)
+                    hit["images"].add(s.path)
+                    hit["regions"] += 1
+    return [{**d.to_dict(), "type": "/".join(sorted(seen[d.pixel_value]["types"])) or "-",
+             "images": len(seen[d.pixel_value]["images"]), "regions": seen[d.pixel_value]["regions"]}
+            for d in specs]
 
 
 def defect_colours(pixel_values: Sequence[int]) -> dict[int, tuple[int, int, int]]:
@@ -116,8 +101,8 @@ def defect_colours(pixel_values: Sequence[int]) -> dict[int, tuple[int, int, int
 def overlay_channels(
     image: np.ndarray, channels: np.ndarray, colours: dict[int, tuple[int, int, int]], alpha: float = 0.45
 ) -> np.ndarray:
-    """Draw each defect channel on the image: translucent fill plus a 1-pixel outline in its
-    defect's colour.  image uint8 [H, W, 3], channels uint8 [C, H, W] -> uint8 [H, W, 3]."""
+    """Each defect channel drawn translucent with a 1-px outline in its defect's colour:
+    image uint8 [H, W, 3], channels uint8 [C, H, W] -> uint8 [H, W, 3]."""
     out = image.astype(np.float32).copy()
     for ch in channels:
         region = ch > 0

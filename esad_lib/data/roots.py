@@ -1,13 +1,8 @@
-"""Which LOCO-layout root a notebook or run uses (the paper's MVTec LOCO AD; here also the
-synthetic stand-in).
+"""Which LOCO-layout root a notebook or run uses (the paper's MVTec LOCO AD, or the synthetic stand-in).
 
-Rule (``cfg.dataset``):
-
-* ``"synthetic"`` -- the built-in synthetic benchmark (generated on first use);
-* ``"auto"`` -- the real MVTec LOCO AD when the data root holds it (``$ESAD_DATA_ROOT`` itself,
-  or its ``mvtec_loco_anomaly_detection/`` folder, the name of the official archive), else the
-  synthetic benchmark;
-* any other string -- a path to a LOCO-layout root (official dataset or a split of it).
+``cfg.dataset``: ``"synthetic"`` the built-in benchmark (generated on first use); ``"auto"`` the real
+dataset when the data root holds it (itself or its ``mvtec_loco_anomaly_detection/``), else synthetic;
+any other string: a path to a LOCO-layout root (the official dataset or a split of it).
 """
 
 from __future__ import annotations
@@ -24,9 +19,7 @@ OFFICIAL_DIRNAMES = ("mvtec_loco_anomaly_detection", "mvtec_loco_ad", "mvtec_loc
 
 
 def find_loco_root() -> Path | None:
-    """The real MVTec LOCO AD under the data root, or None.  A candidate counts when it holds
-    at least one official category folder with ``train/good``."""
-
+    """The real MVTec LOCO AD under the data root (holding an official category), or None."""
     base = data_root()
     for cand in (base, *(base / n for n in OFFICIAL_DIRNAMES)):
         if set(categories(cand)) & set(CATEGORIES):
@@ -59,18 +52,11 @@ def validate_root(root: str | Path, category: str | None = None) -> Path:
 def dataset_root(cfg) -> Path:
     """The LOCO-layout root for ``cfg`` (see the module docstring for the rule)."""
     ds = str(cfg.dataset)
-    category = cfg.category
-    if ds == "synthetic":
-        return ensure_synthetic(cfg)
-    if ds == "auto":
-        real = find_loco_root()
-        return validate_root(real, category) if real is not None else ensure_synthetic(cfg)
-    return validate_root(ds, category)
+    real = find_loco_root() if ds == "auto" else (None if ds == "synthetic" else ds)
+    return ensure_synthetic(cfg) if real is None else validate_root(real, cfg.category)
 
 
 def input_size(cfg, root: str | Path | None = None) -> tuple[int, int]:
-    """``(H, W)`` of the network input for ``cfg.category``: ``cfg.image_size``, or with
-    ``cfg.keep_aspect`` the category's aspect ratio at long side ``max(cfg.image_size)``
-    (``esad_lib.data.loco.network_input_size``)."""
+    """``(H, W)`` of the network input for ``cfg.category`` (``esad_lib.data.loco.network_input_size``)."""
     root = Path(root) if root is not None else dataset_root(cfg)
     return network_input_size(root, cfg.category, cfg.image_size, cfg.keep_aspect)

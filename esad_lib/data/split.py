@@ -1,19 +1,12 @@
-"""Split MVTec LOCO AD into a *structural* and a *logical* dataset (authors' README "1. Requirements": ESAD is
-evaluated on the structural anomalies; the logical split is kept to show where it fails).
+"""Split MVTec LOCO AD into a *structural* and a *logical* dataset (authors' README "1. Requirements":
+ESAD is evaluated on the structural anomalies; the logical split shows where it fails).
 
-``split_dataset(SRC, OUT)`` writes::
-
-    OUT/structural/<category>/{train/good, validation/good, test/good, test/structural_anomalies,
-                               ground_truth/structural_anomalies/<id>/*.png, defects_config.json}
-    OUT/logical/<category>/...      (the same with logical_anomalies)
-
-Guarantees: the source is only read; outputs are byte-identical to their sources (copy,
-hardlink or symlink); every file is written atomically (temporary name + rename); a manifest
-``OUT/.esad_split.json`` is written FIRST (status "in_progress", the full plan), so a re-run
-recognises its own folder and completes an interrupted run, and LAST (status "complete"); a
-re-run of a complete split is a no-op.  A non-empty folder without that manifest is refused;
-``force=True`` rewrites only files the manifest lists (a different source or mode) and never
-touches anything else.  Both outputs are LOCO-layout roots again.
+``split_dataset(SRC, OUT)`` writes ``OUT/structural/<category>`` (train/validation/test good,
+test/structural_anomalies, their ground truth, defects_config.json) and ``OUT/logical/<category>``,
+both LOCO-layout roots.  The source is only read; outputs are byte-identical (copy, hardlink or
+symlink) and written atomically; the manifest ``OUT/.esad_split.json`` is written first ("in_progress",
+the full plan: a re-run completes an interrupted run) and last ("complete": a re-run is a no-op).  A
+non-empty folder without it is refused; ``force=True`` rewrites only files the manifest lists.
 """
 
 from __future__ import annotations
@@ -26,13 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esad_lib.config import CATEGORIES
-from esad_lib.data.loco import (
-    DEFECTS_CONFIG,
-    LABEL_DIRS,
-    DatasetLayoutError,
-    categories,
-    image_files,
-)
+from esad_lib.data.loco import DEFECTS_CONFIG, LABEL_DIRS, DatasetLayoutError, categories, image_files
 from esad_lib.paths import atomic_write_text
 
 MANIFEST = ".esad_split.json"
@@ -67,10 +54,8 @@ def _plan(src: Path, cats: list[str]) -> tuple[list[PlannedFile], dict]:
     counts: dict = {t: {} for t in TARGETS}
     top_txt = sorted(
         p for p in src.iterdir() if p.is_file() and p.suffix.lower() == ".txt" and not p.name.startswith(".")
-    )
-    for t in TARGETS:
-        for p in top_txt:  # license.txt / readme.txt travel with each output (CC BY-NC-SA attribution)
-            files.append(PlannedFile(p, f"{t}/{p.name}"))
+    )  # license.txt / readme.txt travel with each output (CC BY-NC-SA attribution)
+    files += [PlannedFile(p, f"{t}/{p.name}") for t in TARGETS for p in top_txt]
     for cat in cats:
         cdir = src / cat
         shared: list[tuple[Path, str]] = []
@@ -82,12 +67,9 @@ def _plan(src: Path, cats: list[str]) -> tuple[list[PlannedFile], dict]:
         if (cdir / DEFECTS_CONFIG).is_file():
             shared.append((cdir / DEFECTS_CONFIG, f"{cat}/{DEFECTS_CONFIG}"))
         for t in TARGETS:
-            d = LABEL_DIRS[t]
-            own = list(shared)
+            d, n_masks, gt = LABEL_DIRS[t], 0, cdir / "ground_truth" / LABEL_DIRS[t]
             imgs = image_files(cdir / "test" / d)
-            own += [(p, f"{cat}/test/{d}/{p.name}") for p in imgs]
-            n_masks = 0
-            gt = cdir / "ground_truth" / d
+            own = shared + [(p, f"{cat}/test/{d}/{p.name}") for p in imgs]
             if gt.is_dir():
                 for sub in sorted(q for q in gt.iterdir() if q.is_dir() and not q.name.startswith(".")):
                     masks = image_files(sub)
@@ -158,38 +140,26 @@ def official_mismatches(counts: dict) -> list[str]:
         s, lg = counts["structural"].get(cat), counts["logical"].get(cat)
         if s is None or lg is None:
             continue
-        got = (
-            s["train/good"],
-            s["validation/good"],
-            s["test/good"] + s["test/structural_anomalies"] + lg["test/logical_anomalies"],
-        )
+        n_test_got = s["test/good"] + s["test/structural_anomalies"] + lg["test/logical_anomalies"]
+        got = (s["train/good"], s["validation/good"], n_test_got)
         if got != (n_train, n_val, n_test):
-            msgs.append(
-                f"{cat}: train/validation/test = {got[0]}/{got[1]}/{got[2]}, "
-                f"official {n_train}/{n_val}/{n_test}"
-            )
+            msgs.append(f"{cat}: train/validation/test = {got[0]}/{got[1]}/{got[2]}, "
+                        f"official {n_train}/{n_val}/{n_test}")
     return msgs
 
 
 def format_counts(counts: dict) -> str:
-    lines = []
+    head = f"  {'category':<22}{'train':>7}{'val':>6}{'test good':>11}{'test anom':>11}{'masks':>7}"
+    lines: list[str] = []
     for t in TARGETS:
         d = f"test/{LABEL_DIRS[t]}"
-        lines.append(f"{t}:")
-        lines.append(
-            f"  {'category':<22}{'train':>7}{'val':>6}{'test good':>11}{'test anom':>11}{'masks':>7}"
-        )
-        for cat, c in counts[t].items():
-            lines.append(
-                f"  {cat:<22}{c['train/good']:>7}{c['validation/good']:>6}"
-                f"{c['test/good']:>11}{c[d]:>11}{c['masks']:>7}"
-            )
+        lines += [f"{t}:", head]
+        lines += [f"  {cat:<22}{c['train/good']:>7}{c['validation/good']:>6}{c['test/good']:>11}{c[d]:>11}"
+                  f"{c['masks']:>7}" for cat, c in counts[t].items()]
     return "\n".join(lines)
 
 
-def _refuse_unsafe_output(
-    src: Path, out: Path, mode: str, force: bool, old: dict | None, planned: list[str]
-) -> None:
+def _refuse_unsafe_output(src: Path, out: Path, mode: str, force: bool, old: dict | None, planned: list[str]):
     """Raise ``SplitError`` when writing the split into ``out`` could touch a file this tool did
     not write (``old``: the manifest found in ``out``, if any; ``planned``: the files to write)."""
     if out.exists() and not out.is_dir():
@@ -197,20 +167,14 @@ def _refuse_unsafe_output(
     if old is None and out.is_dir() and any(out.iterdir()):
         clash = [r for r in planned if (out / r).exists() or (out / r).is_symlink()]
         if not force or clash:
-            raise SplitError(
-                f"{out} is not empty and was not written by 'esad split' (no {MANIFEST}); nothing was "
-                "changed. Choose an empty or new folder"
-                + (
-                    f" ({len(clash)} of its files would be overwritten, e.g. {clash[0]})"
-                    if clash
-                    else ", or pass --force to add the split beside the existing files"
-                )
-            )
+            why = (f" ({len(clash)} of its files would be overwritten, e.g. {clash[0]})" if clash
+                   else ", or pass --force to add the split beside the existing files")
+            raise SplitError(f"{out} is not empty and was not written by 'esad split' (no {MANIFEST}); "
+                             f"nothing was changed. Choose an empty or new folder{why}")
     if old is not None and (old.get("source") != str(src) or old.get("mode") != mode) and not force:
-        raise SplitError(
-            f"{out} holds a split of {old.get('source')} (mode {old.get('mode')}); this run asks for "
-            f"{src} (mode {mode}). Pass --force to rewrite its own outputs, or choose another folder"
-        )
+        raise SplitError(f"{out} holds a split of {old.get('source')} (mode {old.get('mode')}); this run "
+                         f"asks for {src} (mode {mode}). Pass --force to rewrite its own outputs, or choose "
+                         "another folder")
 
 
 def _write_files(files: list[PlannedFile], out: Path, mode: str, progress: bool) -> tuple[int, int]:
@@ -228,36 +192,25 @@ def _write_files(files: list[PlannedFile], out: Path, mode: str, progress: bool)
         except OSError as err:
             hint = " (hard links cannot cross file systems: use --mode copy or symlink)"
             hint = hint if mode == "hardlink" else ""
-            raise SplitError(
-                f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
-            ) from err
+            msg = f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
+            raise SplitError(msg) from err
         written += 1
     return written, unchanged
 
 
-def split_dataset(
-    src: str | Path,
-    out: str | Path,
-    mode: str = "copy",
-    force: bool = False,
-    progress: bool = True,
-    verbose: bool = False,
-) -> dict:
-    """Write ``OUT/structural`` and ``OUT/logical`` from the LOCO-layout root ``src``.
-
-    Returns ``dict(out, mode, counts, written, unchanged, removed, official, mismatches)``;
-    ``counts[target][category]`` maps "train/good", "validation/good", "test/good",
-    "test/<type>_anomalies", "masks" to numbers.
-    """
+def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: bool = False,
+                  progress: bool = True, verbose: bool = False) -> dict:
+    """Write ``OUT/structural`` and ``OUT/logical`` from the LOCO-layout root ``src``.  Returns
+    ``dict(out, mode, counts, written, unchanged, removed, official, mismatches)``; ``counts[target]
+    [category]`` maps "train/good", "validation/good", "test/good", "test/<type>_anomalies", "masks"
+    to numbers."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().absolute()
     cats = categories(src)
     if not cats:
-        raise DatasetLayoutError(
-            f"{src}: not a LOCO-layout root (no <category>/train/good inside); point it at the "
-            "folder holding breakfast_box/, juice_bottle/, ..."
-        )
+        raise DatasetLayoutError(f"{src}: not a LOCO-layout root (no <category>/train/good inside); point "
+                                 "it at the folder holding breakfast_box/, juice_bottle/, ...")
     out_r = out.resolve()
     if out_r == src or src in out_r.parents or out_r in src.parents:
         raise SplitError(f"output {out} must lie outside the source {src} (and not contain it)")
@@ -268,37 +221,20 @@ def split_dataset(
     _refuse_unsafe_output(src, out, mode, force, old, planned)
     official = looks_official(src, cats)
     mismatches = official_mismatches(counts) if official else []
-    result = {
-        "out": out,
-        "mode": mode,
-        "counts": counts,
-        "written": 0,
-        "unchanged": 0,
-        "removed": 0,
-        "official": official,
-        "mismatches": mismatches,
-    }
-    if (
-        old is not None
-        and old.get("status") == "complete"
-        and (old.get("source"), old.get("mode"), old.get("files")) == (str(src), mode, planned)
-        and all(_same(f.src, out / f.rel, mode) for f in files)
-    ):  # a re-run of a complete, unchanged split: touch nothing
+    result = {"out": out, "mode": mode, "counts": counts, "written": 0, "unchanged": 0, "removed": 0,
+              "official": official, "mismatches": mismatches}
+    if (old is not None and old.get("status") == "complete"
+            and (old.get("source"), old.get("mode"), old.get("files")) == (str(src), mode, planned)
+            and all(_same(f.src, out / f.rel, mode) for f in files)):  # complete and unchanged: touch nothing
         result["unchanged"] = len(files)
         _report(result, verbose)
         return result
     previous = set(old.get("files", [])) if old else set()
-    manifest = {
-        "tool": "esad split",
-        "source": str(src),
-        "mode": mode,
-        "status": "in_progress",
-        "files": planned,
-    }
+    manifest = {"tool": "esad split", "source": str(src), "mode": mode, "status": "in_progress"}
+    manifest["files"] = planned
     # the manifest names everything this tool may write: store the union until the run is done
-    atomic_write_text(
-        out / MANIFEST, json.dumps({**manifest, "files": sorted(previous | set(planned))}, indent=1)
-    )
+    union = {**manifest, "files": sorted(previous | set(planned))}
+    atomic_write_text(out / MANIFEST, json.dumps(union, indent=1))
 
     for p in out.rglob(f"*{TMP_SUFFIX}"):  # leftovers of an interrupted run (our own temp names)
         p.unlink()
@@ -320,10 +256,8 @@ def _report(result: dict, verbose: bool) -> None:
     if not verbose:
         return
     print(format_counts(result["counts"]))
-    print(
-        f"{result['written']} files written, {result['unchanged']} already up to date, "
-        f"{result['removed']} stale removed -> {result['out']}"
-    )
+    print(f"{result['written']} files written, {result['unchanged']} already up to date, "
+          f"{result['removed']} stale removed -> {result['out']}")
     if result["official"]:
         mm = result["mismatches"]
         print("official counts: " + ("all match" if not mm else "MISMATCH\n  " + "\n  ".join(mm)))

@@ -1,13 +1,11 @@
-"""The synthetic LOCO-like benchmark: generation and caching (stands in for MVTec LOCO AD,
-the paper's benchmark, which users must download themselves).
+"""The synthetic LOCO-like benchmark: generation and caching (stands in for MVTec LOCO AD, the
+paper's benchmark, which users must download themselves).
 
-``generate_synthetic`` writes a root in the exact MVTec LOCO AD layout (five categories with
-LOCO's aspect ratios scaled to ``max_side``; ``defects_config.json``; one mask PNG per defect
-region under ``ground_truth/<type>/<image_id>/``), so the reader, splitter and checker run on it
-unchanged.  Every image takes its own random generator seeded by (seed, category, split, label,
-index): the same seed gives byte-identical files, and changing the counts does not reshuffle
-the images that remain.  Deviation from LOCO: every defect type is a procedural stand-in for
-LOCO's (see ``synth_scenes``); test anomalies cycle through the types in a fixed order.
+``generate_synthetic`` writes a root in the exact LOCO layout (LOCO's aspect ratios scaled to
+``max_side``, ``defects_config.json``, one mask PNG per defect region), so the reader, splitter and
+checker run on it unchanged.  Each image has its own generator seeded by (seed, category, split,
+label, index, attempt): byte-identical per seed, and other counts do not reshuffle the rest.  The
+defect types are procedural stand-ins for LOCO's (``synth_scenes``); test anomalies cycle through them.
 """
 
 from __future__ import annotations
@@ -30,13 +28,10 @@ from esad_lib.data.synth_draw import GENERIC_STRUCTURAL, Canvas, jitter_colour
 from esad_lib.data.synth_scenes import SCENES, CategorySpec
 from esad_lib.paths import data_root
 
-#: bump when the generator's output changes (invalidates cached benchmarks).
-#: 4: generic structural defects (scratch, contamination, hole) 2-3x larger, so that they stay
-#:    visible at the demo's 64-px input; default test counts 40 per type (was 20): half the
-#:    variance of a per-category AUROC.
+#: bump when the generator's output changes (invalidates cached benchmarks).  4: generic structural
+#: defects 2-3x larger (visible at the demo's 64 px); 40 test images per type (was 20).
 SYNTH_VERSION = 4
-#: default per-category counts (train, validation, test good, test logical, test structural) and
-#: longest side: the config's defaults, one definition.
+#: default per-category counts (train, validation, test good/logical/structural) and longest side.
 DEFAULT_COUNTS = ESADConfig.synth_counts
 DEFAULT_MAX_SIDE = ESADConfig.synth_max_side
 MANIFEST = "synthetic.json"
@@ -52,17 +47,12 @@ def synthetic_size(category: str, max_side: int) -> tuple[int, int]:
 
 
 def synthetic_defects(category: str, max_side: int) -> list[DefectSpec]:
-    """The defects config of a synthetic category (logical types first, then structural).
-
-    pixel_value = 255 - 20 * i; absolute thresholds are fractions of the image area turned
-    into pixel counts at this resolution."""
-    spec = SCENES[category]
-    w, h = synthetic_size(category, max_side)
-    out = []
-    for i, d in enumerate(spec.logical + spec.structural):
-        thr = d.threshold if d.relative else float(max(1, round(d.threshold * w * h)))
-        out.append(DefectSpec(d.name, 255 - 20 * i, thr, d.relative))
-    return out
+    """The defects config of a synthetic category (logical types first, then structural):
+    pixel_value = 255 - 20 * i; absolute thresholds (fractions of the image area) become pixel counts."""
+    spec, (w, h) = SCENES[category], synthetic_size(category, max_side)
+    thr = lambda d: d.threshold if d.relative else float(max(1, round(d.threshold * w * h)))
+    defs = spec.logical + spec.structural
+    return [DefectSpec(d.name, 255 - 20 * i, thr(d), d.relative) for i, d in enumerate(defs)]
 
 
 def defect_types(category: str) -> dict[str, list[str]]:
@@ -100,14 +90,9 @@ def _image_rng(seed: int, category: str, split: str, label: str, index: int, att
 
 
 def _plan(counts: Sequence[int]) -> list[tuple[str, str, int]]:
-    n_train, n_val, n_good, n_log, n_str = (int(c) for c in counts)
-    return (
-        [("train", "good", i) for i in range(n_train)]
-        + [("validation", "good", i) for i in range(n_val)]
-        + [("test", "good", i) for i in range(n_good)]
-        + [("test", "logical", i) for i in range(n_log)]
-        + [("test", "structural", i) for i in range(n_str)]
-    )
+    parts = [("train", "good"), ("validation", "good"), ("test", "good"), ("test", "logical")]
+    parts.append(("test", "structural"))
+    return [(split, label, i) for (split, label), n in zip(parts, counts) for i in range(int(n))]
 
 
 def _write_category(root: Path, category: str, seed: int, max_side: int, counts, pbar) -> None:
@@ -120,15 +105,12 @@ def _write_category(root: Path, category: str, seed: int, max_side: int, counts,
     for split, label, i in _plan(counts):
         defect = None if label == "good" else types[label][i % len(types[label])]
         for attempt in range(8):  # a defect placement can (rarely) vanish at low resolution
-            img, masks = render_image(
-                category, max_side, _image_rng(seed, category, split, label, i, attempt), defect
-            )
+            rng = _image_rng(seed, category, split, label, i, attempt)
+            img, masks = render_image(category, max_side, rng, defect)
             if defect is None or masks:
                 break
         else:
-            raise RuntimeError(
-                f"synthetic {category}/{defect}: could not place the defect at max_side={max_side}"
-            )
+            raise RuntimeError(f"synthetic {category}/{defect}: could not place the defect at {max_side=}")
         folder = cdir / split / LABEL_DIRS[label]
         folder.mkdir(parents=True, exist_ok=True)
         image_id = f"{i:03d}"
@@ -142,14 +124,8 @@ def _write_category(root: Path, category: str, seed: int, max_side: int, counts,
 
 
 def _manifest(seed: int, max_side: int, counts, categories) -> dict:
-    return {
-        "generator": "esad_lib.data.synth",
-        "version": SYNTH_VERSION,
-        "seed": int(seed),
-        "max_side": int(max_side),
-        "counts": [int(c) for c in counts],
-        "categories": list(categories),
-    }
+    return {"generator": "esad_lib.data.synth", "version": SYNTH_VERSION, "seed": int(seed),
+            "max_side": int(max_side), "counts": [int(c) for c in counts], "categories": list(categories)}
 
 
 README = """Synthetic LOCO-like benchmark generated by esad_lib.data.synth (esad synth).
@@ -161,9 +137,8 @@ Parameters: see synthetic.json.  Regenerate with: esad synth OUT --seed S --max-
 def _check_arguments(counts: tuple[int, ...], max_side: int, categories: Sequence[str]) -> None:
     """``ValueError`` naming the argument of ``generate_synthetic`` that cannot be rendered."""
     if len(counts) != 5 or min(counts) < 0:
-        raise ValueError(
-            f"counts must be 5 non-negative ints (train, val, good, logical, structural), got {counts}"
-        )
+        raise ValueError(f"counts must be 5 non-negative ints (train, val, good, logical, structural), "
+                         f"got {counts}")
     if max_side < 16:
         raise ValueError(f"max_side must be >= 16, got {max_side}")
     unknown = [c for c in categories if c not in SCENES]
@@ -179,13 +154,10 @@ def generate_synthetic(
     categories: Sequence[str] = CATEGORIES,
     progress: bool = True,
 ) -> Path:
-    """Render the benchmark into ``out`` (a LOCO-layout root). Returns ``out``.
+    """Render the benchmark into ``out`` (a LOCO-layout root; ``counts`` per category). Returns ``out``.
 
-    ``counts`` = (train, validation, test good, test logical, test structural) per category.
-    Written into a temporary sibling folder and renamed at the end, so ``out`` is either
-    absent or complete.  If ``out`` already holds a benchmark with the same parameters this is
-    a no-op; any other non-empty ``out`` is refused.
-    """
+    Written into a temporary sibling folder and renamed at the end (``out`` is absent or complete); a
+    no-op if ``out`` holds a benchmark with these parameters; any other non-empty ``out`` is refused."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -235,15 +207,9 @@ def synthetic_key(seed: int, max_side: int, counts: Sequence[int]) -> str:
 
 
 def ensure_synthetic(cfg) -> Path:
-    """LOCO-layout root of the synthetic benchmark for ``cfg.synth_seed/synth_max_side/synth_counts``.
-
-    Generated on first use under ``data_root()/synthetic/<key>/``; safe when several
-    processes ask at once (each renders into its own temporary folder; the first rename wins).
-    """
-
-    seed = int(cfg.synth_seed)
-    max_side = int(cfg.synth_max_side)
-    counts = tuple(cfg.synth_counts)
+    """LOCO-layout root of the synthetic benchmark for ``cfg.synth_seed/synth_max_side/synth_counts``,
+    generated on first use under ``data_root()/synthetic/<key>/`` (safe under concurrent callers)."""
+    seed, max_side, counts = int(cfg.synth_seed), int(cfg.synth_max_side), tuple(cfg.synth_counts)
     target = data_root() / "synthetic" / synthetic_key(seed, max_side, counts)
     if _matches(target, _manifest(seed, max_side, counts, CATEGORIES)):
         return target

@@ -1,12 +1,10 @@
-"""Drawing primitives of the synthetic LOCO-like benchmark (stands in for MVTec LOCO AD,
-the paper's benchmark, which cannot be shipped).
+"""Drawing primitives of the synthetic LOCO-like benchmark (a stand-in for MVTec LOCO AD, the paper's
+benchmark, which cannot be shipped).
 
-Scenes are drawn with ``PIL.ImageDraw`` on a canvas ``SS`` times larger than the output
-(supersampling: edges are antialiased by the final box downsampling), as polygons in a local
-object frame that is shifted and rotated per image.  Defect regions are drawn into separate
-``L`` layers at the same resolution and downsampled with a majority vote, so every mask
-matches what was painted.  ``Canvas.finish`` adds the photometric variation of a real camera:
-a lighting gradient, a low-frequency texture and sensor noise.
+Polygons in a per-image shifted and rotated object frame are drawn with ``PIL.ImageDraw`` on a
+canvas ``SS`` times the output size (antialiased by the final downsampling); defect regions go into
+``L`` layers downsampled by majority vote, so every mask matches what was painted.  ``Canvas.finish``
+adds a camera's lighting gradient, low-frequency texture and sensor noise.
 """
 
 from __future__ import annotations
@@ -111,21 +109,16 @@ class Canvas:
             ImageDraw.Draw(lay).line(pts, fill=255, width=w, joint="curve")
 
     def colour_at(self, x: float, y: float) -> Colour:
-        xi = int(np.clip(x, 0, self.W - 1))
-        yi = int(np.clip(y, 0, self.H - 1))
-        return self.img.getpixel((xi, yi))[:3]
+        return self.img.getpixel((int(np.clip(x, 0, self.W - 1)), int(np.clip(y, 0, self.H - 1))))[:3]
 
     # ---- output --------------------------------------------------------------------------
-    def finish(
-        self, rng: np.random.Generator, light: float = 0.10, texture: float = 0.03, noise: float = 2.0
-    ):
+    def finish(self, rng: np.random.Generator, light: float = 0.1, texture: float = 0.03, noise: float = 2.0):
         """Downsample and add camera effects. Returns uint8 [height, width, 3].
 
         gain(x, y) = b * (1 + light * (gx * x + gy * y)) * (1 + texture * t(x, y)), x, y in [-0.5, 0.5],
         t = bilinearly upsampled N(0, 1) on a coarse grid; then + N(0, noise^2) per pixel.
         """
-        img = self.img.reduce(SS)
-        a = np.asarray(img, dtype=np.float32)
+        a = np.asarray(self.img.reduce(SS), dtype=np.float32)
         h, w = self.height, self.width
         ang = rng.uniform(0, 2 * math.pi)
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -145,9 +138,7 @@ class Canvas:
         """bool [H*SS, W*SS] -> bool [H, W]: majority of each SSxSS block, or any if that is empty."""
         blocks = m.reshape(self.height, SS, self.width, SS).mean(axis=(1, 3))
         out = blocks >= 0.5
-        if not out.any():
-            out = blocks > 0
-        return out
+        return out if out.any() else blocks > 0
 
 
 # ---- generic structural defects (drawn onto the canvas; each returns its region) ----------
@@ -167,14 +158,8 @@ def sample_point(rng: np.random.Generator, region: np.ndarray, edge: bool = Fals
 
 
 def draw_scratch(cv: Canvas, rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
-    """A thin polyline lighter or darker than the surface (length 10-22 % of the short side,
-    width 2.2-3.5 %).
-
-    Sizes of the generic defects (scratch, contamination, hole) are chosen so that they stay
-    visible at the ``demo`` profile's 64-px network input (a 1-px scratch vanishes in the
-    resize); generator version 3 drew them 2-3x smaller and they were below what any method
-    here could see at 64 px (see ``SYNTH_VERSION``).
-    """
+    """A thin polyline lighter or darker than the surface (length 10-22 % of the short side, width
+    2.2-3.5 %: the generic defects are sized to stay visible at the demo's 64-px input)."""
     x, y = sample_point(rng, region)
     length = cv.unit * rng.uniform(0.10, 0.22)
     a = rng.uniform(0, 2 * math.pi)
@@ -187,13 +172,8 @@ def draw_scratch(cv: Canvas, rng: np.random.Generator, region: np.ndarray) -> np
     delta = rng.uniform(45, 95) * (1 if base.mean() < 128 else -1)
     col = tuple(int(v) for v in np.clip(base + delta, 0, 255))
     lay = cv.layer()
-    cv.line(
-        pts,
-        col,
-        width=max(SS, cv.unit * rng.uniform(0.022, 0.035)),
-        alpha=int(rng.uniform(170, 255)),
-        layers=[lay],
-    )
+    width = max(SS, cv.unit * rng.uniform(0.022, 0.035))
+    cv.line(pts, col, width=width, alpha=int(rng.uniform(170, 255)), layers=[lay])
     return cv.to_bool(lay)
 
 
@@ -203,12 +183,8 @@ def draw_contamination(cv: Canvas, rng: np.random.Generator, region: np.ndarray)
     palette = [(70, 45, 25), (25, 25, 25), (60, 90, 140), (120, 150, 60), (150, 30, 120)]
     col = jitter_colour(rng, palette[int(rng.integers(len(palette)))], 15)
     lay = cv.layer()
-    cv.poly(
-        blob(rng, x, y, cv.unit * rng.uniform(0.045, 0.08)),
-        col,
-        alpha=int(rng.uniform(140, 240)),
-        layers=[lay],
-    )
+    shape = blob(rng, x, y, cv.unit * rng.uniform(0.045, 0.08))
+    cv.poly(shape, col, alpha=int(rng.uniform(140, 240)), layers=[lay])
     return cv.to_bool(lay)
 
 
@@ -223,25 +199,18 @@ def draw_hole(cv: Canvas, rng: np.random.Generator, region: np.ndarray) -> np.nd
     return cv.to_bool(lay)
 
 
-def draw_chip(
-    cv: Canvas, rng: np.random.Generator, part: np.ndarray, fill: Colour, size: float
-) -> np.ndarray:
-    """A piece broken off the border of ``part``: painted in ``fill`` (what lies beneath).
-
-    Returns the broken-off region (blob intersected with the part)."""
+def draw_chip(cv: Canvas, rng: np.random.Generator, part: np.ndarray, fill: Colour,
+              size: float) -> np.ndarray:
+    """A piece broken off the border of ``part``, painted in ``fill``. Returns its region (blob & part)."""
     x, y = sample_point(rng, part, edge=True)
     lay = cv.layer()
     ImageDraw.Draw(lay).polygon([tuple(p) for p in blob(rng, x, y, size, irregular=0.5)], fill=255)
     piece = cv.to_bool(lay) & part
     if not piece.any():
         return piece
-    src = Image.new("RGB", cv.img.size, tuple(fill))
-    cv.img.paste(src, (0, 0), Image.fromarray(piece.astype(np.uint8) * 255))
+    cv.img.paste(Image.new("RGB", cv.img.size, tuple(fill)), (0, 0),
+                 Image.fromarray(piece.astype(np.uint8) * 255))
     return piece
 
 
-GENERIC_STRUCTURAL = {
-    "scratch": draw_scratch,
-    "contamination": draw_contamination,
-    "hole": draw_hole,
-}
+GENERIC_STRUCTURAL = {"scratch": draw_scratch, "contamination": draw_contamination, "hole": draw_hole}

@@ -1,18 +1,11 @@
-"""The five scenes of the synthetic LOCO-like benchmark, one per MVTec LOCO AD category.
+"""The five scenes of the synthetic LOCO-like benchmark, one per MVTec LOCO AD category (kept in one
+file: the renderers are parallel and read side by side; primitives in ``synth_draw``, writer in ``synth``).
 
-One file because the five renderers are parallel (one per category, about 100 lines each, the same
-structure) and are read and compared side by side; the drawing primitives live in ``synth_draw``
-and the dataset writer in ``synth``.
-
-Each scene has the kind of rules LOCO's logical anomalies break (how many of each item, which
-items go together, where they sit, their colour, a fill level) and objects on which structural
-anomalies (scratches, contamination, holes, broken or deformed parts) appear.
-
-A renderer ``render(cv, rng, defect) -> (defect_regions, named_regions)`` draws one image on
-the canvas.  ``defect`` is None (a good image), one of the category's logical defects, or one of
-its *specific* structural defects; it returns the defect's regions (one bool canvas-size array
-per mask PNG) and named object regions on which the generic structural defects of
-``CategorySpec.generic`` (scratch / contamination / hole) are placed afterwards.
+Each scene has the rules LOCO's logical anomalies break (counts, pairings, positions, colours, a fill
+level) and objects that carry structural anomalies.  ``render(cv, rng, defect)`` draws one image
+(``defect``: None, a logical defect or a *specific* structural one) and returns (defect regions: one
+bool canvas-size array per mask PNG, named object regions where ``CategorySpec.generic`` places the
+generic scratch / contamination / hole).
 """
 
 from __future__ import annotations
@@ -43,8 +36,7 @@ Regions = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class DefectDef:
-    """A defect type: ``threshold`` is a fraction of the region (relative) or of the IMAGE area
-    (absolute; converted to a pixel count for the generated resolution)."""
+    """A defect type: ``threshold`` is a fraction of the region (relative) or of the IMAGE area."""
 
     name: str
     threshold: float
@@ -70,11 +62,8 @@ def _layer_of(cv: Canvas, pts) -> np.ndarray:
 
 
 def _scene_frame(cv: Canvas, rng: np.random.Generator, shift: float, angle: float) -> Frame:
-    return Frame(
-        cv.W / 2 + rng.uniform(-shift, shift) * cv.W,
-        cv.H / 2 + rng.uniform(-shift, shift) * cv.H,
-        rng.uniform(-angle, angle),
-    )
+    x, y = cv.W / 2 + rng.uniform(-shift, shift) * cv.W, cv.H / 2 + rng.uniform(-shift, shift) * cv.H
+    return Frame(x, y, rng.uniform(-angle, angle))
 
 
 # ---- breakfast box -----------------------------------------------------------------------
@@ -89,11 +78,8 @@ def _fruit(cv: Canvas, f: Frame, rng, x: float, y: float, r: float, kind: str) -
         shape = ellipse(x, y, r, r * rng.uniform(0.92, 1.0), rng.uniform(0, 180))
         cv.poly(f(shape), jitter_colour(rng, (185, 45, 40), 12))
         a = rng.uniform(0, 2 * math.pi)
-        cv.poly(
-            f(ellipse(x + 0.35 * r * math.cos(a), y + 0.35 * r * math.sin(a), 0.5 * r, 0.4 * r)),
-            (225, 165, 60),
-            alpha=170,
-        )
+        cheek = ellipse(x + 0.35 * r * math.cos(a), y + 0.35 * r * math.sin(a), 0.5 * r, 0.4 * r)
+        cv.poly(f(cheek), (225, 165, 60), alpha=170)
     return _layer_of(cv, f(shape))
 
 
@@ -117,10 +103,8 @@ def render_breakfast_box(cv: Canvas, rng: np.random.Generator, defect: str | Non
     for _ in range(int(70 * (0.39 * H + b) / (0.39 * H))):
         x = cx0 + rng.uniform(-0.185, 0.185) * W
         y = cy0 + rng.uniform(-0.48, 0.48) * (0.39 * H + b)
-        cv.poly(
-            f(ellipse(x, y, 0.012 * W, 0.008 * W, rng.uniform(0, 180), n=8)),
-            jitter_colour(rng, (130, 85, 40), 35),
-        )
+        flake = ellipse(x, y, 0.012 * W, 0.008 * W, rng.uniform(0, 180), n=8)
+        cv.poly(f(flake), jitter_colour(rng, (130, 85, 40), 35))
     chips_area = rect(0.215 * W, (b + 0.39 * H) / 2, 0.39 * W, 0.39 * H - b)
     if defect == "missing_banana_chips":
         out.append(_layer_of(cv, f(chips_area)))
@@ -132,11 +116,8 @@ def render_breakfast_box(cv: Canvas, rng: np.random.Generator, defect: str | Non
             cv.poly(f(ellipse(x, y, 0.025 * W, 0.023 * W, n=16)), jitter_colour(rng, (240, 226, 160), 10))
     # left compartment: two tangerines and one nectarine
     r = 0.085 * W
-    slots = [
-        (-0.31 * W, -0.2 * H, "tangerine"),
-        (-0.31 * W, 0.2 * H, "tangerine"),
-        (-0.12 * W, 0.0, "nectarine"),
-    ]
+    slots = [(-0.31 * W, -0.2 * H, "tangerine"), (-0.31 * W, 0.2 * H, "tangerine")]
+    slots.append((-0.12 * W, 0.0, "nectarine"))
     slots = [(x + rng.uniform(-0.015, 0.015) * W, y + rng.uniform(-0.02, 0.02) * H, k) for x, y, k in slots]
     if defect == "missing_fruit":
         i = int(rng.integers(3))
@@ -146,9 +127,8 @@ def render_breakfast_box(cv: Canvas, rng: np.random.Generator, defect: str | Non
         i = int(rng.integers(2))
         x, y, _ = slots.pop(i)
         out.append(_layer_of(cv, f(ellipse(x, y, r, r))))  # the empty slot
-        out.append(
-            _fruit(cv, f, rng, 0.215 * W + rng.uniform(-0.08, 0.08) * W, (-0.39 * H + b) / 2, r, "tangerine")
-        )
+        x = 0.215 * W + rng.uniform(-0.08, 0.08) * W
+        out.append(_fruit(cv, f, rng, x, (-0.39 * H + b) / 2, r, "tangerine"))
     fruit = np.zeros((H, W), bool)
     for x, y, k in slots:
         fruit |= _fruit(cv, f, rng, x, y, r, k)
@@ -157,41 +137,23 @@ def render_breakfast_box(cv: Canvas, rng: np.random.Generator, defect: str | Non
         out.append(_fruit(cv, f, rng, -0.11 * W, y, r * 0.95, "tangerine"))
     regions["fruit"] = fruit
     if defect == "bruised_fruit":
-        lay = cv.layer()
         x, y = sample_point(rng, fruit)
-        ImageDraw.Draw(lay).polygon(
-            [tuple(p) for p in blob(rng, x, y, r * rng.uniform(0.25, 0.45))], fill=255
-        )
-        bruise = cv.to_bool(lay) & fruit
-        col = jitter_colour(rng, (110, 60, 25), 15)
-        src = Image.new("RGB", cv.img.size, col)
-        alpha = Image.fromarray((bruise * rng.uniform(140, 220)).astype(np.uint8))
-        cv.img.paste(src, (0, 0), alpha)
+        bruise = _layer_of(cv, blob(rng, x, y, r * rng.uniform(0.25, 0.45))) & fruit
+        src = Image.new("RGB", cv.img.size, jitter_colour(rng, (110, 60, 25), 15))
+        cv.img.paste(src, (0, 0), Image.fromarray((bruise * rng.uniform(140, 220)).astype(np.uint8)))
         out.append(bruise)
     return out, regions
 
 
 BREAKFAST_BOX = CategorySpec(
-    name="breakfast_box",
-    official_size=(1600, 1280),
-    background=(62, 62, 64),
-    logical=(
-        DefectDef("missing_fruit", 0.5),
-        DefectDef("extra_fruit", 1.0),
-        DefectDef("missing_banana_chips", 0.01, relative=False),
-        DefectDef("fruit_in_cereal_compartment", 0.5),
-    ),
-    structural=(
-        DefectDef("box_scratch", 1.0),
-        DefectDef("box_hole", 1.0),
-        DefectDef("contamination", 1.0),
-        DefectDef("bruised_fruit", 1.0),
-    ),
-    generic={
-        "box_scratch": ("scratch", "box"),
-        "box_hole": ("hole", "box"),
-        "contamination": ("contamination", "right"),
-    },
+    "breakfast_box", (1600, 1280), (62, 62, 64),
+    logical=(DefectDef("missing_fruit", 0.5), DefectDef("extra_fruit", 1.0),
+             DefectDef("missing_banana_chips", 0.01, relative=False),
+             DefectDef("fruit_in_cereal_compartment", 0.5)),
+    structural=(DefectDef("box_scratch", 1.0), DefectDef("box_hole", 1.0), DefectDef("contamination", 1.0),
+                DefectDef("bruised_fruit", 1.0)),
+    generic={"box_scratch": ("scratch", "box"), "box_hole": ("hole", "box"),
+             "contamination": ("contamination", "right")},
     render=render_breakfast_box,
 )
 
@@ -202,18 +164,9 @@ JUICES = {"orange": (238, 148, 30), "cherry": (140, 22, 38), "banana": (232, 222
 
 def _bottle_outline(W: float, H: float) -> np.ndarray:
     bw, nw = 0.31 * W, 0.14 * W
-    return np.array(
-        [
-            (-bw, 0.45 * H),
-            (-bw, -0.20 * H),
-            (-nw, -0.30 * H),
-            (-nw, -0.41 * H),
-            (nw, -0.41 * H),
-            (nw, -0.30 * H),
-            (bw, -0.20 * H),
-            (bw, 0.45 * H),
-        ]
-    )
+    ys = (0.45 * H, -0.20 * H, -0.30 * H, -0.41 * H)
+    return np.array([(-bw, ys[0]), (-bw, ys[1]), (-nw, ys[2]), (-nw, ys[3]),
+                     (nw, ys[3]), (nw, ys[2]), (bw, ys[1]), (bw, ys[0])])
 
 
 def _icon(cv: Canvas, f: Frame, kind: str, x: float, y: float, r: float) -> np.ndarray:
@@ -291,21 +244,11 @@ def render_juice_bottle(cv: Canvas, rng: np.random.Generator, defect: str | None
 
 
 JUICE_BOTTLE = CategorySpec(
-    name="juice_bottle",
-    official_size=(800, 1600),
-    background=(38, 38, 44),
-    logical=(
-        DefectDef("wrong_fill_level", 0.5),
-        DefectDef("wrong_label_icon", 1.0),
-        DefectDef("missing_bottom_label", 1.0),
-        DefectDef("label_misplaced", 0.5),
-    ),
-    structural=(
-        DefectDef("label_scratch", 1.0),
-        DefectDef("contamination", 1.0),
-        DefectDef("damaged_label", 1.0),
-        DefectDef("broken_cap", 1.0),
-    ),
+    "juice_bottle", (800, 1600), (38, 38, 44),
+    logical=(DefectDef("wrong_fill_level", 0.5), DefectDef("wrong_label_icon", 1.0),
+             DefectDef("missing_bottom_label", 1.0), DefectDef("label_misplaced", 0.5)),
+    structural=(DefectDef("label_scratch", 1.0), DefectDef("contamination", 1.0),
+                DefectDef("damaged_label", 1.0), DefectDef("broken_cap", 1.0)),
     generic={"label_scratch": ("scratch", "labels"), "contamination": ("contamination", "liquid")},
     render=render_juice_bottle,
 )
@@ -323,11 +266,8 @@ def _pushpin(cv: Canvas, f: Frame, rng, x: float, y: float, r: float, colour, be
         k = rng.uniform(0.35, 0.6)
         mx, my = x + k * nl * math.cos(a), y + k * nl * math.sin(a)
         b = a + rng.choice([-1, 1]) * rng.uniform(0.7, 1.3)
-        pts = [
-            (x, y),
-            (mx, my),
-            (mx + (1 - k) * nl * 0.7 * math.cos(b), my + (1 - k) * nl * 0.7 * math.sin(b)),
-        ]
+        tip = (mx + (1 - k) * nl * 0.7 * math.cos(b), my + (1 - k) * nl * 0.7 * math.sin(b))
+        pts = [(x, y), (mx, my), tip]
     needle_lay = cv.layer()
     if bent:  # the straight needle that should be there belongs to the defect region too
         straight = [(x, y), (x + nl * math.cos(a), y + nl * math.sin(a))]
@@ -403,21 +343,11 @@ def render_pushpins(cv: Canvas, rng: np.random.Generator, defect: str | None):
 
 
 PUSHPINS = CategorySpec(
-    name="pushpins",
-    official_size=(1700, 1000),
-    background=(44, 44, 50),
-    logical=(
-        DefectDef("missing_pushpin", 0.008, relative=False),
-        DefectDef("additional_pushpin", 1.0),
-        DefectDef("missing_separator", 1.0),
-        DefectDef("wrong_colour_pushpin", 1.0),
-    ),
-    structural=(
-        DefectDef("broken_needle", 1.0),
-        DefectDef("chipped_head", 1.0),
-        DefectDef("box_scratch", 1.0),
-        DefectDef("contamination", 1.0),
-    ),
+    "pushpins", (1700, 1000), (44, 44, 50),
+    logical=(DefectDef("missing_pushpin", 0.008, relative=False), DefectDef("additional_pushpin", 1.0),
+             DefectDef("missing_separator", 1.0), DefectDef("wrong_colour_pushpin", 1.0)),
+    structural=(DefectDef("broken_needle", 1.0), DefectDef("chipped_head", 1.0),
+                DefectDef("box_scratch", 1.0), DefectDef("contamination", 1.0)),
     generic={"box_scratch": ("scratch", "floor"), "contamination": ("contamination", "box")},
     render=render_pushpins,
 )
@@ -433,16 +363,9 @@ def _screw(cv: Canvas, f: Frame, x, y, length, width, angle, bend: float = 0.0) 
     d = np.array([(x - length / 2, y), (x + length / 2, y)])
     if bend:
         mid = x + 0.1 * length
-        d = np.array(
-            [
-                (x - length / 2, y),
-                (mid, y),
-                (
-                    mid + 0.4 * length * math.cos(math.radians(bend)),
-                    y + 0.4 * length * math.sin(math.radians(bend)),
-                ),
-            ]
-        )
+        a = math.radians(bend)
+        tip = (mid + 0.4 * length * math.cos(a), y + 0.4 * length * math.sin(a))
+        d = np.array([(x - length / 2, y), (mid, y), tip])
     c = np.array([x, y])
     dd = rotate(d - c, angle) + c
     hh = rotate(head - c, angle) + c
@@ -484,12 +407,8 @@ def render_screw_bag(cv: Canvas, rng: np.random.Generator, defect: str | None):
         x0, y0 = rng.uniform(-0.35, 0.35) * W, rng.uniform(-0.3, 0.3) * H
         a = rng.uniform(0, math.pi)
         L = rng.uniform(0.1, 0.25) * W
-        cv.line(
-            f(np.array([(x0, y0), (x0 + L * math.cos(a), y0 + L * math.sin(a))])),
-            (250, 250, 252),
-            0.01 * H,
-            alpha=110,
-        )
+        wrinkle = np.array([(x0, y0), (x0 + L * math.cos(a), y0 + L * math.sin(a))])
+        cv.line(f(wrinkle), (250, 250, 252), 0.01 * H, alpha=110)
     u = H
     items = ["long", "short", "nut", "nut", "washer", "washer"]
     radius = {"long": 0.24 * u, "short": 0.16 * u, "nut": 0.085 * u, "washer": 0.09 * u}
@@ -507,23 +426,17 @@ def render_screw_bag(cv: Canvas, rng: np.random.Generator, defect: str | None):
     for i, it in enumerate(items):
         rr = radius[it]
         for _ in range(300):
-            x, y = (
-                rng.uniform(-0.4 * W + rr, 0.4 * W - rr),
-                rng.uniform(-0.36 * H + rr * 0.5, 0.36 * H - rr * 0.5),
-            )
+            x = rng.uniform(-0.4 * W + rr, 0.4 * W - rr)
+            y = rng.uniform(-0.36 * H + rr * 0.5, 0.36 * H - rr * 0.5)
             if all((x - px) ** 2 + (y - py) ** 2 > (rr + pr) ** 2 for px, py, pr in placed):
                 break
         placed.append((x, y, rr))
         ang = rng.uniform(0, 360)
         if it in ("long", "short"):
             length = (0.44 if it == "long" else 0.28) * u
-            bend = (
-                rng.choice([-1, 1]) * rng.uniform(18, 35)
-                if (defect == "bent_screw" and it == "long")
-                else 0.0
-            )
-            if defect == "bent_screw" and it == "long":  # keep the bent screw inside its own circle
-                length *= 0.95
+            bent = defect == "bent_screw" and it == "long"
+            bend = rng.choice([-1, 1]) * rng.uniform(18, 35) if bent else 0.0
+            length *= 0.95 if bent else 1.0  # keep the bent screw inside its own circle
             m = _screw(cv, f, x, y, length, 0.05 * u, ang, bend)
             if bend or i == wrong_idx:
                 out.append(m)
@@ -544,20 +457,11 @@ def render_screw_bag(cv: Canvas, rng: np.random.Generator, defect: str | None):
 
 
 SCREW_BAG = CategorySpec(
-    name="screw_bag",
-    official_size=(1600, 1100),
-    background=(176, 178, 182),
-    logical=(
-        DefectDef("missing_item", 0.015, relative=False),
-        DefectDef("additional_item", 1.0),
-        DefectDef("wrong_screw_length", 0.5),
-    ),
-    structural=(
-        DefectDef("bent_screw", 0.5),
-        DefectDef("bag_tear", 1.0),
-        DefectDef("contamination", 1.0),
-        DefectDef("damaged_washer", 1.0),
-    ),
+    "screw_bag", (1600, 1100), (176, 178, 182),
+    logical=(DefectDef("missing_item", 0.015, relative=False), DefectDef("additional_item", 1.0),
+             DefectDef("wrong_screw_length", 0.5)),
+    structural=(DefectDef("bent_screw", 0.5), DefectDef("bag_tear", 1.0), DefectDef("contamination", 1.0),
+                DefectDef("damaged_washer", 1.0)),
     generic={"bag_tear": ("hole", "bag"), "contamination": ("contamination", "bag")},
     render=render_screw_bag,
 )
@@ -642,21 +546,11 @@ def render_splicing_connectors(cv: Canvas, rng: np.random.Generator, defect: str
 
 
 SPLICING_CONNECTORS = CategorySpec(
-    name="splicing_connectors",
-    official_size=(1700, 850),
-    background=(178, 176, 170),
-    logical=(
-        DefectDef("mismatched_connectors", 0.5),
-        DefectDef("wrong_cable_colour", 0.5),
-        DefectDef("wrong_slot", 0.5),
-        DefectDef("missing_cable", 0.006, relative=False),
-    ),
-    structural=(
-        DefectDef("broken_cable", 1.0),
-        DefectDef("broken_lever", 1.0),
-        DefectDef("connector_scratch", 1.0),
-        DefectDef("contamination", 1.0),
-    ),
+    "splicing_connectors", (1700, 850), (178, 176, 170),
+    logical=(DefectDef("mismatched_connectors", 0.5), DefectDef("wrong_cable_colour", 0.5),
+             DefectDef("wrong_slot", 0.5), DefectDef("missing_cable", 0.006, relative=False)),
+    structural=(DefectDef("broken_cable", 1.0), DefectDef("broken_lever", 1.0),
+                DefectDef("connector_scratch", 1.0), DefectDef("contamination", 1.0)),
     generic={"connector_scratch": ("scratch", "connectors"), "contamination": ("contamination", "cable")},
     render=render_splicing_connectors,
 )

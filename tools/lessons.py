@@ -200,7 +200,7 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
 
 def times_table(paths: list[Path]) -> str:
     """Markdown table of the committed notebooks' measured execution times (from their stamps;
-    ``python -m esad_lib.lessons --table``): notebook, seconds, minutes, date, threads."""
+    ``python -m tools.lessons --table``): notebook, seconds, minutes, date, threads."""
     lines = ["| notebook | demo profile, measured | date | torch threads |", "|---|---:|---|---:|"]
     for p in paths:
         stamp = nbformat.read(p, as_version=4).metadata.get(STAMP_KEY) or {}
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     profile, in order, and print how long each took."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m esad_lib.lessons", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m tools.lessons", description=main.__doc__)
     ap.add_argument("notebooks", nargs="*", help="paths (default: every notebooks/NN_*.ipynb)")
     ap.add_argument("--profile", default=COMMITTED_PROFILE)
     ap.add_argument("--table", action="store_true", help="only print the measured times (no execution)")
