@@ -1,12 +1,15 @@
 """The named ablation variants: each a diff of :class:`~esad_lib.config.ESADConfig` fields applied
 to the profile's base config (the authors' README: method and results table), or a detector
-(``esad_lib.detectors``), and the keys that tell which variants share one trained model
-(``train_key``) or one result (``config_key``).  ``register_variant`` adds a reader's own."""
+(``esad_lib.detectors``); the keys that tell which variants share one trained model (``train_key``)
+or one result (``config_key``); ``register_variant`` for a reader's own; and one cell of the grid
+(:class:`RunSpec`: variant x category x seed, where its files live) with :func:`expand_grid`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
@@ -20,12 +23,9 @@ BASE_VARIANT = "esad"
 class Variant:
     """A named ablation: ``diff`` is applied to the base config with ``cfg.replace``; with a
     ``detector`` (a factory ``cfg -> unfitted detector``, ``esad_lib.detectors.base``) the run
-    fits and evaluates that detector instead of an ESAD model (nothing is trained).
-
-    ``claim`` says what the paper (or RIAD, where ESAD inherits the choice) states about the
-    component; ``expect`` is the direction the claim implies for this variant's metrics
-    compared with ``esad``: ``"lower"`` (the component helps, removing it should hurt),
-    ``"similar"``, or ``None`` where the paper makes no claim we could check.
+    fits and evaluates that detector instead of an ESAD model (nothing is trained).  ``claim``: what
+    the paper (or RIAD) states about the component; ``expect``: the direction it implies for
+    ``variant - esad``: ``"lower"``, ``"similar"`` or ``None`` (no claim to check).
     """
 
     name: str
@@ -169,8 +169,7 @@ def register_variant(variant: Variant) -> Variant:
 
 
 def variant_registry() -> dict[str, Variant]:
-    """All variants: the built-in ones (feature-extractor ones computed at call time) and those
-    added with ``register_variant``."""
+    """All variants: the built-in ones and those added with ``register_variant``."""
     return {v.name: v for v in _static_variants() + _extractor_variants() + list(_REGISTERED.values())}
 
 
@@ -198,11 +197,8 @@ def apply_variant(base: ESADConfig, variant: str | Variant) -> ESADConfig:
 
 
 def training_config(cfg: ESADConfig) -> ESADConfig:
-    """``cfg`` with every test-time field reset to the profile preset's value.
-
-    Two variants that differ only in how the model is scored get the same training config,
-    hence the same ``train_key`` and one shared trained model.
-    """
+    """``cfg`` with every test-time field reset to the profile preset's value (so variants that
+    differ only in scoring share one ``train_key``, one trained model)."""
     preset = PRESETS.get(cfg.profile, ESADConfig())
     return cfg.replace(**{f: getattr(preset, f) for f in TEST_TIME_FIELDS if hasattr(preset, f)})
 
@@ -215,3 +211,79 @@ def train_key(cfg: ESADConfig) -> str:
 def config_key(cfg: ESADConfig) -> str:
     """Stable hash of every field that changes a run's results."""
     return cfg.key(exclude=RUNTIME_FIELDS)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: a variant on one category with one seed (``detector``: the
+    variant's detector factory, None for an ESAD model trained with ``cfg``)."""
+
+    variant: str
+    category: str
+    seed: int
+    cfg: ESADConfig
+    detector: Callable[[ESADConfig], Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def needs_training(self) -> bool:
+        return self.detector is None
+
+    @property
+    def config_key(self) -> str:
+        """Same key = same result; a detector variant's key also names the variant."""
+        if self.detector is None:
+            return config_key(self.cfg)
+        return hashlib.sha256(f"{config_key(self.cfg)}/{self.variant}".encode()).hexdigest()[:12]
+
+    @property
+    def train_key(self) -> str:
+        return train_key(self.cfg)
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / "runs" / self.variant / self.category / f"seed{self.seed}"
+
+    def model_dir(self, models_root: Path) -> Path:
+        """``models_root/<train_key>``, or ``models_root/<config_key>`` when only that holds a
+        finished model: ``train_or_load``'s cache keeps a variant whose diff sets test-time fields
+        (``riad``) under its full config key, trained with exactly this config."""
+        own = Path(models_root) / self.train_key
+        full = Path(models_root) / self.config_key
+        if full != own and not model_finished(own) and model_finished(full):
+            return full
+        return own
+
+
+def expand_grid(
+    base: ESADConfig, variants: Sequence[str | Variant], categories: Sequence[str], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """``variants x categories x seeds`` run specs, in that nesting order (``variants``: names or
+    ``Variant`` objects, registered here); ``KeyError``/``ValueError`` for unknown names, empty axes
+    or duplicates."""
+    resolved = [get_variant(v) for v in variants]
+    names = [v.name for v in resolved]
+    for axis, vals in (("variants", names), ("categories", categories), ("seeds", seeds)):
+        if not vals:
+            raise ValueError(f"the ablation grid needs at least one of {axis}")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"duplicate {axis} in the ablation grid: {list(vals)}")
+    specs = []
+    for v in resolved:
+        vcfg = apply_variant(base, v)
+        for c in categories:
+            for s in seeds:
+                specs.append(RunSpec(v.name, c, int(s), vcfg.replace(category=c, seed=int(s)), v.detector))
+    return specs
+
+
+def model_finished(model_dir: Path) -> bool:
+    """Training wrote its last two files (esad_lib.training: they mean "done")."""
+    return (Path(model_dir) / "model.pt").exists() and (Path(model_dir) / "train_summary.json").exists()
+
+
+def run_finished(spec: RunSpec, out: Path) -> bool:
+    return (spec.run_dir(out) / "metrics.json").exists()
+
+
+def parse_list(text: str, cast: Callable[[str], Any] = str) -> list[Any]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]`` (empty items dropped)."""
+    return [cast(x.strip()) for x in text.split(",") if x.strip()]

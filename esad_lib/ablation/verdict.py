@@ -1,30 +1,15 @@
 """Whether a measured difference supports a paper claim: *supports*, *contradicts* or *not enough
-evidence*, decided from the 95 % confidence interval of the difference, never from its point estimate.
+evidence*, decided from the 95 % CI ``[low, high]`` of ``Δ = metric(variant) − metric(esad)``
+(:func:`esad_lib.ablation.compare_to_base`), never from its point estimate.  The claims are the
+paper's (the authors' README: method summary and results table), registered with each variant.
 
-The claims are those of the paper (the authors' README: method summary and results table) as
-registered with each variant (:class:`~esad_lib.ablation.variants.Variant`, ``expect``).  The
-measured quantity is ``Δ = metric(variant) − metric(esad)`` with its interval ``[low, high]``
-(:func:`esad_lib.ablation.compare_to_base`: paired over the same test images and seeds).
+* ``expect = "lower"`` (the part helps): supports when ``high < 0``, contradicts when ``low > 0``,
+  else not enough evidence (the CI includes 0).
+* ``expect = "similar"`` (no accuracy cost, ``|Δ| <= tol``, :data:`SIMILAR_TOLERANCE`): supports
+  when ``-tol <= low`` and ``high <= tol``, contradicts when ``low > tol`` or ``high < -tol``, else
+  not enough evidence (a CI straddling an edge of the band, or wider than it).
 
-The rules (``tol`` = :data:`SIMILAR_TOLERANCE` unless given):
-
-* ``expected = "lower"`` (the part helps: removing it should cost accuracy)
-
-  - *supports*: ``high < 0``, the whole CI below 0;
-  - *contradicts*: ``low > 0``, the whole CI above 0 (the variant beats esad);
-  - *not enough evidence*: ``low <= 0 <= high``, the CI includes 0.
-
-* ``expected = "similar"`` (the choice costs no accuracy: ``|Δ| <= tol``)
-
-  - *supports*: ``-tol <= low`` and ``high <= tol``, the whole CI inside the band;
-  - *contradicts*: ``low > tol`` or ``high < -tol``, the whole CI outside the band, on one side;
-  - *not enough evidence*: every other case: the CI straddles an edge of the band, or it is
-    wider than the band (``high - low > 2 tol``: it can never lie inside it).
-
-No interval (NaN bounds: one seed and no per-image scores) is *not enough evidence*: a point
-estimate alone decides nothing.  A variant without a claim (``expect=None``) gets
-:data:`NO_CLAIM`.  "similar" is an equivalence statement, so it needs a CI *narrower* than the
-band to be supported; a CI that merely includes 0 does not support it.
+No interval (NaN bounds) is not enough evidence; no claim (``expect=None``) is :data:`NO_CLAIM`.
 """
 
 from __future__ import annotations
@@ -38,7 +23,6 @@ NOT_ENOUGH = "not enough evidence"
 NO_CLAIM = "no claim"
 #: the three verdicts of a checkable claim, in the order the summaries count them.
 VERDICTS: tuple[str, ...] = (SUPPORTS, CONTRADICTS, NOT_ENOUGH)
-#: the directions a claim can imply for ``variant − esad``.
 EXPECTATIONS: tuple[str, ...] = ("lower", "similar")
 #: [ours] half-width of the "similar" band, in metric units (0.01 = one AUROC point): the paper
 #: gives no margin for "comparable accuracy"; one point is the smallest gap its table separates
@@ -56,8 +40,7 @@ def _check(expected: str | None, low: float, high: float, tolerance: float) -> N
 
 
 def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
-    """:data:`SUPPORTS`, :data:`CONTRADICTS`, :data:`NOT_ENOUGH` or :data:`NO_CLAIM` for the CI
-    ``[low, high]`` of ``Δ = variant − esad`` against the claim's direction ``expected``
+    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``
     (the rules of the module docstring)."""
     low, high = float(low), float(high)
     _check(expected, low, high, tolerance)
@@ -84,10 +67,9 @@ def verdict_reason(
         return "no interval (one seed, no per-image scores)"
     band = f"±{scale * tolerance:.1f}"
     if expected == "lower":
-        return {
-            SUPPORTS: "CI below 0",
-            CONTRADICTS: "CI above 0: the variant scores higher",
-        }.get(verdict, "CI includes 0")
+        return {SUPPORTS: "CI below 0", CONTRADICTS: "CI above 0: the variant scores higher"}.get(
+            verdict, "CI includes 0"
+        )
     if verdict == SUPPORTS:
         return f"CI inside the {band} band"
     if verdict == CONTRADICTS:
@@ -117,11 +99,7 @@ def grid_description(categories: Sequence[str], seeds: Sequence[int]) -> str:
 def verdict_sentence(
     verdicts: Iterable[str], metric: str, categories: Sequence[str], seeds: Sequence[int], profile: str
 ) -> str:
-    """The summary sentence of a claims table: each verdict counted, the grid named.
-
-    ``"image_auroc.structural, demo profile, 2 categories (a, b) x 2 seeds (0, 1): of 6 checkable
-    claims, 1 supported, 2 contradicted, 3 not enough evidence (95 % CIs of the difference to esad)."``
-    """
+    """The summary sentence of a claims table: each verdict counted, the grid named."""
     n = count_verdicts(verdicts)
     total = sum(n.values())
     return (
