@@ -16,81 +16,36 @@ share one trained model (``train_key`` hashes the training fields only)::
 
 Re-running skips finished runs, resumes a model with a ``checkpoint.pt`` but no ``model.pt``, and
 refuses to overwrite a run made with another configuration.  With several ``devices``: one worker
-process per device; training finishes before evaluation starts.  Modules: :mod:`.variants`
-(registry, keys, ``RunSpec``, ``expand_grid``), :mod:`.steps` (train, evaluate), :mod:`.grid`
-(``run_grid``), :mod:`.results` (tables, ``ImageBootstrap``), :mod:`.summary` (``summary.md``,
-``compare_to_base``) and :mod:`.verdict` (a claim against the CI of Δ).
+process per device; training finishes before evaluation starts.
 """
 
 from __future__ import annotations
 
-from esad_lib.ablation.grid import GridReport, run_grid
-from esad_lib.ablation.results import (
-    CI_N_BOOT,
-    CI_SEED,
-    KEY_COLUMNS,
-    RESULT_COLUMNS,
-    ImageBootstrap,
-    collect_results,
-    collect_scores,
-    read_results,
-    seed_table,
-    summary_table,
-)
-from esad_lib.ablation.steps import (
-    evaluate_model,
-    evaluate_variant,
-    train_model,
-)
-from esad_lib.ablation.summary import (
-    COMPARE_COLUMNS,
-    HEADLINE_METRICS,
-    INTERVAL_COLUMNS,
-    compare_to_base,
-    interval_table,
-    seed_values,
-    summary_markdown,
-)
-from esad_lib.ablation.variants import (
-    BASE_VARIANT,
-    RunSpec,
-    Variant,
-    apply_variant,
-    config_key,
-    expand_grid,
-    get_variant,
-    model_finished,
-    parse_list,
-    register_variant,
-    train_key,
-    training_config,
-    variant_names,
-    variant_registry,
-)
-from esad_lib.ablation.verdict import (
-    CONTRADICTS,
-    NO_CLAIM,
-    NOT_ENOUGH,
-    SIMILAR_TOLERANCE,
-    SUPPORTS,
-    claim_verdict,
-    count_verdicts,
-    grid_description,
-    verdict_reason,
-    verdict_sentence,
-)
-from esad_lib.evaluation import SCORES_FILE
+import importlib
+from typing import Any
 
-# fmt: off
-__all__ = [
-    "BASE_VARIANT", "CI_N_BOOT", "CI_SEED", "COMPARE_COLUMNS", "CONTRADICTS", "HEADLINE_METRICS",
-    "INTERVAL_COLUMNS", "KEY_COLUMNS", "NOT_ENOUGH", "NO_CLAIM", "RESULT_COLUMNS", "SCORES_FILE",
-    "SIMILAR_TOLERANCE", "SUPPORTS", "GridReport", "ImageBootstrap", "RunSpec", "Variant",
-    "apply_variant", "claim_verdict", "collect_results", "collect_scores", "compare_to_base",
-    "config_key", "count_verdicts", "evaluate_model", "evaluate_variant", "expand_grid", "get_variant",
-    "grid_description", "interval_table", "model_finished", "parse_list", "read_results",
-    "register_variant", "run_grid", "seed_table", "seed_values", "summary_markdown", "summary_table",
-    "train_key", "train_model", "training_config", "variant_names", "variant_registry", "verdict_reason",
-    "verdict_sentence",
-]
-# fmt: on
+#: the public names, by the module that defines them (imported on first use).
+_EXPORTS = {
+    "grid": "GridReport run_grid",
+    "results": "ImageBootstrap collect_scores read_results seed_table summary_table",
+    "steps": "evaluate_variant",
+    "summary": "HEADLINE_METRICS compare_to_base interval_table",
+    "variants": "BASE_VARIANT RunSpec Variant apply_variant config_key expand_grid model_finished parse_list "
+    "register_variant train_key variant_names variant_registry",
+    "verdict": "CONTRADICTS NOT_ENOUGH NO_CLAIM SIMILAR_TOLERANCE SUPPORTS claim_verdict grid_description "
+    "verdict_reason verdict_sentence",
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names.split()}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    if name in _EXPORTS:  # a submodule, e.g. ``ablation.steps`` (a test replaces its functions)
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__ + list(_EXPORTS)

@@ -7,7 +7,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,35 +66,25 @@ def _init_worker(devices: Any) -> None:
         torch.set_num_threads(1)
 
 
-def _job(step: str, cfg_dict: dict[str, Any], model_dir: str, arg: Any) -> Any:
+def _job(step: str, cfg_dict: dict[str, Any], model_dir: Path, arg: Any) -> Any:
     """``steps.<step>(cfg on this worker's device, model_dir, arg)`` in a worker process."""
-    cfg = ESADConfig.from_dict(cfg_dict).replace(device=_WORKER_DEVICE or "auto")
-    return getattr(steps, step)(cfg, Path(model_dir), Path(arg) if isinstance(arg, str) else arg)
+    return getattr(steps, step)(
+        ESADConfig.from_dict(cfg_dict).replace(device=_WORKER_DEVICE or "auto"), model_dir, arg
+    )
 
 
-def _in_pool(ex: cf.Executor) -> Callable[[list[Job]], Iterator[tuple[int, Any]]]:
-    """Jobs submitted to the worker pool at once: ``(job index, result)`` as they finish."""
-
-    def run(jobs: list[Job]) -> Iterator[tuple[int, Any]]:
-        futs = {}
-        for i, (step, cfg, mdir, arg) in enumerate(jobs):
-            futs[
-                ex.submit(_job, step, cfg.to_dict(), str(mdir), str(arg) if isinstance(arg, Path) else arg)
-            ] = i
-        for f in cf.as_completed(futs):
-            yield futs[f], f.result()
-
-    return run
-
-
-def _in_process(device: str | None) -> Callable[[list[Job]], Iterator[tuple[int, Any]]]:
-    """Jobs run one after the other in this process (on ``device`` when given, else each config's own)."""
-
-    def run(jobs: list[Job]) -> Iterator[tuple[int, Any]]:
+def _run_jobs(jobs: list[Job], ex: cf.Executor | None, device: str | None) -> Iterator[tuple[int, Any]]:
+    """``(job index, result)`` as the jobs finish: in the worker pool ``ex``, else one after the other
+    in this process (on ``device`` when given, else each config's own)."""
+    if ex is None:
         for i, (step, cfg, mdir, arg) in enumerate(jobs):
             yield i, getattr(steps, step)(cfg.replace(device=device) if device else cfg, mdir, arg)
-
-    return run
+        return
+    futs = {
+        ex.submit(_job, step, cfg.to_dict(), mdir, arg): i for i, (step, cfg, mdir, arg) in enumerate(jobs)
+    }
+    for f in cf.as_completed(futs):
+        yield futs[f], f.result()
 
 
 @dataclass
@@ -144,11 +134,11 @@ def _finish(group: list[RunSpec], metrics: dict[str, Any], out: Path, report: Gr
         report.evaluated.append(str(d))
 
 
-def _execute(pending, out, models_root, report, run, detector_device: str | None, progress: bool) -> None:
+def _execute(pending, out, models_root, report, ex, device: str | None, progress: bool) -> None:
     """Train every model ``pending`` needs, then evaluate each distinct config once (a detector in
-    this process: a reader's may not pickle), through ``run`` (:func:`_in_process` / :func:`_in_pool`)."""
+    this process: a reader's may not pickle), with :func:`_run_jobs`."""
     jobs = _train_jobs(pending, out, models_root, report)
-    for _ in tqdm(run(jobs), total=len(jobs), desc="ablation: train", disable=not progress):
+    for _ in tqdm(_run_jobs(jobs, ex, device), total=len(jobs), desc="ablation: train", disable=not progress):
         pass
     groups: dict[str, list[RunSpec]] = {}
     for s in pending:
@@ -158,12 +148,13 @@ def _execute(pending, out, models_root, report, run, detector_device: str | None
         s = group[0]
         s.run_dir(out).mkdir(parents=True, exist_ok=True)
         if s.detector is not None:
-            cfg = s.cfg.replace(device=detector_device) if detector_device else s.cfg
+            cfg = s.cfg.replace(device=device) if device else s.cfg
             _finish(group, steps.evaluate_detector(s.detector, cfg, s.run_dir(out)), out, report)
         else:
             esad_groups.append(group)
             jobs.append(("evaluate_model", s.cfg, s.model_dir(models_root), s.run_dir(out)))
-    for i, metrics in tqdm(run(jobs), total=len(jobs), desc="ablation: evaluate", disable=not progress):
+    done = _run_jobs(jobs, ex, device)
+    for i, metrics in tqdm(done, total=len(jobs), desc="ablation: evaluate", disable=not progress):
         _finish(esad_groups[i], metrics, out, report)
 
 
@@ -209,10 +200,9 @@ def run_grid(
                 len(devices), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
             )
             with pool as ex:
-                _execute(pending, out, models_root, report, _in_pool(ex), None, progress)
+                _execute(pending, out, models_root, report, ex, None, progress)
     else:
-        device = devices[0] if devices else None
-        _execute(pending, out, models_root, report, _in_process(device), device, progress)
+        _execute(pending, out, models_root, report, None, devices[0] if devices else None, progress)
     df = collect_results(out, specs)
     report.results_csv, report.summary_md = out / "results.csv", out / "summary.md"
     atomic_write_text(report.results_csv, df.to_csv(index=False))
