@@ -1,7 +1,5 @@
-"""The grid's results on disk: flattening ``metrics.json``, the tidy ``results.csv`` table with each
-run's image-bootstrap CI, the runs' per-image scores, the seed / summary tables, and
-:class:`ImageBootstrap`: one set of stratified resamples per category, shared by all runs of that
-category, so that seed means and differences between variants are paired."""
+"""The grid's results on disk (``results.csv`` with each run's image-bootstrap CI, per-image scores),
+the seed / summary tables, and :class:`ImageBootstrap`, the paired intervals of the summary."""
 
 from __future__ import annotations
 
@@ -12,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from esad_lib import uncertainty
 from esad_lib.ablation.variants import RunSpec, run_finished
@@ -25,9 +24,7 @@ RESULT_COLUMNS: tuple[str, ...] = (*KEY_COLUMNS, "ci_low", "ci_high")
 #: AU-sPRO / AU-PRO / pixel AUROC need the anomaly maps, which the grid does not keep.
 CI_METRICS: tuple[str, ...] = ("image_auroc.structural", "image_auroc.logical", "image_auroc.mean")
 #: bootstrap resamples, bootstrap seed and level of every interval of the summary.
-CI_N_BOOT = uncertainty.DEFAULT_N_BOOT
-CI_SEED = 0
-CI_LEVEL = 0.95
+CI_N_BOOT, CI_SEED, CI_LEVEL = uncertainty.DEFAULT_N_BOOT, 0, 0.95
 #: metrics.json entries that become rows of results.csv (timings, counts, ... do not).
 METRIC_NAMES: tuple[str, ...] = ("image_auroc", "pixel_auroc", "au_pro", "au_spro", "n_params")
 
@@ -55,14 +52,11 @@ def _finished_run_dirs(out: Path, specs: Iterable[RunSpec] | None) -> list[Path]
 
 def read_run_scores(run_dir: str | Path):
     """``run_dir/scores.csv`` as a DataFrame (path, label, score, ...), or None when absent."""
-    import pandas as pd
-
     p = Path(run_dir) / SCORES_FILE
     if not p.exists():
         return None
     df = pd.read_csv(p)
-    missing = [c for c in ("path", "label", "score") if c not in df.columns]
-    if missing:
+    if missing := [c for c in ("path", "label", "score") if c not in df.columns]:
         raise ValueError(
             f"{p}: columns {missing} missing (expected path, label, anomalous, score); re-run it"
         )
@@ -83,8 +77,6 @@ def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
     """DataFrame (:data:`RESULT_COLUMNS`) of the finished runs under ``out`` (all, or those of
     ``specs``); ``ci_low``/``ci_high``: the run's 95 % stratified-bootstrap interval over its test
     images for the :data:`CI_METRICS` (from its ``scores.csv``), else NaN."""
-    import pandas as pd
-
     rows = []
     for d in _finished_run_dirs(Path(out), specs):
         try:
@@ -116,16 +108,13 @@ def collect_scores(
 
 def read_results(path: str | Path):
     """Load a ``results.csv`` written by :func:`run_grid`, checking its columns."""
-    import pandas as pd
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; run `esad ablate ... --out DIR` first (it writes DIR/results.csv)"
         )
     df = pd.read_csv(path)
-    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
-    if missing:
+    if missing := [c for c in RESULT_COLUMNS if c not in df.columns]:
         raise ValueError(
             f"{path} is not an ablation results table: columns {missing} missing (expected {RESULT_COLUMNS})"
         )
@@ -169,7 +158,7 @@ class ImageBootstrap:
     def __init__(
         self, df, scores: dict, n_boot: int = CI_N_BOOT, seed: int = CI_SEED, level: float = CI_LEVEL
     ):
-        self.level, self.n_boot = level, n_boot
+        self.level = level
         # (variant, category, seed) -> ({type: value}, {type: samples [B]})
         self.runs: dict[tuple[str, str, int], tuple[dict, dict]] = {}
         self.problems: dict[tuple[str, str, int], str] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from esad_lib import uncertainty
 from esad_lib.ablation.results import CI_N_BOOT, ImageBootstrap, _as_bootstrap, seed_table, summary_table
 from esad_lib.ablation.variants import BASE_VARIANT, variant_registry
@@ -21,6 +23,10 @@ from esad_lib.ablation.verdict import (
 HEADLINE_METRICS: tuple[str, ...] = ("image_auroc.structural", "au_spro.structural")
 
 
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def _fmt(mean: float, std: float, metric: str) -> str:
     """mean ± std over seeds, in % for the [0, 1] metrics (no ± with one seed)."""
     if metric == "n_params" or metric.endswith(".n_params"):
@@ -31,13 +37,16 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     return s
 
 
+def _profiles(df) -> str:
+    return ", ".join(sorted(set(map(str, df["profile"]))))
+
+
 def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
     """Title, what the grid ran, how to read a cell, and the head of the variants x metrics table."""
-    profiles = ", ".join(sorted(set(map(str, df["profile"]))))
     return [
         "# Ablation summary",
         "",
-        f"Profile: {profiles}; categories: {', '.join(cats)}; seeds: {', '.join(map(str, seeds))}.",
+        f"Profile: {_profiles(df)}; categories: {', '.join(cats)}; seeds: {', '.join(map(str, seeds))}.",
         "Values in % (metric x 100), averaged over categories. `76.9 [72.1, 81.4]`: 95 % confidence "
         f"interval over the test images: a stratified bootstrap (good / structural / logical images "
         f"resampled separately, B = {CI_N_BOOT}, percentile interval); with several seeds mean ± 1.96 se, "
@@ -47,7 +56,7 @@ def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
         "over seeds, no interval (AU-sPRO, AU-PRO and pixel AUROC need the anomaly maps, which the "
         "grid does not keep).",
         "",
-        "| variant | " + " | ".join(metrics) + " |",
+        _row(["variant", *metrics]),
         "|---|" + "---|" * len(metrics),
     ]
 
@@ -62,15 +71,8 @@ def _overall_rows(df, variants: list[str], metrics: list[str], boot: ImageBootst
             r = idx.get((v, m))
             ci = boot.interval(df, v, m) if boot is not None and r is not None else None
             cells.append("" if r is None else uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m))
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines.append(_row([v, *cells]))
     return lines
-
-
-def _per_category_cell(df, per_cat, v: str, c: str, m: str, boot: ImageBootstrap | None) -> str:
-    if (v, c, m) not in per_cat.index:
-        return ""
-    ci = boot.interval(df, v, m, [c]) if boot is not None else None
-    return uncertainty.format_ci(ci) if ci else _fmt(per_cat[(v, c, m)], math.nan, m)
 
 
 def _per_category_tables(
@@ -78,13 +80,18 @@ def _per_category_tables(
 ) -> list[str]:
     """Per headline metric: variants x categories (mean over seeds, CI where available)."""
     per_cat = df.groupby(["variant", "category", "metric"], sort=False)["value"].mean()
+
+    def cell(v: str, c: str, m: str) -> str:
+        if (v, c, m) not in per_cat.index:
+            return ""
+        ci = boot.interval(df, v, m, [c]) if boot is not None else None
+        return uncertainty.format_ci(ci) if ci else _fmt(per_cat[(v, c, m)], math.nan, m)
+
     lines = []
     for m in headline:
         lines += ["", f"## {m} per category (mean over seeds, 95 % CI where available)", ""]
-        lines += ["| variant | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
-        for v in variants:
-            cells = [_per_category_cell(df, per_cat, v, c, m, boot) for c in cats]
-            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines += [_row(["variant", *cats]), "|---|" + "---|" * len(cats)]
+        lines += [_row([v] + [cell(v, c, m) for c in cats]) for v in variants]
     return lines
 
 
@@ -104,24 +111,14 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
             f"'similar' claims are supported when the CI lies inside ±{100 * SIMILAR_TOLERANCE:.1f} "
             "points, contradicted when it lies wholly outside that band, else 'not enough evidence'.",
             "",
-        ]
-        lines += [
             "| variant | paper claims | expected | measured Δ [95 % CI] | CI | verdict |",
             "|---" * 6 + "|",
         ]
         for r in cmp.itertuples():
-            cells = (
-                r.variant,
-                r.claim,
-                r.expected,
-                r.measured,
-                r.ci_method,
-                f"{r.verdict} ({r.verdict_reason})",
-            )
-            lines.append("| " + " | ".join(cells) + " |")
+            verdict = f"{r.verdict} ({r.verdict_reason})"
+            lines.append(_row([r.variant, r.claim, r.expected, r.measured, r.ci_method, verdict]))
         checked = cmp[cmp["verdict"] != NO_CLAIM]["verdict"]
-        profile = ", ".join(sorted(set(map(str, df["profile"]))))
-        lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], profile)]
+        lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], _profiles(df))]
     return lines
 
 
@@ -180,8 +177,6 @@ def compare_to_base(
     (≥ 2 seeds) or none; ``verdict``: :func:`claim_verdict` of that CI (``tolerance``: the band of
     a "similar" claim), ``verdict_reason`` the rule that decided it.
     """
-    import pandas as pd
-
     reg = variant_registry()
     boot = _as_bootstrap(df, scores)
     sub = df[df["metric"] == metric]
@@ -232,8 +227,6 @@ def interval_table(df, scores=None, metrics=None):
     """Per variant and metric (``metrics``, default all): the value averaged over categories and
     seeds with its 95 % CI (columns :data:`INTERVAL_COLUMNS`): over test images and seeds for an
     image AUROC with ``scores``, else a t-interval over >= 2 seeds' category means, else NaN."""
-    import pandas as pd
-
     boot = _as_bootstrap(df, scores)
     st = summary_table(df)
     if metrics is not None:

@@ -52,7 +52,6 @@ def _static_variants() -> list[Variant]:
             "ESAD as in the paper: two lightweight U-Nets, train fill while training, test fill "
             "(alpha 0.5) at test, feature loss, feature-level anomaly maps.",
             "The full method: 89.3 % mean image AUROC on the structural split of MVTec LOCO AD.",
-            None,
         ),
         Variant(
             "riad",
@@ -70,7 +69,6 @@ def _static_variants() -> list[Variant]:
             "PatchCore-style reference (Roth et al. 2022), training-free: a memory bank of train/good "
             "patch features of ImageNet-pretrained EfficientNet-Lite0, nearest-neighbour maps.",
             "The paper does not compare ESAD with PatchCore.",
-            None,
             detector=PatchCore.from_config,
         ),
         Variant(
@@ -135,19 +133,16 @@ def _static_variants() -> list[Variant]:
 
 
 def _extractor_variants() -> list[Variant]:
-    """One variant per feature extractor usable offline (weights present): it scores with that
-    extractor and trains the feature loss with it too ("recon_encoder" cannot drive the loss:
-    there is no trained net to take the encoder from while training, so it only changes scoring)."""
+    """One variant per feature extractor usable offline: it scores with that extractor and trains the
+    feature loss with it ("recon_encoder" only scores: no trained net exists while training)."""
     out = []
-    for name, info in available_extractors().items():
-        if not info["available"]:
-            continue
+    claim = "The paper does not name the extractor it uses; ImageNet backbones are the usual choice."
+    for name in [n for n, info in available_extractors().items() if info["available"]]:
         diff: dict[str, Any] = {"feature_extractor": name}
         if name != "recon_encoder":
             diff["loss_feature_extractor"] = name
         what = "Feature-level maps" + (" and the feature loss" if len(diff) > 1 else "")
         what += f" computed with the {name!r} extractor."
-        claim = "The paper does not name the extractor it uses; ImageNet backbones are the usual choice."
         out.append(Variant(f"extractor_{name}", diff, "feature extractor", what, claim))
     return out
 
@@ -215,8 +210,8 @@ def config_key(cfg: ESADConfig) -> str:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the grid: a variant on one category with one seed (``detector``: the
-    variant's detector factory, None for an ESAD model trained with ``cfg``)."""
+    """One cell of the grid: a variant on one category with one seed (``detector``: the variant's
+    detector factory, None for an ESAD model trained with ``cfg``)."""
 
     variant: str
     category: str
@@ -266,13 +261,8 @@ def expand_grid(
             raise ValueError(f"the ablation grid needs at least one of {axis}")
         if len(set(vals)) != len(vals):
             raise ValueError(f"duplicate {axis} in the ablation grid: {list(vals)}")
-    specs = []
-    for v in resolved:
-        vcfg = apply_variant(base, v)
-        for c in categories:
-            for s in seeds:
-                specs.append(RunSpec(v.name, c, int(s), vcfg.replace(category=c, seed=int(s)), v.detector))
-    return specs
+    cells = [(v, apply_variant(base, v), c, int(s)) for v in resolved for c in categories for s in seeds]
+    return [RunSpec(v.name, c, s, vcfg.replace(category=c, seed=s), v.detector) for v, vcfg, c, s in cells]
 
 
 def model_finished(model_dir: Path) -> bool:
