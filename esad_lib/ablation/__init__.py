@@ -1,22 +1,18 @@
 """Ablations as config diffs (or detectors), and a grid runner that trains each model once.
 
-The paper (the authors' README: method and results table) argues for four design choices on top of
-RIAD: the inpainting -> filling -> reconstruction pipeline with the test fill (``select = 1``), the
-feature loss, feature-level anomaly discrimination and the lightweight U-Net.  Each ablation is a
-named :class:`Variant`: ``ESADConfig`` fields applied with ``cfg.replace(**diff)``, or a detector
-(fitted on train/good, no training); ``register_variant(Variant(...))`` adds a reader's own.
-
-A grid is ``variants x categories x seeds``; variants that only change how a model is *scored*
-share one trained model (``train_key`` hashes the training fields only)::
+The paper (the authors' README: method and results table) argues for the inpainting -> filling ->
+reconstruction pipeline with the test fill, the feature loss, feature-level discrimination and the
+lightweight U-Net.  Each ablation is a named :class:`Variant` (``ESADConfig`` fields applied with
+``cfg.replace(**diff)``, or a detector); ``register_variant`` adds a reader's own.  A grid is
+``variants x categories x seeds``; variants that only change scoring share one trained model::
 
     DIR/models/<train_key>/                     one trained model
     DIR/runs/<variant>/<category>/seed<s>/      run.json, config.json, scores.csv, metrics.json (last)
     DIR/results.csv                             one row per run and metric, with the run's 95 % CI
     DIR/summary.md                              CIs per variant; paired CIs of Δ to ``esad`` vs claims
 
-Re-running skips finished runs, resumes a model with a ``checkpoint.pt`` but no ``model.pt``, and
-refuses to overwrite a run made with another configuration.  With several ``devices``: one worker
-process per device; training finishes before evaluation starts.
+Re-running skips finished runs, resumes interrupted training and refuses to overwrite a run made
+with another configuration; several ``devices``: one worker process per device.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from esad_lib.ablation import steps
@@ -35,34 +36,31 @@ Job = tuple[str, ESADConfig, Path, Any]
 
 def _check_run_dir(spec: RunSpec, out: Path) -> None:
     """Refuse to mix a run directory made with a different configuration."""
-    meta = spec.run_dir(out) / "run.json"
-    if meta.exists():
-        try:
-            old = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise RuntimeError(f"{meta} is unreadable ({e}); move it away or use a new --out") from e
-        if old.get("config_key") != spec.config_key:
-            raise RuntimeError(
-                f"{spec.run_dir(out)} holds a run of {spec.variant!r} made with another configuration "
-                f"(config_key {old.get('config_key')} != {spec.config_key}, profile "
-                f"{old.get('profile')} -> {spec.cfg.profile}); use a new --out directory or move the old one"
-            )
+    if not (meta := spec.run_dir(out) / "run.json").exists():
+        return
+    try:
+        old = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RuntimeError(f"{meta} is unreadable ({e}); move it away or use a new --out") from e
+    if old.get("config_key") != spec.config_key:
+        raise RuntimeError(
+            f"{spec.run_dir(out)} holds a run of {spec.variant!r} made with another configuration "
+            f"(config_key {old.get('config_key')} != {spec.config_key}, profile "
+            f"{old.get('profile')} -> {spec.cfg.profile}); use a new --out directory or move the old one"
+        )
 
 
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=list) + "\n")
 
 
-# -- worker processes (one per device) --------------------------------------------------
-_WORKER_DEVICE: str | None = None
+_WORKER_DEVICE: str | None = None  # in a worker process: its device
 
 
 def _init_worker(devices: Any) -> None:
     global _WORKER_DEVICE
     _WORKER_DEVICE = devices.get()
     if _WORKER_DEVICE == "cpu":  # several CPU workers: one thread each, no oversubscription
-        import torch
-
         torch.set_num_threads(1)
 
 
@@ -169,15 +167,10 @@ def run_grid(
     models_dir: str | Path | None = None,
     start_method: str | None = None,
 ) -> GridReport:
-    """Run (or finish) the ablation grid under ``out`` and write results.csv + summary.md.
-
-    ``variants``: names or ``Variant`` objects.  ``devices``: None/one -> sequential in this
-    process; several -> one worker process per device (``start_method`` default: "spawn" with a
-    CUDA device, which forked children cannot use, else "fork").  ``models_dir``: where trained
-    models live (default ``out/models``; ``cache_dir() / "runs"`` shares them with ``train_or_load``).
-    Phases: plan, train (each distinct model once), evaluate (each distinct config once,
-    metrics.json last), write (results.csv, summary.md).
-    """
+    """Run (or finish) the ablation grid under ``out``: train each distinct model once, evaluate each
+    distinct config once, write results.csv + summary.md.  ``devices``: None/one -> sequential here;
+    several -> one worker process per device ("spawn" with CUDA).  ``models_dir``: default
+    ``out/models``; ``cache_dir() / "runs"`` shares the models with ``train_or_load``."""
     t0 = time.perf_counter()
     out = Path(out)
     models_root = Path(models_dir) if models_dir is not None else out / "models"

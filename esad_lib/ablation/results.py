@@ -29,16 +29,14 @@ CI_N_BOOT, CI_SEED, CI_LEVEL = uncertainty.DEFAULT_N_BOOT, 0, 0.95
 METRIC_NAMES: tuple[str, ...] = ("image_auroc", "pixel_auroc", "au_pro", "au_spro", "n_params")
 
 
-def flatten_metrics(
-    metrics: dict[str, Any], prefix: str = "", keep: Sequence[str] | None = METRIC_NAMES
-) -> dict[str, float]:
-    """Numeric leaves of a nested metrics dict, names joined with ``.`` (``au_spro.mean``): the
-    top-level entries of ``keep`` in its order (all with None); ``None`` values are dropped."""
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested metrics dict, names joined with ``.`` (``au_spro.mean``); at the top
+    level only the :data:`METRIC_NAMES`, in their order.  ``None`` values are dropped."""
     flat: dict[str, float] = {}
-    for k in [k for k in keep if k in metrics] if keep is not None and not prefix else list(metrics):
+    for k in list(metrics) if prefix else [k for k in METRIC_NAMES if k in metrics]:
         v, name = metrics[k], f"{prefix}{k}"
         if isinstance(v, dict):
-            flat.update(flatten_metrics(v, name + ".", None))
+            flat.update(flatten_metrics(v, name + "."))
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             flat[name] = float(v)
     return flat
@@ -51,25 +49,17 @@ def _finished_run_dirs(out: Path, specs: Iterable[RunSpec] | None) -> list[Path]
 
 
 def read_run_scores(run_dir: str | Path):
-    """``run_dir/scores.csv`` as a DataFrame (path, label, score, ...), or None when absent."""
+    """``run_dir/scores.csv`` as a DataFrame (path, label, anomalous, score), or None when absent."""
     p = Path(run_dir) / SCORES_FILE
-    if not p.exists():
-        return None
-    df = pd.read_csv(p)
-    if missing := [c for c in ("path", "label", "score") if c not in df.columns]:
-        raise ValueError(
-            f"{p}: columns {missing} missing (expected path, label, anomalous, score); re-run it"
-        )
-    return df
+    return pd.read_csv(p) if p.exists() else None
 
 
 def _run_image_ci(scores_df) -> dict[str, tuple[float, float]]:
     """``image_auroc.<type>`` -> (low, high) of one run's stratified-bootstrap interval."""
     if scores_df is None or not (scores_df["label"] == "good").any():
         return {}
-    cis = uncertainty.image_auroc_ci_by_type(
-        scores_df["score"].to_numpy(float), scores_df["label"].astype(str), CI_N_BOOT, CI_SEED, CI_LEVEL
-    )
+    scores, labels = scores_df["score"].to_numpy(float), scores_df["label"].astype(str)
+    cis = uncertainty.image_auroc_ci_by_type(scores, labels, CI_N_BOOT, CI_SEED, CI_LEVEL)
     return {f"image_auroc.{k}": (r["low"], r["high"]) for k, r in cis.items() if r is not None}
 
 
@@ -93,9 +83,7 @@ def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
-def collect_scores(
-    out: str | Path, specs: Iterable[RunSpec] | None = None
-) -> dict[tuple[str, str, int], Any]:
+def collect_scores(out: str | Path, specs: Iterable[RunSpec] | None = None) -> dict[tuple, Any]:
     """``{(variant, category, seed): scores DataFrame}`` of the finished runs under ``out`` that
     have a ``scores.csv``."""
     found = {}
@@ -137,28 +125,21 @@ def summary_table(df):
     return t.reset_index()
 
 
-def _per_seed_interval(items: list[tuple[int, float, Any]], level: float, bounds: tuple[float, float]):
+def _per_seed_interval(items: list[tuple[int, float, Any]], bounds: tuple[float, float]):
     """``items``: (seed, value, samples [B]) per cell -> ``uncertainty.seed_image_interval`` of the
     per-seed means (one seed: the percentile interval; several: seed + image variance)."""
     seeds = sorted({s for s, _, _ in items})
     values = [np.mean([v for s, v, _ in items if s == sd]) for sd in seeds]
     samples = np.stack([np.mean([b for s, _, b in items if s == sd], axis=0) for sd in seeds])
-    return uncertainty.seed_image_interval(values, samples, level, bounds=bounds)
+    return uncertainty.seed_image_interval(values, samples, CI_LEVEL, bounds=bounds)
 
 
 class ImageBootstrap:
-    """Bootstrap samples of the image AUROCs of every run, from the runs' ``scores.csv``.
+    """Bootstrap samples of every run's image AUROCs (from ``scores.csv``): all runs of a category
+    share one set of stratified resamples, so differences and seed means are paired.  A run whose
+    images differ from the category's first run is left out, with the reason in ``problems``."""
 
-    All runs of one category share one set of stratified resamples (strata = label names;
-    ``n_boot``, ``seed``), so differences between variants and means over seeds are paired.  A
-    run whose images or labels differ from the category's first run (sorted by variant, seed) is
-    left out, with the reason in ``problems``.
-    """
-
-    def __init__(
-        self, df, scores: dict, n_boot: int = CI_N_BOOT, seed: int = CI_SEED, level: float = CI_LEVEL
-    ):
-        self.level = level
+    def __init__(self, df, scores: dict[tuple[str, str, int], Any]):
         # (variant, category, seed) -> ({type: value}, {type: samples [B]})
         self.runs: dict[tuple[str, str, int], tuple[dict, dict]] = {}
         self.problems: dict[tuple[str, str, int], str] = {}
@@ -170,7 +151,9 @@ class ImageBootstrap:
             names_ref = ref["label"].astype(str).to_numpy()
             if not (names_ref == "good").any():
                 continue
-            weights = uncertainty.resample_weights(uncertainty.resample_indices(names_ref, n_boot, seed))
+            weights = uncertainty.resample_weights(
+                uncertainty.resample_indices(names_ref, CI_N_BOOT, CI_SEED)
+            )
             for k in in_cat:
                 sc = scores[k]
                 try:
@@ -205,7 +188,7 @@ class ImageBootstrap:
         cells = None if sub.empty else self._cells(variant, metric, zip(sub["category"], sub["seed"]))
         if cells is None:
             return None
-        return _per_seed_interval([(s, v, b) for (_, s), (v, b) in cells.items()], self.level, (0.0, 1.0))
+        return _per_seed_interval([(s, v, b) for (_, s), (v, b) in cells.items()], (0.0, 1.0))
 
     def paired(self, df, variant: str, base: str, metric: str):
         """Paired CI of ``variant - base`` on ``metric`` (same seeds, common categories), or None."""
@@ -218,7 +201,7 @@ class ImageBootstrap:
         if not common or cv is None or cb is None:
             return None
         items = [(k[1], cv[k][0] - cb[k][0], cv[k][1] - cb[k][1]) for k in common]
-        r = _per_seed_interval(items, self.level, (-1.0, 1.0))
+        r = _per_seed_interval(items, (-1.0, 1.0))
         r["excludes_zero"] = bool(r["low"] > 0 or r["high"] < 0)
         return r
 

@@ -37,16 +37,13 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     return s
 
 
-def _profiles(df) -> str:
-    return ", ".join(sorted(set(map(str, df["profile"]))))
-
-
 def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
     """Title, what the grid ran, how to read a cell, and the head of the variants x metrics table."""
+    profiles = ", ".join(sorted(set(map(str, df["profile"]))))
     return [
         "# Ablation summary",
         "",
-        f"Profile: {_profiles(df)}; categories: {', '.join(cats)}; seeds: {', '.join(map(str, seeds))}.",
+        f"Profile: {profiles}; categories: {', '.join(cats)}; seeds: {', '.join(map(str, seeds))}.",
         "Values in % (metric x 100), averaged over categories. `76.9 [72.1, 81.4]`: 95 % confidence "
         f"interval over the test images: a stratified bootstrap (good / structural / logical images "
         f"resampled separately, B = {CI_N_BOOT}, percentile interval); with several seeds mean ± 1.96 se, "
@@ -64,15 +61,14 @@ def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
 def _overall_rows(df, variants: list[str], metrics: list[str], boot: ImageBootstrap | None) -> list[str]:
     """One row per variant: each metric averaged over categories, with its CI where there is one."""
     idx = {(r.variant, r.metric): r for r in summary_table(df).itertuples()}
-    lines = []
-    for v in variants:
-        cells = []
-        for m in metrics:
-            r = idx.get((v, m))
-            ci = boot.interval(df, v, m) if boot is not None and r is not None else None
-            cells.append("" if r is None else uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m))
-        lines.append(_row([v, *cells]))
-    return lines
+
+    def cell(v: str, m: str) -> str:
+        if (r := idx.get((v, m))) is None:
+            return ""
+        ci = boot.interval(df, v, m) if boot is not None else None
+        return uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m)
+
+    return [_row([v] + [cell(v, m) for m in metrics]) for v in variants]
 
 
 def _per_category_tables(
@@ -118,7 +114,8 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
             verdict = f"{r.verdict} ({r.verdict_reason})"
             lines.append(_row([r.variant, r.claim, r.expected, r.measured, r.ci_method, verdict]))
         checked = cmp[cmp["verdict"] != NO_CLAIM]["verdict"]
-        lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], _profiles(df))]
+        profile = ", ".join(sorted(set(map(str, df["profile"]))))
+        lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], profile)]
     return lines
 
 
@@ -168,14 +165,9 @@ COMPARE_COLUMNS: tuple[str, ...] = tuple(
 def compare_to_base(
     df, metric: str, base: str = BASE_VARIANT, tolerance: float = SIMILAR_TOLERANCE, scores=None
 ):
-    """Per variant (not ``base``): the paper's claim and the measured difference to ``base`` on
-    ``metric`` (columns :data:`COMPARE_COLUMNS`).
-
-    Δ per seed = the variant's category mean − ``base``'s over the categories both ran on
-    (``seed_deltas``).  CI: with ``scores`` and an image AUROC, the paired bootstrap over the same
-    test images (with the seed variance for several seeds), else a t-interval over the per-seed Δ
-    (≥ 2 seeds) or none; ``verdict``: :func:`claim_verdict` of that CI (``tolerance``: the band of
-    a "similar" claim), ``verdict_reason`` the rule that decided it.
+    """Per variant (not ``base``): the paper's claim and Δ = its category mean − ``base``'s per seed
+    (common categories) on ``metric``, with its 95 % CI (:func:`_interval`; paired over the test
+    images with ``scores``) and the :func:`claim_verdict` of that CI.  Columns :data:`COMPARE_COLUMNS`.
     """
     reg = variant_registry()
     boot = _as_bootstrap(df, scores)
@@ -218,9 +210,7 @@ def compare_to_base(
 
 
 #: columns of :func:`interval_table`.
-INTERVAL_COLUMNS: tuple[str, ...] = tuple(
-    "variant metric value low high ci_method n_seeds n_categories".split()
-)
+INTERVAL_COLUMNS = tuple("variant metric value low high ci_method n_seeds n_categories".split())
 
 
 def interval_table(df, scores=None, metrics=None):
@@ -236,8 +226,8 @@ def interval_table(df, scores=None, metrics=None):
     for r in st.itertuples():
         ci = boot.interval(df, r.variant, r.metric) if boot is not None else None
         low, high, method = _interval(ci, per_seed[(r.variant, r.metric)], "bootstrap over test images")
-        rows.append((r.variant, r.metric, float(r.mean), float(low), float(high), method))
-        rows[-1] += (int(r.n_seeds), int(r.n_categories))
+        rows.append((r.variant, r.metric, float(r.mean), float(low), float(high), method, r.n_seeds))
+        rows[-1] += (int(r.n_categories),)
     return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
 
 

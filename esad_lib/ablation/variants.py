@@ -1,8 +1,6 @@
-"""The named ablation variants: each a diff of :class:`~esad_lib.config.ESADConfig` fields applied
-to the profile's base config (the authors' README: method and results table), or a detector
-(``esad_lib.detectors``); the keys that tell which variants share one trained model (``train_key``)
-or one result (``config_key``); ``register_variant`` for a reader's own; and one cell of the grid
-(:class:`RunSpec`: variant x category x seed, where its files live) with :func:`expand_grid`."""
+"""The named ablation variants (config diffs or detectors; the authors' README: method and results
+table), the keys telling which share one trained model (``train_key``) or one result
+(``config_key``), and the grid's cells (:class:`RunSpec`: variant x category x seed, its folders)."""
 
 from __future__ import annotations
 
@@ -21,12 +19,9 @@ BASE_VARIANT = "esad"
 
 @dataclass(frozen=True)
 class Variant:
-    """A named ablation: ``diff`` is applied to the base config with ``cfg.replace``; with a
-    ``detector`` (a factory ``cfg -> unfitted detector``, ``esad_lib.detectors.base``) the run
-    fits and evaluates that detector instead of an ESAD model (nothing is trained).  ``claim``: what
-    the paper (or RIAD) states about the component; ``expect``: the direction it implies for
-    ``variant - esad``: ``"lower"``, ``"similar"`` or ``None`` (no claim to check).
-    """
+    """A named ablation: ``diff`` applied with ``cfg.replace``, or a ``detector`` factory ``cfg ->
+    unfitted detector`` (nothing trained); ``claim``: what the paper states, ``expect``: the direction
+    it implies for ``variant - esad`` (``"lower"``, ``"similar"`` or None)."""
 
     name: str
     diff: dict[str, Any]
@@ -154,8 +149,7 @@ _REGISTERED: dict[str, Variant] = {}
 def register_variant(variant: Variant) -> Variant:
     """Add a reader's own variant (a config diff or a detector, with the claim it tests) to the
     registry, so that ``run_grid`` and the summaries find it by name; a built-in name is refused."""
-    builtin = {v.name for v in _static_variants() + _extractor_variants()}
-    if variant.name in builtin:
+    if variant.name in {v.name for v in _static_variants() + _extractor_variants()}:
         raise ValueError(f"{variant.name!r} is a built-in ablation variant; give yours another name")
     if variant.expect not in (None, "lower", "similar"):
         raise ValueError(f"Variant.expect={variant.expect!r}: use 'lower', 'similar' or None")
@@ -241,11 +235,8 @@ class RunSpec:
         """``models_root/<train_key>``, or ``models_root/<config_key>`` when only that holds a
         finished model: ``train_or_load``'s cache keeps a variant whose diff sets test-time fields
         (``riad``) under its full config key, trained with exactly this config."""
-        own = Path(models_root) / self.train_key
-        full = Path(models_root) / self.config_key
-        if full != own and not model_finished(own) and model_finished(full):
-            return full
-        return own
+        own, full = Path(models_root) / self.train_key, Path(models_root) / self.config_key
+        return full if full != own and not model_finished(own) and model_finished(full) else own
 
 
 def expand_grid(

@@ -3,13 +3,9 @@ evidence*, decided from the 95 % CI ``[low, high]`` of ``Δ = metric(variant) �
 (:func:`esad_lib.ablation.compare_to_base`), never from its point estimate.  The claims are the
 paper's (the authors' README: method summary and results table), registered with each variant.
 
-* ``expect = "lower"`` (the part helps): supports when ``high < 0``, contradicts when ``low > 0``,
-  else not enough evidence (the CI includes 0).
-* ``expect = "similar"`` (no accuracy cost, ``|Δ| <= tol``, :data:`SIMILAR_TOLERANCE`): supports
-  when ``-tol <= low`` and ``high <= tol``, contradicts when ``low > tol`` or ``high < -tol``, else
-  not enough evidence (a CI straddling an edge of the band, or wider than it).
-
-No interval (NaN bounds) is not enough evidence; no claim (``expect=None``) is :data:`NO_CLAIM`.
+``"lower"`` (the part helps): supports when ``high < 0``, contradicts when ``low > 0``;
+``"similar"`` (``|Δ| <= tol``): supports when ``[low, high]`` lies inside ``±tol``, contradicts when
+wholly outside it on one side; else (and without an interval) not enough evidence.
 """
 
 from __future__ import annotations
@@ -17,10 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-SUPPORTS = "supports"
-CONTRADICTS = "contradicts"
-NOT_ENOUGH = "not enough evidence"
-NO_CLAIM = "no claim"
+SUPPORTS, CONTRADICTS, NOT_ENOUGH, NO_CLAIM = "supports", "contradicts", "not enough evidence", "no claim"
 #: the three verdicts of a checkable claim, in the order the summaries count them.
 VERDICTS: tuple[str, ...] = (SUPPORTS, CONTRADICTS, NOT_ENOUGH)
 EXPECTATIONS: tuple[str, ...] = ("lower", "similar")
@@ -30,20 +23,16 @@ EXPECTATIONS: tuple[str, ...] = ("lower", "similar")
 SIMILAR_TOLERANCE = 0.01
 
 
-def _check(expected: str | None, low: float, high: float, tolerance: float) -> None:
+def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
+    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``
+    (the rules of the module docstring)."""
+    low, high = float(low), float(high)
     if expected is not None and expected not in EXPECTATIONS:
         raise ValueError(f"expected must be one of {EXPECTATIONS} or None, got {expected!r}")
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if not (math.isnan(low) or math.isnan(high)) and low > high:
         raise ValueError(f"the interval's low bound {low} is above its high bound {high}")
-
-
-def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
-    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``
-    (the rules of the module docstring)."""
-    low, high = float(low), float(high)
-    _check(expected, low, high, tolerance)
     if expected is None:
         return NO_CLAIM
     if math.isnan(low) or math.isnan(high):
@@ -70,20 +59,17 @@ def verdict_reason(
         return {SUPPORTS: "CI below 0", CONTRADICTS: "CI above 0: the variant scores higher"}.get(
             verdict, "CI includes 0"
         )
+    if verdict == NOT_ENOUGH:
+        return f"CI {'wider than' if high - low > 2 * tolerance else 'crosses an edge of'} the {band} band"
     if verdict == SUPPORTS:
         return f"CI inside the {band} band"
-    if verdict == CONTRADICTS:
-        return f"CI outside the {band} band ({'higher' if low > tolerance else 'lower'})"
-    if high - low > 2 * tolerance:
-        return f"CI wider than the {band} band"
-    return f"CI crosses an edge of the {band} band"
+    return f"CI outside the {band} band ({'higher' if low > tolerance else 'lower'})"
 
 
 def count_verdicts(verdicts: Iterable[str]) -> dict[str, int]:
     """``{verdict: count}`` over :data:`VERDICTS` (every key present; NO_CLAIM not counted)."""
     vs = list(verdicts)
-    unknown = sorted({v for v in vs if v not in VERDICTS and v != NO_CLAIM})
-    if unknown:
+    if unknown := sorted({v for v in vs if v not in VERDICTS and v != NO_CLAIM}):
         raise ValueError(f"unknown verdict(s) {unknown}; expected {VERDICTS} or {NO_CLAIM!r}")
     return {v: sum(1 for x in vs if x == v) for v in VERDICTS}
 
