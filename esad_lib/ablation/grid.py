@@ -167,14 +167,11 @@ def run_grid(
     models_dir: str | Path | None = None,
     start_method: str | None = None,
 ) -> GridReport:
-    """Run (or finish) the ablation grid under ``out``: train each distinct model once, evaluate each
-    distinct config once, write results.csv + summary.md.  ``devices``: None/one -> sequential here;
-    several -> one worker process per device ("spawn" with CUDA).  ``models_dir``: default
-    ``out/models``; ``cache_dir() / "runs"`` shares the models with ``train_or_load``."""
-    t0 = time.perf_counter()
-    out = Path(out)
+    """Run (or finish) the grid under ``out``: each distinct model trained once, each config evaluated
+    once; results.csv + summary.md.  ``devices``: several -> one worker process each ("spawn" with
+    CUDA).  ``models_dir``: default ``out/models``; ``cache_dir() / "runs"`` shares ``train_or_load``'s."""
+    t0, out, report = time.perf_counter(), Path(out), GridReport()
     models_root = Path(models_dir) if models_dir is not None else out / "models"
-    report = GridReport()
     specs = expand_grid(base, variants, categories, seeds)
     for s in specs:
         _check_run_dir(s, out)

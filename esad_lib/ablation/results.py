@@ -64,9 +64,8 @@ def _run_image_ci(scores_df) -> dict[str, tuple[float, float]]:
 
 
 def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
-    """DataFrame (:data:`RESULT_COLUMNS`) of the finished runs under ``out`` (all, or those of
-    ``specs``); ``ci_low``/``ci_high``: the run's 95 % stratified-bootstrap interval over its test
-    images for the :data:`CI_METRICS` (from its ``scores.csv``), else NaN."""
+    """DataFrame (:data:`RESULT_COLUMNS`) of the finished runs under ``out`` (all, or ``specs``'); the
+    CI: the run's stratified bootstrap over its test images for the :data:`CI_METRICS`, else NaN."""
     rows = []
     for d in _finished_run_dirs(Path(out), specs):
         try:
@@ -110,8 +109,7 @@ def read_results(path: str | Path):
 
 
 def seed_table(df):
-    """Per variant, metric and seed: the value averaged over categories (columns variant, metric,
-    seed, value, n_categories)."""
+    """Per variant, metric and seed: the value averaged over categories, and n_categories."""
     g = df.groupby(["variant", "metric", "seed"], sort=False)["value"]
     return g.agg(value="mean", n_categories="count").reset_index()
 
@@ -126,8 +124,7 @@ def summary_table(df):
 
 
 def _per_seed_interval(items: list[tuple[int, float, Any]], bounds: tuple[float, float]):
-    """``items``: (seed, value, samples [B]) per cell -> ``uncertainty.seed_image_interval`` of the
-    per-seed means (one seed: the percentile interval; several: seed + image variance)."""
+    """``uncertainty.seed_image_interval`` of the per-seed means of ``items``: (seed, value, samples [B])."""
     seeds = sorted({s for s, _, _ in items})
     values = [np.mean([v for s, v, _ in items if s == sd]) for sd in seeds]
     samples = np.stack([np.mean([b for s, _, b in items if s == sd], axis=0) for sd in seeds])

@@ -39,17 +39,16 @@ def evaluate_variant(model: Any, cfg: ESADConfig, progress: bool = False) -> tup
     return evaluate(EsadDetector(cfg, model, progress=progress), cfg, progress=progress)
 
 
-def _write_scores(run_dir: Path, result_pair: tuple[dict[str, Any], Any]) -> dict[str, Any]:
-    atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result_pair[1]))
-    return result_pair[0]
-
-
 def evaluate_model(cfg: ESADConfig, model_dir: Path, run_dir: Path) -> dict[str, Any]:
     """Metrics of the model in ``model_dir`` scored with ``cfg``; writes ``run_dir/scores.csv``."""
     model, _ = load_run(model_dir)
-    return _write_scores(run_dir, evaluate_variant(model.to(resolve_device(cfg.device)), cfg))
+    metrics, result = evaluate_variant(model.to(resolve_device(cfg.device)), cfg)
+    atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
+    return metrics
 
 
 def evaluate_detector(factory: Callable[[ESADConfig], Any], cfg: ESADConfig, run_dir: Path) -> dict[str, Any]:
     """Fit ``factory(cfg)`` on train/good and evaluate it; writes ``run_dir/scores.csv``."""
-    return _write_scores(run_dir, evaluate(fit_detector(factory(cfg), cfg), cfg, progress=False))
+    metrics, result = evaluate(fit_detector(factory(cfg), cfg), cfg, progress=False)
+    atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
+    return metrics

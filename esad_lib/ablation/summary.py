@@ -18,8 +18,7 @@ from esad_lib.ablation.verdict import (
     verdict_sentence,
 )
 
-#: metrics the summary breaks down per category and compares with the paper's claims (the
-#: paper's table is image AUROC on structural anomalies; AU-sPRO is LOCO's localisation metric).
+#: metrics broken down per category and checked against the paper's claims (its table: structural AUROC).
 HEADLINE_METRICS: tuple[str, ...] = ("image_auroc.structural", "au_spro.structural")
 
 
@@ -31,10 +30,8 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     """mean ± std over seeds, in % for the [0, 1] metrics (no ± with one seed)."""
     if metric == "n_params" or metric.endswith(".n_params"):
         return f"{mean:,.0f}"
-    s = f"{100 * mean:.1f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        s += f" ± {100 * std:.1f}"
-    return s
+    no_std = std is None or (isinstance(std, float) and math.isnan(std))
+    return f"{100 * mean:.1f}" + ("" if no_std else f" ± {100 * std:.1f}")
 
 
 def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
@@ -120,15 +117,12 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
 
 
 def summary_markdown(df, base: str = BASE_VARIANT, scores=None) -> str:
-    """Markdown summary: variants x metrics, per-category tables of the :data:`HEADLINE_METRICS`
-    and the paper-claim comparison with paired CIs of the difference to ``base``.  ``scores``
-    (:func:`collect_scores`'s dict or an :class:`ImageBootstrap`) gives the image AUROCs 95 % CIs;
-    other cells are mean ± std over seeds."""
+    """Markdown: variants x metrics (image AUROC 95 % CIs with ``scores``, else mean ± std over seeds),
+    per-category tables of the :data:`HEADLINE_METRICS` and the paper claims vs Δ to ``base``."""
     if df.empty:
         return "# Ablation summary\n\nNo finished runs yet.\n"
     boot = _as_bootstrap(df, scores)
-    variants = list(dict.fromkeys(df["variant"]))
-    metrics = list(dict.fromkeys(df["metric"]))
+    variants, metrics = list(dict.fromkeys(df["variant"])), list(dict.fromkeys(df["metric"]))
     cats = sorted(set(df["category"]))
     lines = _header(df, metrics, cats, sorted(set(df["seed"])))
     lines += _overall_rows(df, variants, metrics, boot)
@@ -167,10 +161,8 @@ def compare_to_base(
 ):
     """Per variant (not ``base``): the paper's claim and Δ = its category mean − ``base``'s per seed
     (common categories) on ``metric``, with its 95 % CI (:func:`_interval`; paired over the test
-    images with ``scores``) and the :func:`claim_verdict` of that CI.  Columns :data:`COMPARE_COLUMNS`.
-    """
-    reg = variant_registry()
-    boot = _as_bootstrap(df, scores)
+    images with ``scores``) and the :func:`claim_verdict` of that CI.  Columns :data:`COMPARE_COLUMNS`."""
+    reg, boot = variant_registry(), _as_bootstrap(df, scores)
     sub = df[df["metric"] == metric]
     if base not in set(sub["variant"]):
         return pd.DataFrame(columns=list(COMPARE_COLUMNS))
@@ -214,9 +206,8 @@ INTERVAL_COLUMNS = tuple("variant metric value low high ci_method n_seeds n_cate
 
 
 def interval_table(df, scores=None, metrics=None):
-    """Per variant and metric (``metrics``, default all): the value averaged over categories and
-    seeds with its 95 % CI (columns :data:`INTERVAL_COLUMNS`): over test images and seeds for an
-    image AUROC with ``scores``, else a t-interval over >= 2 seeds' category means, else NaN."""
+    """Per variant and metric (``metrics``, default all): the mean over categories and seeds with its
+    95 % CI (:func:`_interval`; over test images with ``scores``).  Columns :data:`INTERVAL_COLUMNS`."""
     boot = _as_bootstrap(df, scores)
     st = summary_table(df)
     if metrics is not None:

@@ -232,9 +232,8 @@ class RunSpec:
         return Path(out) / "runs" / self.variant / self.category / f"seed{self.seed}"
 
     def model_dir(self, models_root: Path) -> Path:
-        """``models_root/<train_key>``, or ``models_root/<config_key>`` when only that holds a
-        finished model: ``train_or_load``'s cache keeps a variant whose diff sets test-time fields
-        (``riad``) under its full config key, trained with exactly this config."""
+        """``models_root/<train_key>``, or ``<config_key>`` when only that holds a finished model (how
+        ``train_or_load``'s cache keeps a variant with test-time fields in its diff: ``riad``)."""
         own, full = Path(models_root) / self.train_key, Path(models_root) / self.config_key
         return full if full != own and not model_finished(own) and model_finished(full) else own
 
@@ -242,9 +241,8 @@ class RunSpec:
 def expand_grid(
     base: ESADConfig, variants: Sequence[str | Variant], categories: Sequence[str], seeds: Sequence[int]
 ) -> list[RunSpec]:
-    """``variants x categories x seeds`` run specs, in that nesting order (``variants``: names or
-    ``Variant`` objects, registered here); ``KeyError``/``ValueError`` for unknown names, empty axes
-    or duplicates."""
+    """``variants x categories x seeds`` run specs in that order (``Variant`` objects are registered);
+    ``KeyError``/``ValueError`` for unknown names, empty axes or duplicates."""
     resolved = [get_variant(v) for v in variants]
     names = [v.name for v in resolved]
     for axis, vals in (("variants", names), ("categories", categories), ("seeds", seeds)):
