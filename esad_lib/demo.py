@@ -1,21 +1,12 @@
 """The demo workflow behind ``esad demo`` / ``make demo``, and the report of several runs.
 
-``run_demo(profile)`` trains (or reuses) and evaluates, per synthetic category:
-
-* ESAD at the profile's preset (the method of the paper);
-* optionally RIAD at the same budget (``esad_lib.config.riad_config``), the naive per-pixel
-  z-score baseline (no training) and a PatchCore-style detector on ImageNet features
-  (``esad_lib.patchcore``; no training, seconds per category);
-
-then writes ``report.md`` (the per-category table with 95 % bootstrap intervals, and the
-*paired* differences ESAD minus each other method on the same test images) and ``demo.json``
-(every metric, the differences, and the provenance of the run: commit, date, thread count,
-profile, seeds, seconds).  ``docs/demo_report.md`` is the
-committed copy of ``make demo``'s report; the README quotes it.
-
-Notebooks 06 and 07 use the same pieces without writing any report: ``compare_methods`` (the
-per-category runs, reusing ``esad demo``'s cached evaluations) and ``paired_from_scores`` (the
-paired differences of in-memory scores, e.g. two test-time settings of one model).
+``run_demo(profile)`` trains (or reuses) and evaluates, per synthetic category, ESAD at the
+profile's preset and optionally RIAD at the same budget, the naive per-pixel z-score baseline and a
+PatchCore-style detector (no training); then writes ``report.md`` (the per-category table with 95 %
+bootstrap intervals, and the *paired* differences ESAD minus each other method on the same test
+images) and ``demo.json`` (every metric, the differences and the provenance: commit, date, threads,
+profile, seeds, seconds).  ``docs/demo_report.md`` is the committed copy of ``make demo``'s report.
+Notebooks 06 and 07 use ``compare_methods`` and ``paired_from_scores`` without writing a report.
 """
 
 from __future__ import annotations
@@ -43,28 +34,16 @@ from esad_lib.report import format_paired, format_report
 from esad_lib.run_io import MODEL_FILE, run_dir_for
 from esad_lib.scoring import fit_detector
 from esad_lib.training import train, train_or_load
-from esad_lib.uncertainty import ANOMALY_TYPES, METHOD_PAIRED, paired_image_auroc_by_type, percentile_interval
+from esad_lib.uncertainty import METHOD_PAIRED, paired_image_auroc_by_type, percentile_interval
 
+# fmt: off
 __all__ = [
-    "METHOD_LABELS",
-    "METHOD_NAMES",
-    "Comparison",
-    "DemoResult",
-    "ScoreTable",
-    "compare_methods",
-    "comparison_report",
-    "default_report_dir",
-    "detector_metrics",
-    "paired_differences",
-    "paired_from_scores",
-    "provenance",
-    "read_scores",
-    "report_from_runs",
-    "run_demo",
-    "scores_of",
-    "summary_line",
-    "train_and_evaluate",
+    "METHOD_LABELS", "METHOD_NAMES", "Comparison", "DemoResult", "ScoreTable", "compare_methods",
+    "comparison_report", "default_report_dir", "detector_metrics", "paired_differences",
+    "paired_from_scores", "provenance", "read_scores", "report_from_runs", "run_demo", "scores_of",
+    "summary_line", "train_and_evaluate",
 ]
+# fmt: on
 
 #: ``(scores [N], label names, image ids "<label>/<file stem>")`` of one method on one test split.
 ScoreTable = tuple[np.ndarray, list[str], list[str]]
@@ -72,10 +51,7 @@ ScoreTable = tuple[np.ndarray, list[str], list[str]]
 
 def summary_line(m: dict) -> str:
     """One line per evaluated run: AUROCs, AU-PRO, AU-sPRO, scoring speed."""
-
-    def p(x):
-        return "-" if x is None else f"{100 * x:.1f}"
-
+    p = lambda x: "-" if x is None else f"{100 * x:.1f}"
     ia, sp = m["image_auroc"], m["au_spro"]
     timing = m.get("timing")
     return (
@@ -105,29 +81,21 @@ def report_from_runs(runs: Sequence[str | Path]) -> str:
 
 
 def _finished(run_dir: Path, key: str) -> bool:
-    """A finished evaluation of config ``key`` in today's metrics.json layout (an older layout is
-    evaluated again; nothing is retrained)."""
+    """A finished evaluation of config ``key`` in today's metrics.json layout (else re-evaluated)."""
     p = run_dir / "metrics.json"
-    if not (p.exists() and (run_dir / SCORES_FILE).exists()):
-        return False
     try:
-        m = json.loads(p.read_text())
+        m = json.loads(p.read_text()) if p.exists() and (run_dir / SCORES_FILE).exists() else {}
     except json.JSONDecodeError:
         return False
-    return m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
+    return bool(m) and m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
 
 
 def train_and_evaluate(
     cfg: ESADConfig, run_dir: Path | None = None, progress: bool = True, reevaluate: bool = False
 ) -> dict:
-    """Train ``cfg`` (unless already trained) and evaluate it; a finished run is skipped.
-
-    ``run_dir=None`` uses ``train_or_load``'s cache folder (``cache_dir()/runs/<cfg.key()>``),
-    so the notebooks reuse the models ``esad demo`` trained.  An interrupted training resumes.
-    ``reevaluate=True`` evaluates a finished run again (its metrics.json is rewritten).
-    """
-    if run_dir is None:
-        run_dir = run_dir_for(cfg)
+    """Train ``cfg`` (unless trained; an interrupted training resumes) and evaluate it, unless
+    finished and not ``reevaluate``; ``run_dir=None``: ``train_or_load``'s cache folder."""
+    run_dir = run_dir_for(cfg) if run_dir is None else run_dir
     if not reevaluate and _finished(run_dir, cfg.key()):
         return load_metrics(run_dir)
     if run_dir == run_dir_for(cfg):
@@ -140,9 +108,8 @@ def train_and_evaluate(
 def detector_metrics(
     detector: Detector, cfg: ESADConfig, out_dir: Path, progress: bool = True, reevaluate: bool = False
 ) -> dict:
-    """Fit ``detector`` on train/good of ``cfg.category`` and evaluate it into ``out_dir``
-    (metrics.json, scores.csv).  A finished evaluation with the same ``config_key`` (the
-    detector's ``info()``) is reused unless ``reevaluate``; a detector without one is always run."""
+    """Fit ``detector`` on train/good and evaluate it into ``out_dir``; a finished evaluation with
+    the same ``info()["config_key"]`` is reused unless ``reevaluate``."""
     key = detector.info().get("config_key") if hasattr(detector, "info") else None
     if key is not None and not reevaluate and _finished(out_dir, key):
         return load_metrics(out_dir)
@@ -158,10 +125,8 @@ def read_scores(run_dir: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
         raise FileNotFoundError(f"{p} not found; evaluate the run first (`esad evaluate {run_dir}`)")
     with p.open() as f:
         rows = list(csv.DictReader(f))
-    scores = np.asarray([float(r["score"]) for r in rows])
-    names = [r["label"] for r in rows]
     ids = [f"{r['label']}/{Path(r['path']).stem}" for r in rows]
-    return scores, names, ids
+    return np.asarray([float(r["score"]) for r in rows]), [r["label"] for r in rows], ids
 
 
 def scores_of(result: Any) -> ScoreTable:
@@ -171,13 +136,10 @@ def scores_of(result: Any) -> ScoreTable:
     return np.asarray(result.scores, dtype=np.float64), names, ids
 
 
-def _aligned(a: tuple, b: tuple) -> tuple[tuple, tuple]:
-    """Both score tables in the same image order (sorted by id)."""
-    out = []
-    for scores, names, ids in (a, b):
-        order = np.argsort(np.asarray(ids), kind="stable")
-        out.append((scores[order], [names[i] for i in order], [ids[i] for i in order]))
-    return out[0], out[1]
+def _by_id(t: ScoreTable) -> ScoreTable:
+    """A score table in image-id order (two tables of the same images then align)."""
+    order = np.argsort(np.asarray(t[2]), kind="stable")
+    return t[0][order], [t[1][i] for i in order], [t[2][i] for i in order]
 
 
 def paired_from_scores(
@@ -186,41 +148,29 @@ def paired_from_scores(
     kind: str = "structural",
     seed: int = 0,
 ) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
-    """Paired bootstrap differences of the image AUROC, ``base - other``, per category and mean.
+    """Paired bootstrap differences of the ``kind`` image AUROC, ``base - other``, per category and
+    mean: ``(diffs[method][category], means[method])`` of ``esad_lib.uncertainty`` difference dicts.
 
-    ``base[category]`` and ``others[method][category]`` are ``ScoreTable`` triples (``read_scores``
-    of a run folder, or ``scores_of`` a ScoreResult) of the SAME test images, matched by id.
-    ``kind``: "structural", "logical" or "mean".  The mean's interval is the percentile interval
-    of the per-resample mean over categories (each category resampled independently: their test
-    sets are independent).  Returns ``(diffs[method][category], means[method])``, each an
-    ``esad_lib.uncertainty`` difference dict (diff, low, high, excludes_zero, ...).
+    ``base[category]`` / ``others[method][category]``: ``ScoreTable`` triples of the SAME test images,
+    matched by id.  The mean's interval: percentile interval of the per-resample category mean.
     """
     diffs: dict[str, dict[str, dict]] = {}
     means: dict[str, dict] = {}
     for method, tables in others.items():
         diffs[method], samples = {}, []
         for cat, table in tables.items():
-            a, b = _aligned(base[cat], table)
+            a, b = _by_id(base[cat]), _by_id(table)
             res = paired_image_auroc_by_type(*a[:2], *b[:2], a[2], b[2], seed=seed, return_samples=True)
             r = res[kind]
             if r is None:
                 continue
             samples.append(r.pop("samples"))
-            for k in ANOMALY_TYPES + ("mean",):
-                if res[k] is not None:
-                    res[k].pop("samples", None)
             diffs[method][cat] = r
         if samples:
             mean_diff = float(np.mean([diffs[method][c]["diff"] for c in diffs[method]]))
             lo, hi = percentile_interval(np.mean(samples, axis=0), 0.95)
-            means[method] = {
-                "diff": mean_diff,
-                "low": lo,
-                "high": hi,
-                "excludes_zero": bool(lo > 0.0 or hi < 0.0),
-                "n_categories": len(samples),
-                "method": METHOD_PAIRED,
-            }
+            means[method] = dict(diff=mean_diff, low=lo, high=hi, excludes_zero=bool(lo > 0.0 or hi < 0.0))
+            means[method].update(n_categories=len(samples), method=METHOD_PAIRED)
     return diffs, means
 
 
@@ -238,13 +188,9 @@ def paired_differences(
 
 
 def _git_commit() -> str | None:
+    cmd = ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -252,28 +198,19 @@ def _git_commit() -> str | None:
 
 def provenance(profile: str, categories: Sequence[str], seconds: float) -> dict[str, Any]:
     """Where a table came from: commit, date, threads, profile, seeds, machine, time taken."""
-    cfg = get_config(profile)
-    return {
-        "commit": _git_commit(),
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.processor() or platform.machine(),
-        "profile": profile,
-        "categories": list(categories),
-        "seed": cfg.seed,
-        "synth_seed": cfg.synth_seed,
-        "seconds": round(float(seconds), 1),
-    }
+    cfg, date = get_config(profile), _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    p = dict(commit=_git_commit(), date=date, torch_threads=torch.get_num_threads(), torch=torch.__version__)
+    p.update(python=platform.python_version(), machine=platform.processor() or platform.machine())
+    p.update(profile=profile, categories=list(categories), seed=cfg.seed, synth_seed=cfg.synth_seed)
+    return {**p, "seconds": round(float(seconds), 1)}
 
 
 @dataclass
 class DemoResult:
-    """What ``run_demo`` measured and wrote."""
+    """What ``run_demo`` measured and wrote (``text``: report.md; ``metrics[method][category]``)."""
 
-    text: str  # the markdown report (report.md)
-    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> category -> metrics
+    text: str
+    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)
     paired: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     report_dir: Path | None = None
@@ -301,11 +238,11 @@ def default_report_dir(profile: str) -> Path:
 
 @dataclass
 class Comparison:
-    """What ``compare_methods`` evaluated: per method and category, the metrics and the folder
-    holding their ``scores.csv`` (ESAD and RIAD: the run folder; the others: the report folder)."""
+    """What ``compare_methods`` evaluated: ``metrics[method][category]`` and ``dirs[method][category]``,
+    the folder holding its ``scores.csv``."""
 
-    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> category -> metrics
-    dirs: dict[str, dict[str, Path]] = field(default_factory=dict)  # method -> category -> folder
+    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)
+    dirs: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     def add(self, method: str, category: str, metrics: dict, folder: Path) -> None:
         self.metrics.setdefault(method, {})[category] = metrics
@@ -329,21 +266,15 @@ def compare_methods(
     echo: bool = True,
     detectors: dict[str, DetectorFactory] | None = None,
 ) -> Comparison:
-    """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category.
-
-    The runs of ``esad demo``: ESAD at the profile's preset, RIAD at the same budget
-    (``riad_config``), the naive baseline and the PatchCore-style reference at the same
-    resolution, plus a reader's own ``detectors`` (``{name: factory}``, ``factory(cfg)`` an
-    unfitted detector: see ``esad_lib.detectors.base``), each fitted on train/good and
-    evaluated by the same protocol.  Finished evaluations are reused (same config key) unless
-    ``reevaluate``.  Without ``out`` ESAD and RIAD live in ``train_or_load``'s cache and the
-    others under ``default_report_dir(profile)``; with ``out``, all under ``out/<category>/<method>``.
-    ``echo`` prints one summary line per category to stderr.
+    """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category: RIAD
+    at the same budget, the naive baseline, PatchCore and a reader's ``detectors`` (``{name:
+    factory}``, ``factory(cfg)`` an unfitted detector).  Finished evaluations are reused unless
+    ``reevaluate``.  ESAD and RIAD live in ``train_or_load``'s cache, the others under
+    ``default_report_dir(profile)``; with ``out`` all under ``out/<category>/<method>``.  ``echo``
+    prints one summary line per category to stderr.
     """
     report_dir = Path(out) if out is not None else default_report_dir(profile)
-    others: dict[str, DetectorFactory] = {}
-    if with_naive:
-        others["naive"] = NaiveDetector
+    others: dict[str, DetectorFactory] = {"naive": NaiveDetector} if with_naive else {}
     if with_patchcore:
         others["patchcore"] = PatchCore.from_config
     others.update(detectors or {})
@@ -366,9 +297,8 @@ def compare_methods(
 def comparison_report(
     cmp: Comparison, title: str, reported_label: str = "reported"
 ) -> tuple[str, dict[str, Any]]:
-    """The markdown of the results table (``format_report``) and of the paired differences ESAD
-    minus each other method (``format_paired``), and the paired dict that ``demo.json`` stores.
-    Every method besides ESAD gets a column (a reader's detector: ``"<name> (ours)"``)."""
+    """The markdown of the results table and of the paired differences ESAD minus each other method,
+    and the paired dict that ``demo.json`` stores."""
     order = [m for m in ("riad", "patchcore", "naive") if m in cmp.metrics]
     order += [m for m in cmp.metrics if m not in order and m != "esad"]
     extra = {METHOD_LABELS.get(m, f"{m} (ours)"): cmp.metrics[m] for m in order}
@@ -393,27 +323,12 @@ def run_demo(
     overrides: dict[str, Any] | None = None,
     detectors: dict[str, DetectorFactory] | None = None,
 ) -> DemoResult:
-    """Train + evaluate ESAD (and the methods asked for) per synthetic category; the tables.
-
-    ``overrides`` are config fields changed in every run (``esad demo --set KEY=VALUE``);
-    ``detectors`` a reader's own methods (``compare_methods``).  Writes ``report.md`` and
-    ``demo.json`` to ``out`` (default ``<data root>/runs/<profile>``).  ESAD and RIAD runs live
-    in ``out/<category>/<method>`` or, without ``out``, in ``train_or_load``'s cache (shared with
-    the notebooks).
-    """
+    """``compare_methods`` and its tables: writes ``report.md`` and ``demo.json`` to ``out`` (default
+    ``<data root>/runs/<profile>``); ``overrides``: config fields changed in every run."""
     report_dir = Path(out) if out is not None else default_report_dir(profile)
     t0 = time.perf_counter()
-    cmp = compare_methods(
-        profile,
-        categories,
-        with_riad=with_riad,
-        with_naive=with_naive,
-        with_patchcore=with_patchcore,
-        progress=progress,
-        overrides=overrides,
-        out=out,
-        detectors=detectors,
-    )
+    flags = (with_riad, with_naive, with_patchcore, progress, overrides, out)
+    cmp = compare_methods(profile, categories, *flags, detectors=detectors)
     text, paired = comparison_report(cmp, title=f"ESAD (ours, `{profile}` profile) vs reported")
     prov = provenance(profile, categories, time.perf_counter() - t0)
     prov["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in (overrides or {}).items()}

@@ -1,10 +1,7 @@
 """The per-category results table in the paper's format (the authors' README "5. result": the table of
-image-level AUROC on MVTec LOCO AD), our measured numbers beside the paper's REPORTED ones.
-
-Our numbers come from ``metrics.json`` files (``esad evaluate``); the paper's are copied
-below, verbatim, with their source.  The two are comparable only when ours were measured on
-the real MVTec LOCO AD at the paper profile; the table says on which data and at which
-profile ours were measured.
+image-level AUROC on MVTec LOCO AD), our measured numbers (``metrics.json``) beside the paper's
+REPORTED ones; comparable only for real MVTec LOCO AD at the paper profile, so the table says on
+which data and at which profile ours were measured.  Also the paired-difference table.
 """
 
 from __future__ import annotations
@@ -15,14 +12,10 @@ from typing import Any
 
 from esad_lib.config import CATEGORIES
 
-#: Image-level AUROC (%) on the STRUCTURAL anomalies of MVTec LOCO AD, as REPORTED by the ESAD
-#: paper (Fei & Wu, The Visual Computer), table "Image level AUROC of different anomaly
-#: detection algorithms on the MVTec LOCO AD", copied from the authors' README
-#: (section "5. result").
-#: "average" is the paper's own "Average str" row (ESAD: 89.3; the mean of its five rows is
-#: 89.28).  The abstract states 85.0 % average detection AUROC and 88.5 % localization; the
-#: paper gives no per-category logical AUROC or AU-sPRO.  These are not our measurements.
-#: per method: the five categories (CATEGORIES order), then the paper's "Average str" row.
+#: Image-level AUROC (%) on the STRUCTURAL anomalies of MVTec LOCO AD as REPORTED by the ESAD paper
+#: (Fei & Wu, The Visual Computer; the authors' README, "5. result"), not our measurements: the five
+#: categories (CATEGORIES order), then the paper's own "Average str" row (ESAD 89.3; the mean of its
+#: rows is 89.28).  The paper gives no per-category logical AUROC or AU-sPRO.
 _COLUMNS = (*CATEGORIES, "average")
 REPORTED: dict[str, dict[str, float | None]] = {
     "ESAD": dict(zip(_COLUMNS, (75.9, 97.8, 96.6, 87.6, 88.5, 89.3))),
@@ -36,13 +29,7 @@ REPORTED_SOURCE = (
     "structural anomalies, as given in the authors' README"
 )
 
-CATEGORY_TITLES = {
-    "breakfast_box": "Breakfast box",
-    "juice_bottle": "Juice bottle",
-    "pushpins": "Pushpins",
-    "screw_bag": "Screw bag",
-    "splicing_connectors": "Splicing connectors",
-}
+CATEGORY_TITLES = {c: c.replace("_", " ").capitalize() for c in CATEGORIES}
 
 
 def _pct(x: float | None) -> str:
@@ -56,34 +43,23 @@ def _rep(x: float | None) -> str:
 def _get(m: Mapping[str, Any] | None, *keys: str) -> float | None:
     cur: Any = m
     for k in keys:
-        if not isinstance(cur, Mapping) or k not in cur:
-            return None
-        cur = cur[k]
+        cur = cur.get(k) if isinstance(cur, Mapping) else None
     return None if cur is None else float(cur)
-
-
-def _ci(m: Mapping[str, Any] | None, metric: str, kind: str) -> Mapping[str, Any] | None:
-    """The bootstrap interval dict of ``metric``/``kind`` in a metrics.json, if it has one."""
-    c = (m or {}).get("ci") or {}
-    c = (c.get(metric) or {}).get(kind)
-    return c if isinstance(c, Mapping) and c.get("low") is not None else None
 
 
 def _cell(m: Mapping[str, Any] | None, metric: str, kind: str) -> tuple[str, float | None, float | None]:
     """``"76.9 [72.1, 81.4]"`` (or just the value without an interval), the value and its se."""
     v = _get(m, metric, kind)
-    c = _ci(m, metric, kind)
-    if v is None:
-        return "-", None, None
-    if c is None:
-        return _pct(v), v, None
+    c = (((m or {}).get("ci") or {}).get(metric) or {}).get(kind)  # the bootstrap interval, if any
+    c = c if isinstance(c, Mapping) and c.get("low") is not None else None
+    if v is None or c is None:
+        return ("-", None, None) if v is None else (_pct(v), v, None)
     return f"{_pct(v)} [{_pct(c['low'])}, {_pct(c['high'])}]", v, c.get("se")
 
 
 def format_metric(m: Mapping[str, Any] | None, metric: str, kind: str) -> str:
-    """``"76.9 [72.1, 81.4]"``: a metrics.json value (%) with its bootstrap interval from ``m["ci"]``,
-    as the tables print it (``metric``: "image_auroc" or "au_spro"; ``kind``: "structural",
-    "logical" or "mean"); just the value when there is no interval, "-" when there is no value."""
+    """``"76.9 [72.1, 81.4]"``: a metrics.json value (%) with its bootstrap interval from ``m["ci"]``
+    (``metric``: "image_auroc" or "au_spro"; ``kind``: "structural", "logical" or "mean")."""
     return _cell(m, metric, kind)[0]
 
 
@@ -113,8 +89,7 @@ def _by_category(metrics: Mapping[str, Mapping] | Iterable[Mapping]) -> dict[str
         return dict(metrics)
     out: dict[str, Mapping] = {}
     for m in metrics:
-        cat = m.get("category")
-        if cat is None:
+        if (cat := m.get("category")) is None:
             raise ValueError("a metrics dict without 'category'; pass {category: metrics} instead")
         if cat in out:
             raise ValueError(f"two metrics for category {cat!r}; report one run per category")
@@ -137,21 +112,16 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
         epochs = cfg.get("epochs", "?")
         method = m.get("method", "esad")
         kind = str(m.get("score_map") or method)
-        if method == "patchcore":  # training-free: a memory bank of train/good features
-            parts.add(
-                f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, nearest-neighbour maps on "
-                f"frozen `{m.get('feature_extractor', '?')}` features, no training)"
-            )
-            continue
-        if method not in ("esad", "riad"):  # the naive baseline, a reader's detector: fitted, not trained
-            parts.add(f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {kind} maps, no training)")
-            continue
+        where = f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, "
         norm = m.get("map_normalization") or cfg.get("map_normalization")
         norm_s = f", standardised with {norm}/good statistics" if norm in ("train", "validation") else ""
-        parts.add(
-            f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {epochs} epochs, "
-            f"{kind}-level maps{norm_s})"
-        )
+        if method == "patchcore":  # training-free: a memory bank of train/good features
+            extractor = m.get("feature_extractor", "?")
+            parts.add(f"{where}nearest-neighbour maps on frozen `{extractor}` features, no training)")
+        elif method not in ("esad", "riad"):  # the naive baseline, a reader's detector: not trained
+            parts.add(f"{where}{kind} maps, no training)")
+        else:
+            parts.add(f"{where}{epochs} epochs, {kind}-level maps{norm_s})")
     return "; ".join(sorted(parts)) if parts else "no runs"
 
 
@@ -161,39 +131,27 @@ def format_report(
     title: str = "Results per category (%)",
     reported_label: str = "reported",
 ) -> str:
-    """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper.
+    """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper's
+    REPORTED ESAD and RIAD columns (headed ``"ESAD str. (<reported_label>)"``).
 
-    ``metrics_by_category`` is ``{category: metrics.json dict}`` (or a list of such dicts,
-    each with its ``category``).  ``extra`` adds more of OUR columns, e.g.
-    ``{"RIAD (ours)": {...}, "naive (ours)": {...}}``, each shown as structural / logical
-    image AUROC.  The last two columns are the paper's REPORTED ESAD and RIAD numbers, headed
-    ``"ESAD str. (<reported_label>)"`` (the notebooks say "reported, not comparable").
+    ``metrics_by_category``: ``{category: metrics.json dict}`` or a list of such dicts.  ``extra``:
+    more of OUR columns (``{"RIAD (ours)": {...}}``), each as structural / logical image AUROC.
     """
     ours = _by_category(metrics_by_category)
     extras = {label: _by_category(m) for label, m in (extra or {}).items()}
-    unknown = set(ours) - set(CATEGORIES)
-    categories = list(CATEGORIES) + sorted(unknown)
-
+    categories = list(CATEGORIES) + sorted(set(ours) - set(CATEGORIES))
     header = ["Category", "Ours str.", "Ours log.", "Ours AU-sPRO str.", "Ours AU-sPRO log."]
-    for label in extras:
-        header += [f"{label} str.", f"{label} log."]
+    header += [f"{label} {k}." for label in extras for k in ("str", "log")]
     header += [f"ESAD str. ({reported_label})", f"RIAD str. ({reported_label})"]
-
-    n_cols = 4 + 2 * len(extras)
-    cols: list[list[float | None]] = [[] for _ in range(n_cols)]
-    ses: list[list[float | None]] = [[] for _ in range(n_cols)]
+    cols: list[list[float | None]] = [[] for _ in range(4 + 2 * len(extras))]
+    ses: list[list[float | None]] = [[] for _ in cols]
     rows = []
     for cat in categories:
         m = ours.get(cat)
-        cells = [
-            _cell(m, "image_auroc", "structural"),
-            _cell(m, "image_auroc", "logical"),
-            _cell(m, "au_spro", "structural"),
-            _cell(m, "au_spro", "logical"),
-        ]
-        for label in extras:
-            e = extras[label].get(cat)
-            cells += [_cell(e, "image_auroc", "structural"), _cell(e, "image_auroc", "logical")]
+        kinds = ("structural", "logical")
+        cells = [_cell(m, metric, kind) for metric in ("image_auroc", "au_spro") for kind in kinds]
+        for e in extras.values():
+            cells += [_cell(e.get(cat), "image_auroc", kind) for kind in kinds]
         for c, se_col, (_, v, se) in zip(cols, ses, cells):
             c.append(v)
             se_col.append(se)
@@ -207,19 +165,15 @@ def format_report(
         + [_rep(REPORTED["ESAD"]["average"]), _rep(REPORTED["RIAD"]["average"])]
     )
 
-    lines = [f"### {title}", ""]
-    lines.append("| " + " | ".join(header) + " |")
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += [
+    lines += ["| " + " | ".join(r) + " |" for r in rows] + [
         "",
         f"- **Ours**: measured on {describe_setting(ours)}. str. = good vs structural test images, "
         "log. = good vs logical; AU-sPRO up to FPR 0.05 (each type's images plus the good ones).",
         f"- {CI_NOTE}",
     ]
-    for label, e in extras.items():
-        lines.append(f"- **{label}**: measured on {describe_setting(e)}.")
-    lines += [
+    lines += [f"- **{label}**: measured on {describe_setting(e)}." for label, e in extras.items()] + [
         f"- **Reported** columns are NOT our measurements: {REPORTED_SOURCE}; real MVTec LOCO AD, "
         "256x256, full training. The paper reports no logical AUROC or AU-sPRO.",
         "- Ours and reported are comparable only for real MVTec LOCO AD at the `paper` profile; on "
@@ -228,18 +182,12 @@ def format_report(
     return "\n".join(lines) + "\n"
 
 
+# fmt: off
 __all__ = [
-    "CATEGORY_TITLES",
-    "CI_NOTE",
-    "REPORTED",
-    "REPORTED_SOURCE",
-    "describe_setting",
-    "format_metric",
-    "format_paired",
-    "format_report",
-    "mean_with_ci",
-    "win_loss_summary",
+    "CATEGORY_TITLES", "CI_NOTE", "REPORTED", "REPORTED_SOURCE", "describe_setting", "format_metric",
+    "format_paired", "format_report", "mean_with_ci", "win_loss_summary",
 ]
+# fmt: on
 
 
 def format_paired(
@@ -248,54 +196,47 @@ def format_paired(
     base: str = "ESAD",
     metric: str = "structural image AUROC",
 ) -> str:
-    """Markdown table of paired differences ``base - other`` per category and their mean.
-
-    ``diffs[other][category]`` and ``means[other]`` are ``esad_lib.uncertainty`` difference
-    dicts (diff, low, high, excludes_zero).  A difference whose interval excludes 0 is marked
-    with ``*``; otherwise the data cannot tell the two apart ("not enough evidence").
-    """
+    """Markdown table of paired differences ``base - other`` per category and their mean
+    (``diffs[other][category]``, ``means[other]``: ``esad_lib.uncertainty`` difference dicts);
+    ``*`` marks an interval that excludes 0."""
     others = list(diffs)
     cats = [c for c in CATEGORIES if any(c in diffs[o] for o in others)]
     lines = [f"### Paired differences, {base} minus each method ({metric}, points)", ""]
-    lines.append("| Category | " + " | ".join(f"{base} − {o}" for o in others) + " |")
-    lines.append("|---|" + "---:|" * len(others))
+    lines += [
+        "| Category | " + " | ".join(f"{base} − {o}" for o in others) + " |",
+        "|---|" + "---:|" * len(others),
+    ]
 
     def cell(d: Mapping[str, Any] | None) -> str:
-        if not d:
-            return "-"
-        s = f"{100 * d['diff']:+.1f} [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"
-        return s + (" *" if d.get("excludes_zero") else "")
+        return _diff_text(d) + (" *" if d.get("excludes_zero") else "") if d else "-"
 
     for c in cats:
         row = " | ".join(cell(diffs[o].get(c)) for o in others)
         lines.append(f"| {CATEGORY_TITLES.get(c, c)} | {row} |")
     lines.append("| **Mean** | " + " | ".join(cell(means.get(o)) for o in others) + " |")
-    verdicts = []
-    for o in others:
-        d = means.get(o)
-        if not d:
-            continue
-        if d["excludes_zero"]:
-            word = "better" if d["diff"] > 0 else "worse"
-            verdicts.append(f"{base} is {word} than {o} on the mean (interval excludes 0)")
-        else:
-            verdicts.append(f"{base} vs {o}: not enough evidence (the interval includes 0)")
+    verdicts = [
+        f"{base} is {'better' if d['diff'] > 0 else 'worse'} than {o} on the mean (interval excludes 0)"
+        if d["excludes_zero"]
+        else f"{base} vs {o}: not enough evidence (the interval includes 0)"
+        for o, d in ((o, means.get(o)) for o in others)
+        if d
+    ]
     lines += [
         "",
         "- Paired: both methods are scored on the SAME test images and every bootstrap resample is "
         "applied to both, so image difficulty cancels out. `*` = the 95 % interval excludes 0. The "
         "mean's interval averages the categories' paired resamples (independent test sets).",
-    ]
-    lines += [f"- {v}." for v in verdicts]
+    ] + [f"- {v}." for v in verdicts]
     return "\n".join(lines) + "\n"
 
 
+def _diff_text(d: Mapping[str, Any]) -> str:
+    return f"{100 * d['diff']:+.1f} [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"
+
+
 def _direction(d: Mapping[str, Any]) -> str:
-    """"ahead" / "behind" when the paired interval of ``base - other`` excludes 0, else
-    "no clear difference"."""
-    if not d.get("excludes_zero"):
-        return "no clear difference"
-    return "ahead" if d["diff"] > 0 else "behind"
+    """``base - other``'s paired interval above 0: "ahead", below: "behind", else "no clear difference"."""
+    return ("ahead" if d["diff"] > 0 else "behind") if d.get("excludes_zero") else "no clear difference"
 
 
 def win_loss_summary(
@@ -303,26 +244,16 @@ def win_loss_summary(
     means: Mapping[str, Mapping[str, Any] | None],
     base: str = "ESAD",
 ) -> list[str]:
-    """One line per other method: where ``base`` is ahead, behind, or not distinguishable.
-
-    ``diffs[other][category]`` / ``means[other]`` as for ``format_paired``.  "ahead" / "behind"
-    = the paired 95 % interval of ``base - other`` lies wholly above / below 0; every other
-    category is "no clear difference".  The line ends with the mean difference and its verdict.
-    """
+    """One line per other method: the categories where ``base`` is ahead / behind (the paired 95 %
+    interval of ``base - other`` above / below 0) or not, then the mean difference and its verdict."""
     lines = []
     for other, by_cat in diffs.items():
         groups: dict[str, list[str]] = {"ahead": [], "behind": [], "no clear difference": []}
         for cat in [c for c in CATEGORIES if c in by_cat] + sorted(set(by_cat) - set(CATEGORIES)):
-            d = by_cat[cat]
-            if not d:
-                continue
-            groups[_direction(d)].append(CATEGORY_TITLES.get(cat, cat).lower())
+            if d := by_cat[cat]:
+                groups[_direction(d)].append(CATEGORY_TITLES.get(cat, cat).lower())
         parts = [f"{k} on {', '.join(v) if v else 'none'}" for k, v in groups.items()]
-        m = means.get(other)
-        if m:
-            parts.append(
-                f"mean {100 * m['diff']:+.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] points "
-                f"({_direction(m)})"
-            )
+        if m := means.get(other):
+            parts.append(f"mean {_diff_text(m)} points ({_direction(m)})")
         lines.append(f"{base} vs {other}: " + "; ".join(parts))
     return lines

@@ -17,8 +17,13 @@ import pandas as pd
 import pytest
 
 from esad_lib import ablation, metrics, uncertainty
+from esad_lib.ablation.results import CI_N_BOOT, CI_SEED, KEY_COLUMNS, RESULT_COLUMNS, collect_results
+from esad_lib.ablation.summary import COMPARE_COLUMNS, INTERVAL_COLUMNS, seed_values, summary_markdown
+from esad_lib.ablation.variants import get_variant, training_config
+from esad_lib.ablation.verdict import count_verdicts
 from esad_lib.cli.ablate import base_config, register
 from esad_lib.config import PRESETS, get_config
+from esad_lib.evaluation import SCORES_FILE
 
 
 # ------------------------------------------------------------------------------------------
@@ -102,7 +107,7 @@ def test_extractor_variants_follow_available_extractors() -> None:
         assert (f"extractor_{ex}" in names) == bool(info["available"]), ex
         if not info["available"]:
             continue
-        diff = ablation.get_variant(f"extractor_{ex}").diff
+        diff = get_variant(f"extractor_{ex}").diff
         assert diff["feature_extractor"] == ex
         # recon_encoder cannot drive the feature loss (no trained net exists while training)
         assert diff.get("loss_feature_extractor", ex) == ex and ("loss_feature_extractor" in diff) == (
@@ -148,7 +153,7 @@ def test_train_key_ignores_test_time_fields_only() -> None:
     assert ablation.config_key(ablation.apply_variant(BASE, "alpha_0")) != ablation.config_key(BASE)
     assert ablation.config_key(BASE.replace(device="cuda:1")) == ablation.config_key(BASE)
     # the model is trained with the preset's test-time fields whatever the variant
-    assert ablation.training_config(ablation.apply_variant(BASE, "alpha_0")) == BASE
+    assert training_config(ablation.apply_variant(BASE, "alpha_0")) == BASE
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,18 +180,6 @@ def test_expand_grid_errors() -> None:
         ablation.expand_grid(BASE, ["esad"], ["pushpins"], [])
     with pytest.raises(ValueError, match="duplicate variants"):
         ablation.expand_grid(BASE, ["esad", "esad"], ["pushpins"], [0])
-
-
-def test_assign_devices_round_robin() -> None:
-    assert ablation.assign_devices(5, ["cuda:0", "cuda:1"]) == [
-        "cuda:0",
-        "cuda:1",
-        "cuda:0",
-        "cuda:1",
-        "cuda:0",
-    ]
-    with pytest.raises(ValueError):
-        ablation.assign_devices(1, [])
 
 
 # ------------------------------------------------------------------------------------------
@@ -318,7 +311,7 @@ def test_results_table_schema_and_values(rec: Recorder, tmp_path: Path) -> None:
     variants, cats, seeds = ["esad", "alpha_0", "pixel_map"], ["pushpins", "juice_bottle"], [0, 1]
     ablation.run_grid(BASE, variants, cats, seeds, tmp_path, progress=False)
     df = ablation.read_results(tmp_path / "results.csv")
-    assert list(df.columns) == list(ablation.RESULT_COLUMNS)
+    assert list(df.columns) == list(RESULT_COLUMNS)
     expected_metrics = {
         "image_auroc.structural",
         "image_auroc.logical",
@@ -338,7 +331,7 @@ def test_results_table_schema_and_values(rec: Recorder, tmp_path: Path) -> None:
     assert set(row["config_key"]) == {ablation.config_key(cfg)}
     # collect_results over the whole folder == the table run_grid wrote
     pd.testing.assert_frame_equal(
-        ablation.collect_results(tmp_path).sort_values(list(df.columns[:4])).reset_index(drop=True),
+        collect_results(tmp_path).sort_values(list(df.columns[:4])).reset_index(drop=True),
         df.sort_values(list(df.columns[:4])).reset_index(drop=True),
     )
 
@@ -378,7 +371,7 @@ def test_compare_to_base_directions() -> None:
         rows.append(dict(variant="feature_map", category="c", seed=seed, metric="m", value=x, profile="p"))
         rows[-1]["config_key"] = "k"
     cmp = ablation.compare_to_base(pd.DataFrame(rows), "m").set_index("variant")
-    assert list(cmp.reset_index().columns) == list(ablation.COMPARE_COLUMNS)
+    assert list(cmp.reset_index().columns) == list(COMPARE_COLUMNS)
     assert cmp.loc["riad", "delta_mean"] == pytest.approx(-0.2)
     # no per-image scores: the CI is the t-interval over the two seeds' differences
     assert set(cmp["ci_method"]) == {"t-interval over 2 seeds"}
@@ -456,10 +449,10 @@ def test_claim_verdict_tolerance_reasons_and_errors() -> None:
 
 def test_verdict_counts_and_sentence() -> None:
     vs = ["supports", "not enough evidence", "contradicts", "not enough evidence", "no claim"]
-    assert ablation.count_verdicts(vs) == {"supports": 1, "contradicts": 1, "not enough evidence": 2}
-    assert ablation.count_verdicts([]) == {"supports": 0, "contradicts": 0, "not enough evidence": 0}
+    assert count_verdicts(vs) == {"supports": 1, "contradicts": 1, "not enough evidence": 2}
+    assert count_verdicts([]) == {"supports": 0, "contradicts": 0, "not enough evidence": 0}
     with pytest.raises(ValueError, match="unknown verdict"):
-        ablation.count_verdicts(["yes"])
+        count_verdicts(["yes"])
     assert ablation.grid_description(["b", "a", "a"], [1, 0]) == "2 categories (a, b) x 2 seeds (0, 1)"
     assert ablation.grid_description(["a"], [3]) == "1 category (a) x 1 seed (3)"
     cats = ["juice_bottle", "breakfast_box"]
@@ -477,10 +470,10 @@ def test_read_results_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an ablation results table"):
         ablation.read_results(tmp_path / "bad.csv")
-    # a table written before the CI columns existed: read, CI columns NaN
-    (tmp_path / "old.csv").write_text(",".join(ablation.KEY_COLUMNS) + "\nesad,c,0,m,0.5,smoke,k\n")
-    old = ablation.read_results(tmp_path / "old.csv")
-    assert list(old.columns) == list(ablation.RESULT_COLUMNS) and old["ci_low"].isna().all()
+    # a table without the CI columns is not one run_grid writes
+    (tmp_path / "old.csv").write_text(",".join(KEY_COLUMNS) + "\nesad,c,0,m,0.5,smoke,k\n")
+    with pytest.raises(ValueError, match="ci_low"):
+        ablation.read_results(tmp_path / "old.csv")
 
 
 # ------------------------------------------------------------------------------------------
@@ -505,7 +498,7 @@ class ScoreRecorder(Recorder):
     def evaluate(self, cfg, model_dir: Path, run_dir: Path) -> dict:
         m = super().evaluate(cfg, model_dir, run_dir)
         sc = _fake_scores(cfg)
-        sc.to_csv(Path(run_dir) / ablation.SCORES_FILE, index=False)
+        sc.to_csv(Path(run_dir) / SCORES_FILE, index=False)
         m["image_auroc"] = metrics.image_auroc_by_type(sc["score"].to_numpy(), sc["label"])
         return m
 
@@ -519,7 +512,7 @@ def srec(monkeypatch) -> ScoreRecorder:
 
 
 def _run_scores(tmp_path: Path, variant: str, category: str, seed: int) -> pd.DataFrame:
-    return pd.read_csv(tmp_path / "runs" / variant / category / f"seed{seed}" / ablation.SCORES_FILE)
+    return pd.read_csv(tmp_path / "runs" / variant / category / f"seed{seed}" / SCORES_FILE)
 
 
 def test_results_csv_has_each_runs_image_ci(srec: ScoreRecorder, tmp_path: Path) -> None:
@@ -527,7 +520,7 @@ def test_results_csv_has_each_runs_image_ci(srec: ScoreRecorder, tmp_path: Path)
     df = ablation.read_results(tmp_path / "results.csv")
     sc = _run_scores(tmp_path, "alpha_0", "pushpins", 0)
     direct = uncertainty.image_auroc_ci_by_type(
-        sc["score"], sc["label"], ablation.CI_N_BOOT, ablation.CI_SEED
+        sc["score"], sc["label"], CI_N_BOOT, CI_SEED
     )
     rows = df[df.variant == "alpha_0"].set_index("metric")
     for kind in ("structural", "logical", "mean"):
@@ -581,7 +574,7 @@ def test_summary_ci_combines_seeds_and_images(srec: ScoreRecorder, tmp_path: Pat
     weights = {}
     for c in cats:
         names = _run_scores(tmp_path, "esad", c, 0)["label"].to_numpy()
-        weights[c] = uncertainty.resample_weights(uncertainty.resample_indices(names, ablation.CI_N_BOOT, 0))
+        weights[c] = uncertainty.resample_weights(uncertainty.resample_indices(names, CI_N_BOOT, 0))
 
     def per_seed(v: str, s: int):
         vals, samples = [], []
@@ -625,7 +618,7 @@ def test_interval_table_matches_the_bootstrap_and_seed_interval(srec: ScoreRecor
     df = ablation.read_results(tmp_path / "results.csv")
     boot = ablation.ImageBootstrap(df, ablation.collect_scores(tmp_path))
     t = ablation.interval_table(df, boot, metrics=["image_auroc.structural", "au_pro"])
-    assert list(t.columns) == list(ablation.INTERVAL_COLUMNS)
+    assert list(t.columns) == list(INTERVAL_COLUMNS)
     assert set(t["metric"]) == {"image_auroc.structural", "au_pro"} and len(t) == 3 * 2
     t = t.set_index(["variant", "metric"])
     for v in ("esad", "alpha_1", "pixel_map"):
@@ -642,7 +635,7 @@ def test_interval_table_matches_the_bootstrap_and_seed_interval(srec: ScoreRecor
         row = t.loc[(v, "au_pro")]
         assert (row["low"], row["high"]) == (pytest.approx(agg["low"]), pytest.approx(agg["high"]))
         assert row["ci_method"] == "t-interval over 2 seeds" and row["n_categories"] == 2
-    assert ablation.seed_values(df)[("esad", "au_pro")] == pytest.approx(
+    assert seed_values(df)[("esad", "au_pro")] == pytest.approx(
         [df[(df.variant == "esad") & (df.metric == "au_pro") & (df.seed == s)]["value"].mean() for s in seeds]
     )
     # one seed and no scores: no interval at all
@@ -652,12 +645,12 @@ def test_interval_table_matches_the_bootstrap_and_seed_interval(srec: ScoreRecor
 
 def test_summary_reports_runs_scored_on_other_images(srec: ScoreRecorder, tmp_path: Path) -> None:
     ablation.run_grid(BASE, ["esad", "alpha_0"], ["pushpins"], [0], tmp_path, progress=False)
-    p = tmp_path / "runs/esad/pushpins/seed0" / ablation.SCORES_FILE
+    p = tmp_path / "runs/esad/pushpins/seed0" / SCORES_FILE
     sc = pd.read_csv(p)
     sc.loc[3, "path"] = "good/other.png"
     sc.to_csv(p, index=False)
     df = ablation.read_results(tmp_path / "results.csv")
-    md = ablation.summary_markdown(df, scores=ablation.collect_scores(tmp_path))
+    md = summary_markdown(df, scores=ablation.collect_scores(tmp_path))
     # the alphabetically first run (alpha_0) is the reference; esad differs from it at row 3
     assert "different images (first difference at row 3" in md
     cmp = ablation.compare_to_base(df, "image_auroc.structural", scores=ablation.collect_scores(tmp_path))

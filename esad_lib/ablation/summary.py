@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from esad_lib import uncertainty
-from esad_lib.ablation.bootstrap import ImageBootstrap, _as_bootstrap
-from esad_lib.ablation.results import CI_N_BOOT, seed_table, summary_table
+from esad_lib.ablation.results import CI_N_BOOT, ImageBootstrap, _as_bootstrap, seed_table, summary_table
 from esad_lib.ablation.variants import BASE_VARIANT, variant_registry
 from esad_lib.ablation.verdict import (
     NO_CLAIM,
@@ -17,23 +18,20 @@ from esad_lib.ablation.verdict import (
     verdict_sentence,
 )
 
-#: metrics the summary breaks down per category and compares with the paper's claims (the
-#: paper's table is image AUROC on structural anomalies; AU-sPRO is LOCO's localisation metric).
+#: metrics broken down per category and checked against the paper's claims (its table: structural AUROC).
 HEADLINE_METRICS: tuple[str, ...] = ("image_auroc.structural", "au_spro.structural")
 
 
-def _is_count(metric: str) -> bool:
-    return metric == "n_params" or metric.endswith(".n_params")
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def _fmt(mean: float, std: float, metric: str) -> str:
     """mean ± std over seeds, in % for the [0, 1] metrics (no ± with one seed)."""
-    if _is_count(metric):
+    if metric == "n_params" or metric.endswith(".n_params"):
         return f"{mean:,.0f}"
-    s = f"{100 * mean:.1f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        s += f" ± {100 * std:.1f}"
-    return s
+    no_std = std is None or (isinstance(std, float) and math.isnan(std))
+    return f"{100 * mean:.1f}" + ("" if no_std else f" ± {100 * std:.1f}")
 
 
 def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
@@ -52,7 +50,7 @@ def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
         "over seeds, no interval (AU-sPRO, AU-PRO and pixel AUROC need the anomaly maps, which the "
         "grid does not keep).",
         "",
-        "| variant | " + " | ".join(metrics) + " |",
+        _row(["variant", *metrics]),
         "|---|" + "---|" * len(metrics),
     ]
 
@@ -60,30 +58,14 @@ def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
 def _overall_rows(df, variants: list[str], metrics: list[str], boot: ImageBootstrap | None) -> list[str]:
     """One row per variant: each metric averaged over categories, with its CI where there is one."""
     idx = {(r.variant, r.metric): r for r in summary_table(df).itertuples()}
-    lines = []
-    for v in variants:
-        cells = []
-        for m in metrics:
-            r = idx.get((v, m))
-            ci = boot.interval(df, v, m) if boot is not None and r is not None else None
-            cells.append("" if r is None else uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m))
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    return lines
 
+    def cell(v: str, m: str) -> str:
+        if (r := idx.get((v, m))) is None:
+            return ""
+        ci = boot.interval(df, v, m) if boot is not None else None
+        return uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m)
 
-def _problem_lines(boot: ImageBootstrap | None) -> list[str]:
-    """The runs left out of the intervals, with the reason."""
-    if boot is None or not boot.problems:
-        return []
-    lines = ["", "Runs without an interval (their test images differ from the category's other runs):"]
-    return lines + [f"- {k}: {msg}" for k, msg in sorted(boot.problems.items())]
-
-
-def _per_category_cell(df, per_cat, v: str, c: str, m: str, boot: ImageBootstrap | None) -> str:
-    if (v, c, m) not in per_cat.index:
-        return ""
-    ci = boot.interval(df, v, m, [c]) if boot is not None else None
-    return uncertainty.format_ci(ci) if ci else _fmt(per_cat[(v, c, m)], math.nan, m)
+    return [_row([v] + [cell(v, m) for m in metrics]) for v in variants]
 
 
 def _per_category_tables(
@@ -91,13 +73,18 @@ def _per_category_tables(
 ) -> list[str]:
     """Per headline metric: variants x categories (mean over seeds, CI where available)."""
     per_cat = df.groupby(["variant", "category", "metric"], sort=False)["value"].mean()
+
+    def cell(v: str, c: str, m: str) -> str:
+        if (v, c, m) not in per_cat.index:
+            return ""
+        ci = boot.interval(df, v, m, [c]) if boot is not None else None
+        return uncertainty.format_ci(ci) if ci else _fmt(per_cat[(v, c, m)], math.nan, m)
+
     lines = []
     for m in headline:
         lines += ["", f"## {m} per category (mean over seeds, 95 % CI where available)", ""]
-        lines += ["| variant | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
-        for v in variants:
-            cells = [_per_category_cell(df, per_cat, v, c, m, boot) for c in cats]
-            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines += [_row(["variant", *cats]), "|---|" + "---|" * len(cats)]
+        lines += [_row([v] + [cell(v, c, m) for c in cats]) for v in variants]
     return lines
 
 
@@ -117,16 +104,12 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
             f"'similar' claims are supported when the CI lies inside ±{100 * SIMILAR_TOLERANCE:.1f} "
             "points, contradicted when it lies wholly outside that band, else 'not enough evidence'.",
             "",
-        ]
-        lines += [
             "| variant | paper claims | expected | measured Δ [95 % CI] | CI | verdict |",
-            "|---|---|---|---|---|---|",
+            "|---" * 6 + "|",
         ]
         for r in cmp.itertuples():
-            lines.append(
-                f"| {r.variant} | {r.claim} | {r.expected} | {r.measured} | {r.ci_method} | "
-                f"{r.verdict} ({r.verdict_reason}) |"
-            )
+            verdict = f"{r.verdict} ({r.verdict_reason})"
+            lines.append(_row([r.variant, r.claim, r.expected, r.measured, r.ci_method, verdict]))
         checked = cmp[cmp["verdict"] != NO_CLAIM]["verdict"]
         profile = ", ".join(sorted(set(map(str, df["profile"]))))
         lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], profile)]
@@ -134,22 +117,18 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
 
 
 def summary_markdown(df, base: str = BASE_VARIANT, scores=None) -> str:
-    """Markdown summary: variants x metrics, per-category tables of the :data:`HEADLINE_METRICS`
-    and the paper-claim comparison with paired CIs of the difference to ``base``.
-
-    ``scores``: :func:`collect_scores`'s dict (or an :class:`ImageBootstrap`); with it, the
-    :data:`CI_METRICS` get 95 % CIs over test images (and seeds); without it, or for the other
-    metrics, cells are mean ± std over seeds.
-    """
+    """Markdown: variants x metrics (image AUROC 95 % CIs with ``scores``, else mean ± std over seeds),
+    per-category tables of the :data:`HEADLINE_METRICS` and the paper claims vs Δ to ``base``."""
     if df.empty:
         return "# Ablation summary\n\nNo finished runs yet.\n"
     boot = _as_bootstrap(df, scores)
-    variants = list(dict.fromkeys(df["variant"]))
-    metrics = list(dict.fromkeys(df["metric"]))
+    variants, metrics = list(dict.fromkeys(df["variant"])), list(dict.fromkeys(df["metric"]))
     cats = sorted(set(df["category"]))
     lines = _header(df, metrics, cats, sorted(set(df["seed"])))
     lines += _overall_rows(df, variants, metrics, boot)
-    lines += _problem_lines(boot)
+    if boot is not None and boot.problems:
+        lines += ["", "Runs without an interval (their test images differ from the category's other runs):"]
+        lines += [f"- {k}: {msg}" for k, msg in sorted(boot.problems.items())]
     headline = [m for m in HEADLINE_METRICS if m in metrics] or metrics[:1]
     if len(cats) > 1:
         lines += _per_category_tables(df, variants, cats, headline, boot)
@@ -171,57 +150,33 @@ def _interval(ci: dict | None, per_seed: list[float], what: str) -> tuple[float,
 
 
 #: columns of :func:`compare_to_base`'s table.
-COMPARE_COLUMNS: tuple[str, ...] = (
-    "variant",
-    "claim",
-    "expected",
-    "delta_mean",
-    "delta_std",
-    "seed_deltas",
-    "delta_low",
-    "delta_high",
-    "excludes_zero",
-    "ci_method",
-    "measured",
-    "verdict",
-    "verdict_reason",
+COMPARE_COLUMNS: tuple[str, ...] = tuple(
+    "variant claim expected delta_mean delta_std seed_deltas delta_low delta_high excludes_zero ci_method "
+    "measured verdict verdict_reason".split()
 )
 
 
 def compare_to_base(
     df, metric: str, base: str = BASE_VARIANT, tolerance: float = SIMILAR_TOLERANCE, scores=None
 ):
-    """For each variant (not ``base``): the paper's claim, the direction it implies, and the
-    measured difference to ``base`` on ``metric`` with its 95 % CI.
-
-    Δ per seed = category mean of the variant − that of ``base`` over the categories both ran
-    on (``seed_deltas``: ``{seed: Δ}``); ``delta_mean``/``delta_std`` are mean and std over
-    seeds.  The CI (``delta_low``, ``delta_high``): with ``scores`` (:func:`collect_scores`'s dict or an
-    :class:`ImageBootstrap`) and a :data:`CI_METRICS` metric, the paired bootstrap over the same
-    test images (the same resamples for both variants; combined with the seed variance when
-    there are several seeds); otherwise a Student-t interval over the per-seed Δ (≥ 2 seeds) or
-    none.  ``verdict``: :func:`esad_lib.ablation.verdict.claim_verdict` of that CI ("supports" /
-    "contradicts" / "not enough evidence"; "no claim" where the paper makes none), with
-    ``tolerance`` the half-width of the band of a "similar" claim; ``verdict_reason`` names the
-    rule that decided it.
-    """
-    import pandas as pd
-
-    reg = variant_registry()
-    boot = _as_bootstrap(df, scores)
+    """Per variant (not ``base``): the paper's claim and Δ = its category mean − ``base``'s per seed
+    (common categories) on ``metric``, with its 95 % CI (:func:`_interval`; paired over the test
+    images with ``scores``) and the :func:`claim_verdict` of that CI.  Columns :data:`COMPARE_COLUMNS`."""
+    reg, boot = variant_registry(), _as_bootstrap(df, scores)
     sub = df[df["metric"] == metric]
     if base not in set(sub["variant"]):
         return pd.DataFrame(columns=list(COMPARE_COLUMNS))
     per = sub.groupby(["variant", "seed", "category"])["value"].mean()
+    cats: dict[tuple, set] = {}
+    for vv, sd, c in per.index:
+        cats.setdefault((vv, sd), set()).add(c)
     rows = []
     for v in dict.fromkeys(sub["variant"]):
         if v == base:
             continue
         deltas, seed_deltas = [], {}
         for seed in sorted(set(sub.loc[sub["variant"] == v, "seed"])):
-            cats_v = {c for (vv, s, c) in per.index if vv == v and s == seed}
-            cats_b = {c for (vv, s, c) in per.index if vv == base and s == seed}
-            common = sorted(cats_v & cats_b)
+            common = sorted(cats.get((v, seed), set()) & cats.get((base, seed), set()))
             if common:
                 dv = sum(per[(v, seed, c)] for c in common) / len(common)
                 db = sum(per[(base, seed, c)] for c in common) / len(common)
@@ -235,53 +190,24 @@ def compare_to_base(
         low, high, method = _interval(ci, deltas, "paired bootstrap over test images")
         var = reg.get(v)
         expected = var.expect if var else None
+        expected_text = {"lower": f"lower than {base}", "similar": f"close to {base}"}.get(
+            expected, "no claim"
+        )
         rows.append(
-            {
-                "variant": v,
-                "claim": var.claim if var else "",
-                "expected": {"lower": f"lower than {base}", "similar": f"close to {base}"}.get(
-                    expected, "no claim"
-                ),
-                "delta_mean": mean,
-                "delta_std": std,
-                "seed_deltas": seed_deltas,
-                "delta_low": low,
-                "delta_high": high,
-                "excludes_zero": bool(low > 0 or high < 0),
-                "ci_method": method,
-                "measured": uncertainty.format_diff(mean, low, high) + f" (n={len(s)})",
-                "verdict": claim_verdict(expected, low, high, tolerance),
-                "verdict_reason": verdict_reason(expected, low, high, tolerance),
-            }
+            (v, var.claim if var else "", expected_text, mean, std, seed_deltas, low, high)
+            + (bool(low > 0 or high < 0), method, uncertainty.format_diff(mean, low, high) + f" (n={len(s)})")
+            + (claim_verdict(expected, low, high, tolerance), verdict_reason(expected, low, high, tolerance))
         )
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
 
 #: columns of :func:`interval_table`.
-INTERVAL_COLUMNS: tuple[str, ...] = (
-    "variant",
-    "metric",
-    "value",
-    "low",
-    "high",
-    "ci_method",
-    "n_seeds",
-    "n_categories",
-)
+INTERVAL_COLUMNS = tuple("variant metric value low high ci_method n_seeds n_categories".split())
 
 
 def interval_table(df, scores=None, metrics=None):
-    """Per variant and metric: the value averaged over categories and seeds, with its 95 % CI.
-
-    ``low``/``high``: for the :data:`CI_METRICS` with ``scores`` (:func:`collect_scores`'s dict or
-    an :class:`ImageBootstrap`), the interval over test images and seeds
-    (:meth:`ImageBootstrap.interval`); otherwise, with >= 2 seeds, the Student-t interval over the
-    seeds' category means (training randomness only: the test images are fixed); else NaN.
-    ``ci_method`` says which.  ``metrics``: the metrics to include (default: all of ``df``).
-    Columns :data:`INTERVAL_COLUMNS`, one row per (variant, metric), variants in ``df``'s order.
-    """
-    import pandas as pd
-
+    """Per variant and metric (``metrics``, default all): the mean over categories and seeds with its
+    95 % CI (:func:`_interval`; over test images with ``scores``).  Columns :data:`INTERVAL_COLUMNS`."""
     boot = _as_bootstrap(df, scores)
     st = summary_table(df)
     if metrics is not None:
@@ -291,18 +217,8 @@ def interval_table(df, scores=None, metrics=None):
     for r in st.itertuples():
         ci = boot.interval(df, r.variant, r.metric) if boot is not None else None
         low, high, method = _interval(ci, per_seed[(r.variant, r.metric)], "bootstrap over test images")
-        rows.append(
-            {
-                "variant": r.variant,
-                "metric": r.metric,
-                "value": float(r.mean),
-                "low": float(low),
-                "high": float(high),
-                "ci_method": method,
-                "n_seeds": int(r.n_seeds),
-                "n_categories": int(r.n_categories),
-            }
-        )
+        rows.append((r.variant, r.metric, float(r.mean), float(low), float(high), method, r.n_seeds))
+        rows[-1] += (int(r.n_categories),)
     return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
 
 

@@ -1,12 +1,13 @@
-"""The named ablation variants: each a diff of :class:`~esad_lib.config.ESADConfig` fields applied
-to the profile's base config (the authors' README: method and results table), or a detector
-(``esad_lib.detectors``), and the keys that tell which variants share one trained model
-(``train_key``) or one result (``config_key``).  ``register_variant`` adds a reader's own."""
+"""The named ablation variants (config diffs or detectors; the authors' README: method and results
+table), the keys telling which share one trained model (``train_key``) or one result
+(``config_key``), and the grid's cells (:class:`RunSpec`: variant x category x seed, its folders)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
@@ -18,15 +19,9 @@ BASE_VARIANT = "esad"
 
 @dataclass(frozen=True)
 class Variant:
-    """A named ablation: ``diff`` is applied to the base config with ``cfg.replace``; with a
-    ``detector`` (a factory ``cfg -> unfitted detector``, ``esad_lib.detectors.base``) the run
-    fits and evaluates that detector instead of an ESAD model (nothing is trained).
-
-    ``claim`` says what the paper (or RIAD, where ESAD inherits the choice) states about the
-    component; ``expect`` is the direction the claim implies for this variant's metrics
-    compared with ``esad``: ``"lower"`` (the component helps, removing it should hurt),
-    ``"similar"``, or ``None`` where the paper makes no claim we could check.
-    """
+    """A named ablation: ``diff`` applied with ``cfg.replace``, or a ``detector`` factory ``cfg ->
+    unfitted detector`` (nothing trained); ``claim``: what the paper states, ``expect``: the direction
+    it implies for ``variant - esad`` (``"lower"``, ``"similar"`` or None)."""
 
     name: str
     diff: dict[str, Any]
@@ -52,7 +47,6 @@ def _static_variants() -> list[Variant]:
             "ESAD as in the paper: two lightweight U-Nets, train fill while training, test fill "
             "(alpha 0.5) at test, feature loss, feature-level anomaly maps.",
             "The full method: 89.3 % mean image AUROC on the structural split of MVTec LOCO AD.",
-            None,
         ),
         Variant(
             "riad",
@@ -70,7 +64,6 @@ def _static_variants() -> list[Variant]:
             "PatchCore-style reference (Roth et al. 2022), training-free: a memory bank of train/good "
             "patch features of ImageNet-pretrained EfficientNet-Lite0, nearest-neighbour maps.",
             "The paper does not compare ESAD with PatchCore.",
-            None,
             detector=PatchCore.from_config,
         ),
         Variant(
@@ -135,19 +128,16 @@ def _static_variants() -> list[Variant]:
 
 
 def _extractor_variants() -> list[Variant]:
-    """One variant per feature extractor usable offline (weights present): it scores with that
-    extractor and trains the feature loss with it too ("recon_encoder" cannot drive the loss:
-    there is no trained net to take the encoder from while training, so it only changes scoring)."""
+    """One variant per feature extractor usable offline: it scores with that extractor and trains the
+    feature loss with it ("recon_encoder" only scores: no trained net exists while training)."""
     out = []
-    for name, info in available_extractors().items():
-        if not info["available"]:
-            continue
+    claim = "The paper does not name the extractor it uses; ImageNet backbones are the usual choice."
+    for name in [n for n, info in available_extractors().items() if info["available"]]:
         diff: dict[str, Any] = {"feature_extractor": name}
         if name != "recon_encoder":
             diff["loss_feature_extractor"] = name
         what = "Feature-level maps" + (" and the feature loss" if len(diff) > 1 else "")
         what += f" computed with the {name!r} extractor."
-        claim = "The paper does not name the extractor it uses; ImageNet backbones are the usual choice."
         out.append(Variant(f"extractor_{name}", diff, "feature extractor", what, claim))
     return out
 
@@ -159,8 +149,7 @@ _REGISTERED: dict[str, Variant] = {}
 def register_variant(variant: Variant) -> Variant:
     """Add a reader's own variant (a config diff or a detector, with the claim it tests) to the
     registry, so that ``run_grid`` and the summaries find it by name; a built-in name is refused."""
-    builtin = {v.name for v in _static_variants() + _extractor_variants()}
-    if variant.name in builtin:
+    if variant.name in {v.name for v in _static_variants() + _extractor_variants()}:
         raise ValueError(f"{variant.name!r} is a built-in ablation variant; give yours another name")
     if variant.expect not in (None, "lower", "similar"):
         raise ValueError(f"Variant.expect={variant.expect!r}: use 'lower', 'similar' or None")
@@ -169,8 +158,7 @@ def register_variant(variant: Variant) -> Variant:
 
 
 def variant_registry() -> dict[str, Variant]:
-    """All variants: the built-in ones (feature-extractor ones computed at call time) and those
-    added with ``register_variant``."""
+    """All variants: the built-in ones and those added with ``register_variant``."""
     return {v.name: v for v in _static_variants() + _extractor_variants() + list(_REGISTERED.values())}
 
 
@@ -198,11 +186,8 @@ def apply_variant(base: ESADConfig, variant: str | Variant) -> ESADConfig:
 
 
 def training_config(cfg: ESADConfig) -> ESADConfig:
-    """``cfg`` with every test-time field reset to the profile preset's value.
-
-    Two variants that differ only in how the model is scored get the same training config,
-    hence the same ``train_key`` and one shared trained model.
-    """
+    """``cfg`` with every test-time field reset to the profile preset's value (so variants that
+    differ only in scoring share one ``train_key``, one trained model)."""
     preset = PRESETS.get(cfg.profile, ESADConfig())
     return cfg.replace(**{f: getattr(preset, f) for f in TEST_TIME_FIELDS if hasattr(preset, f)})
 
@@ -215,3 +200,69 @@ def train_key(cfg: ESADConfig) -> str:
 def config_key(cfg: ESADConfig) -> str:
     """Stable hash of every field that changes a run's results."""
     return cfg.key(exclude=RUNTIME_FIELDS)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: a variant on one category with one seed (``detector``: the variant's
+    detector factory, None for an ESAD model trained with ``cfg``)."""
+
+    variant: str
+    category: str
+    seed: int
+    cfg: ESADConfig
+    detector: Callable[[ESADConfig], Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def needs_training(self) -> bool:
+        return self.detector is None
+
+    @property
+    def config_key(self) -> str:
+        """Same key = same result; a detector variant's key also names the variant."""
+        if self.detector is None:
+            return config_key(self.cfg)
+        return hashlib.sha256(f"{config_key(self.cfg)}/{self.variant}".encode()).hexdigest()[:12]
+
+    @property
+    def train_key(self) -> str:
+        return train_key(self.cfg)
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / "runs" / self.variant / self.category / f"seed{self.seed}"
+
+    def model_dir(self, models_root: Path) -> Path:
+        """``models_root/<train_key>``, or ``<config_key>`` when only that holds a finished model (how
+        ``train_or_load``'s cache keeps a variant with test-time fields in its diff: ``riad``)."""
+        own, full = Path(models_root) / self.train_key, Path(models_root) / self.config_key
+        return full if full != own and not model_finished(own) and model_finished(full) else own
+
+
+def expand_grid(
+    base: ESADConfig, variants: Sequence[str | Variant], categories: Sequence[str], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """``variants x categories x seeds`` run specs in that order (``Variant`` objects are registered);
+    ``KeyError``/``ValueError`` for unknown names, empty axes or duplicates."""
+    resolved = [get_variant(v) for v in variants]
+    names = [v.name for v in resolved]
+    for axis, vals in (("variants", names), ("categories", categories), ("seeds", seeds)):
+        if not vals:
+            raise ValueError(f"the ablation grid needs at least one of {axis}")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"duplicate {axis} in the ablation grid: {list(vals)}")
+    cells = [(v, apply_variant(base, v), c, int(s)) for v in resolved for c in categories for s in seeds]
+    return [RunSpec(v.name, c, s, vcfg.replace(category=c, seed=s), v.detector) for v, vcfg, c, s in cells]
+
+
+def model_finished(model_dir: Path) -> bool:
+    """Training wrote its last two files (esad_lib.training: they mean "done")."""
+    return (Path(model_dir) / "model.pt").exists() and (Path(model_dir) / "train_summary.json").exists()
+
+
+def run_finished(spec: RunSpec, out: Path) -> bool:
+    return (spec.run_dir(out) / "metrics.json").exists()
+
+
+def parse_list(text: str, cast: Callable[[str], Any] = str) -> list[Any]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]`` (empty items dropped)."""
+    return [cast(x.strip()) for x in text.split(",") if x.strip()]

@@ -1,30 +1,11 @@
 """Whether a measured difference supports a paper claim: *supports*, *contradicts* or *not enough
-evidence*, decided from the 95 % confidence interval of the difference, never from its point estimate.
+evidence*, decided from the 95 % CI ``[low, high]`` of ``Δ = metric(variant) − metric(esad)``
+(:func:`esad_lib.ablation.compare_to_base`), never from its point estimate.  The claims are the
+paper's (the authors' README: method summary and results table), registered with each variant.
 
-The claims are those of the paper (the authors' README: method summary and results table) as
-registered with each variant (:class:`~esad_lib.ablation.variants.Variant`, ``expect``).  The
-measured quantity is ``Δ = metric(variant) − metric(esad)`` with its interval ``[low, high]``
-(:func:`esad_lib.ablation.compare_to_base`: paired over the same test images and seeds).
-
-The rules (``tol`` = :data:`SIMILAR_TOLERANCE` unless given):
-
-* ``expected = "lower"`` (the part helps: removing it should cost accuracy)
-
-  - *supports*: ``high < 0``, the whole CI below 0;
-  - *contradicts*: ``low > 0``, the whole CI above 0 (the variant beats esad);
-  - *not enough evidence*: ``low <= 0 <= high``, the CI includes 0.
-
-* ``expected = "similar"`` (the choice costs no accuracy: ``|Δ| <= tol``)
-
-  - *supports*: ``-tol <= low`` and ``high <= tol``, the whole CI inside the band;
-  - *contradicts*: ``low > tol`` or ``high < -tol``, the whole CI outside the band, on one side;
-  - *not enough evidence*: every other case: the CI straddles an edge of the band, or it is
-    wider than the band (``high - low > 2 tol``: it can never lie inside it).
-
-No interval (NaN bounds: one seed and no per-image scores) is *not enough evidence*: a point
-estimate alone decides nothing.  A variant without a claim (``expect=None``) gets
-:data:`NO_CLAIM`.  "similar" is an equivalence statement, so it needs a CI *narrower* than the
-band to be supported; a CI that merely includes 0 does not support it.
+``"lower"`` (the part helps): supports when ``high < 0``, contradicts when ``low > 0``;
+``"similar"`` (``|Δ| <= tol``): supports when ``[low, high]`` lies inside ``±tol``, contradicts when
+wholly outside it on one side; else (and without an interval) not enough evidence.
 """
 
 from __future__ import annotations
@@ -32,13 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-SUPPORTS = "supports"
-CONTRADICTS = "contradicts"
-NOT_ENOUGH = "not enough evidence"
-NO_CLAIM = "no claim"
+SUPPORTS, CONTRADICTS, NOT_ENOUGH, NO_CLAIM = "supports", "contradicts", "not enough evidence", "no claim"
 #: the three verdicts of a checkable claim, in the order the summaries count them.
 VERDICTS: tuple[str, ...] = (SUPPORTS, CONTRADICTS, NOT_ENOUGH)
-#: the directions a claim can imply for ``variant − esad``.
 EXPECTATIONS: tuple[str, ...] = ("lower", "similar")
 #: [ours] half-width of the "similar" band, in metric units (0.01 = one AUROC point): the paper
 #: gives no margin for "comparable accuracy"; one point is the smallest gap its table separates
@@ -46,21 +23,16 @@ EXPECTATIONS: tuple[str, ...] = ("lower", "similar")
 SIMILAR_TOLERANCE = 0.01
 
 
-def _check(expected: str | None, low: float, high: float, tolerance: float) -> None:
+def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
+    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``
+    (the rules of the module docstring)."""
+    low, high = float(low), float(high)
     if expected is not None and expected not in EXPECTATIONS:
         raise ValueError(f"expected must be one of {EXPECTATIONS} or None, got {expected!r}")
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if not (math.isnan(low) or math.isnan(high)) and low > high:
         raise ValueError(f"the interval's low bound {low} is above its high bound {high}")
-
-
-def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
-    """:data:`SUPPORTS`, :data:`CONTRADICTS`, :data:`NOT_ENOUGH` or :data:`NO_CLAIM` for the CI
-    ``[low, high]`` of ``Δ = variant − esad`` against the claim's direction ``expected``
-    (the rules of the module docstring)."""
-    low, high = float(low), float(high)
-    _check(expected, low, high, tolerance)
     if expected is None:
         return NO_CLAIM
     if math.isnan(low) or math.isnan(high):
@@ -84,24 +56,20 @@ def verdict_reason(
         return "no interval (one seed, no per-image scores)"
     band = f"±{scale * tolerance:.1f}"
     if expected == "lower":
-        return {
-            SUPPORTS: "CI below 0",
-            CONTRADICTS: "CI above 0: the variant scores higher",
-        }.get(verdict, "CI includes 0")
+        return {SUPPORTS: "CI below 0", CONTRADICTS: "CI above 0: the variant scores higher"}.get(
+            verdict, "CI includes 0"
+        )
+    if verdict == NOT_ENOUGH:
+        return f"CI {'wider than' if high - low > 2 * tolerance else 'crosses an edge of'} the {band} band"
     if verdict == SUPPORTS:
         return f"CI inside the {band} band"
-    if verdict == CONTRADICTS:
-        return f"CI outside the {band} band ({'higher' if low > tolerance else 'lower'})"
-    if high - low > 2 * tolerance:
-        return f"CI wider than the {band} band"
-    return f"CI crosses an edge of the {band} band"
+    return f"CI outside the {band} band ({'higher' if low > tolerance else 'lower'})"
 
 
 def count_verdicts(verdicts: Iterable[str]) -> dict[str, int]:
     """``{verdict: count}`` over :data:`VERDICTS` (every key present; NO_CLAIM not counted)."""
     vs = list(verdicts)
-    unknown = sorted({v for v in vs if v not in VERDICTS and v != NO_CLAIM})
-    if unknown:
+    if unknown := sorted({v for v in vs if v not in VERDICTS and v != NO_CLAIM}):
         raise ValueError(f"unknown verdict(s) {unknown}; expected {VERDICTS} or {NO_CLAIM!r}")
     return {v: sum(1 for x in vs if x == v) for v in VERDICTS}
 
@@ -117,11 +85,7 @@ def grid_description(categories: Sequence[str], seeds: Sequence[int]) -> str:
 def verdict_sentence(
     verdicts: Iterable[str], metric: str, categories: Sequence[str], seeds: Sequence[int], profile: str
 ) -> str:
-    """The summary sentence of a claims table: each verdict counted, the grid named.
-
-    ``"image_auroc.structural, demo profile, 2 categories (a, b) x 2 seeds (0, 1): of 6 checkable
-    claims, 1 supported, 2 contradicted, 3 not enough evidence (95 % CIs of the difference to esad)."``
-    """
+    """The summary sentence of a claims table: each verdict counted, the grid named."""
     n = count_verdicts(verdicts)
     total = sum(n.values())
     return (
