@@ -368,4 +368,3 @@ def set_slider_range(slider: Any, lo: float, hi: float, value: float | None = No
         slider.max = hi
     if value is not None:
         slider.value = min(max(float(value), lo), hi)
-
