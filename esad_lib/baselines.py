@@ -1,23 +1,11 @@
 """A naive baseline that shows how hard a LOCO-layout benchmark is (not part of the paper).
 
-Per-pixel statistics of the defect-free training images: mean ``mu(p)`` and standard deviation
-``sigma(p)`` per pixel p and colour channel; a test image x gets the z-score map
-``z(p) = max_c |x_c(p) - mu_c(p)| / max(sigma_c(p), sigma_min)`` and the image score
-``max_p z(p)``.  It has no notion of objects: any position jitter, rotation or lighting change
-of a normal image raises its score, which is exactly why a benchmark with such natural
-variation is not solved by it.
-
-Two resolutions (``naive_category_scores``'s ``size``):
-
-* ``size=None``: the images as stored (larger ones downscaled to ``max_side``, memory); the
-  image score is the max of that map;
-* ``size=(H, W)``: the images go through the networks' input path (``esad_lib.data.LOCODataset``:
-  bilinear, antialiased resize to ``network_input_size(root, category, size, keep_aspect)``),
-  the z-map is computed at that size, upsampled bilinearly to the original size
-  (``esad_lib.method.anomaly_map.upsample_map``) and the image score is its max -- exactly
-  ``esad_lib.detectors.NaiveDetector``, the "naive (ours)" column of ``esad demo``.  This is
-  the figure a model trained at ``cfg.image_size`` must be compared with: downscaling alone
-  averages pixel noise and small misalignments away, so it changes the baseline's AUROC.
+Per-pixel mean ``mu(p)`` and std ``sigma(p)`` of the defect-free training images per colour
+channel; the z-score map ``z(p) = max_c |x_c(p) - mu_c(p)| / max(sigma_c(p), sigma_min)`` and the
+image score ``max_p z(p)``.  No notion of objects: any jitter or lighting change raises a score.
+``size=None``: the stored images (downscaled to ``max_side``); ``size=(H, W)``: the networks' input
+path, the z-map upsampled to the original size -- exactly ``esad_lib.detectors.NaiveDetector``,
+the "naive (ours)" column of ``esad demo``.
 """
 
 from __future__ import annotations
@@ -40,20 +28,14 @@ from esad_lib.uncertainty import DEFAULT_N_BOOT, image_auroc_ci
 
 
 def _as_stack(images) -> np.ndarray:
-    arr = (
-        np.stack([np.asarray(im, dtype=np.float32) for im in images])
-        if not isinstance(images, np.ndarray)
-        else images
-    )
-    arr = np.asarray(arr, dtype=np.float32)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    return arr
+    if not isinstance(images, np.ndarray):
+        images = np.stack([np.asarray(im, dtype=np.float32) for im in images])
+    arr = np.asarray(images, dtype=np.float32)
+    return arr[..., None] if arr.ndim == 3 else arr
 
 
 def zscore_stats(train: np.ndarray, sigma_min: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """``mu(p)``, ``sigma(p)`` per pixel and channel of ``train [N,H,W,C]`` (float32 each ``[H,W,C]``);
-    ``sigma`` is floored at ``sigma_min`` so a pixel that never varied does not divide by zero."""
+    """``mu``, ``sigma`` (floored at ``sigma_min``) of ``train [N,H,W,C]``: float32 ``[H,W,C]`` each."""
     mu = train.mean(axis=0, dtype=np.float64).astype(np.float32)
     sigma = np.maximum(train.std(axis=0, dtype=np.float64).astype(np.float32), sigma_min)
     return mu, sigma
@@ -69,11 +51,7 @@ def naive_zscore_scores(
     test_images: Sequence[np.ndarray] | np.ndarray,
     sigma_min: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel z-score baseline: scores float64 [M] (max of each map) and maps float32 [M, H, W].
-
-    ``train_images`` [N, H, W, C] (or a list of [H, W, C] / [H, W]) defect-free images, any scale;
-    ``test_images`` [M, H, W, C] of the same size and scale; ``sigma_min`` in the images' units.
-    """
+    """Train ``[N,H,W,C]`` (or ``[H,W(,C)]`` each), test ``[M,H,W,C]`` -> scores ``[M]``, maps ``[M,H,W]``."""
     tr, te = _as_stack(train_images), _as_stack(test_images)
     if tr.shape[1:] != te.shape[1:]:
         raise ValueError(f"train images {tr.shape[1:]} and test images {te.shape[1:]} differ in size")
@@ -98,12 +76,7 @@ def _load_resized(paths, max_side: int | None) -> np.ndarray:
 
 @dataclass
 class NaiveScores:
-    """Naive-baseline image scores of one category's test split (``list_samples`` order).
-
-    ``scores`` float64 [N], ``label_names`` / ``paths`` [N]; ``resolution`` the (H, W) the z-maps
-    were computed at (the first image's, for the stored images), ``size`` the requested network
-    size or None for the stored images.
-    """
+    """Scores float64 ``[N]`` of a category's test split; ``resolution``: (H, W) of the z-maps."""
 
     scores: np.ndarray
     label_names: list[str]
@@ -113,8 +86,7 @@ class NaiveScores:
 
 
 def network_image_255(x) -> np.ndarray:
-    """A network input ``[3,H,W]`` in [-1, 1] -> ``float32 [H,W,3]`` in grey levels 0..255 (the
-    z-score's units): ``(x + 1) * 127.5``."""
+    """A network input ``[3,H,W]`` in [-1, 1] -> ``float32 [H,W,3]`` in grey levels 0..255."""
     return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
 
 
@@ -125,19 +97,11 @@ def naive_category_scores(
     keep_aspect: bool = False,
     max_side: int | None = 256,
 ) -> NaiveScores:
-    """Naive z-score image scores of ``category``'s test images against its ``train/good`` statistics.
-
-    ``size=None``: the stored images (downscaled to ``max_side`` if larger), score = max of the
-    map.  ``size=(H, W)``: the networks' input path at ``network_input_size(root, category, size,
-    keep_aspect)``; score = max of the z-map upsampled to the original size (as
-    every detector's evaluation defines it).
-    """
+    """Naive z-score image scores of ``category``'s test images against its ``train/good`` statistics."""
     root = Path(root)
     test = list_samples(root, category, "test")
     if not test:
-        raise FileNotFoundError(
-            f"{root / category / 'test'}: no test images; check the root with `esad check`"
-        )
+        raise FileNotFoundError(f"{root / category / 'test'}: no test images; check it with `esad check`")
     if not list_samples(root, category, "train"):
         raise FileNotFoundError(
             f"{root / category / 'train' / 'good'}: no training images for the per-pixel statistics"
@@ -151,22 +115,17 @@ def naive_category_scores(
     else:
         if len(size) != 2 or min(int(v) for v in size) < 1:
             raise ValueError(f"size must be (H, W) with positive sides, e.g. cfg.image_size; got {size!r}")
-        # the naive detector through the one scoring loop: score(x) = max_p up(z)(p), the map at
-        # the image's original resolution (MVTec's definition), as in `esad demo`
+        # the naive detector through the one scoring loop (score = max of the full-resolution map)
         from esad_lib.config import ESADConfig
         from esad_lib.detectors.naive import NaiveDetector
         from esad_lib.scoring import fit_detector, score_dataset
 
+        hw = tuple(int(v) for v in size)
         cfg = ESADConfig(
-            category=category,
-            dataset=str(root),
-            image_size=tuple(int(v) for v in size),
-            keep_aspect=keep_aspect,
-            max_test_images=None,
+            category=category, dataset=str(root), image_size=hw, keep_aspect=keep_aspect, max_test_images=None
         )
-        res = score_dataset(
-            fit_detector(NaiveDetector(cfg), cfg, root), cfg, root=root, keep_channels=False, progress=False
-        )
+        det = fit_detector(NaiveDetector(cfg), cfg, root)
+        res = score_dataset(det, cfg, root=root, keep_channels=False, progress=False)
         if res.paths != [str(s.path) for s in test]:
             raise RuntimeError(f"{root / category}: the scored test images are not those listed")
         scores = res.scores
@@ -191,15 +150,10 @@ def naive_baseline_table(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
 ) -> list[dict]:
-    """Image AUROC of the naive baseline per category and anomaly type on a LOCO-layout root.
+    """Image AUROC (test/good vs each type; ``by_defect``: each defect) of the naive baseline per category.
 
-    Rows: ``dict(category, type, defect (only with by_defect), resolution ("HxW" of the z-maps),
-    n_good, n_anomalous, auroc, auroc_low, auroc_high, auroc_se)``; ``type`` is
-    "logical"/"structural"; each AUROC is test/good against that type's images.  ``size`` /
-    ``keep_aspect`` / ``max_side``: see ``naive_category_scores`` (None = the stored images;
-    ``cfg.image_size`` / ``cfg.keep_aspect`` = the model's input resolution).  The interval is
-    the 95 % stratified-bootstrap percentile interval (``esad_lib.uncertainty.image_auroc_ci``,
-    ``n_boot`` resamples, ``seed``); ``n_boot=0`` leaves the three ``auroc_*`` fields None.
+    Rows: ``category, type, [defect], resolution, n_good, n_anomalous, auroc, auroc_low/high/se``
+    (95 % stratified bootstrap, ``n_boot=0``: None).
     """
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm

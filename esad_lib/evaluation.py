@@ -1,36 +1,17 @@
 """Evaluation of a trained run on MVTec LOCO AD protocol (the paper's experiments: the authors' README
 "5. result").
 
-One file because everything that writes or reads ``metrics.json`` lives here, so that its layout
-is defined in one place: ``evaluate(detector, cfg)`` scores a category's test split with ANY
-detector (``esad_lib.detectors``: ESAD, RIAD, PatchCore-style, naive, a reader's own) through the
-one scoring loop (``esad_lib.scoring.score_dataset``), and ``write_metrics`` is the one writer
-(every method, ``esad score-maps`` and the ablation grid).  ``evaluate_run(RUN)`` does it for a
-trained run.  The test split is good + logical + structural (as many as the root holds); with
-``esad_lib.metrics``:
-
-* ``image_auroc.structural`` -- good vs structural test images (the paper's table);
-* ``image_auroc.logical``    -- good vs logical (kept to show where the method fails);
-* ``image_auroc.mean``       -- the mean of the two;
-* ``pixel_auroc`` and ``au_pro`` (FPR limit 0.3) over all test images;
-* ``au_spro.{structural,logical,mean}`` -- MVTec LOCO's saturated PRO up to FPR 0.05; each
-  anomaly type's group is its images plus all good test images, the defect saturation rules
-  come from ``<category>/defects_config.json``;
-* ``au_spro_limits.<type>.<limit>`` -- the same at every limit MVTec's official evaluation
-  reports (0.01, 0.05, 0.1, 0.3, 1.0), and ``au_spro_by_defect.<defect name>.<limit>`` per
-  defect of ``defects_config.json`` (``esad_lib.metrics.au_spro_by_defect`` says how);
-* ``ci`` -- 95 % confidence intervals of the image AUROC and AU-sPRO per type and their mean, by
-  a stratified bootstrap over the test images (``esad_lib.uncertainty``);
-* ``timing`` -- training seconds (from ``train_summary.json``) and scoring ms per image.
-
-It writes ``metrics.json`` atomically (and ``scores.csv``, one row per image).  A missing anomaly
-type is ``None`` (JSON ``null``) everywhere.
-Maps are evaluated at the ORIGINAL image resolution (bilinear upsampling of the network-size
-maps, one image at a time), and the image score is the maximum of that full-resolution map,
-as MVTec's official evaluation defines it (bilinear upsampling can lower the maximum of the
-network-size map, so the two definitions differ slightly).  ``metrics_from_maps`` computes
-all of this from full-resolution maps alone: ``esad score-maps`` uses it for maps written by
-any method.
+Everything that writes or reads ``metrics.json`` lives here: ``evaluate(detector, cfg)`` scores a
+category's test split with ANY detector (``esad_lib.detectors``) through ``scoring.score_dataset``,
+``write_metrics`` is the one writer, ``evaluate_run(RUN)`` does it for a trained run and
+``metrics_from_maps`` computes everything from full-resolution maps alone (``esad score-maps``).
+Metrics (``esad_lib.metrics``): ``image_auroc.{structural,logical,mean}`` (good vs each type);
+``pixel_auroc``; ``au_pro`` (FPR 0.3); ``au_spro.{structural,logical,mean}`` (MVTec LOCO's
+saturated PRO up to FPR 0.05, rules from ``defects_config.json``), ``au_spro_limits`` and
+``au_spro_by_defect`` at MVTec's limits; ``ci``: 95 % stratified-bootstrap intervals
+(``esad_lib.uncertainty``); ``timing``.  A missing anomaly type is ``None`` everywhere.  Maps are
+upsampled bilinearly to the ORIGINAL image size and the image score is their max (MVTec's
+definition).
 """
 
 from __future__ import annotations
@@ -66,19 +47,14 @@ from esad_lib.uncertainty import (
 ANOMALY_TYPES = ("structural", "logical")
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.csv"
-#: bootstrap resamples and seed of the confidence intervals in metrics.json.
 CI_N_BOOT = DEFAULT_N_BOOT
 CI_SEED = 0
 #: version of the metrics.json layout (bump when keys change).
-#: 2: image score = max of the full-resolution map; au_spro_limits, au_spro_by_defect; ci.
-#: 3: one layout for every method, score-maps and the grid (RUN_KEYS; the detector's info()).
 METRICS_SCHEMA = 3
 
 
 def type_groups(label_names: Sequence[str]) -> dict[str, list[int] | None]:
-    """MVTec LOCO's "good + one anomaly type" groups: per anomaly type the indices of its images
-    and of every good image (in order), or None when the type has no image (``None`` in
-    metrics.json, the one convention for a missing type)."""
+    """Per anomaly type the indices of its images and every good image, or None without one."""
     names = list(label_names)
     groups: dict[str, list[int] | None] = {}
     for kind in ANOMALY_TYPES:
@@ -119,11 +95,7 @@ def confidence_intervals(
     seed: int = CI_SEED,
     order: PixelOrder | None = None,
 ) -> dict[str, Any]:
-    """95 % intervals of the image AUROC and AU-sPRO (FPR 0.05) per anomaly type and their mean.
-
-    Stratified bootstrap over the test images (``esad_lib.uncertainty``): ``{"image_auroc":
-    {type: {value, low, high, se, ...}}, "au_spro": {...}, "method", "n_boot", "seed"}``.
-    """
+    """95 % bootstrap intervals of the image AUROC and AU-sPRO (FPR 0.05) per type and their mean."""
     names = list(label_names)
     has_regions = any(c.shape[0] > 0 and c.any() for c in channels)
     return {
@@ -145,9 +117,7 @@ def metrics_from_maps(
     defects: Sequence,
     ci: bool = True,
 ) -> dict[str, Any]:
-    """Every metric of ``metrics.json`` from full-resolution maps alone (any method's maps),
-    with bootstrap confidence intervals under ``"ci"`` (``ci=False`` skips them).  The image
-    score is the max of each map (MVTec's official definition)."""
+    """Every metric of ``metrics.json`` from full-resolution maps ``[H0,W0]`` (``ci``: with intervals)."""
     scores = np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
     ci = ci and "good" in label_names
     order = None  # one ordering of the pixels for the metrics and their intervals
@@ -172,8 +142,7 @@ def counts_of(label_names: Sequence[str]) -> dict[str, int]:
     return {k: int(sum(1 for n in label_names if n == k)) for k in ("good", *ANOMALY_TYPES)}
 
 
-#: the keys every metrics.json has besides the metrics, whatever wrote it (None where one does
-#: not apply, e.g. ``timing`` of maps read from disk); a detector's ``info()`` may add more.
+#: the keys every metrics.json has besides the metrics (None where one does not apply).
 RUN_KEYS: tuple[str, ...] = (
     "schema", "category", "method", "profile", "dataset", "dataset_root", "image_size", "counts",
     "score_map", "smoothing", "map_normalization", "feature_extractor", "config_key", "config",
@@ -185,14 +154,11 @@ def _provenance(category: str, root: Path, label_names: Sequence[str]) -> dict[s
     """Every ``RUN_KEYS`` entry, with the schema version, category, dataset root and counts filled."""
     keys = dict.fromkeys(RUN_KEYS)
     keys.update(schema=METRICS_SCHEMA, category=category, dataset_root=str(root))
-    keys["counts"] = counts_of(label_names)
-    return keys
+    return {**keys, "counts": counts_of(label_names)}
 
 
 def write_metrics(out_dir: str | Path, metrics: dict[str, Any], result: ScoreResult | None = None) -> None:
-    """THE writer of ``metrics.json`` (and, with ``result``, ``scores.csv`` first): every
-    method, ``esad score-maps`` and the ablation grid write through it.  metrics.json is
-    written last and atomically: a folder holding it is a finished evaluation."""
+    """THE writer of ``metrics.json`` (last, atomically) and, with ``result``, ``scores.csv``."""
     out_dir = Path(out_dir)
     if result is not None:
         atomic_write_text(out_dir / SCORES_FILE, scores_csv(result))
@@ -208,13 +174,9 @@ def evaluate(
     progress: bool = True,
     export_maps_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], ScoreResult]:
-    """Score ``cfg.category``'s test split with a fitted ``detector`` and compute every metric.
+    """Score ``cfg.category``'s test split with a fitted ``detector``: ``(metrics, result)``.
 
-    Returns ``(metrics, result)``; with ``out_dir`` also writes ``out_dir/metrics.json`` and
-    ``scores.csv`` (``write_metrics``).  ``metrics`` holds the metrics of ``metrics_from_result``,
-    the provenance (category, dataset, profile, image size, counts, config), ``method`` (the
-    detector's name), the detector's ``info()`` (score_map, config_key, ...) and ``timing``.
-    ``export_maps_dir`` also writes every test map as float32 TIFF in MVTec's layout.
+    ``out_dir``: also write metrics.json and scores.csv; ``export_maps_dir``: the maps as TIFF.
     """
     root = Path(root) if root is not None else dataset_root(cfg)
     defects = load_defects_config(root / cfg.category)
@@ -223,25 +185,17 @@ def evaluate(
     metrics = metrics_from_result(result, defects)
     metric_seconds = time.perf_counter() - t0
     metrics.update(_provenance(cfg.category, root, result.label_names))
+    timing = {
+        "fit_seconds": getattr(detector, "fit_seconds", None), "train_seconds": None,
+        "scoring_ms_per_image": result.ms_per_image, "scoring_seconds": result.seconds,
+        "scoring_wall_seconds": result.wall_seconds, "metric_seconds": metric_seconds,
+        "fast_scoring": bool(cfg.fast_scoring),
+    }  # fmt: skip
     metrics.update(
-        {
-            "method": detector_name(detector),
-            "profile": cfg.profile,
-            "dataset": cfg.dataset,
-            "image_size": list(input_size(cfg, root)),
-            "config": cfg.to_dict(),
-            "run_dir": None if out_dir is None else str(out_dir),
-            "timing": {
-                "fit_seconds": getattr(detector, "fit_seconds", None),
-                "train_seconds": None,
-                "scoring_ms_per_image": result.ms_per_image,
-                "scoring_seconds": result.seconds,
-                "scoring_wall_seconds": result.wall_seconds,
-                "metric_seconds": metric_seconds,
-                "fast_scoring": bool(cfg.fast_scoring),
-            },
-        }
-    )
+        method=detector_name(detector), profile=cfg.profile, dataset=cfg.dataset,
+        image_size=list(input_size(cfg, root)), config=cfg.to_dict(),
+        run_dir=None if out_dir is None else str(out_dir), timing=timing,
+    )  # fmt: skip
     metrics.update(detector.info() if hasattr(detector, "info") else {})
     if export_maps_dir is not None:
         export_maps(result, cfg.category, export_maps_dir, progress=progress)
@@ -299,32 +253,21 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate the trained run in ``run_dir``; write ``run_dir/metrics.json`` (and scores.csv).
 
-    ``overrides`` changes scoring fields of the run's config (e.g. ``{"score_map": "pixel"}``);
-    training fields cannot be changed here.  ``max_images`` caps images per test label.
-    ``export_maps_dir`` also writes every test map as float32 TIFF in MVTec's official layout
-    (``esad_lib.maps_io``), the maps these metrics were computed from.
+    ``overrides``: scoring fields of the run's config only (e.g. ``{"score_map": "pixel"}``).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"run folder {run_dir} does not exist; train one with `esad train --out {run_dir}`"
-        )
+        raise FileNotFoundError(f"run folder {run_dir} not found; train it: `esad train --out {run_dir}`")
     model, cfg = load_run(run_dir)
     if overrides:
-        # scoring-only fields (and where the model runs) may change; training fields may not
         allowed = set(TEST_TIME_FIELDS) | set(RUNTIME_FIELDS) | {"feature_weights"}
-        bad = set(overrides) - allowed
-        if bad:
-            raise ValueError(
-                f"cannot override {sorted(bad)} at evaluation (only scoring fields: {sorted(allowed)})"
-            )
+        if bad := set(overrides) - allowed:
+            raise ValueError(f"cannot override {sorted(bad)} at evaluation (only scoring: {sorted(allowed)})")
         cfg = cfg.replace(**overrides)
         if "device" in overrides:
             model = model.to(resolve_device(cfg.device))
     det = EsadDetector(cfg, model, root, progress)
-    metrics, result = evaluate(
-        det, cfg, root=root, max_images=max_images, progress=progress, export_maps_dir=export_maps_dir
-    )
+    metrics, result = evaluate(det, cfg, None, root, max_images, progress, export_maps_dir)
     metrics["timing"]["train_seconds"] = read_train_seconds(run_dir)
     metrics["run_dir"] = str(run_dir)
     write_metrics(run_dir, metrics, result if save_scores else None)
@@ -339,11 +282,7 @@ def score_maps(
     method: str = "external",
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics of maps on disk, per category, as ``esad evaluate`` computes them.
-
-    Reads and checks EVERY category first; only then writes ``out/<category>/metrics.json``
-    (when ``out`` is given).  Returns ``{category: metrics}``.
-    """
+    """``{category: metrics}`` of maps on disk; reads every category before writing ``out/<category>``."""
     maps_dir, root = Path(maps_dir), Path(root)
     loaded = [read_maps(maps_dir, root, c, progress) for c in categories]
     results: dict[str, dict[str, Any]] = {}
@@ -369,25 +308,3 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad evaluate {p.parent}`") from e
-
-
-__all__ = [
-    "ANOMALY_TYPES",
-    "METRICS_FILE",
-    "RUN_KEYS",
-    "SCORES_FILE",
-    "evaluate",
-    "evaluate_model",
-    "evaluate_run",
-    "image_metrics",
-    "json_safe",
-    "load_metrics",
-    "map_metrics",
-    "metrics_from_maps",
-    "metrics_from_result",
-    "read_train_seconds",
-    "score_maps",
-    "scores_csv",
-    "type_groups",
-    "write_metrics",
-]

@@ -1,45 +1,18 @@
 """Test-time scoring: anomaly maps and image scores (the authors' README "3. Key Algorithms": select = 1).
 
-For a test image the model reconstructs it once per cutout size ``c`` in the config (RIAD:
-2, 4, 8, 16) in *test-fill* mode (ESAD's ``select = 1``: the hidden cells are filled with
-``0.5 * inpainting + 0.5 * input`` before the reconstruction net sees them).  Input and
-reconstruction are then compared, one map per cutout size, and the maps are averaged:
+Per cutout size ``c`` the model reconstructs the image in *test-fill* mode (hidden cells filled with
+``0.5 * inpainting + 0.5 * input``); input and reconstruction are compared (``score_map="pixel"``:
+RIAD's ``1 - MSGMS``; ``"feature"``: ESAD's feature-level distance, ``esad_lib.method.anomaly_map``),
+the maps are averaged over the sizes, smoothed at network resolution (``cfg.smoothing``),
+optionally standardised per pixel with anomaly-free maps (``cfg.map_normalization``, our
+addition); the image score is the max of the map upsampled to the ORIGINAL resolution (MVTec's
+definition), one image at a time.  The same masks (seed ``cfg.seed``) serve every test image.
 
-* ``score_map="pixel"``   -- RIAD's map:  ``1 - MSGMS(img, recon_c)``;
-* ``score_map="feature"`` -- ESAD's *feature-level anomaly discrimination*: the distance between
-  deep features of the input and of the reconstruction (``esad_lib.method.anomaly_map.feature_distance_map``),
-  upsampled to the input size; comparing features instead of raw pixels suppresses pixel noise.
-
-The averaged map is smoothed (``cfg.smoothing``: "mean" box filter as RIAD, "gaussian", or
-"none"), optionally standardised per pixel with statistics of the anomaly-free maps of
-``train/good`` or ``validation/good`` (``cfg.map_normalization``, our addition), and the
-image score is the maximum of that map.  For evaluation each map is upsampled bilinearly to
-the image's ORIGINAL resolution (MVTec LOCO images are up to 1600 x 1000), one image at a
-time, so that a whole test set never has to sit in memory at full resolution.
-
-``score_dataset(detector, cfg)`` is THE loop that scores a split, for every method: ESAD and RIAD
-(``esad_lib.detectors.EsadDetector`` wraps ``anomaly_maps`` below), the PatchCore-style reference,
-the naive baseline and a reader's own detector (``esad_lib.detectors.base``).
-
-Deviations / project choices, stated where they happen:
-
-* smoothing sizes (``cfg.smoothing_size``, ``cfg.smoothing_sigma``) are in pixels of the
-  network input and are applied at network resolution, before upsampling;
-* the image score is the max of the map upsampled to the image's original resolution (MVTec's
-  official definition; the map maths live in ``esad_lib.method.anomaly_map``);
-* the same masks (one seed, ``cfg.seed``) are used for every test image, so a score does not
-  depend on the batch it was computed in.
-
-Fast path (``cfg.fast_scoring``, default on): the model and the feature extractor are
-replaced by *prepared copies* (``esad_lib.perf.fusion.prepare_for_inference``: eval mode,
-BatchNorm folded into the preceding conv, channels_last weights), the input is channels_last,
-images are scored in batches under ``torch.inference_mode``.  The plain eager path
-(``fast_scoring=False``) scores one image at a time under ``torch.no_grad`` with the model as
-given.  Both give the same maps within float32 rounding (``tests/test_scoring.py`` checks
-``FAST_PATH_ATOL``).  Only options that measured faster are kept; what each bought on the
-project's CPU is measured by ``make bench`` and quoted in ``benchmarks/README.md``.  ONNX
-Runtime is not part of the default path: it needs an export per cutout size that costs more
-than it saves at the demo scale, and two more packages.
+``score_dataset(detector, cfg)`` is THE loop that scores a split, for every method
+(``esad_lib.detectors``).  Fast path (``cfg.fast_scoring``): prepared copies of the model and
+extractor (``esad_lib.perf.fusion``: BatchNorm folded, channels_last), batches under
+``torch.inference_mode``; the eager path scores one image at a time under ``torch.no_grad``.
+Both agree within ``FAST_PATH_ATOL``; ``make bench`` measures them (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -61,17 +34,12 @@ from esad_lib.method.anomaly_map import SMOOTHINGS, MapStats, average_over_cutou
 from esad_lib.perf.fusion import prepare_for_inference
 
 SCORE_MAPS = ("pixel", "feature")
-#: map standardisation: "none" (the paper), or per-pixel mean/std of the smoothed maps of the
-#: anomaly-free images of that split ("train": train/good, "validation": validation/good).
+#: map standardisation: "none" (the paper) or per-pixel mean/std of that split's good maps.
 NORMALIZATIONS = ("none", "train", "validation")
 
-#: maps of the fast path equal those of the eager path within this absolute tolerance.
 FAST_PATH_ATOL = 1e-4
 
 
-# --------------------------------------------------------------------------------------------
-# validation of the scoring part of a config
-# --------------------------------------------------------------------------------------------
 def check_scoring_config(cfg: ESADConfig) -> None:
     """Raise ``ValueError`` naming the field and the allowed values on a bad scoring option."""
     if cfg.score_map not in SCORE_MAPS:
@@ -86,9 +54,6 @@ def check_scoring_config(cfg: ESADConfig) -> None:
         raise ValueError(f"cfg.smoothing_sigma={cfg.smoothing_sigma} must be > 0")
 
 
-# --------------------------------------------------------------------------------------------
-# raw maps
-# --------------------------------------------------------------------------------------------
 def _model_device(model: torch.nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -96,12 +61,8 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def build_scoring_extractor(model: torch.nn.Module, cfg: ESADConfig):
     """The frozen feature extractor of ``cfg.feature_extractor`` on the model's device."""
-    return build_feature_extractor(
-        cfg.feature_extractor,
-        weights=cfg.feature_weights,
-        device=str(_model_device(model)),
-        model=model,
-    )
+    dev, name = str(_model_device(model)), cfg.feature_extractor
+    return build_feature_extractor(name, weights=cfg.feature_weights, device=dev, model=model)
 
 
 def reconstructions(model, images: torch.Tensor, cfg: ESADConfig) -> dict[int, torch.Tensor]:
@@ -115,10 +76,7 @@ def reconstructions(model, images: torch.Tensor, cfg: ESADConfig) -> dict[int, t
 def raw_maps(
     model, images: torch.Tensor, cfg: ESADConfig, extractor=None, score_map: str | None = None
 ) -> torch.Tensor:
-    """Unsmoothed anomaly maps averaged over cutout sizes: ``images [B,3,H,W] -> [B,H,W]``.
-
-    ``score_map`` overrides ``cfg.score_map`` (the notebooks compare both on one model).
-    """
+    """Unsmoothed maps averaged over cutout sizes: ``[B,3,H,W] -> [B,H,W]`` (``score_map``: override)."""
     kind = score_map or cfg.score_map
     if kind not in SCORE_MAPS:
         raise ValueError(f"score_map={kind!r}: use one of {SCORE_MAPS}")
@@ -128,12 +86,7 @@ def raw_maps(
 
 
 def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """The fast path's prepared copies of ``model`` and ``extractor`` (None stays None).
-
-    Each is ``esad_lib.perf.fusion.prepare_for_inference``'d: eval mode, BatchNorm folded into
-    the conv before it, channels_last weights.  The caller's modules are not changed; modules
-    that are already prepared are returned as they are (so preparing once per split is enough).
-    """
+    """The fast path's prepared copies (``prepare_for_inference``) of ``model`` and ``extractor``."""
     model = prepare_for_inference(model.eval())
     extractor = prepare_for_inference(extractor) if extractor is not None else None
     return model, extractor
@@ -147,12 +100,7 @@ def anomaly_maps(
     stats: MapStats | None = None,
     score_map: str | None = None,
 ) -> torch.Tensor:
-    """Smoothed (and, with ``stats``, standardised) anomaly maps: ``[B,3,H,W] -> [B,H,W]``.
-
-    ``images`` are in [-1, 1] at the network resolution.  With ``cfg.fast_scoring`` the whole
-    batch goes through the model at once under ``torch.inference_mode``; otherwise each image
-    is scored alone under ``torch.no_grad`` (the plain eager reference).
-    """
+    """Smoothed (and, with ``stats``, standardised) anomaly maps: ``[B,3,H,W]`` in [-1, 1] -> ``[B,H,W]``."""
     check_scoring_config(cfg)
     model.eval()
     kind = score_map or cfg.score_map
@@ -175,17 +123,9 @@ def anomaly_maps(
     return maps.clone() if fast else maps  # leave inference mode: a normal tensor
 
 
-# --------------------------------------------------------------------------------------------
-# scoring a whole split
-# --------------------------------------------------------------------------------------------
 @dataclass
 class ScoreResult:
-    """Scores and maps of every image of a split (maps kept at network resolution).
-
-    ``maps[i]`` is ``float32 [H,W]`` (network size, smoothed and normalised); use
-    ``full_res_map(i)`` for the map at the image's original size ``orig_sizes[i]``.
-    ``channels[i]`` (``uint8 [C,H0,W0]``, original size) is kept when requested.
-    """
+    """Scores and maps (``float32 [H,W]``, network size) of a split; ``channels[i]``: ``uint8 [C,H0,W0]``."""
 
     scores: np.ndarray  # float64 [N]: max of each full-resolution map (official definition)
     labels: np.ndarray  # int64 [N] (0 good, 1 anomalous)
@@ -200,15 +140,7 @@ class ScoreResult:
     @classmethod
     def empty(cls, keep_channels: bool) -> ScoreResult:
         """A result with no image yet (the scoring loops append to it)."""
-        return cls(
-            scores=np.zeros(0),
-            labels=np.zeros(0, dtype=np.int64),
-            label_names=[],
-            paths=[],
-            maps=[],
-            orig_sizes=[],
-            channels=[] if keep_channels else None,
-        )
+        return cls(np.zeros(0), np.zeros(0, dtype=np.int64), [], [], [], [], [] if keep_channels else None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -289,16 +221,10 @@ def score_dataset(
     keep_channels: bool = True,
     progress: bool = True,
 ) -> ScoreResult:
-    """THE scoring loop: every image of ``split`` of ``cfg.category`` through ``detector``.
+    """THE scoring loop: every image of ``split`` of ``cfg.category`` through a fitted ``detector``.
 
-    ``detector`` is any fitted ``esad_lib.detectors.Detector`` (``anomaly_maps: [B,3,H,W] ->
-    [B,H,W]``), called with ``detector.batch_size`` images at a time (``cfg.eval_batch_size``
-    without one).  Labels that exist in the root (default good/logical/structural, in that
-    order); ``max_images`` caps the images per label (``cfg.max_test_images`` when None, first
-    images in sorted order).  Returns maps at network resolution plus the original sizes;
-    ``keep_channels`` also loads the ground-truth channels at original size.  The image score
-    is the max of the map upsampled to the original size (MVTec's official definition; bilinear
-    upsampling can lower the max of the network-size map).
+    ``detector.batch_size`` images a call (default ``cfg.eval_batch_size``); labels present in the
+    root (default good/logical/structural); ``max_images`` per label (default ``cfg.max_test_images``).
     """
     root = Path(root) if root is not None else dataset_root(cfg)
     if max_images is None:
@@ -341,44 +267,11 @@ def normalization_stats(
     root: str | Path | None = None,
     progress: bool = True,
 ) -> MapStats:
-    """Per-pixel statistics of ``detector``'s maps of ``split``/good (for ``cfg.map_normalization``).
-
-    ``split="train"`` uses the images the model was trained on: their maps are a little lower
-    than those of unseen normal images (the model has fitted them), which shifts every test
-    score alike; in exchange the statistics come from 6x as many images as validation/good
-    holds in the synthetic benchmark (60 vs 10), so the per-pixel std is far less noisy.
-    """
-    res = score_dataset(
-        detector,
-        cfg,
-        split=split,
-        labels=["good"],
-        root=root,
-        max_images=None,
-        keep_channels=False,
-        progress=progress,
-    )
+    """Per-pixel statistics of ``detector``'s maps of ``split``/good (for ``cfg.map_normalization``)."""
+    res = score_dataset(detector, cfg, split, ["good"], root, None, keep_channels=False, progress=progress)
     if len(res.maps) < 2:
         raise ValueError(
             f"map_normalization={split!r} needs at least 2 images in {split}/good of {cfg.category}; "
             f"found {len(res.maps)}. Add images there or set map_normalization to 'none'."
         )
     return MapStats.from_maps(torch.as_tensor(np.stack(res.maps)))
-
-
-__all__ = [
-    "FAST_PATH_ATOL",
-    "NORMALIZATIONS",
-    "SCORE_MAPS",
-    "ScoreResult",
-    "anomaly_maps",
-    "build_scoring_extractor",
-    "check_scoring_config",
-    "fit_detector",
-    "normalization_stats",
-    "prepare_scoring",
-    "raw_maps",
-    "reconstructions",
-    "score_dataset",
-    "train_images",
-]

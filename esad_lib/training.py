@@ -1,37 +1,21 @@
 """Training ESAD (the authors' README "2. Proposed Method": inpainting -> filling -> reconstruction).
 
-One step is ``esad_lib.method.train_step.train_step`` (notebook 04 reads it line by line): ONE
-cutout size ``c`` for the batch (RIAD: 2, 4, 8, 16), ``K`` disjoint masks, inpaint with ``G1``,
-fill the hidden cells (training fill, ``select = 0``), reconstruct with ``G2``, ``ESADLoss`` on
-both outputs, Adam over BOTH U-Nets (RIAD: lr 1e-4, weight decay 1e-5).  ``train`` runs it in
-four phases that share the private ``_Run`` state:
+One step is ``esad_lib.method.train_step.train_step``: ONE cutout size ``c`` for the batch (RIAD:
+2, 4, 8, 16), ``K`` disjoint masks, inpaint with ``G1``, training fill (``select = 0``), reconstruct
+with ``G2``, ``ESADLoss`` on both outputs, Adam over BOTH U-Nets (RIAD: lr 1e-4, wd 1e-5).
+``train`` runs four phases sharing ``_Run``: prepare or resume (``_start``; the ``esad_lib.perf``
+opt-ins applied explicitly), one epoch (``_train_epoch``), validate and decide
+(``_validate_and_decide``: best weights, early stopping), checkpoint (``_record_epoch``: log.csv,
+an atomic checkpoint.pt for exact resume).  Runs on CPU, one GPU or under ``torchrun``
+(``esad_lib.distributed``); mixed precision on CUDA when ``cfg.amp``.
 
-* **prepare or resume** (``_start``): check the run folder, load its checkpoint, build the data,
-  the seeded model, the loss and the optimiser, with the performance opt-ins applied explicitly
-  (``esad_lib.perf``: allocator tuning, checkpointing, channels_last, fused Adam, the one-pass
-  loss -- same maths, faster or smaller);
-* **one epoch** (``_train_epoch``): ``train_step`` per batch with the step's cutout size, masks
-  and learning rate; a clear stop on a non-finite loss;
-* **validate and decide** (``_validate_and_decide``): validation loss on ``validation/good``,
-  best weights, early stopping;
-* **checkpoint** (``_record_epoch``): ``log.csv`` (and TensorBoard), an atomic ``checkpoint.pt``
-  (exact resume), the progress bar, the ``on_epoch_end`` callback.
+Determinism: every draw (shuffle, cutout size, masks) comes from a generator seeded by
+``derive_seed(cfg.seed, purpose, epoch, step[, rank])``; the global RNGs are seeded with
+``cfg.seed`` before the model is built and saved in the checkpoint.  On CPU a run, a plain loop
+over ``train_step`` and a resumed run give bit-identical weights (tested).
 
-Mixed precision on CUDA when ``cfg.amp``; ONE ``tqdm.auto`` bar per run.  The same code runs on
-CPU, one GPU and -- under ``torchrun`` -- several processes (``esad_lib.distributed``; the run
-folder is ``esad_lib.run_io``).
-
-Determinism.  Every random draw of the loop comes from a generator seeded by ``derive_seed(cfg.seed,
-purpose, epoch, step[, rank])``: the shuffle, the cutout size per step (``cutout_size_for_step``)
-and the masks (``mask_generator``).  The global RNGs are seeded with ``cfg.seed`` before the model
-is built and saved in the checkpoint.  On CPU the same seed gives the same numbers, a plain loop
-over ``train_step`` with the same draws gives bit-identical weights, and a resumed run ends with
-bit-identical weights (all tested); on CUDA, cuDNN may add float noise.
-
-``model.pt`` and ``train_summary.json`` appear only when training has finished.  Deviation from
-the paper (which describes no validation; RIAD trains a fixed number of epochs): with
-``early_stopping_patience = 0`` every epoch runs and ``model.pt`` holds the weights of the epoch
-with the lowest validation loss."""
+Deviation (the paper describes no validation): ``model.pt`` holds the weights of the epoch with
+the lowest validation loss; ``early_stopping_patience = 0`` runs every epoch."""
 
 from __future__ import annotations
 
@@ -64,11 +48,6 @@ from esad_lib.perf.checkpointing import enable_checkpointing
 from esad_lib.perf.loss import OnePassLoss
 from esad_lib.run_io import RunState
 
-__all__ = [
-    "LR_SCHEDULES", "TrainResult", "build_training", "cutout_size_for_step", "lr_at", "mask_generator",
-    "train", "train_or_load", "validation_loss",
-]
-
 #: training images are kept in memory (decoded and resized once) below this many bytes.
 PRELOAD_MAX_BYTES = 2 * 1024**3
 
@@ -91,7 +70,6 @@ class TrainResult:
 
 
 # the random draws and the learning rate of a step: pure functions of (seed, epoch, step)
-
 def cutout_size_for_step(cfg: ESADConfig, epoch: int, step: int) -> int:
     """The cutout size of training step ``step`` of ``epoch`` (0-based), the same on every rank."""
     sizes = tuple(cfg.cutout_sizes)
@@ -100,8 +78,7 @@ def cutout_size_for_step(cfg: ESADConfig, epoch: int, step: int) -> int:
 
 
 def mask_generator(cfg: ESADConfig, epoch: int, step: int, rank: int = 0) -> torch.Generator:
-    """The generator of the masks of step ``step`` of ``epoch`` (0-based) on process ``rank``, for
-    ``train_step(..., generator=...)``: the masks differ per rank, the cutout size does not."""
+    """The generator of the masks of step ``step`` of ``epoch`` (0-based) on process ``rank``."""
     return seeded_generator(cfg.seed, "masks", epoch, step, rank)
 
 
@@ -109,9 +86,7 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 def lr_at(cfg: ESADConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The learning rate of step ``step`` of ``epoch`` (0-based): ``constant``, ``cfg.lr`` (RIAD;
-    every preset), or ``cosine`` (ours, an option), ``lr`` at the first step, 0 after the last.
-    A pure function of the position, so a resumed run uses the rates of an uninterrupted one."""
+    """The learning rate of step ``step`` of ``epoch`` (0-based): ``constant`` (RIAD) or ``cosine`` (ours)."""
     if cfg.lr_schedule == "constant":
         return float(cfg.lr)
     if cfg.lr_schedule == "cosine":
@@ -123,7 +98,6 @@ def lr_at(cfg: ESADConfig, epoch: int, step: int, steps_per_epoch: int) -> float
 
 
 # data
-
 class _Images(Dataset):
     """The ``image`` tensors ``[3, H, W]`` of a ``LOCODataset``, optionally decoded once into memory."""
 
@@ -141,8 +115,7 @@ class _Images(Dataset):
 
 
 def _datasets(cfg: ESADConfig, info: DistInfo) -> tuple[_Images, _Images]:
-    """``train/good`` and ``validation/good`` of ``cfg.category`` (the synthetic benchmark is
-    generated on first use, by one process per node)."""
+    """``train/good`` and ``validation/good`` of ``cfg.category`` (generated once per node if synthetic)."""
     root = Path(distributed.local_main_first(lambda: dataset_root(cfg), info))
     size = input_size(cfg, root)
     train_ds = LOCODataset(root, cfg.category, "train", image_size=size)
@@ -156,20 +129,15 @@ def _datasets(cfg: ESADConfig, info: DistInfo) -> tuple[_Images, _Images]:
 
 
 # validation
-
 @torch.no_grad()
 def validation_loss(
     model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: ESADConfig, device: torch.device,
     info: DistInfo | None = None, use_amp: bool = False,
 ) -> dict[str, float] | None:
-    """The training objective (training fill) on the validation images, mean over every cutout
-    size: ``{"loss": ..., <part>: ...}``, or None without images.  The masks of cutout size ``c``
-    and validation batch ``b`` (of ``cfg.batch_size``) come from ``derive_seed(cfg.seed, "val",
-    c, b)``: the same every epoch.  Under DDP each rank scores every ``world_size``-th image.
+    """The training objective on the validation images, mean over cutout sizes: ``{"loss", <part>}``.
 
-    Speed: the (cutout size, image) pairs go through the model ``cfg.eval_batch_size`` at a time,
-    each image with its own masks -- a few larger passes.  In eval mode an image's pass does not
-    depend on its batch: the same objective up to float rounding (``tests/test_training.py``)."""
+    Masks of size ``c`` and batch ``b`` come from ``derive_seed(cfg.seed, "val", c, b)`` (the same
+    every epoch); the (size, image) pairs go through the model ``cfg.eval_batch_size`` at a time."""
     info = info if info is not None else DistInfo()
     if len(images) == 0:
         return None
@@ -202,12 +170,10 @@ def validation_loss(
             sums[k] = sums.get(k, 0.0) + v * bs
         count += bs
     net.train(was_training)
-    # count = images x cutout sizes, so this is the mean over both
     return distributed.mean_over_ranks(sums, count, info, device)
 
 
 # the pieces of a run
-
 @dataclass
 class _Run:
     """Everything one run trains with; built identically on every rank."""
@@ -243,8 +209,7 @@ class _Options:
 
 
 class _Progress:
-    """ONE ``tqdm.auto`` bar per run: epochs are its steps, the running losses of the current
-    epoch its postfix (redrawn at most twice a second).  Disabled off rank 0 or when asked."""
+    """ONE ``tqdm.auto`` bar per run: epochs are its steps, the running losses its postfix."""
 
     def __init__(self, cfg: ESADConfig, start_epoch: int, enabled: bool):
         self.enabled, self._drawn = enabled, 0.0
@@ -283,11 +248,8 @@ def _check_config(cfg: ESADConfig) -> None:
 
 
 # phase 1: prepare or resume the run folder
-
 def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn.Module, torch.optim.Adam]:
-    """The model, loss and optimiser of ``cfg`` on ``device`` with the performance opt-ins of
-    ``esad_lib.perf`` applied, each explicitly (same maths as the core, float rounding aside).
-    Call after seeding: the model's initial weights come from the global RNG."""
+    """The model, loss and optimiser of ``cfg`` on ``device``, ``esad_lib.perf``'s opt-ins applied."""
     if cfg.cpu_malloc_tuning and device.type == "cpu":
         speed.tune_cpu_allocator()  # glibc keeps freed memory for the next step (process-wide)
     model = build_model(cfg).to(device)
@@ -301,9 +263,8 @@ def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn
     return model, loss_fn, speed.training_optimizer(model.parameters(), cfg)
 
 
-def _start(
-    cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo, device: torch.device
-) -> tuple[_Run, RunState]:
+def _start(cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo,
+           device: torch.device) -> tuple[_Run, RunState]:
     """Check the run folder (rank 0; errors reach every rank), build the run, restore a checkpoint."""
     _check_config(cfg)
     ckpt = distributed.main_then_broadcast(
@@ -323,16 +284,12 @@ def _start(
     loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda", drop_last=False)
     ddp_model = distributed.wrap_ddp(model, info, device, cfg.sync_batchnorm)
-    run = _Run(
-        cfg, out_dir, info, device, train_set, val_set, ddp_model, loss_fn, optimizer, scaler, loader, use_amp
-    )
-    return run, state
+    return _Run(cfg, out_dir, info, device, train_set, val_set, ddp_model, loss_fn, optimizer, scaler, loader,
+                use_amp), state
 
 
-def _restore(
-    ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    info: DistInfo,
-) -> RunState:
+def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler, info: DistInfo) -> RunState:
     """Load a checkpoint's weights, optimiser, scaler and global RNG states; return its progress."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -362,16 +319,12 @@ def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
 
             writer = SummaryWriter(str(run.out_dir / "tb"))
         except ImportError:
-            warnings.warn(
-                "TensorBoard logging asked for but the 'tensorboard' package is not installed "
-                "(pip install tensorboard); logging to log.csv only",
-                stacklevel=3,
-            )
+            msg = "package is not installed (pip install tensorboard); logging to log.csv only"
+            warnings.warn(f"TensorBoard logging asked for but the 'tensorboard' {msg}", stacklevel=3)
     return writer
 
 
 # phase 2: one epoch
-
 def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict[str, float]:
     """One pass over the training set; returns the mean loss parts over all ranks' images."""
     cfg, info = run.cfg, run.info
@@ -400,11 +353,8 @@ def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> dict[str, float]
 
 def _non_finite_message(run: _Run, parts: dict[str, float], epoch: int, step: int, c: int) -> str:
     where = f" on rank {run.info.rank}" if run.info.distributed else ""
-    saved = (
-        f"{run.out_dir / run_io.CHECKPOINT_FILE} holds the last good epoch ({epoch}). "
-        if epoch > 0
-        else "no epoch had finished, nothing was saved. "
-    )
+    saved = f"{run.out_dir / run_io.CHECKPOINT_FILE} holds the last good epoch ({epoch}). "
+    saved = saved if epoch > 0 else "no epoch had finished, nothing was saved. "
     amp_hint = "turn mixed precision off (--set amp=false), " if run.use_amp else ""
     return (
         f"non-finite training loss (total = {parts['total']}, parts = {parts}) at "
@@ -414,12 +364,9 @@ def _non_finite_message(run: _Run, parts: dict[str, float], epoch: int, step: in
 
 
 # phase 3: validate and decide
-
-def _validate_and_decide(
-    run: _Run, state: RunState, train_means: dict[str, float]
-) -> tuple[dict[str, float] | None, bool]:
-    """Validation loss (None without validation images), best weights, early stopping: improved =
-    a strictly lower validation loss (else training loss).  Returns ``(validation parts, improved)``."""
+def _validate_and_decide(run: _Run, state: RunState,
+                         train_means: dict[str, float]) -> tuple[dict[str, float] | None, bool]:
+    """``(validation parts or None, improved)``; improved = strictly lower validation (else training) loss."""
     val = None
     if len(run.val_set) > 0:
         distributed.broadcast_buffers(run.model, run.info)  # rank 0's BatchNorm statistics on every rank
@@ -437,10 +384,8 @@ def _validate_and_decide(
     return val, improved
 
 
-def _log_row(
-    run: _Run, epoch: int, train_means: dict[str, float], val: dict[str, float] | None, improved: bool,
-    seconds: float,
-) -> dict[str, Any]:
+def _log_row(run: _Run, epoch: int, train_means: dict[str, float], val: dict[str, float] | None,
+             improved: bool, seconds: float) -> dict[str, Any]:
     """One ``log.csv`` row: epoch, train loss and parts, validation loss and parts, lr, best, seconds."""
     row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_means["total"]}
     row.update({f"train_{k}": v for k, v in train_means.items() if k != "total"})
@@ -452,7 +397,6 @@ def _log_row(
 
 
 # phase 4: checkpoint (rank 0)
-
 def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress, opts: _Options) -> None:
     """Rank 0: ``log.csv``, TensorBoard, ``checkpoint.pt``, the progress bar, ``on_epoch_end``."""
     row = state.history[-1]
@@ -501,7 +445,6 @@ def _summary(run: _Run, state: RunState, epochs_done: int) -> dict[str, Any]:
 
 
 # the trainer
-
 def train(
     cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True, *,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None, max_epochs: int | None = None,
@@ -509,25 +452,11 @@ def train(
 ) -> TrainResult:
     """Train ``cfg``'s model on ``cfg.category``'s ``train/good`` images; write the run to ``out_dir``.
 
-    Args:
-        cfg: the experiment (``cfg.epochs``, ``batch_size`` (per process), ``lr``, ...).
-        out_dir: run folder (created).  Must not already hold a run unless ``resume``.
-        resume: continue the run in ``out_dir`` from its ``checkpoint.pt`` (same final
-            weights as an uninterrupted run); starts fresh when there is no checkpoint.  A
-            finished run is returned as is (unless ``cfg.epochs`` was raised).
-        progress: one ``tqdm.auto`` bar (epochs as steps, running losses beside it); rank 0 only.
-        on_epoch_end: called as ``on_epoch_end(epoch, model)`` (1-based epoch, the plain model
-            in eval mode, current -- not best -- weights) after each epoch's checkpoint is
-            written; rank 0 only.  For notebooks that collect reconstructions per epoch.
-        max_epochs: stop after this many epochs *in this call* (the run stays resumable, no
-            ``model.pt`` yet); for time-boxed jobs.  None = run to ``cfg.epochs``.
-        tensorboard: also log to ``out_dir/tb`` with ``torch.utils.tensorboard`` (needs the
-            ``tensorboard`` package; a warning when it is missing).
-
-    Returns a ``TrainResult`` (model with the best-validation weights, eval mode).
-    Raises ``FloatingPointError`` when the loss becomes NaN/inf, ``FileExistsError`` when
-    ``out_dir`` holds a run and ``resume`` is False, ``ValueError`` on a config mismatch.
-    Under ``torchrun`` (``WORLD_SIZE > 1``) every process calls this; see ``esad_lib.distributed``.
+    ``resume``: continue from ``checkpoint.pt`` (same final weights); ``on_epoch_end(epoch, model)``:
+    rank 0, after each checkpoint, current weights in eval mode; ``max_epochs``: epochs in this call
+    (stays resumable); ``tensorboard``: also log to ``out_dir/tb``.  Returns the best-validation
+    model (eval mode); ``FloatingPointError`` on a NaN/inf loss, ``FileExistsError`` when
+    ``out_dir`` holds a run and not ``resume``.  Under ``torchrun`` every process calls it.
     """
     info, device, created = distributed.init_distributed(cfg.device)
     opts = _Options(resume, progress, on_epoch_end, max_epochs, tensorboard)
@@ -572,11 +501,8 @@ def _run_phases(
 
 
 # the cache
-
 def train_or_load(cfg: ESADConfig, progress: bool = True) -> nn.Module:
-    """The trained model for ``cfg`` (best weights, eval mode, on ``resolve_device(cfg.device)``),
-    loaded from ``cache_dir()/runs/<cfg.key()>/`` when there, else trained there (resumed if
-    interrupted).  A lock file makes concurrent callers (two notebooks) wait for one training."""
+    """The trained model of ``cfg`` from ``cache_dir()/runs/<cfg.key()>/``, trained there if missing."""
     run_dir = run_io.run_dir_for(cfg)
     # under torchrun the ranks must enter train() together (no lock: only rank 0 writes)
     lock_path = run_dir.parent / f"{run_dir.name}.lock"

@@ -1,23 +1,9 @@
 """Plotting helpers of the lessons (notebooks 02-09): images, anomaly maps, ROC, diagrams, explorer logic.
 
-One file because the lessons import it as one namespace of small independent helpers (one
-function per figure element), which a reader looks up, not reads top to bottom.
-
-Every notebook used to redefine its own ``show``/``rgb``; they live here once, with a docstring
-that says what the reader should look at.  Conventions:
-
-* images are tensors or arrays in [-1, 1] (the U-Nets end in ``tanh``), ``[3,H,W]`` or ``[H,W,3]``;
-* anomaly maps are ``[H,W]``; every map drawn with ``show_map`` gets a colour bar whose label says
-  what the values are -- ``"z-score vs train/good"`` for a map standardised per pixel with the
-  statistics of anomaly-free maps (``cfg.map_normalization``, the project's addition), or the raw
-  quantity (``1 - MSGMS``, the feature distance ``1 - cos``) otherwise (``map_value_label``);
-* the diagrams (``draw_feature_extraction_block``, ``draw_esad_network``) restate the authors'
-  README ("2. Proposed Method": the framework, the network structure and the feature extraction
-  block) and the fill formulas of its "3. Key Algorithms".
-
-The explorer's logic (notebook 09) is here too, so that the tests cover it headless:
-``widget_frontend_available`` (is a person at a widget front end?), ``SettingCache`` (compute once
-per setting) and ``set_slider_range`` (move a slider's range without tripping min > max).
+Images are in [-1, 1], ``[3,H,W]`` or ``[H,W,3]``; maps are ``[H,W]`` with a colour bar saying what
+the values are (``map_value_label``).  The diagrams restate the authors' README ("2. Proposed
+Method", the fills of "3. Key Algorithms").  The explorer's logic (notebook 09) is here so that
+the tests cover it headless.
 """
 
 from __future__ import annotations
@@ -39,19 +25,13 @@ from esad_lib.method import unet_widths
 
 ArrayLike = torch.Tensor | np.ndarray
 
-#: colour-bar label of a map standardised with train/good statistics (``map_normalization="train"``)
 Z_LABEL = "z-score vs train/good"
 
-#: what a raw (unstandardised) map's values are, per ``cfg.score_map``
 RAW_LABELS = {"pixel": "1 - MSGMS (raw)", "feature": "feature distance 1 - cos (raw)"}
 
 
 def map_value_label(cfg: ESADConfig, standardised: bool | None = None) -> str:
-    """The colour-bar label for maps scored with ``cfg``.
-
-    ``standardised=None`` follows ``cfg.map_normalization`` ("none" -> raw); the label of a
-    standardised map names the split whose good maps gave the statistics.
-    """
+    """The colour-bar label of ``cfg``'s maps (``standardised=None``: per ``cfg.map_normalization``)."""
     norm = cfg.map_normalization
     if standardised is None:
         standardised = norm != "none"
@@ -68,12 +48,7 @@ def _numpy(x: ArrayLike) -> np.ndarray:
 
 
 def to_rgb(x: ArrayLike) -> np.ndarray:
-    """An image in [-1, 1] -> ``uint8 [H,W,3]`` for ``imshow``.
-
-    ``x``: ``[3,H,W]`` (channels first, as the networks use) or ``[H,W,3]``, tensor or array;
-    values outside [-1, 1] are clipped.  ``(x + 1) * 127.5`` rounded: the inverse of the
-    loader's ``u8 / 127.5 - 1``, so a loaded image comes back as the bytes it was read from.
-    """
+    """An image in [-1, 1], ``[3,H,W]`` or ``[H,W,3]`` -> ``uint8 [H,W,3]`` (the loader's inverse)."""
     a = _numpy(x)
     if a.ndim != 3 or 3 not in (a.shape[0], a.shape[-1]):
         raise ValueError(f"to_rgb: expected an image [3,H,W] or [H,W,3], got shape {tuple(a.shape)}")
@@ -90,10 +65,7 @@ def _off(ax: Axes, title: str | None) -> None:
 
 
 def show_image(ax: Axes, x: ArrayLike, title: str | None = None) -> AxesImage:
-    """Draw an image in [-1, 1] (``[3,H,W]`` or ``[H,W,3]``) without ticks.
-
-    A hidden (zero) pixel of a cutout shows as mid-grey, not black: 0 is the middle of [-1, 1].
-    """
+    """Draw an image in [-1, 1] (``[3,H,W]`` or ``[H,W,3]``) without ticks; 0 shows as mid-grey."""
     im = ax.imshow(to_rgb(x))
     _off(ax, title)
     return im
@@ -116,12 +88,7 @@ def show_map(
     vmax: float | None = None,
     colorbar: bool = True,
 ) -> AxesImage:
-    """Draw an anomaly map ``[H,W]`` with a colour bar labelled ``label`` (what the values are).
-
-    Pass ``label=map_value_label(cfg)`` (or ``Z_LABEL``) for a standardised map: a z of 3 means
-    "3 standard deviations above what this pixel shows on normal images", comparable across
-    pixels; a raw value is not (some pixels are always hard to reconstruct).  Bright = anomalous.
-    """
+    """Draw an anomaly map ``[H,W]`` with a colour bar labelled ``label`` (what the values are)."""
     im = ax.imshow(_numpy(m), cmap=cmap, vmin=vmin, vmax=vmax)
     _off(ax, title)
     if colorbar:
@@ -132,11 +99,7 @@ def show_map(
 
 
 def outline_mask(ax: Axes, mask: ArrayLike, color: str = "cyan", linewidth: float = 0.9) -> Any:
-    """Draw the contour of a binary mask ``[H,W]`` (e.g. the ground-truth defect) over an image.
-
-    Returns the contour set, or None when the mask is empty (nothing to outline).  The line runs
-    half-way between mask and background pixels, so it encloses the defect's pixels.
-    """
+    """Draw the contour of a binary mask ``[H,W]`` over an image; None for an empty mask."""
     a = _numpy(mask).astype(np.float32) > 0.5
     if not a.any():
         return None
@@ -144,12 +107,9 @@ def outline_mask(ax: Axes, mask: ArrayLike, color: str = "cyan", linewidth: floa
 
 
 def gt_overlap(m: ArrayLike, gt: ArrayLike) -> float:
-    """How well a map ``[H,W]`` finds a ground-truth mask ``[H,W]`` (same size): the share of
-    the map's ``n`` brightest pixels that lie inside the mask, ``n`` = the mask's pixel count.
+    """Share of a map's ``n`` brightest pixels inside the mask ``[H,W]`` (``n`` = its pixel count).
 
-    Flag the pixels with ``m >= t``, ``t`` the n-th largest map value (ties flag together):
-    ``overlap = |{m >= t} & gt| / |{m >= t}|``.  1 = the brightest pixels are exactly the defect,
-    about ``n / (H W)`` = no better than chance.  NaN for an empty mask.
+    ``overlap = |{m >= t} & gt| / |{m >= t}|``, ``t`` the n-th largest value; NaN for an empty mask.
     """
     a, g = _numpy(m).astype(np.float64), _numpy(gt) > 0.5
     if a.shape != g.shape:
@@ -163,20 +123,11 @@ def gt_overlap(m: ArrayLike, gt: ArrayLike) -> float:
     return float((flagged & g).sum() / flagged.sum())
 
 
-def clearest_example(
-    maps: Any,
-    masks: Any,
-    min_area_fraction: float = 0.005,
-) -> int:
-    """Index of the image whose map finds its ground truth best (``gt_overlap``): the example a
-    figure should show so that the reader can see what a detection looks like.
+def clearest_example(maps: Any, masks: Any, min_area_fraction: float = 0.005) -> int:
+    """Index of the image whose map finds its ground truth best (``gt_overlap``, mean over settings).
 
-    ``maps``: a sequence of ``[H,W]`` maps, or a mapping ``{setting: sequence of maps}`` (the
-    overlap is then averaged over the settings, so that no setting is favoured); ``masks``: the
-    images' ground truth, ``[H,W]`` each, same sizes.  Only masks covering at least
-    ``min_area_fraction`` of their image compete (a defect of two pixels is invisible in a
-    figure) unless none does; ties go to the larger mask, then to the lower index.  Deterministic.
-    A chosen example is a best case: say so beside it (e.g. with the median overlap).
+    ``maps``: ``[H,W]`` maps or ``{setting: maps}``; masks under ``min_area_fraction`` compete only
+    when none is larger; ties go to the larger mask, then the lower index.
     """
     per_setting = list(maps.values()) if isinstance(maps, Mapping) else [maps]
     gts = [_numpy(g) > 0.5 for g in masks]
@@ -196,11 +147,7 @@ def clearest_example(
 
 
 def channels_rgb(ch: ArrayLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Ground-truth channels ``[C,H0,W0]`` (non-zero = defect) -> one colour per channel, ``float [H,W,3]``.
-
-    MVTec LOCO stores one mask image per defect; each gets a ``tab10`` colour, overlaps add up.
-    ``size=(H, W)`` resizes with nearest neighbour (network resolution); no channel -> black.
-    """
+    """Ground-truth channels ``[C,H0,W0]`` -> one ``tab10`` colour each, ``float [H,W,3]`` at ``size``."""
     a = np.asarray(_numpy(ch)) > 0
     if a.ndim != 3:
         raise ValueError(f"channels_rgb: expected channels [C,H,W], got shape {a.shape}")
@@ -215,11 +162,7 @@ def channels_rgb(ch: ArrayLike, size: tuple[int, int] | None = None) -> np.ndarr
 
 
 def plot_roc(ax: Axes, scores: ArrayLike, labels: ArrayLike, label: str = "") -> float:
-    """Draw the ROC curve of image scores (``labels`` 1 = anomalous) and return its AUROC.
-
-    The diagonal is chance; the area under the curve is the probability that a random anomalous
-    image scores above a random good one (the legend shows it).
-    """
+    """Draw the ROC curve of image scores (``labels`` 1 = anomalous) and return its AUROC."""
     s, y = _numpy(scores).ravel(), _numpy(labels).ravel().astype(int)
     if len(np.unique(y)) < 2:
         raise ValueError("plot_roc: labels need both classes (0 = good, 1 = anomalous)")
@@ -243,11 +186,7 @@ def score_histogram(
     value_label: str = "image score",
     bins: int = 20,
 ) -> None:
-    """Histograms of image scores per label (good green, structural red, logical purple).
-
-    What to look at: how far the anomalous histograms sit to the right of the good one; the red
-    line is one image's score, the dashed line a threshold.
-    """
+    """Histograms of image scores per label; red line: one image's score, dashed: a threshold."""
     s = _numpy(scores).ravel()
     names = np.asarray(label_names)
     edges = np.histogram_bin_edges(s, bins=bins)
@@ -265,9 +204,6 @@ def score_histogram(
     ax.legend(fontsize=7)
 
 
-# --------------------------------------------------------------------------------------------
-# diagrams
-# --------------------------------------------------------------------------------------------
 def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, fc: str, ls: str = "-",
          fontsize: float = 8) -> None:
     ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=fc, ec="k", ls=ls))
@@ -279,13 +215,7 @@ def _arrow(ax: Axes, a: tuple[float, float], b: tuple[float, float], **kw: Any) 
 
 
 def draw_feature_extraction_block(ax: Axes) -> None:
-    """The feature extraction block of the lightweight U-Net, top (input) to bottom (output).
-
-    What to look at: the only convolution that connects every input channel to every output
-    channel is the 1x1 one (blue); the two that look at a neighbourhood (orange) see one
-    channel at a time -- that split is where the savings come from.  The residual path (green)
-    is a 1x1 conv + BN only when the width changes.
-    """
+    """The feature extraction block of the lightweight U-Net, top (input) to bottom (output)."""
     ax.set_xlim(0, 10)
     ax.set_ylim(-0.6, 14.2)
     ax.axis("off")
@@ -339,19 +269,7 @@ def _draw_unet(ax: Axes, x0: float, y0: float, name: str, widths: tuple[int, ...
 
 
 def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
-    """The whole ESAD network: cutout -> inpainting U-Net G1 -> fill -> reconstruction U-Net G2 -> map.
-
-    Top row, for one mask M_k of one cutout size: the input x is cut out with M_k, the inpainting
-    U-Net G1 paints the hidden cells, the fill puts its guess (train) or a mix of guess and input
-    (test, weight fill_alpha) into them, the reconstruction U-Net G2 redraws the filled image and
-    its hidden cells are kept; the K masks' kept cells add up to the reconstruction.  Bottom row:
-    a frozen extractor f turns x and the reconstruction into features, their distance is the
-    anomaly map (averaged over cutout sizes, smoothed, standardised per pixel when the profile
-    says so), and the image score is its maximum.  Each U-Net is drawn with its five encoder and
-    decoder levels ("c" = conv-BN-ReLU, "B" = feature extraction block, dotted = skip
-    concatenation, numbers = channel widths of ``cfg``).  Numbers come from ``cfg`` (default:
-    the paper's setting: K = 3, cutout sizes 2, 4, 8, 16, alpha 0.5, width 64).
-    """
+    """The whole ESAD network: cutout -> G1 -> fill -> G2 -> map (``cfg``'s numbers; default the paper's)."""
     k = cfg.num_masks if cfg is not None else 3
     sizes = tuple(cfg.cutout_sizes) if cfg is not None else (2, 4, 8, 16)
     alpha = cfg.fill_alpha if cfg is not None else 0.5
@@ -397,19 +315,11 @@ def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
                  "testing repeats it for every cutout size and scores with the bottom row", fontsize=9)
 
 
-# --------------------------------------------------------------------------------------------
 # the explorer's logic (notebook 09), testable headless
-# --------------------------------------------------------------------------------------------
 def widget_frontend_available(shell: Any = None) -> bool:
-    """True when ipywidgets can render: ipywidgets importable AND a front end a person uses.
+    """True when ipywidgets is importable and a person's front end is attached.
 
-    A kernel alone is not enough: nbclient/papermill (the test suite, ``make notebooks``) run a
-    real kernel with no one to see the widgets, and a saved ``VBox(...)`` is all they keep.  The
-    tell is the execute request: interactive front ends (JupyterLab, Notebook, VS Code) send
-    ``allow_stdin=True`` so that ``input()`` works; nbclient sends ``allow_stdin=False``
-    (ipykernel keeps it as ``kernel._allow_stdin``).  ``shell`` defaults to ``get_ipython()``.
-    A front end that renders widgets without stdin (Voila) reads as headless: set the
-    notebook's ``INTERACTIVE = True`` there.
+    Interactive front ends send ``allow_stdin=True`` (``kernel._allow_stdin``); nbclient does not.
     """
     try:
         import ipywidgets  # noqa: F401, PLC0415 -- optional at run time
@@ -426,12 +336,7 @@ def widget_frontend_available(shell: Any = None) -> bool:
 
 
 class SettingCache:
-    """Compute a value once per setting: ``cache.get(key, compute)`` calls ``compute()`` on a miss.
-
-    The explorer keys its scored test split by the settings that change the maps (category,
-    cutout sizes, fill, alpha, map type), so moving the image or the threshold recomputes
-    nothing.  ``calls`` counts the computations (the tests check it).
-    """
+    """Compute a value once per setting: ``cache.get(key, compute)``; ``calls`` counts the misses."""
 
     def __init__(self) -> None:
         self._store: dict[Hashable, Any] = {}
@@ -451,13 +356,7 @@ class SettingCache:
 
 
 def set_slider_range(slider: Any, lo: float, hi: float, value: float | None = None) -> None:
-    """Move a slider's range to [lo, hi] (and its value, clipped into it) without an invalid state.
-
-    ipywidgets refuses ``min > max`` at every single assignment, so the order matters: when the
-    new range lies above the old one ``max`` must be raised first, when it lies below ``min``
-    must be lowered first.  Setting ``max`` first when raising and ``min`` first when lowering
-    never passes through an empty range.
-    """
+    """Move a slider's range to [lo, hi] (value clipped into it) never passing through min > max."""
     lo, hi = float(lo), float(hi)
     if hi < lo:
         raise ValueError(f"set_slider_range: lo={lo} > hi={hi}")
@@ -469,25 +368,3 @@ def set_slider_range(slider: Any, lo: float, hi: float, value: float | None = No
         slider.max = hi
     if value is not None:
         slider.value = min(max(float(value), lo), hi)
-
-
-__all__ = [
-    "RAW_LABELS",
-    "Z_LABEL",
-    "SettingCache",
-    "channels_rgb",
-    "clearest_example",
-    "draw_esad_network",
-    "draw_feature_extraction_block",
-    "gt_overlap",
-    "map_value_label",
-    "outline_mask",
-    "plot_roc",
-    "score_histogram",
-    "set_slider_range",
-    "show_image",
-    "show_map",
-    "show_mask",
-    "to_rgb",
-    "widget_frontend_available",
-]

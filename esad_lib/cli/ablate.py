@@ -1,15 +1,6 @@
-"""``esad ablate``: run a grid of named ablation variants (see ``esad_lib.ablation``).
-
-Example (demo profile, two variants, two categories, two seeds)::
-
-    esad ablate --variants esad,riad --categories breakfast_box,pushpins --seeds 0,1 \\
-        --profile demo --out runs/ablation
-
-On a machine with several GPUs, ``--devices cuda:0,cuda:1`` runs one worker process per
-device.  Re-running the same command skips finished runs and resumes unfinished training.
-A variant of your own (a config diff or a detector) is added from Python with
-``esad_lib.ablation.register_variant`` and run with ``esad_lib.ablation.run_grid``.
-"""
+"""``esad ablate``: run a grid of named ablation variants (``esad_lib.ablation``), e.g.
+``esad ablate --variants esad,riad --categories pushpins --seeds 0,1 --out runs/ablation``;
+``--devices cuda:0,cuda:1``: one worker each; a re-run skips finished runs and resumes training."""
 
 from __future__ import annotations
 
@@ -37,7 +28,6 @@ def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ES
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-
     if args.list:
         for v in ablation.variant_registry().values():
             what = f"detector {getattr(v.detector, '__qualname__', v.detector)}" if v.detector else v.diff
@@ -55,20 +45,17 @@ def run_ablate(args: argparse.Namespace) -> int:
         return 2
     models = None
     if args.models == "cache":
-
         models = cache_dir() / "runs"
     elif args.models:
         models = Path(args.models)
-    report = ablation.run_grid(
-        base, variants, cats, seeds, Path(args.out), devices=devices, models_dir=models
-    )
+    out = Path(args.out)
+    report = ablation.run_grid(base, variants, cats, seeds, out, devices=devices, models_dir=models)
     print(
         f"ablation grid: {len(report.evaluated)} run(s) evaluated, {len(report.skipped)} already finished, "
         f"{len(set(report.trained))} model(s) trained, {len(set(report.resumed))} resumed "
         f"in {report.seconds:.1f} s"
     )
-    print(f"results: {report.results_csv}\nsummary: {report.summary_md}")
-    print()
+    print(f"results: {report.results_csv}\nsummary: {report.summary_md}\n")
     print(report.summary_md.read_text())
     return 0
 
@@ -86,29 +73,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", default="esad,riad", help="comma-separated variant names, or 'all'")
     p.add_argument("--categories", default="all", help="comma-separated categories, or 'all'")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument(
-        "--profile", choices=PROFILES, default=None, help="scale profile (default: $ESAD_PROFILE or demo)"
-    )
-    p.add_argument(
-        "--dataset", default=None, help="LOCO-layout dataset root (default: the profile's, synthetic)"
-    )
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="scale profile (default: $ESAD_PROFILE or demo)")
+    p.add_argument("--dataset", default=None,
+                   help="LOCO-layout dataset root (default: the profile's, synthetic)")
     p.add_argument("--out", default=None, help="output folder of the grid (required unless --list)")
-    p.add_argument(
-        "--devices",
-        default=None,
-        help="comma-separated devices, e.g. cuda:0,cuda:1: one worker process each (default: sequential)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="FIELD=VALUE",
-        help="override a config field of the base (JSON value), e.g. --set epochs=5; repeatable",
-    )
-    p.add_argument(
-        "--models",
-        default=None,
-        help="folder for trained models (default OUT/models); 'cache' shares train_or_load's model cache",
-    )
+    p.add_argument("--devices", default=None,
+                   help="comma-separated devices, e.g. cuda:0,cuda:1: one worker process each "
+                   "(default: sequential)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a config field of the base (JSON value), e.g. --set epochs=5; repeatable")
+    p.add_argument("--models", default=None,
+                   help="folder for trained models (default OUT/models); 'cache' shares "
+                   "train_or_load's model cache")
     p.add_argument("--list", action="store_true", help="list the registered variants and exit")
     p.set_defaults(func=_checked)
 

@@ -1,14 +1,5 @@
-"""``esad evaluate``, ``esad report`` and ``esad demo`` (the paper's experiments: the authors' README
-"5. result").
-
-* ``esad evaluate RUN``      -- score the run's test split, write ``RUN/metrics.json``;
-* ``esad evaluate RUN --export-maps DIR`` -- also the maps, as MVTec's evaluation reads them;
-* ``esad score-maps DIR --dataset ROOT`` -- the same metrics from maps of any method on disk;
-* ``esad report RUN...``     -- the per-category markdown table (ours beside the paper's
-  reported numbers) from the runs' ``metrics.json``;
-* ``esad demo --profile P``  -- train (or reuse) and evaluate ESAD on every synthetic category,
-  plus the naive baseline, and print the table (``make demo``).
-"""
+"""``esad evaluate``, ``score-maps``, ``report`` and ``demo`` (the paper's experiments: the authors'
+README "5. result"): metrics.json of a run or of maps on disk, the table beside the paper's numbers."""
 
 from __future__ import annotations
 
@@ -27,31 +18,18 @@ from esad_lib.report import format_report
 from esad_lib.run_io import RunFileError
 
 
-# --------------------------------------------------------------------------------------------
-# evaluate
-# --------------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    overrides = {}
-    if args.score_map:
-        overrides["score_map"] = args.score_map
-    if args.smoothing:
-        overrides["smoothing"] = args.smoothing
-    if args.normalization:
-        overrides["map_normalization"] = args.normalization
+    norm = args.normalization
+    named = (("score_map", args.score_map), ("smoothing", args.smoothing), ("map_normalization", norm))
+    overrides = {k: v for k, v in named if v}
     if args.no_fast:
         overrides["fast_scoring"] = False
     if args.device:
         overrides["device"] = args.device
     for run in args.runs:
         try:
-            m = evaluate_run(
-                run,
-                max_images=args.max_images,
-                progress=not args.quiet,
-                save_scores=not args.no_scores,
-                overrides=overrides or None,
-                export_maps_dir=args.export_maps,
-            )
+            m = evaluate_run(run, args.max_images, not args.quiet, not args.no_scores, overrides or None,
+                             export_maps_dir=args.export_maps)
         except RunFileError as e:  # a damaged model.pt: the message says how to recover
             print(str(e), file=sys.stderr)
             return 2
@@ -62,9 +40,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------------------
-# score-maps
-# --------------------------------------------------------------------------------------------
 def cmd_score_maps(args: argparse.Namespace) -> int:
     maps_dir, root = Path(args.maps_dir), Path(args.dataset)
     if not maps_dir.is_dir():
@@ -87,9 +62,6 @@ def cmd_score_maps(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------------------
-# report
-# --------------------------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     text = report_from_runs(args.runs)
     if args.out:
@@ -98,9 +70,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------------------
-# demo
-# --------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     for c in args.categories:
         if c not in CATEGORIES:
@@ -112,15 +81,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"esad demo: {e}", file=sys.stderr)
         return 2
     res = run_demo(
-        profile=args.profile,
-        out=args.out,
-        categories=args.categories,
-        with_riad=args.with_riad,
-        with_naive=not args.no_naive,
-        with_patchcore=args.with_patchcore,
-        progress=not args.quiet,
+        profile=args.profile, out=args.out, categories=args.categories, with_riad=args.with_riad,
+        with_naive=not args.no_naive, with_patchcore=args.with_patchcore, progress=not args.quiet,
         overrides=overrides,
-    )
+    )  # fmt: skip
     print(res.text)
     print(f"wrote {res.report_dir / 'report.md'} and {res.report_dir / 'demo.json'}", file=sys.stderr)
     return 0
@@ -133,27 +97,23 @@ def register(subparsers) -> None:
     p.add_argument("--max-images", type=int, default=None, help="cap on test images per type")
     p.add_argument("--score-map", choices=("pixel", "feature"), help="override the run's cfg.score_map")
     p.add_argument("--smoothing", choices=("mean", "gaussian", "none"), help="override cfg.smoothing")
-    p.add_argument(
-        "--normalization", choices=("none", "train", "validation"), help="override cfg.map_normalization"
-    )
+    p.add_argument("--normalization", choices=("none", "train", "validation"),
+                   help="override cfg.map_normalization")
     p.add_argument("--no-fast", action="store_true", help="plain eager scoring (cfg.fast_scoring=False)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the run's)")
     p.add_argument("--no-scores", action="store_true", help="do not write RUN/scores.csv")
-    p.add_argument(
-        "--export-maps",
-        metavar="DIR",
-        help="also write every test map as float32 TIFF in MVTec LOCO AD's layout "
-        "DIR/<category>/test/<label dir>/<image id>.tiff (for MVTec's evaluation script)",
-    )
+    p.add_argument("--export-maps", metavar="DIR",
+                   help="also write every test map as float32 TIFF in MVTec LOCO "
+                   "AD's layout DIR/<category>/test/<label dir>/<image id>.tiff (for MVTec's "
+                   "evaluation script)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser(
-        "score-maps", help="metrics.json and the report table from anomaly maps of any method on disk"
-    )
-    p.add_argument(
-        "maps_dir", metavar="MAPS_DIR", help="maps laid out <MAPS_DIR>/<category>/test/<label>/<id>.tiff|.npy"
-    )
+    p = subparsers.add_parser("score-maps",
+                              help="metrics.json and the report table from anomaly maps of any "
+                              "method on disk")
+    p.add_argument("maps_dir", metavar="MAPS_DIR",
+                   help="maps laid out <MAPS_DIR>/<category>/test/<label>/<id>.tiff|.npy")
     p.add_argument("--dataset", required=True, metavar="LOCO_ROOT", help="the dataset the maps are of")
     p.add_argument("--category", nargs="+", metavar="C", help="categories (default: all MAPS_DIR holds)")
     p.add_argument("--out", metavar="DIR", help="write DIR/<category>/metrics.json")
@@ -166,29 +126,19 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_report)
 
-    p = subparsers.add_parser(
-        "demo", help="train + evaluate ESAD on every synthetic category; print the table"
-    )
+    p = subparsers.add_parser("demo",
+                              help="train + evaluate ESAD on every synthetic category; print the table")
     p.add_argument("--profile", default="demo", help="smoke, demo or paper (default demo)")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="runs folder (default: train_or_load's cache, shared with the notebooks; "
-        "the table goes to <data root>/runs/<profile>/report.md)",
-    )
+    p.add_argument("--out", default=None, help="runs folder (default: train_or_load's cache, shared with the "
+                   "notebooks; the table goes to <data root>/runs/<profile>/report.md)")
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES), metavar="CATEGORY")
     p.add_argument("--with-riad", action="store_true", help="also train/evaluate the RIAD baseline")
     p.add_argument("--no-naive", action="store_true", help="skip the naive z-score baseline column")
-    p.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="change a config field in every run (repeatable)"
-    )
-    p.add_argument(
-        "--with-patchcore",
-        action="store_true",
-        help="also the PatchCore-style reference on ImageNet features (efficientnet_lite0; no training)",
-    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a config field in every run (repeatable)")
+    p.add_argument("--with-patchcore", action="store_true",
+                   help="also the PatchCore-style reference on ImageNet features "
+                   "(efficientnet_lite0; no training)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
-
-__all__ = ["register"]

@@ -1,7 +1,4 @@
-"""``esad model-info``: parameters and MACs of the networks of a profile (the paper's lightweight U-Net).
-
-Registered by ``esad_lib.cli`` (``COMMAND_MODULES``).
-"""
+"""``esad model-info``: parameters and MACs of the networks of a profile (the paper's lightweight U-Net)."""
 
 from __future__ import annotations
 
@@ -11,23 +8,13 @@ import json
 from esad_lib.config import get_config, riad_config
 from esad_lib.perf.counting import format_model_info, model_info
 
-__all__ = ["register", "model_info_main"]
-
 
 def model_info_main(args: argparse.Namespace) -> int:
-
-    overrides = {}
-    if args.width is not None:
-        overrides["base_width"] = args.width
-    if args.unet is not None:
-        overrides["unet"] = args.unet
-    if args.image_size is not None:
-        overrides["image_size"] = tuple(args.image_size)
+    size = None if args.image_size is None else tuple(args.image_size)
+    named = (("base_width", args.width), ("unet", args.unet), ("image_size", size))
+    overrides = {k: v for k, v in named if v is not None}
     cfg = get_config(args.profile, **overrides)
-    configs = [cfg]
-    if args.compare_riad:
-        configs.append(riad_config(cfg))
-    infos = [model_info(c) for c in configs]
+    infos = [model_info(c) for c in ([cfg, riad_config(cfg)] if args.compare_riad else [cfg])]
     if args.json:
         print(json.dumps(infos if len(infos) > 1 else infos[0], indent=2, default=list))
     else:
@@ -38,29 +25,18 @@ def model_info_main(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "model-info",
-        help="parameters and MACs per network and per full test-time scoring of one image",
-        description=(
-            "Print parameters and multiply-accumulates (MACs) of the inpainting and reconstruction "
-            "U-Nets for one image, and of the full test-time scoring of one image "
-            "(all cutout sizes x all masks, both networks)."
-        ),
-    )
+        "model-info", help="parameters and MACs per network and per full test-time scoring of one image",
+        description="Print parameters and multiply-accumulates (MACs) of the inpainting and reconstruction "
+        "U-Nets for one image, and of the full test-time scoring of one image (all cutout sizes x all masks, "
+        "both networks).",
+    )  # fmt: skip
     p.add_argument("--profile", default=None, help="smoke | demo | paper (default: $ESAD_PROFILE or demo)")
     p.add_argument("--width", type=int, default=None, help="override base_width")
-    p.add_argument(
-        "--unet",
-        default=None,
-        choices=("lightweight", "lightweight_std", "classic"),
-        help="override the U-Net kind",
-    )
-    p.add_argument(
-        "--image-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="override the image size"
-    )
-    p.add_argument(
-        "--compare-riad",
-        action="store_true",
-        help="also print the RIAD baseline (one classic U-Net, zero fill)",
-    )
+    unets = ("lightweight", "lightweight_std", "classic")
+    p.add_argument("--unet", default=None, choices=unets, help="override the U-Net kind")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="override the image size")
+    p.add_argument("--compare-riad", action="store_true",
+                   help="also print the RIAD baseline (one classic U-Net, zero fill)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=model_info_main)

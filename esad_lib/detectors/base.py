@@ -1,21 +1,8 @@
-"""The one detector interface: every method the project compares (ESAD, RIAD, the PatchCore-style
-reference, the naive baseline, a reader's own) is scored, evaluated and tabulated through it.
+"""The one detector interface every method is scored, evaluated and tabulated through.
 
-A detector needs two methods::
-
-    class MyDetector:
-        name = "blur"                       # column / variant name (default: the class name)
-        def fit(self, images):              # images: float32 [N,3,H,W] in [-1, 1], train/good
-            ...                             #   at the network input size (cfg.image_size)
-            return self
-        def anomaly_maps(self, images):     # [B,3,H,W] in [-1, 1] -> [B,H,W], higher = more anomalous
-            ...
-
-That is all ``esad_lib.evaluation.evaluate`` (metrics.json), ``esad_lib.demo.compare_methods``
-(tables, 95 % intervals, paired differences) and ``esad_lib.ablation.run_grid`` use.  Optional:
-``batch_size`` (images per ``anomaly_maps`` call, default ``cfg.eval_batch_size``) and ``info()``,
-a dict merged into metrics.json (``score_map``, ``config_key``: the cache key, ...).  The image
-score is always the maximum of the map upsampled to the image's original size (MVTec's definition).
+A detector has ``fit(train/good images float32 [N,3,H,W] in [-1, 1]) -> self`` and
+``anomaly_maps([B,3,H,W]) -> [B,H,W]`` (higher = more anomalous); optional: ``name``,
+``batch_size`` (default ``cfg.eval_batch_size``) and ``info()`` (merged into metrics.json).
 """
 
 from __future__ import annotations

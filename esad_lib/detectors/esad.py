@@ -1,10 +1,5 @@
-"""ESAD (and RIAD: ``EsadDetector(riad_config(cfg))``) behind the detector interface.
-
-``fit`` trains through ``esad_lib.training.train_or_load(cfg)`` (the model cache shared with
-``esad demo`` and the notebooks; the images are not used: the trainer reads ``cfg.category``
-itself); ``anomaly_maps`` is ``esad_lib.scoring.anomaly_maps`` (test fill, maps averaged over the
-cutout sizes, smoothing, optional standardisation; the authors' README "3. Key Algorithms").
-"""
+"""ESAD (and RIAD: ``EsadDetector(riad_config(cfg))``) behind the detector interface: ``fit`` is
+``training.train_or_load(cfg)``, ``anomaly_maps`` is ``scoring.anomaly_maps`` (README "3. Key Algorithms")."""
 
 from __future__ import annotations
 
@@ -26,12 +21,7 @@ from esad_lib.training import train_or_load
 
 
 class EsadDetector:
-    """A trained ESAD / RIAD model scored with ``cfg``'s test-time fields.
-
-    ``model=None``: unfitted, ``fit()`` trains or loads it.  With ``cfg.map_normalization`` set,
-    the per-pixel statistics of the anomaly-free maps of that split are computed once the model
-    is there (``root``: the dataset root, default ``dataset_root(cfg)``).
-    """
+    """A trained ESAD / RIAD model scored with ``cfg``'s test-time fields (``model=None``: fit first)."""
 
     def __init__(
         self,
@@ -53,12 +43,10 @@ class EsadDetector:
 
     def fit(self, images: torch.Tensor | None = None) -> EsadDetector:
         """Train (or load from the cache) the model of ``cfg``; ``images`` are not used."""
-
         return self._use(train_or_load(self.cfg, progress=self.progress))
 
     def _use(self, model: torch.nn.Module) -> EsadDetector:
-        """Score with ``model``: its feature extractor, the fast path's prepared copies, the
-        normalisation statistics."""
+        """Score with ``model``: its feature extractor, prepared copies, normalisation statistics."""
         self.n_params = sum(p.numel() for p in model.parameters())
         model = model.eval()
         extractor = build_scoring_extractor(model, self.cfg) if self.cfg.score_map == "feature" else None
@@ -66,9 +54,8 @@ class EsadDetector:
             model, extractor = prepare_scoring(model, extractor)
         self.model, self.extractor, self.stats = model, extractor, None
         if self.cfg.map_normalization != "none":
-            self.stats = normalization_stats(
-                self, self.cfg, self.cfg.map_normalization, self.root, self.progress
-            )
+            c = self.cfg
+            self.stats = normalization_stats(self, c, c.map_normalization, self.root, self.progress)
         return self
 
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -79,12 +66,5 @@ class EsadDetector:
 
     def info(self) -> dict[str, Any]:
         c = self.cfg
-        return {
-            "score_map": c.score_map,
-            "smoothing": c.smoothing,
-            "map_normalization": c.map_normalization,
-            "feature_extractor": c.feature_extractor,
-            "config_key": c.key(),
-            "config": c.to_dict(),
-            "n_params": self.n_params,
-        }
+        out = {k: getattr(c, k) for k in ("score_map", "smoothing", "map_normalization", "feature_extractor")}
+        return {**out, "config_key": c.key(), "config": c.to_dict(), "n_params": self.n_params}

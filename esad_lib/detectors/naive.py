@@ -1,8 +1,6 @@
-"""The naive per-pixel z-score baseline (``esad_lib.baselines``; not part of the paper) as a detector.
+"""The naive per-pixel z-score baseline (``esad_lib.baselines``; not in the paper) as a detector.
 
-fit:  mu(p), sigma(p) per pixel and colour channel of the train/good images (grey levels 0..255);
-maps: z(p) = max_c |x_c(p) - mu_c(p)| / max(sigma_c(p), sigma_min), at the network resolution,
-no smoothing.  The "naive (ours)" column of ``esad demo``.
+z(p) = max_c |x_c(p) - mu_c(p)| / max(sigma_c(p), sigma_min), grey levels 0..255, network size.
 """
 
 from __future__ import annotations

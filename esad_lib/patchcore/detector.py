@@ -1,6 +1,4 @@
-"""The :class:`PatchCore` detector: fit a memory bank on anomaly-free images, score test images
-as patch-to-bank distances, upsampled and smoothed (:mod:`esad_lib.patchcore` states the pipeline
-and its deviations).  It implements the detector interface (``esad_lib.detectors.base``)."""
+"""The ``PatchCore`` detector (``esad_lib.patchcore`` states the pipeline and its deviations)."""
 
 from __future__ import annotations
 
@@ -19,17 +17,10 @@ from esad_lib.patchcore.patches import greedy_coreset_indices, nearest_neighbour
 
 
 class PatchCore:
-    """Training-free PatchCore-style detector (see :mod:`esad_lib.patchcore`).
+    """Training-free detector: ``fit`` builds ``memory_bank [N, D]``; maps ``[B,3,H,W] -> [B,H,W]``.
 
-    ``fit(train images)`` builds ``memory_bank [N, D]``; ``patch_distances(images)`` gives the
-    nearest-neighbour distance per patch ``[B, h, w]``; ``anomaly_maps(images)`` the smoothed
-    maps at the input resolution ``[B, H, W]``.  Images are ``[B, 3, H, W]`` in [-1, 1].
-
-    ``extractor``: a module from ``build_feature_extractor``; ``config``: the settings
-    (``PatchCoreConfig``: taps, patch size, coreset, smoothing, batch size), changed by
-    ``settings`` (e.g. ``coreset_ratio=1.0``); ``seed``: coreset projection and first patch;
-    ``chunk_size`` / ``bank_chunk_size``: nearest-neighbour blocks (memory only, not results).
-    ``PatchCore.from_config(cfg)`` builds the reference of ``esad demo`` on ``cfg``'s device.
+    ``config`` (``PatchCoreConfig``) changed by ``settings``; ``chunk_size`` / ``bank_chunk_size``
+    bound the nearest-neighbour memory only.
     """
 
     name = "patchcore"
@@ -58,11 +49,9 @@ class PatchCore:
         self.fit_seconds = 0.0
 
     @classmethod
-    def from_config(
-        cls, cfg: ESADConfig, config: PatchCoreConfig | None = None, **settings: Any
-    ) -> PatchCore:
+    def from_config(cls, cfg: ESADConfig, config: PatchCoreConfig | None = None, **kw: Any) -> PatchCore:
         """An unfitted PatchCore on ``cfg.device`` with ``config.extractor`` and ``seed=cfg.seed``."""
-        config = (config or PatchCoreConfig()).replace(**settings)
+        config = (config or PatchCoreConfig()).replace(**kw)
         if config.extractor == "recon_encoder":
             raise ValueError(
                 "extractor 'recon_encoder' is the encoder of a trained ESAD net; PatchCore is training-free: "
@@ -93,13 +82,9 @@ class PatchCore:
     def info(self) -> dict[str, Any]:
         """The metrics.json entries of a PatchCore evaluation (``esad_lib.evaluation.evaluate``)."""
         p = self.params()
-        out: dict[str, Any] = {
-            "score_map": "nearest_neighbour",
-            "smoothing": "gaussian" if self.config.sigma > 0 else "none",
-            "map_normalization": "none",
-            "feature_extractor": p["extractor"],
-            "patchcore": p,
-        }
+        smoothing = "gaussian" if self.config.sigma > 0 else "none"
+        out: dict[str, Any] = {"score_map": "nearest_neighbour", "smoothing": smoothing}
+        out.update(map_normalization="none", feature_extractor=p["extractor"], patchcore=p)
         if self.cfg is not None:
             out["config_key"] = self.config.key(self.cfg)
         return out
@@ -115,8 +100,7 @@ class PatchCore:
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor | Iterable[torch.Tensor], progress: bool = False) -> PatchCore:
-        """Build the memory bank from anomaly-free images (a tensor ``[N,3,H,W]``, split into
-        ``batch_size`` batches, or an iterable of batches).  Sets ``fit_seconds``."""
+        """Build the memory bank from anomaly-free images ``[N,3,H,W]`` (or an iterable of batches)."""
         t0 = time.perf_counter()
         feats, size = [], None
         batches = images.split(self.batch_size) if isinstance(images, torch.Tensor) else images
@@ -134,9 +118,8 @@ class PatchCore:
         self.full_bank_size = int(bank.shape[0])
         if self.config.coreset_ratio < 1.0:
             n_select = max(1, int(self.full_bank_size * self.config.coreset_ratio))
-            idx = greedy_coreset_indices(
-                bank, n_select, self.config.projection_dim, self.seed, progress=progress
-            )
+            pdim = self.config.projection_dim
+            idx = greedy_coreset_indices(bank, n_select, pdim, self.seed, progress=progress)
             bank = bank[idx.to(bank.device)]
         self.memory_bank = bank.contiguous()
         self.image_size = size
@@ -145,29 +128,20 @@ class PatchCore:
 
     @torch.no_grad()
     def patch_distances(self, images: torch.Tensor) -> torch.Tensor:
-        """Nearest-neighbour distance of every patch to the bank: ``[B,3,H,W] -> [B, h, w]``
-        (before upsampling and smoothing)."""
+        """Nearest-neighbour distance of every patch to the bank: ``[B,3,H,W] -> [B, h, w]``."""
         if self.memory_bank is None:
             raise RuntimeError("PatchCore is not fitted: call fit(train images) first")
         if self.image_size is not None and tuple(images.shape[-2:]) != self.image_size:
-            raise ValueError(
-                f"PatchCore was fitted at {self.image_size}, got images {tuple(images.shape[-2:])}"
-            )
+            raise ValueError(f"PatchCore was fitted at {self.image_size}, got {tuple(images.shape[-2:])}")
         f = self.embed(images)
         b, h, w, d = f.shape
-        dist, _ = nearest_neighbour_distances(
-            f.reshape(-1, d), self.memory_bank, self.chunk_size, self.bank_chunk_size
-        )
+        chunks = (self.chunk_size, self.bank_chunk_size)
+        dist, _ = nearest_neighbour_distances(f.reshape(-1, d), self.memory_bank, *chunks)
         return dist.reshape(b, h, w)
 
     @torch.no_grad()
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Smoothed anomaly maps at the input resolution: ``[B,3,H,W] -> [B,H,W]``.
-
-        patch grid -> bilinear upsampling to (H, W) -> Gaussian of ``sigma`` input pixels [PC].
-        """
-        d = self.patch_distances(images)
-        m = F.interpolate(d[:, None], size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[
-            :, 0
-        ]
+        """Patch grid -> bilinear to the input size -> Gaussian of ``sigma`` pixels [PC]: ``[B,H,W]``."""
+        d = self.patch_distances(images)[:, None]
+        m = F.interpolate(d, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
         return gaussian_filter(m, self.config.sigma)

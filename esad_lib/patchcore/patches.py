@@ -1,6 +1,5 @@
-"""The tensor maths of PatchCore (steps 1-5 of :mod:`esad_lib.patchcore`): patch features of the
-extractor's taps, the greedy k-center coreset on a JL projection, chunked nearest-neighbour
-distances."""
+"""The tensor maths of PatchCore (steps 1-5 of ``esad_lib.patchcore``): patch features, the greedy
+k-center coreset on a JL projection, chunked nearest-neighbour distances."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ def _check_layers(layers: Sequence[int], n_maps: int) -> list[int]:
     idx = [int(i) for i in layers]
     if not idx:
         raise ValueError("layers=() : PatchCore needs at least one feature tap, e.g. layers=(1, 2)")
-    bad = [i for i in idx if not -n_maps <= i < n_maps]
-    if bad:
+    if bad := [i for i in idx if not -n_maps <= i < n_maps]:
         raise ValueError(
             f"layers={tuple(layers)}: tap(s) {bad} out of range; the extractor returns {n_maps} maps "
             f"(indices 0..{n_maps - 1}, shallow to deep)"
@@ -30,24 +28,18 @@ def _check_layers(layers: Sequence[int], n_maps: int) -> list[int]:
 
 
 def local_aggregate(feat: torch.Tensor, patch_size: int = DEFAULTS.patch_size) -> torch.Tensor:
-    """PatchCore's local neighbourhood aggregation: ``[B,C,h,w] -> [B,C,h,w]``.
+    """Local neighbourhood aggregation ``[B,C,h,w] -> [B,C,h,w]``; at the border only existing neighbours.
 
     phi(h, w) = mean of f(a, b) over the p x p neighbourhood of (h, w)   [PC eq. 2-3]
-    Deviation: at the border only the neighbours that exist are averaged
-    (``count_include_pad=False``); PatchCore's code zero-pads.
     """
     if patch_size <= 1:
         return feat
-    return F.avg_pool2d(
-        feat, kernel_size=patch_size, stride=1, padding=patch_size // 2, count_include_pad=False
-    )
+    p = patch_size
+    return F.avg_pool2d(feat, kernel_size=p, stride=1, padding=p // 2, count_include_pad=False)
 
 
 def reduce_channels(feats: torch.Tensor, target_dim: int | None) -> torch.Tensor:
-    """Adaptive average pooling over the channel axis (PatchCore's dimension reduction).
-
-    ``feats [N, C] -> [N, target_dim]`` (unchanged when ``target_dim`` is None or >= C).
-    """
+    """Adaptive average pooling over channels: ``[N, C] -> [N, target_dim]`` (None or >= C: unchanged)."""
     if target_dim is None or target_dim >= feats.shape[1]:
         return feats
     return F.adaptive_avg_pool1d(feats[:, None, :], int(target_dim))[:, 0, :]
@@ -59,22 +51,13 @@ def patch_features(
     patch_size: int = DEFAULTS.patch_size,
     target_dim: int | None = None,
 ) -> torch.Tensor:
-    """Locally aware patch features from an extractor's maps: ``-> [B, h, w, D]``.
-
-    ``maps`` is the extractor's list ``[B,C_l,H_l,W_l]`` (shallow to deep); the taps ``layers``
-    are aggregated (``local_aggregate``), the deeper ones upsampled bilinearly to the grid
-    ``(h, w)`` of the first tap listed [PC], concatenated (``D = sum C_l``) and optionally
-    reduced to ``target_dim`` channels (``reduce_channels``).
-    """
+    """Patch features from the extractor's maps ``[B,C_l,H_l,W_l]``: ``-> [B, h, w, D]``, first tap's grid."""
     idx = _check_layers(layers, len(maps))
     agg = [local_aggregate(maps[i].float(), patch_size) for i in idx]
     h, w = agg[0].shape[-2:]
-    up = [
-        a
-        if tuple(a.shape[-2:]) == (h, w)
-        else F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
-        for a in agg
-    ]
+    hw = (h, w)
+    up = [a if a.shape[-2:] == hw else F.interpolate(a, hw, mode="bilinear", align_corners=False)
+          for a in agg]
     x = torch.cat(up, dim=1)  # [B, D, h, w]
     b, d = x.shape[:2]
     flat = x.permute(0, 2, 3, 1).reshape(-1, d)
@@ -82,13 +65,8 @@ def patch_features(
     return flat.reshape(b, h, w, flat.shape[1])
 
 
-# --------------------------------------------------------------------------------------------
-# coreset
-# --------------------------------------------------------------------------------------------
 def jl_projection(dim: int, projection_dim: int | None, seed: int) -> torch.Tensor | None:
-    """Seeded Gaussian Johnson-Lindenstrauss matrix ``[dim, projection_dim]`` (entries
-    N(0, 1/projection_dim)), or None (identity) when ``projection_dim`` is None or >= ``dim``
-    (a projection that does not reduce the dimension would only add distortion)."""
+    """Seeded Gaussian JL matrix ``[dim, projection_dim]``, or None when it would not reduce ``dim``."""
     if projection_dim is None or projection_dim >= dim:
         return None
     gen = torch.Generator().manual_seed(int(seed))
@@ -104,16 +82,9 @@ def greedy_coreset_indices(
     first_index: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """PatchCore's approximate greedy coreset (PC Algorithm 1): indices ``int64 [n_select]``.
-
-    ``features [N, D]`` are projected by the seeded JL matrix (``jl_projection``; identity when
-    ``projection_dim`` is None); the first index is a seeded random patch (or ``first_index``),
-    then greedy k-center:
+    """Greedy coreset of ``features [N, D]`` (PC Algorithm 1): indices ``int64 [n_select]``.
 
         m* = argmax_{m in M \\ M_C} min_{n in M_C} || psi(m) - psi(n) ||_2      [PC Alg. 1]
-
-    Selected patches are excluded from the argmax (ties: the lowest index).  Distances are
-    exact differences (no matrix-product shortcut), so the choice is reproducible.
     """
     n = features.shape[0]
     if not 1 <= n_select <= n:
@@ -141,9 +112,6 @@ def greedy_coreset_indices(
     return chosen
 
 
-# --------------------------------------------------------------------------------------------
-# nearest-neighbour search
-# --------------------------------------------------------------------------------------------
 def nearest_neighbour_distances(
     queries: torch.Tensor,
     bank: torch.Tensor,
@@ -153,13 +121,7 @@ def nearest_neighbour_distances(
     """Distance of each query to its nearest bank entry: ``[M,D] x [N,D] -> (float32 [M], int64 [M])``.
 
     s(q) = min_{m in bank} || q - m ||_2      [PC Sec. 3.3]
-
-    Memory is bounded by one ``chunk_size x bank_chunk_size`` block of ``torch.cdist`` at a
-    time (running minimum over the bank chunks).  The search runs in float64 with cdist's
-    matrix-product form (fast; float64 so that rounding can only confuse neighbours whose
-    distances differ by less than ~1e-8 of the feature norm); the returned distance is then recomputed exactly
-    from the difference vector to the chosen neighbour, row by row, so it does not depend on
-    the chunk sizes, and a query that is in the bank gets exactly 0.
+    Chunked float64 cdist search; the distance is recomputed exactly from the difference vector.
     """
     if chunk_size < 1 or bank_chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}, bank_chunk_size={bank_chunk_size}: both must be >= 1")
