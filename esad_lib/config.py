@@ -30,8 +30,8 @@ import torch
 
 # ---- the allowed values of every text setting: the one place they are defined ---------------
 Profile = Literal["smoke", "demo", "paper"]
-#: "esad" and "riad" are trained; "patchcore" is the training-free reference (evaluation only).
-Method = Literal["esad", "riad", "patchcore"]
+#: "esad" and "riad" are trained; the PatchCore-style reference is a detector (``PatchCoreConfig`` below).
+Method = Literal["esad", "riad"]
 UNetKind = Literal["lightweight", "lightweight_std", "classic"]
 Fill = Literal["train", "test", "zero", "input"]
 #: frozen feature extractors (esad_lib/features.py).
