@@ -81,8 +81,7 @@ class ESADConfig:
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
     # ---- model (the authors' README "2. Proposed Method" and their reference code) -----------
-    #: "esad" (inpainting + reconstruction U-Net), "riad" (one U-Net, zero fill) or "patchcore"
-    #: (training-free reference, evaluation only).  [paper]
+    #: "esad" (inpainting + reconstruction U-Net) or "riad" (one U-Net, zero fill).  [paper]
     method: Method = "esad"
     #: "lightweight" (feature extraction blocks), "lightweight_std" (standard 3x3 convs instead of
     #: blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]
