@@ -112,7 +112,7 @@ def test_cache_keys_of_the_presets_are_pinned() -> None:
     "change, message",
     [
         ({"test_fill": "zeros"}, "test_fill='zeros' is not one of: 'train', 'test', 'zero', 'input'"),
-        ({"method": "gan"}, "unknown method: method='gan' is not one of: 'esad', 'riad', 'patchcore'"),
+        ({"method": "gan"}, "unknown method: method='gan' is not one of: 'esad', 'riad'"),
         ({"score_map": "pixels"}, "score_map='pixels' is not one of: 'feature', 'pixel'"),
         ({"profile": "huge"}, "profile='huge' is not one of: 'smoke', 'demo', 'paper'"),
         ({"epochs": -1}, r"epochs=-1 must be >= 1"),
