@@ -348,7 +348,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 __all__ = [
-    "CATEGORIES", "ESADConfig", "PRESETS", "PROFILES", "RIAD_DIFF", "RUNTIME_FIELDS", "TEST_TIME_FIELDS",
+    "CATEGORIES", "ESADConfig", "PatchCoreConfig", "PRESETS", "PROFILES", "RIAD_DIFF", "RUNTIME_FIELDS",
+    "TEST_TIME_FIELDS",
     "get_config", "profile_name", "resolve_device", "riad_config", "seed_everything",
 ]
 
