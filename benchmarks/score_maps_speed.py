@@ -112,8 +112,12 @@ def main() -> None:
         if a.before:
             ma = json.loads((tmp / "a" / a.category / "metrics.json").read_text())
             mb = json.loads((tmp / "b" / a.category / "metrics.json").read_text())
-            for key in ("maps_dir", "dataset_root", "timing"):
+            for key in ("maps_dir", "dataset_root", "timing", "schema"):
                 ma.pop(key, None), mb.pop(key, None)
+            if only := sorted(set(ma) ^ set(mb)):  # provenance keys one version writes and the other not
+                print(f"metrics.json keys in one version only (not compared): {', '.join(only)}")
+                for key in only:
+                    ma.pop(key, None), mb.pop(key, None)
             diff, where = max_difference(ma, mb)
             at = f" at {where}" if diff else ""
             print(f"metrics.json, this checkout vs {a.before}: largest difference {diff:.3g}{at}")

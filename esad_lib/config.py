@@ -23,10 +23,12 @@ import random
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # ---- the allowed values of every text setting: the one place they are defined ---------------
 Profile = Literal["smoke", "demo", "paper"]
@@ -258,6 +260,8 @@ def _field_problem(name: str, value: Any) -> str | None:
     if problem is None and name == "block_kernel" and value % 2 == 0:
         problem = "must be odd (the block's convs keep the size with padding k // 2)"
     if problem is None and name == "device" and value != "auto":
+        import torch  # only here: building a config does not load torch
+
         try:
             torch.device(value)
         except RuntimeError:
@@ -331,6 +335,8 @@ def get_config(profile: str | None = None, **overrides: Any) -> ESADConfig:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; other strings as torch.device."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -341,6 +347,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded likewise."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

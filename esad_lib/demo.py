@@ -30,7 +30,7 @@ from esad_lib.config import CATEGORIES, ESADConfig, get_config, riad_config
 from esad_lib.detectors import Detector, NaiveDetector, PatchCore
 from esad_lib.evaluation import METRICS_SCHEMA, SCORES_FILE, evaluate, evaluate_run, json_safe, load_metrics
 from esad_lib.paths import PROJECT_ROOT, atomic_write_text, data_root
-from esad_lib.report import format_paired, format_report
+from esad_lib.report import format_paired, format_report, summary_line
 from esad_lib.run_io import MODEL_FILE, run_dir_for
 from esad_lib.scoring import fit_detector
 from esad_lib.training import train, train_or_load
@@ -41,25 +41,12 @@ __all__ = [
     "METHOD_LABELS", "METHOD_NAMES", "Comparison", "DemoResult", "ScoreTable", "compare_methods",
     "comparison_report", "default_report_dir", "detector_metrics", "paired_differences",
     "paired_from_scores", "provenance", "read_scores", "report_from_runs", "run_demo", "scores_of",
-    "summary_line", "train_and_evaluate",
+    "train_and_evaluate",
 ]
 # fmt: on
 
 #: ``(scores [N], label names, image ids "<label>/<file stem>")`` of one method on one test split.
 ScoreTable = tuple[np.ndarray, list[str], list[str]]
-
-
-def summary_line(m: dict) -> str:
-    """One line per evaluated run: AUROCs, AU-PRO, AU-sPRO, scoring speed."""
-    p = lambda x: "-" if x is None else f"{100 * x:.1f}"
-    ia, sp = m["image_auroc"], m["au_spro"]
-    timing = m.get("timing")
-    return (
-        f"{m['category']} ({m['method']}): image AUROC str {p(ia['structural'])} log {p(ia['logical'])} "
-        f"mean {p(ia['mean'])} | pixel AUROC {p(m['pixel_auroc'])} | AU-PRO {p(m['au_pro'])} | "
-        f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])}"
-        + (f" | scoring {timing['scoring_ms_per_image']:.1f} ms/image" if timing else "")
-    )
 
 
 def report_from_runs(runs: Sequence[str | Path]) -> str:

@@ -23,19 +23,15 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import dataset_root, input_size, load_defects_config
-from esad_lib.detectors.base import detector_name
-from esad_lib.detectors.esad import EsadDetector
 from esad_lib.maps_io import export_maps, read_maps
 from esad_lib.metrics import PixelOrder, image_auroc_by_type, map_metrics  # map_metrics: one ordering
 from esad_lib.paths import atomic_write_text
-from esad_lib.run_io import load_run
-from esad_lib.scoring import ScoreResult, score_dataset
 from esad_lib.uncertainty import (
     DEFAULT_N_BOOT,
     METHOD_BOOT,
@@ -43,6 +39,9 @@ from esad_lib.uncertainty import (
     image_auroc_ci_by_type,
     pixel_order_for_ci,
 )
+
+if TYPE_CHECKING:  # torch is loaded only when a model scores (score_maps needs none of it)
+    from esad_lib.scoring import ScoreResult
 
 ANOMALY_TYPES = ("structural", "logical")
 METRICS_FILE = "metrics.json"
@@ -178,6 +177,9 @@ def evaluate(
 
     ``out_dir``: also write metrics.json and scores.csv; ``export_maps_dir``: the maps as TIFF.
     """
+    from esad_lib.detectors.base import detector_name
+    from esad_lib.scoring import score_dataset
+
     root = Path(root) if root is not None else dataset_root(cfg)
     defects = load_defects_config(root / cfg.category)
     result = score_dataset(detector, cfg, root=root, max_images=max_images, progress=progress)
@@ -213,6 +215,8 @@ def evaluate_model(
     progress: bool = True,
 ) -> tuple[dict[str, Any], ScoreResult]:
     """``evaluate`` of a trained ESAD / RIAD ``model`` scored with ``cfg``'s test-time fields."""
+    from esad_lib.detectors.esad import EsadDetector
+
     return evaluate(
         EsadDetector(cfg, model, root, progress), cfg, root=root, max_images=max_images, progress=progress
     )
@@ -255,6 +259,9 @@ def evaluate_run(
 
     ``overrides``: scoring fields of the run's config only (e.g. ``{"score_map": "pixel"}``).
     """
+    from esad_lib.detectors.esad import EsadDetector
+    from esad_lib.run_io import load_run
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} not found; train it: `esad train --out {run_dir}`")

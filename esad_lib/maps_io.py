@@ -17,6 +17,7 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
@@ -25,7 +26,9 @@ from tqdm.auto import tqdm
 from esad_lib.data import LABEL_DIRS, list_samples, load_channel_masks
 from esad_lib.data.loco import DIR_LABELS, image_size
 from esad_lib.paths import atomic_write_bytes
-from esad_lib.scoring import ScoreResult
+
+if TYPE_CHECKING:
+    from esad_lib.scoring import ScoreResult
 
 __all__ = ["MAP_SUFFIXES", "MapsError", "LoadedMaps", "export_maps", "map_path", "read_maps"]
 

@@ -185,7 +185,7 @@ def format_report(
 # fmt: off
 __all__ = [
     "CATEGORY_TITLES", "CI_NOTE", "REPORTED", "REPORTED_SOURCE", "describe_setting", "format_metric",
-    "format_paired", "format_report", "mean_with_ci", "win_loss_summary",
+    "format_paired", "format_report", "mean_with_ci", "summary_line", "win_loss_summary",
 ]
 # fmt: on
 
@@ -257,3 +257,16 @@ def win_loss_summary(
             parts.append(f"mean {_diff_text(m)} points ({_direction(m)})")
         lines.append(f"{base} vs {other}: " + "; ".join(parts))
     return lines
+
+
+def summary_line(m: dict) -> str:
+    """One line per evaluated run: AUROCs, AU-PRO, AU-sPRO, scoring speed."""
+    p = lambda x: "-" if x is None else f"{100 * x:.1f}"
+    ia, sp = m["image_auroc"], m["au_spro"]
+    timing = m.get("timing")
+    return (
+        f"{m['category']} ({m['method']}): image AUROC str {p(ia['structural'])} log {p(ia['logical'])} "
+        f"mean {p(ia['mean'])} | pixel AUROC {p(m['pixel_auroc'])} | AU-PRO {p(m['au_pro'])} | "
+        f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])}"
+        + (f" | scoring {timing['scoring_ms_per_image']:.1f} ms/image" if timing else "")
+    )

@@ -166,3 +166,19 @@ def test_maps_of_a_structural_split_run_score_against_both_layouts(tiny, tmp_pat
     on_full = read_maps(maps, root, "pushpins", progress=False)
     assert on_full.skipped_labels == ["logical"]
     assert on_full.label_names == on_split.label_names
+
+
+def test_score_maps_never_loads_torch():
+    """Scoring maps on disk needs no network: the command line and the metrics load without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from esad_lib.cli import build_parser\n"
+        "build_parser().parse_args(['score-maps', 'maps', '--dataset', 'root'])\n"
+        "import esad_lib.evaluation, esad_lib.maps_io, esad_lib.report\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -8,7 +8,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from esad_lib import ablation
 from esad_lib.config import CATEGORIES, PRESETS, PROFILES, ESADConfig, profile_name
 from esad_lib.overrides import parse_overrides
 from esad_lib.paths import cache_dir
@@ -28,6 +27,8 @@ def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ES
 
 
 def run_ablate(args: argparse.Namespace) -> int:
+    from esad_lib import ablation  # torch loads only when a sub-command needs it
+
     if args.list:
         for v in ablation.variant_registry().values():
             what = f"detector {getattr(v.detector, '__qualname__', v.detector)}" if v.detector else v.diff

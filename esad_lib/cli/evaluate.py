@@ -9,16 +9,16 @@ from pathlib import Path
 
 from esad_lib.config import CATEGORIES
 from esad_lib.data.loco import DatasetLayoutError, categories
-from esad_lib.demo import report_from_runs, run_demo, summary_line
 from esad_lib.evaluation import evaluate_run, score_maps
 from esad_lib.maps_io import MapsError
 from esad_lib.overrides import parse_overrides
 from esad_lib.paths import atomic_write_text
-from esad_lib.report import format_report
-from esad_lib.run_io import RunFileError
+from esad_lib.report import format_report, summary_line
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from esad_lib.run_io import RunFileError  # loads torch: score-maps never does
+
     norm = args.normalization
     named = (("score_map", args.score_map), ("smoothing", args.smoothing), ("map_normalization", norm))
     overrides = {k: v for k, v in named if v}
@@ -63,6 +63,8 @@ def cmd_score_maps(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from esad_lib.demo import report_from_runs
+
     text = report_from_runs(args.runs)
     if args.out:
         atomic_write_text(args.out, text)
@@ -71,6 +73,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from esad_lib.demo import run_demo
+
     for c in args.categories:
         if c not in CATEGORIES:
             print(f"unknown category {c!r}; choose from {', '.join(CATEGORIES)}", file=sys.stderr)

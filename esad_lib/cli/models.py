@@ -6,10 +6,11 @@ import argparse
 import json
 
 from esad_lib.config import get_config, riad_config
-from esad_lib.perf.counting import format_model_info, model_info
 
 
 def model_info_main(args: argparse.Namespace) -> int:
+    from esad_lib.perf.counting import format_model_info, model_info
+
     size = None if args.image_size is None else tuple(args.image_size)
     named = (("base_width", args.width), ("unet", args.unet), ("image_size", size))
     overrides = {k: v for k, v in named if v is not None}

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from esad_lib.config import PRESETS, PROFILES, ESADConfig, profile_name
-from esad_lib.distributed import dist_info
 from esad_lib.overrides import parse_overrides
-from esad_lib.training import train
 
 __all__ = ["build_config", "main", "register"]
 _DESCRIPTION = (__doc__ or "").split("\n\n")[0]
@@ -57,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esad_lib.distributed import dist_info
+    from esad_lib.training import train
+
     main_rank = dist_info().is_main
     try:
         cfg = build_config(args)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 SPLITS = ("train", "validation", "test")
@@ -249,8 +248,8 @@ def network_input_size(
     return side(h0 * scale), side(w0 * scale)
 
 
-class LOCODataset(torch.utils.data.Dataset):
-    """Images of one category/split as network inputs (torch Dataset).
+class LOCODataset:
+    """Images of one category/split as network inputs (a map-style dataset for a torch DataLoader).
 
     Item: ``image`` float [3, H, W] in [-1, 1] (bilinear, antialiased); ``mask`` float [1, H, W]
     0/1 union of the channels (nearest); ``label`` 0 good / 1 anomalous; ``label_name``; ``path``;
@@ -285,6 +284,8 @@ class LOCODataset(torch.utils.data.Dataset):
 
     def _load(self, idx: int) -> dict:
         s = self.samples[idx]
+        import torch
+
         tvf, interp = self._tvf, self._interp
         img = torch.from_numpy(np.ascontiguousarray(load_image(s.path))).permute(2, 0, 1)  # uint8 [3, H0, W0]
         h0, w0 = img.shape[1:]
@@ -309,6 +310,8 @@ class LOCODataset(torch.utils.data.Dataset):
 
 def collate_keep_lists(batch: list[dict]) -> dict:
     """Collate ``LOCODataset`` items: tensors stacked, ``label`` -> long [B], the rest kept as lists."""
+    import torch
+
     out: dict = {}
     for key in batch[0]:
         vals = [b[key] for b in batch]
