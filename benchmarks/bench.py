@@ -25,6 +25,9 @@ procedure that the library is compared against.  Sections (``--sections``), one 
 5. ``layers``    (``layers_rows``) where a U-Net forward spends its time, per layer kind.
 6. ``inference`` (``inference_rows``) inference options as speed-ups over the eager model,
                  outputs checked equal within a stated tolerance.
+7. ``score_maps`` (``score_maps_speed``) ``esad score-maps`` on a generated LOCO-sized category
+                 (60 maps of 1700x1000), and MVTec's official evaluation beside it when
+                 ``$MVTEC_LOCO_EVAL_DIR`` names its folder (not shipped here).
 
 Writes ``<out>/results.json`` and ``<out>/results.md`` after every section and prints the
 markdown tables.  Rows that cannot run here (GPU rows without a GPU, ONNX without onnxruntime,
@@ -54,6 +57,7 @@ from benchmarks.inference_rows import section_inference  # noqa: E402
 from benchmarks.layers_rows import section_layers  # noqa: E402
 from benchmarks.metrics_rows import section_metrics  # noqa: E402
 from benchmarks.report import format_markdown, write_results  # noqa: E402
+from benchmarks.score_maps_speed import section_score_maps  # noqa: E402
 from benchmarks.scoring_rows import section_authors, section_models  # noqa: E402
 from benchmarks.training_rows import section_train  # noqa: E402
 from benchmarks.workloads import cfg_for  # noqa: E402
@@ -94,6 +98,7 @@ def bench_settings(quick: bool, profile: str | None = None) -> dict[str, Any]:
             "train_target": 8,
             "train_measure_target_cpu": {"smoke": False},
             "train_timing": {"smoke": (1, 1)},  # (warm-up steps, timed repeats) per setting
+            "score_maps_workload": (2, 170, 100),  # maps per label, width, height
         }
     return {
         "profile": profile or "paper",
@@ -123,11 +128,12 @@ def bench_settings(quick: bool, profile: str | None = None) -> dict[str, Any]:
         # a paper-setting step on a CPU is long enough that one-time set-up does not count, and
         # long enough that one timed step per contender is what a run can afford
         "train_timing": {"demo": (1, 3), "paper": (0, 1)},
+        "score_maps_workload": (20, 1700, 1000),  # one LOCO-sized category
     }
 
 
 #: run order: cheap sections first, torch.compile (long compilation) last.
-SECTIONS = ("metrics", "models", "authors", "train", "layers", "inference")
+SECTIONS = ("metrics", "score_maps", "models", "authors", "train", "layers", "inference")
 
 SECTION_FUNCS: dict[str, Callable[[dict, torch.device, Callable[[str], None]], Any]] = {
     "models": section_models,
@@ -136,6 +142,7 @@ SECTION_FUNCS: dict[str, Callable[[dict, torch.device, Callable[[str], None]], A
     "inference": section_inference,
     "layers": section_layers,
     "metrics": section_metrics,
+    "score_maps": section_score_maps,
 }
 
 

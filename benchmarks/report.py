@@ -283,6 +283,17 @@ def _md_metrics(me: dict) -> list[str]:
     return lines
 
 
+def _md_score_maps(sm: dict) -> list[str]:
+    h, w = sm["size"]
+    lines = ["", f"## `esad score-maps` on {3 * sm['per_label']} maps of {w}x{h} (one process each)", "",
+             "| contender | wall s | CPU s | peak RSS (GB) |", "|---|---:|---:|---:|"]
+    for r in sm["rows"]:
+        lines.append(f"| {r['contender']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_gb']:.2f} |")
+    if not sm["official_dir"]:
+        lines += ["", "(MVTec's official evaluation not timed: set MVTEC_LOCO_EVAL_DIR to its folder)"]
+    return lines
+
+
 def _md_header(meta: dict) -> list[str]:
     """Title, device, profile, repeat counts and load average of the run."""
     return [
@@ -319,6 +330,7 @@ MD_SECTIONS: tuple[tuple[str, Callable[[Any, dict], list[str]]], ...] = (
     ("inference", lambda v, meta: _md_inference(v)),
     ("layers", lambda v, meta: _md_layers(v)),
     ("metrics", lambda v, meta: _md_metrics(v)),
+    ("score_maps", lambda v, meta: _md_score_maps(v)),
     ("targets", lambda v, meta: _md_targets(v)),
     ("errors", lambda v, meta: _md_errors(v)),
 )

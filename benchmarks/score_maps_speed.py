@@ -10,7 +10,8 @@ resident memory (``os.wait4``'s ``ru_maxrss``), the load average before it start
 the CPU count.  ``--before REF`` also times the library as it was at git commit ``REF``
 (extracted with ``git archive`` into a temporary folder) and compares its ``metrics.json`` with
 this checkout's, number by number.  ``--official DIR`` also times the official evaluation
-(a folder holding ``evaluate_experiment.py`` and its ``src/``).  Timings on a shared machine are
+(a folder holding ``evaluate_experiment.py`` and its ``src/``).  ``make bench`` runs the same
+comparison as its ``score_maps`` section (``section_score_maps``).  Timings on a shared machine are
 noisy: measure on an idle one.
 """
 
@@ -24,9 +25,12 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # score_maps_workload, run as a script or not
 
 
 def run_timed(
@@ -82,12 +86,39 @@ def max_difference(a, b, path: str = "") -> tuple[float, str]:
     return (0.0, "") if a == b else (float("inf"), path)
 
 
+#: environment variable naming a folder with MVTec's ``evaluate_experiment.py`` + ``src/`` (the
+#: ``score_maps`` section of ``make bench`` then also times the official evaluation)
+OFFICIAL_ENV = "MVTEC_LOCO_EVAL_DIR"
+
+
+def section_score_maps(st: dict, device: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    """Section ``score_maps`` of ``make bench``: ``esad score-maps`` on a generated LOCO-sized workload
+    (``st["score_maps_workload"]``: per-label count, width, height), beside MVTec's official
+    evaluation when ``$MVTEC_LOCO_EVAL_DIR`` names it.  Runs on the CPU whatever ``device`` is.
+
+    The contenders are started from a fresh interpreter running this script: a child forked from
+    the benchmark process (torch loaded) would count the parent's memory in its peak RSS."""
+    from score_maps_workload import make_workload
+
+    per_label, width, height = st["score_maps_workload"]
+    official = os.environ.get(OFFICIAL_ENV)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = make_workload(Path(tmp) / "work", per_label, width, height)
+        log(f"score_maps: wrote {3 * per_label} maps of {width}x{height}")
+        cmd = [sys.executable, __file__, str(work), "--json", str(Path(tmp) / "rows.json")]
+        subprocess.run(cmd + (["--official", official] if official else []), check=True, capture_output=True)
+        rows = json.loads((Path(tmp) / "rows.json").read_text())
+    log("score_maps: timed")
+    return {"per_label": per_label, "size": [height, width], "official_dir": official, "rows": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workload", help="folder written by benchmarks/score_maps_workload.py")
     ap.add_argument("--category", default="breakfast_box")
     ap.add_argument("--before", metavar="REF", help="also time the library at this git commit")
     ap.add_argument("--official", metavar="DIR", help="also time MVTec's evaluate_experiment.py in DIR")
+    ap.add_argument("--json", metavar="FILE", help="also write the rows to FILE")
     a = ap.parse_args()
     work = Path(a.workload)
     maps, dataset = work / "maps", work / "dataset"
@@ -125,6 +156,9 @@ def main() -> None:
     for name, sec, cpu, gb in rows:
         print(f"| {name} | {sec:.1f} | {cpu:.1f} | {gb:.2f} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if a.json:
+        keys = ("contender", "wall_s", "cpu_s", "peak_gb")
+        Path(a.json).write_text(json.dumps([dict(zip(keys, r, strict=True)) for r in rows]))
 
 
 if __name__ == "__main__":

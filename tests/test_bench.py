@@ -68,8 +68,9 @@ def test_quick_run_writes_every_section(quick_results):
     assert md == report.format_markdown(res)
     headings = ("ESAD (two lightweight U-Nets) vs RIAD", "Inference options", "Metrics on", "Targets")
     headings += ("Ours vs a plain re-statement of theirs", "Training step time and peak memory per image")
-    for heading in headings + ("Where a U-Net forward spends its time",):
+    for heading in headings + ("Where a U-Net forward spends its time", "`esad score-maps` on 6 maps"):
         assert heading in md
+    assert [r["contender"] for r in res["score_maps"]["rows"]][-1] == "esad score-maps (this checkout)"
     assert res["meta"]["quick"] is True and res["meta"]["device"] == "cpu"
     assert len(res["targets"]) == 6
 
