@@ -190,15 +190,23 @@ __all__ = [
 # fmt: on
 
 
+PAIRED_NOTE = (
+    "- Paired: both methods are scored on the SAME test images and every bootstrap resample is "
+    "applied to both, so image difficulty cancels out. `*` = the 95 % interval excludes 0. The "
+    "mean's interval averages the categories' paired resamples (independent test sets)."
+)
+
+
 def format_paired(
     diffs: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
     means: Mapping[str, Mapping[str, Any] | None],
     base: str = "ESAD",
     metric: str = "structural image AUROC",
+    note: str = PAIRED_NOTE,
 ) -> str:
     """Markdown table of paired differences ``base - other`` per category and their mean
     (``diffs[other][category]``, ``means[other]``: ``esad_lib.uncertainty`` difference dicts);
-    ``*`` marks an interval that excludes 0."""
+    ``*`` marks an interval that excludes 0; ``note``: the bullet saying how the intervals are made."""
     others = list(diffs)
     cats = [c for c in CATEGORIES if any(c in diffs[o] for o in others)]
     lines = [f"### Paired differences, {base} minus each method ({metric}, points)", ""]
@@ -221,12 +229,7 @@ def format_paired(
         for o, d in ((o, means.get(o)) for o in others)
         if d
     ]
-    lines += [
-        "",
-        "- Paired: both methods are scored on the SAME test images and every bootstrap resample is "
-        "applied to both, so image difficulty cancels out. `*` = the 95 % interval excludes 0. The "
-        "mean's interval averages the categories' paired resamples (independent test sets).",
-    ] + [f"- {v}." for v in verdicts]
+    lines += ["", note] + [f"- {v}." for v in verdicts]
     return "\n".join(lines) + "\n"
 
 
