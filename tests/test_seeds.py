@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ from benchmarks.seed_interval_coverage import (
     stratum_weights,
     true_difference,
 )
-from esad_lib.demo import demo_power
+from esad_lib.cli import main as cli_main
+from esad_lib.demo import Comparison, demo_power, paired_differences, seeds_report
+from esad_lib.evaluation import SCORES_FILE, scores_csv
 from esad_lib.uncertainty import weighted_auroc
 from esad_lib.uncertainty.seeds import combine_seeds, images_for_halfwidth, seed_image_interval
 
@@ -119,3 +122,67 @@ def test_demo_power_reads_the_mean_differences_of_a_demo_json(tmp_path) -> None:
     assert row["se_seed"] == pytest.approx(1.0) and row["n_needed"] == 165
     with pytest.raises(FileNotFoundError, match="esad demo"):
         demo_power(tmp_path / "missing.json")
+
+
+def _run(folder: Path, names: list[str], scores: np.ndarray) -> Path:
+    """A run folder holding only scores.csv (what the paired comparison reads)."""
+    rows = [{"path": f"/d/test/{n}/{i:03d}.png", "label": n, "anomalous": int(n != "good"), "score": float(s)}
+            for i, (n, s) in enumerate(zip(names, scores))]  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / SCORES_FILE).write_text(scores_csv(SimpleNamespace(to_rows=lambda: rows)))
+    return folder
+
+
+def _comparison(tmp: Path, seed: int, names: list[str]) -> Comparison:
+    """ESAD (a seed-dependent shift) and naive (the same scores every seed) on two categories."""
+    cmp = Comparison()
+    for c, cat in enumerate(("pushpins", "screw_bag")):
+        rng = np.random.default_rng(10 * c)  # the category's images
+        base = rng.random(len(names)) + 0.3 * (np.asarray(names) == "structural")
+        shift = 0.2 * seed * (np.asarray(names) == "structural")
+        noise = np.random.default_rng(100 + seed).random(len(names)) * 0.3
+        for method, s in (("esad", base + shift + noise), ("naive", base)):
+            d = _run(tmp / f"seed{seed}" / cat / method, names, s)
+            cmp.add(method, cat, {"image_auroc": {"structural": _auroc(names, s)}}, d)
+    return cmp
+
+
+def _auroc(names: list[str], scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    keep = np.asarray(names) != "logical"
+    return float(roc_auc_score(np.asarray(names)[keep] == "structural", scores[keep]))
+
+
+def test_seeds_report_combines_each_seeds_paired_bootstrap(tmp_path) -> None:
+    names = ["good"] * 12 + ["structural"] * 10 + ["logical"] * 6
+    cmps = {s: _comparison(tmp_path, s, names) for s in (0, 1, 2)}
+    text, paired = seeds_report(cmps, "t")
+    per_seed = [paired_differences(c.dirs["esad"], {"naive": c.dirs["naive"]}, keep_samples=True)
+                for c in cmps.values()]  # fmt: skip
+    want = combine_seeds([{**d["naive"], "mean": m["naive"]} for d, m in per_seed])
+    got = paired["structural_image_auroc"]
+    for key, g in [("pushpins", got["per_category"]["naive"]["pushpins"]), ("mean", got["mean"]["naive"])]:
+        assert (g["diff"], g["low"], g["high"]) == (want[key]["diff"], want[key]["low"], want[key]["high"])
+        assert "samples" not in g
+    auroc = {(s, m, cat): x["image_auroc"]["structural"] for s, c in cmps.items() for m in c.metrics
+             for cat, x in c.metrics[m].items()}  # fmt: skip
+    by_hand = np.mean([auroc[s, "esad", cat] - auroc[s, "naive", cat] for s, _, cat in auroc])
+    assert got["mean"]["naive"]["diff"] == pytest.approx(by_hand)
+    assert got["mean"]["naive"]["n_seeds"] == 3 and "Satterthwaite" in got["mean"]["naive"]["method"]
+    assert set(got["per_seed"]) == {"0", "1", "2"}
+    assert "| 2 |" in text and "ESAD − naive" in text and "over 3 training seeds" in text
+    # another test set for one seed: its resamples would not be the others'; refused
+    other = _comparison(tmp_path / "other", 1, names[::-1])
+    with pytest.raises(ValueError, match="other test images"):
+        seeds_report({0: cmps[0], 1: other}, "t")
+
+
+def test_esad_demo_seeds_needs_two_seeds_and_demo_power_prints_the_table(tmp_path, capsys) -> None:
+    assert cli_main(["demo", "--seeds", "3"]) == 2
+    assert cli_main(["demo", "--seeds", "0", "1", "--set", "seed=2"]) == 2
+    assert "two or more training seeds" in capsys.readouterr().err
+    one = {"RIAD": {"diff": 0.053, "low": -0.009, "high": 0.114, "se": 0.03}}
+    assert cli_main(["demo-power", str(_demo_json(tmp_path / "d.json", one)), "--half-width", "3.5"]) == 0
+    out = capsys.readouterr().out
+    assert "| ESAD − RIAD | +5.3 [-0.9, 11.4] | 6.15 | 3.00 | 0.00 | 5.88 | 40 | 113 |" in out
