@@ -61,12 +61,10 @@ def report_from_runs(runs: Sequence[str | Path]) -> str:
         if cat in by_method.setdefault(method, {}):
             raise ValueError(f"two {method} runs for category {cat!r} ({run}); report one per category")
         by_method[method][cat] = m
-    main_method = "esad" if "esad" in by_method else next(iter(by_method))
-    extra = {f"{k.upper()} (ours)" if k != "naive" else "naive (ours)": v for k, v in by_method.items()}
-    extra.pop(f"{main_method.upper()} (ours)", None)
-    return format_report(
-        by_method[main_method], extra=extra, title=f"{main_method.upper()} (ours) vs reported"
-    )
+    main = "esad" if "esad" in by_method else next(iter(by_method))
+    label = {k: f"{k.upper()} (ours)" if k != "naive" else "naive (ours)" for k in by_method}
+    extra = {label[k]: v for k, v in by_method.items() if k != main}
+    return format_report(by_method[main], extra=extra, title=f"{main.upper()} (ours) vs reported")
 
 
 def _finished(run_dir: Path, key: str) -> bool:
@@ -132,12 +130,9 @@ def _by_id(t: ScoreTable) -> ScoreTable:
 
 
 def paired_from_scores(
-    base: dict[str, ScoreTable],
-    others: dict[str, dict[str, ScoreTable]],
-    kind: str = "structural",
-    seed: int = 0,
-    keep_samples: bool = False,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    base: dict[str, ScoreTable], others: dict[str, dict[str, ScoreTable]], kind: str = "structural",
+    seed: int = 0, keep_samples: bool = False,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:  # fmt: skip
     """Paired bootstrap differences of the ``kind`` image AUROC, ``base - other``, per category and
     mean: ``(diffs[method][category], means[method])`` of ``esad_lib.uncertainty`` difference dicts.
 
@@ -170,12 +165,9 @@ def paired_from_scores(
 
 
 def paired_differences(
-    base_dirs: dict[str, Path],
-    other_dirs: dict[str, dict[str, Path]],
-    kind: str = "structural",
-    seed: int = 0,
-    keep_samples: bool = False,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    base_dirs: dict[str, Path], other_dirs: dict[str, dict[str, Path]], kind: str = "structural",
+    seed: int = 0, keep_samples: bool = False,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:  # fmt: skip
     """``paired_from_scores`` of run folders: ``base_dirs[category]`` and
     ``other_dirs[method][category]`` are folders with ``scores.csv``."""
     base = {cat: read_scores(d) for cat, d in base_dirs.items()}
@@ -216,15 +208,11 @@ class DemoResult:
 
 
 def _provenance_md(p: dict[str, Any]) -> str:
-    return (
-        f"\nMeasured {p['date']} at commit `{p['commit']}`, profile `{p['profile']}`, torch {p['torch']} "
-        f"with {p['torch_threads']} threads, training seed"
-        + (f"s {', '.join(map(str, p['seeds']))}" if p.get("seeds") else f" {p['seed']}")
-        + ", synthetic test set seed "
-        f"{p['synth_seed']}"
-        + (f", overrides {p['overrides']}" if p.get("overrides") else "")
-        + f"; {p['seconds']:.0f} s in all.\n"
-    )
+    seeds = f"s {', '.join(map(str, p['seeds']))}" if p.get("seeds") else f" {p['seed']}"
+    overrides = f", overrides {p['overrides']}" if p.get("overrides") else ""
+    return (f"\nMeasured {p['date']} at commit `{p['commit']}`, profile `{p['profile']}`, torch {p['torch']} "
+            f"with {p['torch_threads']} threads, training seed{seeds}, synthetic test set seed "
+            f"{p['synth_seed']}{overrides}; {p['seconds']:.0f} s in all.\n")  # fmt: skip
 
 
 #: column labels of the other methods in the results table, and their names in the paired table.
@@ -255,18 +243,11 @@ DetectorFactory = Callable[[ESADConfig], Detector]
 
 
 def compare_methods(
-    profile: str = "demo",
-    categories: Sequence[str] = CATEGORIES,
-    with_riad: bool = False,
-    with_naive: bool = True,
-    with_patchcore: bool = False,
-    progress: bool = True,
-    overrides: dict[str, Any] | None = None,
-    out: str | Path | None = None,
-    reevaluate: bool = False,
-    echo: bool = True,
-    detectors: dict[str, DetectorFactory] | None = None,
-) -> Comparison:
+    profile: str = "demo", categories: Sequence[str] = CATEGORIES, with_riad: bool = False,
+    with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
+    overrides: dict[str, Any] | None = None, out: str | Path | None = None, reevaluate: bool = False,
+    echo: bool = True, detectors: dict[str, DetectorFactory] | None = None,
+) -> Comparison:  # fmt: skip
     """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category: RIAD
     at the same budget, the naive baseline, PatchCore and a reader's ``detectors`` (``{name:
     factory}``, ``factory(cfg)`` an unfitted detector).  Finished evaluations are reused unless
@@ -325,13 +306,11 @@ def _no_samples(x: Any) -> Any:
 
 
 SEEDS_NOTE = (
-    "- Over training seeds: each cell is the mean over the seeds of the paired difference. Its 95 % "
-    "interval covers the seeds AND the test images: per seed the paired stratified bootstrap (the SAME "
-    "resamples of the test images for every seed and both methods; the mean: per seed and resample the "
-    "mean over categories), combined by the law of total variance, se² = s²_seed / S + Var_b(seed mean), "
-    "with a Student-t quantile of Satterthwaite's degrees of freedom (docs/seeds.md). ESAD and RIAD are "
-    "trained once per seed (`cfg.seed`); PatchCore draws its coreset and projection with the seed; the "
-    "naive baseline has no randomness (the same scores every seed). `*` = the interval excludes 0."
+    "- Each cell: the mean over the seeds of the paired difference; its 95 % interval covers the seeds AND "
+    "the test images: each seed's paired bootstrap (the SAME resamples for every seed and method) combined "
+    "by the law of total variance, se² = s²_seed / S + Var_b(seed mean), Student-t with Satterthwaite's "
+    "df (docs/seeds.md). ESAD and RIAD are trained per seed (`cfg.seed`), PatchCore's coreset is drawn "
+    "with it, the naive baseline has no randomness. `*` = the interval excludes 0."
 )
 
 
@@ -376,17 +355,11 @@ def seeds_report(cmps: dict[int, Comparison], title: str) -> tuple[str, dict[str
 
 
 def run_demo(
-    profile: str = "demo",
-    out: str | Path | None = None,
-    categories: Sequence[str] = CATEGORIES,
-    with_riad: bool = False,
-    with_naive: bool = True,
-    with_patchcore: bool = False,
-    progress: bool = True,
-    overrides: dict[str, Any] | None = None,
-    detectors: dict[str, DetectorFactory] | None = None,
+    profile: str = "demo", out: str | Path | None = None, categories: Sequence[str] = CATEGORIES,
+    with_riad: bool = False, with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
+    overrides: dict[str, Any] | None = None, detectors: dict[str, DetectorFactory] | None = None,
     seeds: Sequence[int] | None = None,
-) -> DemoResult:
+) -> DemoResult:  # fmt: skip
     """``compare_methods`` and its tables: writes ``report.md`` and ``demo.json`` to ``out`` (default
     ``<data root>/runs/<profile>``); ``overrides``: config fields changed in every run.  ``seeds``
     (two or more training seeds): ``compare_methods`` per seed (into ``out/seed<N>``) and

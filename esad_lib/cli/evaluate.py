@@ -115,9 +115,7 @@ def cmd_demo_power(args: argparse.Namespace) -> int:
         print(f"| ESAD − {r['method']} | {r['diff']:+.1f} [{r['low']:.1f}, {r['high']:.1f}] | "
               f"{r['half_width_now']:.2f} | {r['se']:.2f} | {r['se_seed']:.2f} | {r['z_se']:.2f} | "
               f"{r['n_now']} | {r['n_needed']:.0f} |")  # fmt: skip
-    print("\nModel: the bootstrap SE over test images scales as 1/sqrt(n), n test images per type (good and "
-          "anomalous alike); needed n = ceil(n_now z² se_image² / (h² - z² se_seed²)) (inf: more seeds, not "
-          "images, are needed).")  # fmt: skip
+    print("\nSE ~ 1/sqrt(images per type): n = ceil(n_now z² se_image² / (h² - z² se_seed²)); inf: add seeds")
     return 0
 
 
