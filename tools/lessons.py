@@ -82,15 +82,17 @@ _TIME_RE = re.compile(r"\*\*Time:\*\*[^\n]*")
 
 
 def header_time_text(stamp: dict[str, Any]) -> str:
-    """The ``**Time:**`` statement for an execution ``stamp`` (seconds, date, cores, threads)."""
+    """The ``**Time:**`` statement for an execution ``stamp`` (seconds, date, cores, threads): the time
+    a reader sees after ``make demo``, which ``make notebooks`` is meant to follow."""
     sec = float(stamp["seconds"])
     took = f"{sec:.0f} s" if sec < 90 else f"{sec / 60:.1f} min"
     cores = stamp.get("cpu_cores", "?")
     threads = stamp.get("torch_threads", "?")
     return (
-        f"**Time:** {took} in the {stamp['profile']} profile, measured top to bottom by `make notebooks` on "
-        f"{stamp['date']} ({cores}-core CPU, {threads} torch threads, no GPU; trained models are taken from "
-        f"the library cache where present -- a first run that has to train them takes longer)."
+        f"**Time:** {took} in the {stamp['profile']} profile, measured top to bottom by `make notebooks` run "
+        f"after `make demo` on {stamp['date']} ({cores}-core CPU, {threads} torch threads, no GPU; the "
+        f"models `make demo` trains are loaded from the library cache -- without them a first run trains "
+        f"them and takes longer)."
     )
 
 
