@@ -17,10 +17,13 @@ executed: no cell (code or markdown) over ``MAX_CELL_LINES`` lines, no font size
 ``MIN_FONT_SIZE`` pt written in the code, no progress bar among the outputs (a committed lesson
 is read, not watched: a bar saved mid-run shows "0%|" forever), no text output over
 ``MAX_OUTPUT_LINES`` lines (summarise it, keep the detail one call away), and every PNG figure
-saved at ``MIN_FIGURE_DPI`` dpi or more (read from its ``pHYs`` chunk).  Execution helps the last
-three: the kernel runs with ``TQDM_DISABLE=1`` (tqdm's environment default, for every bar that
-does not pass ``disable`` itself), the progress bars that still ran are dropped from the outputs
-(``drop_progress_bars``), and matplotlib saves at ``FIGURE_DPI``.
+saved at ``MIN_FIGURE_DPI`` dpi or more (read from its ``pHYs`` chunk).  Execution helps with
+these: matplotlib saves at ``FIGURE_DPI``, the kernel runs with ``TQDM_DISABLE=1`` (tqdm's
+environment default: it silences the plain-text bars of calls that do not pass ``disable``), and
+every progress-bar output is dropped afterwards (``drop_progress_bars``) -- the one step that
+catches them all, since a ``disable=False`` passed by the library wins over the environment and
+``tqdm.notebook`` (what ``tqdm.auto`` picks in a kernel) displays its widget, frozen at "0%" once
+the widget state is stripped, even with ``TQDM_DISABLE=1`` (tqdm 4.70).
 """
 
 from __future__ import annotations
@@ -287,7 +290,7 @@ def execute_notebook(path: str | Path, profile: str = COMMITTED_PROFILE, timeout
     rc_before = os.environ.get("MATPLOTLIBRC")
     os.environ["MATPLOTLIBRC"] = rc_dir.name  # read by the kernel's matplotlib at import
     tqdm_before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # tqdm's default for every bar that does not pass `disable`
+    os.environ["TQDM_DISABLE"] = "1"  # plain-text bars that do not pass `disable`; widgets: see below
     t0 = time.perf_counter()
     try:
         client = NotebookClient(
