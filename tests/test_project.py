@@ -160,16 +160,20 @@ def test_lesson_rules_catch_long_cells_bars_walls_small_fonts_and_low_dpi(tmp_pa
     assert any("prints 61 lines" in m for m in problems([code("print()", stream("x\n" * 61))]))
     assert any("64 dpi" in m for m in problems([code("plt.show()", figure(64))]))
     frozen = "train:   0%|          | 0/5 [00:00<?, ?it/s]"
-    bar = nbformat.v4.new_output("display_data", data={"text/plain": frozen})
+    view = {"model_id": "x", "version_major": 2, "version_minor": 0}
+    bar = nbformat.v4.new_output("display_data", data={"text/plain": frozen, lessons.WIDGET_VIEW: view})
     assert any("progress bar" in m for m in problems([code("train()", bar)]))
     done = stream("esad check: 100%|##########| 950/950 [00:01<00:00]\n")
     assert any("progress bar" in m for m in problems([code("check()", done)]))
     # execution drops the bars: a bar alone goes, the text printed beside one stays
     mixed = stream("\rsplit:  50%|#####     | 1/2\rsplit: 100%|##########| 2/2\n2 files written\n")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [code("run()", bar, done, mixed)]
+    dropdown = {"text/plain": "Dropdown(options=('a', 'b'))", lessons.WIDGET_VIEW: view}
+    other_widget = nbformat.v4.new_output("display_data", data=dropdown)
+    nb.cells = [code("run()", bar, done, mixed, other_widget)]
     assert lessons.drop_progress_bars(nb) == 3
-    assert [o.get("text") for o in nb.cells[0].outputs] == ["2 files written\n"]
+    assert [o.get("text") for o in nb.cells[0].outputs[:1]] == ["2 files written\n"]
+    assert nb.cells[0].outputs[1] == other_widget  # a widget that is no progress bar stays
 
 
 def test_each_notebook_starts_with_a_tagged_parameters_cell() -> None:

@@ -144,10 +144,8 @@ def _output_text(out: Any) -> str:
 
 
 def is_progress_bar(out: Any) -> bool:
-    """True for an output that is (only) a progress bar: a widget view (tqdm.auto in a kernel) or
-    text made of tqdm bar lines ("name:  40%|####      | 2/5 [...]")."""
-    if WIDGET_VIEW in out.get("data", {}):
-        return True
+    """True for an output that is (only) a progress bar: text made of tqdm bar lines ("name:  40%|####
+    | 2/5 [...]"), as a stream or as the text form of a widget (tqdm.auto in a kernel)."""
     lines = [ln for ln in re.split(r"[\r\n]", _output_text(out)) if ln.strip()]
     return bool(lines) and all(PROGRESS_RE.search(ln) for ln in lines)
 
