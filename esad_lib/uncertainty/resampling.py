@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from esad_lib.metrics import ANOMALY_TYPES
+
 DEFAULT_N_BOOT = 2000
-ANOMALY_TYPES = ("structural", "logical")
 METHOD_BOOT = "stratified bootstrap over test images, percentile interval"
 METHOD_PAIRED = "paired stratified bootstrap over test images, percentile interval"
 
@@ -72,6 +73,33 @@ def _diff_summary(a: float, b: float, samples: np.ndarray, level: float, **extra
     out["diff"] = out["value"]
     out["a"], out["b"] = float(a), float(b)
     out["excludes_zero"] = bool(out["low"] > 0.0 or out["high"] < 0.0)
+    return out
+
+
+def type_summaries(
+    a: tuple[dict, dict],
+    b: tuple[dict, dict] | None = None,
+    level: float = 0.95,
+    return_samples: bool = False,
+    extra: Mapping[str, dict] | None = None,
+) -> dict[str, dict[str, Any] | None]:
+    """``{type: interval}`` for each anomaly type and "mean" from ``a = ({type: value}, {type: samples
+    [B]})`` (None: the type is absent); with ``b`` (the same resamples) the paired differences a - b.
+    ``extra[type]``: more entries of that type's interval."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for k in (*ANOMALY_TYPES, "mean"):
+        samples = a[1][k]
+        if samples is None:
+            out[k] = None
+            continue
+        more = (extra or {}).get(k, {})
+        if b is None:
+            out[k] = _summary(a[0][k], samples, level, METHOD_BOOT, **more)
+        else:
+            samples = samples - b[1][k]
+            out[k] = _diff_summary(a[0][k], b[0][k], samples, level, **more)
+        if return_samples:
+            out[k]["samples"] = samples
     return out
 
 
