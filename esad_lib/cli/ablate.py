@@ -29,6 +29,9 @@ def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ES
 def run_ablate(args: argparse.Namespace) -> int:
     from esad_lib import ablation  # torch loads only when a sub-command needs it
 
+    if not args.list and not args.out:
+        print("esad ablate: --out DIR is required (the folder that holds the grid's runs)", file=sys.stderr)
+        return 2
     if args.list:
         for v in ablation.variant_registry().values():
             what = f"detector {getattr(v.detector, '__qualname__', v.detector)}" if v.detector else v.diff
@@ -44,11 +47,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as e:
         print(f"esad ablate: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    models = None
-    if args.models == "cache":
-        models = cache_dir() / "runs"
-    elif args.models:
-        models = Path(args.models)
+    models = cache_dir() / "runs" if args.models == "cache" else args.models or None
     out = Path(args.out)
     report = ablation.run_grid(base, variants, cats, seeds, out, devices=devices, models_dir=models)
     print(
@@ -88,11 +87,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder for trained models (default OUT/models); 'cache' shares "
                    "train_or_load's model cache")
     p.add_argument("--list", action="store_true", help="list the registered variants and exit")
-    p.set_defaults(func=_checked)
-
-
-def _checked(args: argparse.Namespace) -> int:
-    if not args.list and not args.out:
-        print("esad ablate: --out DIR is required (the folder that holds the grid's runs)", file=sys.stderr)
-        return 2
-    return run_ablate(args)
+    p.set_defaults(func=run_ablate)
