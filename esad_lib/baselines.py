@@ -47,8 +47,7 @@ def zscore_maps(test: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarr
 
 
 def naive_zscore_scores(
-    train_images: Sequence[np.ndarray] | np.ndarray,
-    test_images: Sequence[np.ndarray] | np.ndarray,
+    train_images: Sequence[np.ndarray] | np.ndarray, test_images: Sequence[np.ndarray] | np.ndarray,
     sigma_min: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train ``[N,H,W,C]`` (or ``[H,W(,C)]`` each), test ``[M,H,W,C]`` -> scores ``[M]``, maps ``[M,H,W]``."""
@@ -91,10 +90,7 @@ def network_image_255(x) -> np.ndarray:
 
 
 def naive_category_scores(
-    root: str | Path,
-    category: str,
-    size: Sequence[int] | None = None,
-    keep_aspect: bool = False,
+    root: str | Path, category: str, size: Sequence[int] | None = None, keep_aspect: bool = False,
     max_side: int | None = 256,
 ) -> NaiveScores:
     """Naive z-score image scores of ``category``'s test images against its ``train/good`` statistics."""
@@ -140,15 +136,9 @@ def naive_category_scores(
 
 
 def naive_baseline_table(
-    root: str | Path,
-    categories: Sequence[str] | None = None,
-    max_side: int | None = 256,
-    by_defect: bool = False,
-    progress: bool = True,
-    size: Sequence[int] | None = None,
-    keep_aspect: bool = False,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
+    root: str | Path, categories: Sequence[str] | None = None, max_side: int | None = 256,
+    by_defect: bool = False, progress: bool = True, size: Sequence[int] | None = None,
+    keep_aspect: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
 ) -> list[dict]:
     """Image AUROC (test/good vs each type; ``by_defect``: each defect) of the naive baseline per category.
 

@@ -43,10 +43,9 @@ from esad_lib.uncertainty import (
 if TYPE_CHECKING:  # torch is loaded only when a model scores (score_maps needs none of it)
     from esad_lib.scoring import ScoreResult
 
-METRICS_FILE = "metrics.json"
-SCORES_FILE = "scores.csv"
-CI_N_BOOT = DEFAULT_N_BOOT
-CI_SEED = 0
+METRICS_FILE, SCORES_FILE = "metrics.json", "scores.csv"
+#: bootstrap resamples and seed of the intervals in metrics.json.
+CI_N_BOOT, CI_SEED = DEFAULT_N_BOOT, 0
 #: version of the metrics.json layout (bump when keys change).
 METRICS_SCHEMA = 3
 
@@ -65,10 +64,7 @@ def json_safe(x: Any) -> Any:
 
 
 def metrics_from_maps(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Sequence,
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Sequence,
     ci: bool = True,
 ) -> dict[str, Any]:
     """Every metric of ``metrics.json`` from full-resolution maps ``[H0,W0]``; ``ci``: with 95 %
@@ -127,18 +123,11 @@ def write_metrics(out_dir: str | Path, metrics: dict[str, Any], result: ScoreRes
 
 
 def evaluate(
-    detector,
-    cfg: ESADConfig,
-    out_dir: str | Path | None = None,
-    root: str | Path | None = None,
-    max_images: int | None = None,
-    progress: bool = True,
-    export_maps_dir: str | Path | None = None,
+    detector, cfg: ESADConfig, out_dir: str | Path | None = None, root: str | Path | None = None,
+    max_images: int | None = None, progress: bool = True, export_maps_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], ScoreResult]:
     """Score ``cfg.category``'s test split with a fitted ``detector``: ``(metrics, result)``.
-
-    ``out_dir``: also write metrics.json and scores.csv; ``export_maps_dir``: the maps as TIFF.
-    """
+    ``out_dir``: also write metrics.json and scores.csv; ``export_maps_dir``: the maps as TIFF."""
     from esad_lib.detectors.base import detector_name
     from esad_lib.scoring import score_dataset
 
@@ -170,10 +159,7 @@ def evaluate(
 
 
 def evaluate_model(
-    model,
-    cfg: ESADConfig,
-    root: str | Path | None = None,
-    max_images: int | None = None,
+    model, cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, Any], ScoreResult]:
     """``evaluate`` of a trained ESAD / RIAD ``model`` scored with ``cfg``'s test-time fields."""
@@ -204,18 +190,12 @@ def scores_csv(result: ScoreResult) -> str:
 
 
 def evaluate_run(
-    run_dir: str | Path,
-    max_images: int | None = None,
-    progress: bool = True,
-    save_scores: bool = True,
-    overrides: dict[str, Any] | None = None,
-    root: str | Path | None = None,
+    run_dir: str | Path, max_images: int | None = None, progress: bool = True, save_scores: bool = True,
+    overrides: dict[str, Any] | None = None, root: str | Path | None = None,
     export_maps_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the trained run in ``run_dir``; write ``run_dir/metrics.json`` (and scores.csv).
-
-    ``overrides``: scoring fields of the run's config only (e.g. ``{"score_map": "pixel"}``).
-    """
+    ``overrides``: scoring fields of the run's config only (e.g. ``{"score_map": "pixel"}``)."""
     from esad_lib.detectors.esad import EsadDetector
     from esad_lib.run_io import load_run
 
@@ -239,12 +219,8 @@ def evaluate_run(
 
 
 def score_maps(
-    maps_dir: str | Path,
-    root: str | Path,
-    categories: Sequence[str],
-    out: str | Path | None = None,
-    method: str = "external",
-    progress: bool = True,
+    maps_dir: str | Path, root: str | Path, categories: Sequence[str], out: str | Path | None = None,
+    method: str = "external", progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """``{category: metrics}`` of maps on disk; reads every category before writing ``out/<category>``."""
     maps_dir, root = Path(maps_dir), Path(root)

@@ -194,13 +194,8 @@ def fit_detector(detector, cfg: ESADConfig, root: str | Path | None = None):
 
 
 def score_dataset(
-    detector,
-    cfg: ESADConfig,
-    split: str = "test",
-    labels: Sequence[str] | None = None,
-    root: str | Path | None = None,
-    max_images: int | None = None,
-    keep_channels: bool = True,
+    detector, cfg: ESADConfig, split: str = "test", labels: Sequence[str] | None = None,
+    root: str | Path | None = None, max_images: int | None = None, keep_channels: bool = True,
     progress: bool = True,
 ) -> ScoreResult:
     """THE scoring loop: every image of ``split`` of ``cfg.category`` through a fitted ``detector``.

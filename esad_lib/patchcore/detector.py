@@ -23,12 +23,8 @@ class PatchCore:
     name = "patchcore"
 
     def __init__(
-        self,
-        extractor: torch.nn.Module,
-        config: PatchCoreConfig | None = None,
-        seed: int = 0,
-        cfg: ESADConfig | None = None,
-        **settings: Any,
+        self, extractor: torch.nn.Module, config: PatchCoreConfig | None = None, seed: int = 0,
+        cfg: ESADConfig | None = None, **settings: Any,
     ) -> None:
         self.config = (config or PatchCoreConfig()).replace(**settings)
         self.extractor = extractor.eval()

@@ -45,10 +45,8 @@ def reduce_channels(feats: torch.Tensor, target_dim: int | None) -> torch.Tensor
 
 
 def patch_features(
-    maps: Sequence[torch.Tensor],
-    layers: Sequence[int] = DEFAULTS.layers,
-    patch_size: int = DEFAULTS.patch_size,
-    target_dim: int | None = None,
+    maps: Sequence[torch.Tensor], layers: Sequence[int] = DEFAULTS.layers,
+    patch_size: int = DEFAULTS.patch_size, target_dim: int | None = None,
 ) -> torch.Tensor:
     """Patch features from the extractor's maps ``[B,C_l,H_l,W_l]``: ``-> [B, h, w, D]``, first tap's grid."""
     idx = _check_layers(layers, len(maps))
@@ -73,12 +71,8 @@ def jl_projection(dim: int, projection_dim: int | None, seed: int) -> torch.Tens
 
 
 def greedy_coreset_indices(
-    features: torch.Tensor,
-    n_select: int,
-    projection_dim: int | None = DEFAULTS.projection_dim,
-    seed: int = 0,
-    first_index: int | None = None,
-    progress: bool = False,
+    features: torch.Tensor, n_select: int, projection_dim: int | None = DEFAULTS.projection_dim,
+    seed: int = 0, first_index: int | None = None, progress: bool = False,
 ) -> torch.Tensor:
     """Greedy coreset of ``features [N, D]`` (PC Algorithm 1): indices ``int64 [n_select]``.
 

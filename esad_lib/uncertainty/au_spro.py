@@ -42,10 +42,7 @@ class SproStats:
 
 
 def spro_statistics(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    defects: Any,
-    fpr_limit: float = 0.05,
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05,
     grid: int | str = 2000,
 ) -> SproStats:
     """Precompute :class:`SproStats` of ``maps [H, W]`` and ``channels uint8 [C, H, W]``, with

@@ -102,7 +102,7 @@ def check_paired(
         if ia != ib and sorted(ia) == sorted(ib):
             raise ValueError(f"{pre} same images in a different order; sort both alike")
         if ia != ib:
-            first = next(i for i, (x, y) in enumerate(zip(ia, ib)) if x != y) if len(ia) == len(ib) else 0
+            first = next(i for i, (x, y) in enumerate(zip(ia, ib)) if x != y)
             raise ValueError(
                 f"{pre} different images (first difference at row {first}: "
                 f"{ia[first]!r} vs {ib[first]!r}); both must be scored on the same test images"
