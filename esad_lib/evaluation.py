@@ -90,11 +90,11 @@ def metrics_from_maps(
     return out
 
 
-def metrics_from_result(result: ScoreResult, defects: Sequence, map_dtype=np.float32) -> dict[str, Any]:
-    """All metrics of one scored test split (maps upsampled to original size here)."""
+def metrics_from_result(result: ScoreResult, defects: Sequence) -> dict[str, Any]:
+    """All metrics of one scored test split (maps upsampled to original size here, float32)."""
     if result.channels is None:
         raise ValueError("the ScoreResult has no ground-truth channels; score with keep_channels=True")
-    full = [result.full_res_map(i, map_dtype) for i in range(len(result))]
+    full = [result.full_res_map(i, np.float32) for i in range(len(result))]
     return metrics_from_maps(full, result.channels, result.label_names, defects)
 
 

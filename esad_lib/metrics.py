@@ -30,8 +30,8 @@ import numpy as np
 
 __all__ = [
     "ANOMALY_TYPES", "PixelOrder", "SPRO_LIMITS", "area_under_curve", "au_pro", "au_spro",
-    "au_spro_at_limits", "au_spro_by_defect", "image_auroc", "image_auroc_by_type", "map_metrics",
-    "pixel_auroc", "pro_curve", "spro_curve", "type_groups", "type_mean",
+    "au_spro_by_defect", "image_auroc", "image_auroc_by_type", "map_metrics", "pixel_auroc", "pro_curve",
+    "spro_curve", "type_groups", "type_mean",
 ]  # fmt: skip
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
@@ -577,16 +577,9 @@ def au_spro(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05
 ) -> float:
     """MVTec LOCO AD's AU-sPRO = (1/fpr_limit) * integral_0^fpr_limit sPRO dFPR (see ``spro_curve``);
-    pass one anomaly type's images together with the good ones."""
-    return au_spro_at_limits(maps, channels, defects, [fpr_limit])[float(fpr_limit)]
-
-
-def au_spro_at_limits(
-    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS, defect_names: Iterable[str] | None = None,
-) -> dict[float, float]:  # fmt: skip
-    """AU-sPRO at several FPR limits from ONE exact sPRO curve: ``{limit: AU-sPRO}``."""
-    return PixelOrder(maps, channels, defects).at_limits("all", limits, "spro", defect_names)
+    pass one anomaly type's images together with the good ones.  Several limits from one curve:
+    ``PixelOrder(maps, channels, defects).at_limits("all", limits)``."""
+    return PixelOrder(maps, channels, defects).at_limits("all", [fpr_limit])[float(fpr_limit)]
 
 
 def au_spro_by_defect(

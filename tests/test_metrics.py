@@ -198,7 +198,7 @@ def test_au_spro_at_limits_equals_one_call_per_limit(seed: int) -> None:
     if not any(m.any() for m in masks):  # at least one region
         chans[-1] = np.concatenate([chans[-1], np.full((1, *maps[-1].shape), 255, np.uint8)])
         chans[-1][-1, 1:] = 0
-    at = M.au_spro_at_limits(maps, chans, DEFECTS)
+    at = M.PixelOrder(maps, chans, DEFECTS).at_limits("all", M.SPRO_LIMITS)
     assert list(at) == list(M.SPRO_LIMITS) == [0.01, 0.05, 0.1, 0.3, 1.0]
     for lim, v in at.items():
         assert v == pytest.approx(M.au_spro(maps, chans, DEFECTS, lim), abs=1e-12)
