@@ -115,6 +115,13 @@ def weighted_au_spro(
     return np.concatenate([a for a, _ in out]), np.concatenate([b for _, b in out])
 
 
+def _resampled(stats: SproStats, weights: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(AU-sPRO of the images, of each resample ``[B]``, the largest grid chord bound of both)."""
+    boot, bound_b = weighted_au_spro(stats, weights)
+    (value,), (bound,) = weighted_au_spro(stats, np.ones(stats.n_images))
+    return float(value), boot, max(float(bound), float(np.nanmax(bound_b)))
+
+
 def au_spro_ci(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], strata: Sequence[Hashable], defects: Any,
     fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
@@ -125,11 +132,9 @@ def au_spro_ci(
     resamples), how far the grid may be from the exact curve."""
     stats = spro_statistics(maps, channels, defects, fpr_limit, grid)
     w = resample_weights(resample_indices(strata, n_boot, seed), stats.n_images)
-    boot, bound_b = weighted_au_spro(stats, w)
-    value, bound = weighted_au_spro(stats, np.ones(stats.n_images))
-    err = float(max(bound[0], np.nanmax(bound_b)))
-    out = _summary(float(value[0]), boot, level, METHOD_BOOT, grid_error=err, n_images=stats.n_images,
-                   n_regions=int(stats.region_image.size))  # fmt: skip
+    value, boot, err = _resampled(stats, w)
+    n = {"n_images": stats.n_images, "n_regions": int(stats.region_image.size)}
+    out = _summary(value, boot, level, METHOD_BOOT, grid_error=err, **n)
     if return_samples:
         out["samples"] = boot
     return out
@@ -169,11 +174,8 @@ def au_spro_ci_by_type(
         for kind, idx in groups.items():
             if idx is None:
                 continue
-            st = SproStats(**od.stats(kind))
-            boots[kind], bnd = weighted_au_spro(st, w_all[:, idx])
-            (v,), (e,) = weighted_au_spro(st, np.ones(len(idx)))
-            vals[kind] = float(v)
-            errs[kind] = max(errs[kind], float(e), float(np.nanmax(bnd)))
+            vals[kind], boots[kind], err = _resampled(SproStats(**od.stats(kind)), w_all[:, idx])
+            errs[kind] = max(errs[kind], err)
         vals["mean"], boots["mean"] = type_mean(vals), type_mean(boots)
         per_side.append((vals, boots))
     errs["mean"] = max(errs.values())
