@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esad_lib.ablation.verdict import EXPECTATIONS
 from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.features import available_extractors
 from esad_lib.patchcore import PatchCore
+from esad_lib.run_io import is_finished
 
 BASE_VARIANT = "esad"
 
@@ -109,8 +111,8 @@ def register_variant(variant: Variant) -> Variant:
     registry, so that ``run_grid`` and the summaries find it by name; a built-in name is refused."""
     if variant.name in {v.name for v in _static_variants() + _extractor_variants()}:
         raise ValueError(f"{variant.name!r} is a built-in ablation variant; give yours another name")
-    if variant.expect not in (None, "lower", "similar"):
-        raise ValueError(f"Variant.expect={variant.expect!r}: use 'lower', 'similar' or None")
+    if variant.expect is not None and variant.expect not in EXPECTATIONS:
+        raise ValueError(f"Variant.expect={variant.expect!r}: use one of {EXPECTATIONS} or None")
     _REGISTERED[variant.name] = variant
     return variant
 
@@ -213,8 +215,8 @@ def expand_grid(
 
 
 def model_finished(model_dir: Path) -> bool:
-    """Training wrote its last two files (esad_lib.training: they mean "done")."""
-    return (Path(model_dir) / "model.pt").exists() and (Path(model_dir) / "train_summary.json").exists()
+    """Training wrote its last two files (``run_io.is_finished``: they mean "done")."""
+    return is_finished(Path(model_dir))
 
 
 def run_finished(spec: RunSpec, out: Path) -> bool:
