@@ -32,10 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "both networks).",
     )  # fmt: skip
     p.add_argument("--profile", choices=PROFILES, help="scale profile (default: $ESAD_PROFILE or demo)")
-    p.add_argument("--width", type=int, default=None, help="override base_width")
-    p.add_argument("--unet", default=None, choices=CHOICES["unet"], help="override the U-Net kind")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="override the image size")
+    p.add_argument("--width", type=int, help="override base_width")
+    p.add_argument("--unet", choices=CHOICES["unet"], help="override the U-Net kind")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="override the image size")
     p.add_argument("--compare-riad", action="store_true",
                    help="also print the RIAD baseline (one classic U-Net, zero fill)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
