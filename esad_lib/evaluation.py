@@ -173,11 +173,15 @@ def read_train_seconds(run_dir: str | Path) -> float | None:
     p = Path(run_dir) / "train_summary.json"
     if not p.exists():
         return None
+    seconds = _read_json(p, "re-run `esad train` for this run").get("train_seconds")
+    return None if seconds is None else float(seconds)
+
+
+def _read_json(p: Path, fix: str) -> dict[str, Any]:
     try:
-        d = json.loads(p.read_text())
+        return json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad train` for this run") from e
-    return None if d.get("train_seconds") is None else float(d["train_seconds"])
+        raise ValueError(f"{p} is not valid JSON ({e}); {fix}") from e
 
 
 def scores_csv(result: ScoreResult) -> str:
@@ -244,7 +248,4 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     p = p if p.name == METRICS_FILE else p / METRICS_FILE
     if not p.exists():
         raise FileNotFoundError(f"{p} not found; run `esad evaluate {p.parent}` first")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad evaluate {p.parent}`") from e
+    return _read_json(p, f"re-run `esad evaluate {p.parent}`")

@@ -468,9 +468,7 @@ class PixelOrder:
     def _samples(self, groups: Sequence[str]) -> dict[str, list[np.ndarray]]:
         """Per group, every ``stride``-th negative of each member image (raster order), stride =
         N- of the group // ``_MAX_SAMPLE``; one gather per image serves all groups."""
-        members = {g: self.images(g) for g in groups}
-        if any(int(self.n_neg[imgs].sum()) == 0 for imgs in members.values()):
-            raise ValueError("no normal (negative) pixels: the FPR is undefined")
+        members = {g: self.images(g) for g in groups}  # (_stats_grid refuses a group without negatives)
         stride = {g: max(1, int(self.n_neg[imgs].sum()) // _MAX_SAMPLE) for g, imgs in members.items()}
 
         def take(i: int) -> dict[str, np.ndarray]:
