@@ -164,7 +164,7 @@ def compare_to_base(
     if base not in set(sub["variant"]):
         return pd.DataFrame(columns=list(COMPARE_COLUMNS))
     per = sub.groupby(["variant", "seed", "category"])["value"].mean()
-    cats: dict[tuple, set] = {}
+    cats: dict[tuple, set] = {}  # (variant, seed) -> its categories
     for vv, sd, c in per.index:
         cats.setdefault((vv, sd), set()).add(c)
     rows = []
@@ -187,9 +187,8 @@ def compare_to_base(
         low, high, method = _interval(ci, deltas, "paired bootstrap over test images")
         var = reg.get(v)
         expected = var.expect if var else None
-        expected_text = {"lower": f"lower than {base}", "similar": f"close to {base}"}.get(
-            expected, "no claim"
-        )
+        wording = {"lower": f"lower than {base}", "similar": f"close to {base}"}
+        expected_text = wording.get(expected, "no claim")
         rows.append(
             (v, var.claim if var else "", expected_text, mean, std, seed_deltas, low, high)
             + (bool(low > 0 or high < 0), method, uncertainty.format_diff(mean, low, high) + f" (n={len(s)})")

@@ -41,9 +41,7 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
     pos = _binary_labels(labels)
     w = np.atleast_2d(np.asarray(weights))
     if s.shape != pos.shape or w.ndim != 2 or w.shape[1] != s.size:
-        raise ValueError(
-            f"scores {s.shape}, labels {pos.shape} and weights {w.shape} must be [N], [N], [B, N]"
-        )
+        raise ValueError(f"scores {s.shape}, labels {pos.shape}, weights {w.shape}: must be [N], [N], [B, N]")
     if not np.isfinite(s).all():
         raise ValueError("scores contain NaN or infinite values")
     if not np.issubdtype(w.dtype, np.integer):
