@@ -65,6 +65,12 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
     return num2 / den2
 
 
+def _with_resamples(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """(image AUROC of the images, of each resample ``[B]``) from multiplicities ``[B, N]``."""
+    ones = np.ones(weights.shape[1], dtype=np.int64)
+    return float(weighted_auroc(scores, labels, ones)[0]), weighted_auroc(scores, labels, weights)
+
+
 def image_auroc_ci(
     scores: Sequence[float], labels: Sequence[int], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
     level: float = 0.95, return_samples: bool = False,
@@ -72,9 +78,7 @@ def image_auroc_ci(
     """Image AUROC (``value`` == ``metrics.image_auroc``) with its stratified-bootstrap percentile
     interval: value, low, high, se, level, n_boot, method, n_good, n_anomalous (+ samples [B])."""
     lab = _binary_labels(labels)
-    w = resample_weights(resample_indices(lab, n_boot, seed))
-    boot = weighted_auroc(scores, lab, w)
-    value = float(weighted_auroc(scores, lab, np.ones(lab.size, dtype=np.int64))[0])
+    value, boot = _with_resamples(scores, lab, resample_weights(resample_indices(lab, n_boot, seed)))
     out = _summary(value, boot, level, METHOD_BOOT, n_good=int((~lab).sum()), n_anomalous=int(lab.sum()))
     if return_samples:
         out["samples"] = boot
@@ -127,8 +131,7 @@ def auroc_by_type_resampled(
         values[kind] = samples[kind] = None
         if idx is not None and has_good:
             lab = (names[idx] == kind).astype(int)
-            values[kind] = float(weighted_auroc(scores[idx], lab, np.ones(len(idx), dtype=np.int64))[0])
-            samples[kind] = weighted_auroc(scores[idx], lab, weights[:, idx])
+            values[kind], samples[kind] = _with_resamples(scores[idx], lab, weights[:, idx])
     values["mean"], samples["mean"] = type_mean(values), type_mean(samples)
     return values, samples
 
