@@ -24,6 +24,7 @@ from esad_lib.data.loco import (
     load_image,
     network_input_size,
 )
+from esad_lib.metrics import type_groups
 from esad_lib.uncertainty import DEFAULT_N_BOOT, image_auroc_ci
 
 
@@ -47,8 +48,7 @@ def zscore_maps(test: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarr
 
 
 def naive_zscore_scores(
-    train_images: Sequence[np.ndarray] | np.ndarray,
-    test_images: Sequence[np.ndarray] | np.ndarray,
+    train_images: Sequence[np.ndarray] | np.ndarray, test_images: Sequence[np.ndarray] | np.ndarray,
     sigma_min: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train ``[N,H,W,C]`` (or ``[H,W(,C)]`` each), test ``[M,H,W,C]`` -> scores ``[M]``, maps ``[M,H,W]``."""
@@ -91,10 +91,7 @@ def network_image_255(x) -> np.ndarray:
 
 
 def naive_category_scores(
-    root: str | Path,
-    category: str,
-    size: Sequence[int] | None = None,
-    keep_aspect: bool = False,
+    root: str | Path, category: str, size: Sequence[int] | None = None, keep_aspect: bool = False,
     max_side: int | None = 256,
 ) -> NaiveScores:
     """Naive z-score image scores of ``category``'s test images against its ``train/good`` statistics."""
@@ -140,15 +137,9 @@ def naive_category_scores(
 
 
 def naive_baseline_table(
-    root: str | Path,
-    categories: Sequence[str] | None = None,
-    max_side: int | None = 256,
-    by_defect: bool = False,
-    progress: bool = True,
-    size: Sequence[int] | None = None,
-    keep_aspect: bool = False,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = 0,
+    root: str | Path, categories: Sequence[str] | None = None, max_side: int | None = 256,
+    by_defect: bool = False, progress: bool = True, size: Sequence[int] | None = None,
+    keep_aspect: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
 ) -> list[dict]:
     """Image AUROC (test/good vs each type; ``by_defect``: each defect) of the naive baseline per category.
 
@@ -164,38 +155,27 @@ def naive_baseline_table(
     rows: list[dict] = []
     for cat in tqdm(cats, desc="naive baseline", disable=not progress):
         res = naive_category_scores(root, cat, size=size, keep_aspect=keep_aspect, max_side=max_side)
-        test = list_samples(root, cat, "test")
-        scores = res.scores
         labels = np.array(res.label_names)
-        good = scores[labels == "good"]
-        names: dict[int, str] = {}
-        if by_defect:
+        n_good = int((labels == "good").sum())
+        if by_defect:  # each anomalous image's defect name (from its channels' pixel value)
             names = {d.pixel_value: d.defect_name for d in load_defects_config(Path(root) / cat)}
+            test = list_samples(root, cat, "test")
+            defect = np.array(
+                [names.get(int(load_channel_masks(s).max()), "?") if s.label != "good" else "" for s in test]
+            )
         for typ in ("logical", "structural"):
-            sel = labels == typ
-            if not sel.any() or not len(good):
+            if (idx := type_groups(labels)[typ]) is None or not n_good:
                 continue
-            groups = {None: sel}
-            if by_defect:
-                kinds = np.array(
-                    [names.get(int(load_channel_masks(s).max()), "?") if s.label == typ else "" for s in test]
-                )
-                groups = {k: kinds == k for k in sorted(set(kinds[sel]))}
-            for defect, g in groups.items():
-                y = np.r_[np.zeros(len(good)), np.ones(int(g.sum()))]
-                s = np.r_[good, scores[g]]
-                row = {"category": cat, "type": typ}
-                if by_defect:
-                    row["defect"] = defect
-                ci = image_auroc_ci(s, y.astype(int), n_boot=n_boot, seed=seed) if n_boot else None
+            subsets = sorted(set(defect[labels == typ])) if by_defect else [None]
+            for d in subsets:  # good vs the type's images (or those of one of its defects)
+                keep = [i for i in idx if d is None or labels[i] == "good" or defect[i] == d]
+                s, y = res.scores[keep], (labels[keep] != "good").astype(int)
+                ci = image_auroc_ci(s, y, n_boot=n_boot, seed=seed) if n_boot else {}
+                row = {"category": cat, "type": typ, **({"defect": d} if by_defect else {})}
                 row.update(
-                    resolution=f"{res.resolution[0]}x{res.resolution[1]}",
-                    n_good=len(good),
-                    n_anomalous=int(g.sum()),
-                    auroc=float(roc_auc_score(y, s)),
-                    auroc_low=None if ci is None else ci["low"],
-                    auroc_high=None if ci is None else ci["high"],
-                    auroc_se=None if ci is None else ci["se"],
+                    resolution=f"{res.resolution[0]}x{res.resolution[1]}", n_good=n_good,
+                    n_anomalous=int(y.sum()), auroc=float(roc_auc_score(y, s)),
+                    auroc_low=ci.get("low"), auroc_high=ci.get("high"), auroc_se=ci.get("se"),
                 )
                 rows.append(row)
     return rows

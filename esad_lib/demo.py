@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -34,14 +35,15 @@ from esad_lib.report import format_paired, format_report, summary_line
 from esad_lib.run_io import MODEL_FILE, run_dir_for
 from esad_lib.scoring import fit_detector
 from esad_lib.training import train, train_or_load
-from esad_lib.uncertainty import METHOD_PAIRED, paired_image_auroc_by_type, percentile_interval
+from esad_lib.uncertainty import METHOD_PAIRED, format_diff, paired_image_auroc_by_type, percentile_interval
+from esad_lib.uncertainty.seeds import combine_seeds, images_for_halfwidth
 
 # fmt: off
 __all__ = [
     "METHOD_LABELS", "METHOD_NAMES", "Comparison", "DemoResult", "ScoreTable", "compare_methods",
-    "comparison_report", "default_report_dir", "detector_metrics", "paired_differences",
+    "comparison_report", "default_report_dir", "demo_power", "detector_metrics", "paired_differences",
     "paired_from_scores", "provenance", "read_scores", "report_from_runs", "run_demo", "scores_of",
-    "train_and_evaluate",
+    "seeds_report", "train_and_evaluate",
 ]
 # fmt: on
 
@@ -59,12 +61,10 @@ def report_from_runs(runs: Sequence[str | Path]) -> str:
         if cat in by_method.setdefault(method, {}):
             raise ValueError(f"two {method} runs for category {cat!r} ({run}); report one per category")
         by_method[method][cat] = m
-    main_method = "esad" if "esad" in by_method else next(iter(by_method))
-    extra = {f"{k.upper()} (ours)" if k != "naive" else "naive (ours)": v for k, v in by_method.items()}
-    extra.pop(f"{main_method.upper()} (ours)", None)
-    return format_report(
-        by_method[main_method], extra=extra, title=f"{main_method.upper()} (ours) vs reported"
-    )
+    main = "esad" if "esad" in by_method else next(iter(by_method))
+    label = {k: f"{k.upper()} (ours)" if k != "naive" else "naive (ours)" for k in by_method}
+    extra = {label[k]: v for k, v in by_method.items() if k != main}
+    return format_report(by_method[main], extra=extra, title=f"{main.upper()} (ours) vs reported")
 
 
 def _finished(run_dir: Path, key: str) -> bool:
@@ -130,16 +130,15 @@ def _by_id(t: ScoreTable) -> ScoreTable:
 
 
 def paired_from_scores(
-    base: dict[str, ScoreTable],
-    others: dict[str, dict[str, ScoreTable]],
-    kind: str = "structural",
-    seed: int = 0,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    base: dict[str, ScoreTable], others: dict[str, dict[str, ScoreTable]], kind: str = "structural",
+    seed: int = 0, keep_samples: bool = False,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:  # fmt: skip
     """Paired bootstrap differences of the ``kind`` image AUROC, ``base - other``, per category and
     mean: ``(diffs[method][category], means[method])`` of ``esad_lib.uncertainty`` difference dicts.
 
     ``base[category]`` / ``others[method][category]``: ``ScoreTable`` triples of the SAME test images,
-    matched by id.  The mean's interval: percentile interval of the per-resample category mean.
+    matched by id.  The mean's interval: percentile interval of the per-resample category mean, its
+    ``se`` their standard deviation.  ``keep_samples``: every dict keeps its bootstrap ``samples [B]``.
     """
     diffs: dict[str, dict[str, dict]] = {}
     means: dict[str, dict] = {}
@@ -151,27 +150,29 @@ def paired_from_scores(
             r = res[kind]
             if r is None:
                 continue
-            samples.append(r.pop("samples"))
+            samples.append(r["samples"] if keep_samples else r.pop("samples"))
             diffs[method][cat] = r
         if samples:
             mean_diff = float(np.mean([diffs[method][c]["diff"] for c in diffs[method]]))
-            lo, hi = percentile_interval(np.mean(samples, axis=0), 0.95)
+            boot = np.mean(samples, axis=0)
+            lo, hi = percentile_interval(boot, 0.95)
             means[method] = dict(diff=mean_diff, low=lo, high=hi, excludes_zero=bool(lo > 0.0 or hi < 0.0))
-            means[method].update(n_categories=len(samples), method=METHOD_PAIRED)
+            means[method].update(n_categories=len(samples), method=METHOD_PAIRED,
+                                 se=float(np.std(boot, ddof=1)))  # fmt: skip
+            if keep_samples:
+                means[method]["samples"] = boot
     return diffs, means
 
 
 def paired_differences(
-    base_dirs: dict[str, Path],
-    other_dirs: dict[str, dict[str, Path]],
-    kind: str = "structural",
-    seed: int = 0,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    base_dirs: dict[str, Path], other_dirs: dict[str, dict[str, Path]], kind: str = "structural",
+    seed: int = 0, keep_samples: bool = False,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:  # fmt: skip
     """``paired_from_scores`` of run folders: ``base_dirs[category]`` and
     ``other_dirs[method][category]`` are folders with ``scores.csv``."""
     base = {cat: read_scores(d) for cat, d in base_dirs.items()}
     others = {m: {cat: read_scores(d) for cat, d in dirs.items()} for m, dirs in other_dirs.items()}
-    return paired_from_scores(base, others, kind=kind, seed=seed)
+    return paired_from_scores(base, others, kind=kind, seed=seed, keep_samples=keep_samples)
 
 
 def _git_commit() -> str | None:
@@ -183,9 +184,12 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def provenance(profile: str, categories: Sequence[str], seconds: float) -> dict[str, Any]:
+def provenance(
+    profile: str, categories: Sequence[str], seconds: float, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Where a table came from: commit, date, threads, profile, seeds, machine, time taken."""
-    cfg, date = get_config(profile), _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cfg = get_config(profile, **(overrides or {}))
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     p = dict(commit=_git_commit(), date=date, torch_threads=torch.get_num_threads(), torch=torch.__version__)
     p.update(python=platform.python_version(), machine=platform.processor() or platform.machine())
     p.update(profile=profile, categories=list(categories), seed=cfg.seed, synth_seed=cfg.synth_seed)
@@ -204,13 +208,11 @@ class DemoResult:
 
 
 def _provenance_md(p: dict[str, Any]) -> str:
-    return (
-        f"\nMeasured {p['date']} at commit `{p['commit']}`, profile `{p['profile']}`, torch {p['torch']} "
-        f"with {p['torch_threads']} threads, training seed {p['seed']}, synthetic test set seed "
-        f"{p['synth_seed']}"
-        + (f", overrides {p['overrides']}" if p.get("overrides") else "")
-        + f"; {p['seconds']:.0f} s in all.\n"
-    )
+    seeds = f"s {', '.join(map(str, p['seeds']))}" if p.get("seeds") else f" {p['seed']}"
+    overrides = f", overrides {p['overrides']}" if p.get("overrides") else ""
+    return (f"\nMeasured {p['date']} at commit `{p['commit']}`, profile `{p['profile']}`, torch {p['torch']} "
+            f"with {p['torch_threads']} threads, training seed{seeds}, synthetic test set seed "
+            f"{p['synth_seed']}{overrides}; {p['seconds']:.0f} s in all.\n")  # fmt: skip
 
 
 #: column labels of the other methods in the results table, and their names in the paired table.
@@ -241,26 +243,21 @@ DetectorFactory = Callable[[ESADConfig], Detector]
 
 
 def compare_methods(
-    profile: str = "demo",
-    categories: Sequence[str] = CATEGORIES,
-    with_riad: bool = False,
-    with_naive: bool = True,
-    with_patchcore: bool = False,
-    progress: bool = True,
-    overrides: dict[str, Any] | None = None,
-    out: str | Path | None = None,
-    reevaluate: bool = False,
-    echo: bool = True,
-    detectors: dict[str, DetectorFactory] | None = None,
-) -> Comparison:
+    profile: str = "demo", categories: Sequence[str] = CATEGORIES, with_riad: bool = False,
+    with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
+    overrides: dict[str, Any] | None = None, out: str | Path | None = None, reevaluate: bool = False,
+    echo: bool = True, detectors: dict[str, DetectorFactory] | None = None,
+) -> Comparison:  # fmt: skip
     """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category: RIAD
     at the same budget, the naive baseline, PatchCore and a reader's ``detectors`` (``{name:
     factory}``, ``factory(cfg)`` an unfitted detector).  Finished evaluations are reused unless
     ``reevaluate``.  ESAD and RIAD live in ``train_or_load``'s cache, the others under
-    ``default_report_dir(profile)``; with ``out`` all under ``out/<category>/<method>``.  ``echo``
-    prints one summary line per category to stderr.
+    ``default_report_dir(profile)`` (``.../seed<N>/`` for a training seed other than the profile's);
+    with ``out`` all under ``out/<category>/<method>``.  ``echo`` prints one line per category to stderr.
     """
     report_dir = Path(out) if out is not None else default_report_dir(profile)
+    if out is None and (seed := get_config(profile, **(overrides or {})).seed) != get_config(profile).seed:
+        report_dir = report_dir / f"seed{seed}"
     others: dict[str, DetectorFactory] = {"naive": NaiveDetector} if with_naive else {}
     if with_patchcore:
         others["patchcore"] = PatchCore.from_config
@@ -281,13 +278,18 @@ def compare_methods(
     return cmp
 
 
+def _others(cmp: Comparison) -> list[str]:
+    """The methods ESAD is compared with, in the tables' order."""
+    order = [m for m in ("riad", "patchcore", "naive") if m in cmp.metrics]
+    return order + [m for m in cmp.metrics if m not in order and m != "esad"]
+
+
 def comparison_report(
     cmp: Comparison, title: str, reported_label: str = "reported"
 ) -> tuple[str, dict[str, Any]]:
     """The markdown of the results table and of the paired differences ESAD minus each other method,
     and the paired dict that ``demo.json`` stores."""
-    order = [m for m in ("riad", "patchcore", "naive") if m in cmp.metrics]
-    order += [m for m in cmp.metrics if m not in order and m != "esad"]
+    order = _others(cmp)
     extra = {METHOD_LABELS.get(m, f"{m} (ours)"): cmp.metrics[m] for m in order}
     text = format_report(cmp.metrics["esad"], extra=extra, title=title, reported_label=reported_label)
     paired: dict[str, Any] = {}
@@ -299,28 +301,132 @@ def comparison_report(
     return text, paired
 
 
+def _no_samples(x: Any) -> Any:
+    return {k: _no_samples(v) for k, v in x.items() if k != "samples"} if isinstance(x, dict) else x
+
+
+SEEDS_NOTE = (
+    "- Each cell: the mean over the seeds of the paired difference; its 95 % interval covers the seeds AND "
+    "the test images: each seed's paired bootstrap (the SAME resamples for every seed and method) combined "
+    "by the law of total variance, se² = s²_seed / S + Var_b(seed mean), Student-t with Satterthwaite's "
+    "df (docs/seeds.md). ESAD and RIAD are trained per seed (`cfg.seed`), PatchCore's coreset is drawn "
+    "with it, the naive baseline has no randomness. `*` = the interval excludes 0."
+)
+
+
+def _seed_rows(cmps: dict[int, Comparison], names: dict[str, str], per_seed: dict[int, tuple]) -> list[str]:
+    """Markdown rows, one per seed: each method's mean structural AUROC, ESAD minus each with its interval."""
+    head = ["Seed", "ESAD str.", *(f"{n} str." for n in names.values())]
+    head += [f"ESAD − {n}" for n in names.values()]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for s, cmp in cmps.items():
+        means = [np.mean([x["image_auroc"]["structural"] for x in cmp.metrics[m].values()])
+                 for m in ("esad", *names)]  # fmt: skip
+        cells = [f"{100 * a:.1f}" for a in means] + [format_diff(per_seed[s][1][n]) for n in names.values()]
+        rows.append(f"| {s} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def seeds_report(cmps: dict[int, Comparison], title: str) -> tuple[str, dict[str, Any]]:
+    """``comparison_report``'s paired differences over training seeds (``cmps[seed]``: each seed's
+    ``compare_methods`` on the SAME test images): per seed the paired bootstrap, combined by
+    ``uncertainty.seeds.combine_seeds``, and a table of each seed's means.  Returns (markdown, dict)."""
+    first = next(iter(cmps.values()))
+    names = {m: METHOD_NAMES.get(m, m) for m in _others(first)}
+    per_seed = {}
+    for s, cmp in cmps.items():
+        for cat, d in cmp.dirs["esad"].items():  # the same images -> the same resamples for every seed
+            if sorted(read_scores(d)[2]) != sorted(read_scores(first.dirs["esad"][cat])[2]):
+                raise ValueError(f"seed {s}, {cat}: {d} scored other test images than the first seed")
+        others = {n: cmp.dirs[m] for m, n in names.items()}
+        per_seed[s] = paired_differences(cmp.dirs["esad"], others, keep_samples=True)
+    diffs, means = {}, {}
+    for n in names.values():
+        diffs[n] = combine_seeds([{**d[n], "mean": m[n]} for d, m in per_seed.values()])
+        means[n] = diffs[n].pop("mean")
+    lines = [f"### {title}", "", "Each seed, the mean over categories (structural image AUROC %; ESAD minus "
+             "each method with its paired interval over the test images):", ""]  # fmt: skip
+    lines += _seed_rows(cmps, names, per_seed)
+    metric = f"structural image AUROC over {len(cmps)} training seeds"
+    text = "\n".join(lines) + "\n\n" + format_paired(diffs, means, metric=metric, note=SEEDS_NOTE)
+    by_seed = {str(s): {"per_category": d, "mean": m} for s, (d, m) in per_seed.items()}
+    paired = {"per_category": diffs, "mean": means, "per_seed": by_seed}
+    return text, {"structural_image_auroc": _no_samples(paired)}
+
+
 def run_demo(
-    profile: str = "demo",
-    out: str | Path | None = None,
-    categories: Sequence[str] = CATEGORIES,
-    with_riad: bool = False,
-    with_naive: bool = True,
-    with_patchcore: bool = False,
-    progress: bool = True,
-    overrides: dict[str, Any] | None = None,
-    detectors: dict[str, DetectorFactory] | None = None,
-) -> DemoResult:
+    profile: str = "demo", out: str | Path | None = None, categories: Sequence[str] = CATEGORIES,
+    with_riad: bool = False, with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
+    overrides: dict[str, Any] | None = None, detectors: dict[str, DetectorFactory] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> DemoResult:  # fmt: skip
     """``compare_methods`` and its tables: writes ``report.md`` and ``demo.json`` to ``out`` (default
-    ``<data root>/runs/<profile>``); ``overrides``: config fields changed in every run."""
-    report_dir = Path(out) if out is not None else default_report_dir(profile)
-    t0 = time.perf_counter()
-    flags = (with_riad, with_naive, with_patchcore, progress, overrides, out)
-    cmp = compare_methods(profile, categories, *flags, detectors=detectors)
-    text, paired = comparison_report(cmp, title=f"ESAD (ours, `{profile}` profile) vs reported")
-    prov = provenance(profile, categories, time.perf_counter() - t0)
-    prov["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in (overrides or {}).items()}
+    ``<data root>/runs/<profile>``); ``overrides``: config fields changed in every run.  ``seeds``
+    (two or more training seeds): ``compare_methods`` per seed (into ``out/seed<N>``) and
+    ``seeds_report``, written to ``out`` (default ``<data root>/runs/<profile>/seeds``)."""
+    if seeds is not None and len(set(seeds)) < 2:
+        raise ValueError(f"seeds={list(seeds)}: give two or more training seeds (one seed: overrides seed=N)")
+    report_dir = Path(out) if out is not None else default_report_dir(profile) / ("seeds" if seeds else "")
+    t0, ov, flags = time.perf_counter(), overrides or {}, (with_riad, with_naive, with_patchcore, progress)
+    name = f"ESAD (ours, `{profile}` profile)"
+    if seeds:
+        cmps = {s: compare_methods(profile, categories, *flags, {**ov, "seed": s},
+                                   None if out is None else Path(out) / f"seed{s}", detectors=detectors)
+                for s in dict.fromkeys(seeds)}  # fmt: skip
+        title = f"{name} vs each method, training seeds {', '.join(map(str, cmps))}"
+        text, paired = seeds_report(cmps, title)
+        metrics: dict[str, Any] = {str(s): c.metrics for s, c in cmps.items()}
+    else:
+        cmp = compare_methods(profile, categories, *flags, ov, out, detectors=detectors)
+        text, paired = comparison_report(cmp, title=f"{name} vs reported")
+        text += (f"- These tables are one training seed (seed {get_config(profile, **ov).seed}): their "
+                 "intervals cover the test images, not the training randomness; `esad demo --seeds 0 1 2` "
+                 "repeats the comparison over three training seeds (docs/seeds.md).\n")  # fmt: skip
+        metrics = cmp.metrics
+    prov = provenance(profile, categories, time.perf_counter() - t0, ov)
+    prov["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in ov.items()}
+    prov.update({"seeds": list(cmps)} if seeds else {})
     text += _provenance_md(prov)
-    blob = {"provenance": prov, "metrics": cmp.metrics, "paired": paired}
+    blob = {"provenance": prov, "metrics": metrics, "paired": paired}
     atomic_write_text(report_dir / "report.md", text)
     atomic_write_text(report_dir / "demo.json", json.dumps(json_safe(blob), indent=1, sort_keys=True) + "\n")
-    return DemoResult(text=text, metrics=cmp.metrics, paired=paired, provenance=prov, report_dir=report_dir)
+    return DemoResult(text=text, metrics=metrics, paired=paired, provenance=prov, report_dir=report_dir)
+
+
+def _means_from_runs(path: Path, blob: dict[str, Any]) -> dict[str, dict]:
+    """The paired means (with ``se``) of a one-seed demo.json, recomputed from its runs' scores.csv."""
+    dirs = {k: {c: Path(m.get("run_dir") or path.parent / c / k) for c, m in by_cat.items()}
+            for k, by_cat in blob["metrics"].items()}  # fmt: skip
+    others = {METHOD_NAMES.get(k, k): dirs[k] for k in _others(Comparison(metrics=blob["metrics"]))}
+    old, means = blob["paired"]["structural_image_auroc"]["mean"], paired_differences(dirs["esad"], others)[1]
+    if any(abs(means[k]["diff"] - old[k]["diff"]) > 1e-9 for k in old):
+        raise ValueError(f"{path}: its runs' scores.csv no longer give its differences; run the demo again")
+    return means
+
+
+def demo_power(path: str | Path, half_width: float = 3.5, level: float = 0.95) -> list[dict[str, Any]]:
+    """Test images per type that bring each mean paired difference's interval (ESAD minus each
+    method, structural image AUROC, mean over categories) to +-``half_width`` points, from a finished
+    demo's ``demo.json`` (``uncertainty.seeds.images_for_halfwidth``; a seeds demo's seed part does
+    not shrink with images).  One row per method, in points: diff, low, high, half_width_now
+    ((high - low) / 2), se, z_se, se_seed; and n_now, n_needed (images per type)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; `esad demo` writes <runs>/<profile>/demo.json")
+    blob = json.loads(path.read_text())
+    seeds = blob["provenance"].get("seeds")
+    esad = next(iter(blob["metrics"].values()))["esad"] if seeds else blob["metrics"]["esad"]
+    counts = {m["counts"][k] for m in esad.values() for k in ("good", "structural")}
+    if len(counts) != 1:
+        raise ValueError(f"{path}: {sorted(counts)} images per type; the model scales one common count")
+    means = blob["paired"]["structural_image_auroc"]["mean"]
+    if not seeds and any("se" not in m for m in means.values()):  # written before demo.json held it
+        means = _means_from_runs(path, blob)
+    z, n_now, rows = NormalDist().inv_cdf(0.5 * (1.0 + level)), counts.pop(), []
+    for k, m in means.items():
+        se_img, se_seed = (m["se_image"], m["se_seed"]) if seeds else (m["se"], 0.0)
+        need = images_for_halfwidth(100 * se_img, n_now, half_width, level, 100 * se_seed)
+        rows.append(dict(method=k, diff=100 * m["diff"], low=100 * m["low"], high=100 * m["high"],
+                         half_width_now=50 * (m["high"] - m["low"]), se=100 * m["se"], z_se=100 * z * m["se"],
+                         se_seed=100 * se_seed, n_now=n_now, n_needed=need))  # fmt: skip
+    return rows

@@ -30,7 +30,7 @@ import numpy as np
 from esad_lib.config import RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.data import dataset_root, input_size, load_defects_config
 from esad_lib.maps_io import export_maps, read_maps
-from esad_lib.metrics import PixelOrder, image_auroc_by_type, map_metrics  # map_metrics: one ordering
+from esad_lib.metrics import ANOMALY_TYPES, image_auroc_by_type, map_metrics
 from esad_lib.paths import atomic_write_text
 from esad_lib.uncertainty import (
     DEFAULT_N_BOOT,
@@ -43,32 +43,11 @@ from esad_lib.uncertainty import (
 if TYPE_CHECKING:  # torch is loaded only when a model scores (score_maps needs none of it)
     from esad_lib.scoring import ScoreResult
 
-ANOMALY_TYPES = ("structural", "logical")
-METRICS_FILE = "metrics.json"
-SCORES_FILE = "scores.csv"
-CI_N_BOOT = DEFAULT_N_BOOT
-CI_SEED = 0
+METRICS_FILE, SCORES_FILE = "metrics.json", "scores.csv"
+#: bootstrap resamples and seed of the intervals in metrics.json.
+CI_N_BOOT, CI_SEED = DEFAULT_N_BOOT, 0
 #: version of the metrics.json layout (bump when keys change).
 METRICS_SCHEMA = 3
-
-
-def type_groups(label_names: Sequence[str]) -> dict[str, list[int] | None]:
-    """Per anomaly type the indices of its images and every good image, or None without one."""
-    names = list(label_names)
-    groups: dict[str, list[int] | None] = {}
-    for kind in ANOMALY_TYPES:
-        idx = [i for i, n in enumerate(names) if n in ("good", kind)]
-        groups[kind] = idx if any(names[i] == kind for i in idx) else None
-    return groups
-
-
-def image_metrics(scores: np.ndarray, label_names: Sequence[str]) -> dict[str, float | None]:
-    """Image AUROC of good vs each anomaly type and their mean (None where a type is absent)."""
-    names = np.asarray(label_names)
-    if not (names == "good").any():
-        return {k: None for k in (*ANOMALY_TYPES, "mean")}
-    by_type = image_auroc_by_type(np.asarray(scores), names)
-    return {k: None if math.isnan(v) else float(v) for k, v in by_type.items()}
 
 
 def json_safe(x: Any) -> Any:
@@ -84,61 +63,39 @@ def json_safe(x: Any) -> Any:
     return x
 
 
-def confidence_intervals(
-    scores: Sequence[float],
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Sequence,
-    n_boot: int = CI_N_BOOT,
-    seed: int = CI_SEED,
-    order: PixelOrder | None = None,
-) -> dict[str, Any]:
-    """95 % bootstrap intervals of the image AUROC and AU-sPRO (FPR 0.05) per type and their mean."""
-    names = list(label_names)
-    has_regions = any(c.shape[0] > 0 and c.any() for c in channels)
-    return {
-        "image_auroc": image_auroc_ci_by_type(scores, names, n_boot=n_boot, seed=seed),
-        "au_spro": au_spro_ci_by_type(maps, channels, names, defects, n_boot=n_boot, seed=seed, order=order)
-        if has_regions
-        else None,
-        "method": METHOD_BOOT,
-        "n_boot": int(n_boot),
-        "seed": int(seed),
-        "level": 0.95,
-    }
-
-
 def metrics_from_maps(
-    maps: Sequence[np.ndarray],
-    channels: Sequence[np.ndarray],
-    label_names: Sequence[str],
-    defects: Sequence,
+    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Sequence,
     ci: bool = True,
 ) -> dict[str, Any]:
-    """Every metric of ``metrics.json`` from full-resolution maps ``[H0,W0]`` (``ci``: with intervals)."""
+    """Every metric of ``metrics.json`` from full-resolution maps ``[H0,W0]``; ``ci``: with 95 %
+    bootstrap intervals of the image AUROC and AU-sPRO (FPR 0.05) per type and their mean."""
     scores = np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
-    ci = ci and "good" in label_names
+    names = list(label_names)
+    ci = ci and "good" in names
+    has_regions = any(c.shape[0] > 0 and c.any() for c in channels)
     order = None  # one ordering of the pixels for the metrics and their intervals
-    if ci and any(c.shape[0] > 0 and c.any() for c in channels):
-        order = pixel_order_for_ci(maps, channels, label_names, list(defects), components=True)
-    out = {"image_auroc": image_metrics(scores, label_names)}
-    out.update(map_metrics(maps, channels, label_names, defects, order=order))
+    if ci and has_regions:
+        order = pixel_order_for_ci(maps, channels, names, list(defects), components=True)
+    out = {"image_auroc": image_auroc_by_type(scores, names)}
+    out.update(map_metrics(maps, channels, names, defects, order=order))
     if ci:
-        out["ci"] = json_safe(confidence_intervals(scores, maps, channels, label_names, defects, order=order))
+        boot = {"n_boot": CI_N_BOOT, "seed": CI_SEED}
+        intervals = {
+            "image_auroc": image_auroc_ci_by_type(scores, names, **boot),
+            "au_spro": au_spro_ci_by_type(maps, channels, names, defects, order=order, **boot)
+            if has_regions
+            else None,
+        }
+        out["ci"] = json_safe({**intervals, "method": METHOD_BOOT, **boot, "level": 0.95})
     return out
 
 
-def metrics_from_result(result: ScoreResult, defects: Sequence, map_dtype=np.float32) -> dict[str, Any]:
-    """All metrics of one scored test split (maps upsampled to original size here)."""
+def metrics_from_result(result: ScoreResult, defects: Sequence) -> dict[str, Any]:
+    """All metrics of one scored test split (maps upsampled to original size here, float32)."""
     if result.channels is None:
         raise ValueError("the ScoreResult has no ground-truth channels; score with keep_channels=True")
-    full = [result.full_res_map(i, map_dtype) for i in range(len(result))]
+    full = [result.full_res_map(i, np.float32) for i in range(len(result))]
     return metrics_from_maps(full, result.channels, result.label_names, defects)
-
-
-def counts_of(label_names: Sequence[str]) -> dict[str, int]:
-    return {k: int(sum(1 for n in label_names if n == k)) for k in ("good", *ANOMALY_TYPES)}
 
 
 #: the keys every metrics.json has besides the metrics (None where one does not apply).
@@ -153,7 +110,8 @@ def _provenance(category: str, root: Path, label_names: Sequence[str]) -> dict[s
     """Every ``RUN_KEYS`` entry, with the schema version, category, dataset root and counts filled."""
     keys = dict.fromkeys(RUN_KEYS)
     keys.update(schema=METRICS_SCHEMA, category=category, dataset_root=str(root))
-    return {**keys, "counts": counts_of(label_names)}
+    keys["counts"] = {k: sum(1 for n in label_names if n == k) for k in ("good", *ANOMALY_TYPES)}
+    return keys
 
 
 def write_metrics(out_dir: str | Path, metrics: dict[str, Any], result: ScoreResult | None = None) -> None:
@@ -165,18 +123,11 @@ def write_metrics(out_dir: str | Path, metrics: dict[str, Any], result: ScoreRes
 
 
 def evaluate(
-    detector,
-    cfg: ESADConfig,
-    out_dir: str | Path | None = None,
-    root: str | Path | None = None,
-    max_images: int | None = None,
-    progress: bool = True,
-    export_maps_dir: str | Path | None = None,
+    detector, cfg: ESADConfig, out_dir: str | Path | None = None, root: str | Path | None = None,
+    max_images: int | None = None, progress: bool = True, export_maps_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], ScoreResult]:
     """Score ``cfg.category``'s test split with a fitted ``detector``: ``(metrics, result)``.
-
-    ``out_dir``: also write metrics.json and scores.csv; ``export_maps_dir``: the maps as TIFF.
-    """
+    ``out_dir``: also write metrics.json and scores.csv; ``export_maps_dir``: the maps as TIFF."""
     from esad_lib.detectors.base import detector_name
     from esad_lib.scoring import score_dataset
 
@@ -208,18 +159,13 @@ def evaluate(
 
 
 def evaluate_model(
-    model,
-    cfg: ESADConfig,
-    root: str | Path | None = None,
-    max_images: int | None = None,
+    model, cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, Any], ScoreResult]:
     """``evaluate`` of a trained ESAD / RIAD ``model`` scored with ``cfg``'s test-time fields."""
     from esad_lib.detectors.esad import EsadDetector
 
-    return evaluate(
-        EsadDetector(cfg, model, root, progress), cfg, root=root, max_images=max_images, progress=progress
-    )
+    return evaluate(EsadDetector(cfg, model, root, progress), cfg, None, root, max_images, progress)
 
 
 def read_train_seconds(run_dir: str | Path) -> float | None:
@@ -227,14 +173,15 @@ def read_train_seconds(run_dir: str | Path) -> float | None:
     p = Path(run_dir) / "train_summary.json"
     if not p.exists():
         return None
+    seconds = _read_json(p, "re-run `esad train` for this run").get("train_seconds")
+    return None if seconds is None else float(seconds)
+
+
+def _read_json(p: Path, fix: str) -> dict[str, Any]:
     try:
-        d = json.loads(p.read_text())
+        return json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad train` for this run") from e
-    for key in ("train_seconds", "seconds", "wall_seconds", "elapsed_seconds"):
-        if key in d and d[key] is not None:
-            return float(d[key])
-    return None
+        raise ValueError(f"{p} is not valid JSON ({e}); {fix}") from e
 
 
 def scores_csv(result: ScoreResult) -> str:
@@ -247,18 +194,12 @@ def scores_csv(result: ScoreResult) -> str:
 
 
 def evaluate_run(
-    run_dir: str | Path,
-    max_images: int | None = None,
-    progress: bool = True,
-    save_scores: bool = True,
-    overrides: dict[str, Any] | None = None,
-    root: str | Path | None = None,
+    run_dir: str | Path, max_images: int | None = None, progress: bool = True, save_scores: bool = True,
+    overrides: dict[str, Any] | None = None, root: str | Path | None = None,
     export_maps_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the trained run in ``run_dir``; write ``run_dir/metrics.json`` (and scores.csv).
-
-    ``overrides``: scoring fields of the run's config only (e.g. ``{"score_map": "pixel"}``).
-    """
+    ``overrides``: scoring fields of the run's config only (e.g. ``{"score_map": "pixel"}``)."""
     from esad_lib.detectors.esad import EsadDetector
     from esad_lib.run_io import load_run
 
@@ -282,12 +223,8 @@ def evaluate_run(
 
 
 def score_maps(
-    maps_dir: str | Path,
-    root: str | Path,
-    categories: Sequence[str],
-    out: str | Path | None = None,
-    method: str = "external",
-    progress: bool = True,
+    maps_dir: str | Path, root: str | Path, categories: Sequence[str], out: str | Path | None = None,
+    method: str = "external", progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """``{category: metrics}`` of maps on disk; reads every category before writing ``out/<category>``."""
     maps_dir, root = Path(maps_dir), Path(root)
@@ -311,7 +248,4 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     p = p if p.name == METRICS_FILE else p / METRICS_FILE
     if not p.exists():
         raise FileNotFoundError(f"{p} not found; run `esad evaluate {p.parent}` first")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON ({e}); re-run `esad evaluate {p.parent}`") from e
+    return _read_json(p, f"re-run `esad evaluate {p.parent}`")

@@ -47,20 +47,15 @@ def map_path(maps_dir: str | Path, category: str, label: str, image_id: str, suf
     return Path(maps_dir) / category / "test" / LABEL_DIRS[label] / f"{image_id}{suffix}"
 
 
-def _tiff_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, np.ascontiguousarray(arr, dtype=np.float32))
-    return buf.getvalue()
-
-
 def export_maps(result: ScoreResult, category: str, out: str | Path, progress: bool = True) -> list[Path]:
     """Write every map of ``result`` (upsampled to its image's size, as the metrics see it) as
     ``float32 [H0, W0]`` TIFF in the official layout, replacing files of the same names; the paths."""
     written = []
     for i in tqdm(range(len(result)), desc=f"export maps {category}", disable=not progress, leave=False):
-        label = result.label_names[i]
-        p = map_path(out, category, label, Path(result.paths[i]).stem)
-        atomic_write_bytes(p, _tiff_bytes(result.full_res_map(i, np.float32)))
+        p = map_path(out, category, result.label_names[i], Path(result.paths[i]).stem)
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, result.full_res_map(i, np.float32))
+        atomic_write_bytes(p, buf.getvalue())
         written.append(p)
     return written
 
@@ -82,10 +77,6 @@ class LoadedMaps:
     label_names: list[str]
     paths: list[str]  # the map files
     skipped_labels: list[str]  # labels with no folder under maps_dir
-
-
-def _find_map(folder: Path, image_id: str) -> Path | None:
-    return next((p for p in (folder / f"{image_id}{suf}" for suf in MAP_SUFFIXES) if p.is_file()), None)
 
 
 def _unknown_files(folder: Path, ids: set[str]) -> list[str]:
@@ -130,7 +121,7 @@ def _locate(test_dir: Path, samples: list, skipped: list[str], problems: list[st
             continue
         problems += _unknown_files(folder, {s.image_id for s in todo})
         for s in todo:
-            p = _find_map(folder, s.image_id)
+            p = next((p for suf in MAP_SUFFIXES if (p := folder / f"{s.image_id}{suf}").is_file()), None)
             if p is None:
                 problems.append(f"{folder / (s.image_id + '.tiff')}: missing map for test image {s.path}")
             else:

@@ -29,16 +29,21 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "PixelOrder", "SPRO_LIMITS", "area_under_curve", "au_pro", "au_spro", "au_spro_at_limits",
+    "ANOMALY_TYPES", "PixelOrder", "SPRO_LIMITS", "area_under_curve", "au_pro", "au_spro",
     "au_spro_by_defect", "image_auroc", "image_auroc_by_type", "map_metrics", "pixel_auroc", "pro_curve",
-    "spro_curve",
+    "spro_curve", "type_groups", "type_mean",
 ]  # fmt: skip
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 #: the integration limits MVTec LOCO AD's official evaluation reports AU-sPRO at.
 SPRO_LIMITS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 1.0)
+#: MVTec LOCO AD's anomaly types; each is evaluated on its own images plus the good ones.
+ANOMALY_TYPES: tuple[str, ...] = ("structural", "logical")
 #: threads that sort and count images (the evaluation machine has two cores)
 WORKERS = 2
+#: bootstrap threshold grid (``uncertainty.spro_statistics``): dense up to this x the FPR limit, then
+#: this many thresholds beyond; at most this many sampled negatives place them.
+_DENSE_FACTOR, _TAIL, _MAX_SAMPLE = 3.0, 32, 4_000_000
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -89,6 +94,27 @@ def area_under_curve(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     return float(area / x_max)
 
 
+# ---- "good + one anomaly type" ------------------------------------------------------------------
+def type_groups(label_names: Sequence[str]) -> dict[str, list[int] | None]:
+    """THE grouping of every per-type metric and interval: per anomaly type, the indices (ascending)
+    of its images and of every good image; None when the type has no image.  A missing type is None
+    everywhere, ``metrics.json`` included."""
+    names = [str(n) for n in label_names]
+    return {
+        kind: [i for i, n in enumerate(names) if n in ("good", kind)] if kind in names else None
+        for kind in ANOMALY_TYPES
+    }
+
+
+def type_mean(by_type: Mapping[str, Any]) -> Any:
+    """Mean over the anomaly types present (elementwise for bootstrap samples ``[B]``); None if none is."""
+    present = [by_type[k] for k in ANOMALY_TYPES if by_type.get(k) is not None]
+    if not present:
+        return None
+    mean = np.mean(present, axis=0)
+    return float(mean) if np.ndim(mean) == 0 else mean
+
+
 # ---- image AUROC --------------------------------------------------------------------------------
 def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """Area under the ROC curve of image scores (labels 1 = anomalous, 0 = good), exactly
@@ -109,22 +135,16 @@ def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float((below + below_or_eq) / (2.0 * pos.size * neg.size))
 
 
-def image_auroc_by_type(scores: Sequence[float], label_names: Sequence[str]) -> dict[str, float]:
-    """Image AUROC of good vs structural, good vs logical, and their mean.
-
-    ``label_names`` are "good", "structural", "logical"; a type without images gives NaN and
-    the mean is taken over the types present.
-    """
+def image_auroc_by_type(scores: Sequence[float], label_names: Sequence[str]) -> dict[str, float | None]:
+    """Image AUROC of good vs each anomaly type (:func:`type_groups`) and their mean
+    (:func:`type_mean`); None where the type or the good images are absent."""
     scores = np.asarray(scores, dtype=np.float64)
-    names = np.asarray(label_names)
-    good = names == "good"
-    out: dict[str, float] = {}
-    for kind in ("structural", "logical"):
-        sel = good | (names == kind)
-        lab = (names[sel] == kind).astype(int)
-        out[kind] = image_auroc(scores[sel], lab) if (names == kind).any() else math.nan
-    present = [v for v in out.values() if not math.isnan(v)]
-    out["mean"] = float(np.mean(present)) if present else math.nan
+    names = np.asarray([str(n) for n in label_names])
+    has_good = bool((names == "good").any())
+    out: dict[str, float | None] = {}
+    for kind, idx in type_groups(names).items():
+        out[kind] = image_auroc(scores[idx], names[idx] == kind) if idx is not None and has_good else None
+    out["mean"] = type_mean(out)
     return out
 
 
@@ -264,8 +284,8 @@ class PixelOrder:
     channels ``uint8 [C, H, W]`` (``defects``: DefectSpecs or dicts, see ``spro_curve``).
     ``label_names`` ("good" / "structural" / "logical") let groups be the types and defects;
     ``components`` also labels the connected regions of each mask (AU-PRO); ``stats_for``: groups
-    whose bootstrap statistics (``uncertainty.spro_statistics``) to collect while the pixels are
-    sorted, with ``stats_args`` (fpr_limit, grid, dense_factor, tail, max_sample).
+    whose bootstrap statistics (``uncertainty.spro_statistics``: its ``fpr_limit`` and threshold
+    ``grid``) to collect while the pixels are sorted.
 
     Counting (negatives of image i sorted ascending as s; U = the distinct positive scores):
     each image adds below[j] = #{s < U_j} and upto[j] = #{s <= U_j} to the totals of its blocks
@@ -276,7 +296,7 @@ class PixelOrder:
     def __init__(
         self, maps: Sequence[np.ndarray], truth: Sequence[np.ndarray], defects: Any = None,
         label_names: Sequence[str] | None = None, components: bool = False, stats_for: Sequence[str] = (),
-        stats_args: tuple = (0.05, 2000, 3.0, 32, 4_000_000),
+        fpr_limit: float = 0.05, grid: int | str = 2000,
     ):  # fmt: skip
         self.maps = _as_list(maps, "maps")
         truth_l = _as_list(truth, "channels" if defects is not None else "masks")
@@ -309,9 +329,8 @@ class PixelOrder:
             self.blocks.setdefault(n, []).append(i)
             for d in self.shows[i] if n != "good" else ():
                 self.blocks.setdefault("defect:" + d, []).append(i)
-        fpr_limit, grid, dense_factor, tail, max_sample = stats_args
-        samples = self._samples(stats_for, max_sample) if grid != "exact" else {}
-        self._stats = {g: self._stats_grid(g, samples.get(g), *stats_args[:4]) for g in stats_for}
+        samples = self._samples(stats_for) if grid != "exact" else {}
+        self._stats = {g: self._stats_grid(g, samples.get(g), fpr_limit, grid) for g in stats_for}
         self.fp: dict[str, dict[int, np.ndarray]] = {g: {} for g in stats_for}
         # int32 counts: every group has fewer than 2**31 pixels
         self.below = {b: np.zeros(self.u.size, dtype=np.int32) for b in self.blocks}
@@ -446,13 +465,11 @@ class PixelOrder:
         return float((below + below_or_eq) / (2.0 * n_pos * n_neg))
 
     # -- bootstrap statistics (esad_lib.uncertainty.spro_statistics) of a group on a grid
-    def _samples(self, groups: Sequence[str], max_sample: int) -> dict[str, list[np.ndarray]]:
+    def _samples(self, groups: Sequence[str]) -> dict[str, list[np.ndarray]]:
         """Per group, every ``stride``-th negative of each member image (raster order), stride =
-        N- of the group // ``max_sample``; one gather per image serves all groups."""
-        members = {g: self.images(g) for g in groups}
-        if any(int(self.n_neg[imgs].sum()) == 0 for imgs in members.values()):
-            raise ValueError("no normal (negative) pixels: the FPR is undefined")
-        stride = {g: max(1, int(self.n_neg[imgs].sum()) // max_sample) for g, imgs in members.items()}
+        N- of the group // ``_MAX_SAMPLE``; one gather per image serves all groups."""
+        members = {g: self.images(g) for g in groups}  # (_stats_grid refuses a group without negatives)
+        stride = {g: max(1, int(self.n_neg[imgs].sum()) // _MAX_SAMPLE) for g, imgs in members.items()}
 
         def take(i: int) -> dict[str, np.ndarray]:
             v = self._negatives(i)
@@ -464,7 +481,7 @@ class PixelOrder:
                 out[g].append(smp)
         return out
 
-    def _stats_grid(self, name: str, samples, fpr_limit: float, grid, dense_factor: float, tail: int):
+    def _stats_grid(self, name: str, samples, fpr_limit: float, grid):
         _check_fpr_limit(fpr_limit)
         members = self.images(name)
         if int(self.n_neg[members].sum()) == 0:
@@ -476,8 +493,8 @@ class PixelOrder:
         elif isinstance(grid, (int, np.integer)) and not isinstance(grid, bool) and int(grid) >= 2:
             sample = np.sort(np.concatenate(samples))[::-1]  # the strided sample, descending
             n_s = sample.size
-            f_dense = min(1.0, dense_factor * fpr_limit)
-            dense, beyond = np.linspace(0.0, f_dense, int(grid) + 1), np.linspace(f_dense, 1.0, tail + 1)
+            f_dense = min(1.0, _DENSE_FACTOR * fpr_limit)
+            dense, beyond = np.linspace(0.0, f_dense, int(grid) + 1), np.linspace(f_dense, 1.0, _TAIL + 1)
             levels = np.r_[dense[1:], beyond[1:]]
             # the k-th largest sampled negative has FPR ~ k / n_s
             ranks = np.clip(np.ceil(levels * n_s).astype(np.int64) - 1, 0, n_s - 1)
@@ -558,16 +575,9 @@ def au_spro(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05
 ) -> float:
     """MVTec LOCO AD's AU-sPRO = (1/fpr_limit) * integral_0^fpr_limit sPRO dFPR (see ``spro_curve``);
-    pass one anomaly type's images together with the good ones."""
-    return au_spro_at_limits(maps, channels, defects, [fpr_limit])[float(fpr_limit)]
-
-
-def au_spro_at_limits(
-    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any,
-    limits: Sequence[float] = SPRO_LIMITS, defect_names: Iterable[str] | None = None,
-) -> dict[float, float]:  # fmt: skip
-    """AU-sPRO at several FPR limits from ONE exact sPRO curve: ``{limit: AU-sPRO}``."""
-    return PixelOrder(maps, channels, defects).at_limits("all", limits, "spro", defect_names)
+    pass one anomaly type's images together with the good ones.  Several limits from one curve:
+    ``PixelOrder(maps, channels, defects).at_limits("all", limits)``."""
+    return PixelOrder(maps, channels, defects).at_limits("all", [fpr_limit])[float(fpr_limit)]
 
 
 def au_spro_by_defect(
@@ -599,16 +609,15 @@ def map_metrics(
     out: dict[str, Any] = {
         "pixel_auroc": order.pixel_auroc() if has_pos else None,
         "au_pro": order.at_limits("all", [pro_fpr_limit], "pro")[float(pro_fpr_limit)] if has_pos else None,
-        "au_spro": {"structural": None, "logical": None},
-        "au_spro_limits": {"structural": None, "logical": None},
+        "au_spro": dict.fromkeys(ANOMALY_TYPES),
+        "au_spro_limits": dict.fromkeys(ANOMALY_TYPES),
     }
     limits = sorted({*SPRO_LIMITS, float(spro_fpr_limit)})
-    for kind in [k for k in ("structural", "logical") if k in order.blocks]:
+    for kind in [k for k, idx in type_groups(order.names).items() if idx is not None]:
         at = order.at_limits(kind, limits)
         out["au_spro"][kind] = at[float(spro_fpr_limit)]
         out["au_spro_limits"][kind] = {str(lim): at[lim] for lim in SPRO_LIMITS}
-    present = [v for v in out["au_spro"].values() if v is not None]
-    out["au_spro"]["mean"] = float(np.mean(present)) if present else None
+    out["au_spro"]["mean"] = type_mean(out["au_spro"])
     by_defect = au_spro_by_defect(maps, channels, label_names, defects, SPRO_LIMITS, order=order)
     out["au_spro_by_defect"] = {d: {str(lim): v for lim, v in at.items()} for d, at in by_defect.items()}
     return out

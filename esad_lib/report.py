@@ -128,9 +128,8 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
 def format_report(
     metrics_by_category: Mapping[str, Mapping] | Iterable[Mapping],
     extra: Mapping[str, Mapping[str, Mapping] | Iterable[Mapping]] | None = None,
-    title: str = "Results per category (%)",
-    reported_label: str = "reported",
-) -> str:
+    title: str = "Results per category (%)", reported_label: str = "reported",
+) -> str:  # fmt: skip
     """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper's
     REPORTED ESAD and RIAD columns (headed ``"ESAD str. (<reported_label>)"``).
 
@@ -190,15 +189,21 @@ __all__ = [
 # fmt: on
 
 
-def format_paired(
-    diffs: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
-    means: Mapping[str, Mapping[str, Any] | None],
-    base: str = "ESAD",
-    metric: str = "structural image AUROC",
-) -> str:
+#: ``diffs[other][category]`` and ``means[other]``: ``esad_lib.uncertainty`` paired difference dicts.
+_Diffs = Mapping[str, Mapping[str, Mapping[str, Any] | None]]
+_Means = Mapping[str, Mapping[str, Any] | None]
+PAIRED_NOTE = (
+    "- Paired: both methods are scored on the SAME test images and every bootstrap resample is "
+    "applied to both, so image difficulty cancels out. `*` = the 95 % interval excludes 0. The "
+    "mean's interval averages the categories' paired resamples (independent test sets)."
+)
+
+
+def format_paired(diffs: _Diffs, means: _Means, base: str = "ESAD", metric: str = "structural image AUROC",
+                  note: str = PAIRED_NOTE) -> str:  # fmt: skip
     """Markdown table of paired differences ``base - other`` per category and their mean
     (``diffs[other][category]``, ``means[other]``: ``esad_lib.uncertainty`` difference dicts);
-    ``*`` marks an interval that excludes 0."""
+    ``*`` marks an interval that excludes 0; ``note``: the bullet saying how the intervals are made."""
     others = list(diffs)
     cats = [c for c in CATEGORIES if any(c in diffs[o] for o in others)]
     lines = [f"### Paired differences, {base} minus each method ({metric}, points)", ""]
@@ -214,19 +219,11 @@ def format_paired(
         row = " | ".join(cell(diffs[o].get(c)) for o in others)
         lines.append(f"| {CATEGORY_TITLES.get(c, c)} | {row} |")
     lines.append("| **Mean** | " + " | ".join(cell(means.get(o)) for o in others) + " |")
-    verdicts = [
-        f"{base} is {'better' if d['diff'] > 0 else 'worse'} than {o} on the mean (interval excludes 0)"
-        if d["excludes_zero"]
-        else f"{base} vs {o}: not enough evidence (the interval includes 0)"
-        for o, d in ((o, means.get(o)) for o in others)
-        if d
-    ]
-    lines += [
-        "",
-        "- Paired: both methods are scored on the SAME test images and every bootstrap resample is "
-        "applied to both, so image difficulty cancels out. `*` = the 95 % interval excludes 0. The "
-        "mean's interval averages the categories' paired resamples (independent test sets).",
-    ] + [f"- {v}." for v in verdicts]
+    better = {o: "better" if d["diff"] > 0 else "worse" for o, d in means.items() if d}
+    verdicts = [f"{base} is {better[o]} than {o} on the mean (interval excludes 0)" if d["excludes_zero"]
+                else f"{base} vs {o}: not enough evidence (the interval includes 0)"
+                for o, d in ((o, means.get(o)) for o in others) if d]  # fmt: skip
+    lines += ["", note] + [f"- {v}." for v in verdicts]
     return "\n".join(lines) + "\n"
 
 
@@ -239,11 +236,7 @@ def _direction(d: Mapping[str, Any]) -> str:
     return ("ahead" if d["diff"] > 0 else "behind") if d.get("excludes_zero") else "no clear difference"
 
 
-def win_loss_summary(
-    diffs: Mapping[str, Mapping[str, Mapping[str, Any] | None]],
-    means: Mapping[str, Mapping[str, Any] | None],
-    base: str = "ESAD",
-) -> list[str]:
+def win_loss_summary(diffs: _Diffs, means: _Means, base: str = "ESAD") -> list[str]:
     """One line per other method: the categories where ``base`` is ahead / behind (the paired 95 %
     interval of ``base - other`` above / below 0) or not, then the mean difference and its verdict."""
     lines = []

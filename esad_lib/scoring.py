@@ -26,32 +26,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from esad_lib.config import ESADConfig
+from esad_lib.config import CHOICES, ESADConfig
 from esad_lib.data import LOCODataset, collate_keep_lists, dataset_root, input_size, list_samples
 from esad_lib.features import build_feature_extractor
 from esad_lib.method import model_fills
-from esad_lib.method.anomaly_map import SMOOTHINGS, MapStats, average_over_cutouts, smooth_maps, upsample_map
+from esad_lib.method.anomaly_map import MapStats, average_over_cutouts, smooth_maps, upsample_map
 from esad_lib.perf.fusion import prepare_for_inference
 
-SCORE_MAPS = ("pixel", "feature")
-#: map standardisation: "none" (the paper) or per-pixel mean/std of that split's good maps.
-NORMALIZATIONS = ("none", "train", "validation")
-
+#: the map kinds, and the map standardisations ("none": the paper; else per-pixel mean/std of that
+#: split's good maps): their one definition is ``esad_lib.config.CHOICES``.
+SCORE_MAPS, NORMALIZATIONS = CHOICES["score_map"], CHOICES["map_normalization"]
 FAST_PATH_ATOL = 1e-4
 
 
 def check_scoring_config(cfg: ESADConfig) -> None:
-    """Raise ``ValueError`` naming the field and the allowed values on a bad scoring option."""
-    if cfg.score_map not in SCORE_MAPS:
-        raise ValueError(f"cfg.score_map={cfg.score_map!r}: use one of {SCORE_MAPS}")
-    if cfg.smoothing not in SMOOTHINGS:
-        raise ValueError(f"cfg.smoothing={cfg.smoothing!r}: use one of {SMOOTHINGS}")
-    if cfg.map_normalization not in NORMALIZATIONS:
-        raise ValueError(f"cfg.map_normalization={cfg.map_normalization!r}: use one of {NORMALIZATIONS}")
-    if cfg.smoothing == "mean" and cfg.smoothing_size < 1:
-        raise ValueError(f"cfg.smoothing_size={cfg.smoothing_size} must be >= 1")
-    if cfg.smoothing == "gaussian" and cfg.smoothing_sigma <= 0:
-        raise ValueError(f"cfg.smoothing_sigma={cfg.smoothing_sigma} must be > 0")
+    """Raise ``ValueError`` naming the field and its allowed values on a bad option (a config is
+    checked when built; this re-checks one changed in place)."""
+    ESADConfig.from_dict(cfg.to_dict())
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -93,11 +84,7 @@ def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Mo
 
 
 def anomaly_maps(
-    model,
-    images: torch.Tensor,
-    cfg: ESADConfig,
-    extractor=None,
-    stats: MapStats | None = None,
+    model, images: torch.Tensor, cfg: ESADConfig, extractor=None, stats: MapStats | None = None,
     score_map: str | None = None,
 ) -> torch.Tensor:
     """Smoothed (and, with ``stats``, standardised) anomaly maps: ``[B,3,H,W]`` in [-1, 1] -> ``[B,H,W]``."""
@@ -136,11 +123,6 @@ class ScoreResult:
     channels: list[np.ndarray] | None = None
     seconds: float = 0.0  # model + maps, without image loading
     wall_seconds: float = 0.0  # including image loading
-
-    @classmethod
-    def empty(cls, keep_channels: bool) -> ScoreResult:
-        """A result with no image yet (the scoring loops append to it)."""
-        return cls(np.zeros(0), np.zeros(0, dtype=np.int64), [], [], [], [], [] if keep_channels else None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -207,18 +189,13 @@ def train_images(cfg: ESADConfig, root: str | Path | None = None) -> torch.Tenso
 
 
 def fit_detector(detector, cfg: ESADConfig, root: str | Path | None = None):
-    """``detector.fit(train_images(cfg, root))``; returns the fitted detector."""
+    """The ``detector`` fitted on ``train_images(cfg, root)``."""
     return detector.fit(train_images(cfg, root))
 
 
 def score_dataset(
-    detector,
-    cfg: ESADConfig,
-    split: str = "test",
-    labels: Sequence[str] | None = None,
-    root: str | Path | None = None,
-    max_images: int | None = None,
-    keep_channels: bool = True,
+    detector, cfg: ESADConfig, split: str = "test", labels: Sequence[str] | None = None,
+    root: str | Path | None = None, max_images: int | None = None, keep_channels: bool = True,
     progress: bool = True,
 ) -> ScoreResult:
     """THE scoring loop: every image of ``split`` of ``cfg.category`` through a fitted ``detector``.
@@ -237,7 +214,7 @@ def score_dataset(
             "(see `esad check`)"
         )
     bs = int(getattr(detector, "batch_size", None) or cfg.eval_batch_size)
-    out = ScoreResult.empty(keep_channels)
+    out = ScoreResult(np.zeros(0), np.zeros(0, dtype=np.int64), [], [], [], [], [] if keep_channels else None)
     t_wall = time.perf_counter()
     for lab in present:
         loader = _label_loader(cfg, root, split, lab, keep_channels, max_images, bs)
@@ -261,10 +238,7 @@ def score_dataset(
 
 
 def normalization_stats(
-    detector,
-    cfg: ESADConfig,
-    split: str = "validation",
-    root: str | Path | None = None,
+    detector, cfg: ESADConfig, split: str = "validation", root: str | Path | None = None,
     progress: bool = True,
 ) -> MapStats:
     """Per-pixel statistics of ``detector``'s maps of ``split``/good (for ``cfg.map_normalization``)."""

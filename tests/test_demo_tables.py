@@ -160,3 +160,16 @@ def test_a_readers_detector_gets_the_tables_intervals_and_paired_differences(tmp
     esad = cmp.metrics["esad"]["pushpins"]["image_auroc"]["structural"]
     assert d["diff"] == pytest.approx(esad - m["image_auroc"]["structural"])
     assert d["low"] <= d["diff"] <= d["high"]
+
+
+def test_the_one_seed_demo_says_so_and_stores_the_means_bootstrap_se(tmp_path) -> None:
+    from esad_lib.demo import run_demo
+
+    res = run_demo(profile="smoke", categories=["pushpins"], progress=False, out=tmp_path)
+    assert "- These tables are one training seed (seed 0):" in res.text
+    assert "`esad demo --seeds 0 1 2`" in res.text
+    paired = json.loads((tmp_path / "demo.json").read_text())["paired"]["structural_image_auroc"]
+    mean = paired["mean"]["naive"]
+    # the mean's se: the sd of the per-resample category means; with one category, that category's se
+    per_cat = res.paired["structural_image_auroc"]["per_category"]["naive"]["pushpins"]
+    assert mean["se"] == pytest.approx(per_cat["se"]) and mean["se"] > 0

@@ -12,7 +12,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from esad_lib.config import CATEGORIES, get_config
-from esad_lib.evaluation import RUN_KEYS, evaluate_run, image_metrics, load_metrics
+from esad_lib.evaluation import RUN_KEYS, evaluate_run, load_metrics
+from esad_lib.metrics import image_auroc_by_type
 from esad_lib.report import REPORTED, format_report
 
 
@@ -74,15 +75,15 @@ def test_evaluate_run_missing_folder_is_a_clear_error(tmp_path):
         load_metrics(tmp_path)
 
 
-def test_image_metrics_match_sklearn_and_handle_missing_type():
+def test_image_auroc_by_type_matches_sklearn_and_handles_missing_type():
     rng = np.random.default_rng(0)
     names = ["good"] * 5 + ["structural"] * 4 + ["logical"] * 3
     s = rng.normal(size=len(names))
-    m = image_metrics(s, names)
+    m = image_auroc_by_type(s, names)
     sl = [i for i, n in enumerate(names) if n != "logical"]
     assert m["structural"] == pytest.approx(roc_auc_score([names[i] == "structural" for i in sl], s[sl]))
     assert m["mean"] == pytest.approx((m["structural"] + m["logical"]) / 2)
-    only_str = image_metrics(s[:9], names[:9])
+    only_str = image_auroc_by_type(s[:9], names[:9])
     assert only_str["logical"] is None and only_str["mean"] == only_str["structural"]
 
 
@@ -233,16 +234,6 @@ def test_demo_cli_set_changes_every_run_and_refuses_unknown_fields(tmp_path, cap
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "bad"), "--set", "keep_aspekt=true"]) == 2
     assert "did you mean keep_aspect" in capsys.readouterr().err
-
-
-def test_type_groups_are_good_plus_one_type_and_none_when_a_type_is_missing():
-    from esad_lib.evaluation import type_groups
-
-    assert type_groups(["good", "structural", "logical", "good"]) == {
-        "structural": [0, 1, 3],
-        "logical": [0, 2, 3],
-    }
-    assert type_groups(["good", "structural"]) == {"structural": [0, 1], "logical": None}
 
 
 def test_esad_detector_fit_trains_through_the_model_cache_and_riad_is_a_config_diff():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from metric_references import (
@@ -200,7 +198,7 @@ def test_au_spro_at_limits_equals_one_call_per_limit(seed: int) -> None:
     if not any(m.any() for m in masks):  # at least one region
         chans[-1] = np.concatenate([chans[-1], np.full((1, *maps[-1].shape), 255, np.uint8)])
         chans[-1][-1, 1:] = 0
-    at = M.au_spro_at_limits(maps, chans, DEFECTS)
+    at = M.PixelOrder(maps, chans, DEFECTS).at_limits("all", M.SPRO_LIMITS)
     assert list(at) == list(M.SPRO_LIMITS) == [0.01, 0.05, 0.1, 0.3, 1.0]
     for lim, v in at.items():
         assert v == pytest.approx(M.au_spro(maps, chans, DEFECTS, lim), abs=1e-12)
@@ -259,7 +257,20 @@ def test_by_type_helpers_use_good_images_in_each_group() -> None:
     assert res["structural"] == pytest.approx(1.0)
     assert res["logical"] == pytest.approx(1.0)
     res = M.image_auroc_by_type([0.1, 0.9, 0.2], ["good", "structural", "good"])
-    assert math.isnan(res["logical"]) and res["mean"] == pytest.approx(1.0)
+    assert res["logical"] is None and res["mean"] == pytest.approx(1.0)
+    assert M.image_auroc_by_type([0.1, 0.9], ["structural", "logical"]) == dict.fromkeys(
+        ("structural", "logical", "mean")
+    )
+
+
+def test_type_groups_are_good_plus_one_type_and_none_when_a_type_is_missing():
+    assert M.type_groups(["good", "structural", "logical", "good"]) == {
+        "structural": [0, 1, 3],
+        "logical": [0, 2, 3],
+    }
+    assert M.type_groups(["good", "structural"]) == {"structural": [0, 1], "logical": None}
+    assert M.type_mean({"structural": 0.5, "logical": None}) == 0.5
+    assert M.type_mean({"structural": None, "logical": None}) is None
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -95,6 +97,83 @@ def test_freshness_check_catches_stale_code_errors_and_size(tmp_path) -> None:
     assert lessons.strip_widget_views(nb) == 1 and nb.cells[1].outputs[0]["data"] == {"text/plain": "50%"}
     nbformat.write(nb, p)
     assert lessons.check_committed(p) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_lessons_follow_the_rules_a_machine_can_check(path: Path) -> None:
+    """Every committed lesson, stripped or executed: no cell over 30 lines, no font under 8 pt
+    set in its code, no progress bar and no text output over 60 lines among its outputs, every
+    figure at 90 dpi or more (``tools.lessons.check_lesson``)."""
+    from tools.lessons import check_lesson
+
+    problems = check_lesson(path)
+    assert not problems, "\n".join(problems)
+
+
+def _png(dpi: float) -> str:
+    """A 1x1 PNG figure saved at ``dpi``, base64 (as a notebook stores it)."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(0.1, 0.1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_lesson_rules_catch_long_cells_bars_walls_small_fonts_and_low_dpi(tmp_path) -> None:
+    import nbformat
+
+    from tools import lessons
+
+    def problems(cells: list) -> list[str]:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = cells
+        p = tmp_path / "01_x.ipynb"
+        nbformat.write(nb, p)
+        return lessons.check_lesson(p)
+
+    def code(src: str, *outputs) -> nbformat.NotebookNode:
+        cell = nbformat.v4.new_code_cell(src)
+        cell.outputs = list(outputs)
+        return cell
+
+    def stream(text: str) -> nbformat.NotebookNode:
+        return nbformat.v4.new_output("stream", name="stderr", text=text)
+
+    def figure(dpi: float) -> nbformat.NotebookNode:
+        return nbformat.v4.new_output("display_data", data={"image/png": _png(dpi), "text/plain": "<Figure>"})
+
+    ok = [nbformat.v4.new_markdown_cell("\n".join(["text"] * 30)), code("\n".join(["x = 1"] * 30))]
+    ok.append(code("plt.title('t', fontsize=8)", stream("done\n" * 60), figure(100)))
+    assert problems(ok) == []
+    assert lessons.png_dpi(_png(100)) == pytest.approx(100, abs=0.1)
+    assert any("has 31 lines" in m for m in problems([nbformat.v4.new_markdown_cell("\n".join(["t"] * 31))]))
+    assert any("has 31 lines" in m for m in problems([code("\n".join(["x = 1"] * 31))]))
+    assert any("fontsize=6.5" in m for m in problems([code("ax.text(0, 0, 's', fontsize=6.5)")]))
+    assert any("prints 61 lines" in m for m in problems([code("print()", stream("x\n" * 61))]))
+    assert any("64 dpi" in m for m in problems([code("plt.show()", figure(64))]))
+    frozen = "train:   0%|          | 0/5 [00:00<?, ?it/s]"
+    view = {"model_id": "x", "version_major": 2, "version_minor": 0}
+    bar = nbformat.v4.new_output("display_data", data={"text/plain": frozen, lessons.WIDGET_VIEW: view})
+    assert any("progress bar" in m for m in problems([code("train()", bar)]))
+    done = stream("esad check: 100%|##########| 950/950 [00:01<00:00]\n")
+    assert any("progress bar" in m for m in problems([code("check()", done)]))
+    # execution drops the bars: a bar alone goes, the text printed beside one stays
+    mixed = stream("\rsplit:  50%|#####     | 1/2\rsplit: 100%|##########| 2/2\n2 files written\n")
+    nb = nbformat.v4.new_notebook()
+    dropdown = {"text/plain": "Dropdown(options=('a', 'b'))", lessons.WIDGET_VIEW: view}
+    other_widget = nbformat.v4.new_output("display_data", data=dropdown)
+    nb.cells = [code("run()", bar, done, mixed, other_widget)]
+    assert lessons.drop_progress_bars(nb) == 3
+    assert [o.get("text") for o in nb.cells[0].outputs[:1]] == ["2 files written\n"]
+    assert nb.cells[0].outputs[1] == other_widget  # a widget that is no progress bar stays
 
 
 def test_each_notebook_starts_with_a_tagged_parameters_cell() -> None:

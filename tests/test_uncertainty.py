@@ -285,6 +285,7 @@ def test_formatters() -> None:
     assert U.format_ci(0.5, math.nan, math.nan) == "50.0"
     assert U.format_diff(0.032, -0.01, 0.075) == "+3.2 [-1.0, 7.5]"
     assert U.format_diff(0.032, 0.01, 0.075) == "+3.2 [1.0, 7.5] *"
-    assert U.format_diff(-0.05, -0.08, -0.02, marker="!") == "-5.0 [-8.0, -2.0] !"
+    assert U.format_diff(-0.05, -0.08, -0.02) == "-5.0 [-8.0, -2.0] *"
+    assert U.format_diff(0.05, math.nan, math.nan) == "+5.0"
     assert U.format_diff({"diff": 0.0, "low": 0.0, "high": 0.0}) == "+0.0 [0.0, 0.0]"
     assert U.format_ci(0.123456, 0.1, 0.2, scale=1.0, digits=3) == "0.123 [0.100, 0.200]"

@@ -17,31 +17,24 @@ with another configuration; several ``devices``: one worker process per device.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+# isort: off
+from esad_lib.ablation import steps
+from esad_lib.ablation.grid import GridReport, run_grid
+from esad_lib.ablation.results import ImageBootstrap, collect_scores, read_results, seed_table, summary_table
+from esad_lib.ablation.steps import evaluate_variant
+from esad_lib.ablation.summary import HEADLINE_METRICS, compare_to_base, interval_table
+from esad_lib.ablation.variants import (BASE_VARIANT, RunSpec, Variant, apply_variant, config_key,
+                                        expand_grid, model_finished, parse_list, register_variant, train_key,
+                                        variant_names, variant_registry)
+from esad_lib.ablation.verdict import (CONTRADICTS, NO_CLAIM, NOT_ENOUGH, SIMILAR_TOLERANCE, SUPPORTS,
+                                       claim_verdict, grid_description, verdict_reason, verdict_sentence)
+# isort: on
 
-#: the public names, by the module that defines them (imported on first use).
-_EXPORTS = {
-    "grid": "GridReport run_grid",
-    "results": "ImageBootstrap collect_scores read_results seed_table summary_table",
-    "steps": "evaluate_variant",
-    "summary": "HEADLINE_METRICS compare_to_base interval_table",
-    "variants": "BASE_VARIANT RunSpec Variant apply_variant config_key expand_grid model_finished parse_list "
-    "register_variant train_key variant_names variant_registry",
-    "verdict": "CONTRADICTS NOT_ENOUGH NO_CLAIM SIMILAR_TOLERANCE SUPPORTS claim_verdict grid_description "
-    "verdict_reason verdict_sentence",
-}
-_HOME = {name: module for module, names in _EXPORTS.items() for name in names.split()}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    if name in _EXPORTS:  # a submodule, e.g. ``ablation.steps`` (a test replaces its functions)
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__ + list(_EXPORTS)
+__all__ = [
+    "BASE_VARIANT", "CONTRADICTS", "GridReport", "HEADLINE_METRICS", "ImageBootstrap", "NOT_ENOUGH",
+    "NO_CLAIM", "RunSpec", "SIMILAR_TOLERANCE", "SUPPORTS", "Variant", "apply_variant", "claim_verdict",
+    "collect_scores", "compare_to_base", "config_key", "evaluate_variant", "expand_grid", "grid_description",
+    "interval_table", "model_finished", "parse_list", "read_results", "register_variant", "run_grid",
+    "seed_table", "steps", "summary_table", "train_key", "variant_names", "variant_registry",
+    "verdict_reason", "verdict_sentence",
+]

@@ -66,9 +66,8 @@ def _init_worker(devices: Any) -> None:
 
 def _job(step: str, cfg_dict: dict[str, Any], model_dir: Path, arg: Any) -> Any:
     """``steps.<step>(cfg on this worker's device, model_dir, arg)`` in a worker process."""
-    return getattr(steps, step)(
-        ESADConfig.from_dict(cfg_dict).replace(device=_WORKER_DEVICE or "auto"), model_dir, arg
-    )
+    cfg = ESADConfig.from_dict(cfg_dict).replace(device=_WORKER_DEVICE or "auto")
+    return getattr(steps, step)(cfg, model_dir, arg)
 
 
 def _run_jobs(jobs: list[Job], ex: cf.Executor | None, device: str | None) -> Iterator[tuple[int, Any]]:
@@ -78,9 +77,7 @@ def _run_jobs(jobs: list[Job], ex: cf.Executor | None, device: str | None) -> It
         for i, (step, cfg, mdir, arg) in enumerate(jobs):
             yield i, getattr(steps, step)(cfg.replace(device=device) if device else cfg, mdir, arg)
         return
-    futs = {
-        ex.submit(_job, step, cfg.to_dict(), mdir, arg): i for i, (step, cfg, mdir, arg) in enumerate(jobs)
-    }
+    futs = {ex.submit(_job, st, cfg.to_dict(), mdir, arg): i for i, (st, cfg, mdir, arg) in enumerate(jobs)}
     for f in cf.as_completed(futs):
         yield futs[f], f.result()
 
@@ -157,15 +154,9 @@ def _execute(pending, out, models_root, report, ex, device: str | None, progress
 
 
 def run_grid(
-    base: ESADConfig,
-    variants: Sequence[str | Variant],
-    categories: Sequence[str],
-    seeds: Sequence[int],
-    out: str | Path,
-    devices: Sequence[str] | None = None,
-    progress: bool = True,
+    base: ESADConfig, variants: Sequence[str | Variant], categories: Sequence[str], seeds: Sequence[int],
+    out: str | Path, devices: Sequence[str] | None = None, progress: bool = True,
     models_dir: str | Path | None = None,
-    start_method: str | None = None,
 ) -> GridReport:
     """Run (or finish) the grid under ``out``: each distinct model trained once, each config evaluated
     once; results.csv + summary.md.  ``devices``: several -> one worker process each ("spawn" with
@@ -178,18 +169,14 @@ def run_grid(
     report.skipped = [str(s.run_dir(out)) for s in specs if run_finished(s, out)]
     pending = [s for s in specs if not run_finished(s, out)]
     if devices is not None and len(devices) > 1:
-        if start_method is None:
-            cuda = any(d.startswith("cuda") for d in devices)
-            start_method = "spawn" if cuda or "fork" not in mp.get_all_start_methods() else "fork"
-        ctx = mp.get_context(start_method)
+        cuda = any(d.startswith("cuda") for d in devices)
+        ctx = mp.get_context("spawn" if cuda or "fork" not in mp.get_all_start_methods() else "fork")
         with ctx.Manager() as manager:
             queue = manager.Queue()  # each worker takes one device at start
             for d in devices:
                 queue.put(d)
-            pool = cf.ProcessPoolExecutor(
-                len(devices), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-            )
-            with pool as ex:
+            with cf.ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
+                                        initargs=(queue,)) as ex:
                 _execute(pending, out, models_root, report, ex, None, progress)
     else:
         _execute(pending, out, models_root, report, None, devices[0] if devices else None, progress)

@@ -72,9 +72,7 @@ def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
             meta = json.loads((d / "run.json").read_text())
             metrics = json.loads((d / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise RuntimeError(
-                f"cannot read the finished run in {d} ({e}); move the folder away and re-run"
-            ) from e
+            raise RuntimeError(f"cannot read the finished run in {d} ({e}); move it away and re-run") from e
         cis = _run_image_ci(read_run_scores(d))
         for name, value in flatten_metrics(metrics).items():
             key = (meta["variant"], meta["category"], int(meta["seed"]), name, value)
@@ -97,9 +95,7 @@ def read_results(path: str | Path):
     """Load a ``results.csv`` written by :func:`run_grid`, checking its columns."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist; run `esad ablate ... --out DIR` first (it writes DIR/results.csv)"
-        )
+        raise FileNotFoundError(f"{path} does not exist; run `esad ablate ... --out DIR` (it writes it)")
     df = pd.read_csv(path)
     if missing := [c for c in RESULT_COLUMNS if c not in df.columns]:
         raise ValueError(
@@ -148,22 +144,18 @@ class ImageBootstrap:
             names_ref = ref["label"].astype(str).to_numpy()
             if not (names_ref == "good").any():
                 continue
-            weights = uncertainty.resample_weights(
-                uncertainty.resample_indices(names_ref, CI_N_BOOT, CI_SEED)
-            )
+            idx = uncertainty.resample_indices(names_ref, CI_N_BOOT, CI_SEED)
+            weights = uncertainty.resample_weights(idx)
             for k in in_cat:
-                sc = scores[k]
+                sc, what = scores[k], f"run {k} and run {in_cat[0]}"
                 try:
-                    labels, what = sc["label"].astype(str).to_numpy(), f"run {k} and run {in_cat[0]}"
-                    uncertainty.check_paired(
-                        names_ref, labels, list(ref["path"]), list(sc["path"]), what=what
-                    )
+                    labels, paths = sc["label"].astype(str).to_numpy(), list(sc["path"])
+                    uncertainty.check_paired(names_ref, labels, list(ref["path"]), paths, what=what)
                 except ValueError as e:
                     self.problems[k] = str(e)
                     continue
-                self.runs[k] = uncertainty.auroc_by_type_resampled(
-                    sc["score"].to_numpy(float), names_ref, weights
-                )
+                s = sc["score"].to_numpy(float)
+                self.runs[k] = uncertainty.auroc_by_type_resampled(s, names_ref, weights)
 
     def _cells(self, variant: str, metric: str, cells: Iterable[tuple[str, int]]):
         """value and samples [B] of ``metric`` per (category, seed); None if one is missing."""

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from esad_lib import evaluation
 from esad_lib.ablation.variants import model_finished
 from esad_lib.config import ESADConfig, resolve_device
-from esad_lib.detectors import EsadDetector
 from esad_lib.evaluation import SCORES_FILE, evaluate, scores_csv
 from esad_lib.paths import atomic_write_text
 from esad_lib.run_io import file_lock, load_run
@@ -35,20 +35,23 @@ def train_model(cfg: ESADConfig, model_dir: Path, resume: bool) -> None:
 
 
 def evaluate_variant(model: Any, cfg: ESADConfig, progress: bool = False) -> tuple[dict[str, Any], Any]:
-    """``(metrics, ScoreResult)`` of a trained ``model`` scored with ``cfg``'s test-time fields."""
-    return evaluate(EsadDetector(cfg, model, progress=progress), cfg, progress=progress)
+    """``(metrics, ScoreResult)`` of a trained ``model`` scored with ``cfg``'s test-time fields
+    (``evaluation.evaluate_model``, quiet by default)."""
+    return evaluation.evaluate_model(model, cfg, progress=progress)
 
 
 def evaluate_model(cfg: ESADConfig, model_dir: Path, run_dir: Path) -> dict[str, Any]:
     """Metrics of the model in ``model_dir`` scored with ``cfg``; writes ``run_dir/scores.csv``."""
     model, _ = load_run(model_dir)
-    metrics, result = evaluate_variant(model.to(resolve_device(cfg.device)), cfg)
-    atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
-    return metrics
+    return _scored(evaluate_variant(model.to(resolve_device(cfg.device)), cfg), run_dir)
 
 
 def evaluate_detector(factory: Callable[[ESADConfig], Any], cfg: ESADConfig, run_dir: Path) -> dict[str, Any]:
     """Fit ``factory(cfg)`` on train/good and evaluate it; writes ``run_dir/scores.csv``."""
-    metrics, result = evaluate(fit_detector(factory(cfg), cfg), cfg, progress=False)
+    return _scored(evaluate(fit_detector(factory(cfg), cfg), cfg, progress=False), run_dir)
+
+
+def _scored(evaluated: tuple[dict[str, Any], Any], run_dir: Path) -> dict[str, Any]:
+    metrics, result = evaluated
     atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
     return metrics

@@ -26,9 +26,12 @@ def _row(cells) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _fmt(mean: float, std: float, metric: str) -> str:
-    """mean ± std over seeds, in % for the [0, 1] metrics (no ± with one seed)."""
-    if metric == "n_params" or metric.endswith(".n_params"):
+def _cell(boot: ImageBootstrap | None, df, v: str, m: str, mean: float, std: float, cats=None) -> str:
+    """The CI of variant ``v``'s metric ``m`` where the per-image scores give one, else mean ± std over
+    seeds, in % for the [0, 1] metrics (no ± with one seed)."""
+    if ci := boot.interval(df, v, m, cats) if boot is not None else None:
+        return uncertainty.format_ci(ci)
+    if m == "n_params" or m.endswith(".n_params"):
         return f"{mean:,.0f}"
     no_std = std is None or (isinstance(std, float) and math.isnan(std))
     return f"{100 * mean:.1f}" + ("" if no_std else f" ± {100 * std:.1f}")
@@ -60,10 +63,7 @@ def _overall_rows(df, variants: list[str], metrics: list[str], boot: ImageBootst
     idx = {(r.variant, r.metric): r for r in summary_table(df).itertuples()}
 
     def cell(v: str, m: str) -> str:
-        if (r := idx.get((v, m))) is None:
-            return ""
-        ci = boot.interval(df, v, m) if boot is not None else None
-        return uncertainty.format_ci(ci) if ci else _fmt(r.mean, r.std, m)
+        return "" if (r := idx.get((v, m))) is None else _cell(boot, df, v, m, r.mean, r.std)
 
     return [_row([v] + [cell(v, m) for m in metrics]) for v in variants]
 
@@ -75,10 +75,7 @@ def _per_category_tables(
     per_cat = df.groupby(["variant", "category", "metric"], sort=False)["value"].mean()
 
     def cell(v: str, c: str, m: str) -> str:
-        if (v, c, m) not in per_cat.index:
-            return ""
-        ci = boot.interval(df, v, m, [c]) if boot is not None else None
-        return uncertainty.format_ci(ci) if ci else _fmt(per_cat[(v, c, m)], math.nan, m)
+        return _cell(boot, df, v, m, per_cat[(v, c, m)], math.nan, [c]) if (v, c, m) in per_cat.index else ""
 
     lines = []
     for m in headline:
@@ -167,7 +164,7 @@ def compare_to_base(
     if base not in set(sub["variant"]):
         return pd.DataFrame(columns=list(COMPARE_COLUMNS))
     per = sub.groupby(["variant", "seed", "category"])["value"].mean()
-    cats: dict[tuple, set] = {}
+    cats: dict[tuple, set] = {}  # (variant, seed) -> its categories
     for vv, sd, c in per.index:
         cats.setdefault((vv, sd), set()).add(c)
     rows = []
@@ -190,9 +187,8 @@ def compare_to_base(
         low, high, method = _interval(ci, deltas, "paired bootstrap over test images")
         var = reg.get(v)
         expected = var.expect if var else None
-        expected_text = {"lower": f"lower than {base}", "similar": f"close to {base}"}.get(
-            expected, "no claim"
-        )
+        wording = {"lower": f"lower than {base}", "similar": f"close to {base}"}
+        expected_text = wording.get(expected, "no claim")
         rows.append(
             (v, var.claim if var else "", expected_text, mean, std, seed_deltas, low, high)
             + (bool(low > 0 or high < 0), method, uncertainty.format_diff(mean, low, high) + f" (n={len(s)})")

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esad_lib.ablation.verdict import EXPECTATIONS
 from esad_lib.config import PRESETS, RIAD_DIFF, RUNTIME_FIELDS, TEST_TIME_FIELDS, ESADConfig
 from esad_lib.features import available_extractors
 from esad_lib.patchcore import PatchCore
+from esad_lib.run_io import is_finished
 
 BASE_VARIANT = "esad"
 
@@ -40,85 +42,43 @@ def _static_variants() -> list[Variant]:
     cut_claim = "ESAD keeps RIAD's cutout sizes {2, 4, 8, 16}; other sets are not reported."
     k_claim = "ESAD keeps RIAD's K = 3 disjoint masks; other K are not reported."
     return [
-        Variant(
-            "esad",
-            {},
-            "base",
-            "ESAD as in the paper: two lightweight U-Nets, train fill while training, test fill "
-            "(alpha 0.5) at test, feature loss, feature-level anomaly maps.",
-            "The full method: 89.3 % mean image AUROC on the structural split of MVTec LOCO AD.",
-        ),
-        Variant(
-            "riad",
-            dict(RIAD_DIFF),
-            "method",
-            "RIAD baseline: one classic U-Net, zero fill, pixel-level (MSGMS) maps, no feature loss "
-            "(build_model gives a RIAD model the zero fill in training too).",
-            "ESAD beats RIAD: 89.3 vs 84.0 % mean image AUROC (structural split).",
-            "lower",
-        ),
-        Variant(
-            "patchcore",
-            {},
-            "method",
-            "PatchCore-style reference (Roth et al. 2022), training-free: a memory bank of train/good "
-            "patch features of ImageNet-pretrained EfficientNet-Lite0, nearest-neighbour maps.",
-            "The paper does not compare ESAD with PatchCore.",
-            detector=PatchCore.from_config,
-        ),
-        Variant(
-            "no_feature_loss",
-            {"w_feature": 0.0},
-            "feature loss",
-            "ESAD trained without the feature loss.",
-            "The feature loss is one of ESAD's contributions (it mitigates noise interference).",
-            "lower",
-        ),
-        Variant(
-            "pixel_map",
-            {"score_map": "pixel"},
-            "discrimination",
-            "Pixel-level (MSGMS) anomaly maps on the ESAD model instead of feature-level maps.",
-            "Feature-level discrimination suppresses pixel noise and scores better than pixel maps.",
-            "lower",
-        ),
-        Variant(
-            "feature_map",
-            {"score_map": "feature"},
-            "discrimination",
-            "Feature-level anomaly maps (the ESAD default, listed to pair with pixel_map).",
-            "ESAD's choice.",
-            "similar",
-        ),
-        Variant(
-            "train_fill_at_test",
-            {"test_fill": "train"},
-            "fill",
-            "The training fill (select = 0, inpainting only) used at test time too.",
-            "The test fill (select = 1) eases reconstruction of normal regions and so widens the "
-            "error gap between normal and anomalous regions.",
-            "lower",
-        ),
-        Variant(
-            "zero_fill_at_test",
-            {"test_fill": "zero"},
-            "fill",
-            "The ESAD model with hidden cells filled with zeros at test ('no inpainting net').",
-            "Filling with the inpainting net is the core of ESAD over RIAD's zero fill.",
-            "lower",
-        ),
+        Variant("esad", {}, "base",
+                "ESAD as in the paper: two lightweight U-Nets, train fill while training, test fill "
+                "(alpha 0.5) at test, feature loss, feature-level anomaly maps.",
+                "The full method: 89.3 % mean image AUROC on the structural split of MVTec LOCO AD."),
+        Variant("riad", dict(RIAD_DIFF), "method",
+                "RIAD baseline: one classic U-Net, zero fill, pixel-level (MSGMS) maps, no feature loss "
+                "(build_model gives a RIAD model the zero fill in training too).",
+                "ESAD beats RIAD: 89.3 vs 84.0 % mean image AUROC (structural split).", "lower"),
+        Variant("patchcore", {}, "method",
+                "PatchCore-style reference (Roth et al. 2022), training-free: a memory bank of train/good "
+                "patch features of ImageNet-pretrained EfficientNet-Lite0, nearest-neighbour maps.",
+                "The paper does not compare ESAD with PatchCore.", detector=PatchCore.from_config),
+        Variant("no_feature_loss", {"w_feature": 0.0}, "feature loss",
+                "ESAD trained without the feature loss.",
+                "The feature loss is one of ESAD's contributions (it mitigates noise interference).",
+                "lower"),
+        Variant("pixel_map", {"score_map": "pixel"}, "discrimination",
+                "Pixel-level (MSGMS) anomaly maps on the ESAD model instead of feature-level maps.",
+                "Feature-level discrimination suppresses pixel noise and scores better than pixel maps.",
+                "lower"),
+        Variant("feature_map", {"score_map": "feature"}, "discrimination",
+                "Feature-level anomaly maps (the ESAD default, listed to pair with pixel_map).",
+                "ESAD's choice.", "similar"),
+        Variant("train_fill_at_test", {"test_fill": "train"}, "fill",
+                "The training fill (select = 0, inpainting only) used at test time too.",
+                "The test fill (select = 1) eases reconstruction of normal regions and so widens the "
+                "error gap between normal and anomalous regions.", "lower"),
+        Variant("zero_fill_at_test", {"test_fill": "zero"}, "fill",
+                "The ESAD model with hidden cells filled with zeros at test ('no inpainting net').",
+                "Filling with the inpainting net is the core of ESAD over RIAD's zero fill.", "lower"),
         Variant("alpha_0", {"fill_alpha": 0.0}, "fill alpha", "Test fill = inpainting only.", alpha_claim),
         Variant("alpha_0.25", {"fill_alpha": 0.25}, "fill alpha", "Test fill weight 0.25.", alpha_claim),
         Variant("alpha_0.75", {"fill_alpha": 0.75}, "fill alpha", "Test fill weight 0.75.", alpha_claim),
         Variant("alpha_1", {"fill_alpha": 1.0}, "fill alpha", "Test fill = the input itself.", alpha_claim),
-        Variant(
-            "std_conv",
-            {"unet": "lightweight_std"},
-            "lightweight U-Net",
-            "The same U-Net with standard 3x3 convolutions instead of feature extraction blocks.",
-            "The lightweight blocks cut parameters and compute with comparable accuracy.",
-            "similar",
-        ),
+        Variant("std_conv", {"unet": "lightweight_std"}, "lightweight U-Net",
+                "The same U-Net with standard 3x3 convolutions instead of feature extraction blocks.",
+                "The lightweight blocks cut parameters and compute with comparable accuracy.", "similar"),
         Variant("cutouts_2_4", {"cutout_sizes": (2, 4)}, "cutout sizes", "Small cutouts only.", cut_claim),
         Variant("cutouts_8_16", {"cutout_sizes": (8, 16)}, "cutout sizes", "Large cutouts only.", cut_claim),
         Variant("cutouts_4_8_16", {"cutout_sizes": (4, 8, 16)}, "cutout sizes", "Without size 2.", cut_claim),
@@ -151,8 +111,8 @@ def register_variant(variant: Variant) -> Variant:
     registry, so that ``run_grid`` and the summaries find it by name; a built-in name is refused."""
     if variant.name in {v.name for v in _static_variants() + _extractor_variants()}:
         raise ValueError(f"{variant.name!r} is a built-in ablation variant; give yours another name")
-    if variant.expect not in (None, "lower", "similar"):
-        raise ValueError(f"Variant.expect={variant.expect!r}: use 'lower', 'similar' or None")
+    if variant.expect is not None and variant.expect not in EXPECTATIONS:
+        raise ValueError(f"Variant.expect={variant.expect!r}: use one of {EXPECTATIONS} or None")
     _REGISTERED[variant.name] = variant
     return variant
 
@@ -255,8 +215,8 @@ def expand_grid(
 
 
 def model_finished(model_dir: Path) -> bool:
-    """Training wrote its last two files (esad_lib.training: they mean "done")."""
-    return (Path(model_dir) / "model.pt").exists() and (Path(model_dir) / "train_summary.json").exists()
+    """Training wrote its last two files (``run_io.is_finished``: they mean "done")."""
+    return is_finished(Path(model_dir))
 
 
 def run_finished(spec: RunSpec, out: Path) -> bool:

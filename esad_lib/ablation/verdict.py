@@ -23,47 +23,47 @@ EXPECTATIONS: tuple[str, ...] = ("lower", "similar")
 SIMILAR_TOLERANCE = 0.01
 
 
-def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
-    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``
-    (the rules of the module docstring)."""
-    low, high = float(low), float(high)
+def _check(expected: str | None, low: float, high: float, tolerance: float) -> None:
     if expected is not None and expected not in EXPECTATIONS:
         raise ValueError(f"expected must be one of {EXPECTATIONS} or None, got {expected!r}")
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if not (math.isnan(low) or math.isnan(high)) and low > high:
         raise ValueError(f"the interval's low bound {low} is above its high bound {high}")
+
+
+def _judge(expected: str | None, low: float, high: float, tolerance: float, scale: float) -> tuple[str, str]:
+    """(verdict, the phrase naming the rule of the module docstring that decided it; bounds x ``scale``)."""
+    _check(expected, low, high, tolerance)
     if expected is None:
-        return NO_CLAIM
+        return NO_CLAIM, "the paper makes no claim to check"
     if math.isnan(low) or math.isnan(high):
-        return NOT_ENOUGH
+        return NOT_ENOUGH, "no interval (one seed, no per-image scores)"
     if expected == "lower":
-        return SUPPORTS if high < 0 else CONTRADICTS if low > 0 else NOT_ENOUGH
+        if high < 0:
+            return SUPPORTS, "CI below 0"
+        if low > 0:
+            return CONTRADICTS, "CI above 0: the variant scores higher"
+        return NOT_ENOUGH, "CI includes 0"
+    band = f"±{scale * tolerance:.1f} band"
     if -tolerance <= low and high <= tolerance:
-        return SUPPORTS
-    return CONTRADICTS if (low > tolerance or high < -tolerance) else NOT_ENOUGH
+        return SUPPORTS, f"CI inside the {band}"
+    if low > tolerance or high < -tolerance:
+        return CONTRADICTS, f"CI outside the {band} ({'higher' if low > tolerance else 'lower'})"
+    return NOT_ENOUGH, f"CI {'wider than' if high - low > 2 * tolerance else 'crosses an edge of'} the {band}"
+
+
+def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
+    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``
+    (the rules of the module docstring)."""
+    return _judge(expected, float(low), float(high), tolerance, 100.0)[0]
 
 
 def verdict_reason(
     expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE, scale: float = 100.0
 ) -> str:
     """One phrase saying which rule decided :func:`claim_verdict` (bounds × ``scale``: points)."""
-    low, high = float(low), float(high)
-    verdict = claim_verdict(expected, low, high, tolerance)
-    if verdict == NO_CLAIM:
-        return "the paper makes no claim to check"
-    if math.isnan(low) or math.isnan(high):
-        return "no interval (one seed, no per-image scores)"
-    band = f"±{scale * tolerance:.1f}"
-    if expected == "lower":
-        return {SUPPORTS: "CI below 0", CONTRADICTS: "CI above 0: the variant scores higher"}.get(
-            verdict, "CI includes 0"
-        )
-    if verdict == NOT_ENOUGH:
-        return f"CI {'wider than' if high - low > 2 * tolerance else 'crosses an edge of'} the {band} band"
-    if verdict == SUPPORTS:
-        return f"CI inside the {band} band"
-    return f"CI outside the {band} band ({'higher' if low > tolerance else 'lower'})"
+    return _judge(expected, float(low), float(high), tolerance, scale)[1]
 
 
 def count_verdicts(verdicts: Iterable[str]) -> dict[str, int]:

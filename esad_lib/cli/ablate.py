@@ -29,6 +29,9 @@ def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ES
 def run_ablate(args: argparse.Namespace) -> int:
     from esad_lib import ablation  # torch loads only when a sub-command needs it
 
+    if not args.list and not args.out:
+        print("esad ablate: --out DIR is required (the folder that holds the grid's runs)", file=sys.stderr)
+        return 2
     if args.list:
         for v in ablation.variant_registry().values():
             what = f"detector {getattr(v.detector, '__qualname__', v.detector)}" if v.detector else v.diff
@@ -44,11 +47,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as e:
         print(f"esad ablate: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    models = None
-    if args.models == "cache":
-        models = cache_dir() / "runs"
-    elif args.models:
-        models = Path(args.models)
+    models = cache_dir() / "runs" if args.models == "cache" else args.models or None
     out = Path(args.out)
     report = ablation.run_grid(base, variants, cats, seeds, out, devices=devices, models_dir=models)
     print(
@@ -62,37 +61,22 @@ def run_ablate(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "ablate",
-        help="run a grid of ablation variants x categories x seeds",
-        description=(
-            "Train and evaluate named ablation variants (config diffs of the profile's base config). "
-            "Writes OUT/results.csv (tidy) and OUT/summary.md; finished runs are skipped, "
-            "unfinished training is resumed. `esad ablate --list` shows the variants."
-        ),
-    )
+    help_ = "run a grid of ablation variants x categories x seeds"
+    p = subparsers.add_parser("ablate", help=help_, description=(
+        "Train and evaluate named ablation variants (config diffs of the profile's base config). "
+        "Writes OUT/results.csv (tidy) and OUT/summary.md; finished runs are skipped, "
+        "unfinished training is resumed. `esad ablate --list` shows the variants."))
     p.add_argument("--variants", default="esad,riad", help="comma-separated variant names, or 'all'")
     p.add_argument("--categories", default="all", help="comma-separated categories, or 'all'")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="scale profile (default: $ESAD_PROFILE or demo)")
-    p.add_argument("--dataset", default=None,
-                   help="LOCO-layout dataset root (default: the profile's, synthetic)")
-    p.add_argument("--out", default=None, help="output folder of the grid (required unless --list)")
-    p.add_argument("--devices", default=None,
-                   help="comma-separated devices, e.g. cuda:0,cuda:1: one worker process each "
+    p.add_argument("--profile", choices=PROFILES, help="scale profile (default: $ESAD_PROFILE or demo)")
+    p.add_argument("--dataset", help="LOCO-layout dataset root (default: the profile's, synthetic)")
+    p.add_argument("--out", help="output folder of the grid (required unless --list)")
+    p.add_argument("--devices", help="comma-separated devices, e.g. cuda:0,cuda:1: one worker process each "
                    "(default: sequential)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field of the base (JSON value), e.g. --set epochs=5; repeatable")
-    p.add_argument("--models", default=None,
-                   help="folder for trained models (default OUT/models); 'cache' shares "
+    p.add_argument("--models", help="folder for trained models (default OUT/models); 'cache' shares "
                    "train_or_load's model cache")
     p.add_argument("--list", action="store_true", help="list the registered variants and exit")
-    p.set_defaults(func=_checked)
-
-
-def _checked(args: argparse.Namespace) -> int:
-    if not args.list and not args.out:
-        print("esad ablate: --out DIR is required (the folder that holds the grid's runs)", file=sys.stderr)
-        return 2
-    return run_ablate(args)
+    p.set_defaults(func=run_ablate)

@@ -78,9 +78,7 @@ def register(subparsers) -> None:
     p.add_argument("root")
     _quiet(p, _check)
 
-    p = subparsers.add_parser(
-        "synth", help="render the synthetic LOCO-like benchmark (deterministic per seed)"
-    )
+    p = subparsers.add_parser("synth", help="render the synthetic LOCO-like benchmark (one per seed)")
     p.add_argument("out", help="output folder (new or empty)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,

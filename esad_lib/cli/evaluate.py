@@ -1,5 +1,6 @@
-"""``esad evaluate``, ``score-maps``, ``report`` and ``demo`` (the paper's experiments: the authors'
-README "5. result"): metrics.json of a run or of maps on disk, the table beside the paper's numbers."""
+"""``esad evaluate``, ``score-maps``, ``report``, ``demo`` and ``demo-power`` (the paper's experiments:
+the authors' README "5. result"): metrics.json of a run or of maps on disk, the table beside the paper's
+numbers, and the test-set size a demo's comparison needs."""
 
 from __future__ import annotations
 
@@ -84,18 +85,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"esad demo: {e}", file=sys.stderr)
         return 2
+    if args.seeds is not None and (len(set(args.seeds)) < 2 or "seed" in overrides):
+        print("esad demo: --seeds takes two or more training seeds, without --set seed=N", file=sys.stderr)
+        return 2
     res = run_demo(
         profile=args.profile, out=args.out, categories=args.categories, with_riad=args.with_riad,
         with_naive=not args.no_naive, with_patchcore=args.with_patchcore, progress=not args.quiet,
-        overrides=overrides,
+        overrides=overrides, seeds=args.seeds,
     )  # fmt: skip
     print(res.text)
     print(f"wrote {res.report_dir / 'report.md'} and {res.report_dir / 'demo.json'}", file=sys.stderr)
     return 0
 
 
+def cmd_demo_power(args: argparse.Namespace) -> int:
+    from esad_lib.demo import default_report_dir, demo_power
+
+    path = Path(args.demo_json or default_report_dir("demo") / "demo.json")
+    try:
+        rows = demo_power(path, args.half_width, args.level)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"esad demo-power: {e}", file=sys.stderr)
+        return 2
+    target = f"Needed for ±{args.half_width:g} ({100 * args.level:g} %)"
+    print(f"{path}: the mean over categories of ESAD minus each method, structural image AUROC (points)\n\n"
+          f"| Comparison | Now | Half-width | SE | of it seeds | z SE | Images per type | {target} |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    for r in rows:
+        print(f"| ESAD − {r['method']} | {r['diff']:+.1f} [{r['low']:.1f}, {r['high']:.1f}] | "
+              f"{r['half_width_now']:.2f} | {r['se']:.2f} | {r['se_seed']:.2f} | {r['z_se']:.2f} | "
+              f"{r['n_now']} | {r['n_needed']:.0f} |")  # fmt: skip
+    print("\nSE ~ 1/sqrt(images per type): n = ceil(n_now z² se_image² / (h² - z² se_seed²)); inf: add seeds")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add ``evaluate``, ``report`` and ``demo`` to the ``esad`` command line."""
+    """Add ``evaluate``, ``score-maps``, ``report``, ``demo`` and ``demo-power`` to ``esad``."""
     p = subparsers.add_parser("evaluate", help="score a trained run's test split; write RUN/metrics.json")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) written by `esad train`")
     p.add_argument("--max-images", type=int, default=None, help="cap on test images per type")
@@ -143,6 +168,17 @@ def register(subparsers) -> None:
     p.add_argument("--with-patchcore", action="store_true",
                    help="also the PatchCore-style reference on ImageNet features "
                    "(efficientnet_lite0; no training)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="two or more training seeds (cfg.seed): the comparison once per seed and the paired "
+                   "differences over seeds and test images, in <data root>/runs/<profile>/seeds/")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+    p = subparsers.add_parser("demo-power", help="test images per type a finished demo needs for a "
+                              "given half-width of its mean paired differences' intervals")
+    p.add_argument("demo_json", nargs="?", metavar="DEMO_JSON",
+                   help="demo.json of `esad demo` (default <data root>/runs/demo/demo.json)")
+    p.add_argument("--half-width", type=float, default=3.5, help="target half-width in points (default 3.5)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.set_defaults(func=cmd_demo_power)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from esad_lib.config import get_config, riad_config
+from esad_lib.config import CHOICES, PROFILES, get_config, riad_config
 
 
 def model_info_main(args: argparse.Namespace) -> int:
@@ -31,12 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "U-Nets for one image, and of the full test-time scoring of one image (all cutout sizes x all masks, "
         "both networks).",
     )  # fmt: skip
-    p.add_argument("--profile", default=None, help="smoke | demo | paper (default: $ESAD_PROFILE or demo)")
-    p.add_argument("--width", type=int, default=None, help="override base_width")
-    unets = ("lightweight", "lightweight_std", "classic")
-    p.add_argument("--unet", default=None, choices=unets, help="override the U-Net kind")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="override the image size")
+    p.add_argument("--profile", choices=PROFILES, help="scale profile (default: $ESAD_PROFILE or demo)")
+    p.add_argument("--width", type=int, help="override base_width")
+    p.add_argument("--unet", choices=CHOICES["unet"], help="override the U-Net kind")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="override the image size")
     p.add_argument("--compare-riad", action="store_true",
                    help="also print the RIAD baseline (one classic U-Net, zero fill)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -32,11 +32,6 @@ from esad_lib.patchcore.patches import (
 )
 
 __all__ = [
-    "PatchCore",
-    "greedy_coreset_indices",
-    "jl_projection",
-    "local_aggregate",
-    "nearest_neighbour_distances",
-    "patch_features",
-    "reduce_channels",
+    "PatchCore", "greedy_coreset_indices", "jl_projection", "local_aggregate", "nearest_neighbour_distances",
+    "patch_features", "reduce_channels",
 ]

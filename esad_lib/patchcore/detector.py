@@ -17,29 +17,18 @@ from esad_lib.patchcore.patches import greedy_coreset_indices, nearest_neighbour
 
 
 class PatchCore:
-    """Training-free detector: ``fit`` builds ``memory_bank [N, D]``; maps ``[B,3,H,W] -> [B,H,W]``.
-
-    ``config`` (``PatchCoreConfig``) changed by ``settings``; ``chunk_size`` / ``bank_chunk_size``
-    bound the nearest-neighbour memory only.
-    """
+    """Training-free detector: ``fit`` builds ``memory_bank [N, D]``; maps ``[B,3,H,W] -> [B,H,W]``;
+    ``config`` (``PatchCoreConfig``) changed by ``settings``."""
 
     name = "patchcore"
 
     def __init__(
-        self,
-        extractor: torch.nn.Module,
-        config: PatchCoreConfig | None = None,
-        seed: int = 0,
-        chunk_size: int = 1024,
-        bank_chunk_size: int = 8192,
-        cfg: ESADConfig | None = None,
-        **settings: Any,
+        self, extractor: torch.nn.Module, config: PatchCoreConfig | None = None, seed: int = 0,
+        cfg: ESADConfig | None = None, **settings: Any,
     ) -> None:
-        if chunk_size < 1 or bank_chunk_size < 1:
-            raise ValueError(f"chunk_size={chunk_size}, bank_chunk_size={bank_chunk_size}: both must be >= 1")
         self.config = (config or PatchCoreConfig()).replace(**settings)
         self.extractor = extractor.eval()
-        self.seed, self.chunk_size, self.bank_chunk_size = int(seed), int(chunk_size), int(bank_chunk_size)
+        self.seed = int(seed)
         self.batch_size = self.config.batch_size
         self.cfg = cfg  # the run's config (data, profile) for metrics.json; None outside a run
         self.memory_bank: torch.Tensor | None = None  # [N, D]
@@ -66,22 +55,20 @@ class PatchCore:
         p = next(self.extractor.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
-    def params(self) -> dict[str, Any]:
-        """The settings (and, once fitted, the bank's size) as a JSON-serialisable dict."""
-        return {
+    def info(self) -> dict[str, Any]:
+        """The metrics.json entries of a PatchCore evaluation (``esad_lib.evaluation.evaluate``): the
+        settings and, once fitted, the bank's size under ``patchcore``."""
+        bank = self.memory_bank
+        p = {
             **self.config.to_dict(),
             "extractor": str(getattr(self.extractor, "name", type(self.extractor).__name__)),
             "layers": list(self.config.layers),
             "seed": self.seed,
             "full_bank_size": self.full_bank_size,
-            "bank_size": None if self.memory_bank is None else int(self.memory_bank.shape[0]),
-            "feature_dim": None if self.memory_bank is None else int(self.memory_bank.shape[1]),
+            "bank_size": None if bank is None else int(bank.shape[0]),
+            "feature_dim": None if bank is None else int(bank.shape[1]),
             "grid": None if self.grid is None else list(self.grid),
         }
-
-    def info(self) -> dict[str, Any]:
-        """The metrics.json entries of a PatchCore evaluation (``esad_lib.evaluation.evaluate``)."""
-        p = self.params()
         smoothing = "gaussian" if self.config.sigma > 0 else "none"
         out: dict[str, Any] = {"score_map": "nearest_neighbour", "smoothing": smoothing}
         out.update(map_normalization="none", feature_extractor=p["extractor"], patchcore=p)
@@ -134,10 +121,8 @@ class PatchCore:
         if self.image_size is not None and tuple(images.shape[-2:]) != self.image_size:
             raise ValueError(f"PatchCore was fitted at {self.image_size}, got {tuple(images.shape[-2:])}")
         f = self.embed(images)
-        b, h, w, d = f.shape
-        chunks = (self.chunk_size, self.bank_chunk_size)
-        dist, _ = nearest_neighbour_distances(f.reshape(-1, d), self.memory_bank, *chunks)
-        return dist.reshape(b, h, w)
+        dist, _ = nearest_neighbour_distances(f.reshape(-1, f.shape[-1]), self.memory_bank)
+        return dist.reshape(f.shape[:-1])
 
     @torch.no_grad()
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,7 @@ def local_aggregate(feat: torch.Tensor, patch_size: int = DEFAULTS.patch_size) -
     """
     if patch_size <= 1:
         return feat
-    p = patch_size
-    return F.avg_pool2d(feat, kernel_size=p, stride=1, padding=p // 2, count_include_pad=False)
+    return F.avg_pool2d(feat, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
 
 
 def reduce_channels(feats: torch.Tensor, target_dim: int | None) -> torch.Tensor:
@@ -46,17 +45,14 @@ def reduce_channels(feats: torch.Tensor, target_dim: int | None) -> torch.Tensor
 
 
 def patch_features(
-    maps: Sequence[torch.Tensor],
-    layers: Sequence[int] = DEFAULTS.layers,
-    patch_size: int = DEFAULTS.patch_size,
-    target_dim: int | None = None,
+    maps: Sequence[torch.Tensor], layers: Sequence[int] = DEFAULTS.layers,
+    patch_size: int = DEFAULTS.patch_size, target_dim: int | None = None,
 ) -> torch.Tensor:
     """Patch features from the extractor's maps ``[B,C_l,H_l,W_l]``: ``-> [B, h, w, D]``, first tap's grid."""
     idx = _check_layers(layers, len(maps))
     agg = [local_aggregate(maps[i].float(), patch_size) for i in idx]
     h, w = agg[0].shape[-2:]
-    hw = (h, w)
-    up = [a if a.shape[-2:] == hw else F.interpolate(a, hw, mode="bilinear", align_corners=False)
+    up = [a if a.shape[-2:] == (h, w) else F.interpolate(a, (h, w), mode="bilinear", align_corners=False)
           for a in agg]
     x = torch.cat(up, dim=1)  # [B, D, h, w]
     b, d = x.shape[:2]
@@ -75,12 +71,8 @@ def jl_projection(dim: int, projection_dim: int | None, seed: int) -> torch.Tens
 
 
 def greedy_coreset_indices(
-    features: torch.Tensor,
-    n_select: int,
-    projection_dim: int | None = DEFAULTS.projection_dim,
-    seed: int = 0,
-    first_index: int | None = None,
-    progress: bool = False,
+    features: torch.Tensor, n_select: int, projection_dim: int | None = DEFAULTS.projection_dim,
+    seed: int = 0, first_index: int | None = None, progress: bool = False,
 ) -> torch.Tensor:
     """Greedy coreset of ``features [N, D]`` (PC Algorithm 1): indices ``int64 [n_select]``.
 
@@ -113,15 +105,13 @@ def greedy_coreset_indices(
 
 
 def nearest_neighbour_distances(
-    queries: torch.Tensor,
-    bank: torch.Tensor,
-    chunk_size: int = 1024,
-    bank_chunk_size: int = 8192,
+    queries: torch.Tensor, bank: torch.Tensor, chunk_size: int = 1024, bank_chunk_size: int = 8192
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance of each query to its nearest bank entry: ``[M,D] x [N,D] -> (float32 [M], int64 [M])``.
 
     s(q) = min_{m in bank} || q - m ||_2      [PC Sec. 3.3]
-    Chunked float64 cdist search; the distance is recomputed exactly from the difference vector.
+    Float64 cdist search in chunks (they bound the memory only); the distance is recomputed exactly
+    from the difference vector.
     """
     if chunk_size < 1 or bank_chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}, bank_chunk_size={bank_chunk_size}: both must be >= 1")

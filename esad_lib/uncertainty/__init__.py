@@ -28,16 +28,16 @@ from esad_lib.uncertainty.au_spro import (SproStats, au_spro_ci, au_spro_ci_by_t
 from esad_lib.uncertainty.image_auroc import (auroc_by_type_resampled, check_paired, image_auroc_ci,
                                               image_auroc_ci_by_type, paired_image_auroc_by_type,
                                               weighted_auroc)
-from esad_lib.uncertainty.resampling import (ANOMALY_TYPES, DEFAULT_N_BOOT, METHOD_BOOT, METHOD_PAIRED,
-                                             format_ci, format_diff, percentile_interval, resample_indices,
-                                             resample_weights)
+from esad_lib.uncertainty.resampling import (DEFAULT_N_BOOT, METHOD_BOOT, METHOD_PAIRED, format_ci,
+                                             format_diff, percentile_interval, resample_indices,
+                                             resample_weights, type_summaries)
 from esad_lib.uncertainty.seeds import aggregate_seeds, seed_image_interval
 # isort: on
 
 __all__ = [
-    "ANOMALY_TYPES", "DEFAULT_N_BOOT", "METHOD_BOOT", "METHOD_PAIRED", "SproStats", "aggregate_seeds",
+    "DEFAULT_N_BOOT", "METHOD_BOOT", "METHOD_PAIRED", "SproStats", "aggregate_seeds",
     "auroc_by_type_resampled", "au_spro_ci", "au_spro_ci_by_type", "check_paired", "format_ci", "format_diff",
     "image_auroc_ci", "image_auroc_ci_by_type", "paired_image_auroc_by_type", "pixel_order_for_ci",
     "percentile_interval", "resample_indices", "resample_weights", "seed_image_interval", "spro_statistics",
-    "weighted_au_spro", "weighted_auroc",
+    "type_summaries", "weighted_au_spro", "weighted_auroc",
 ]  # fmt: skip

@@ -9,16 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.metrics import PixelOrder, _as_list
+from esad_lib.metrics import ANOMALY_TYPES, PixelOrder, _as_list, type_groups, type_mean
 from esad_lib.uncertainty.image_auroc import _check_names
 from esad_lib.uncertainty.resampling import (
-    ANOMALY_TYPES,
     DEFAULT_N_BOOT,
     METHOD_BOOT,
-    _diff_summary,
     _summary,
     resample_indices,
     resample_weights,
+    type_summaries,
 )
 
 #: bootstrap resamples computed together (bounds the [resamples, thresholds] temporaries)
@@ -44,8 +43,8 @@ class SproStats:
 
 def spro_statistics(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05,
-    grid: int | str = 2000, dense_factor: float = 3.0, tail: int = 32, max_sample: int = 4_000_000,
-) -> SproStats:  # fmt: skip
+    grid: int | str = 2000,
+) -> SproStats:
     """Precompute :class:`SproStats` of ``maps [H, W]`` and ``channels uint8 [C, H, W]``, with
     ``metrics.spro_curve``'s semantics (pass one anomaly type's images with the good ones); counted
     while ``metrics.PixelOrder`` sorts each image's negatives.
@@ -53,16 +52,16 @@ def spro_statistics(
     Threshold grid (``grid``):
 
     * an int T: T thresholds at the pooled negatives' order statistics whose FPR levels are evenly
-      spaced in (0, dense_factor * fpr_limit] (from a strided sample of at most ``max_sample``
-      negatives: every threshold is an actual score), plus the largest negative score, ``tail``
-      thresholds evenly spaced in FPR beyond, and the smallest score (FPR 1, sPRO 1).  Every grid
-      point lies ON the exact curve, which is monotone in between, so the trapezoid chord errs by
-      at most half the box dFPR * dsPRO (:func:`weighted_au_spro` reports that bound).  T = 2000
-      at limit 0.05: bound 5e-4, actual error 7e-6 on 120 synthetic 256x160 maps.
+      spaced in (0, 3 * fpr_limit] (from a strided sample of at most 4e6 negatives: every threshold
+      is an actual score), plus the largest negative score, 32 thresholds evenly spaced in FPR
+      beyond, and the smallest score (FPR 1, sPRO 1).  Every grid point lies ON the exact curve,
+      which is monotone in between, so the trapezoid chord errs by at most half the box
+      dFPR * dsPRO (:func:`weighted_au_spro` reports that bound).  T = 2000 at limit 0.05: bound
+      5e-4, actual error 7e-6 on 120 synthetic 256x160 maps.
     * ``"exact"``: every distinct score (``fp`` is O(N x distinct scores): small maps only).
     """
-    args = (fpr_limit, grid, dense_factor, tail, max_sample)
-    return SproStats(**PixelOrder(maps, channels, defects, stats_for=["all"], stats_args=args).stats("all"))
+    order = PixelOrder(maps, channels, defects, stats_for=["all"], fpr_limit=fpr_limit, grid=grid)
+    return SproStats(**order.stats("all"))
 
 
 def _area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +115,13 @@ def weighted_au_spro(
     return np.concatenate([a for a, _ in out]), np.concatenate([b for _, b in out])
 
 
+def _resampled(stats: SproStats, weights: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(AU-sPRO of the images, of each resample ``[B]``, the largest grid chord bound of both)."""
+    boot, bound_b = weighted_au_spro(stats, weights)
+    (value,), (bound,) = weighted_au_spro(stats, np.ones(stats.n_images))
+    return float(value), boot, max(float(bound), float(np.nanmax(bound_b)))
+
+
 def au_spro_ci(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], strata: Sequence[Hashable], defects: Any,
     fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
@@ -126,11 +132,9 @@ def au_spro_ci(
     resamples), how far the grid may be from the exact curve."""
     stats = spro_statistics(maps, channels, defects, fpr_limit, grid)
     w = resample_weights(resample_indices(strata, n_boot, seed), stats.n_images)
-    boot, bound_b = weighted_au_spro(stats, w)
-    value, bound = weighted_au_spro(stats, np.ones(stats.n_images))
-    err = float(max(bound[0], np.nanmax(bound_b)))
-    out = _summary(float(value[0]), boot, level, METHOD_BOOT, grid_error=err, n_images=stats.n_images,
-                   n_regions=int(stats.region_image.size))  # fmt: skip
+    value, boot, err = _resampled(stats, w)
+    n = {"n_images": stats.n_images, "n_regions": int(stats.region_image.size)}
+    out = _summary(value, boot, level, METHOD_BOOT, grid_error=err, **n)
     if return_samples:
         out["samples"] = boot
     return out
@@ -161,30 +165,22 @@ def au_spro_ci_by_type(
     w_all = resample_weights(resample_indices(names, n_boot, seed))
     orders = [order or pixel_order_for_ci(maps_l, chans_l, names, defects, fpr_limit, grid)]
     orders += [pixel_order_for_ci(m, chans_l, names, defects, fpr_limit, grid) for m in sides[1:]]
-    vals: dict[str, list[float]] = {}
-    boots: dict[str, list[np.ndarray]] = {}
-    errs: dict[str, float] = {}
-    for kind in [k for k in ANOMALY_TYPES if (names == k).any()]:
-        idx = np.flatnonzero((names == "good") | (names == kind))
-        vals[kind], boots[kind], errs[kind] = [], [], 0.0
-        for od in orders:
-            st = SproStats(**od.stats(kind))
-            bt, bnd = weighted_au_spro(st, w_all[:, idx])
-            (v,), (e,) = weighted_au_spro(st, np.ones(idx.size))
-            vals[kind].append(float(v))
-            boots[kind].append(bt)
-            errs[kind] = max(errs[kind], float(e), float(np.nanmax(bnd)))
-    out: dict[str, dict[str, Any] | None] = {k: None for k in (*ANOMALY_TYPES, "mean")}
-    present = list(vals)
-    if present:
-        vals["mean"] = [float(np.mean([vals[k][s] for k in present])) for s in range(len(sides))]
-        boots["mean"] = [np.mean([boots[k][s] for k in present], axis=0) for s in range(len(sides))]
-        errs["mean"] = max(errs[k] for k in present)
-    for k in vals:
-        v, b, e = vals[k], boots[k], errs[k]
-        out[k] = (_summary(v[0], b[0], level, METHOD_BOOT, grid_error=e) if len(sides) == 1
-                  else _diff_summary(v[0], v[1], b[0] - b[1], level, grid_error=e))  # fmt: skip
-    return out
+    groups = type_groups(names)
+    per_side = []  # per side: ({type: value}, {type: samples [B]})
+    errs = dict.fromkeys((*ANOMALY_TYPES, "mean"), 0.0)  # largest grid chord bound
+    for od in orders:
+        vals: dict[str, Any] = dict.fromkeys(ANOMALY_TYPES)
+        boots: dict[str, Any] = dict.fromkeys(ANOMALY_TYPES)
+        for kind, idx in groups.items():
+            if idx is None:
+                continue
+            vals[kind], boots[kind], err = _resampled(SproStats(**od.stats(kind)), w_all[:, idx])
+            errs[kind] = max(errs[kind], err)
+        vals["mean"], boots["mean"] = type_mean(vals), type_mean(boots)
+        per_side.append((vals, boots))
+    errs["mean"] = max(errs.values())
+    extra = {k: {"grid_error": e} for k, e in errs.items()}
+    return type_summaries(per_side[0], per_side[1] if len(per_side) == 2 else None, level, extra=extra)
 
 
 def pixel_order_for_ci(
@@ -193,7 +189,5 @@ def pixel_order_for_ci(
 ) -> PixelOrder:  # fmt: skip
     """The ``metrics.PixelOrder`` that :func:`au_spro_ci_by_type` needs (statistics of each anomaly
     type present, on its grid); ``components`` also serves ``metrics.map_metrics``."""
-    names = [str(n) for n in label_names]
-    kinds = [k for k in ANOMALY_TYPES if k in names]
-    args = (fpr_limit, grid, 3.0, 32, 4_000_000)
-    return PixelOrder(maps, channels, defects, names, components, stats_for=kinds, stats_args=args)
+    kinds = [k for k, idx in type_groups(label_names).items() if idx is not None]
+    return PixelOrder(maps, channels, defects, label_names, components, kinds, fpr_limit, grid)

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from esad_lib.metrics import ANOMALY_TYPES, type_groups, type_mean
 from esad_lib.uncertainty.resampling import (
-    ANOMALY_TYPES,
     DEFAULT_N_BOOT,
     METHOD_BOOT,
-    _diff_summary,
     _summary,
     resample_indices,
     resample_weights,
+    type_summaries,
 )
 
 
@@ -41,9 +41,7 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
     pos = _binary_labels(labels)
     w = np.atleast_2d(np.asarray(weights))
     if s.shape != pos.shape or w.ndim != 2 or w.shape[1] != s.size:
-        raise ValueError(
-            f"scores {s.shape}, labels {pos.shape} and weights {w.shape} must be [N], [N], [B, N]"
-        )
+        raise ValueError(f"scores {s.shape}, labels {pos.shape}, weights {w.shape}: must be [N], [N], [B, N]")
     if not np.isfinite(s).all():
         raise ValueError("scores contain NaN or infinite values")
     if not np.issubdtype(w.dtype, np.integer):
@@ -67,6 +65,12 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
     return num2 / den2
 
 
+def _with_resamples(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """(image AUROC of the images, of each resample ``[B]``) from multiplicities ``[B, N]``."""
+    ones = np.ones(weights.shape[1], dtype=np.int64)
+    return float(weighted_auroc(scores, labels, ones)[0]), weighted_auroc(scores, labels, weights)
+
+
 def image_auroc_ci(
     scores: Sequence[float], labels: Sequence[int], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
     level: float = 0.95, return_samples: bool = False,
@@ -74,9 +78,7 @@ def image_auroc_ci(
     """Image AUROC (``value`` == ``metrics.image_auroc``) with its stratified-bootstrap percentile
     interval: value, low, high, se, level, n_boot, method, n_good, n_anomalous (+ samples [B])."""
     lab = _binary_labels(labels)
-    w = resample_weights(resample_indices(lab, n_boot, seed))
-    boot = weighted_auroc(scores, lab, w)
-    value = float(weighted_auroc(scores, lab, np.ones(lab.size, dtype=np.int64))[0])
+    value, boot = _with_resamples(scores, lab, resample_weights(resample_indices(lab, n_boot, seed)))
     out = _summary(value, boot, level, METHOD_BOOT, n_good=int((~lab).sum()), n_anomalous=int(lab.sum()))
     if return_samples:
         out["samples"] = boot
@@ -102,7 +104,7 @@ def check_paired(
         if ia != ib and sorted(ia) == sorted(ib):
             raise ValueError(f"{pre} same images in a different order; sort both alike")
         if ia != ib:
-            first = next(i for i, (x, y) in enumerate(zip(ia, ib)) if x != y) if len(ia) == len(ib) else 0
+            first = next(i for i, (x, y) in enumerate(zip(ia, ib)) if x != y)
             raise ValueError(
                 f"{pre} different images (first difference at row {first}: "
                 f"{ia[first]!r} vs {ib[first]!r}); both must be scored on the same test images"
@@ -115,29 +117,22 @@ def check_paired(
 def auroc_by_type_resampled(
     scores: np.ndarray, names: np.ndarray, weights: np.ndarray
 ) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
-    """Image AUROC of good vs each anomaly type and their mean, on the data and per resample.
+    """Image AUROC of good vs each anomaly type (``metrics.type_groups``) and their mean, on the data
+    and per resample.
 
     scores ``[N]``, names ``[N]`` ("good" / "structural" / "logical"), weights ``[B, N]``.  Returns
     ``({type: value}, {type: samples [B]})`` for structural, logical, mean (None: no images);
     ``mean`` is the per-resample mean of the types present.  Shared ``weights`` pair two methods.
     """
-    good = names == "good"
+    has_good = bool((names == "good").any())
     values: dict[str, float | None] = {}
     samples: dict[str, np.ndarray | None] = {}
-    for kind in ANOMALY_TYPES:
-        sel = good | (names == kind)
-        if not (names == kind).any() or not good.any():
-            values[kind], samples[kind] = None, None
-            continue
-        lab = (names[sel] == kind).astype(int)
-        values[kind] = float(weighted_auroc(scores[sel], lab, np.ones(int(sel.sum()), dtype=np.int64))[0])
-        samples[kind] = weighted_auroc(scores[sel], lab, weights[:, sel])
-    present = [k for k in ANOMALY_TYPES if samples[k] is not None]
-    if present:
-        values["mean"] = float(np.mean([values[k] for k in present]))
-        samples["mean"] = np.mean([samples[k] for k in present], axis=0)
-    else:
-        values["mean"], samples["mean"] = None, None
+    for kind, idx in type_groups(names).items():
+        values[kind] = samples[kind] = None
+        if idx is not None and has_good:
+            lab = (names[idx] == kind).astype(int)
+            values[kind], samples[kind] = _with_resamples(scores[idx], lab, weights[:, idx])
+    values["mean"], samples["mean"] = type_mean(values), type_mean(samples)
     return values, samples
 
 
@@ -160,19 +155,8 @@ def image_auroc_ci_by_type(
     if s.size != names.size:
         raise ValueError(f"got {s.size} scores but {names.size} label names")
     w = resample_weights(resample_indices(names, n_boot, seed))
-    values, samples = auroc_by_type_resampled(s, names, w)
-    return _per_type(samples, return_samples, lambda k: _summary(values[k], samples[k], level, METHOD_BOOT,
-                                                                 n_images=int(names.size)))  # fmt: skip
-
-
-def _per_type(samples: dict, return_samples: bool, summary) -> dict[str, dict[str, Any] | None]:
-    """``{type: summary(type)}`` for structural, logical, mean (None where ``samples`` is None)."""
-    out: dict[str, dict[str, Any] | None] = {}
-    for k in (*ANOMALY_TYPES, "mean"):
-        out[k] = None if samples[k] is None else summary(k)
-        if out[k] is not None and return_samples:
-            out[k]["samples"] = samples[k]
-    return out
+    n = {k: {"n_images": int(names.size)} for k in (*ANOMALY_TYPES, "mean")}
+    return type_summaries(auroc_by_type_resampled(s, names, w), None, level, return_samples, n)
 
 
 def paired_image_auroc_by_type(
@@ -188,8 +172,6 @@ def paired_image_auroc_by_type(
     if sa.size != names.size or sb.size != names.size:
         raise ValueError(f"got {sa.size} / {sb.size} scores but {names.size} label names")
     w = resample_weights(resample_indices(names, n_boot, seed))
-    va, boot_a = auroc_by_type_resampled(sa, names, w)
-    vb, boot_b = auroc_by_type_resampled(sb, names, w)
-    d = {k: None if boot_a[k] is None else boot_a[k] - boot_b[k] for k in boot_a}
-    n = int(names.size)
-    return _per_type(d, return_samples, lambda k: _diff_summary(va[k], vb[k], d[k], level, n_images=n))
+    n = {k: {"n_images": int(names.size)} for k in (*ANOMALY_TYPES, "mean")}
+    a, b = auroc_by_type_resampled(sa, names, w), auroc_by_type_resampled(sb, names, w)
+    return type_summaries(a, b, level, return_samples, n)

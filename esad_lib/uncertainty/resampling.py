@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from esad_lib.metrics import ANOMALY_TYPES
+
 DEFAULT_N_BOOT = 2000
-ANOMALY_TYPES = ("structural", "logical")
 METHOD_BOOT = "stratified bootstrap over test images, percentile interval"
 METHOD_PAIRED = "paired stratified bootstrap over test images, percentile interval"
 
@@ -75,6 +76,30 @@ def _diff_summary(a: float, b: float, samples: np.ndarray, level: float, **extra
     return out
 
 
+def type_summaries(
+    a: tuple[dict, dict], b: tuple[dict, dict] | None = None, level: float = 0.95,
+    return_samples: bool = False, extra: Mapping[str, dict] | None = None,
+) -> dict[str, dict[str, Any] | None]:
+    """``{type: interval}`` for each anomaly type and "mean" from ``a = ({type: value}, {type: samples
+    [B]})`` (None: the type is absent); with ``b`` (the same resamples) the paired differences a - b.
+    ``extra[type]``: more entries of that type's interval."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for k in (*ANOMALY_TYPES, "mean"):
+        samples = a[1][k]
+        if samples is None:
+            out[k] = None
+            continue
+        more = (extra or {}).get(k, {})
+        if b is None:
+            out[k] = _summary(a[0][k], samples, level, METHOD_BOOT, **more)
+        else:
+            samples = samples - b[1][k]
+            out[k] = _diff_summary(a[0][k], b[0][k], samples, level, **more)
+        if return_samples:
+            out[k]["samples"] = samples
+    return out
+
+
 def _unpack(value: Any, low: Any, high: Any) -> tuple[float, float, float]:
     if isinstance(value, Mapping):
         v = value["diff"] if "diff" in value else value["value"]
@@ -82,15 +107,13 @@ def _unpack(value: Any, low: Any, high: Any) -> tuple[float, float, float]:
     return float(value), math.nan if low is None else float(low), math.nan if high is None else float(high)
 
 
-def _text(v: float, lo: float, hi: float, scale: float, digits: int, sign: str) -> str:
+def _text(v: float, lo: float, hi: float, scale: float, digits: int, sign: str = "") -> str:
     if math.isnan(v):
         return "n/a"
     s = f"{v * scale:{sign}.{digits}f}"
-    return s if _open(lo, hi) else s + f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
-
-
-def _open(lo: float, hi: float) -> bool:
-    return math.isnan(lo) or math.isnan(hi)
+    if math.isnan(lo) or math.isnan(hi):
+        return s
+    return s + f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
 
 
 def format_ci(
@@ -98,14 +121,14 @@ def format_ci(
 ) -> str:
     """``"76.9 [72.1, 81.4]"`` (values x ``scale``; a dict with value/low/high works too).
     Without an interval (NaN bounds) just the value."""
-    return _text(*_unpack(value, low, high), scale, digits, "")
+    return _text(*_unpack(value, low, high), scale, digits)
 
 
 def format_diff(
-    value: Any, low: float | None = None, high: float | None = None, scale: float = 100.0, digits: int = 1,
-    marker: str = "*",
-) -> str:  # fmt: skip
-    """``"+3.2 [-1.0, 7.5]"`` for a difference; ``marker`` appended when the interval excludes 0."""
+    value: Any, low: float | None = None, high: float | None = None, scale: float = 100.0, digits: int = 1
+) -> str:
+    """``"+3.2 [-1.0, 7.5]"`` for a difference (a dict with diff/low/high works too); `` *`` appended
+    when the interval excludes 0."""
     v, lo, hi = _unpack(value, low, high)
-    s = _text(v, lo, hi, scale, digits, "+")
-    return s + f" {marker}" if not (math.isnan(v) or _open(lo, hi)) and (lo > 0.0 or hi < 0.0) else s
+    excludes_zero = not math.isnan(v) and (lo > 0.0 or hi < 0.0)  # NaN bounds compare False
+    return _text(v, lo, hi, scale, digits, "+") + (" *" if excludes_zero else "")
