@@ -356,8 +356,12 @@ def test_summary_mean_and_std_over_seeds(rec: Recorder, tmp_path: Path) -> None:
     assert "| variant | image_auroc.structural |" in md
     # no per-image scores (the fake evaluation writes none): mean ± std over seeds, in %
     assert "| alpha_0 |" in md and f"{100 * mean:.1f} ± {100 * std:.1f}" in md
-    assert "Paper claim vs measurement" in md and "pixel_map" in md
+    assert "Paper claim vs measurement: image_auroc.structural" in md and "pixel_map" in md
     assert "t-interval over 2 seeds" in md
+    # the paper claims nothing about AU-sPRO: its differences are an exploration, never a verdict
+    assert "Paper claim vs measurement: au_spro" not in md
+    assert "## Exploration: au_spro.structural" in md
+    assert "au_spro.structural, smoke profile" not in md and md.count("checkable claim") == 1
 
 
 def test_compare_to_base_directions() -> None:
@@ -711,6 +715,9 @@ def test_real_smoke_grid(tmp_path: Path) -> None:
     auc = df[df.metric == "image_auroc.structural"]["value"]
     assert ((auc >= 0) & (auc <= 1)).all()
     assert (tmp_path / "runs/esad/pushpins/seed0/scores.csv").exists()
+    grid = json.loads((tmp_path / ablation.GRID_FILE).read_text())  # what the call did, and its time
+    assert (grid["runs"], grid["evaluated"], grid["trained"]) == (2, 2, 1)
+    assert 0 < grid["seconds"] <= rep.seconds + 0.1
     # the real scores.csv feeds the intervals: each run's CI in results.csv, paired Δ in summary.md
     ci = df[df.metric == "image_auroc.structural"]
     assert (ci["ci_low"] <= ci["value"]).all() and (ci["value"] <= ci["ci_high"]).all()

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 # isort: off
 from esad_lib.ablation import steps
-from esad_lib.ablation.grid import GridReport, run_grid
+from esad_lib.ablation.grid import GRID_FILE, GridReport, run_grid
 from esad_lib.ablation.results import ImageBootstrap, collect_scores, read_results, seed_table, summary_table
 from esad_lib.ablation.steps import evaluate_variant
-from esad_lib.ablation.summary import HEADLINE_METRICS, compare_to_base, interval_table
+from esad_lib.ablation.summary import CLAIM_METRIC, HEADLINE_METRICS, compare_to_base, interval_table
 from esad_lib.ablation.variants import (BASE_VARIANT, RunSpec, Variant, apply_variant, config_key,
                                         expand_grid, model_finished, parse_list, register_variant, train_key,
                                         variant_names, variant_registry)
@@ -31,10 +31,11 @@ from esad_lib.ablation.verdict import (CONTRADICTS, NO_CLAIM, NOT_ENOUGH, SIMILA
 # isort: on
 
 __all__ = [
-    "BASE_VARIANT", "CONTRADICTS", "GridReport", "HEADLINE_METRICS", "ImageBootstrap", "NOT_ENOUGH",
-    "NO_CLAIM", "RunSpec", "SIMILAR_TOLERANCE", "SUPPORTS", "Variant", "apply_variant", "claim_verdict",
-    "collect_scores", "compare_to_base", "config_key", "evaluate_variant", "expand_grid", "grid_description",
-    "interval_table", "model_finished", "parse_list", "read_results", "register_variant", "run_grid",
-    "seed_table", "steps", "summary_table", "train_key", "variant_names", "variant_registry",
-    "verdict_reason", "verdict_sentence",
+    "BASE_VARIANT", "CLAIM_METRIC", "CONTRADICTS", "GRID_FILE", "GridReport", "HEADLINE_METRICS",
+    "ImageBootstrap", "NOT_ENOUGH", "NO_CLAIM", "RunSpec", "SIMILAR_TOLERANCE", "SUPPORTS", "Variant",
+    "apply_variant", "claim_verdict", "collect_scores", "compare_to_base", "config_key",
+    "evaluate_variant", "expand_grid", "grid_description", "interval_table", "model_finished",
+    "parse_list", "read_results", "register_variant", "run_grid", "seed_table", "steps",
+    "summary_table", "train_key", "variant_names", "variant_registry", "verdict_reason",
+    "verdict_sentence",
 ]

@@ -1,5 +1,5 @@
 """The grid runner: train every distinct model once, evaluate every distinct config once, write
-``results.csv`` and ``summary.md`` (sequentially, or one worker process per device)."""
+``results.csv``, ``summary.md`` and ``grid.json`` (sequentially, or one worker process per device)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,10 @@ def _run_jobs(jobs: list[Job], ex: cf.Executor | None, device: str | None) -> It
     futs = {ex.submit(_job, st, cfg.to_dict(), mdir, arg): i for i, (st, cfg, mdir, arg) in enumerate(jobs)}
     for f in cf.as_completed(futs):
         yield futs[f], f.result()
+
+
+#: written by ``run_grid`` into the grid's folder: its duration and what it trained / evaluated.
+GRID_FILE = "grid.json"
 
 
 @dataclass
@@ -185,4 +189,11 @@ def run_grid(
     atomic_write_text(report.results_csv, df.to_csv(index=False))
     atomic_write_text(report.summary_md, summary_markdown(df, scores=collect_scores(out, specs)))
     report.seconds = time.perf_counter() - t0
+    # what this call did and how long it took (a re-run that skips finished runs records its own time)
+    _write_json(out / GRID_FILE, {
+        "seconds": round(report.seconds, 1), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "threads": torch.get_num_threads(), "devices": list(devices or ["default"]), "runs": len(specs),
+        "evaluated": len(report.evaluated), "skipped": len(report.skipped),
+        "trained": len(set(report.trained)), "resumed": len(set(report.resumed)),
+    })  # fmt: skip
     return report
