@@ -182,36 +182,26 @@ def is_finished(run_dir: Path) -> bool:
 
 # ---- checkpoint.pt and resuming --------------------------------------------------------------------------
 
-def save_checkpoint(
-    path: Path, cfg: ESADConfig, state: RunState, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, world_size: int,
-) -> None:  # fmt: skip
+def save_checkpoint(path: Path, cfg: ESADConfig, state: RunState, model: nn.Module,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, world_size: int) -> None:
     """Write ``checkpoint.pt`` after epoch ``state.epoch`` (loads with ``weights_only=True``)."""
     st = state
-    save_torch(
-        {
-            "format": CHECKPOINT_FORMAT, "epoch": st.epoch, "model": cpu_state(model),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_model": st.best_state,
-            "best_val": st.best_val, "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
-            "stopped": st.stopped, "train_seconds": st.train_seconds, "history": st.history,
-            "world_size": world_size,
-            # the shuffle, cutout and mask generators are re-derived from
-            # (seed, purpose, epoch, step[, rank]); their position is this epoch
-            "generators": {"seed": int(cfg.seed), "next_epoch": st.epoch},
-            "rng": rng_state(),
-        },
-        path,
-    )  # fmt: skip
+    save_torch({
+        "format": CHECKPOINT_FORMAT, "epoch": st.epoch, "model": cpu_state(model),
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_model": st.best_state,
+        "best_val": st.best_val, "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
+        "stopped": st.stopped, "train_seconds": st.train_seconds, "history": st.history,
+        "world_size": world_size, "rng": rng_state(),
+        # the shuffle, cutout and mask generators: re-derived from (seed, purpose, epoch, step[, rank])
+        "generators": {"seed": int(cfg.seed), "next_epoch": st.epoch},
+    }, path)
 
 
 def config_mismatch(stored: dict[str, Any], cfg: ESADConfig) -> dict[str, tuple[Any, Any]]:
     """Fields (outside ``RESUME_MUTABLE_FIELDS``) where ``stored`` (a config.json) differs from ``cfg``."""
     now = json.loads(json.dumps(cfg.to_dict()))
-    return {
-        k: (stored.get(k), now.get(k))
-        for k in sorted(set(stored) | set(now))
-        if k not in RESUME_MUTABLE_FIELDS and stored.get(k) != now.get(k)
-    }
+    keys = [k for k in sorted(set(stored) | set(now)) if k not in RESUME_MUTABLE_FIELDS]
+    return {k: (stored.get(k), now.get(k)) for k in keys if stored.get(k) != now.get(k)}
 
 
 def _check_same_config(out_dir: Path, cfg: ESADConfig) -> None:
@@ -321,22 +311,11 @@ def _lock(f: Any, wait: bool) -> bool:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive inter-process lock on ``path`` (fcntl on POSIX, msvcrt on Windows)."""
+    """An exclusive inter-process lock on ``path``, waited for; it goes when the file closes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
         _lock(f, wait=True)
-        try:
-            yield
-        finally:
-            try:
-                import fcntl
-            except ImportError:  # Windows
-                import msvcrt
-
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-            else:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        yield
 
 
 @contextlib.contextmanager

@@ -82,19 +82,14 @@ def mask_generator(cfg: ESADConfig, epoch: int, step: int, rank: int = 0) -> tor
     return seeded_generator(cfg.seed, "masks", epoch, step, rank)
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
 def lr_at(cfg: ESADConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """The learning rate of step ``step`` of ``epoch`` (0-based): ``constant`` (RIAD) or ``cosine`` (ours)."""
     if cfg.lr_schedule == "constant":
         return float(cfg.lr)
-    if cfg.lr_schedule == "cosine":
-        total = max(1, int(cfg.epochs) * int(steps_per_epoch))
-        t = epoch * int(steps_per_epoch) + step
-        # lr_t = lr * (1 + cos(pi t / T)) / 2,  t = the step's index, T = the steps of all epochs
-        return float(cfg.lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    total = max(1, int(cfg.epochs) * int(steps_per_epoch))
+    t = epoch * int(steps_per_epoch) + step
+    # lr_t = lr * (1 + cos(pi t / T)) / 2,  t = the step's index, T = the steps of all epochs
+    return float(cfg.lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
 
 
 # data
@@ -130,10 +125,9 @@ def _datasets(cfg: ESADConfig, info: DistInfo) -> tuple[_Images, _Images]:
 
 # validation
 @torch.no_grad()
-def validation_loss(
-    model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: ESADConfig, device: torch.device,
-    info: DistInfo | None = None, use_amp: bool = False,
-) -> dict[str, float] | None:
+def validation_loss(model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: ESADConfig,
+                    device: torch.device, info: DistInfo | None = None,
+                    use_amp: bool = False) -> dict[str, float] | None:
     """The training objective on the validation images, mean over cutout sizes: ``{"loss", <part>}``.
 
     Masks of size ``c`` and batch ``b`` come from ``derive_seed(cfg.seed, "val", c, b)`` (the same
@@ -197,17 +191,6 @@ class _Run:
         return unwrap(self.model)
 
 
-@dataclass
-class _Options:
-    """How ``train`` was called (everything but the config)."""
-
-    resume: bool
-    progress: bool
-    on_epoch_end: Callable[[int, nn.Module], None] | None
-    max_epochs: int | None
-    tensorboard: bool
-
-
 class _Progress:
     """ONE ``tqdm.auto`` bar per run: epochs are its steps, the running losses its postfix."""
 
@@ -239,14 +222,6 @@ class _Progress:
         self.bar.close()
 
 
-def _check_config(cfg: ESADConfig) -> None:
-    if cfg.epochs < 1:
-        raise ValueError(f"cfg.epochs must be >= 1, got {cfg.epochs}")
-    if not cfg.cutout_sizes:
-        raise ValueError("cfg.cutout_sizes is empty; RIAD/ESAD use (2, 4, 8, 16)")
-    lr_at(cfg, 0, 0, 1)  # an unknown schedule fails here, before any work
-
-
 # phase 1: prepare or resume the run folder
 def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn.Module, torch.optim.Adam]:
     """The model, loss and optimiser of ``cfg`` on ``device``, ``esad_lib.perf``'s opt-ins applied."""
@@ -266,7 +241,6 @@ def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn
 def _start(cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo,
            device: torch.device) -> tuple[_Run, RunState]:
     """Check the run folder (rank 0; errors reach every rank), build the run, restore a checkpoint."""
-    _check_config(cfg)
     ckpt = distributed.main_then_broadcast(
         lambda: run_io.prepare_run_dir(out_dir, cfg, resume), info, errors=(ValueError, FileExistsError)
     )
@@ -397,7 +371,8 @@ def _log_row(run: _Run, epoch: int, train_means: dict[str, float], val: dict[str
 
 
 # phase 4: checkpoint (rank 0)
-def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress, opts: _Options) -> None:
+def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress,
+                  on_epoch_end: Callable[[int, nn.Module], None] | None) -> None:
     """Rank 0: ``log.csv``, TensorBoard, ``checkpoint.pt``, the progress bar, ``on_epoch_end``."""
     row = state.history[-1]
     run_io.write_log(run.out_dir / run_io.LOG_FILE, state.history)
@@ -409,9 +384,9 @@ def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress, 
     ckpt = run.out_dir / run_io.CHECKPOINT_FILE
     run_io.save_checkpoint(ckpt, run.cfg, state, run.net, run.optimizer, run.scaler, run.info.world_size)
     progress.epoch_done(row, state.best_epoch)
-    if opts.on_epoch_end is not None:
+    if on_epoch_end is not None:
         run.net.eval()
-        opts.on_epoch_end(state.epoch, run.net)
+        on_epoch_end(state.epoch, run.net)
         run.net.train()
 
 
@@ -434,14 +409,12 @@ def _finish(run: _Run, state: RunState, epochs_this_call: int) -> TrainResult:
 
 
 def _summary(run: _Run, state: RunState, epochs_done: int) -> dict[str, Any]:
-    return {
-        "train_seconds": round(state.train_seconds, 3), "epochs_run": epochs_done,
-        "epochs_max": run.cfg.epochs, "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
-        "stopped_early": state.stopped,
-        "world_size": run.info.world_size, "global_batch_size": run.cfg.batch_size * run.info.world_size,
-        "device": str(run.device), "amp": run.use_amp, "train_images": len(run.train_set),
-        "validation_images": len(run.val_set), "config_key": run.cfg.key(),
-    }
+    return {"train_seconds": round(state.train_seconds, 3), "epochs_run": epochs_done,
+            "epochs_max": run.cfg.epochs, "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
+            "stopped_early": state.stopped,
+            "world_size": run.info.world_size, "global_batch_size": run.cfg.batch_size * run.info.world_size,
+            "device": str(run.device), "amp": run.use_amp, "train_images": len(run.train_set),
+            "validation_images": len(run.val_set), "config_key": run.cfg.key()}
 
 
 # the trainer
@@ -459,28 +432,27 @@ def train(
     ``out_dir`` holds a run and not ``resume``.  Under ``torchrun`` every process calls it.
     """
     info, device, created = distributed.init_distributed(cfg.device)
-    opts = _Options(resume, progress, on_epoch_end, max_epochs, tensorboard)
     ok = False
     try:
         with run_io.run_lock(out_dir, enabled=not info.distributed):  # the folder is this run's until it ends
-            result = _run_phases(cfg, Path(out_dir), opts, info, device)
+            run, state = _start(cfg, Path(out_dir), resume, info, device)
+            result = _run_phases(run, state, progress and info.is_main, on_epoch_end, max_epochs, tensorboard)
         ok = True
         return result
     finally:
         distributed.shutdown_distributed(created, sync=ok)
 
 
-def _run_phases(
-    cfg: ESADConfig, out_dir: Path, opts: _Options, info: DistInfo, device: torch.device
-) -> TrainResult:
-    """start -> (train an epoch -> validate and decide -> record) per epoch -> finish."""
-    run, state = _start(cfg, out_dir, opts.resume, info, device)
-    writer = _open_run_folder(run, opts.tensorboard)
-    progress = _Progress(cfg, state.epoch, opts.progress and info.is_main)
+def _run_phases(run: _Run, state: RunState, show_progress: bool,
+                on_epoch_end: Callable[[int, nn.Module], None] | None, max_epochs: int | None,
+                tensorboard: bool) -> TrainResult:
+    """(train an epoch -> validate and decide -> record) per epoch -> finish; after ``_start``."""
+    writer = _open_run_folder(run, tensorboard)
+    progress = _Progress(run.cfg, state.epoch, show_progress)
     epochs_this_call = 0
     try:
-        while state.epoch < cfg.epochs and not state.stopped:
-            if opts.max_epochs is not None and epochs_this_call >= opts.max_epochs:
+        while state.epoch < run.cfg.epochs and not state.stopped:
+            if max_epochs is not None and epochs_this_call >= max_epochs:
                 break
             t0 = time.perf_counter()
             epoch = state.epoch
@@ -491,8 +463,8 @@ def _run_phases(
             state.history.append(_log_row(run, epoch, train_means, val, improved, seconds))
             state.epoch = epoch + 1
             epochs_this_call += 1
-            if info.is_main:
-                _record_epoch(run, state, writer, progress, opts)
+            if run.info.is_main:
+                _record_epoch(run, state, writer, progress, on_epoch_end)
     finally:
         progress.close()
         if writer is not None:
