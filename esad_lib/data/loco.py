@@ -235,12 +235,11 @@ class LOCODataset:
     Item: ``image`` float [3, H, W] in [-1, 1] (bilinear, antialiased); ``mask`` float [1, H, W]
     0/1 union of the channels (nearest); ``label`` 0 good / 1 anomalous; ``label_name``; ``path``;
     ``orig_size`` long [2] = (H0, W0); with ``return_channels`` ``channels`` uint8 [C, H0, W0]
-    (batch with ``collate_keep_lists``).  ``cache=True`` keeps items in memory after the first read.
+    (batch with ``collate_keep_lists``).
     """
 
     def __init__(self, root: str | Path, category: str, split: str, image_size: Sequence[int] = (256, 256),
-                 labels: Iterable[str] | None = None, return_channels: bool = False,
-                 cache: bool = False) -> None:
+                 labels: Iterable[str] | None = None, return_channels: bool = False) -> None:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as tvf
 
@@ -249,14 +248,11 @@ class LOCODataset:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.return_channels = return_channels
         self.samples = list_samples(self.root, category, split, labels)
-        has_config = (self.root / category / DEFECTS_CONFIG).is_file()
-        self.defects = load_defects_config(self.root / category) if has_config else []
-        self._cache: dict[int, dict] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, idx: int) -> dict:
+    def __getitem__(self, idx: int) -> dict:
         s = self.samples[idx]
         import torch
 
@@ -273,13 +269,6 @@ class LOCODataset:
         if self.return_channels:
             item["channels"] = channels
         return item
-
-    def __getitem__(self, idx: int) -> dict:
-        if self._cache is None:
-            return self._load(idx)
-        if idx not in self._cache:
-            self._cache[idx] = self._load(idx)
-        return dict(self._cache[idx])
 
 
 def collate_keep_lists(batch: list[dict]) -> dict:

@@ -123,9 +123,8 @@ def _read_manifest(out: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
-        raise SplitError(
-            f"{out / MANIFEST}: unreadable split manifest ({err}); remove it or choose another folder"
-        ) from err
+        msg = f"{out / MANIFEST}: unreadable split manifest ({err}); remove it or choose another folder"
+        raise SplitError(msg) from err
 
 
 def looks_official(src: Path, cats: list[str]) -> bool:
