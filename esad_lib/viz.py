@@ -289,15 +289,10 @@ def widget_frontend_available(shell: Any = None) -> bool:
     """
     try:
         import ipywidgets  # noqa: F401, PLC0415 -- optional at run time
+        from IPython import get_ipython  # noqa: PLC0415
     except ImportError:
         return False
-    if shell is None:
-        try:
-            from IPython import get_ipython  # noqa: PLC0415
-        except ImportError:
-            return False
-        shell = get_ipython()
-    kernel = getattr(shell, "kernel", None)
+    kernel = getattr(shell if shell is not None else get_ipython(), "kernel", None)
     return kernel is not None and bool(getattr(kernel, "_allow_stdin", False))
 
 

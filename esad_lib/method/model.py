@@ -85,10 +85,6 @@ class ESADModel(nn.Module):
         self.inpaint_net, self.recon_net = inpaint_net, recon_net
         self.num_masks = int(num_masks)
 
-    @property
-    def is_riad(self) -> bool:  # no inpainting net
-        return self.inpaint_net is None
-
     def forward(
         self, img: Tensor, cutout_size: int, fill: str = "train", alpha: float = 0.5,
         generator: torch.Generator | None = None, masks: Tensor | None = None,
