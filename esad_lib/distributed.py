@@ -91,10 +91,9 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
     if not dist.is_initialized():
         for var in ("MASTER_ADDR", "MASTER_PORT"):
             if var not in os.environ:
-                raise RuntimeError(
-                    f"WORLD_SIZE={info.world_size} but {var} is not set: launch distributed runs with "
-                    "torchrun (e.g. torchrun --nproc_per_node=2 -m esad_lib.cli train ...)"
-                )
+                raise RuntimeError(f"WORLD_SIZE={info.world_size} but {var} is not set: launch distributed "
+                                   "runs with torchrun (e.g. torchrun --nproc_per_node=2 -m esad_lib.cli "
+                                   "train ...)")
         kw: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://", **kw)
         created = True

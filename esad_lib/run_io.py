@@ -211,21 +211,17 @@ def _check_same_config(out_dir: Path, cfg: ESADConfig) -> None:
     diff = config_mismatch(json.loads(cfg_path.read_text()), cfg)
     if diff:
         lines = ", ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"cannot resume {out_dir}: its config.json differs from the requested config ({lines}). "
-            f"Only {', '.join(RESUME_MUTABLE_FIELDS)} may change on resume; use the run's "
-            "settings or train into a new --out folder."
-        )
+        raise ValueError(f"cannot resume {out_dir}: its config.json differs from the requested config "
+                         f"({lines}). Only {', '.join(RESUME_MUTABLE_FIELDS)} may change on resume; use the "
+                         "run's settings or train into a new --out folder.")
 
 
 def _load_checkpoint(ckpt_path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file cannot happen (atomic writes) but a foreign one can
-        raise ValueError(
-            f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written by "
-            "esad_lib.training -- train into a new --out folder"
-        ) from e
+        raise ValueError(f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written "
+                         "by esad_lib.training -- train into a new --out folder") from e
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format")
         raise ValueError(f"{ckpt_path} has checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
@@ -241,10 +237,8 @@ def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, A
         return _load_checkpoint(ckpt_path)
     present = [name for name in RUN_FILES if (out_dir / name).exists()]
     if not resume and present:
-        raise FileExistsError(
-            f"{out_dir} already holds a training run ({', '.join(present)}); pass resume=True "
-            "(CLI: --resume) to continue it, or choose another output folder"
-        )
+        raise FileExistsError(f"{out_dir} already holds a training run ({', '.join(present)}); pass "
+                              "resume=True (CLI: --resume) to continue it, or choose another output folder")
     return None
 
 
@@ -258,9 +252,8 @@ def load_run(
     run_dir = Path(run_dir)
     cfg_path, model_path = run_dir / CONFIG_FILE, run_dir / MODEL_FILE
     if not cfg_path.exists():
-        raise FileNotFoundError(
-            f"{cfg_path} not found: {run_dir} is not a training run folder (esad train --out ...)"
-        )
+        raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a training run folder (esad train "
+                                "--out ...)")
     if not model_path.exists():
         hint = "training has not finished; continue it with esad train ... --resume"
         hint = hint if (run_dir / CHECKPOINT_FILE).exists() else "train it first (esad train ... --out RUN)"
@@ -271,11 +264,10 @@ def load_run(
     try:
         model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
     except Exception as e:  # truncated, overwritten, or weights of another network
-        raise RunFileError(
-            f"cannot read {model_path}: the file is damaged ({type(e).__name__}: {str(e)[:200]}). "
-            f"Restore model.pt from a copy of the run, or retrain: move {run_dir} away and run "
-            f"`esad train` with the settings in {cfg_path} and --out {run_dir}"
-        ) from e
+        raise RunFileError(f"cannot read {model_path}: the file is damaged ({type(e).__name__}: "
+                           f"{str(e)[:200]}). Restore model.pt from a copy of the run, or retrain: move "
+                           f"{run_dir} away and run `esad train` with the settings in {cfg_path} and --out "
+                           f"{run_dir}") from e
     return model.to(dev).eval(), cfg
 
 
@@ -330,8 +322,6 @@ def run_lock(out_dir: str | os.PathLike, enabled: bool = True) -> Iterator[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
         if not _lock(f, wait=False):
-            raise RunInUseError(
-                f"{out_dir} is in use: another `esad train` is writing a run there (it holds {path}). "
-                "Wait for it to finish, or train into another --out folder"
-            )
+            raise RunInUseError(f"{out_dir} is in use: another `esad train` is writing a run there (it holds "
+                                f"{path}). Wait for it to finish, or train into another --out folder")
         yield  # the lock goes with the file descriptor when the file closes

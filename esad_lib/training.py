@@ -270,11 +270,9 @@ def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     scaler.load_state_dict(ckpt["scaler"])
     run_io.set_rng_state(ckpt["rng"])
     if int(ckpt.get("world_size", 1)) != info.world_size and info.is_main:
-        warnings.warn(
-            f"resuming a run trained on {ckpt.get('world_size')} process(es) with {info.world_size}: "
-            "it continues correctly, but the data shards and masks differ from an uninterrupted run",
-            stacklevel=3,
-        )
+        warnings.warn(f"resuming a run trained on {ckpt.get('world_size')} process(es) with "
+                      f"{info.world_size}: it continues correctly, but the data shards and masks differ from "
+                      "an uninterrupted run", stacklevel=3)
     return RunState.from_checkpoint(ckpt)
 
 
