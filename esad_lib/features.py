@@ -34,11 +34,6 @@ from esad_lib.efficientnet import (
     read_state_dict,
 )
 
-__all__ = [
-    "EXTRACTORS", "IMAGENET_BACKBONES", "FeatureExtractor", "RandomCNN", "available_extractors",
-    "build_feature_extractor", "hub_weights_path",
-]  # fmt: skip
-
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 _RESNET_LAYERS = {n: n for n in ("layer1", "layer2", "layer3")}

@@ -37,14 +37,6 @@ from esad_lib.config import RUNTIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.method import build_model
 from esad_lib.paths import atomic_write_bytes, atomic_write_text, cache_dir
 
-__all__ = [
-    "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CONFIG_FILE", "LOG_FILE", "MODEL_FILE", "RESUME_MUTABLE_FIELDS",
-    "RUN_FILES", "SUMMARY_FILE", "RUN_LOCK_FILE", "RunFileError", "RunInUseError", "RunState",
-    "config_mismatch", "cpu_state", "file_lock", "is_finished", "load_run", "prepare_run_dir", "read_log",
-    "rng_state", "run_dir_for", "run_lock", "save_checkpoint", "save_torch", "set_rng_state", "write_config",
-    "write_log", "write_summary",
-]  # fmt: skip
-
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -146,6 +146,3 @@ def check_dataset(root: str | Path, progress: bool = True) -> list[Problem]:
         for c in cats:
             probs += _check_category(root / c, root, pbar)
     return probs
-
-
-__all__ = ["PROBLEM_KINDS", "Problem", "check_dataset"]

@@ -18,8 +18,6 @@ from torch.utils.checkpoint import checkpoint
 
 from esad_lib.method.unet import UNetBase
 
-__all__ = ["bn_buffers", "bn_safe_checkpoint", "enable_checkpointing"]
-
 
 def bn_buffers(modules: Sequence[nn.Module]) -> list[torch.Tensor]:
     """The running-statistics buffers of every BatchNorm inside ``modules`` (de-duplicated)."""

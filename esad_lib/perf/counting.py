@@ -20,8 +20,6 @@ from torch import nn
 
 from esad_lib.method.model import build_model, model_fills
 
-__all__ = ["count_macs", "count_parameters", "format_model_info", "layer_macs", "mac_counter", "model_info"]
-
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those with ``requires_grad``)."""

@@ -12,8 +12,6 @@ import torch
 
 from esad_lib.method.loss import ESADLoss, _check_pair, msgms_map, ssim_map
 
-__all__ = ["OnePassLoss"]
-
 
 class OnePassLoss(ESADLoss):
     """``ESADLoss`` whose terms are computed once over all outputs (same constructor, same results)."""

@@ -28,9 +28,6 @@ from torch import nn
 from esad_lib.perf.fusion import prepare_for_inference
 from esad_lib.perf.timing import interleaved_samples
 
-__all__ = ["LATENCY_LAYOUTS", "forward_latency", "latency_spread", "layout_variant", "prepare_for_training"]
-__all__ += ["to_training_layout", "training_optimizer", "tune_cpu_allocator"]
-
 # glibc's mallopt (malloc.h): M_TRIM_THRESHOLD = -1 set to the largest C int (never trim),
 # M_MMAP_THRESHOLD = -3 set to its 64-bit maximum, 4 * 1024 * 1024 * sizeof(long) = 32 MiB
 _MALLOPT = ((-3, 32 * 1024 * 1024), (-1, 2**31 - 1))
