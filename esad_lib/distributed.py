@@ -39,7 +39,6 @@ from esad_lib.config import resolve_device
 T = TypeVar("T")
 
 
-
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process stands in a (possibly single-process) run."""

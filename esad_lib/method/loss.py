@@ -29,11 +29,6 @@ from torch import Tensor, nn
 
 from esad_lib.features import FeatureExtractor, build_feature_extractor
 
-__all__ = [
-    "ESADLoss", "FeatureLoss", "gaussian_window", "l2_loss", "loss_extractor", "msgms_loss",
-    "msgms_map", "ssim", "ssim_loss", "ssim_map",
-]
-
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
     if x.shape != y.shape or x.dim() != 4:

@@ -32,8 +32,6 @@ from torch import Tensor, nn
 from esad_lib.method.masks import disjoint_masks
 from esad_lib.method.unet import build_unet
 
-__all__ = ["FILLS", "ESADOutput", "ESADModel", "apply_fill", "build_model", "model_fills", "scoring_masks"]
-
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
 
