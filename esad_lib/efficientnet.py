@@ -13,8 +13,8 @@ express); BatchNorm eps 1e-3, momentum 0.99 (TF convention).  Dropout and drop-c
 training-time regularisers and are left out (the network is only ever used frozen).
 
 Input: images in [-1, 1], mapped to TF-Lite's (p - 127) / 128 by ``tf_lite_input``.  Feature taps
-(``DEFAULT_TAPS``): blocks 2, 4 and 10, the ends of the stride-4 (24 ch), -8 (40 ch) and -16 (112
-ch) stages, as timm's ``features_only`` pyramids.
+(``TAPS``): blocks 2, 4 and 10, the ends of the stride-4 (24 ch), -8 (40 ch) and -16 (112 ch)
+stages, as timm's ``features_only`` pyramids.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import importlib.resources
 import importlib.util
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -49,8 +48,8 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 )
 STEM_CHANNELS, HEAD_CHANNELS, NUM_CLASSES = 32, 1280, 1000
 
-#: block index -> name of the tap; ends of the stride-4, -8 and -16 stages
-DEFAULT_TAPS: tuple[int, ...] = (2, 4, 10)
+#: the blocks whose outputs are the features: ends of the stride-4, -8 and -16 stages
+TAPS: tuple[int, ...] = (2, 4, 10)
 
 
 # ---- TF "SAME" padding ----------------------------------------------------------------------
@@ -220,20 +219,16 @@ class FrozenModule(nn.Module):
 
 
 class EfficientNetLite0Features(FrozenModule):
-    """Frozen multi-scale EfficientNet-Lite0 features (the stem and blocks 0..max(taps) of ``net``):
-    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in taps]``; default taps:
-    C = 24, 40, 112 at strides 4, 8, 16.  Gradients flow to the input."""
+    """Frozen multi-scale EfficientNet-Lite0 features (the stem and blocks 0..10 of ``net``):
+    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in TAPS]``, C = 24, 40, 112
+    at strides 4, 8, 16.  Gradients flow to the input."""
 
-    def __init__(self, net: EfficientNetLite0, taps: Sequence[int] = DEFAULT_TAPS):
+    def __init__(self, net: EfficientNetLite0):
         super().__init__()
-        taps = tuple(int(t) for t in taps)
-        n = len(net._blocks)
-        if not taps or list(taps) != sorted(set(taps)) or taps[0] < 0 or taps[-1] >= n:
-            raise ValueError(f"taps must be increasing block indices in 0..{n - 1}, got {taps}")
-        self.taps, strides = taps, block_strides()
-        self.layer_names = tuple(f"block{t}_s{strides[t]}" for t in taps)
+        strides = block_strides()
+        self.layer_names = tuple(f"block{t}_s{strides[t]}" for t in TAPS)
         self._conv_stem, self._bn0 = net._conv_stem, net._bn0
-        self._blocks = nn.ModuleList(list(net._blocks)[: taps[-1] + 1])
+        self._blocks = nn.ModuleList(list(net._blocks)[: TAPS[-1] + 1])
         self.freeze()
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -241,12 +236,11 @@ class EfficientNetLite0Features(FrozenModule):
         out = []
         for i, block in enumerate(self._blocks):
             h = block(h)
-            if i in self.taps:
+            if i in TAPS:
                 out.append(h)
         return out
 
 
-def build_efficientnet_lite0_features(weights: str | os.PathLike | None = None,
-                                      taps: Sequence[int] = DEFAULT_TAPS) -> EfficientNetLite0Features:
+def build_efficientnet_lite0_features(weights: str | os.PathLike | None = None) -> EfficientNetLite0Features:
     """Frozen ImageNet EfficientNet-Lite0 feature taps (see ``EfficientNetLite0Features``)."""
-    return EfficientNetLite0Features(load_efficientnet_lite0(weights), taps)
+    return EfficientNetLite0Features(load_efficientnet_lite0(weights))
