@@ -195,13 +195,10 @@ class _Progress:
     """ONE ``tqdm.auto`` bar per run: epochs are its steps, the running losses its postfix."""
 
     def __init__(self, cfg: ESADConfig, start_epoch: int, enabled: bool):
-        self.enabled, self._drawn = enabled, 0.0
-        desc = f"train {cfg.category}"
+        self._drawn, desc = 0.0, f"train {cfg.category}"
         self.bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=desc, unit="epoch", disable=not enabled)
 
     def step(self, step: int, n_steps: int, sums: dict[str, float], seen: int, c: int) -> None:
-        if not self.enabled:
-            return
         recon = {k.replace("recon_", "r_"): f"{v / seen:.3f}" for k, v in sums.items() if k[:6] == "recon_"}
         # a dict keeps this order (keyword arguments would be sorted by tqdm)
         shown = {"step": f"{step + 1}/{n_steps}", "loss": f"{sums['total'] / seen:.4f}", **recon, "c": c}
@@ -211,8 +208,6 @@ class _Progress:
             self._drawn = time.monotonic()
 
     def epoch_done(self, row: dict[str, Any], best_epoch: int) -> None:
-        if not self.enabled:
-            return
         val = "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
         shown = {"train": f"{row['train_loss']:.4f}", "val": val, "best": best_epoch}
         self.bar.set_postfix(shown, refresh=False)

@@ -33,11 +33,8 @@ def format_tree(root: str | Path, max_depth: int = 4, max_dirs: int = 4,
         if depth == 1 and show is not None:
             hidden = len([p for p in subdirs if p.name not in show])
             subdirs = [p for p in subdirs if p.name in show]
-        entries: list[tuple[str, Path | None]] = [
-            (n, None)
-            for n in sorted(p.name for p in d.iterdir()
-                            if p.is_file() and p.suffix in (".json", ".txt") and not p.name.startswith("."))
-        ]
+        files = sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix in (".json", ".txt"))
+        entries: list[tuple[str, Path | None]] = [(n, None) for n in files if not n.startswith(".")]
         shown = subdirs if len(subdirs) <= max_dirs + 1 else subdirs[:max_dirs]
         entries += [(p.name, p) for p in shown]
         if len(shown) < len(subdirs) or hidden:
