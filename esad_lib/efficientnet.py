@@ -48,8 +48,8 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 )
 STEM_CHANNELS, HEAD_CHANNELS, NUM_CLASSES = 32, 1280, 1000
 
-#: the blocks whose outputs are the features: ends of the stride-4, -8 and -16 stages
-TAPS: tuple[int, ...] = (2, 4, 10)
+#: the blocks whose outputs are the features, with their names: ends of the stride-4, -8 and -16 stages
+TAPS: dict[int, str] = {2: "block2_s4", 4: "block4_s8", 10: "block10_s16"}
 
 
 # ---- TF "SAME" padding ----------------------------------------------------------------------
@@ -134,16 +134,6 @@ class EfficientNetLite0(nn.Module):
         return self._fc(h.mean(dim=(2, 3)))
 
 
-def block_strides() -> list[int]:
-    """Total stride (input pixels per feature pixel) after each of the 16 blocks."""
-    strides, s = [], 2  # the stem has stride 2
-    for repeats, _, stride, _, _, _ in LITE0_STAGES:
-        for r in range(repeats):
-            s *= stride if r == 0 else 1
-            strides.append(s)
-    return strides
-
-
 def tf_lite_input(x: Tensor) -> Tensor:
     """Project images in [-1, 1] (x = p / 127.5 - 1) -> TF-Lite EfficientNet-Lite input (p - 127) / 128."""
     # p = 127.5 (x + 1);  (p - 127) / 128 = (127.5 x + 0.5) / 128
@@ -225,10 +215,9 @@ class EfficientNetLite0Features(FrozenModule):
 
     def __init__(self, net: EfficientNetLite0):
         super().__init__()
-        strides = block_strides()
-        self.layer_names = tuple(f"block{t}_s{strides[t]}" for t in TAPS)
+        self.layer_names = tuple(TAPS.values())
         self._conv_stem, self._bn0 = net._conv_stem, net._bn0
-        self._blocks = nn.ModuleList(list(net._blocks)[: TAPS[-1] + 1])
+        self._blocks = nn.ModuleList(list(net._blocks)[: max(TAPS) + 1])
         self.freeze()
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -21,9 +21,9 @@ from torch import nn
 from esad_lib.method.model import build_model, model_fills
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def layer_macs(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
