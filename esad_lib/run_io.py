@@ -113,9 +113,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state(
-        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    )
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -236,9 +235,8 @@ def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, A
 
 # ---- finished runs and the cache -------------------------------------------------------------------------
 
-def load_run(
-    run_dir: str | os.PathLike, device: str | torch.device | None = None
-) -> tuple[nn.Module, ESADConfig]:
+def load_run(run_dir: str | os.PathLike,
+             device: str | torch.device | None = None) -> tuple[nn.Module, ESADConfig]:
     """The trained model (best weights, eval mode, on ``device``, default ``resolve_device(cfg.device)``)
     and config of a finished run folder."""
     run_dir = Path(run_dir)

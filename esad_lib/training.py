@@ -236,9 +236,8 @@ def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn
 def _start(cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo,
            device: torch.device) -> tuple[_Run, RunState]:
     """Check the run folder (rank 0; errors reach every rank), build the run, restore a checkpoint."""
-    ckpt = distributed.main_then_broadcast(
-        lambda: run_io.prepare_run_dir(out_dir, cfg, resume), info, errors=(ValueError, FileExistsError)
-    )
+    prepare = lambda: run_io.prepare_run_dir(out_dir, cfg, resume)
+    ckpt = distributed.main_then_broadcast(prepare, info, errors=(ValueError, FileExistsError))
     train_set, val_set = _datasets(cfg, info)
     # global RNGs: the model's initial weights (and any third-party draw) depend on them.  Seeded
     # after the data is ready, so a first-time generation of the synthetic benchmark cannot shift them.
@@ -323,11 +322,9 @@ def _non_finite_message(run: _Run, parts: dict[str, float], epoch: int, step: in
     saved = f"{run.out_dir / run_io.CHECKPOINT_FILE} holds the last good epoch ({epoch}). "
     saved = saved if epoch > 0 else "no epoch had finished, nothing was saved. "
     amp_hint = "turn mixed precision off (--set amp=false), " if run.use_amp else ""
-    return (
-        f"non-finite training loss (total = {parts['total']}, parts = {parts}) at "
-        f"epoch {epoch + 1}, step {step + 1}, cutout size {c}{where}. Training stopped; {saved}"
-        f"Lower the learning rate (--set lr=...; now {run.cfg.lr}), {amp_hint}or check the input images."
-    )
+    return (f"non-finite training loss (total = {parts['total']}, parts = {parts}) at epoch {epoch + 1}, "
+            f"step {step + 1}, cutout size {c}{where}. Training stopped; {saved}Lower the learning rate "
+            f"(--set lr=...; now {run.cfg.lr}), {amp_hint}or check the input images.")
 
 
 # phase 3: validate and decide
@@ -411,11 +408,9 @@ def _summary(run: _Run, state: RunState, epochs_done: int) -> dict[str, Any]:
 
 
 # the trainer
-def train(
-    cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True, *,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None, max_epochs: int | None = None,
-    tensorboard: bool = False,
-) -> TrainResult:
+def train(cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True, *,
+          on_epoch_end: Callable[[int, nn.Module], None] | None = None, max_epochs: int | None = None,
+          tensorboard: bool = False) -> TrainResult:
     """Train ``cfg``'s model on ``cfg.category``'s ``train/good`` images; write the run to ``out_dir``.
 
     ``resume``: continue from ``checkpoint.pt`` (same final weights); ``on_epoch_end(epoch, model)``:

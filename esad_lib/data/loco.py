@@ -71,10 +71,8 @@ class Sample:
 
 def is_stray(path: Path) -> bool:
     """True for files the reader ignores: hidden files, ``Thumbs.db``, non-images."""
-    name = path.name
-    return name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini") or (
-        path.suffix.lower() not in IMAGE_SUFFIXES
-    )
+    name, suffix = path.name.lower(), path.suffix.lower()
+    return name.startswith(".") or name in ("thumbs.db", "desktop.ini") or suffix not in IMAGE_SUFFIXES
 
 
 def _natural_key(name: str) -> tuple:

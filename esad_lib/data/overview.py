@@ -95,9 +95,8 @@ def defect_colours(pixel_values: Sequence[int]) -> dict[int, tuple[int, int, int
     return {int(v): tuple(int(255 * c) for c in cmap(i % 10)[:3]) for i, v in enumerate(pixel_values)}
 
 
-def overlay_channels(
-    image: np.ndarray, channels: np.ndarray, colours: dict[int, tuple[int, int, int]], alpha: float = 0.45
-) -> np.ndarray:
+def overlay_channels(image: np.ndarray, channels: np.ndarray, colours: dict[int, tuple[int, int, int]],
+                     alpha: float = 0.45) -> np.ndarray:
     """Each defect channel drawn translucent with a 1-px outline in its defect's colour:
     image uint8 [H, W, 3], channels uint8 [C, H, W] -> uint8 [H, W, 3]."""
     out = image.astype(np.float32).copy()
