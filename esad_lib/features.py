@@ -85,19 +85,13 @@ def hub_weights_path(name: str) -> Path:
 
 
 def _missing_weights_message(name: str, tried: Path) -> str:
-    url = _weights_url(name)
-    target = hub_weights_path(name)
-    return (
-        f"ImageNet weights for feature extractor {name!r} not found at {tried}. "
-        f"This project never downloads. To use {name!r}: on a machine with internet, download\n"
-        f"    {url}\n"
-        f"and copy the file (keep its name {target.name}) to\n"
-        f"    {target}\n"
-        f"(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
-        f"weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: "
-        f"'random_cnn', 'recon_encoder', or 'efficientnet_lite0' (ImageNet weights from the pip "
-        f"package {PIP_NAME})."
-    )
+    url, target = _weights_url(name), hub_weights_path(name)
+    return (f"ImageNet weights for feature extractor {name!r} not found at {tried}. This project never "
+            f"downloads. To use {name!r}: on a machine with internet, download\n    {url}\n"
+            f"and copy the file (keep its name {target.name}) to\n    {target}\n"
+            "(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
+            "weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: 'random_cnn', "
+            f"'recon_encoder', or 'efficientnet_lite0' (ImageNet weights from the pip package {PIP_NAME}).")
 
 
 def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtractor:
