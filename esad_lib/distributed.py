@@ -168,7 +168,6 @@ def broadcast_buffers(model: nn.Module, info: DistInfo, src: int = 0) -> None:
 
 
 # ---- the few patterns the trainer needs, each in one place ------------------------------
-
 def main_then_broadcast(fn: Callable[[], T], info: DistInfo,
                         errors: tuple[type[BaseException], ...] = (ValueError,)) -> T:
     """``fn()`` run on rank 0 only; its result (or its error, if of a type in ``errors``) on every rank,

@@ -81,7 +81,6 @@ class RunState:
 
 
 # ---- tensors and RNG states <-> files --------------------------------------------------------------------
-
 def save_torch(obj: Any, path: Path) -> None:
     """``torch.save(obj)`` to ``path``, atomically."""
     buf = io.BytesIO()
@@ -122,7 +121,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ---- log.csv, config.json, train_summary.json ------------------------------------------------------------
-
 def write_log(path: Path, history: list[dict[str, Any]]) -> None:
     """``history`` (one dict per epoch) as CSV; columns in first-seen order, None -> empty cell."""
     cols: list[str] = []
@@ -172,7 +170,6 @@ def is_finished(run_dir: Path) -> bool:
 
 
 # ---- checkpoint.pt and resuming --------------------------------------------------------------------------
-
 def save_checkpoint(path: Path, cfg: ESADConfig, state: RunState, model: nn.Module,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, world_size: int) -> None:
     """Write ``checkpoint.pt`` after epoch ``state.epoch`` (loads with ``weights_only=True``)."""
@@ -234,7 +231,6 @@ def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, A
 
 
 # ---- finished runs and the cache -------------------------------------------------------------------------
-
 def load_run(run_dir: str | os.PathLike,
              device: str | torch.device | None = None) -> tuple[nn.Module, ESADConfig]:
     """The trained model (best weights, eval mode, on ``device``, default ``resolve_device(cfg.device)``)

@@ -1,4 +1,4 @@
-"""Plotting helpers of the lessons (notebooks 02-09): images, anomaly maps, ROC, diagrams, explorer logic.
+"""Plotting helpers of the lessons (notebooks 02-09): images, anomaly maps, diagrams, explorer logic.
 
 Images are in [-1, 1], ``[3,H,W]`` or ``[H,W,3]``; maps are ``[H,W]`` with a colour bar saying what
 the values are (``map_value_label``).  The diagrams restate the authors' README ("2. Proposed
@@ -39,9 +39,7 @@ def map_value_label(cfg: ESADConfig, standardised: bool | None = None) -> str:
 
 
 def _numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().float().cpu().numpy()
-    return np.asarray(x)
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def to_rgb(x: ArrayLike) -> np.ndarray:
@@ -57,8 +55,7 @@ def to_rgb(x: ArrayLike) -> np.ndarray:
 def _off(ax: Axes, title: str | None) -> None:
     if title:
         ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def show_image(ax: Axes, x: ArrayLike, title: str | None = None) -> AxesImage:
@@ -183,8 +180,7 @@ def _arrow(ax: Axes, a: tuple[float, float], b: tuple[float, float], **kw: Any) 
 
 def draw_feature_extraction_block(ax: Axes) -> None:
     """The feature extraction block of the lightweight U-Net, top (input) to bottom (output)."""
-    ax.set_xlim(0, 10)
-    ax.set_ylim(-0.6, 14.2)
+    ax.set(xlim=(0, 10), ylim=(-0.6, 14.2))
     ax.axis("off")
     main = [  # (y, text, colour, line style) from top to bottom
         (13.5, "input  x   [B, C_in, H, W]", "#eeeeee", "-"),
@@ -240,8 +236,7 @@ def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
     shown = cfg if cfg is not None else ESADConfig()  # the defaults are the paper's numbers
     k, sizes, alpha = shown.num_masks, tuple(shown.cutout_sizes), shown.fill_alpha
     widths = tuple(unet_widths(shown.base_width))
-    ax.set_xlim(0, 17)
-    ax.set_ylim(-0.2, 6.4)
+    ax.set(xlim=(0, 17), ylim=(-0.2, 6.4))
     ax.axis("off")
     yt = 4.6  # top row centre line
     _box(ax, 0.1, yt - 0.45, 1.3, 0.9, "input $x$\n[B,3,H,W]", "#dddddd")
