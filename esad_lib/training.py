@@ -272,7 +272,6 @@ def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
 
 def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
     """Rank 0: write ``config.json``; return a TensorBoard writer when asked (and installed)."""
-    writer = None
     if not run.info.is_main:
         return None
     run_io.write_config(run.out_dir, run.cfg)
@@ -283,11 +282,11 @@ def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run.out_dir / "tb"))
+            return SummaryWriter(str(run.out_dir / "tb"))
         except ImportError:
             msg = "package is not installed (pip install tensorboard); logging to log.csv only"
             warnings.warn(f"TensorBoard logging asked for but the 'tensorboard' {msg}", stacklevel=3)
-    return writer
+    return None
 
 
 # phase 2: one epoch
