@@ -74,9 +74,7 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
     info = dist_info()
     if not info.distributed:
         return info, resolve_device(device), False
-    want_cuda = device != "cpu" and torch.cuda.is_available() and not device.startswith("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    want_cuda = resolve_device(device).type == "cuda"  # a CUDA request without CUDA fails here
     dev = torch.device("cuda", info.local_rank) if want_cuda else torch.device("cpu")
     if want_cuda:  # one GPU per process: LOCAL_RANK picks it (an explicit "cuda:i" is overridden)
         torch.cuda.set_device(dev)
