@@ -122,11 +122,9 @@ class RandomCNN(nn.Module):
     def __init__(self, seed: int = 0, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
-        stages = []
-        c_in = 3
+        stages, c_in = [], 3
         for w in widths:
-            conv_a = nn.Conv2d(c_in, w, 3, stride=2, padding=1)
-            conv_b = nn.Conv2d(w, w, 3, stride=1, padding=1)
+            conv_a, conv_b = nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.Conv2d(w, w, 3, padding=1)
             for conv in (conv_a, conv_b):
                 with torch.no_grad():
                     nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu", generator=gen)
