@@ -51,15 +51,12 @@ CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicin
 
 #: fields that only change how a trained model is scored: configs differing only in these share one
 #: trained model (feature_extractor: scoring only; the feature loss uses loss_feature_extractor).
-TEST_TIME_FIELDS: tuple[str, ...] = (
-    "feature_extractor", "test_fill", "fill_alpha", "score_map", "smoothing", "smoothing_size",
-    "smoothing_sigma", "map_normalization", "fast_scoring", "max_test_images",
-)
+TEST_TIME_FIELDS: tuple[str, ...] = ("feature_extractor", "test_fill", "fill_alpha", "score_map", "smoothing",
+                                     "smoothing_size", "smoothing_sigma", "map_normalization", "fast_scoring",
+                                     "max_test_images")
 #: fields that never change a result (excluded from every cache key).
-RUNTIME_FIELDS: tuple[str, ...] = (
-    "device", "num_workers", "fast_scoring", "eval_batch_size", "checkpointing",
-    "channels_last_training", "cpu_malloc_tuning",
-)
+RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "fast_scoring", "eval_batch_size",
+                                   "checkpointing", "channels_last_training", "cpu_malloc_tuning")
 
 
 @dataclass
@@ -306,10 +303,8 @@ PRESETS: dict[str, ESADConfig] = {
 
 #: the RIAD baseline (ESAD's predecessor) as a config diff: one classic U-Net, zero fill in training
 #: and at test, no feature loss, pixel-level (MSGMS) maps (the one definition everything uses).
-RIAD_DIFF: dict[str, Any] = {
-    "method": "riad", "unet": "classic", "train_fill": "zero", "test_fill": "zero", "score_map": "pixel",
-    "w_feature": 0.0,
-}
+RIAD_DIFF: dict[str, Any] = {"method": "riad", "unet": "classic", "train_fill": "zero", "test_fill": "zero",
+                             "score_map": "pixel", "w_feature": 0.0}
 
 
 def riad_config(cfg: ESADConfig) -> ESADConfig:
@@ -321,10 +316,8 @@ def profile_name(requested: str | None = None) -> str:
     """The profile to use: ``ESAD_PROFILE`` if set, else ``requested``, else ``demo``."""
     name = os.environ.get("ESAD_PROFILE") or requested or "demo"
     if name not in PRESETS:
-        raise ValueError(
-            f"unknown profile {name!r} (from ESAD_PROFILE or the parameters cell); "
-            f"choose one of {', '.join(PROFILES)}"
-        )
+        msg = f"choose one of {', '.join(PROFILES)}"
+        raise ValueError(f"unknown profile {name!r} (from ESAD_PROFILE or the parameters cell); {msg}")
     return name
 
 
@@ -357,8 +350,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 __all__ = [
     "CATEGORIES", "ESADConfig", "PatchCoreConfig", "PRESETS", "PROFILES", "RIAD_DIFF", "RUNTIME_FIELDS",
-    "TEST_TIME_FIELDS",
-    "get_config", "profile_name", "resolve_device", "riad_config", "seed_everything",
+    "TEST_TIME_FIELDS", "get_config", "profile_name", "resolve_device", "riad_config", "seed_everything",
 ]
 
 

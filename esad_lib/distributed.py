@@ -1,35 +1,23 @@
-"""Training on several processes with PyTorch's DistributedDataParallel (torchrun).
-
-Nothing here changes the paper's method: one training run is spread over ``N`` processes (GPUs,
-or CPU processes with gloo).  ``esad train`` runs unchanged under ``torchrun``::
+"""Training on ``N`` processes with PyTorch's DistributedDataParallel; the paper's method is unchanged.
+``esad train`` runs as is under ``torchrun``::
 
     torchrun --nproc_per_node=4 -m esad_lib.cli train --data DIR --category C --profile paper --out RUN
 
-How the pieces behave under DDP (``WORLD_SIZE > 1``):
-
 * Backend NCCL with CUDA (process ``RANK`` on GPU ``LOCAL_RANK``), gloo on CPU.
-* The whole ``ESADModel`` is wrapped in ONE ``DistributedDataParallel``: each U-Net is called
-  ``K`` times per forward (once per mask), which DDP allows within one wrapper but not as ``K``
-  calls of a per-U-Net wrapper per backward.
-* ``cfg.batch_size`` is ONE process's batch; a step averages ``N`` micro-batches (global batch
-  ``N * cfg.batch_size``).  The learning rate is NOT scaled (``--set lr=...`` for linear
-  scaling).  ``DistributedSampler`` pads an epoch to ``ceil(n_train / N)`` images per process.
-* BatchNorm: per-process statistics; rank 0's running statistics are broadcast at every forward
-  (DDP's ``broadcast_buffers``), so the saved model carries them.  ``cfg.sync_batchnorm`` uses
-  ``SyncBatchNorm`` (global-batch statistics, CUDA only, one all-reduce per BN layer).
-* Only rank 0 reads or writes the run folder (on resume it broadcasts the checkpoint).  Validation
-  is sharded, its sums all-reduced: every rank takes the same early-stopping decision.
+* ONE ``DistributedDataParallel`` wraps the whole ``ESADModel``: each U-Net runs ``K`` times per
+  forward (once per mask), which DDP allows within one wrapper, not as ``K`` calls of a per-U-Net one.
+* ``cfg.batch_size`` is ONE process's batch (global batch ``N * cfg.batch_size``); the learning
+  rate is NOT scaled.  ``DistributedSampler`` pads an epoch to ``ceil(n_train / N)`` images per process.
+* BatchNorm: rank 0's running statistics are broadcast at every forward, so the saved model carries
+  them; ``cfg.sync_batchnorm``: ``SyncBatchNorm`` (global-batch statistics, CUDA only).
+* Only rank 0 reads or writes the run folder (on resume it broadcasts the checkpoint); validation is
+  sharded and all-reduced, so every rank takes the same early-stopping decision.
 
-Random draws come from per-purpose generators seeded by ``derive_seed(seed, purpose, epoch,
-step[, rank])``, never the global RNG, so a resumed run draws what an uninterrupted one would:
-
-* the training-set shuffle (``DistributedSampler``, ``(seed, epoch)``): IDENTICAL on every rank,
-  each taking its own stride of the permutation;
-* the cutout size of a step (``"cutout", epoch, step``): IDENTICAL, so the N micro-batches of a
-  step solve one task, as one batch with one cutout size on one GPU (and the ranks stay balanced);
-* the masks of a step (``"masks", epoch, step, rank``): DIFFERENT per rank -- N independent mask
-  sets per step, what one process accumulating the N micro-batches with fresh masks computes;
-* validation masks (``"val", cutout size``): the same every epoch and on every rank.
+Random draws come from generators seeded by ``derive_seed(seed, purpose, epoch, step[, rank])``,
+never the global RNG, so a resumed run draws what an uninterrupted one would.  The shuffle
+(``(seed, epoch)``) and a step's cutout size are IDENTICAL on every rank (the N micro-batches of a
+step solve one task, as one batch on one GPU); a step's masks DIFFER per rank (N independent mask
+sets); validation masks (``"val", cutout size``) are the same every epoch and on every rank.
 """
 
 from __future__ import annotations
@@ -49,13 +37,6 @@ from torch.utils.data import Dataset, DistributedSampler
 from esad_lib.config import resolve_device
 
 T = TypeVar("T")
-
-__all__ = [
-    "DistInfo", "all_ranks_finite", "all_reduce_sum", "barrier", "broadcast_buffers", "broadcast_object",
-    "derive_seed", "dist_info", "init_distributed", "local_main_first", "main_then_broadcast",
-    "mean_over_ranks", "seeded_generator", "shard", "shutdown_distributed", "train_sampler", "unwrap",
-    "wrap_ddp",
-]
 
 
 @dataclass(frozen=True)
@@ -93,9 +74,7 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
     info = dist_info()
     if not info.distributed:
         return info, resolve_device(device), False
-    want_cuda = device != "cpu" and torch.cuda.is_available() and not device.startswith("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    want_cuda = resolve_device(device).type == "cuda"  # a CUDA request without CUDA fails here
     dev = torch.device("cuda", info.local_rank) if want_cuda else torch.device("cpu")
     if want_cuda:  # one GPU per process: LOCAL_RANK picks it (an explicit "cuda:i" is overridden)
         torch.cuda.set_device(dev)
@@ -103,10 +82,9 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
     if not dist.is_initialized():
         for var in ("MASTER_ADDR", "MASTER_PORT"):
             if var not in os.environ:
-                raise RuntimeError(
-                    f"WORLD_SIZE={info.world_size} but {var} is not set: launch distributed runs with "
-                    "torchrun (e.g. torchrun --nproc_per_node=2 -m esad_lib.cli train ...)"
-                )
+                raise RuntimeError(f"WORLD_SIZE={info.world_size} but {var} is not set: launch distributed "
+                                   "runs with torchrun (e.g. torchrun --nproc_per_node=2 -m esad_lib.cli "
+                                   "train ...)")
         kw: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://", **kw)
         created = True
@@ -141,10 +119,8 @@ def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_batchn
         return model
     if sync_batchnorm:
         if device.type != "cuda":
-            raise ValueError(
-                "sync_batchnorm=True needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel); "
-                "use --set sync_batchnorm=false for a CPU/gloo run"
-            )
+            raise ValueError("sync_batchnorm=True needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
+                             "kernel); use --set sync_batchnorm=false for a CPU/gloo run")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     # DDP's default buffer sync: rank 0's buffers (BN running statistics) are broadcast at every
@@ -190,10 +166,8 @@ def broadcast_buffers(model: nn.Module, info: DistInfo, src: int = 0) -> None:
 
 
 # ---- the few patterns the trainer needs, each in one place ------------------------------
-
-def main_then_broadcast(
-    fn: Callable[[], T], info: DistInfo, errors: tuple[type[BaseException], ...] = (ValueError,)
-) -> T:
+def main_then_broadcast(fn: Callable[[], T], info: DistInfo,
+                        errors: tuple[type[BaseException], ...] = (ValueError,)) -> T:
     """``fn()`` run on rank 0 only; its result (or its error, if of a type in ``errors``) on every rank,
     so that every rank raises it and none is left waiting in a collective."""
     result, error = None, None
@@ -228,9 +202,8 @@ def all_ranks_finite(value: float, info: DistInfo, device: torch.device) -> bool
     return finite
 
 
-def mean_over_ranks(
-    sums: dict[str, float], count: int, info: DistInfo, device: torch.device
-) -> dict[str, float]:
+def mean_over_ranks(sums: dict[str, float], count: int, info: DistInfo,
+                    device: torch.device) -> dict[str, float]:
     """``{k: sum over ranks of sums[k] / sum over ranks of count}`` (one all-reduce, sorted keys)."""
     keys = sorted(sums)
     totals = all_reduce_sum([sums[k] for k in keys] + [count], info, device)
@@ -245,6 +218,4 @@ def shard(n: int, info: DistInfo) -> list[int]:
 def train_sampler(dataset: Dataset, info: DistInfo, seed: int) -> DistributedSampler:
     """The shuffling sampler of the training set: the same permutation on every rank (seeded with
     ``seed + epoch`` after ``set_epoch``), each rank taking its own stride of it."""
-    return DistributedSampler(
-        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=False
-    )
+    return DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=seed, drop_last=False)

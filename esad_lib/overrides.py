@@ -14,8 +14,6 @@ from typing import Any
 
 from esad_lib.config import ESADConfig
 
-__all__ = ["convert_value", "parse_overrides"]
-
 _BOOLS = {**dict.fromkeys(("true", "1", "yes", "on"), True),
           **dict.fromkeys(("false", "0", "no", "off"), False)}
 #: scalar field types: converter and what the error says was expected.

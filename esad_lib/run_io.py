@@ -37,14 +37,6 @@ from esad_lib.config import RUNTIME_FIELDS, ESADConfig, resolve_device
 from esad_lib.method import build_model
 from esad_lib.paths import atomic_write_bytes, atomic_write_text, cache_dir
 
-__all__ = [
-    "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CONFIG_FILE", "LOG_FILE", "MODEL_FILE", "RESUME_MUTABLE_FIELDS",
-    "RUN_FILES", "SUMMARY_FILE", "RUN_LOCK_FILE", "RunFileError", "RunInUseError", "RunState",
-    "config_mismatch", "cpu_state", "file_lock", "is_finished", "load_run", "prepare_run_dir", "read_log",
-    "rng_state", "run_dir_for", "run_lock", "save_checkpoint", "save_torch", "set_rng_state", "write_config",
-    "write_log", "write_summary",
-]  # fmt: skip
-
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -89,7 +81,6 @@ class RunState:
 
 
 # ---- tensors and RNG states <-> files --------------------------------------------------------------------
-
 def save_torch(obj: Any, path: Path) -> None:
     """``torch.save(obj)`` to ``path``, atomically."""
     buf = io.BytesIO()
@@ -121,9 +112,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state(
-        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    )
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -131,7 +121,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ---- log.csv, config.json, train_summary.json ------------------------------------------------------------
-
 def write_log(path: Path, history: list[dict[str, Any]]) -> None:
     """``history`` (one dict per epoch) as CSV; columns in first-seen order, None -> empty cell."""
     cols: list[str] = []
@@ -181,37 +170,26 @@ def is_finished(run_dir: Path) -> bool:
 
 
 # ---- checkpoint.pt and resuming --------------------------------------------------------------------------
-
-def save_checkpoint(
-    path: Path, cfg: ESADConfig, state: RunState, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, world_size: int,
-) -> None:  # fmt: skip
+def save_checkpoint(path: Path, cfg: ESADConfig, state: RunState, model: nn.Module,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, world_size: int) -> None:
     """Write ``checkpoint.pt`` after epoch ``state.epoch`` (loads with ``weights_only=True``)."""
     st = state
-    save_torch(
-        {
-            "format": CHECKPOINT_FORMAT, "epoch": st.epoch, "model": cpu_state(model),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_model": st.best_state,
-            "best_val": st.best_val, "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
-            "stopped": st.stopped, "train_seconds": st.train_seconds, "history": st.history,
-            "world_size": world_size,
-            # the shuffle, cutout and mask generators are re-derived from
-            # (seed, purpose, epoch, step[, rank]); their position is this epoch
-            "generators": {"seed": int(cfg.seed), "next_epoch": st.epoch},
-            "rng": rng_state(),
-        },
-        path,
-    )  # fmt: skip
+    save_torch({
+        "format": CHECKPOINT_FORMAT, "epoch": st.epoch, "model": cpu_state(model),
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_model": st.best_state,
+        "best_val": st.best_val, "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
+        "stopped": st.stopped, "train_seconds": st.train_seconds, "history": st.history,
+        "world_size": world_size, "rng": rng_state(),
+        # the shuffle, cutout and mask generators: re-derived from (seed, purpose, epoch, step[, rank])
+        "generators": {"seed": int(cfg.seed), "next_epoch": st.epoch},
+    }, path)
 
 
 def config_mismatch(stored: dict[str, Any], cfg: ESADConfig) -> dict[str, tuple[Any, Any]]:
     """Fields (outside ``RESUME_MUTABLE_FIELDS``) where ``stored`` (a config.json) differs from ``cfg``."""
     now = json.loads(json.dumps(cfg.to_dict()))
-    return {
-        k: (stored.get(k), now.get(k))
-        for k in sorted(set(stored) | set(now))
-        if k not in RESUME_MUTABLE_FIELDS and stored.get(k) != now.get(k)
-    }
+    keys = [k for k in sorted(set(stored) | set(now)) if k not in RESUME_MUTABLE_FIELDS]
+    return {k: (stored.get(k), now.get(k)) for k in keys if stored.get(k) != now.get(k)}
 
 
 def _check_same_config(out_dir: Path, cfg: ESADConfig) -> None:
@@ -221,21 +199,17 @@ def _check_same_config(out_dir: Path, cfg: ESADConfig) -> None:
     diff = config_mismatch(json.loads(cfg_path.read_text()), cfg)
     if diff:
         lines = ", ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"cannot resume {out_dir}: its config.json differs from the requested config ({lines}). "
-            f"Only {', '.join(RESUME_MUTABLE_FIELDS)} may change on resume; use the run's "
-            "settings or train into a new --out folder."
-        )
+        raise ValueError(f"cannot resume {out_dir}: its config.json differs from the requested config "
+                         f"({lines}). Only {', '.join(RESUME_MUTABLE_FIELDS)} may change on resume; use the "
+                         "run's settings or train into a new --out folder.")
 
 
 def _load_checkpoint(ckpt_path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file cannot happen (atomic writes) but a foreign one can
-        raise ValueError(
-            f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written by "
-            "esad_lib.training -- train into a new --out folder"
-        ) from e
+        raise ValueError(f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written "
+                         "by esad_lib.training -- train into a new --out folder") from e
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format")
         raise ValueError(f"{ckpt_path} has checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
@@ -251,26 +225,21 @@ def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, A
         return _load_checkpoint(ckpt_path)
     present = [name for name in RUN_FILES if (out_dir / name).exists()]
     if not resume and present:
-        raise FileExistsError(
-            f"{out_dir} already holds a training run ({', '.join(present)}); pass resume=True "
-            "(CLI: --resume) to continue it, or choose another output folder"
-        )
+        raise FileExistsError(f"{out_dir} already holds a training run ({', '.join(present)}); pass "
+                              "resume=True (CLI: --resume) to continue it, or choose another output folder")
     return None
 
 
 # ---- finished runs and the cache -------------------------------------------------------------------------
-
-def load_run(
-    run_dir: str | os.PathLike, device: str | torch.device | None = None
-) -> tuple[nn.Module, ESADConfig]:
+def load_run(run_dir: str | os.PathLike,
+             device: str | torch.device | None = None) -> tuple[nn.Module, ESADConfig]:
     """The trained model (best weights, eval mode, on ``device``, default ``resolve_device(cfg.device)``)
     and config of a finished run folder."""
     run_dir = Path(run_dir)
     cfg_path, model_path = run_dir / CONFIG_FILE, run_dir / MODEL_FILE
     if not cfg_path.exists():
-        raise FileNotFoundError(
-            f"{cfg_path} not found: {run_dir} is not a training run folder (esad train --out ...)"
-        )
+        raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a training run folder (esad train "
+                                "--out ...)")
     if not model_path.exists():
         hint = "training has not finished; continue it with esad train ... --resume"
         hint = hint if (run_dir / CHECKPOINT_FILE).exists() else "train it first (esad train ... --out RUN)"
@@ -281,11 +250,10 @@ def load_run(
     try:
         model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
     except Exception as e:  # truncated, overwritten, or weights of another network
-        raise RunFileError(
-            f"cannot read {model_path}: the file is damaged ({type(e).__name__}: {str(e)[:200]}). "
-            f"Restore model.pt from a copy of the run, or retrain: move {run_dir} away and run "
-            f"`esad train` with the settings in {cfg_path} and --out {run_dir}"
-        ) from e
+        raise RunFileError(f"cannot read {model_path}: the file is damaged ({type(e).__name__}: "
+                           f"{str(e)[:200]}). Restore model.pt from a copy of the run, or retrain: move "
+                           f"{run_dir} away and run `esad train` with the settings in {cfg_path} and --out "
+                           f"{run_dir}") from e
     return model.to(dev).eval(), cfg
 
 
@@ -321,22 +289,11 @@ def _lock(f: Any, wait: bool) -> bool:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive inter-process lock on ``path`` (fcntl on POSIX, msvcrt on Windows)."""
+    """An exclusive inter-process lock on ``path``, waited for; it goes when the file closes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
         _lock(f, wait=True)
-        try:
-            yield
-        finally:
-            try:
-                import fcntl
-            except ImportError:  # Windows
-                import msvcrt
-
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-            else:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        yield
 
 
 @contextlib.contextmanager
@@ -351,8 +308,6 @@ def run_lock(out_dir: str | os.PathLike, enabled: bool = True) -> Iterator[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
         if not _lock(f, wait=False):
-            raise RunInUseError(
-                f"{out_dir} is in use: another `esad train` is writing a run there (it holds {path}). "
-                "Wait for it to finish, or train into another --out folder"
-            )
+            raise RunInUseError(f"{out_dir} is in use: another `esad train` is writing a run there (it holds "
+                                f"{path}). Wait for it to finish, or train into another --out folder")
         yield  # the lock goes with the file descriptor when the file closes

@@ -82,19 +82,14 @@ def mask_generator(cfg: ESADConfig, epoch: int, step: int, rank: int = 0) -> tor
     return seeded_generator(cfg.seed, "masks", epoch, step, rank)
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
 def lr_at(cfg: ESADConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """The learning rate of step ``step`` of ``epoch`` (0-based): ``constant`` (RIAD) or ``cosine`` (ours)."""
     if cfg.lr_schedule == "constant":
         return float(cfg.lr)
-    if cfg.lr_schedule == "cosine":
-        total = max(1, int(cfg.epochs) * int(steps_per_epoch))
-        t = epoch * int(steps_per_epoch) + step
-        # lr_t = lr * (1 + cos(pi t / T)) / 2,  t = the step's index, T = the steps of all epochs
-        return float(cfg.lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    total = max(1, int(cfg.epochs) * int(steps_per_epoch))
+    t = epoch * int(steps_per_epoch) + step
+    # lr_t = lr * (1 + cos(pi t / T)) / 2,  t = the step's index, T = the steps of all epochs
+    return float(cfg.lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
 
 
 # data
@@ -130,10 +125,9 @@ def _datasets(cfg: ESADConfig, info: DistInfo) -> tuple[_Images, _Images]:
 
 # validation
 @torch.no_grad()
-def validation_loss(
-    model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: ESADConfig, device: torch.device,
-    info: DistInfo | None = None, use_amp: bool = False,
-) -> dict[str, float] | None:
+def validation_loss(model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: ESADConfig,
+                    device: torch.device, info: DistInfo | None = None,
+                    use_amp: bool = False) -> dict[str, float] | None:
     """The training objective on the validation images, mean over cutout sizes: ``{"loss", <part>}``.
 
     Masks of size ``c`` and batch ``b`` come from ``derive_seed(cfg.seed, "val", c, b)`` (the same
@@ -197,28 +191,14 @@ class _Run:
         return unwrap(self.model)
 
 
-@dataclass
-class _Options:
-    """How ``train`` was called (everything but the config)."""
-
-    resume: bool
-    progress: bool
-    on_epoch_end: Callable[[int, nn.Module], None] | None
-    max_epochs: int | None
-    tensorboard: bool
-
-
 class _Progress:
     """ONE ``tqdm.auto`` bar per run: epochs are its steps, the running losses its postfix."""
 
     def __init__(self, cfg: ESADConfig, start_epoch: int, enabled: bool):
-        self.enabled, self._drawn = enabled, 0.0
-        desc = f"train {cfg.category}"
+        self._drawn, desc = 0.0, f"train {cfg.category}"
         self.bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=desc, unit="epoch", disable=not enabled)
 
     def step(self, step: int, n_steps: int, sums: dict[str, float], seen: int, c: int) -> None:
-        if not self.enabled:
-            return
         recon = {k.replace("recon_", "r_"): f"{v / seen:.3f}" for k, v in sums.items() if k[:6] == "recon_"}
         # a dict keeps this order (keyword arguments would be sorted by tqdm)
         shown = {"step": f"{step + 1}/{n_steps}", "loss": f"{sums['total'] / seen:.4f}", **recon, "c": c}
@@ -228,8 +208,6 @@ class _Progress:
             self._drawn = time.monotonic()
 
     def epoch_done(self, row: dict[str, Any], best_epoch: int) -> None:
-        if not self.enabled:
-            return
         val = "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
         shown = {"train": f"{row['train_loss']:.4f}", "val": val, "best": best_epoch}
         self.bar.set_postfix(shown, refresh=False)
@@ -237,14 +215,6 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _check_config(cfg: ESADConfig) -> None:
-    if cfg.epochs < 1:
-        raise ValueError(f"cfg.epochs must be >= 1, got {cfg.epochs}")
-    if not cfg.cutout_sizes:
-        raise ValueError("cfg.cutout_sizes is empty; RIAD/ESAD use (2, 4, 8, 16)")
-    lr_at(cfg, 0, 0, 1)  # an unknown schedule fails here, before any work
 
 
 # phase 1: prepare or resume the run folder
@@ -266,10 +236,8 @@ def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn
 def _start(cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo,
            device: torch.device) -> tuple[_Run, RunState]:
     """Check the run folder (rank 0; errors reach every rank), build the run, restore a checkpoint."""
-    _check_config(cfg)
-    ckpt = distributed.main_then_broadcast(
-        lambda: run_io.prepare_run_dir(out_dir, cfg, resume), info, errors=(ValueError, FileExistsError)
-    )
+    prepare = lambda: run_io.prepare_run_dir(out_dir, cfg, resume)
+    ckpt = distributed.main_then_broadcast(prepare, info, errors=(ValueError, FileExistsError))
     train_set, val_set = _datasets(cfg, info)
     # global RNGs: the model's initial weights (and any third-party draw) depend on them.  Seeded
     # after the data is ready, so a first-time generation of the synthetic benchmark cannot shift them.
@@ -296,17 +264,14 @@ def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
     scaler.load_state_dict(ckpt["scaler"])
     run_io.set_rng_state(ckpt["rng"])
     if int(ckpt.get("world_size", 1)) != info.world_size and info.is_main:
-        warnings.warn(
-            f"resuming a run trained on {ckpt.get('world_size')} process(es) with {info.world_size}: "
-            "it continues correctly, but the data shards and masks differ from an uninterrupted run",
-            stacklevel=3,
-        )
+        warnings.warn(f"resuming a run trained on {ckpt.get('world_size')} process(es) with "
+                      f"{info.world_size}: it continues correctly, but the data shards and masks differ from "
+                      "an uninterrupted run", stacklevel=3)
     return RunState.from_checkpoint(ckpt)
 
 
 def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
     """Rank 0: write ``config.json``; return a TensorBoard writer when asked (and installed)."""
-    writer = None
     if not run.info.is_main:
         return None
     run_io.write_config(run.out_dir, run.cfg)
@@ -317,11 +282,11 @@ def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run.out_dir / "tb"))
+            return SummaryWriter(str(run.out_dir / "tb"))
         except ImportError:
             msg = "package is not installed (pip install tensorboard); logging to log.csv only"
             warnings.warn(f"TensorBoard logging asked for but the 'tensorboard' {msg}", stacklevel=3)
-    return writer
+    return None
 
 
 # phase 2: one epoch
@@ -356,11 +321,9 @@ def _non_finite_message(run: _Run, parts: dict[str, float], epoch: int, step: in
     saved = f"{run.out_dir / run_io.CHECKPOINT_FILE} holds the last good epoch ({epoch}). "
     saved = saved if epoch > 0 else "no epoch had finished, nothing was saved. "
     amp_hint = "turn mixed precision off (--set amp=false), " if run.use_amp else ""
-    return (
-        f"non-finite training loss (total = {parts['total']}, parts = {parts}) at "
-        f"epoch {epoch + 1}, step {step + 1}, cutout size {c}{where}. Training stopped; {saved}"
-        f"Lower the learning rate (--set lr=...; now {run.cfg.lr}), {amp_hint}or check the input images."
-    )
+    return (f"non-finite training loss (total = {parts['total']}, parts = {parts}) at epoch {epoch + 1}, "
+            f"step {step + 1}, cutout size {c}{where}. Training stopped; {saved}Lower the learning rate "
+            f"(--set lr=...; now {run.cfg.lr}), {amp_hint}or check the input images.")
 
 
 # phase 3: validate and decide
@@ -397,7 +360,8 @@ def _log_row(run: _Run, epoch: int, train_means: dict[str, float], val: dict[str
 
 
 # phase 4: checkpoint (rank 0)
-def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress, opts: _Options) -> None:
+def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress,
+                  on_epoch_end: Callable[[int, nn.Module], None] | None) -> None:
     """Rank 0: ``log.csv``, TensorBoard, ``checkpoint.pt``, the progress bar, ``on_epoch_end``."""
     row = state.history[-1]
     run_io.write_log(run.out_dir / run_io.LOG_FILE, state.history)
@@ -409,9 +373,9 @@ def _record_epoch(run: _Run, state: RunState, writer: Any, progress: _Progress, 
     ckpt = run.out_dir / run_io.CHECKPOINT_FILE
     run_io.save_checkpoint(ckpt, run.cfg, state, run.net, run.optimizer, run.scaler, run.info.world_size)
     progress.epoch_done(row, state.best_epoch)
-    if opts.on_epoch_end is not None:
+    if on_epoch_end is not None:
         run.net.eval()
-        opts.on_epoch_end(state.epoch, run.net)
+        on_epoch_end(state.epoch, run.net)
         run.net.train()
 
 
@@ -434,22 +398,18 @@ def _finish(run: _Run, state: RunState, epochs_this_call: int) -> TrainResult:
 
 
 def _summary(run: _Run, state: RunState, epochs_done: int) -> dict[str, Any]:
-    return {
-        "train_seconds": round(state.train_seconds, 3), "epochs_run": epochs_done,
-        "epochs_max": run.cfg.epochs, "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
-        "stopped_early": state.stopped,
-        "world_size": run.info.world_size, "global_batch_size": run.cfg.batch_size * run.info.world_size,
-        "device": str(run.device), "amp": run.use_amp, "train_images": len(run.train_set),
-        "validation_images": len(run.val_set), "config_key": run.cfg.key(),
-    }
+    return {"train_seconds": round(state.train_seconds, 3), "epochs_run": epochs_done,
+            "epochs_max": run.cfg.epochs, "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
+            "stopped_early": state.stopped,
+            "world_size": run.info.world_size, "global_batch_size": run.cfg.batch_size * run.info.world_size,
+            "device": str(run.device), "amp": run.use_amp, "train_images": len(run.train_set),
+            "validation_images": len(run.val_set), "config_key": run.cfg.key()}
 
 
 # the trainer
-def train(
-    cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True, *,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None, max_epochs: int | None = None,
-    tensorboard: bool = False,
-) -> TrainResult:
+def train(cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True, *,
+          on_epoch_end: Callable[[int, nn.Module], None] | None = None, max_epochs: int | None = None,
+          tensorboard: bool = False) -> TrainResult:
     """Train ``cfg``'s model on ``cfg.category``'s ``train/good`` images; write the run to ``out_dir``.
 
     ``resume``: continue from ``checkpoint.pt`` (same final weights); ``on_epoch_end(epoch, model)``:
@@ -459,28 +419,27 @@ def train(
     ``out_dir`` holds a run and not ``resume``.  Under ``torchrun`` every process calls it.
     """
     info, device, created = distributed.init_distributed(cfg.device)
-    opts = _Options(resume, progress, on_epoch_end, max_epochs, tensorboard)
     ok = False
     try:
         with run_io.run_lock(out_dir, enabled=not info.distributed):  # the folder is this run's until it ends
-            result = _run_phases(cfg, Path(out_dir), opts, info, device)
+            run, state = _start(cfg, Path(out_dir), resume, info, device)
+            result = _run_phases(run, state, progress and info.is_main, on_epoch_end, max_epochs, tensorboard)
         ok = True
         return result
     finally:
         distributed.shutdown_distributed(created, sync=ok)
 
 
-def _run_phases(
-    cfg: ESADConfig, out_dir: Path, opts: _Options, info: DistInfo, device: torch.device
-) -> TrainResult:
-    """start -> (train an epoch -> validate and decide -> record) per epoch -> finish."""
-    run, state = _start(cfg, out_dir, opts.resume, info, device)
-    writer = _open_run_folder(run, opts.tensorboard)
-    progress = _Progress(cfg, state.epoch, opts.progress and info.is_main)
+def _run_phases(run: _Run, state: RunState, show_progress: bool,
+                on_epoch_end: Callable[[int, nn.Module], None] | None, max_epochs: int | None,
+                tensorboard: bool) -> TrainResult:
+    """(train an epoch -> validate and decide -> record) per epoch -> finish; after ``_start``."""
+    writer = _open_run_folder(run, tensorboard)
+    progress = _Progress(run.cfg, state.epoch, show_progress)
     epochs_this_call = 0
     try:
-        while state.epoch < cfg.epochs and not state.stopped:
-            if opts.max_epochs is not None and epochs_this_call >= opts.max_epochs:
+        while state.epoch < run.cfg.epochs and not state.stopped:
+            if max_epochs is not None and epochs_this_call >= max_epochs:
                 break
             t0 = time.perf_counter()
             epoch = state.epoch
@@ -491,8 +450,8 @@ def _run_phases(
             state.history.append(_log_row(run, epoch, train_means, val, improved, seconds))
             state.epoch = epoch + 1
             epochs_this_call += 1
-            if info.is_main:
-                _record_epoch(run, state, writer, progress, opts)
+            if run.info.is_main:
+                _record_epoch(run, state, writer, progress, on_epoch_end)
     finally:
         progress.close()
         if writer is not None:

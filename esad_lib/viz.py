@@ -1,4 +1,4 @@
-"""Plotting helpers of the lessons (notebooks 02-09): images, anomaly maps, ROC, diagrams, explorer logic.
+"""Plotting helpers of the lessons (notebooks 02-09): images, anomaly maps, diagrams, explorer logic.
 
 Images are in [-1, 1], ``[3,H,W]`` or ``[H,W,3]``; maps are ``[H,W]`` with a colour bar saying what
 the values are (``map_value_label``).  The diagrams restate the authors' README ("2. Proposed
@@ -18,14 +18,11 @@ import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.image import AxesImage
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from esad_lib.config import ESADConfig
 from esad_lib.method import unet_widths
 
 ArrayLike = torch.Tensor | np.ndarray
-
-Z_LABEL = "z-score vs train/good"
 
 RAW_LABELS = {"pixel": "1 - MSGMS (raw)", "feature": "feature distance 1 - cos (raw)"}
 
@@ -42,9 +39,7 @@ def map_value_label(cfg: ESADConfig, standardised: bool | None = None) -> str:
 
 
 def _numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().float().cpu().numpy()
-    return np.asarray(x)
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def to_rgb(x: ArrayLike) -> np.ndarray:
@@ -60,8 +55,7 @@ def to_rgb(x: ArrayLike) -> np.ndarray:
 def _off(ax: Axes, title: str | None) -> None:
     if title:
         ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def show_image(ax: Axes, x: ArrayLike, title: str | None = None) -> AxesImage:
@@ -78,16 +72,9 @@ def show_mask(ax: Axes, m: ArrayLike, title: str | None = None, cmap: str = "gra
     return im
 
 
-def show_map(
-    ax: Axes,
-    m: ArrayLike,
-    title: str | None = None,
-    label: str = "raw map value",
-    cmap: str = "inferno",
-    vmin: float | None = None,
-    vmax: float | None = None,
-    colorbar: bool = True,
-) -> AxesImage:
+def show_map(ax: Axes, m: ArrayLike, title: str | None = None, label: str = "raw map value",
+             cmap: str = "inferno", vmin: float | None = None, vmax: float | None = None,
+             colorbar: bool = True) -> AxesImage:
     """Draw an anomaly map ``[H,W]`` with a colour bar labelled ``label`` (what the values are)."""
     im = ax.imshow(_numpy(m), cmap=cmap, vmin=vmin, vmax=vmax)
     _off(ax, title)
@@ -161,31 +148,8 @@ def channels_rgb(ch: ArrayLike, size: tuple[int, int] | None = None) -> np.ndarr
     return np.clip(np.einsum("chw,cd->hwd", t[0].numpy(), colours), 0, 1)
 
 
-def plot_roc(ax: Axes, scores: ArrayLike, labels: ArrayLike, label: str = "") -> float:
-    """Draw the ROC curve of image scores (``labels`` 1 = anomalous) and return its AUROC."""
-    s, y = _numpy(scores).ravel(), _numpy(labels).ravel().astype(int)
-    if len(np.unique(y)) < 2:
-        raise ValueError("plot_roc: labels need both classes (0 = good, 1 = anomalous)")
-    fpr, tpr, _ = roc_curve(y, s)
-    auc = float(roc_auc_score(y, s))
-    ax.plot(fpr, tpr, label=f"{label} (AUROC {100 * auc:.1f} %)".strip())
-    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
-    ax.set(xlabel="false positive rate (good flagged)", ylabel="true positive rate (anomalies found)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(fontsize=8, loc="lower right")
-    return auc
-
-
-def score_histogram(
-    ax: Axes,
-    scores: ArrayLike,
-    label_names: list[str],
-    this_score: float | None = None,
-    threshold: float | None = None,
-    value_label: str = "image score",
-    bins: int = 20,
-) -> None:
+def score_histogram(ax: Axes, scores: ArrayLike, label_names: list[str], this_score: float | None = None,
+                    threshold: float | None = None, value_label: str = "image score", bins: int = 20) -> None:
     """Histograms of image scores per label; red line: one image's score, dashed: a threshold."""
     s = _numpy(scores).ravel()
     names = np.asarray(label_names)
@@ -216,8 +180,7 @@ def _arrow(ax: Axes, a: tuple[float, float], b: tuple[float, float], **kw: Any) 
 
 def draw_feature_extraction_block(ax: Axes) -> None:
     """The feature extraction block of the lightweight U-Net, top (input) to bottom (output)."""
-    ax.set_xlim(0, 10)
-    ax.set_ylim(-0.6, 14.2)
+    ax.set(xlim=(0, 10), ylim=(-0.6, 14.2))
     ax.axis("off")
     main = [  # (y, text, colour, line style) from top to bottom
         (13.5, "input  x   [B, C_in, H, W]", "#eeeeee", "-"),
@@ -270,12 +233,10 @@ def _draw_unet(ax: Axes, x0: float, y0: float, name: str, widths: tuple[int, ...
 
 def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
     """The whole ESAD network: cutout -> G1 -> fill -> G2 -> map (``cfg``'s numbers; default the paper's)."""
-    k = cfg.num_masks if cfg is not None else 3
-    sizes = tuple(cfg.cutout_sizes) if cfg is not None else (2, 4, 8, 16)
-    alpha = cfg.fill_alpha if cfg is not None else 0.5
-    widths = tuple(unet_widths(cfg.base_width if cfg is not None else 64))
-    ax.set_xlim(0, 17)
-    ax.set_ylim(-0.2, 6.4)
+    shown = cfg if cfg is not None else ESADConfig()  # the defaults are the paper's numbers
+    k, sizes, alpha = shown.num_masks, tuple(shown.cutout_sizes), shown.fill_alpha
+    widths = tuple(unet_widths(shown.base_width))
+    ax.set(xlim=(0, 17), ylim=(-0.2, 6.4))
     ax.axis("off")
     yt = 4.6  # top row centre line
     _box(ax, 0.1, yt - 0.45, 1.3, 0.9, "input $x$\n[B,3,H,W]", "#dddddd")
@@ -323,15 +284,10 @@ def widget_frontend_available(shell: Any = None) -> bool:
     """
     try:
         import ipywidgets  # noqa: F401, PLC0415 -- optional at run time
+        from IPython import get_ipython  # noqa: PLC0415
     except ImportError:
         return False
-    if shell is None:
-        try:
-            from IPython import get_ipython  # noqa: PLC0415
-        except ImportError:
-            return False
-        shell = get_ipython()
-    kernel = getattr(shell, "kernel", None)
+    kernel = getattr(shell if shell is not None else get_ipython(), "kernel", None)
     return kernel is not None and bool(getattr(kernel, "_allow_stdin", False))
 
 
@@ -350,9 +306,6 @@ class SettingCache:
 
     def __len__(self) -> int:
         return len(self._store)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._store
 
 
 def set_slider_range(slider: Any, lo: float, hi: float, value: float | None = None) -> None:

@@ -152,7 +152,7 @@ def test_every_allowed_value_has_its_implementation() -> None:
     import torch
     from torch import nn
 
-    from esad_lib import features, scoring, training
+    from esad_lib import features, scoring
     from esad_lib.config import CHOICES
     from esad_lib.method import FILLS, UNET_KINDS, build_model
     from esad_lib.method.anomaly_map import SMOOTHINGS
@@ -163,7 +163,6 @@ def test_every_allowed_value_has_its_implementation() -> None:
     assert set(CHOICES["unet"]) == set(UNET_KINDS)
     extractors = set(features.EXTRACTORS)
     assert set(CHOICES["feature_extractor"]) == set(CHOICES["loss_feature_extractor"]) == extractors
-    assert set(CHOICES["lr_schedule"]) == set(training.LR_SCHEDULES)
     assert set(CHOICES["score_map"]) == set(scoring.SCORE_MAPS)
     assert set(CHOICES["smoothing"]) == set(SMOOTHINGS)
     assert set(CHOICES["map_normalization"]) == set(scoring.NORMALIZATIONS)

@@ -170,10 +170,6 @@ def test_taps_equal_the_classifier_blocks_written_out(net) -> None:
         got = feats(x)
     for g, i in zip(got, (2, 4, 10)):
         torch.testing.assert_close(g, outs[i], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="taps"):
-        eff.EfficientNetLite0Features(net, taps=(4, 2))
-    with pytest.raises(ValueError, match="taps"):
-        eff.EfficientNetLite0Features(net, taps=(16,))
 
 
 def test_extractor_is_frozen_and_passes_gradients_to_its_input() -> None:

@@ -158,7 +158,7 @@ def test_build_model_from_config_and_riad() -> None:
     assert model.recon_net.enc[1].expand[0].kernel_size == (5, 5)
     assert model.recon_net.dec[0].expand[0].groups == model.recon_net.dec[0].in_ch  # reference decoder
     riad = build_model(riad_config(cfg))
-    assert riad.inpaint_net is None and riad.is_riad
+    assert riad.inpaint_net is None
     assert type(riad.recon_net).__name__ == "ClassicUNet"
     assert model_fills(riad_config(cfg)) == ("zero", "zero")
     assert model_fills(cfg.replace(method="riad")) == ("zero", "zero")  # RIAD has no inpainting net

@@ -35,7 +35,7 @@ def _step(model, loss_fn, img: torch.Tensor, masks: torch.Tensor):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     model.train()
     opt.zero_grad(set_to_none=True)
-    out = model(img, 4, fill="zero" if model.is_riad else "train", masks=masks)
+    out = model(img, 4, fill="zero" if model.inpaint_net is None else "train", masks=masks)
     total, _ = loss_fn(img, out.recon, out.inpaint)
     total.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}

@@ -25,13 +25,9 @@ from esad_lib.data.loco import (
 )
 
 #: the kinds of problem ``check_dataset`` reports.
-PROBLEM_KINDS = (
-    "layout", "missing_folder", "defects_config", "unreadable_image", "unreadable_mask", "mask_size",
-    "mask_values", "empty_mask", "unknown_pixel_value", "missing_ground_truth", "orphan_ground_truth",
-    "unknown_folder",
-)
-
-
+PROBLEM_KINDS = ("layout", "missing_folder", "defects_config", "unreadable_image", "unreadable_mask",
+                 "mask_size", "mask_values", "empty_mask", "unknown_pixel_value", "missing_ground_truth",
+                 "orphan_ground_truth", "unknown_folder")
 ANOMALY_DIRS = ("logical_anomalies", "structural_anomalies")
 
 
@@ -47,20 +43,15 @@ class Problem:
 
 def _layout_problems(cdir: Path) -> list[Problem]:
     """Required folders missing, unknown folders under ``test/``."""
-    probs = [
-        Problem(cdir / sub, "missing_folder", "required folder is missing")
-        for sub in ("train/good", "validation/good", "test/good")
-        if not (cdir / sub).is_dir()
-    ]
+    missing = [s for s in ("train/good", "validation/good", "test/good") if not (cdir / s).is_dir()]
+    probs = [Problem(cdir / s, "missing_folder", "required folder is missing") for s in missing]
     if not any((cdir / "test" / d).is_dir() for d in ANOMALY_DIRS):
         msg = "no logical_anomalies/ or structural_anomalies/ folder"
         probs.append(Problem(cdir / "test", "missing_folder", msg))
     if (cdir / "test").is_dir():
-        probs += [
-            Problem(d, "unknown_folder", "not good/, logical_anomalies/ or structural_anomalies/")
-            for d in sorted((cdir / "test").iterdir())
-            if d.is_dir() and d.name not in DIR_LABELS
-        ]
+        unknown = [d for d in sorted((cdir / "test").iterdir()) if d.is_dir() and d.name not in DIR_LABELS]
+        probs += [Problem(d, "unknown_folder", "not good/, logical_anomalies/ or structural_anomalies/")
+                  for d in unknown]
     return probs
 
 
@@ -155,6 +146,3 @@ def check_dataset(root: str | Path, progress: bool = True) -> list[Problem]:
         for c in cats:
             probs += _check_category(root / c, root, pbar)
     return probs
-
-
-__all__ = ["PROBLEM_KINDS", "Problem", "check_dataset"]

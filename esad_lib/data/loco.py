@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,7 @@ class DefectSpec:
     saturation_threshold: float
     relative_saturation: bool
 
-    def to_dict(self) -> dict:
-        return {"defect_name": self.defect_name, "pixel_value": int(self.pixel_value),
-                "saturation_threshold": self.saturation_threshold,
-                "relative_saturation": bool(self.relative_saturation)}
+    to_dict = asdict
 
 
 @dataclass
@@ -74,10 +71,8 @@ class Sample:
 
 def is_stray(path: Path) -> bool:
     """True for files the reader ignores: hidden files, ``Thumbs.db``, non-images."""
-    name = path.name
-    return name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini") or (
-        path.suffix.lower() not in IMAGE_SUFFIXES
-    )
+    name, suffix = path.name.lower(), path.suffix.lower()
+    return name.startswith(".") or name in ("thumbs.db", "desktop.ini") or suffix not in IMAGE_SUFFIXES
 
 
 def _natural_key(name: str) -> tuple:
@@ -100,37 +95,27 @@ def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:
     """Parse ``<category>/defects_config.json`` (a list of dicts) into ``DefectSpec``\\ s."""
     path = Path(category_dir) / DEFECTS_CONFIG
     if not path.is_file():
-        raise DatasetLayoutError(
-            f"{path}: missing; every LOCO category folder holds a defects_config.json "
-            "(copy it from the original dataset)"
-        )
+        raise DatasetLayoutError(f"{path}: missing; every LOCO category folder holds a defects_config.json "
+                                 "(copy it from the original dataset)")
     try:
-        specs = [
-            DefectSpec(str(e["defect_name"]), int(e["pixel_value"]), float(e["saturation_threshold"]),
-                       bool(e["relative_saturation"]))
-            for e in json.loads(path.read_text())
-        ]
+        specs = [DefectSpec(str(e["defect_name"]), int(e["pixel_value"]), float(e["saturation_threshold"]),
+                            bool(e["relative_saturation"])) for e in json.loads(path.read_text())]
     except (ValueError, KeyError, TypeError) as err:
-        raise DatasetLayoutError(
-            f"{path}: not a valid defects config ({err}); expected a JSON list of "
-            "{defect_name, pixel_value, saturation_threshold, relative_saturation}"
-        ) from err
+        want = "a JSON list of {defect_name, pixel_value, saturation_threshold, relative_saturation}"
+        raise DatasetLayoutError(f"{path}: not a valid defects config ({err}); expected {want}") from err
     return specs
 
 
 def _category_dir(root: Path, category: str) -> Path:
     cdir = root / category
     if not cdir.is_dir():
-        found = ", ".join(categories(root)) or (
-            "no LOCO category folders (expected e.g. breakfast_box/train/good)"
-        )
+        found = ", ".join(categories(root)) or "no LOCO category folders (e.g. breakfast_box/train/good)"
         raise DatasetLayoutError(f"{cdir}: no such category folder; {root} holds {found}")
     return cdir
 
 
-def list_samples(
-    root: str | Path, category: str, split: str | None = None, labels: Iterable[str] | None = None
-) -> list[Sample]:
+def list_samples(root: str | Path, category: str, split: str | None = None,
+                 labels: Iterable[str] | None = None) -> list[Sample]:
     """All images of ``category`` (one split or all; ``labels`` filters), in split/label/name order.
     Mask paths come from ``ground_truth/<label>_anomalies/<image_id>/`` (empty if it is missing)."""
     root = Path(root)
@@ -171,9 +156,8 @@ def load_image(path: str | Path) -> np.ndarray:
             im.load()
             rgb = im.convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise DatasetLayoutError(
-            f"{path}: unreadable or truncated image ({err}); replace it from the original dataset"
-        ) from err
+        msg = f"{path}: unreadable or truncated image ({err}); replace it from the original dataset"
+        raise DatasetLayoutError(msg) from err
     return np.array(rgb, dtype=np.uint8)
 
 
@@ -202,17 +186,14 @@ def load_channel_masks(sample: Sample) -> np.ndarray:
     if sample.label == "good":
         return np.zeros((0, h, w), dtype=np.uint8)
     if not sample.mask_paths:
-        raise DatasetLayoutError(
-            f"{sample.path}: anomalous image without ground truth; expected mask PNGs in {sample.gt_dir}"
-        )
+        msg = f"{sample.path}: anomalous image without ground truth; expected mask PNGs in {sample.gt_dir}"
+        raise DatasetLayoutError(msg)
     chans = []
     for mp in sample.mask_paths:
         m = load_mask(mp)
         if m.shape != (h, w):
-            raise DatasetLayoutError(
-                f"{mp}: mask size {m.shape[1]}x{m.shape[0]} (WxH) differs from its image "
-                f"{sample.path} ({w}x{h})"
-            )
+            raise DatasetLayoutError(f"{mp}: mask size {m.shape[1]}x{m.shape[0]} (WxH) differs from its "
+                                     f"image {sample.path} ({w}x{h})")
         chans.append(m)
     return np.stack(chans)
 
@@ -226,9 +207,8 @@ def union_mask(channels: np.ndarray) -> np.ndarray:
 SIDE_MULTIPLE = 16
 
 
-def network_input_size(
-    root: str | Path, category: str, size: Sequence[int], keep_aspect: bool
-) -> tuple[int, int]:
+def network_input_size(root: str | Path, category: str, size: Sequence[int],
+                       keep_aspect: bool) -> tuple[int, int]:
     """The network input ``(H, W)`` of ``category``: ``size`` (the paper squashes to 256x256), or with
     ``keep_aspect`` long side ``max(size)`` at the aspect of its first train image, each side
     rounded to a multiple of ``SIDE_MULTIPLE``."""
@@ -236,9 +216,8 @@ def network_input_size(
         return int(size[0]), int(size[1])
     train = list_samples(root, category, split="train")
     if not train:
-        raise DatasetLayoutError(
-            f"{Path(root) / category / 'train' / 'good'}: no image to read the aspect ratio from"
-        )
+        where = Path(root) / category / "train" / "good"
+        raise DatasetLayoutError(f"{where}: no image to read the aspect ratio from")
     h0, w0 = image_size(train[0].path)
     scale = int(max(size)) / max(h0, w0)
 
@@ -254,19 +233,11 @@ class LOCODataset:
     Item: ``image`` float [3, H, W] in [-1, 1] (bilinear, antialiased); ``mask`` float [1, H, W]
     0/1 union of the channels (nearest); ``label`` 0 good / 1 anomalous; ``label_name``; ``path``;
     ``orig_size`` long [2] = (H0, W0); with ``return_channels`` ``channels`` uint8 [C, H0, W0]
-    (batch with ``collate_keep_lists``).  ``cache=True`` keeps items in memory after the first read.
+    (batch with ``collate_keep_lists``).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        category: str,
-        split: str,
-        image_size: Sequence[int] = (256, 256),
-        labels: Iterable[str] | None = None,
-        return_channels: bool = False,
-        cache: bool = False,
-    ) -> None:
+    def __init__(self, root: str | Path, category: str, split: str, image_size: Sequence[int] = (256, 256),
+                 labels: Iterable[str] | None = None, return_channels: bool = False) -> None:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as tvf
 
@@ -275,14 +246,11 @@ class LOCODataset:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.return_channels = return_channels
         self.samples = list_samples(self.root, category, split, labels)
-        has_config = (self.root / category / DEFECTS_CONFIG).is_file()
-        self.defects = load_defects_config(self.root / category) if has_config else []
-        self._cache: dict[int, dict] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, idx: int) -> dict:
+    def __getitem__(self, idx: int) -> dict:
         s = self.samples[idx]
         import torch
 
@@ -299,13 +267,6 @@ class LOCODataset:
         if self.return_channels:
             item["channels"] = channels
         return item
-
-    def __getitem__(self, idx: int) -> dict:
-        if self._cache is None:
-            return self._load(idx)
-        if idx not in self._cache:
-            self._cache[idx] = self._load(idx)
-        return dict(self._cache[idx])
 
 
 def collate_keep_lists(batch: list[dict]) -> dict:

@@ -33,11 +33,8 @@ def format_tree(root: str | Path, max_depth: int = 4, max_dirs: int = 4,
         if depth == 1 and show is not None:
             hidden = len([p for p in subdirs if p.name not in show])
             subdirs = [p for p in subdirs if p.name in show]
-        entries: list[tuple[str, Path | None]] = [
-            (n, None)
-            for n in sorted(p.name for p in d.iterdir()
-                            if p.is_file() and p.suffix in (".json", ".txt") and not p.name.startswith("."))
-        ]
+        files = sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix in (".json", ".txt"))
+        entries: list[tuple[str, Path | None]] = [(n, None) for n in files if not n.startswith(".")]
         shown = subdirs if len(subdirs) <= max_dirs + 1 else subdirs[:max_dirs]
         entries += [(p.name, p) for p in shown]
         if len(shown) < len(subdirs) or hidden:
@@ -98,9 +95,8 @@ def defect_colours(pixel_values: Sequence[int]) -> dict[int, tuple[int, int, int
     return {int(v): tuple(int(255 * c) for c in cmap(i % 10)[:3]) for i, v in enumerate(pixel_values)}
 
 
-def overlay_channels(
-    image: np.ndarray, channels: np.ndarray, colours: dict[int, tuple[int, int, int]], alpha: float = 0.45
-) -> np.ndarray:
+def overlay_channels(image: np.ndarray, channels: np.ndarray, colours: dict[int, tuple[int, int, int]],
+                     alpha: float = 0.45) -> np.ndarray:
     """Each defect channel drawn translucent with a 1-px outline in its defect's colour:
     image uint8 [H, W, 3], channels uint8 [C, H, W] -> uint8 [H, W, 3]."""
     out = image.astype(np.float32).copy()

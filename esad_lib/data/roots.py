@@ -31,21 +31,15 @@ def validate_root(root: str | Path, category: str | None = None) -> Path:
     """``root`` as a Path after checking it is a LOCO-layout root (holding ``category``)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetLayoutError(
-            f"dataset {root}: no such folder; set cfg.dataset to a LOCO-layout root "
-            "(e.g. the extracted mvtec_loco_anomaly_detection/) or to 'synthetic'"
-        )
+        raise DatasetLayoutError(f"dataset {root}: no such folder; set cfg.dataset to a LOCO-layout root "
+                                 "(e.g. the extracted mvtec_loco_anomaly_detection/) or to 'synthetic'")
     found = categories(root)
     if not found:
-        raise DatasetLayoutError(
-            f"dataset {root}: not a LOCO-layout root (no <category>/train/good folders inside); "
-            "point it at the folder that holds breakfast_box/, juice_bottle/, ..."
-        )
+        raise DatasetLayoutError(f"dataset {root}: not a LOCO-layout root (no <category>/train/good folders "
+                                 "inside); point it at the folder holding breakfast_box/, juice_bottle/, ...")
     if category is not None and category not in found:
-        raise DatasetLayoutError(
-            f"dataset {root}: has no category {category!r} (it holds {', '.join(found)}); "
-            "change cfg.category or the dataset path"
-        )
+        raise DatasetLayoutError(f"dataset {root}: has no category {category!r} (it holds "
+                                 f"{', '.join(found)}); change cfg.category or the dataset path")
     return root
 
 

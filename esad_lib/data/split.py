@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from esad_lib.config import CATEGORIES
@@ -42,20 +41,14 @@ class SplitError(RuntimeError):
     """The split cannot be written safely (message says why; nothing was changed)."""
 
 
-@dataclass(frozen=True)
-class PlannedFile:
-    src: Path
-    rel: str  # path under OUT
-
-
-def _plan(src: Path, cats: list[str]) -> tuple[list[PlannedFile], dict]:
-    """Every file to write and the per-target/category counts."""
-    files: list[PlannedFile] = []
+def _plan(src: Path, cats: list[str]) -> tuple[list[tuple[Path, str]], dict]:
+    """Every file to write, as (source, path under OUT), and the per-target/category counts."""
+    files: list[tuple[Path, str]] = []
     counts: dict = {t: {} for t in TARGETS}
     top_txt = sorted(
         p for p in src.iterdir() if p.is_file() and p.suffix.lower() == ".txt" and not p.name.startswith(".")
     )  # license.txt / readme.txt travel with each output (CC BY-NC-SA attribution)
-    files += [PlannedFile(p, f"{t}/{p.name}") for t in TARGETS for p in top_txt]
+    files += [(p, f"{t}/{p.name}") for t in TARGETS for p in top_txt]
     for cat in cats:
         cdir = src / cat
         shared: list[tuple[Path, str]] = []
@@ -75,7 +68,7 @@ def _plan(src: Path, cats: list[str]) -> tuple[list[PlannedFile], dict]:
                     masks = image_files(sub)
                     n_masks += len(masks)
                     own += [(m, f"{cat}/ground_truth/{d}/{sub.name}/{m.name}") for m in masks]
-            files += [PlannedFile(p, f"{t}/{rel}") for p, rel in own]
+            files += [(p, f"{t}/{rel}") for p, rel in own]
             counts[t][cat] = {**n, f"test/{d}": len(imgs), "masks": n_masks}
     return files, counts
 
@@ -123,9 +116,8 @@ def _read_manifest(out: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
-        raise SplitError(
-            f"{out / MANIFEST}: unreadable split manifest ({err}); remove it or choose another folder"
-        ) from err
+        msg = f"{out / MANIFEST}: unreadable split manifest ({err}); remove it or choose another folder"
+        raise SplitError(msg) from err
 
 
 def looks_official(src: Path, cats: list[str]) -> bool:
@@ -177,22 +169,22 @@ def _refuse_unsafe_output(src: Path, out: Path, mode: str, force: bool, old: dic
                          "another folder")
 
 
-def _write_files(files: list[PlannedFile], out: Path, mode: str, progress: bool) -> tuple[int, int]:
+def _write_files(files: list[tuple[Path, str]], out: Path, mode: str, progress: bool) -> tuple[int, int]:
     """Place every planned file under ``out`` that is not already correct; (written, unchanged)."""
     from tqdm.auto import tqdm
 
     written = unchanged = 0
-    for f in tqdm(files, desc=f"esad split ({mode})", disable=not progress):
-        dst = out / f.rel
-        if _same(f.src, dst, mode):
+    for src, rel in tqdm(files, desc=f"esad split ({mode})", disable=not progress):
+        dst = out / rel
+        if _same(src, dst, mode):
             unchanged += 1
             continue
         try:
-            _place(f.src, dst, mode)
+            _place(src, dst, mode)
         except OSError as err:
             hint = " (hard links cannot cross file systems: use --mode copy or symlink)"
             hint = hint if mode == "hardlink" else ""
-            msg = f"{dst}: cannot write from {f.src}: {err}{hint}; re-run to complete the split"
+            msg = f"{dst}: cannot write from {src}: {err}{hint}; re-run to complete the split"
             raise SplitError(msg) from err
         written += 1
     return written, unchanged
@@ -215,7 +207,7 @@ def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: b
     if out_r == src or src in out_r.parents or out_r in src.parents:
         raise SplitError(f"output {out} must lie outside the source {src} (and not contain it)")
     files, counts = _plan(src, cats)
-    planned = [f.rel for f in files]
+    planned = [rel for _, rel in files]
 
     old = _read_manifest(out) if out.is_dir() else None
     _refuse_unsafe_output(src, out, mode, force, old, planned)
@@ -225,7 +217,7 @@ def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: b
               "official": official, "mismatches": mismatches}
     if (old is not None and old.get("status") == "complete"
             and (old.get("source"), old.get("mode"), old.get("files")) == (str(src), mode, planned)
-            and all(_same(f.src, out / f.rel, mode) for f in files)):  # complete and unchanged: touch nothing
+            and all(_same(s, out / rel, mode) for s, rel in files)):  # complete and unchanged: touch nothing
         result["unchanged"] = len(files)
         _report(result, verbose)
         return result

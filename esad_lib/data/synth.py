@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from esad_lib.config import CATEGORIES, ESADConfig
-from esad_lib.data.loco import DEFECTS_CONFIG, LABEL_DIRS, DefectSpec
+from esad_lib.data.loco import DEFECTS_CONFIG, LABEL_DIRS, LABELS, SPLITS, DefectSpec
 from esad_lib.data.synth_draw import GENERIC_STRUCTURAL, Canvas, jitter_colour
 from esad_lib.data.synth_scenes import SCENES, CategorySpec
 from esad_lib.paths import data_root
@@ -35,8 +35,6 @@ SYNTH_VERSION = 4
 DEFAULT_COUNTS = ESADConfig.synth_counts
 DEFAULT_MAX_SIDE = ESADConfig.synth_max_side
 MANIFEST = "synthetic.json"
-_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
-_LABEL_IDS = {"good": 0, "logical": 1, "structural": 2}
 
 
 def synthetic_size(category: str, max_side: int) -> tuple[int, int]:
@@ -66,9 +64,8 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def render_image(
-    category: str, max_side: int, rng: np.random.Generator, defect: str | None
-) -> tuple[np.ndarray, list[np.ndarray]]:
+def render_image(category: str, max_side: int, rng: np.random.Generator,
+                 defect: str | None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Render one image. Returns (uint8 [H, W, 3], list of bool [H, W] defect regions)."""
     spec: CategorySpec = SCENES[category]
     w, h = synthetic_size(category, max_side)
@@ -86,7 +83,7 @@ def render_image(
 
 def _image_rng(seed: int, category: str, split: str, label: str, index: int, attempt: int = 0):
     cat_id = list(SCENES).index(category)
-    return np.random.default_rng([seed, cat_id, _SPLIT_IDS[split], _LABEL_IDS[label], index, attempt])
+    return np.random.default_rng([seed, cat_id, SPLITS.index(split), LABELS.index(label), index, attempt])
 
 
 def _plan(counts: Sequence[int]) -> list[tuple[str, str, int]]:
@@ -146,14 +143,9 @@ def _check_arguments(counts: tuple[int, ...], max_side: int, categories: Sequenc
         raise ValueError(f"unknown synthetic categories {unknown}; choose from {list(SCENES)}")
 
 
-def generate_synthetic(
-    out: str | Path,
-    seed: int = 0,
-    max_side: int = DEFAULT_MAX_SIDE,
-    counts: Sequence[int] = DEFAULT_COUNTS,
-    categories: Sequence[str] = CATEGORIES,
-    progress: bool = True,
-) -> Path:
+def generate_synthetic(out: str | Path, seed: int = 0, max_side: int = DEFAULT_MAX_SIDE,
+                       counts: Sequence[int] = DEFAULT_COUNTS, categories: Sequence[str] = CATEGORIES,
+                       progress: bool = True) -> Path:
     """Render the benchmark into ``out`` (a LOCO-layout root; ``counts`` per category). Returns ``out``.
 
     Written into a temporary sibling folder and renamed at the end (``out`` is absent or complete); a
@@ -167,10 +159,8 @@ def generate_synthetic(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if _matches(out, want):  # complete (the manifest is written before the final rename)
             return out
-        raise FileExistsError(
-            f"{out} exists and is not a synthetic benchmark with these parameters; "
-            "choose an empty or new folder"
-        )
+        raise FileExistsError(f"{out} exists and is not a synthetic benchmark with these parameters; "
+                              "choose an empty or new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

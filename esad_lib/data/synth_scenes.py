@@ -146,16 +146,14 @@ def render_breakfast_box(cv: Canvas, rng: np.random.Generator, defect: str | Non
 
 
 BREAKFAST_BOX = CategorySpec(
-    "breakfast_box", (1600, 1280), (62, 62, 64),
+    "breakfast_box", (1600, 1280), (62, 62, 64), render=render_breakfast_box,
     logical=(DefectDef("missing_fruit", 0.5), DefectDef("extra_fruit", 1.0),
              DefectDef("missing_banana_chips", 0.01, relative=False),
              DefectDef("fruit_in_cereal_compartment", 0.5)),
     structural=(DefectDef("box_scratch", 1.0), DefectDef("box_hole", 1.0), DefectDef("contamination", 1.0),
                 DefectDef("bruised_fruit", 1.0)),
     generic={"box_scratch": ("scratch", "box"), "box_hole": ("hole", "box"),
-             "contamination": ("contamination", "right")},
-    render=render_breakfast_box,
-)
+             "contamination": ("contamination", "right")})
 
 
 # ---- juice bottle ------------------------------------------------------------------------
@@ -244,14 +242,12 @@ def render_juice_bottle(cv: Canvas, rng: np.random.Generator, defect: str | None
 
 
 JUICE_BOTTLE = CategorySpec(
-    "juice_bottle", (800, 1600), (38, 38, 44),
+    "juice_bottle", (800, 1600), (38, 38, 44), render=render_juice_bottle,
     logical=(DefectDef("wrong_fill_level", 0.5), DefectDef("wrong_label_icon", 1.0),
              DefectDef("missing_bottom_label", 1.0), DefectDef("label_misplaced", 0.5)),
     structural=(DefectDef("label_scratch", 1.0), DefectDef("contamination", 1.0),
                 DefectDef("damaged_label", 1.0), DefectDef("broken_cap", 1.0)),
-    generic={"label_scratch": ("scratch", "labels"), "contamination": ("contamination", "liquid")},
-    render=render_juice_bottle,
-)
+    generic={"label_scratch": ("scratch", "labels"), "contamination": ("contamination", "liquid")})
 
 
 # ---- pushpins ----------------------------------------------------------------------------
@@ -343,14 +339,12 @@ def render_pushpins(cv: Canvas, rng: np.random.Generator, defect: str | None):
 
 
 PUSHPINS = CategorySpec(
-    "pushpins", (1700, 1000), (44, 44, 50),
+    "pushpins", (1700, 1000), (44, 44, 50), render=render_pushpins,
     logical=(DefectDef("missing_pushpin", 0.008, relative=False), DefectDef("additional_pushpin", 1.0),
              DefectDef("missing_separator", 1.0), DefectDef("wrong_colour_pushpin", 1.0)),
     structural=(DefectDef("broken_needle", 1.0), DefectDef("chipped_head", 1.0),
                 DefectDef("box_scratch", 1.0), DefectDef("contamination", 1.0)),
-    generic={"box_scratch": ("scratch", "floor"), "contamination": ("contamination", "box")},
-    render=render_pushpins,
-)
+    generic={"box_scratch": ("scratch", "floor"), "contamination": ("contamination", "box")})
 
 
 # ---- screw bag ---------------------------------------------------------------------------
@@ -457,14 +451,12 @@ def render_screw_bag(cv: Canvas, rng: np.random.Generator, defect: str | None):
 
 
 SCREW_BAG = CategorySpec(
-    "screw_bag", (1600, 1100), (176, 178, 182),
+    "screw_bag", (1600, 1100), (176, 178, 182), render=render_screw_bag,
     logical=(DefectDef("missing_item", 0.015, relative=False), DefectDef("additional_item", 1.0),
              DefectDef("wrong_screw_length", 0.5)),
     structural=(DefectDef("bent_screw", 0.5), DefectDef("bag_tear", 1.0), DefectDef("contamination", 1.0),
                 DefectDef("damaged_washer", 1.0)),
-    generic={"bag_tear": ("hole", "bag"), "contamination": ("contamination", "bag")},
-    render=render_screw_bag,
-)
+    generic={"bag_tear": ("hole", "bag"), "contamination": ("contamination", "bag")})
 
 
 # ---- splicing connectors -----------------------------------------------------------------
@@ -546,14 +538,12 @@ def render_splicing_connectors(cv: Canvas, rng: np.random.Generator, defect: str
 
 
 SPLICING_CONNECTORS = CategorySpec(
-    "splicing_connectors", (1700, 850), (178, 176, 170),
+    "splicing_connectors", (1700, 850), (178, 176, 170), render=render_splicing_connectors,
     logical=(DefectDef("mismatched_connectors", 0.5), DefectDef("wrong_cable_colour", 0.5),
              DefectDef("wrong_slot", 0.5), DefectDef("missing_cable", 0.006, relative=False)),
     structural=(DefectDef("broken_cable", 1.0), DefectDef("broken_lever", 1.0),
                 DefectDef("connector_scratch", 1.0), DefectDef("contamination", 1.0)),
-    generic={"connector_scratch": ("scratch", "connectors"), "contamination": ("contamination", "cable")},
-    render=render_splicing_connectors,
-)
+    generic={"connector_scratch": ("scratch", "connectors"), "contamination": ("contamination", "cable")})
 
 SCENES: dict[str, CategorySpec] = {
     s.name: s for s in (BREAKFAST_BOX, JUICE_BOTTLE, PUSHPINS, SCREW_BAG, SPLICING_CONNECTORS)

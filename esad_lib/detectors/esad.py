@@ -23,13 +23,8 @@ from esad_lib.training import train_or_load
 class EsadDetector:
     """A trained ESAD / RIAD model scored with ``cfg``'s test-time fields (``model=None``: fit first)."""
 
-    def __init__(
-        self,
-        cfg: ESADConfig,
-        model: torch.nn.Module | None = None,
-        root: str | Path | None = None,
-        progress: bool = True,
-    ) -> None:
+    def __init__(self, cfg: ESADConfig, model: torch.nn.Module | None = None, root: str | Path | None = None,
+                 progress: bool = True) -> None:
         check_scoring_config(cfg)
         self.cfg, self.root, self.progress = cfg, root, progress
         self.name = cfg.method

@@ -23,11 +23,6 @@ from torch import Tensor, nn
 
 from esad_lib.method.loss import msgms_map
 
-__all__ = [
-    "SMOOTHINGS", "MapStats", "average_over_cutouts", "feature_distance_map", "feature_map",
-    "gaussian_filter", "image_scores", "mean_filter", "pixel_map", "smooth_maps", "upsample_map",
-]
-
 #: smoothings ``smooth_maps`` accepts (``cfg.smoothing``).
 SMOOTHINGS = ("mean", "gaussian", "none")
 

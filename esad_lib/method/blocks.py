@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ECA", "ConvBNReLU", "DoubleConv", "ExpandConv2d", "FeatureExtractionBlock"]
-
 
 class ExpandConv2d(nn.Conv2d):
     """The block's expanding group conv, ``nn.Conv2d(C_in, e*C_in, k, groups=C_in)``: ``[B, C_in, H, W]

@@ -29,11 +29,6 @@ from torch import Tensor, nn
 
 from esad_lib.features import FeatureExtractor, build_feature_extractor
 
-__all__ = [
-    "ESADLoss", "FeatureLoss", "gaussian_window", "l2_loss", "loss_extractor", "msgms_loss",
-    "msgms_map", "ssim", "ssim_loss", "ssim_map",
-]
-
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
     if x.shape != y.shape or x.dim() != 4:
@@ -142,13 +137,11 @@ class FeatureLoss(nn.Module):
     a scale ([0, 2]) independent of the backbone; "mse": the mean squared error.  Mean over
     layers.  The input's features (the target) carry no gradient."""
 
-    def __init__(self, extractor: nn.Module, distance: str = "cosine", layers: list[int] | None = None):
+    def __init__(self, extractor: nn.Module, distance: str = "cosine"):
         super().__init__()
         if distance not in ("cosine", "mse"):
             raise ValueError(f"FeatureLoss distance must be 'cosine' or 'mse', got {distance!r}")
-        self.extractor = extractor
-        self.distance = distance
-        self.layers = layers
+        self.extractor, self.distance = extractor, distance
 
     @torch.no_grad()
     def target_features(self, img: Tensor) -> list[Tensor]:
@@ -165,8 +158,7 @@ class FeatureLoss(nn.Module):
     def feature_distance(self, pred: list[Tensor], target: list[Tensor]) -> Tensor:
         """``L_feat`` of the features ``pred`` (of one output) against ``target`` (of the input)."""
         terms = []
-        for i in self.layers if self.layers is not None else range(len(pred)):
-            p, t = pred[i], target[i]
+        for p, t in zip(pred, target):
             if self.distance == "cosine":
                 # d = mean over positions of 1 - <p, t> / (|p| |t|)  (channel vectors)
                 terms.append((1.0 - F.cosine_similarity(p, t, dim=1, eps=1e-8)).mean())

@@ -21,8 +21,6 @@ import math
 
 import torch
 
-__all__ = ["disjoint_masks", "cell_groups", "hidden_fraction"]
-
 
 def cell_groups(num_cells: int, num_masks: int, generator=None, device=None) -> torch.Tensor:
     """Group index (0..K-1) of each cell, RIAD's shuffled equal split: ``[num_cells]``.  Sizes

@@ -32,8 +32,6 @@ from torch import Tensor, nn
 from esad_lib.method.masks import disjoint_masks
 from esad_lib.method.unet import build_unet
 
-__all__ = ["FILLS", "ESADOutput", "ESADModel", "apply_fill", "build_model", "model_fills", "scoring_masks"]
-
 #: fill modes ``ESADModel.forward`` accepts.
 FILLS = ("train", "test", "zero", "input")
 
@@ -84,10 +82,6 @@ class ESADModel(nn.Module):
             raise ValueError(f"num_masks must be >= 1, got {num_masks}")
         self.inpaint_net, self.recon_net = inpaint_net, recon_net
         self.num_masks = int(num_masks)
-
-    @property
-    def is_riad(self) -> bool:  # no inpainting net
-        return self.inpaint_net is None
 
     def forward(
         self, img: Tensor, cutout_size: int, fill: str = "train", alpha: float = 0.5,

@@ -14,8 +14,6 @@ from torch import Tensor, nn
 
 from esad_lib.method.masks import disjoint_masks
 
-__all__ = ["autocast", "train_step"]
-
 
 def autocast(device: torch.device, enabled: bool) -> Any:
     """float16 ``torch.autocast`` on CUDA when ``enabled`` (``cfg.amp``), else a no-op.

@@ -28,8 +28,6 @@ from torch import nn
 
 from esad_lib.method.blocks import ConvBNReLU, DoubleConv, FeatureExtractionBlock
 
-__all__ = ["UNetBase", "LightweightUNet", "ClassicUNet", "build_unet", "unet_widths", "UNET_KINDS"]
-
 #: the names ``ESADConfig.unet`` accepts.
 UNET_KINDS = ("lightweight", "lightweight_std", "classic")
 

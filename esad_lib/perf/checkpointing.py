@@ -1,11 +1,9 @@
-"""Activation checkpointing of the U-Nets per level, BatchNorm-safe: a memory opt-in of training
-(``cfg.checkpointing``; ours, the maths is unchanged).  ``enable_checkpointing`` wraps every
-U-Net's ``encoder_level`` / ``decoder_level`` from outside (the instance's class becomes a
-subclass calling them through ``bn_safe_checkpoint``): in training only the level outputs are
-stored and backward recomputes a level at a time -- the least memory of the granularities
-measured (``make bench``, its ``train`` section), for one extra forward.  Keys, outputs and gradients
-are unchanged.  A recomputation would update train-mode BatchNorm's running statistics a
-second time: ``bn_safe_checkpoint`` restores them after it."""
+"""Activation checkpointing of the U-Nets per level, a memory opt-in of training (``cfg.checkpointing``;
+ours).  ``enable_checkpointing`` makes every U-Net's class a subclass that runs ``encoder_level`` /
+``decoder_level`` through ``bn_safe_checkpoint``: only the level outputs are stored and backward
+recomputes a level at a time (the least memory measured by ``make bench``), for one extra forward;
+keys, outputs and gradients are unchanged.  The recomputation would update train-mode BatchNorm's
+running statistics a second time: ``bn_safe_checkpoint`` restores them after it."""
 
 from __future__ import annotations
 
@@ -17,8 +15,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from esad_lib.method.unet import UNetBase
-
-__all__ = ["bn_buffers", "bn_safe_checkpoint", "enable_checkpointing"]
 
 
 def bn_buffers(modules: Sequence[nn.Module]) -> list[torch.Tensor]:

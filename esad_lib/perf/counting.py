@@ -19,13 +19,12 @@ import torch
 from torch import nn
 
 from esad_lib.method.model import build_model, model_fills
+from esad_lib.method.unet import unet_widths
 
-__all__ = ["count_macs", "count_parameters", "format_model_info", "layer_macs", "mac_counter", "model_info"]
 
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def layer_macs(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
@@ -96,22 +95,18 @@ def model_info(cfg: Any, image_size: tuple[int, int] | None = None, device: str 
     h, w = tuple(image_size or cfg.image_size)
     with torch.device(device):
         model = build_model(cfg)
-    nets = {
-        name: {"params": count_parameters(net), "macs": count_macs(net, (1, 3, h, w))}
-        for name, net in (("inpaint_net", model.inpaint_net), ("recon_net", model.recon_net))
-        if net is not None
-    }
+    pairs = (("inpaint_net", model.inpaint_net), ("recon_net", model.recon_net))
+    nets = {name: {"params": count_parameters(net), "macs": count_macs(net, (1, 3, h, w))}
+            for name, net in pairs if net is not None}
     test_fill = model_fills(cfg)[1]
     img = torch.zeros(1, 3, h, w, device=device)
     with _eval_no_grad(model), mac_counter(model) as counter:
         model.reconstruct_all(img, cfg.cutout_sizes, test_fill, cfg.fill_alpha)
-    return {
-        "method": cfg.method, "unet": cfg.unet, "base_width": cfg.base_width,
-        "widths": tuple(cfg.base_width * f for f in (1, 2, 4, 8, 8)), "image_size": (h, w),
-        "num_masks": model.num_masks, "cutout_sizes": tuple(cfg.cutout_sizes), "test_fill": test_fill,
-        "networks": nets, "total_params": count_parameters(model),
-        "scoring_passes": len(tuple(cfg.cutout_sizes)) * model.num_masks, "scoring_macs": counter.total,
-    }
+    return {"method": cfg.method, "unet": cfg.unet, "base_width": cfg.base_width,
+            "widths": unet_widths(cfg.base_width), "image_size": (h, w), "num_masks": model.num_masks,
+            "cutout_sizes": tuple(cfg.cutout_sizes), "test_fill": test_fill, "networks": nets,
+            "total_params": count_parameters(model),
+            "scoring_passes": len(tuple(cfg.cutout_sizes)) * model.num_masks, "scoring_macs": counter.total}
 
 
 def _human(n: float) -> str:

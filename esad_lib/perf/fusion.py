@@ -13,8 +13,6 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "is_prepared", "prepare_for_inference"]
-
 _PREPARED_ATTR = "_esad_inference_ready"
 
 

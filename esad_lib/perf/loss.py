@@ -12,15 +12,12 @@ import torch
 
 from esad_lib.method.loss import ESADLoss, _check_pair, msgms_map, ssim_map
 
-__all__ = ["OnePassLoss"]
-
 
 class OnePassLoss(ESADLoss):
     """``ESADLoss`` whose terms are computed once over all outputs (same constructor, same results)."""
 
-    def output_terms(
-        self, img: torch.Tensor, outputs: list[torch.Tensor], target: list[torch.Tensor] | None
-    ) -> list[dict[str, torch.Tensor]]:
+    def output_terms(self, img: torch.Tensor, outputs: list[torch.Tensor],
+                     target: list[torch.Tensor] | None) -> list[dict[str, torch.Tensor]]:
         """Per output ``o`` of ``outputs`` (``k`` tensors like ``img [B, 3, H, W]``) its terms."""
         k, b = len(outputs), img.shape[0]
         for out in outputs:

@@ -28,9 +28,6 @@ from torch import nn
 from esad_lib.perf.fusion import prepare_for_inference
 from esad_lib.perf.timing import interleaved_samples
 
-__all__ = ["LATENCY_LAYOUTS", "forward_latency", "latency_spread", "layout_variant", "prepare_for_training"]
-__all__ += ["to_training_layout", "training_optimizer", "tune_cpu_allocator"]
-
 # glibc's mallopt (malloc.h): M_TRIM_THRESHOLD = -1 set to the largest C int (never trim),
 # M_MMAP_THRESHOLD = -3 set to its 64-bit maximum, 4 * 1024 * 1024 * sizeof(long) = 32 MiB
 _MALLOPT = ((-3, 32 * 1024 * 1024), (-1, 2**31 - 1))
@@ -88,10 +85,9 @@ def layout_variant(net: nn.Module, x: torch.Tensor, layout: str) -> tuple[nn.Mod
     return prepare_for_inference(net, channels_last=True), x_cl  # "channels_last + BN folded"
 
 
-def forward_latency(
-    nets: Mapping[str, nn.Module], input_shape: Sequence[int], layouts: Sequence[str] = LATENCY_LAYOUTS,
-    repeats: int = 7, warmup: int = 2, seed: int = 0, device: torch.device | str = "cpu", progress=None,
-) -> list[dict[str, Any]]:
+def forward_latency(nets: Mapping[str, nn.Module], input_shape: Sequence[int],
+                    layouts: Sequence[str] = LATENCY_LAYOUTS, repeats: int = 7, warmup: int = 2,
+                    seed: int = 0, device: torch.device | str = "cpu", progress=None) -> list[dict[str, Any]]:
     """Milliseconds of one forward pass (eval, ``inference_mode``) of every net of ``nets`` (name ->
     module) in every layout of ``layouts``, on one seeded input ``input_shape [B, 3, H, W]`` in
     [-1, 1], all in ONE interleaved loop after ``warmup`` rounds.  One row per timed call,
@@ -110,11 +106,8 @@ def forward_latency(
         fns[(name, layout)] = functools.partial(module.to(device), xx)
     with torch.inference_mode():
         samples = interleaved_samples(fns, repeats, warmup, device, progress=progress)
-    return [
-        {"net": name, "layout": layout, "repeat": r, "ms": 1000.0 * t}
-        for (name, layout), times in samples.items()
-        for r, t in enumerate(times)
-    ]
+    return [{"net": name, "layout": layout, "repeat": r, "ms": 1000.0 * t}
+            for (name, layout), times in samples.items() for r, t in enumerate(times)]
 
 
 def latency_spread(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

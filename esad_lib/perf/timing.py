@@ -16,9 +16,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_samples(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device, progress=None
-) -> dict[str, list[float]]:
+def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device,
+                        progress=None) -> dict[str, list[float]]:
     """Seconds of every call of each callable (``repeats`` each), round-robin with the first one
     rotating, so a slow period of the machine hits all alike.  ``progress``: a bar's title."""
     names = list(fns)
@@ -38,18 +37,16 @@ def interleaved_samples(
     return times
 
 
-def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
-) -> dict[str, dict[str, float]]:
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                     device: torch.device) -> dict[str, dict[str, float]]:
     """Median/min/max seconds of each callable, run round-robin (``interleaved_samples``)."""
     times = interleaved_samples(fns, repeats, warmup, device)
     return {n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": len(t)}
             for n, t in times.items()}
 
 
-def time_scoring_batch(
-    fns: dict[str, Callable[[], object]], st: dict, batch: int, device: torch.device
-) -> dict[str, dict[str, float]]:
+def time_scoring_batch(fns: dict[str, Callable[[], object]], st: dict, batch: int,
+                       device: torch.device) -> dict[str, dict[str, float]]:
     """``time_interleaved`` of scoring callables at one batch size (batch > 1: the settings'
     ``heavy_`` repeats and warmup), each row with its ``images_per_s``."""
     heavy = "heavy_" if batch > 1 else ""
