@@ -80,8 +80,8 @@ def show_map(ax: Axes, m: ArrayLike, title: str | None = None, label: str = "raw
     _off(ax, title)
     if colorbar:
         cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-        cb.set_label(label, fontsize=7)
-        cb.ax.tick_params(labelsize=6)
+        cb.set_label(label, fontsize=8)
+        cb.ax.tick_params(labelsize=8)
     return im
 
 
@@ -161,11 +161,12 @@ def score_histogram(ax: Axes, scores: ArrayLike, label_names: list[str], this_sc
                     lw=1.5, label=f"{lab} ({int(sel.sum())})")
     if this_score is not None:
         rank = float((s < this_score).mean())
-        ax.axvline(this_score, color="red", lw=2, label=f"this image: {this_score:.3f} (above {rank:.0%})")
+        ax.axvline(this_score, color="red", lw=2,
+                   label=f"this image: {this_score:.3f} (above {rank:.0%} of all {s.size} test images)")
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")
     ax.set(xlabel=f"image score = max of the map ({value_label})", ylabel="test images")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
 
 
 def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, fc: str, ls: str = "-",
@@ -220,12 +221,12 @@ def _draw_unet(ax: Axes, x0: float, y0: float, name: str, widths: tuple[int, ...
         ex, ey = x0 + i * dx, y0 - i * dy
         dxr = x0 + (2 * n - 2 - i) * dx
         ax.add_patch(Rectangle((ex, ey - bh), bw, bh, fc=fc, ec="k", lw=0.6))
-        ax.text(ex + bw / 2, ey - bh / 2, kind, ha="center", va="center", fontsize=6)
+        ax.text(ex + bw / 2, ey - bh / 2, kind, ha="center", va="center", fontsize=8)
         if i < n - 1:
             ax.add_patch(Rectangle((dxr, ey - bh), bw, bh, fc=fc, ec="k", lw=0.6))
-            ax.text(dxr + bw / 2, ey - bh / 2, "B", ha="center", va="center", fontsize=6)
+            ax.text(dxr + bw / 2, ey - bh / 2, "B", ha="center", va="center", fontsize=8)
             ax.plot([ex + bw, dxr], [ey - bh / 2] * 2, color="grey", lw=0.6, ls=":")  # skip concat
-        ax.text(ex - 0.05, ey - bh / 2, str(w), ha="right", va="center", fontsize=5, color="dimgrey")
+        ax.text(ex - 0.05, ey - bh / 2, str(w), ha="right", va="center", fontsize=8, color="dimgrey")
     right = x0 + (2 * n - 2) * dx + bw
     ax.text((x0 + right) / 2, y0 + 0.25, name, ha="center", va="bottom", fontsize=8, weight="bold")
     return (x0, y0 - bh / 2), (right, y0 - bh / 2)
@@ -253,7 +254,7 @@ def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
     _box(ax, 14.5, yt - 0.6, 2.35, 1.2, kept, "#d5f5e3")
     _arrow(ax, g2_out, (14.45, yt + 0.35), connectionstyle="arc3,rad=-0.2")
     _arrow(ax, (0.75, yt - 0.5), (8.9, yt - 0.65), connectionstyle="arc3,rad=0.33", color="tab:red", ls="--")
-    ax.text(4.9, 2.25, "test fill only: the input leaks into the hidden cells", color="tab:red", fontsize=7,
+    ax.text(4.9, 2.25, "test fill only: the input leaks into the hidden cells", color="tab:red", fontsize=8,
             ha="center")
     yb = 1.2  # bottom row: scoring
     boxes = [
@@ -271,7 +272,7 @@ def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
             _arrow(ax, (prev[0] + prev[1] + 0.05, yb), (x - 0.05, yb))
     ax.text(8.5, 0.15, "U-Nets: c = conv-BN-ReLU, B = feature extraction block, dotted = skip concatenation, "
             "numbers = channels.   * standardising with train/good statistics is the project's addition "
-            "(cfg.map_normalization), not the paper's", fontsize=6.5, ha="center", color="dimgrey")
+            "(cfg.map_normalization), not the paper's", fontsize=8, ha="center", color="dimgrey")
     ax.set_title("ESAD, the whole network: training uses the top row with the train fill and the losses; "
                  "testing repeats it for every cutout size and scores with the bottom row", fontsize=9)
 

@@ -89,7 +89,7 @@ def test_score_histogram_draws_one_histogram_per_label(ax) -> None:
     viz.score_histogram(ax, np.arange(8.0), names, this_score=6.0, threshold=4.5, value_label="z")
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend[:2] == ["good (5)", "structural (3)"]
-    assert "above 75%" in legend[2] and "threshold 4.500" in legend[3]
+    assert "above 75% of all 8 test images" in legend[2] and "threshold 4.500" in legend[3]
     assert "(z)" in ax.get_xlabel()
 
 
