@@ -38,15 +38,6 @@ from esad_lib.training import train, train_or_load
 from esad_lib.uncertainty import METHOD_PAIRED, format_diff, paired_image_auroc_by_type, percentile_interval
 from esad_lib.uncertainty.seeds import combine_seeds, images_for_halfwidth
 
-# fmt: off
-__all__ = [
-    "METHOD_LABELS", "METHOD_NAMES", "Comparison", "DemoResult", "ScoreTable", "compare_methods",
-    "comparison_report", "default_report_dir", "demo_power", "detector_metrics", "paired_differences",
-    "paired_from_scores", "provenance", "read_scores", "report_from_runs", "run_demo", "scores_of",
-    "seeds_report", "train_and_evaluate",
-]
-# fmt: on
-
 #: ``(scores [N], label names, image ids "<label>/<file stem>")`` of one method on one test split.
 ScoreTable = tuple[np.ndarray, list[str], list[str]]
 
