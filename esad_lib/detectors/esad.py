@@ -10,12 +10,7 @@ import torch
 
 from esad_lib.config import ESADConfig
 from esad_lib.method.anomaly_map import MapStats
-from esad_lib.scoring import (
-    anomaly_maps,
-    build_scoring_extractor,
-    normalization_stats,
-    prepare_scoring,
-)
+from esad_lib.scoring import anomaly_maps, build_scoring_extractor, normalization_stats, prepare_scoring
 from esad_lib.training import train_or_load
 
 
