@@ -38,15 +38,6 @@ from esad_lib.training import train, train_or_load
 from esad_lib.uncertainty import METHOD_PAIRED, format_diff, paired_image_auroc_by_type, percentile_interval
 from esad_lib.uncertainty.seeds import combine_seeds, images_for_halfwidth
 
-# fmt: off
-__all__ = [
-    "METHOD_LABELS", "METHOD_NAMES", "Comparison", "DemoResult", "ScoreTable", "compare_methods",
-    "comparison_report", "default_report_dir", "demo_power", "detector_metrics", "paired_differences",
-    "paired_from_scores", "provenance", "read_scores", "report_from_runs", "run_demo", "scores_of",
-    "seeds_report", "train_and_evaluate",
-]
-# fmt: on
-
 #: ``(scores [N], label names, image ids "<label>/<file stem>")`` of one method on one test split.
 ScoreTable = tuple[np.ndarray, list[str], list[str]]
 
@@ -393,17 +384,6 @@ def run_demo(
     return DemoResult(text=text, metrics=metrics, paired=paired, provenance=prov, report_dir=report_dir)
 
 
-def _means_from_runs(path: Path, blob: dict[str, Any]) -> dict[str, dict]:
-    """The paired means (with ``se``) of a one-seed demo.json, recomputed from its runs' scores.csv."""
-    dirs = {k: {c: Path(m.get("run_dir") or path.parent / c / k) for c, m in by_cat.items()}
-            for k, by_cat in blob["metrics"].items()}  # fmt: skip
-    others = {METHOD_NAMES.get(k, k): dirs[k] for k in _others(Comparison(metrics=blob["metrics"]))}
-    old, means = blob["paired"]["structural_image_auroc"]["mean"], paired_differences(dirs["esad"], others)[1]
-    if any(abs(means[k]["diff"] - old[k]["diff"]) > 1e-9 for k in old):
-        raise ValueError(f"{path}: its runs' scores.csv no longer give its differences; run the demo again")
-    return means
-
-
 def demo_power(path: str | Path, half_width: float = 3.5, level: float = 0.95) -> list[dict[str, Any]]:
     """Test images per type that bring each mean paired difference's interval (ESAD minus each
     method, structural image AUROC, mean over categories) to +-``half_width`` points, from a finished
@@ -420,8 +400,8 @@ def demo_power(path: str | Path, half_width: float = 3.5, level: float = 0.95) -
     if len(counts) != 1:
         raise ValueError(f"{path}: {sorted(counts)} images per type; the model scales one common count")
     means = blob["paired"]["structural_image_auroc"]["mean"]
-    if not seeds and any("se" not in m for m in means.values()):  # written before demo.json held it
-        means = _means_from_runs(path, blob)
+    if not seeds and any("se" not in m for m in means.values()):
+        raise ValueError(f"{path} was written before demo.json held each difference's se; run the demo again")
     z, n_now, rows = NormalDist().inv_cdf(0.5 * (1.0 + level)), counts.pop(), []
     for k, m in means.items():
         se_img, se_seed = (m["se_image"], m["se_seed"]) if seeds else (m["se"], 0.0)

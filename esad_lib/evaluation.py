@@ -168,15 +168,6 @@ def evaluate_model(
     return evaluate(EsadDetector(cfg, model, root, progress), cfg, None, root, max_images, progress)
 
 
-def read_train_seconds(run_dir: str | Path) -> float | None:
-    """Training wall time from ``RUN/train_summary.json`` (None when the file is absent)."""
-    p = Path(run_dir) / "train_summary.json"
-    if not p.exists():
-        return None
-    seconds = _read_json(p, "re-run `esad train` for this run").get("train_seconds")
-    return None if seconds is None else float(seconds)
-
-
 def _read_json(p: Path, fix: str) -> dict[str, Any]:
     try:
         return json.loads(p.read_text())
@@ -216,7 +207,10 @@ def evaluate_run(
             model = model.to(resolve_device(cfg.device))
     det = EsadDetector(cfg, model, root, progress)
     metrics, result = evaluate(det, cfg, None, root, max_images, progress, export_maps_dir)
-    metrics["timing"]["train_seconds"] = read_train_seconds(run_dir)
+    summary = run_dir / "train_summary.json"  # the training wall time, when the run has one
+    trained = _read_json(summary, "re-run `esad train` for this run") if summary.exists() else {}
+    seconds = trained.get("train_seconds")
+    metrics["timing"]["train_seconds"] = None if seconds is None else float(seconds)
     metrics["run_dir"] = str(run_dir)
     write_metrics(run_dir, metrics, result if save_scores else None)
     return metrics

@@ -30,7 +30,6 @@ from esad_lib.paths import atomic_write_bytes
 if TYPE_CHECKING:
     from esad_lib.scoring import ScoreResult
 
-__all__ = ["MAP_SUFFIXES", "MapsError", "LoadedMaps", "export_maps", "map_path", "read_maps"]
 
 #: file types ``read_maps`` accepts, in order of preference when an id has several.
 MAP_SUFFIXES = (".tiff", ".tif", ".npy")

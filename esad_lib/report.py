@@ -181,14 +181,6 @@ def format_report(
     return "\n".join(lines) + "\n"
 
 
-# fmt: off
-__all__ = [
-    "CATEGORY_TITLES", "CI_NOTE", "REPORTED", "REPORTED_SOURCE", "describe_setting", "format_metric",
-    "format_paired", "format_report", "mean_with_ci", "summary_line", "win_loss_summary",
-]
-# fmt: on
-
-
 #: ``diffs[other][category]`` and ``means[other]``: ``esad_lib.uncertainty`` paired difference dicts.
 _Diffs = Mapping[str, Mapping[str, Mapping[str, Any] | None]]
 _Means = Mapping[str, Mapping[str, Any] | None]

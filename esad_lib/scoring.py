@@ -33,16 +33,9 @@ from esad_lib.method import model_fills
 from esad_lib.method.anomaly_map import MapStats, average_over_cutouts, smooth_maps, upsample_map
 from esad_lib.perf.fusion import prepare_for_inference
 
-#: the map kinds, and the map standardisations ("none": the paper; else per-pixel mean/std of that
-#: split's good maps): their one definition is ``esad_lib.config.CHOICES``.
-SCORE_MAPS, NORMALIZATIONS = CHOICES["score_map"], CHOICES["map_normalization"]
+#: the map kinds: their one definition is ``esad_lib.config.CHOICES``.
+SCORE_MAPS = CHOICES["score_map"]
 FAST_PATH_ATOL = 1e-4
-
-
-def check_scoring_config(cfg: ESADConfig) -> None:
-    """Raise ``ValueError`` naming the field and its allowed values on a bad option (a config is
-    checked when built; this re-checks one changed in place)."""
-    ESADConfig.from_dict(cfg.to_dict())
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -88,7 +81,6 @@ def anomaly_maps(
     score_map: str | None = None,
 ) -> torch.Tensor:
     """Smoothed (and, with ``stats``, standardised) anomaly maps: ``[B,3,H,W]`` in [-1, 1] -> ``[B,H,W]``."""
-    check_scoring_config(cfg)
     model.eval()
     kind = score_map or cfg.score_map
     if kind == "feature" and extractor is None:

@@ -20,7 +20,6 @@ from esad_lib.method.anomaly_map import (
 from esad_lib.scoring import (
     FAST_PATH_ATOL,
     anomaly_maps,
-    check_scoring_config,
     raw_maps,
     score_dataset,
 )
@@ -59,7 +58,7 @@ def test_bad_scoring_options_raise_clear_errors():
     cfg = get_config("smoke")
     for field, value in [("score_map", "pixels"), ("smoothing", "median"), ("map_normalization", "z")]:
         with pytest.raises(ValueError, match=field):
-            check_scoring_config(cfg.replace(**{field: value}))
+            cfg.replace(**{field: value})
 
 
 def test_upsample_map_to_original_size():

@@ -18,6 +18,18 @@ COMMAND_MODULES: tuple[str, ...] = tuple(
 )
 
 
+def fail(message: str) -> int:
+    """Print ``message`` to stderr; the exit code 2 of a command that cannot run as asked."""
+    print(message, file=sys.stderr)
+    return 2
+
+
+def quiet_flag(p: argparse.ArgumentParser, func, help: str = "no progress bars") -> None:
+    """The ``--quiet`` flag of the commands with progress bars, and the command's function."""
+    p.add_argument("--quiet", action="store_true", help=help)
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esad", description=(
         "ESAD (structural anomaly detection by inpainting + reconstruction) on MVTec LOCO AD "

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from esad_lib.cli import fail
 from esad_lib.config import CATEGORIES, PRESETS, PROFILES, ESADConfig, profile_name
 from esad_lib.overrides import parse_overrides
 from esad_lib.paths import cache_dir
@@ -30,8 +30,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     from esad_lib import ablation  # torch loads only when a sub-command needs it
 
     if not args.list and not args.out:
-        print("esad ablate: --out DIR is required (the folder that holds the grid's runs)", file=sys.stderr)
-        return 2
+        return fail("esad ablate: --out DIR is required (the folder that holds the grid's runs)")
     if args.list:
         for v in ablation.variant_registry().values():
             what = f"detector {getattr(v.detector, '__qualname__', v.detector)}" if v.detector else v.diff
@@ -45,8 +44,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         devices = ablation.parse_list(args.devices) if args.devices else None
         ablation.expand_grid(base, variants, cats, seeds)  # validate names before any work
     except (KeyError, ValueError) as e:
-        print(f"esad ablate: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+        return fail(f"esad ablate: {e.args[0] if e.args else e}")
     models = cache_dir() / "runs" if args.models == "cache" else args.models or None
     out = Path(args.out)
     report = ablation.run_grid(base, variants, cats, seeds, out, devices=devices, models_dir=models)

@@ -7,6 +7,7 @@ import sys
 import time
 from collections import Counter
 
+from esad_lib.cli import fail, quiet_flag
 from esad_lib.config import CATEGORIES
 from esad_lib.data.check import check_dataset
 from esad_lib.data.loco import DatasetLayoutError
@@ -18,8 +19,7 @@ def _split(args: argparse.Namespace) -> int:
     try:
         res = split_dataset(args.src, args.out, args.mode, args.force, progress=not args.quiet, verbose=True)
     except (SplitError, DatasetLayoutError, ValueError) as err:
-        print(f"esad split: {err}", file=sys.stderr)
-        return 2
+        return fail(f"esad split: {err}")
     if res["mismatches"]:
         # a partial download, or the synthetic benchmark named like LOCO: the split itself is fine
         kind = "error" if args.strict else "warning"
@@ -49,8 +49,7 @@ def _synth(args: argparse.Namespace) -> int:
         counts, cats = tuple(args.counts), tuple(args.categories)
         out = generate_synthetic(args.out, args.seed, args.max_side, counts, cats, progress=not args.quiet)
     except (FileExistsError, ValueError) as err:
-        print(f"esad synth: {err}", file=sys.stderr)
-        return 2
+        return fail(f"esad synth: {err}")
     print(f"synthetic benchmark in {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -72,11 +71,11 @@ def register(subparsers) -> None:
         "split lacks deleted; no other file is touched)"))
     p.add_argument("--strict", action="store_true", help=(
         "exit 1 when the per-category counts differ from the official ones (default: a warning)"))
-    _quiet(p, _split)
+    quiet_flag(p, _split, "no progress bar")
 
     p = subparsers.add_parser("check", help="validate a LOCO-layout root; list every problem (exit 1 if any)")
     p.add_argument("root")
-    _quiet(p, _check)
+    quiet_flag(p, _check, "no progress bar")
 
     p = subparsers.add_parser("synth", help="render the synthetic LOCO-like benchmark (one per seed)")
     p.add_argument("out", help="output folder (new or empty)")
@@ -87,10 +86,4 @@ def register(subparsers) -> None:
                    metavar=("TRAIN", "VAL", "GOOD", "LOGICAL", "STRUCTURAL"),
                    help=f"images per category (default {' '.join(map(str, DEFAULT_COUNTS))})")
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
-    _quiet(p, _synth)
-
-
-def _quiet(p: argparse.ArgumentParser, func) -> None:
-    """The ``--quiet`` flag every data command has, and the command's function."""
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=func)
+    quiet_flag(p, _synth, "no progress bar")

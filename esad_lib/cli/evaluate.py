@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from esad_lib.cli import fail, quiet_flag
 from esad_lib.config import CATEGORIES
 from esad_lib.data.loco import DatasetLayoutError, categories
 from esad_lib.evaluation import evaluate_run, score_maps
@@ -32,8 +33,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             m = evaluate_run(run, args.max_images, not args.quiet, not args.no_scores, overrides or None,
                              export_maps_dir=args.export_maps)
         except RunFileError as e:  # a damaged model.pt: the message says how to recover
-            print(str(e), file=sys.stderr)
-            return 2
+            return fail(str(e))
         print(summary_line(m))
         print(f"wrote {Path(run) / 'metrics.json'}")
         if args.export_maps:
@@ -44,17 +44,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_score_maps(args: argparse.Namespace) -> int:
     maps_dir, root = Path(args.maps_dir), Path(args.dataset)
     if not maps_dir.is_dir():
-        print(f"{maps_dir}: no such folder of anomaly maps", file=sys.stderr)
-        return 2
+        return fail(f"{maps_dir}: no such folder of anomaly maps")
     cats = args.category or [c for c in categories(root) if (maps_dir / c).is_dir()]
     if not cats:
-        print(f"{maps_dir}: no category folder that {root} also holds", file=sys.stderr)
-        return 2
+        return fail(f"{maps_dir}: no category folder that {root} also holds")
     try:
         results = score_maps(maps_dir, root, cats, out=args.out, method=args.method, progress=not args.quiet)
     except (MapsError, DatasetLayoutError) as e:
-        print(str(e), file=sys.stderr)
-        return 2
+        return fail(str(e))
     for cat in cats:
         print(summary_line(results[cat]))
     print(format_report(results, title=f"{args.method} (maps from {maps_dir}) vs reported"))
@@ -78,16 +75,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     for c in args.categories:
         if c not in CATEGORIES:
-            print(f"unknown category {c!r}; choose from {', '.join(CATEGORIES)}", file=sys.stderr)
-            return 2
+            return fail(f"unknown category {c!r}; choose from {', '.join(CATEGORIES)}")
     try:
         overrides = parse_overrides(args.set or [])
     except ValueError as e:
-        print(f"esad demo: {e}", file=sys.stderr)
-        return 2
+        return fail(f"esad demo: {e}")
     if args.seeds is not None and (len(set(args.seeds)) < 2 or "seed" in overrides):
-        print("esad demo: --seeds takes two or more training seeds, without --set seed=N", file=sys.stderr)
-        return 2
+        return fail("esad demo: --seeds takes two or more training seeds, without --set seed=N")
     res = run_demo(
         profile=args.profile, out=args.out, categories=args.categories, with_riad=args.with_riad,
         with_naive=not args.no_naive, with_patchcore=args.with_patchcore, progress=not args.quiet,
@@ -105,8 +99,7 @@ def cmd_demo_power(args: argparse.Namespace) -> int:
     try:
         rows = demo_power(path, args.half_width, args.level)
     except (FileNotFoundError, ValueError) as e:
-        print(f"esad demo-power: {e}", file=sys.stderr)
-        return 2
+        return fail(f"esad demo-power: {e}")
     target = f"Needed for ±{args.half_width:g} ({100 * args.level:g} %)"
     print(f"{path}: the mean over categories of ESAD minus each method, structural image AUROC (points)\n\n"
           f"| Comparison | Now | Half-width | SE | of it seeds | z SE | Images per type | {target} |\n"
@@ -135,8 +128,7 @@ def register(subparsers) -> None:
                    help="also write every test map as float32 TIFF in MVTec LOCO "
                    "AD's layout DIR/<category>/test/<label dir>/<image id>.tiff (for MVTec's "
                    "evaluation script)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_evaluate)
+    quiet_flag(p, cmd_evaluate)
 
     p = subparsers.add_parser("score-maps",
                               help="metrics.json and the report table from anomaly maps of any "
@@ -147,8 +139,7 @@ def register(subparsers) -> None:
     p.add_argument("--category", nargs="+", metavar="C", help="categories (default: all MAPS_DIR holds)")
     p.add_argument("--out", metavar="DIR", help="write DIR/<category>/metrics.json")
     p.add_argument("--method", default="external", help="the method's name, for the table (default external)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_score_maps)
+    quiet_flag(p, cmd_score_maps)
 
     p = subparsers.add_parser("report", help="per-category table (markdown) from runs' metrics.json")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or metrics.json files)")
@@ -171,8 +162,7 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                    help="two or more training seeds (cfg.seed): the comparison once per seed and the paired "
                    "differences over seeds and test images, in <data root>/runs/<profile>/seeds/")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_demo)
+    quiet_flag(p, cmd_demo)
 
     p = subparsers.add_parser("demo-power", help="test images per type a finished demo needs for a "
                               "given half-width of its mean paired differences' intervals")

@@ -20,7 +20,6 @@ from typing import Any
 from esad_lib.config import PRESETS, PROFILES, ESADConfig, profile_name
 from esad_lib.overrides import parse_overrides
 
-__all__ = ["build_config", "main", "register"]
 _DESCRIPTION = (__doc__ or "").split("\n\n")[0]
 
 

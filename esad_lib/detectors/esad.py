@@ -10,13 +10,7 @@ import torch
 
 from esad_lib.config import ESADConfig
 from esad_lib.method.anomaly_map import MapStats
-from esad_lib.scoring import (
-    anomaly_maps,
-    build_scoring_extractor,
-    check_scoring_config,
-    normalization_stats,
-    prepare_scoring,
-)
+from esad_lib.scoring import anomaly_maps, build_scoring_extractor, normalization_stats, prepare_scoring
 from esad_lib.training import train_or_load
 
 
@@ -25,7 +19,6 @@ class EsadDetector:
 
     def __init__(self, cfg: ESADConfig, model: torch.nn.Module | None = None, root: str | Path | None = None,
                  progress: bool = True) -> None:
-        check_scoring_config(cfg)
         self.cfg, self.root, self.progress = cfg, root, progress
         self.name = cfg.method
         self.batch_size = int(cfg.eval_batch_size) if cfg.fast_scoring else 1
