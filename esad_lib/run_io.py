@@ -209,8 +209,7 @@ def _load_checkpoint(ckpt_path: Path) -> dict[str, Any]:
     except Exception as e:  # a truncated file cannot happen (atomic writes) but a foreign one can
         raise ValueError(f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written "
                          "by esad_lib.training -- train into a new --out folder") from e
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format")
+    if (found := ckpt.get("format")) != CHECKPOINT_FORMAT:
         raise ValueError(f"{ckpt_path} has checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
     return ckpt
 
