@@ -52,7 +52,7 @@ from benchmarks.workloads import TrainingStep, random_batches, scoring_extractor
 from esad_lib.config import PRESETS, ESADConfig, riad_config  # noqa: E402
 from esad_lib.method import model_fills  # noqa: E402
 from esad_lib.method.loss import ESADLoss  # noqa: E402
-from esad_lib.perf.timing import sync  # noqa: E402
+from esad_lib.perf.speed import sync  # noqa: E402
 from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps, prepare_scoring  # noqa: E402
 
 __all__ = ["GRAD_RTOL", "main", "paper_config", "run_checks"]

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.timing import time_interleaved
 from benchmarks.workloads import TOL_BF16, TOL_EXACT, TOL_FP16, TOL_FP32, cfg_for, random_images, seeded_model
 from esad_lib.method.masks import disjoint_masks
 from esad_lib.perf.fusion import fold_batchnorm
-from esad_lib.perf.timing import sync, time_interleaved
+from esad_lib.perf.speed import sync
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.workloads import cfg_for, random_images, seeded_model
 from esad_lib.perf.counting import mac_counter
-from esad_lib.perf.timing import sync
+from esad_lib.perf.speed import sync
 
 
 def layer_kind(m: torch.nn.Module) -> str | None:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from benchmarks.memory import peak_memory
+from benchmarks.timing import time_interleaved
 from esad_lib import metrics
 from esad_lib.data import DefectSpec
-from esad_lib.perf.timing import time_interleaved
 from tests.metric_references import au_spro_reference, pixel_auroc_reference
 
 

@@ -30,12 +30,12 @@ from typing import Any
 import torch
 
 from benchmarks.memory import peak_memory
+from benchmarks.timing import time_scoring_batch
 from benchmarks.workloads import cfg_for, make_scoring, random_images, scoring_extractor, seeded_model
 from esad_lib.config import PRESETS, ESADConfig
 from esad_lib.method.anomaly_map import feature_map, pixel_map, smooth_maps
 from esad_lib.method.model import scoring_masks
 from esad_lib.perf import counting
-from esad_lib.perf.timing import time_scoring_batch
 from esad_lib.scoring import FAST_PATH_ATOL
 
 

@@ -70,8 +70,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from benchmarks.workloads import TrainingStep, random_batches, seeded_model  # noqa: E402
 from esad_lib.config import PRESETS, ESADConfig  # noqa: E402
 from esad_lib.method import model_fills  # noqa: E402
-from esad_lib.perf.speed import prepare_for_training, to_training_layout, tune_cpu_allocator  # noqa: E402
-from esad_lib.perf.timing import sync  # noqa: E402
+from esad_lib.perf.speed import prepare_for_training, sync, to_training_layout, tune_cpu_allocator  # noqa: E402
 
 __all__ = ["LOSS_RTOL", "REFERENCE", "TRAINER", "float64_equivalence", "main", "run_against", "run_speed"]
 

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from benchmarks.memory import peak_memory
+from benchmarks.timing import time_interleaved
 from benchmarks.workloads import cfg_for, make_train_step
 from esad_lib.config import ESADConfig
-from esad_lib.perf.timing import time_interleaved
 
 #: ESAD's training options, each measured as its own row ("default": the preset): a config diff,
 #: plus ``plain_conv`` (a model variant, not a config field).

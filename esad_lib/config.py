@@ -348,12 +348,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-__all__ = [
-    "CATEGORIES", "ESADConfig", "PatchCoreConfig", "PRESETS", "PROFILES", "RIAD_DIFF", "RUNTIME_FIELDS",
-    "TEST_TIME_FIELDS", "get_config", "profile_name", "resolve_device", "riad_config", "seed_everything",
-]
-
-
 @dataclass(frozen=True)
 class PatchCoreConfig:
     """Settings of the PatchCore-style reference (``esad_lib.patchcore``; not part of the paper).

@@ -28,12 +28,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "ANOMALY_TYPES", "PixelOrder", "SPRO_LIMITS", "area_under_curve", "au_pro", "au_spro",
-    "au_spro_by_defect", "image_auroc", "image_auroc_by_type", "map_metrics", "pixel_auroc", "pro_curve",
-    "spro_curve", "type_groups", "type_mean",
-]  # fmt: skip
-
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 #: the integration limits MVTec LOCO AD's official evaluation reports AU-sPRO at.
 SPRO_LIMITS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 1.0)

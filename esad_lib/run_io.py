@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,8 +209,7 @@ def _load_checkpoint(ckpt_path: Path) -> dict[str, Any]:
     except Exception as e:  # a truncated file cannot happen (atomic writes) but a foreign one can
         raise ValueError(f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written "
                          "by esad_lib.training -- train into a new --out folder") from e
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format")
+    if (found := ckpt.get("format")) != CHECKPOINT_FORMAT:
         raise ValueError(f"{ckpt_path} has checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
     return ckpt
 
@@ -263,23 +261,13 @@ def run_dir_for(cfg: ESADConfig) -> Path:
 
 
 def _lock(f: Any, wait: bool) -> bool:
-    """An exclusive OS lock on the open file ``f`` (fcntl on POSIX, msvcrt on Windows), waited for
-    with ``wait``; without, False when another process holds it."""
+    """An exclusive OS lock (``fcntl.flock``, POSIX) on the open file ``f``, waited for with ``wait``;
+    without, False when another process holds it."""
     try:
         import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        if wait:
-            f.seek(0)
-        while True:
-            try:
-                msvcrt.locking(f.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
-                return True
-            except OSError:
-                if not wait:
-                    return False
-                time.sleep(0.5)
+    except ImportError as e:  # Windows
+        raise OSError(f"cannot lock {f.name}: run folders are locked with fcntl, which this system lacks "
+                      "(Linux and macOS have it); train under Linux or WSL") from e
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:

@@ -213,9 +213,6 @@ class _Progress:
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
 
-    def close(self) -> None:
-        self.bar.close()
-
 
 # phase 1: prepare or resume the run folder
 def build_training(cfg: ESADConfig, device: torch.device) -> tuple[nn.Module, nn.Module, torch.optim.Adam]:
@@ -245,9 +242,7 @@ def _start(cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo,
     model, loss_fn, optimizer = build_training(cfg, device)
     use_amp = bool(cfg.amp) and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    state = RunState()
-    if ckpt is not None:
-        state = _restore(ckpt, model, optimizer, scaler, info)
+    state = RunState() if ckpt is None else _restore(ckpt, model, optimizer, scaler, info)
     sampler = distributed.train_sampler(train_set, info, cfg.seed)
     loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda", drop_last=False)
@@ -453,7 +448,7 @@ def _run_phases(run: _Run, state: RunState, show_progress: bool,
             if run.info.is_main:
                 _record_epoch(run, state, writer, progress, on_epoch_end)
     finally:
-        progress.close()
+        progress.bar.close()
         if writer is not None:
             writer.close()
     return _finish(run, state, epochs_this_call)

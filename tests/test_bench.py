@@ -28,6 +28,7 @@ from benchmarks import (
     metrics_rows,
     report,
     scoring_rows,
+    timing,
     training_rows,
     workloads,
 )
@@ -36,7 +37,6 @@ from esad_lib.method import build_model, model_fills
 from esad_lib.method.loss import ESADLoss
 from esad_lib.method.train_step import train_step
 from esad_lib.paths import PROJECT_ROOT
-from esad_lib.perf import timing
 from esad_lib.perf.counting import count_parameters
 from esad_lib.perf.speed import prepare_for_training, to_training_layout, training_optimizer
 from esad_lib.scoring import FAST_PATH_ATOL, anomaly_maps

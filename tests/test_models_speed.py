@@ -13,8 +13,13 @@ import torch
 from torch import nn
 
 from esad_lib.method import build_unet
-from esad_lib.perf.speed import LATENCY_LAYOUTS, forward_latency, latency_spread, layout_variant
-from esad_lib.perf.timing import interleaved_samples
+from esad_lib.perf.speed import (
+    LATENCY_LAYOUTS,
+    forward_latency,
+    interleaved_samples,
+    latency_spread,
+    layout_variant,
+)
 
 
 def _tiny_nets(dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:

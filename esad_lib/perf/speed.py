@@ -9,7 +9,7 @@ latency of the inference memory layouts (ours; the method computes the same func
 * ``training_optimizer``: the same Adam update fused into one kernel (no per-parameter loop).
 
 ``forward_latency`` times nets in ``LATENCY_LAYOUTS`` (notebook 02) in one interleaved loop
-(``esad_lib.perf.timing``): compare ratios measured side by side, not absolute times."""
+(``interleaved_samples``): compare ratios measured side by side, not absolute times."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ import functools
 import itertools
 import statistics
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from esad_lib.perf.fusion import prepare_for_inference
-from esad_lib.perf.timing import interleaved_samples
 
 # glibc's mallopt (malloc.h): M_TRIM_THRESHOLD = -1 set to the largest C int (never trim),
 # M_MMAP_THRESHOLD = -3 set to its 64-bit maximum, 4 * 1024 * 1024 * sizeof(long) = 32 MiB
@@ -65,6 +66,33 @@ def training_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.
     devices = {p.device.type for p in params}
     fused = bool(params) and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device,
+                        progress=None) -> dict[str, list[float]]:
+    """Seconds of every call of each callable (``repeats`` each), round-robin with the first one
+    rotating, so a slow period of the machine hits all alike.  ``progress``: a bar's title."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+            sync(device)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in tqdm(range(repeats), desc=progress, disable=progress is None, leave=False):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[n]()
+            sync(device)
+            times[n].append(time.perf_counter() - t0)
+    return times
 
 
 #: memory layouts ``forward_latency`` can time; the last is the scoring fast path's preparation
