@@ -390,8 +390,8 @@ def test_compare_to_base_directions() -> None:
     assert cmp.loc["std_conv", "delta_low"] == pytest.approx(sum(d) / 2 - half, abs=1e-9)
     assert cmp.loc["std_conv", "delta_high"] == pytest.approx(sum(d) / 2 + half, abs=1e-9)
     assert cmp.loc["std_conv", "verdict"] == "not enough evidence"
-    assert cmp.loc["std_conv", "verdict_reason"] == "CI wider than the ±1.0 band"
-    assert cmp.loc["feature_map", "verdict"] == "supports"  # CI [-0.005, 0.008] inside +-0.01
+    assert cmp.loc["std_conv", "verdict_reason"].startswith("CI wider than the ±3.0 band; minimum detectable")
+    assert cmp.loc["feature_map", "verdict"] == "supports"  # CI [-0.005, 0.008] inside +-0.03
     assert cmp.loc["alpha_0", "verdict"] == "no claim"  # no claim in the paper
     assert "esad" not in cmp.index
     # one seed, no scores: no CI, and a point estimate alone decides nothing
@@ -407,9 +407,11 @@ def test_compare_to_base_directions() -> None:
     [
         ("lower", -0.05, -0.001, "supports"),  # the whole CI below 0
         ("lower", 0.001, 0.05, "contradicts"),  # the whole CI above 0: the variant beats esad
-        ("lower", -0.05, 0.02, "not enough evidence"),  # includes 0
+        ("lower", -0.05, 0.02, "not enough evidence"),  # includes 0, leaves the band
         ("lower", -0.05, 0.0, "not enough evidence"),  # touches 0: 0 is inside the closed CI
         ("lower", 0.0, 0.03, "not enough evidence"),
+        ("lower", -0.008, 0.006, "equivalent"),  # includes 0, inside the band: any effect is < tolerance
+        ("lower", -0.01, 0.01, "equivalent"),  # exactly the band: inside (closed)
         ("similar", -0.01, 0.01, "supports"),  # exactly the band: inside (closed)
         ("similar", -0.004, 0.009, "supports"),
         ("similar", 0.002, 0.008, "supports"),  # excludes 0 but within tolerance: still "similar"
@@ -428,21 +430,27 @@ def test_claim_verdict_rules(expected, low, high, verdict) -> None:
 
 
 def test_claim_verdict_tolerance_reasons_and_errors() -> None:
-    assert ablation.SIMILAR_TOLERANCE == 0.01
-    assert ablation.claim_verdict("similar", -0.015, 0.015) == "not enough evidence"
-    assert ablation.claim_verdict("similar", -0.015, 0.015, tolerance=0.02) == "supports"
+    assert ablation.SIMILAR_TOLERANCE == 0.03  # the equivalence margin: at most 3 points
+    assert ablation.claim_verdict("similar", -0.035, 0.035) == "not enough evidence"
+    assert ablation.claim_verdict("similar", -0.025, 0.025) == "supports"
+    assert ablation.claim_verdict("lower", -0.025, 0.025) == "equivalent"
     assert ablation.claim_verdict("similar", 0.0, 0.0, tolerance=0.0) == "supports"
-    r = ablation.verdict_reason
+    r = lambda *a: ablation.verdict_reason(*a, tolerance=0.01)  # noqa: E731
     assert r("lower", -0.05, -0.01) == "CI below 0"
     assert r("lower", 0.01, 0.05) == "CI above 0: the variant scores higher"
-    assert r("lower", -0.01, 0.05) == "CI includes 0"
+    # CI width 0.06: se = 0.06 / (2 * 1.96); MDE = (1.96 + 0.8416) * se = 4.29 points
+    assert r("lower", -0.01, 0.05) == "CI includes 0 and leaves the ±1.0 band; minimum detectable effect 4.3"
+    assert r("lower", -0.005, 0.005) == "CI inside the ±1.0 band"
     assert r("similar", -0.005, 0.005) == "CI inside the ±1.0 band"
     assert r("similar", 0.02, 0.05) == "CI outside the ±1.0 band (higher)"
     assert r("similar", -0.05, -0.02) == "CI outside the ±1.0 band (lower)"
-    assert r("similar", -0.03, 0.03) == "CI wider than the ±1.0 band"
-    assert r("similar", 0.005, 0.015) == "CI crosses an edge of the ±1.0 band"
+    assert r("similar", -0.03, 0.03) == "CI wider than the ±1.0 band; minimum detectable effect 4.3"
+    assert r("similar", 0.005, 0.015).startswith("CI crosses an edge of the ±1.0 band; minimum detectable")
     assert r("lower", math.nan, math.nan).startswith("no interval")
     assert r(None, 0.0, 1.0) == "the paper makes no claim to check"
+    # the minimum detectable effect, by hand: (z_0.975 + z_0.8) * (high - low) / (2 z_0.975)
+    by_hand = (1.959964 + 0.841621) * 0.06 / 3.919928
+    assert ablation.minimum_detectable_effect(-0.01, 0.05) == pytest.approx(by_hand)
     with pytest.raises(ValueError, match="expected must be one of"):
         ablation.claim_verdict("higher", 0.0, 1.0)
     with pytest.raises(ValueError, match="low bound"):
@@ -452,9 +460,9 @@ def test_claim_verdict_tolerance_reasons_and_errors() -> None:
 
 
 def test_verdict_counts_and_sentence() -> None:
-    vs = ["supports", "not enough evidence", "contradicts", "not enough evidence", "no claim"]
-    assert count_verdicts(vs) == {"supports": 1, "contradicts": 1, "not enough evidence": 2}
-    assert count_verdicts([]) == {"supports": 0, "contradicts": 0, "not enough evidence": 0}
+    vs = ["supports", "not enough evidence", "contradicts", "equivalent", "not enough evidence", "no claim"]
+    assert count_verdicts(vs) == {"supports": 1, "contradicts": 1, "equivalent": 1, "not enough evidence": 2}
+    assert count_verdicts([]) == {"supports": 0, "contradicts": 0, "equivalent": 0, "not enough evidence": 0}
     with pytest.raises(ValueError, match="unknown verdict"):
         count_verdicts(["yes"])
     assert ablation.grid_description(["b", "a", "a"], [1, 0]) == "2 categories (a, b) x 2 seeds (0, 1)"
@@ -463,8 +471,8 @@ def test_verdict_counts_and_sentence() -> None:
     got = ablation.verdict_sentence(vs, "image_auroc.structural", cats, [0, 1], "demo")
     assert got == (
         "image_auroc.structural, demo profile, 2 categories (breakfast_box, juice_bottle) x 2 seeds (0, 1): "
-        "of 4 checkable claims, 1 supported, 1 contradicted, 2 not enough evidence "
-        "(95 % CIs of the difference to esad)."
+        "of 5 checkable claims, 1 supported, 1 contradicted, 1 equivalent within ±3 points, "
+        "2 not enough evidence (95 % CIs of the difference to esad)."
     )
 
 

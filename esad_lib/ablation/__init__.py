@@ -26,16 +26,17 @@ from esad_lib.ablation.summary import CLAIM_METRIC, HEADLINE_METRICS, compare_to
 from esad_lib.ablation.variants import (BASE_VARIANT, RunSpec, Variant, apply_variant, config_key,
                                         expand_grid, model_finished, parse_list, register_variant, train_key,
                                         variant_names, variant_registry)
-from esad_lib.ablation.verdict import (CONTRADICTS, NO_CLAIM, NOT_ENOUGH, SIMILAR_TOLERANCE, SUPPORTS,
-                                       claim_verdict, grid_description, verdict_reason, verdict_sentence)
+from esad_lib.ablation.verdict import (CONTRADICTS, EQUIVALENT, NO_CLAIM, NOT_ENOUGH, SIMILAR_TOLERANCE,
+                                       SUPPORTS, claim_verdict, grid_description, minimum_detectable_effect,
+                                       verdict_reason, verdict_sentence)
 # isort: on
 
 __all__ = [
-    "BASE_VARIANT", "CLAIM_METRIC", "CONTRADICTS", "GRID_FILE", "GridReport", "HEADLINE_METRICS",
-    "ImageBootstrap", "NOT_ENOUGH", "NO_CLAIM", "RunSpec", "SIMILAR_TOLERANCE", "SUPPORTS", "Variant",
-    "apply_variant", "claim_verdict", "collect_scores", "compare_to_base", "config_key",
-    "evaluate_variant", "expand_grid", "grid_description", "interval_table", "model_finished",
-    "parse_list", "read_results", "register_variant", "run_grid", "seed_table", "steps",
-    "summary_table", "train_key", "variant_names", "variant_registry", "verdict_reason",
-    "verdict_sentence",
+    "BASE_VARIANT", "CLAIM_METRIC", "CONTRADICTS", "EQUIVALENT", "GRID_FILE", "GridReport",
+    "HEADLINE_METRICS", "ImageBootstrap", "NOT_ENOUGH", "NO_CLAIM", "RunSpec", "SIMILAR_TOLERANCE",
+    "SUPPORTS", "Variant", "apply_variant", "claim_verdict", "collect_scores", "compare_to_base",
+    "config_key", "evaluate_variant", "expand_grid", "grid_description", "interval_table",
+    "minimum_detectable_effect", "model_finished", "parse_list", "read_results", "register_variant",
+    "run_grid", "seed_table", "steps", "summary_table", "train_key", "variant_names",
+    "variant_registry", "verdict_reason", "verdict_sentence",
 ]

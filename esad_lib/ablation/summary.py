@@ -14,6 +14,7 @@ from esad_lib.ablation.verdict import (
     NO_CLAIM,
     SIMILAR_TOLERANCE,
     claim_verdict,
+    minimum_detectable_effect,
     verdict_reason,
     verdict_sentence,
 )
@@ -105,10 +106,11 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
         lines += [
             "Δ = variant − esad with its 95 % CI: paired over the same test images (and seeds) where "
             "per-image scores exist, else a t-interval over seeds (≥ 2 seeds) or none. `*`: the CI "
-            "excludes 0. Verdict (esad_lib.ablation.verdict): 'lower' claims are supported when the CI "
-            "lies below 0, contradicted when it lies above 0, 'not enough evidence' when it includes 0; "
-            f"'similar' claims are supported when the CI lies inside ±{100 * SIMILAR_TOLERANCE:.1f} "
-            "points, contradicted when it lies wholly outside that band, else 'not enough evidence'.",
+            "excludes 0. Verdict (esad_lib.ablation.verdict), δ = "
+            f"{100 * SIMILAR_TOLERANCE:.1f} points: 'lower' claims are supported when the CI lies below 0, "
+            "contradicted when it lies above 0, 'equivalent' when it lies inside ±δ; 'similar' claims are "
+            "supported when the CI lies inside ±δ, contradicted when it lies wholly outside; otherwise 'not "
+            "enough evidence', with the minimum detectable effect (80 % power) of that interval.",
             "",
             "| variant | paper claims | expected | measured Δ [95 % CI] | CI | verdict |",
             "|---" * 6 + "|",
@@ -158,7 +160,7 @@ def _interval(ci: dict | None, per_seed: list[float], what: str) -> tuple[float,
 #: columns of :func:`compare_to_base`'s table.
 COMPARE_COLUMNS: tuple[str, ...] = tuple(
     "variant claim expected delta_mean delta_std seed_deltas delta_low delta_high excludes_zero ci_method "
-    "measured verdict verdict_reason".split()
+    "measured verdict verdict_reason mde".split()
 )
 
 
@@ -167,7 +169,8 @@ def compare_to_base(
 ):
     """Per variant (not ``base``): the paper's claim and Δ = its category mean − ``base``'s per seed
     (common categories) on ``metric``, with its 95 % CI (:func:`_interval`; paired over the test
-    images with ``scores``) and the :func:`claim_verdict` of that CI.  Columns :data:`COMPARE_COLUMNS`."""
+    images with ``scores``), the :func:`claim_verdict` of that CI and its minimum detectable effect.
+    Columns :data:`COMPARE_COLUMNS`."""
     reg, boot = variant_registry(), _as_bootstrap(df, scores)
     sub = df[df["metric"] == metric]
     if base not in set(sub["variant"]):
@@ -202,6 +205,7 @@ def compare_to_base(
             (v, var.claim if var else "", expected_text, mean, std, seed_deltas, low, high)
             + (bool(low > 0 or high < 0), method, uncertainty.format_diff(mean, low, high) + f" (n={len(s)})")
             + (claim_verdict(expected, low, high, tolerance), verdict_reason(expected, low, high, tolerance))
+            + (minimum_detectable_effect(low, high),)  # NaN without an interval
         )
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
