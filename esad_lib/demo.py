@@ -61,11 +61,13 @@ def report_from_runs(runs: Sequence[str | Path]) -> str:
 def _finished(run_dir: Path, key: str) -> bool:
     """A finished evaluation of config ``key`` in today's metrics.json layout (else re-evaluated)."""
     p = run_dir / "metrics.json"
+    if not (p.exists() and (run_dir / SCORES_FILE).exists()):
+        return False
     try:
-        m = json.loads(p.read_text()) if p.exists() and (run_dir / SCORES_FILE).exists() else {}
+        m = json.loads(p.read_text())
     except json.JSONDecodeError:
         return False
-    return bool(m) and m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
+    return m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
 
 
 def train_and_evaluate(
@@ -180,11 +182,19 @@ def provenance(
 ) -> dict[str, Any]:
     """Where a table came from: commit, date, threads, profile, seeds, machine, time taken."""
     cfg = get_config(profile, **(overrides or {}))
-    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    p = dict(commit=_git_commit(), date=date, torch_threads=torch.get_num_threads(), torch=torch.__version__)
-    p.update(python=platform.python_version(), machine=platform.processor() or platform.machine())
-    p.update(profile=profile, categories=list(categories), seed=cfg.seed, synth_seed=cfg.synth_seed)
-    return {**p, "seconds": round(float(seconds), 1)}
+    return {
+        "commit": _git_commit(),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "profile": profile,
+        "categories": list(categories),
+        "seed": cfg.seed,
+        "synth_seed": cfg.synth_seed,
+        "seconds": round(float(seconds), 1),
+    }
 
 
 @dataclass
@@ -358,17 +368,21 @@ def run_demo(
     if seeds is not None and len(set(seeds)) < 2:
         raise ValueError(f"seeds={list(seeds)}: give two or more training seeds (one seed: overrides seed=N)")
     report_dir = Path(out) if out is not None else default_report_dir(profile) / ("seeds" if seeds else "")
-    t0, ov, flags = time.perf_counter(), overrides or {}, (with_riad, with_naive, with_patchcore, progress)
+    t0, ov = time.perf_counter(), overrides or {}
+    methods = dict(with_riad=with_riad, with_naive=with_naive, with_patchcore=with_patchcore,
+                   progress=progress, detectors=detectors)  # fmt: skip
     name = f"ESAD (ours, `{profile}` profile)"
     if seeds:
-        cmps = {s: compare_methods(profile, categories, *flags, {**ov, "seed": s},
-                                   None if out is None else Path(out) / f"seed{s}", detectors=detectors)
-                for s in dict.fromkeys(seeds)}  # fmt: skip
+        cmps = {}
+        for s in dict.fromkeys(seeds):  # each training seed on the same test images
+            seed_out = None if out is None else Path(out) / f"seed{s}"
+            seed_ov = {**ov, "seed": s}
+            cmps[s] = compare_methods(profile, categories, overrides=seed_ov, out=seed_out, **methods)
         title = f"{name} vs each method, training seeds {', '.join(map(str, cmps))}"
         text, paired = seeds_report(cmps, title)
         metrics: dict[str, Any] = {str(s): c.metrics for s, c in cmps.items()}
     else:
-        cmp = compare_methods(profile, categories, *flags, ov, out, detectors=detectors)
+        cmp = compare_methods(profile, categories, overrides=ov, out=out, **methods)
         text, paired = comparison_report(cmp, title=f"{name} vs reported")
         text += (f"- These tables are one training seed (seed {get_config(profile, **ov).seed}): their "
                  "intervals cover the test images, not the training randomness; `esad demo --seeds 0 1 2` "

@@ -186,3 +186,23 @@ def test_esad_demo_seeds_needs_two_seeds_and_demo_power_prints_the_table(tmp_pat
     assert cli_main(["demo-power", str(_demo_json(tmp_path / "d.json", one)), "--half-width", "3.5"]) == 0
     out = capsys.readouterr().out
     assert "| ESAD − RIAD | +5.3 [-0.9, 11.4] | 6.15 | 3.00 | 0.00 | 5.88 | 40 | 113 |" in out
+
+
+def test_run_demo_over_two_seeds_end_to_end(tmp_path) -> None:
+    """``run_demo(seeds=...)`` trains each seed, scores the same test images and writes one report whose
+    per-seed rows are each seed's own single-seed comparison."""
+    from esad_lib.demo import run_demo
+
+    res = run_demo(profile="smoke", categories=["pushpins"], progress=False, out=tmp_path / "d", seeds=[0, 1])
+    assert (tmp_path / "d" / "seed0" / "pushpins" / "naive").is_dir() and (tmp_path / "d" / "seed1").is_dir()
+    blob = json.loads((tmp_path / "d" / "demo.json").read_text())
+    assert blob["provenance"]["seeds"] == [0, 1] and set(blob["metrics"]) == {"0", "1"}
+    paired = blob["paired"]["structural_image_auroc"]
+    assert set(paired["per_seed"]) == {"0", "1"} and "samples" not in json.dumps(paired)
+    mean = paired["mean"]["naive"]
+    per_seed = [paired["per_seed"][s]["mean"]["naive"]["diff"] for s in ("0", "1")]
+    assert mean["diff"] == pytest.approx(np.mean(per_seed)) and mean["n_seeds"] == 2
+    assert mean["low"] <= mean["diff"] <= mean["high"]
+    assert "training seeds 0, 1" in res.text and "| 1 |" in res.text
+    (row,) = demo_power(tmp_path / "d" / "demo.json")  # a seeds demo.json feeds the power calculation
+    assert row["n_now"] == 4 and row["se_seed"] >= 0
