@@ -125,7 +125,7 @@ def _by_id(t: ScoreTable) -> ScoreTable:
 def paired_from_scores(
     base: dict[str, ScoreTable], others: dict[str, dict[str, ScoreTable]], kind: str = "structural",
     seed: int = 0, keep_samples: bool = False,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:  # fmt: skip
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
     """Paired bootstrap differences of the ``kind`` image AUROC, ``base - other``, per category and
     mean: ``(diffs[method][category], means[method])`` of ``esad_lib.uncertainty`` difference dicts.
 
@@ -151,7 +151,7 @@ def paired_from_scores(
             lo, hi = percentile_interval(boot, 0.95)
             means[method] = dict(diff=mean_diff, low=lo, high=hi, excludes_zero=bool(lo > 0.0 or hi < 0.0))
             means[method].update(n_categories=len(samples), method=METHOD_PAIRED,
-                                 se=float(np.std(boot, ddof=1)))  # fmt: skip
+                                 se=float(np.std(boot, ddof=1)))
             if keep_samples:
                 means[method]["samples"] = boot
     return diffs, means
@@ -160,7 +160,7 @@ def paired_from_scores(
 def paired_differences(
     base_dirs: dict[str, Path], other_dirs: dict[str, dict[str, Path]], kind: str = "structural",
     seed: int = 0, keep_samples: bool = False,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:  # fmt: skip
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
     """``paired_from_scores`` of run folders: ``base_dirs[category]`` and
     ``other_dirs[method][category]`` are folders with ``scores.csv``."""
     base = {cat: read_scores(d) for cat, d in base_dirs.items()}
@@ -213,7 +213,7 @@ def _provenance_md(p: dict[str, Any]) -> str:
     overrides = f", overrides {p['overrides']}" if p.get("overrides") else ""
     return (f"\nMeasured {p['date']} at commit `{p['commit']}`, profile `{p['profile']}`, torch {p['torch']} "
             f"with {p['torch_threads']} threads, training seed{seeds}, synthetic test set seed "
-            f"{p['synth_seed']}{overrides}; {p['seconds']:.0f} s in all.\n")  # fmt: skip
+            f"{p['synth_seed']}{overrides}; {p['seconds']:.0f} s in all.\n")
 
 
 #: column labels of the other methods in the results table, and their names in the paired table.
@@ -248,7 +248,7 @@ def compare_methods(
     with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
     overrides: dict[str, Any] | None = None, out: str | Path | None = None, reevaluate: bool = False,
     echo: bool = True, detectors: dict[str, DetectorFactory] | None = None,
-) -> Comparison:  # fmt: skip
+) -> Comparison:
     """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category: RIAD
     at the same budget, the naive baseline, PatchCore and a reader's ``detectors`` (``{name:
     factory}``, ``factory(cfg)`` an unfitted detector).  Finished evaluations are reused unless
@@ -322,7 +322,7 @@ def _seed_rows(cmps: dict[int, Comparison], names: dict[str, str], per_seed: dic
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for s, cmp in cmps.items():
         means = [np.mean([x["image_auroc"]["structural"] for x in cmp.metrics[m].values()])
-                 for m in ("esad", *names)]  # fmt: skip
+                 for m in ("esad", *names)]
         cells = [f"{100 * a:.1f}" for a in means] + [format_diff(per_seed[s][1][n]) for n in names.values()]
         rows.append(f"| {s} | " + " | ".join(cells) + " |")
     return rows
@@ -346,7 +346,7 @@ def seeds_report(cmps: dict[int, Comparison], title: str) -> tuple[str, dict[str
         diffs[n] = combine_seeds([{**d[n], "mean": m[n]} for d, m in per_seed.values()])
         means[n] = diffs[n].pop("mean")
     lines = [f"### {title}", "", "Each seed, the mean over categories (structural image AUROC %; ESAD minus "
-             "each method with its paired interval over the test images):", ""]  # fmt: skip
+             "each method with its paired interval over the test images):", ""]
     lines += _seed_rows(cmps, names, per_seed)
     metric = f"structural image AUROC over {len(cmps)} training seeds"
     text = "\n".join(lines) + "\n\n" + format_paired(diffs, means, metric=metric, note=SEEDS_NOTE)
@@ -360,7 +360,7 @@ def run_demo(
     with_riad: bool = False, with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
     overrides: dict[str, Any] | None = None, detectors: dict[str, DetectorFactory] | None = None,
     seeds: Sequence[int] | None = None,
-) -> DemoResult:  # fmt: skip
+) -> DemoResult:
     """``compare_methods`` and its tables: writes ``report.md`` and ``demo.json`` to ``out`` (default
     ``<data root>/runs/<profile>``); ``overrides``: config fields changed in every run.  ``seeds``
     (two or more training seeds): ``compare_methods`` per seed (into ``out/seed<N>``) and
@@ -370,7 +370,7 @@ def run_demo(
     report_dir = Path(out) if out is not None else default_report_dir(profile) / ("seeds" if seeds else "")
     t0, ov = time.perf_counter(), overrides or {}
     methods = dict(with_riad=with_riad, with_naive=with_naive, with_patchcore=with_patchcore,
-                   progress=progress, detectors=detectors)  # fmt: skip
+                   progress=progress, detectors=detectors)
     name = f"ESAD (ours, `{profile}` profile)"
     if seeds:
         cmps = {}
@@ -386,7 +386,7 @@ def run_demo(
         text, paired = comparison_report(cmp, title=f"{name} vs reported")
         text += (f"- These tables are one training seed (seed {get_config(profile, **ov).seed}): their "
                  "intervals cover the test images, not the training randomness; `esad demo --seeds 0 1 2` "
-                 "repeats the comparison over three training seeds (docs/seeds.md).\n")  # fmt: skip
+                 "repeats the comparison over three training seeds (docs/seeds.md).\n")
         metrics = cmp.metrics
     prov = provenance(profile, categories, time.perf_counter() - t0, ov)
     prov["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in ov.items()}
@@ -422,5 +422,5 @@ def demo_power(path: str | Path, half_width: float = 3.5, level: float = 0.95) -
         need = images_for_halfwidth(100 * se_img, n_now, half_width, level, 100 * se_seed)
         rows.append(dict(method=k, diff=100 * m["diff"], low=100 * m["low"], high=100 * m["high"],
                          half_width_now=50 * (m["high"] - m["low"]), se=100 * m["se"], z_se=100 * z * m["se"],
-                         se_seed=100 * se_seed, n_now=n_now, n_needed=need))  # fmt: skip
+                         se_seed=100 * se_seed, n_now=n_now, n_needed=need))
     return rows

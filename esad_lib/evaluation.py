@@ -103,7 +103,7 @@ RUN_KEYS: tuple[str, ...] = (
     "schema", "category", "method", "profile", "dataset", "dataset_root", "image_size", "counts",
     "score_map", "smoothing", "map_normalization", "feature_extractor", "config_key", "config",
     "run_dir", "timing",
-)  # fmt: skip
+)
 
 
 def _provenance(category: str, root: Path, label_names: Sequence[str]) -> dict[str, Any]:
@@ -143,12 +143,12 @@ def evaluate(
         "scoring_ms_per_image": result.ms_per_image, "scoring_seconds": result.seconds,
         "scoring_wall_seconds": result.wall_seconds, "metric_seconds": metric_seconds,
         "fast_scoring": bool(cfg.fast_scoring),
-    }  # fmt: skip
+    }
     metrics.update(
         method=detector_name(detector), profile=cfg.profile, dataset=cfg.dataset,
         image_size=list(input_size(cfg, root)), config=cfg.to_dict(),
         run_dir=None if out_dir is None else str(out_dir), timing=timing,
-    )  # fmt: skip
+    )
     metrics.update(detector.info() if hasattr(detector, "info") else {})
     if export_maps_dir is not None:
         export_maps(result, cfg.category, export_maps_dir, progress=progress)

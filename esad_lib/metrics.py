@@ -151,7 +151,7 @@ def _defect_lookup(defects: Any) -> dict[int, tuple[str, float, bool]]:
     for d in defects:
         get = d.get if isinstance(d, Mapping) else lambda k, d=d: getattr(d, k)
         out[int(get("pixel_value"))] = (str(get("defect_name")), float(get("saturation_threshold")),
-                                        bool(get("relative_saturation")))  # fmt: skip
+                                        bool(get("relative_saturation")))
     return out
 
 
@@ -291,7 +291,7 @@ class PixelOrder:
         self, maps: Sequence[np.ndarray], truth: Sequence[np.ndarray], defects: Any = None,
         label_names: Sequence[str] | None = None, components: bool = False, stats_for: Sequence[str] = (),
         fpr_limit: float = 0.05, grid: int | str = 2000,
-    ):  # fmt: skip
+    ):
         self.maps = _as_list(maps, "maps")
         truth_l = _as_list(truth, "channels" if defects is not None else "masks")
         if len(truth_l) != len(self.maps):
@@ -417,7 +417,7 @@ class PixelOrder:
         only = None if defect_names is None else set(defect_names)
         imgs = set(self.images(name))
         regs = [r for r in self.regions if r.image in imgs and (r.defect is None) == (kind == "pro")
-                and (only is None or r.defect in only)]  # fmt: skip
+                and (only is None or r.defect in only)]
         n_gt_all, n_ge_all, n_neg = self._negatives_at(name)
         if n_neg == 0:
             raise ValueError("no normal (negative) pixels: the FPR is undefined")
@@ -515,7 +515,7 @@ class PixelOrder:
         fp = np.stack([self.fp[name][i] for i in members]).astype(np.int64)
         region_image = np.array([local[r.image] for r in regs], dtype=np.int64)
         return {"thresholds": st["t"], "fp": fp, "n_neg": self.n_neg[members].copy(), "overlap": overlap,
-                "region_image": region_image, "fpr_limit": st["fpr_limit"]}  # fmt: skip
+                "region_image": region_image, "fpr_limit": st["fpr_limit"]}
 
 
 # ---- public metrics on the ordering ----------------------------------------------------------------
@@ -549,7 +549,7 @@ def au_pro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: f
 def spro_curve(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, max_fpr: float = 1.0,
     defect_names: Iterable[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact sPRO curve (FPR, sPRO) of MVTec LOCO AD down to the first threshold with FPR > ``max_fpr``.
 
     Per defect channel c (one ground-truth PNG) and threshold t:
@@ -577,7 +577,7 @@ def au_spro(
 def au_spro_by_defect(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
     limits: Sequence[float] = SPRO_LIMITS, order: PixelOrder | None = None,
-) -> dict[str, dict[float, float]]:  # fmt: skip
+) -> dict[str, dict[float, float]]:
     """AU-sPRO of each defect name (``defects_config.json``) shown by a test image, at every limit.
 
     Defect d: the good images plus every image holding a channel of d; the regions are d's
@@ -592,7 +592,7 @@ def au_spro_by_defect(
 def map_metrics(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
     pro_fpr_limit: float = 0.3, spro_fpr_limit: float = 0.05, order: PixelOrder | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Every pixel metric of ``metrics.json`` from one ``PixelOrder`` (built here unless given).
 
     ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses that type's images plus

@@ -129,7 +129,7 @@ def format_report(
     metrics_by_category: Mapping[str, Mapping] | Iterable[Mapping],
     extra: Mapping[str, Mapping[str, Mapping] | Iterable[Mapping]] | None = None,
     title: str = "Results per category (%)", reported_label: str = "reported",
-) -> str:  # fmt: skip
+) -> str:
     """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper's
     REPORTED ESAD and RIAD columns (headed ``"ESAD str. (<reported_label>)"``).
 
@@ -192,7 +192,7 @@ PAIRED_NOTE = (
 
 
 def format_paired(diffs: _Diffs, means: _Means, base: str = "ESAD", metric: str = "structural image AUROC",
-                  note: str = PAIRED_NOTE) -> str:  # fmt: skip
+                  note: str = PAIRED_NOTE) -> str:
     """Markdown table of paired differences ``base - other`` per category and their mean
     (``diffs[other][category]``, ``means[other]``: ``esad_lib.uncertainty`` difference dicts);
     ``*`` marks an interval that excludes 0; ``note``: the bullet saying how the intervals are made."""
@@ -214,7 +214,7 @@ def format_paired(diffs: _Diffs, means: _Means, base: str = "ESAD", metric: str 
     better = {o: "better" if d["diff"] > 0 else "worse" for o, d in means.items() if d}
     verdicts = [f"{base} is {better[o]} than {o} on the mean (interval excludes 0)" if d["excludes_zero"]
                 else f"{base} vs {o}: not enough evidence (the interval includes 0)"
-                for o, d in ((o, means.get(o)) for o in others) if d]  # fmt: skip
+                for o, d in ((o, means.get(o)) for o in others) if d]
     lines += ["", note] + [f"- {v}." for v in verdicts]
     return "\n".join(lines) + "\n"
 

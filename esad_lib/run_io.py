@@ -76,7 +76,7 @@ class RunState:
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> RunState:
         return cls(int(ckpt["epoch"]), float(ckpt["best_val"]), int(ckpt["best_epoch"]),
                    int(ckpt["bad_epochs"]), bool(ckpt["stopped"]), float(ckpt["train_seconds"]),
-                   list(ckpt["history"]), ckpt["best_model"])  # fmt: skip
+                   list(ckpt["history"]), ckpt["best_model"])
 
 
 # ---- tensors and RNG states <-> files --------------------------------------------------------------------
@@ -100,7 +100,7 @@ def rng_state() -> dict[str, Any]:
         "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
                    "gauss": py_gauss},
         "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},  # fmt: skip
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }

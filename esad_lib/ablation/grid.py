@@ -195,5 +195,5 @@ def run_grid(
         "threads": torch.get_num_threads(), "devices": list(devices or ["default"]), "runs": len(specs),
         "evaluated": len(report.evaluated), "skipped": len(report.skipped),
         "trained": len(set(report.trained)), "resumed": len(set(report.resumed)),
-    })  # fmt: skip
+    })
     return report

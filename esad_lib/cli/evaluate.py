@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         profile=args.profile, out=args.out, categories=args.categories, with_riad=args.with_riad,
         with_naive=not args.no_naive, with_patchcore=args.with_patchcore, progress=not args.quiet,
         overrides=overrides, seeds=args.seeds,
-    )  # fmt: skip
+    )
     print(res.text)
     print(f"wrote {res.report_dir / 'report.md'} and {res.report_dir / 'demo.json'}", file=sys.stderr)
     return 0
@@ -103,11 +103,11 @@ def cmd_demo_power(args: argparse.Namespace) -> int:
     target = f"Needed for ±{args.half_width:g} ({100 * args.level:g} %)"
     print(f"{path}: the mean over categories of ESAD minus each method, structural image AUROC (points)\n\n"
           f"| Comparison | Now | Half-width | SE | of it seeds | z SE | Images per type | {target} |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| ESAD − {r['method']} | {r['diff']:+.1f} [{r['low']:.1f}, {r['high']:.1f}] | "
               f"{r['half_width_now']:.2f} | {r['se']:.2f} | {r['se_seed']:.2f} | {r['z_se']:.2f} | "
-              f"{r['n_now']} | {r['n_needed']:.0f} |")  # fmt: skip
+              f"{r['n_now']} | {r['n_needed']:.0f} |")
     print("\nSE ~ 1/sqrt(images per type): n = ceil(n_now z² se_image² / (h² - z² se_seed²)); inf: add seeds")
     return 0
 

@@ -40,4 +40,4 @@ __all__ = [
     "image_auroc_ci", "image_auroc_ci_by_type", "paired_image_auroc_by_type", "pixel_order_for_ci",
     "percentile_interval", "resample_indices", "resample_weights", "seed_image_interval", "spro_statistics",
     "type_summaries", "weighted_au_spro", "weighted_auroc",
-]  # fmt: skip
+]

@@ -126,7 +126,7 @@ def au_spro_ci(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], strata: Sequence[Hashable], defects: Any,
     fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
     grid: int | str = 2000, return_samples: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """AU-sPRO of the images passed (one anomaly type + the good ones) with its bootstrap interval,
     resampled within ``strata``; ``grid_error``: the largest chord bound (point estimate and
     resamples), how far the grid may be from the exact curve."""
@@ -144,7 +144,7 @@ def au_spro_ci_by_type(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
     fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
     grid: int | str = 2000, maps_b: Sequence[np.ndarray] | None = None, order: PixelOrder | None = None,
-) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+) -> dict[str, dict[str, Any] | None]:
     """AU-sPRO per anomaly type with intervals (or, with ``maps_b``, paired differences a - b).
 
     One stratified resample of all images serves both types (each: its images plus the good
@@ -186,7 +186,7 @@ def au_spro_ci_by_type(
 def pixel_order_for_ci(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
     fpr_limit: float = 0.05, grid: int | str = 2000, components: bool = False,
-) -> PixelOrder:  # fmt: skip
+) -> PixelOrder:
     """The ``metrics.PixelOrder`` that :func:`au_spro_ci_by_type` needs (statistics of each anomaly
     type present, on its grid); ``components`` also serves ``metrics.map_metrics``."""
     kinds = [k for k, idx in type_groups(label_names).items() if idx is not None]

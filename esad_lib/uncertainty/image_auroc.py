@@ -74,7 +74,7 @@ def _with_resamples(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray)
 def image_auroc_ci(
     scores: Sequence[float], labels: Sequence[int], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
     level: float = 0.95, return_samples: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Image AUROC (``value`` == ``metrics.image_auroc``) with its stratified-bootstrap percentile
     interval: value, low, high, se, level, n_boot, method, n_good, n_anomalous (+ samples [B])."""
     lab = _binary_labels(labels)
@@ -88,7 +88,7 @@ def image_auroc_ci(
 def check_paired(
     labels_a: Sequence[Any], labels_b: Sequence[Any], ids_a: Sequence[Any] | None = None,
     ids_b: Sequence[Any] | None = None, what: str = "the two methods",
-) -> None:  # fmt: skip
+) -> None:
     """Raise ``ValueError`` unless both sides hold the same images (ids) in the same order with
     the same labels -- the precondition of a paired comparison."""
     la, lb = np.asarray(labels_a).ravel(), np.asarray(labels_b).ravel()
@@ -147,7 +147,7 @@ def _check_names(label_names: Sequence[str], arg: str = "label_names") -> np.nda
 def image_auroc_ci_by_type(
     scores: Sequence[float], label_names: Sequence[str], n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
     level: float = 0.95, return_samples: bool = False,
-) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+) -> dict[str, dict[str, Any] | None]:
     """``metrics.image_auroc_by_type`` with intervals: ``{"structural", "logical", "mean"}``; one
     stratified resample serves all three (``mean``: per resample); a type without images: None."""
     names = _check_names(label_names)
@@ -163,7 +163,7 @@ def paired_image_auroc_by_type(
     scores_a: Sequence[float], names_a: Sequence[str], scores_b: Sequence[float], names_b: Sequence[str],
     ids_a: Sequence[Any] | None = None, ids_b: Sequence[Any] | None = None, n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0, level: float = 0.95, return_samples: bool = False,
-) -> dict[str, dict[str, Any] | None]:  # fmt: skip
+) -> dict[str, dict[str, Any] | None]:
     """Paired differences ``a - b`` of ``image_auroc_ci_by_type``'s three AUROCs."""
     check_paired(names_a, names_b, ids_a, ids_b)
     names = _check_names(names_a, "names_a")

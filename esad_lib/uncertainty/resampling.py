@@ -61,7 +61,7 @@ def _summary(value: float, samples: np.ndarray, level: float, method: str, **ext
     finite = samples[np.isfinite(samples)]
     se = float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
     out = {"value": float(value), "low": lo, "high": hi, "se": se, "level": float(level),
-           "n_boot": int(samples.size), "method": method}  # fmt: skip
+           "n_boot": int(samples.size), "method": method}
     if finite.size < samples.size:
         out["n_undefined"] = int(samples.size - finite.size)
     out.update(extra)

@@ -34,13 +34,13 @@ def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, A
     one = "one seed: no interval across seeds"
     method = f"Student-t interval across {v.size} seeds" if v.size > 1 else one
     return {"value": mean, "low": mean - half, "high": mean + half, "std": std, "n_seeds": int(v.size),
-            "level": level, "method": method}  # fmt: skip
+            "level": level, "method": method}
 
 
 def seed_image_interval(
     values: Sequence[float], samples: np.ndarray, level: float = 0.95,
     bounds: tuple[float, float] | None = None, satterthwaite: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Interval of the seed mean that covers both training seeds and test images.
 
     values ``[S]``: the metric of each seed; samples ``[S, B]``: each seed's bootstrap values from
@@ -79,7 +79,7 @@ def seed_image_interval(
         low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
     return {"value": mean, "low": low, "high": high, "se": se, "se_seed": math.sqrt(seed_var / v.size),
             "se_image": math.sqrt(img_var), "n_seeds": int(v.size), "n_boot": int(s.shape[1]),
-            "level": level, "df": df, "method": method}  # fmt: skip
+            "level": level, "df": df, "method": method}
 
 
 def combine_seeds(
