@@ -334,13 +334,15 @@ def seeds_report(cmps: dict[int, Comparison], title: str) -> tuple[str, dict[str
     ``uncertainty.seeds.combine_seeds``, and a table of each seed's means.  Returns (markdown, dict)."""
     first = next(iter(cmps.values()))
     names = {m: METHOD_NAMES.get(m, m) for m in _others(first)}
-    per_seed = {}
+    per_seed, first_ids = {}, {cat: sorted(read_scores(d)[2]) for cat, d in first.dirs["esad"].items()}
     for s, cmp in cmps.items():
-        for cat, d in cmp.dirs["esad"].items():  # the same images -> the same resamples for every seed
-            if sorted(read_scores(d)[2]) != sorted(read_scores(first.dirs["esad"][cat])[2]):
-                raise ValueError(f"seed {s}, {cat}: {d} scored other test images than the first seed")
-        others = {n: cmp.dirs[m] for m, n in names.items()}
-        per_seed[s] = paired_differences(cmp.dirs["esad"], others, keep_samples=True)
+        esad = {cat: read_scores(d) for cat, d in cmp.dirs["esad"].items()}
+        for cat, table in esad.items():  # the same images -> the same resamples for every seed
+            if sorted(table[2]) != first_ids[cat]:
+                where = cmp.dirs["esad"][cat]
+                raise ValueError(f"seed {s}, {cat}: {where} scored other test images than the first seed")
+        others = {n: {cat: read_scores(d) for cat, d in cmp.dirs[m].items()} for m, n in names.items()}
+        per_seed[s] = paired_from_scores(esad, others, keep_samples=True)
     diffs, means = {}, {}
     for n in names.values():
         diffs[n] = combine_seeds([{**d[n], "mean": m[n]} for d, m in per_seed.values()])
