@@ -36,6 +36,7 @@ from esad_lib.run_io import MODEL_FILE, run_dir_for
 from esad_lib.scoring import fit_detector
 from esad_lib.training import train, train_or_load
 from esad_lib.uncertainty import METHOD_PAIRED, format_diff, paired_image_auroc_by_type, percentile_interval
+from esad_lib.uncertainty.resampling import category_seed
 from esad_lib.uncertainty.seeds import combine_seeds, images_for_halfwidth
 
 #: ``(scores [N], label names, image ids "<label>/<file stem>")`` of one method on one test split.
@@ -139,7 +140,8 @@ def paired_from_scores(
         diffs[method], samples = {}, []
         for cat, table in tables.items():
             a, b = _by_id(base[cat]), _by_id(table)
-            res = paired_image_auroc_by_type(*a[:2], *b[:2], a[2], b[2], seed=seed, return_samples=True)
+            res = paired_image_auroc_by_type(*a[:2], *b[:2], a[2], b[2], seed=category_seed(seed, cat),
+                                             return_samples=True)
             r = res[kind]
             if r is None:
                 continue

@@ -532,7 +532,7 @@ def test_results_csv_has_each_runs_image_ci(srec: ScoreRecorder, tmp_path: Path)
     df = ablation.read_results(tmp_path / "results.csv")
     sc = _run_scores(tmp_path, "alpha_0", "pushpins", 0)
     direct = uncertainty.image_auroc_ci_by_type(
-        sc["score"], sc["label"], CI_N_BOOT, CI_SEED
+        sc["score"], sc["label"], CI_N_BOOT, uncertainty.category_seed(CI_SEED, "pushpins")
     )
     rows = df[df.variant == "alpha_0"].set_index("metric")
     for kind in ("structural", "logical", "mean"):
@@ -549,13 +549,14 @@ def test_summary_ci_and_paired_difference_one_seed(srec: ScoreRecorder, tmp_path
     md = (tmp_path / "summary.md").read_text()
     s_base, s_a0 = (_run_scores(tmp_path, v, "pushpins", 0) for v in ("esad", "alpha_0"))
     # one seed, one category: the cell is the run's own percentile interval
-    ci = uncertainty.image_auroc_ci_by_type(s_base["score"], s_base["label"])["structural"]
+    seed = uncertainty.category_seed(CI_SEED, "pushpins")  # every category draws its own resamples
+    ci = uncertainty.image_auroc_ci_by_type(s_base["score"], s_base["label"], seed=seed)["structural"]
     assert f"| esad | {uncertainty.format_ci(ci)} |" in md
     # the difference to esad: the paired bootstrap of the two runs' scores
     cmp = ablation.compare_to_base(df, "image_auroc.structural", scores=ablation.collect_scores(tmp_path))
     cmp = cmp.set_index("variant")
     paired = uncertainty.paired_image_auroc_by_type(
-        s_a0["score"], s_a0["label"], s_base["score"], s_base["label"], s_a0["path"], s_base["path"]
+        s_a0["score"], s_a0["label"], s_base["score"], s_base["label"], s_a0["path"], s_base["path"], seed=seed
     )["structural"]
     assert cmp.loc["alpha_0", "delta_low"] == pytest.approx(paired["low"], abs=1e-12)
     assert cmp.loc["alpha_0", "delta_high"] == pytest.approx(paired["high"], abs=1e-12)
@@ -581,12 +582,13 @@ def test_summary_ci_combines_seeds_and_images(srec: ScoreRecorder, tmp_path: Pat
     df = ablation.read_results(tmp_path / "results.csv")
     scores = ablation.collect_scores(tmp_path)
     boot = ablation.ImageBootstrap(df, scores)
-    # by hand: per category one set of resamples (shared by every run of it), the category mean
-    # per seed, then uncertainty.seed_image_interval over the seeds
+    # by hand: per category one set of resamples (shared by every run of it, seeded per category), the
+    # category mean per seed, then uncertainty.seed_image_interval over the seeds
     weights = {}
     for c in cats:
         names = _run_scores(tmp_path, "esad", c, 0)["label"].to_numpy()
-        weights[c] = uncertainty.resample_weights(uncertainty.resample_indices(names, CI_N_BOOT, 0))
+        idx = uncertainty.resample_indices(names, CI_N_BOOT, uncertainty.category_seed(CI_SEED, c))
+        weights[c] = uncertainty.resample_weights(idx)
 
     def per_seed(v: str, s: int):
         vals, samples = [], []

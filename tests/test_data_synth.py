@@ -39,7 +39,8 @@ def synth(tmp_path_factory):
 
 
 def test_deterministic_byte_identical(synth, tmp_path):
-    again = generate_synthetic(tmp_path / "b", seed=3, max_side=48, counts=COUNTS, progress=False)
+    # rendered in two worker processes (one category per task): the same bytes as in one process
+    again = generate_synthetic(tmp_path / "b", seed=3, max_side=48, counts=COUNTS, progress=False, workers=2)
     assert files(synth) == files(again)
     other = generate_synthetic(tmp_path / "c", seed=4, max_side=48, counts=COUNTS, progress=False)
     a, c = files(synth), files(other)

@@ -74,6 +74,21 @@ def test_paired_from_scores_equals_the_run_folder_version_and_the_hand_computed_
     assert logical["diff"] == pytest.approx(want)
 
 
+def test_each_category_draws_its_own_resamples_shared_by_every_method() -> None:
+    """Two categories with the same images and scores get different bootstrap resamples (a shared seed
+    would make their samples identical and correlate a mean over categories); within a category every
+    method uses the same resamples (the difference is paired)."""
+    same = scores_of(_fake_result(0, 0.6))
+    other = scores_of(_fake_result(2, 0.2))
+    diffs, _ = paired_from_scores({"pushpins": same, "screw_bag": same},
+                                  {"B": {"pushpins": other, "screw_bag": other},
+                                   "C": {"pushpins": same, "screw_bag": same}}, keep_samples=True)
+    a, b = diffs["B"]["pushpins"]["samples"], diffs["B"]["screw_bag"]["samples"]
+    assert diffs["B"]["pushpins"]["diff"] == diffs["B"]["screw_bag"]["diff"]
+    assert not np.array_equal(a, b) and abs(np.corrcoef(a, b)[0, 1]) < 0.2
+    assert not np.any(diffs["C"]["pushpins"]["samples"])  # the same resample for both: exactly 0
+
+
 def test_win_loss_summary_follows_the_intervals() -> None:
     def d(diff, lo, hi):
         return {"diff": diff, "low": lo, "high": hi, "excludes_zero": lo > 0 or hi < 0}

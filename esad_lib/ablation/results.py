@@ -54,12 +54,14 @@ def read_run_scores(run_dir: str | Path):
     return pd.read_csv(p) if p.exists() else None
 
 
-def _run_image_ci(scores_df) -> dict[str, tuple[float, float]]:
-    """``image_auroc.<type>`` -> (low, high) of one run's stratified-bootstrap interval."""
+def _run_image_ci(scores_df, category: str) -> dict[str, tuple[float, float]]:
+    """``image_auroc.<type>`` -> (low, high) of one run's stratified-bootstrap interval (the resamples
+    of ``ImageBootstrap``: seeded per category)."""
     if scores_df is None or not (scores_df["label"] == "good").any():
         return {}
     scores, labels = scores_df["score"].to_numpy(float), scores_df["label"].astype(str)
-    cis = uncertainty.image_auroc_ci_by_type(scores, labels, CI_N_BOOT, CI_SEED, CI_LEVEL)
+    seed = uncertainty.category_seed(CI_SEED, category)
+    cis = uncertainty.image_auroc_ci_by_type(scores, labels, CI_N_BOOT, seed, CI_LEVEL)
     return {f"image_auroc.{k}": (r["low"], r["high"]) for k, r in cis.items() if r is not None}
 
 
@@ -73,7 +75,7 @@ def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
             metrics = json.loads((d / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise RuntimeError(f"cannot read the finished run in {d} ({e}); move it away and re-run") from e
-        cis = _run_image_ci(read_run_scores(d))
+        cis = _run_image_ci(read_run_scores(d), meta["category"])
         for name, value in flatten_metrics(metrics).items():
             key = (meta["variant"], meta["category"], int(meta["seed"]), name, value)
             rows.append((*key, meta["profile"], meta["config_key"], *cis.get(name, (math.nan, math.nan))))
@@ -144,7 +146,7 @@ class ImageBootstrap:
             names_ref = ref["label"].astype(str).to_numpy()
             if not (names_ref == "good").any():
                 continue
-            idx = uncertainty.resample_indices(names_ref, CI_N_BOOT, CI_SEED)
+            idx = uncertainty.resample_indices(names_ref, CI_N_BOOT, uncertainty.category_seed(CI_SEED, cat))
             weights = uncertainty.resample_weights(idx)
             for k in in_cat:
                 sc, what = scores[k], f"run {k} and run {in_cat[0]}"

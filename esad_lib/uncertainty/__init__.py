@@ -1,7 +1,7 @@
 """Uncertainty of the evaluation metrics (the paper's image AUROC and MVTec LOCO's AU-sPRO).
 
-The paper reports point estimates only; with 40 good and 40 anomalous test images one standard
-error of an image AUROC is about 5 points, so the tables need intervals.
+The paper reports point estimates only; with 120 good and 120 anomalous test images one standard
+error of an image AUROC is still about 3 points, so the tables need intervals.
 
 Methods (95 % by default, ``level``):
 
@@ -28,14 +28,14 @@ from esad_lib.uncertainty.au_spro import (SproStats, au_spro_ci, au_spro_ci_by_t
 from esad_lib.uncertainty.image_auroc import (auroc_by_type_resampled, check_paired, image_auroc_ci,
                                               image_auroc_ci_by_type, paired_image_auroc_by_type,
                                               weighted_auroc)
-from esad_lib.uncertainty.resampling import (DEFAULT_N_BOOT, METHOD_BOOT, METHOD_PAIRED, format_ci,
-                                             format_diff, percentile_interval, resample_indices,
+from esad_lib.uncertainty.resampling import (DEFAULT_N_BOOT, METHOD_BOOT, METHOD_PAIRED, category_seed,
+                                             format_ci, format_diff, percentile_interval, resample_indices,
                                              resample_weights, type_summaries)
 from esad_lib.uncertainty.seeds import aggregate_seeds, seed_image_interval
 # isort: on
 
 __all__ = [
-    "DEFAULT_N_BOOT", "METHOD_BOOT", "METHOD_PAIRED", "SproStats", "aggregate_seeds",
+    "DEFAULT_N_BOOT", "METHOD_BOOT", "METHOD_PAIRED", "SproStats", "aggregate_seeds", "category_seed",
     "auroc_by_type_resampled", "au_spro_ci", "au_spro_ci_by_type", "check_paired", "format_ci", "format_diff",
     "image_auroc_ci", "image_auroc_ci_by_type", "paired_image_auroc_by_type", "pixel_order_for_ci",
     "percentile_interval", "resample_indices", "resample_weights", "seed_image_interval", "spro_statistics",

@@ -5,6 +5,7 @@ tables: ``"76.9 [72.1, 81.4]"`` and ``"+3.2 [-1.0, 7.5] *"``."""
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,14 @@ def resample_indices(strata: Sequence[Hashable], n_boot: int = DEFAULT_N_BOOT, s
         members = np.flatnonzero(s == value)
         idx[:, members] = members[rng.integers(0, members.size, size=(int(n_boot), members.size))]
     return idx
+
+
+def category_seed(seed: int, category: str) -> int:
+    """The resampling seed of one category: ``seed`` in the high bits, the CRC-32 of the name in the
+    low ones.  Categories with the same strata sizes then draw independent resamples (one shared seed
+    would pick the same positions in every category and correlate their bootstrap samples by chance,
+    which distorts the spread of a mean over categories)."""
+    return (int(seed) << 32) | zlib.crc32(str(category).encode())
 
 
 def resample_weights(indices: np.ndarray, n: int | None = None) -> np.ndarray:
