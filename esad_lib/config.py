@@ -291,6 +291,8 @@ PRESETS: dict[str, ESADConfig] = {
         smoothing="gaussian", smoothing_size=7, smoothing_sigma=1.0,  # [ours] dev set
         # [ours] per-pixel standardisation with the train/good maps (60 images; validation has 10)
         map_normalization="train",
+        # [ours] 16 images a scoring call: the same maps as 8, about 15 % faster on the 2-core CPU
+        eval_batch_size=16,
     ),
     # the paper's setting: 256x256, width 64, RIAD's optimiser, long training.
     "paper": ESADConfig(

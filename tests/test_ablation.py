@@ -556,7 +556,8 @@ def test_summary_ci_and_paired_difference_one_seed(srec: ScoreRecorder, tmp_path
     cmp = ablation.compare_to_base(df, "image_auroc.structural", scores=ablation.collect_scores(tmp_path))
     cmp = cmp.set_index("variant")
     paired = uncertainty.paired_image_auroc_by_type(
-        s_a0["score"], s_a0["label"], s_base["score"], s_base["label"], s_a0["path"], s_base["path"], seed=seed
+        s_a0["score"], s_a0["label"], s_base["score"], s_base["label"], s_a0["path"], s_base["path"],
+        seed=seed,
     )["structural"]
     assert cmp.loc["alpha_0", "delta_low"] == pytest.approx(paired["low"], abs=1e-12)
     assert cmp.loc["alpha_0", "delta_high"] == pytest.approx(paired["high"], abs=1e-12)

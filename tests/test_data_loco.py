@@ -137,3 +137,35 @@ def test_dataset_root_rule(tiny, tmp_path, monkeypatch):
         dataset_root(cfg.replace(dataset="auto", category="pushpins"))
         == data / "mvtec_loco_anomaly_detection"
     )
+
+
+def test_decoded_items_are_cached_copied_and_refreshed_when_the_file_changes(tiny, monkeypatch):
+    from esad_lib.data import loco
+
+    monkeypatch.setattr(loco, "_ITEMS", loco.OrderedDict())
+    ds = LOCODataset(tiny, "breakfast_box", "test", image_size=(8, 12), return_channels=True)
+    first = ds[2]
+    calls = []
+    real = loco.load_image
+    monkeypatch.setattr(loco, "load_image", lambda p: calls.append(p) or real(p))
+    again = LOCODataset(tiny, "breakfast_box", "test", image_size=(8, 12), return_channels=True)[2]
+    assert calls == []  # another dataset of the same files: no decoding
+    assert torch.equal(first["image"], again["image"])
+    assert np.array_equal(first["channels"], again["channels"])
+    again["image"].zero_()
+    again["channels"][:] = 0
+    third = ds[2]
+    assert torch.equal(third["image"], first["image"]) and third["channels"].any()  # the cache kept its copy
+    # another input size is another item; a rewritten file is decoded again
+    LOCODataset(tiny, "breakfast_box", "test", image_size=(4, 4))[2]
+    assert len(calls) == 1
+    path = ds.samples[2].path
+    Image.fromarray(np.full((16, 20, 3), 200, np.uint8)).save(path)
+    fresh = ds[2]
+    assert len(calls) == 2
+    assert torch.allclose(fresh["image"], torch.full_like(fresh["image"], 200 / 127.5 - 1))
+    # a bounded cache: the least recently used items go first
+    monkeypatch.setattr(loco, "ITEM_CACHE_SIZE", 2)
+    for i in range(len(ds)):
+        ds[i]
+    assert len(loco._ITEMS) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -227,6 +228,13 @@ def network_input_size(root: str | Path, category: str, size: Sequence[int],
     return side(h0 * scale), side(w0 * scale)
 
 
+#: decoded items kept in memory, least recently used dropped first (0 = none): every method scored on
+#: a category reads the same test images, and decoding + resizing them is the part of scoring that
+#: does not depend on the method.  Keyed by path, modification time, size and the item's settings.
+ITEM_CACHE_SIZE = 1024
+_ITEMS: OrderedDict[tuple, dict] = OrderedDict()
+
+
 class LOCODataset:
     """Images of one category/split as network inputs (a map-style dataset for a torch DataLoader).
 
@@ -252,6 +260,22 @@ class LOCODataset:
 
     def __getitem__(self, idx: int) -> dict:
         s = self.samples[idx]
+        st = s.path.stat()
+        key = (str(s.path), st.st_mtime_ns, st.st_size, self.image_size, self.return_channels)
+        item = _ITEMS.get(key)
+        if item is None:
+            item = self._load(s)
+            if ITEM_CACHE_SIZE > 0:
+                _ITEMS[key] = item
+                while len(_ITEMS) > ITEM_CACHE_SIZE:
+                    _ITEMS.popitem(last=False)
+        else:
+            _ITEMS.move_to_end(key)
+        # copies: a caller may change what it gets without touching the cache
+        return {k: v.clone() if hasattr(v, "clone") else v.copy() if isinstance(v, np.ndarray) else v
+                for k, v in item.items()}
+
+    def _load(self, s: Sample) -> dict:
         import torch
 
         tvf, interp = self._tvf, self._interp
