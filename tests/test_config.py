@@ -102,10 +102,11 @@ def test_cache_keys_of_the_presets_are_pinned() -> None:
     to the fields, their defaults or the hashing retrains every model and must be deliberate."""
     from esad_lib.config import riad_config
 
-    assert PRESETS["demo"].key() == "599329cbade2"
-    assert riad_config(PRESETS["demo"]).key() == "c23c7d97c214"
+    # changed deliberately on 2026-12-06: 120 synthetic test images per type (synth_counts)
+    assert PRESETS["demo"].key() == "f840eb621217"
+    assert riad_config(PRESETS["demo"]).key() == "e186b11f2aa7"
     assert PRESETS["smoke"].key() == "12e2018615a4"
-    assert PRESETS["paper"].key() == "c314825294b4"
+    assert PRESETS["paper"].key() == "f7e6a1ef1bd1"
 
 
 @pytest.mark.parametrize(
