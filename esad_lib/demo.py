@@ -131,7 +131,8 @@ def paired_from_scores(
     mean: ``(diffs[method][category], means[method])`` of ``esad_lib.uncertainty`` difference dicts.
 
     ``base[category]`` / ``others[method][category]``: ``ScoreTable`` triples of the SAME test images,
-    matched by id.  The mean's interval: percentile interval of the per-resample category mean, its
+    matched by id; each category's resamples are drawn with ``category_seed(seed, category)`` (shared by
+    every method of it).  The mean's interval: percentile interval of the per-resample category mean, its
     ``se`` their standard deviation.  ``keep_samples``: every dict keeps its bootstrap ``samples [B]``.
     """
     diffs: dict[str, dict[str, dict]] = {}
