@@ -4,18 +4,15 @@ Conventions shared by all pixel metrics:
 
 * A pixel is anomalous at threshold t when its score is >= t; the thresholds are *all distinct
   scores* (the exact curve), plus a start point (FPR 0, TPR/PRO/sPRO 0) above every score.
-* Inputs are lists of numpy arrays of the original image size: maps float [H, W]; masks bool
-  [H, W]; channels uint8 [C, H, W] (one channel per ground-truth PNG, value = the defect's
-  pixel value, C = 0 for good images).  Images may have different sizes.  Maps must be finite.
+* Inputs: lists of numpy arrays of the original image size (sizes may differ): maps float [H, W]
+  (finite); masks bool [H, W]; channels uint8 [C, H, W] (one channel per ground-truth PNG, value =
+  the defect's pixel value, C = 0 for good images).
 * The area under a curve up to ``fpr_limit``: trapezoid rule, end point linearly interpolated,
   divided by ``fpr_limit`` so that a perfect detector scores 1 (MVTec AD / LOCO AD convention).
 * Connected regions (AU-PRO) use 8-connectivity (scipy.ndimage.label with a 3x3 structure).
 
-One ordering of the pixels serves every metric (:class:`PixelOrder`): a curve only changes where
-a *positive* pixel turns on, so each image's negatives are sorted once and counted below and up
-to each distinct positive score; a group's exact curve (and the bootstrap statistics) follow
-from sums of these counts.  No copy of all pixels is made; images are processed on two threads.
-The tests compare every metric with a brute-force twin (``tests/metric_references.py``).
+One ordering of the pixels serves every metric (:class:`PixelOrder`; no copy of all pixels, images
+on two threads).  The tests compare every metric with a brute-force twin (``tests/metric_references.py``).
 """
 
 from __future__ import annotations
@@ -42,8 +39,6 @@ _DENSE_FACTOR, _TAIL, _MAX_SAMPLE = 3.0, 32, 4_000_000
 
 # ---- helpers ----------------------------------------------------------------------------------
 def _as_list(arrs: Any, name: str) -> list[np.ndarray]:
-    if isinstance(arrs, np.ndarray):
-        arrs = list(arrs)
     out = [np.asarray(a) for a in arrs]
     if not out:
         raise ValueError(f"{name}: empty input")
@@ -70,10 +65,8 @@ def area_under_curve(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
 
     A = (1/x_max) * [ sum_{i: x_{i+1} <= x_max} (x_{i+1} - x_i)(y_i + y_{i+1})/2
                       + (x_max - x_j)(y_j + y_end)/2 ],
-    j = last index with x_j <= x_max, y_end = y interpolated linearly at x_max.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    j = last index with x_j <= x_max, y_end = y interpolated linearly at x_max."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ins = int(np.searchsorted(x, x_max, side="right"))  # first index with x > x_max
     if ins == 0:
         raise ValueError("the curve starts beyond x_max")
@@ -90,14 +83,11 @@ def area_under_curve(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
 
 # ---- "good + one anomaly type" ------------------------------------------------------------------
 def type_groups(label_names: Sequence[str]) -> dict[str, list[int] | None]:
-    """THE grouping of every per-type metric and interval: per anomaly type, the indices (ascending)
-    of its images and of every good image; None when the type has no image.  A missing type is None
-    everywhere, ``metrics.json`` included."""
+    """THE grouping of every per-type metric and interval: per anomaly type, the indices (ascending) of
+    its images and of every good image; None (everywhere, ``metrics.json`` included) if it has none."""
     names = [str(n) for n in label_names]
-    return {
-        kind: [i for i, n in enumerate(names) if n in ("good", kind)] if kind in names else None
-        for kind in ANOMALY_TYPES
-    }
+    return {kind: [i for i, n in enumerate(names) if n in ("good", kind)] if kind in names else None
+            for kind in ANOMALY_TYPES}
 
 
 def type_mean(by_type: Mapping[str, Any]) -> Any:
@@ -113,13 +103,12 @@ def type_mean(by_type: Mapping[str, Any]) -> Any:
 def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """Area under the ROC curve of image scores (labels 1 = anomalous, 0 = good), exactly
     scikit-learn's ``roc_auc_score`` (the tests check; importing scikit-learn costs seconds):
-    AUROC = (1 / (N+ N-)) sum_{p anomalous} [#{g good: s_g < s_p} + 0.5 #{g: s_g = s_p}].
-    """
+    AUROC = (1 / (N+ N-)) sum_{p anomalous} [#{g good: s_g < s_p} + 0.5 #{g: s_g = s_p}]."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).astype(int).ravel()
     if scores.shape != labels.shape:
         raise ValueError(f"got {scores.size} scores but {labels.size} labels")
-    if len(np.unique(labels)) != 2 or not set(np.unique(labels)) <= {0, 1}:
+    if set(np.unique(labels).tolist()) != {0, 1}:
         raise ValueError("image AUROC needs both good (0) and anomalous (1) images")
     pos = scores[labels == 1]
     neg = np.sort(scores[labels == 0])
@@ -145,8 +134,6 @@ def image_auroc_by_type(scores: Sequence[float], label_names: Sequence[str]) -> 
 # ---- defects (MVTec LOCO AD's defects_config.json) ------------------------------------------------
 def _defect_lookup(defects: Any) -> dict[int, tuple[str, float, bool]]:
     """pixel value -> (name, saturation_threshold, relative_saturation) from DefectSpecs or dicts."""
-    if isinstance(defects, Mapping):
-        defects = list(defects.values())
     out = {}
     for d in defects:
         get = d.get if isinstance(d, Mapping) else lambda k, d=d: getattr(d, k)
@@ -155,21 +142,12 @@ def _defect_lookup(defects: Any) -> dict[int, tuple[str, float, bool]]:
     return out
 
 
-def _saturation_area(area: int, threshold: float, relative: bool) -> float:
-    """Pixels of a region whose detection saturates its sPRO at 1 (MVTec LOCO AD's rule)."""
-    if relative:
-        # s = int(threshold * |c|), truncated like MVTec's official evaluation; at least 1 pixel
-        # (ours: a product below one pixel would divide by zero)
-        return float(max(1, int(threshold * area)))
-    # s = min(threshold, |c|)
-    return min(threshold, float(area))
-
-
 def _channel_regions(
     i: int, ch: np.ndarray, shape: tuple[int, ...], lookup: dict
 ) -> tuple[np.ndarray | None, list[tuple[np.ndarray, float, str]]]:
     """(union of the channels or None, [(channel mask, saturation area, defect name), ...]) of image
-    i; empty channels (an empty ground-truth PNG) are skipped."""
+    i; empty channels (an empty ground-truth PNG) are skipped.  MVTec LOCO's saturation area a: a
+    region's sPRO saturates at 1 once a of its pixels are detected."""
     ch = ch[None] if ch.ndim == 2 else ch
     if ch.ndim != 3 or ch.shape[1:] != shape:
         raise ValueError(f"image {i}: channels shape {ch.shape} must be [C, H, W] with [H, W] = {shape}")
@@ -189,18 +167,15 @@ def _channel_regions(
                 f"(known values: {sorted(lookup)}); check defects_config.json of the category"
             )
         name, thr, rel = lookup[vmax]
+        # relative: a = int(threshold * |c|), truncated like MVTec's official evaluation, at least 1
+        # pixel (ours: a product below one pixel would divide by zero); absolute: a = min(threshold, |c|)
+        sat = float(max(1, int(thr * area))) if rel else min(thr, float(area))
         union = mask.copy() if union is None else (union | mask)
-        regions.append((mask, _saturation_area(area, thr, rel), name))
+        regions.append((mask, sat, name))
     return union, regions
 
 
 # ---- the single ordering --------------------------------------------------------------------------
-def _distinct(v: np.ndarray) -> np.ndarray:
-    """The distinct values of ``v``, ascending (sorts ``v`` in place; leaner than ``np.unique``)."""
-    v.sort()
-    return v[np.r_[True, v[1:] != v[:-1]]] if v.size else v
-
-
 def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(#{s < u_j}, #{s <= u_j}) for every u_j of ``u`` (distinct, ascending), ``s`` sorted ascending:
     one binary search per element of the shorter array (a second one only for ties)."""
@@ -214,10 +189,8 @@ def _counts_below(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     # #{s <= u_j} = #{s : #{u < s} <= j}
     j = np.searchsorted(u, s, side="left")
     le = j + (u[np.minimum(j, u.size - 1)] == s)
-    return (
-        np.cumsum(np.bincount(le, minlength=u.size + 1))[:-1],
-        np.cumsum(np.bincount(j, minlength=u.size + 1))[:-1],
-    )
+    return (np.cumsum(np.bincount(le, minlength=u.size + 1))[:-1],
+            np.cumsum(np.bincount(j, minlength=u.size + 1))[:-1])
 
 
 @dataclass
@@ -284,8 +257,7 @@ class PixelOrder:
     Counting (negatives of image i sorted ascending as s; U = the distinct positive scores):
     each image adds below[j] = #{s < U_j} and upto[j] = #{s <= U_j} to the totals of its blocks
     (its label, each defect it shows).  A group (good + a type, good + a defect's images, all)
-    sums its blocks: #{neg >= U_j} = N- - below[j], #{neg > U_j} = N- - upto[j].
-    """
+    sums its blocks: #{neg >= U_j} = N- - below[j], #{neg > U_j} = N- - upto[j]."""
 
     def __init__(
         self, maps: Sequence[np.ndarray], truth: Sequence[np.ndarray], defects: Any = None,
@@ -293,28 +265,26 @@ class PixelOrder:
         fpr_limit: float = 0.05, grid: int | str = 2000,
     ):
         self.maps = _as_list(maps, "maps")
-        truth_l = _as_list(truth, "channels" if defects is not None else "masks")
-        if len(truth_l) != len(self.maps):
-            raise ValueError(f"got {len(self.maps)} maps but {len(truth_l)} masks or channel stacks")
+        self._truth = _as_list(truth, "channels" if defects is not None else "masks")
+        if len(self._truth) != len(self.maps):
+            raise ValueError(f"got {len(self.maps)} maps but {len(self._truth)} masks or channel stacks")
         self.dtype = _score_dtype(self.maps)
         self.names = ["all"] * len(self.maps) if label_names is None else [str(n) for n in label_names]
         if len(self.names) != len(self.maps):
             raise ValueError(f"got {len(self.maps)} maps but {len(self.names)} label names")
-        self._truth, self._lookup = truth_l, None if defects is None else _defect_lookup(defects)
-        self.regions: list[_Region] = []
-        self.shows: list[set[str]] = []
-        self._neg_bits: list[np.ndarray | None] = []  # packed negative mask (None: all negative)
-        for regs, shows, neg_bits in _in_order(lambda i: self._regions_of(i, components), len(self.maps)):
-            self.regions += regs
-            self.shows.append(shows)
-            self._neg_bits.append(neg_bits)
-        bits = self._neg_bits
-        n_neg = [m.size if b is None else int(np.unpackbits(b).sum()) for m, b in zip(self.maps, bits)]
-        self.n_neg = np.array(n_neg, dtype=np.int64)
+        self._lookup = None if defects is None else _defect_lookup(defects)
+        found = list(_in_order(lambda i: self._regions_of(i, components), len(self.maps)))
+        self.regions: list[_Region] = [r for regs, _, _ in found for r in regs]
+        self.shows: list[set[str]] = [shows for _, shows, _ in found]
+        self._neg_bits: list[np.ndarray | None] = [bits for _, _, bits in found]  # None: all negative
+        self.n_neg = np.array([m.size if b is None else int(np.unpackbits(b).sum())
+                               for m, b in zip(self.maps, self._neg_bits)], dtype=np.int64)
         self.components = components
-        # U: the distinct scores of the regions' top pixels (where a curve can rise), ascending,
-        # and how many positive pixels hold each (the components cover every positive pixel once)
-        self.u = _distinct(np.concatenate([r.top for r in self.regions] or [np.empty(0, self.dtype)]))
+        # U: the distinct scores of the regions' top pixels (where a curve can rise), ascending (leaner
+        # than np.unique); u_count: the positive pixels at each (the components cover each one once)
+        u = np.concatenate([r.top for r in self.regions] or [np.empty(0, self.dtype)])
+        u.sort()
+        self.u = u[np.r_[True, u[1:] != u[:-1]]] if u.size else u
         comp = np.sort(np.concatenate([r.top for r in self.regions if r.defect is None] or [self.u[:0]]))
         self.u_count = np.searchsorted(comp, self.u, "right") - np.searchsorted(comp, self.u, "left")
         del comp
@@ -332,23 +302,19 @@ class PixelOrder:
         self._count_all()
 
     # -- pass 1: regions and positive scores, image by image
-    def _truth_of(self, i: int) -> tuple[np.ndarray | None, list[tuple[np.ndarray, float, str]]]:
-        m, t = self.maps[i], self._truth[i]
-        if self._lookup is None:
-            if t.shape != m.shape or m.ndim != 2:
-                shapes = f"map shape {m.shape} and mask shape {t.shape}"
-                raise ValueError(f"image {i}: {shapes} must be equal [H, W]")
-            t = t.astype(bool, copy=False)
-            return (t if t.any() else None), []
-        return _channel_regions(i, t, m.shape, self._lookup)
-
     def _regions_of(self, i: int, components: bool) -> tuple[list[_Region], set[str], np.ndarray | None]:
         """Regions of image i (its channels, and with ``components`` the connected parts of their
         union), the defects it shows, and its negative mask packed into bits."""
         from scipy import ndimage
 
-        m = self.maps[i]
-        union, chans = self._truth_of(i)
+        m, t = self.maps[i], self._truth[i]
+        if self._lookup is not None:
+            union, chans = _channel_regions(i, t, m.shape, self._lookup)
+        elif t.shape != m.shape or m.ndim != 2:
+            raise ValueError(f"image {i}: map shape {m.shape} and mask shape {t.shape} must be equal [H, W]")
+        else:
+            t = t.astype(bool, copy=False)
+            union, chans = (t if t.any() else None), []
         regs = [self._region(i, name, m[mask], sat) for mask, sat, name in chans]
         if union is not None and components:
             lab, _ = ndimage.label(union, structure=_EIGHT_CONNECTED)
@@ -371,11 +337,9 @@ class PixelOrder:
 
     def _count_image(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         s = np.sort(self._negatives(i))
-        fp = {}
-        for g, st in self._stats.items():
-            if i in st["members"]:
-                # fp_i(t_k) = #{s >= t_k} for the grid t (descending)
-                fp[g] = s.size - np.searchsorted(s, st["t"], side="left")
+        # fp_i(t_k) = #{s >= t_k} for each group's grid t (descending)
+        fp = {g: s.size - np.searchsorted(s, st["t"], side="left")
+              for g, st in self._stats.items() if i in st["members"]}
         return (*_counts_below(s, self.u), fp)
 
     def _count_all(self) -> None:
@@ -393,7 +357,7 @@ class PixelOrder:
         (the images showing d, with the good images), or any block name."""
         if name == "all":
             return [b for b in self.blocks if not b.startswith("defect:")]
-        extra = [b for b in ("good",) if b in self.blocks and b != name]
+        extra = ["good"] if "good" in self.blocks and name != "good" else []
         return [*extra, name] if name in self.blocks else extra
 
     def images(self, name: str) -> list[int]:
@@ -408,12 +372,10 @@ class PixelOrder:
         return n_neg - upto, n_neg - below, n_neg
 
     def curve(self, name: str = "all", kind: str = "spro", defect_names: Iterable[str] | None = None):
-        """Exact (FPR, y) curve of a group: y = sPRO (``kind`` "spro") or PRO ("pro").
-
-        At threshold t:  FPR(t) = #{negatives >= t} / N-,  y(t) = (1/R) sum_r min(#{r >= t} / a_r, 1).
+        """Exact (FPR, y) curve of a group, y = sPRO (``kind`` "spro") or PRO ("pro").  At threshold t:
+        FPR(t) = #{negatives >= t} / N-,  y(t) = (1/R) sum_r min(#{r >= t} / a_r, 1).
         At each distinct positive score u (descending) the curve goes from (#{neg > u}/N-, y_prev)
-        to (#{neg >= u}/N-, y(u)); it is flat in between.  Points that repeat are dropped.
-        """
+        to (#{neg >= u}/N-, y(u)); it is flat in between.  Points that repeat are dropped."""
         only = None if defect_names is None else set(defect_names)
         imgs = set(self.images(name))
         regs = [r for r in self.regions if r.image in imgs and (r.defect is None) == (kind == "pro")
@@ -469,11 +431,8 @@ class PixelOrder:
             v = self._negatives(i)
             return {g: v[:: stride[g]].copy() for g in groups if i in members[g]}
 
-        out: dict[str, list[np.ndarray]] = {g: [] for g in groups}
-        for got in _in_order(take, len(self.maps)):
-            for g, smp in got.items():
-                out[g].append(smp)
-        return out
+        got = list(_in_order(take, len(self.maps)))
+        return {g: [smp[g] for smp in got if g in smp] for g in groups}
 
     def _stats_grid(self, name: str, samples, fpr_limit: float, grid):
         _check_fpr_limit(fpr_limit)
@@ -558,8 +517,7 @@ def spro_curve(
     from the defect whose ``pixel_value`` the channel holds (``defects``: DefectSpecs or dicts).
     sPRO(t) = mean over all channels; FPR(t) = false positives / negatives (pixels outside every
     channel of their image), pooled over all images passed.  ``defect_names`` restricts the
-    regions to those defects; other channels stay out of the negatives.
-    """
+    regions to those defects; other channels stay out of the negatives."""
     _check_fpr_limit(max_fpr)
     x, y = PixelOrder(maps, channels, defects).curve("all", "spro", defect_names)
     return _cut(x, y, max_fpr)
@@ -579,11 +537,8 @@ def au_spro_by_defect(
     limits: Sequence[float] = SPRO_LIMITS, order: PixelOrder | None = None,
 ) -> dict[str, dict[float, float]]:
     """AU-sPRO of each defect name (``defects_config.json``) shown by a test image, at every limit.
-
-    Defect d: the good images plus every image holding a channel of d; the regions are d's
-    channels; the image's other channels are neither regions nor negatives.  ``order``: a
-    ``PixelOrder`` of the same inputs, to reuse.
-    """
+    Defect d: the good images plus every image holding a channel of d; the regions are d's channels;
+    the image's other channels are neither regions nor negatives.  ``order``: a ``PixelOrder`` to reuse."""
     order = order or PixelOrder(maps, channels, defects, label_names)
     names = sorted(b[len("defect:") :] for b in order.blocks if b.startswith("defect:"))
     return {d: order.at_limits("defect:" + d, limits, "spro", [d]) for d in names}
@@ -593,11 +548,9 @@ def map_metrics(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Any,
     pro_fpr_limit: float = 0.3, spro_fpr_limit: float = 0.05, order: PixelOrder | None = None,
 ) -> dict[str, Any]:
-    """Every pixel metric of ``metrics.json`` from one ``PixelOrder`` (built here unless given).
-
+    """Every pixel metric of ``metrics.json`` from one ``PixelOrder`` (built here unless given):
     ``pixel_auroc`` and ``au_pro`` pool all images; ``au_spro.<type>`` uses that type's images plus
-    the good ones (MVTec LOCO's protocol); limits are JSON keys ``str(limit)``; missing is None.
-    """
+    the good ones (MVTec LOCO's protocol); limits are JSON keys ``str(limit)``; missing is None."""
     order = order or PixelOrder(maps, channels, defects, label_names, components=True)
     has_pos = order.u.size > 0
     out: dict[str, Any] = {

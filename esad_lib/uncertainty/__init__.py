@@ -1,17 +1,14 @@
 """Uncertainty of the evaluation metrics (the paper's image AUROC and MVTec LOCO's AU-sPRO).
 
 The paper reports point estimates only; with 120 good and 120 anomalous test images one standard
-error of an image AUROC is still about 3 points, so the tables need intervals.
+error of an image AUROC is still about 3 points, so the tables need intervals (95 % by default):
 
-Methods (95 % by default, ``level``):
-
-* **Stratified bootstrap over test images**: each resample draws, within every stratum (good /
-  structural / logical, or 0 / 1), as many images as it holds, with replacement, stored as
-  multiplicities ``w [N]``; every metric has a *weighted* form, so all ``B`` resamples (default
-  2000) are a few array operations.  Percentile interval, not bias-corrected (coverage on 40 +
-  40 images checked in the tests: about 95 %).  Two methods on the SAME images get the SAME
-  weights: the interval of the differences ``a - b`` is the paired interval.
-* **AU-sPRO** via per-image statistics on a threshold grid: a resampled curve is two matrix products.
+* **Stratified bootstrap over test images** (percentile interval, not bias-corrected; about 95 %
+  coverage on 40 + 40 images in the tests): each of ``B`` = 2000 resamples draws, within every
+  stratum (good / structural / logical, or 0 / 1), as many images as it holds with replacement,
+  stored as multiplicities ``w [N]``; every metric has a *weighted* form (AU-sPRO: per-image statistics on a
+  threshold grid), so all resamples are a few array operations.  Two methods on the SAME images get
+  the SAME weights: the interval of the differences ``a - b`` is the paired interval.
 * **Seeds**: :func:`aggregate_seeds`, Student-t ``mean +- t_{S-1} s / sqrt(S)``;
   :func:`seed_image_interval`, seeds and images by the law of total variance,
   ``Var(mean) ~= s^2_seed / S + Var_images(mean)`` (a normal interval).

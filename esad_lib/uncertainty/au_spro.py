@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from esad_lib.metrics import ANOMALY_TYPES, PixelOrder, _as_list, type_groups, type_mean
+from esad_lib.metrics import ANOMALY_TYPES, PixelOrder, type_groups, type_mean
 from esad_lib.uncertainty.image_auroc import _check_names
 from esad_lib.uncertainty.resampling import (
     DEFAULT_N_BOOT,
@@ -26,8 +26,7 @@ _CHUNK = 250
 
 @dataclass
 class SproStats:
-    """Per-image sufficient statistics of the sPRO curve on a fixed threshold grid (the limit
-    ``fpr_limit`` it was built for)."""
+    """Per-image sufficient statistics of the sPRO curve on a fixed threshold grid (for ``fpr_limit``)."""
 
     thresholds: np.ndarray  # [T] descending (a pixel is positive when its score >= t)
     fp: np.ndarray  # int64 [N, T]: negatives of image i with score >= t_k
@@ -45,11 +44,9 @@ def spro_statistics(
     maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], defects: Any, fpr_limit: float = 0.05,
     grid: int | str = 2000,
 ) -> SproStats:
-    """Precompute :class:`SproStats` of ``maps [H, W]`` and ``channels uint8 [C, H, W]``, with
-    ``metrics.spro_curve``'s semantics (pass one anomaly type's images with the good ones); counted
-    while ``metrics.PixelOrder`` sorts each image's negatives.
-
-    Threshold grid (``grid``):
+    """Precompute :class:`SproStats` of ``maps [H, W]`` and ``channels uint8 [C, H, W]`` with
+    ``metrics.spro_curve``'s semantics (one anomaly type's images with the good ones), counted while
+    ``metrics.PixelOrder`` sorts each image's negatives.  Threshold grid (``grid``):
 
     * an int T: T thresholds at the pooled negatives' order statistics whose FPR levels are evenly
       spaced in (0, 3 * fpr_limit] (from a strided sample of at most 4e6 negatives: every threshold
@@ -58,8 +55,7 @@ def spro_statistics(
       which is monotone in between, so the trapezoid chord errs by at most half the box
       dFPR * dsPRO (:func:`weighted_au_spro` reports that bound).  T = 2000 at limit 0.05: bound
       5e-4, actual error 7e-6 on 120 synthetic 256x160 maps.
-    * ``"exact"``: every distinct score (``fp`` is O(N x distinct scores): small maps only).
-    """
+    * ``"exact"``: every distinct score (``fp`` is O(N x distinct scores): small maps only)."""
     order = PixelOrder(maps, channels, defects, stats_for=["all"], fpr_limit=fpr_limit, grid=grid)
     return SproStats(**order.stats("all"))
 
@@ -67,27 +63,21 @@ def spro_statistics(
 def _area_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
     """``metrics.area_under_curve`` for B curves at once (rows of x, y ``[B, K]``, x non-decreasing):
     (area [B], chord error bound [B]); NaN where a curve ends before ``limit``."""
-    b, k = x.shape
-    rows = np.arange(b)
+    k = x.shape[1]
+    rows = np.arange(x.shape[0])
     ins = np.sum(x <= limit, axis=1)  # first index with x > limit (x[:, 0] = 0 <= limit)
     dx = np.diff(x, axis=1)
     # A = (1/limit) [sum_{k: x_{k+1} <= limit} (x_{k+1} - x_k)(y_k + y_{k+1})/2 + (limit - x_j)(y_j+y_end)/2]
-    seg = dx * (y[:, 1:] + y[:, :-1]) * 0.5
     full = np.arange(k - 1)[None, :] < (ins - 1)[:, None]
-    area = np.sum(np.where(full, seg, 0.0), axis=1)
-    j = ins - 1
-    xj, yj = x[rows, j], y[rows, j]
-    has_next = ins < k
-    jn = np.minimum(j + 1, k - 1)
-    xn, yn = x[rows, jn], y[rows, jn]
-    need = has_next & (xj < limit)
+    area = np.sum(np.where(full, dx * (y[:, 1:] + y[:, :-1]) * 0.5, 0.0), axis=1)
+    j, jn = ins - 1, np.minimum(ins, k - 1)
+    xj, yj, xn, yn = x[rows, j], y[rows, j], x[rows, jn], y[rows, jn]
     with np.errstate(invalid="ignore", divide="ignore"):  # y_end interpolated at the limit
         y_end = yj + (yn - yj) * (limit - xj) / (xn - xj)
-    area = area + np.where(need, 0.5 * (yj + y_end) * (limit - xj), 0.0)
-    area = np.where(~has_next & (xj < limit), np.nan, area)
+    area = area + np.where((ins < k) & (xj < limit), 0.5 * (yj + y_end) * (limit - xj), 0.0)
+    area = np.where((ins == k) & (xj < limit), np.nan, area)
     # bound = (1/limit) sum over segments starting below limit of (x_{k+1} - x_k)(y_{k+1} - y_k)/2
-    started = x[:, :-1] < limit
-    bound = np.sum(np.where(started, dx * np.diff(y, axis=1) * 0.5, 0.0), axis=1)
+    bound = np.sum(np.where(x[:, :-1] < limit, dx * np.diff(y, axis=1) * 0.5, 0.0), axis=1)
     return area / limit, bound / limit
 
 
@@ -133,8 +123,8 @@ def au_spro_ci(
     stats = spro_statistics(maps, channels, defects, fpr_limit, grid)
     w = resample_weights(resample_indices(strata, n_boot, seed), stats.n_images)
     value, boot, err = _resampled(stats, w)
-    n = {"n_images": stats.n_images, "n_regions": int(stats.region_image.size)}
-    out = _summary(value, boot, level, METHOD_BOOT, grid_error=err, **n)
+    out = _summary(value, boot, level, METHOD_BOOT, grid_error=err, n_images=stats.n_images,
+                   n_regions=int(stats.region_image.size))
     if return_samples:
         out["samples"] = boot
     return out
@@ -145,35 +135,22 @@ def au_spro_ci_by_type(
     fpr_limit: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
     grid: int | str = 2000, maps_b: Sequence[np.ndarray] | None = None, order: PixelOrder | None = None,
 ) -> dict[str, dict[str, Any] | None]:
-    """AU-sPRO per anomaly type with intervals (or, with ``maps_b``, paired differences a - b).
-
-    One stratified resample of all images serves both types (each: its images plus the good
-    ones); ``mean`` is the per-resample mean of the types.  ``order``: the
-    :func:`pixel_order_for_ci` of ``maps``, to reuse the one ordering of the pixels.
-    """
-    names = _check_names(label_names)
-    maps_l = _as_list(maps, "maps")
-    chans_l = _as_list(channels, "channels")
-    if not (len(maps_l) == len(chans_l) == names.size):
-        n = f"{len(maps_l)} maps, {len(chans_l)} channel stacks and {names.size} label names"
-        raise ValueError(f"got {n}")
-    sides = [maps_l] if maps_b is None else [maps_l, _as_list(maps_b, "maps_b")]
-    if len(sides) == 2 and (
-        len(sides[1]) != len(maps_l) or any(x.shape != y.shape for x, y in zip(maps_l, sides[1]))
-    ):
+    """AU-sPRO per anomaly type with intervals (or, with ``maps_b``, paired differences a - b): one
+    stratified resample of all images serves both types (each: its images plus the good ones); ``mean``
+    is the per-resample mean of the types.  ``order``: the :func:`pixel_order_for_ci` of ``maps``."""
+    names = _check_names(label_names)  # PixelOrder checks the lengths of maps, channels and names
+    if maps_b is not None and [np.shape(m) for m in maps_b] != [np.shape(m) for m in maps]:
         raise ValueError("paired AU-sPRO: maps_b must hold the same images in the same order as maps")
     w_all = resample_weights(resample_indices(names, n_boot, seed))
-    orders = [order or pixel_order_for_ci(maps_l, chans_l, names, defects, fpr_limit, grid)]
-    orders += [pixel_order_for_ci(m, chans_l, names, defects, fpr_limit, grid) for m in sides[1:]]
-    groups = type_groups(names)
+    orders = [order or pixel_order_for_ci(maps, channels, names, defects, fpr_limit, grid)]
+    if maps_b is not None:
+        orders.append(pixel_order_for_ci(maps_b, channels, names, defects, fpr_limit, grid))
+    present = {kind: idx for kind, idx in type_groups(names).items() if idx is not None}
     per_side = []  # per side: ({type: value}, {type: samples [B]})
     errs = dict.fromkeys((*ANOMALY_TYPES, "mean"), 0.0)  # largest grid chord bound
     for od in orders:
-        vals: dict[str, Any] = dict.fromkeys(ANOMALY_TYPES)
-        boots: dict[str, Any] = dict.fromkeys(ANOMALY_TYPES)
-        for kind, idx in groups.items():
-            if idx is None:
-                continue
+        vals, boots = dict.fromkeys(ANOMALY_TYPES), dict.fromkeys(ANOMALY_TYPES)
+        for kind, idx in present.items():
             vals[kind], boots[kind], err = _resampled(SproStats(**od.stats(kind)), w_all[:, idx])
             errs[kind] = max(errs[kind], err)
         vals["mean"], boots["mean"] = type_mean(vals), type_mean(boots)

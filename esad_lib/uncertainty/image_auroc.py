@@ -19,24 +19,22 @@ from esad_lib.uncertainty.resampling import (
 )
 
 
-def _binary_labels(labels: Any, name: str = "labels") -> np.ndarray:
+def _binary_labels(labels: Any) -> np.ndarray:
     lab = np.asarray(labels).ravel()
     if lab.size and not set(np.unique(lab).tolist()) <= {0, 1}:
         got = sorted(set(lab.tolist()))[:5]
-        raise ValueError(f"{name} must be 0 (good) / 1 (anomalous), got values {got}")
+        raise ValueError(f"labels must be 0 (good) / 1 (anomalous), got values {got}")
     lab = lab.astype(bool)
     if not lab.any() or lab.all():
-        raise ValueError(f"{name}: image AUROC needs both good (0) and anomalous (1) images")
+        raise ValueError("labels: image AUROC needs both good (0) and anomalous (1) images")
     return lab
 
 
 def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.ndarray) -> np.ndarray:
-    """Image AUROC of every resample at once (weighted Mann-Whitney): ``float64 [B]``.
-
-    scores ``[N]``, labels ``[N]`` (1 anomalous), weights ``[B, N]`` (multiplicities; 1-D: one
-    resample): ``metrics.image_auroc`` on the images repeated w times, in O(B (N + K)) for K
-    distinct scores; integer weights are summed in int64 (exact) and divided once.
-    """
+    """Image AUROC of every resample at once (weighted Mann-Whitney), ``float64 [B]`` from scores ``[N]``,
+    labels ``[N]`` (1 anomalous) and weights ``[B, N]`` (multiplicities; 1-D: one resample): equals
+    ``metrics.image_auroc`` on the images repeated w times, in O(B (N + K)) for K distinct scores;
+    integer weights are summed in int64 (exact) and divided once."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     pos = _binary_labels(labels)
     w = np.atleast_2d(np.asarray(weights))
@@ -44,22 +42,21 @@ def weighted_auroc(scores: Sequence[float], labels: Sequence[int], weights: np.n
         raise ValueError(f"scores {s.shape}, labels {pos.shape}, weights {w.shape}: must be [N], [N], [B, N]")
     if not np.isfinite(s).all():
         raise ValueError("scores contain NaN or infinite values")
-    if not np.issubdtype(w.dtype, np.integer):
-        w = w.astype(np.float64)
+    integer = np.issubdtype(w.dtype, np.integer)
+    w = w if integer else w.astype(np.float64)
     b = w.shape[0]
     uniq, inv = np.unique(s, return_inverse=True)
     k = uniq.size
-    neg_idx, pos_idx = inv[~pos], inv[pos]
     # negative weight per distinct score and resample: wn[b, k] = sum_{g: s_g = u_k} w_bg
-    flat = (neg_idx[None, :] + (np.arange(b) * k)[:, None]).ravel()
+    flat = (inv[~pos][None, :] + (np.arange(b) * k)[:, None]).ravel()
     wn = np.bincount(flat, weights=w[:, ~pos].ravel(), minlength=b * k).reshape(b, k)
-    if np.issubdtype(w.dtype, np.integer):
+    if integer:
         wn = np.rint(wn).astype(np.int64)  # bincount sums in float64: exact for counts < 2**53
     # below[b, k] = sum of negative weights at scores < u_k  (exclusive cumulative sum)
     below = np.cumsum(wn, axis=1) - wn
     # AUROC_b = sum_{p pos} w_bp [sum_{g neg} w_bg (1[s_g < s_p] + 0.5 1[s_g = s_p])] / (sum w_bp sum w_bg)
     # 2 * sum_p w_p (#below + 0.5 #equal) = sum_p w_p (2 below + equal)
-    wp = w[:, pos]
+    wp, pos_idx = w[:, pos], inv[pos]
     num2 = np.sum(wp * (2 * below[:, pos_idx] + wn[:, pos_idx]), axis=1)
     den2 = 2 * wp.sum(axis=1) * w[:, ~pos].sum(axis=1)
     return num2 / den2
@@ -105,25 +102,20 @@ def check_paired(
             raise ValueError(f"{pre} same images in a different order; sort both alike")
         if ia != ib:
             first = next(i for i, (x, y) in enumerate(zip(ia, ib)) if x != y)
-            raise ValueError(
-                f"{pre} different images (first difference at row {first}: "
-                f"{ia[first]!r} vs {ib[first]!r}); both must be scored on the same test images"
-            )
-    if not np.array_equal(la.astype(str), lb.astype(str)):
-        first = int(np.flatnonzero(la.astype(str) != lb.astype(str))[0])
+            raise ValueError(f"{pre} different images (first difference at row {first}: {ia[first]!r} vs "
+                             f"{ib[first]!r}); both must be scored on the same test images")
+    differ = np.flatnonzero(la.astype(str) != lb.astype(str))
+    if differ.size:
+        first = int(differ[0])
         raise ValueError(f"{pre} labels differ at row {first} ({la[first]!r} vs {lb[first]!r})")
 
 
 def auroc_by_type_resampled(
     scores: np.ndarray, names: np.ndarray, weights: np.ndarray
 ) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
-    """Image AUROC of good vs each anomaly type (``metrics.type_groups``) and their mean, on the data
-    and per resample.
-
-    scores ``[N]``, names ``[N]`` ("good" / "structural" / "logical"), weights ``[B, N]``.  Returns
-    ``({type: value}, {type: samples [B]})`` for structural, logical, mean (None: no images);
-    ``mean`` is the per-resample mean of the types present.  Shared ``weights`` pair two methods.
-    """
+    """Image AUROC of good vs each anomaly type (``metrics.type_groups``) and their mean (per resample),
+    ``({type: value}, {type: samples [B]})`` (None: no images) from scores ``[N]``, names ``[N]``
+    ("good" / "structural" / "logical") and weights ``[B, N]``; shared ``weights`` pair two methods."""
     has_good = bool((names == "good").any())
     values: dict[str, float | None] = {}
     samples: dict[str, np.ndarray | None] = {}
@@ -150,13 +142,7 @@ def image_auroc_ci_by_type(
 ) -> dict[str, dict[str, Any] | None]:
     """``metrics.image_auroc_by_type`` with intervals: ``{"structural", "logical", "mean"}``; one
     stratified resample serves all three (``mean``: per resample); a type without images: None."""
-    names = _check_names(label_names)
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if s.size != names.size:
-        raise ValueError(f"got {s.size} scores but {names.size} label names")
-    w = resample_weights(resample_indices(names, n_boot, seed))
-    n = {k: {"n_images": int(names.size)} for k in (*ANOMALY_TYPES, "mean")}
-    return type_summaries(auroc_by_type_resampled(s, names, w), None, level, return_samples, n)
+    return _by_type(_check_names(label_names), [scores], n_boot, seed, level, return_samples)
 
 
 def paired_image_auroc_by_type(
@@ -167,11 +153,17 @@ def paired_image_auroc_by_type(
     """Paired differences ``a - b`` of ``image_auroc_ci_by_type``'s three AUROCs."""
     check_paired(names_a, names_b, ids_a, ids_b)
     names = _check_names(names_a, "names_a")
-    sa = np.asarray(scores_a, dtype=np.float64).ravel()
-    sb = np.asarray(scores_b, dtype=np.float64).ravel()
-    if sa.size != names.size or sb.size != names.size:
-        raise ValueError(f"got {sa.size} / {sb.size} scores but {names.size} label names")
+    return _by_type(names, [scores_a, scores_b], n_boot, seed, level, return_samples)
+
+
+def _by_type(
+    names: np.ndarray, sides: list, n_boot: int, seed: int, level: float, return_samples: bool
+) -> dict[str, dict[str, Any] | None]:
+    """The intervals of one side's scores, or of the differences of two sides on the same resamples."""
+    scores = [np.asarray(s, dtype=np.float64).ravel() for s in sides]
+    if any(s.size != names.size for s in scores):
+        raise ValueError(f"got {' / '.join(str(s.size) for s in scores)} scores but {names.size} label names")
     w = resample_weights(resample_indices(names, n_boot, seed))
     n = {k: {"n_images": int(names.size)} for k in (*ANOMALY_TYPES, "mean")}
-    a, b = auroc_by_type_resampled(sa, names, w), auroc_by_type_resampled(sb, names, w)
-    return type_summaries(a, b, level, return_samples, n)
+    a, *b = [auroc_by_type_resampled(s, names, w) for s in scores]
+    return type_summaries(a, b[0] if b else None, level, return_samples, n)

@@ -36,10 +36,9 @@ def resample_indices(strata: Sequence[Hashable], n_boot: int = DEFAULT_N_BOOT, s
 
 
 def category_seed(seed: int, category: str) -> int:
-    """The resampling seed of one category: ``seed`` in the high bits, the CRC-32 of the name in the
-    low ones.  Categories with the same strata sizes then draw independent resamples (one shared seed
-    would pick the same positions in every category and correlate their bootstrap samples by chance,
-    which distorts the spread of a mean over categories)."""
+    """The resampling seed of one category: ``seed`` in the high bits, the CRC-32 of the name in the low
+    ones, so that categories with the same strata sizes draw independent resamples (one shared seed
+    would correlate their bootstrap samples and distort the spread of a mean over categories)."""
     return (int(seed) << 32) | zlib.crc32(str(category).encode())
 
 
@@ -77,34 +76,26 @@ def _summary(value: float, samples: np.ndarray, level: float, method: str, **ext
     return out
 
 
-def _diff_summary(a: float, b: float, samples: np.ndarray, level: float, **extra: Any) -> dict[str, Any]:
-    out = _summary(a - b, samples, level, METHOD_PAIRED, **extra)
-    out["diff"] = out["value"]
-    out["a"], out["b"] = float(a), float(b)
-    out["excludes_zero"] = bool(out["low"] > 0.0 or out["high"] < 0.0)
-    return out
-
-
 def type_summaries(
     a: tuple[dict, dict], b: tuple[dict, dict] | None = None, level: float = 0.95,
     return_samples: bool = False, extra: Mapping[str, dict] | None = None,
 ) -> dict[str, dict[str, Any] | None]:
     """``{type: interval}`` for each anomaly type and "mean" from ``a = ({type: value}, {type: samples
-    [B]})`` (None: the type is absent); with ``b`` (the same resamples) the paired differences a - b.
-    ``extra[type]``: more entries of that type's interval."""
+    [B]})`` (None: the type is absent); with ``b`` (the same resamples) the paired differences a - b
+    (+ diff, a, b, excludes_zero).  ``extra[type]``: more entries of that type's interval."""
     out: dict[str, dict[str, Any] | None] = {}
     for k in (*ANOMALY_TYPES, "mean"):
-        samples = a[1][k]
+        samples, more = a[1][k], (extra or {}).get(k, {})
         if samples is None:
             out[k] = None
-            continue
-        more = (extra or {}).get(k, {})
-        if b is None:
+        elif b is None:
             out[k] = _summary(a[0][k], samples, level, METHOD_BOOT, **more)
         else:
             samples = samples - b[1][k]
-            out[k] = _diff_summary(a[0][k], b[0][k], samples, level, **more)
-        if return_samples:
+            d = _summary(a[0][k] - b[0][k], samples, level, METHOD_PAIRED, **more)
+            out[k] = {**d, "diff": d["value"], "a": float(a[0][k]), "b": float(b[0][k]),
+                      "excludes_zero": bool(d["low"] > 0.0 or d["high"] < 0.0)}
+        if return_samples and out[k] is not None:
             out[k]["samples"] = samples
     return out
 
@@ -119,10 +110,8 @@ def _unpack(value: Any, low: Any, high: Any) -> tuple[float, float, float]:
 def _text(v: float, lo: float, hi: float, scale: float, digits: int, sign: str = "") -> str:
     if math.isnan(v):
         return "n/a"
-    s = f"{v * scale:{sign}.{digits}f}"
-    if math.isnan(lo) or math.isnan(hi):
-        return s
-    return s + f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+    ci = "" if math.isnan(lo) or math.isnan(hi) else f" [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+    return f"{v * scale:{sign}.{digits}f}" + ci
 
 
 def format_ci(

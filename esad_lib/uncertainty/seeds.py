@@ -1,9 +1,7 @@
 """Intervals over training seeds (a Student-t interval over seeds; seeds combined with the bootstrap
 over test images by the law of total variance) and the test-set size a target interval needs.
-
 The paper reports one training run per number; a seed is part of what a comparison of two methods
-measures, so ``seed_image_interval`` covers both the seeds and the test images (docs/seeds.md).
-"""
+measures, so ``seed_image_interval`` covers both the seeds and the test images (docs/seeds.md)."""
 
 from __future__ import annotations
 
@@ -25,14 +23,12 @@ def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, A
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
         raise ValueError("aggregate_seeds: no finite values")
-    mean = float(v.mean())
-    std = half = math.nan
+    mean, std, half, method = float(v.mean()), math.nan, math.nan, "one seed: no interval across seeds"
     if v.size > 1:
         std = float(v.std(ddof=1))
         # low, high = mean -+ t_{S-1, (1+level)/2} * s / sqrt(S)  (s: sample std, ddof 1)
         half = float(sps.t.ppf(0.5 * (1.0 + level), v.size - 1)) * std / math.sqrt(v.size)
-    one = "one seed: no interval across seeds"
-    method = f"Student-t interval across {v.size} seeds" if v.size > 1 else one
+        method = f"Student-t interval across {v.size} seeds"
     return {"value": mean, "low": mean - half, "high": mean + half, "std": std, "n_seeds": int(v.size),
             "level": level, "method": method}
 
@@ -41,16 +37,14 @@ def seed_image_interval(
     values: Sequence[float], samples: np.ndarray, level: float = 0.95,
     bounds: tuple[float, float] | None = None, satterthwaite: bool = False,
 ) -> dict[str, Any]:
-    """Interval of the seed mean that covers both training seeds and test images.
-
-    values ``[S]``: the metric of each seed; samples ``[S, B]``: each seed's bootstrap values from
-    the SAME resamples (column b: one resample of the test set for all seeds).  With S = 1: the
-    percentile interval of the images alone.  ``bounds``: the metric's range, e.g. (0, 1) for an
-    AUROC; the interval is clipped to it (clipping only removes impossible values).
-    ``satterthwaite``: a Student-t quantile with Satterthwaite's degrees of freedom instead of the
-    normal one (from S - 1 when the seeds dominate to infinity when the images do; better coverage
-    with few seeds, measured in benchmarks/seed_interval_coverage.py).
-    """
+    """Interval of the seed mean that covers both training seeds and test images from values ``[S]``
+    (the metric of each seed) and samples ``[S, B]`` (each seed's bootstrap values from the SAME
+    resamples: column b is one resample of the test set for all seeds).  With S = 1: the percentile
+    interval of the images alone.  ``bounds``: the metric's range, e.g. (0, 1) for an AUROC; the
+    interval is clipped to it (clipping only removes impossible values).  ``satterthwaite``: a
+    Student-t quantile with Satterthwaite's degrees of freedom instead of the normal one (from S - 1
+    when the seeds dominate to infinity when the images do; better coverage with few seeds, measured
+    in benchmarks/seed_interval_coverage.py)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     s = np.asarray(samples, dtype=np.float64)
     if s.ndim != 2 or s.shape[0] != v.size:
@@ -59,14 +53,12 @@ def seed_image_interval(
     seed_mean_boot = s.mean(axis=0)
     if v.size == 1:
         return _summary(mean, seed_mean_boot, level, METHOD_BOOT + " (one seed)", n_seeds=1)
-    img_var = float(np.nanvar(seed_mean_boot, ddof=1))
-    seed_var = float(v.var(ddof=1))
+    img_var, seed_var = float(np.nanvar(seed_mean_boot, ddof=1)), float(v.var(ddof=1))
     # se^2 = s^2_seed / S + Var_b(mean_s samples[s, b])  (law of total variance; the per-resample
     # seed mean keeps the correlation of seeds that share the test images)
     se = math.sqrt(seed_var / v.size + img_var)
-    z = NormalDist().inv_cdf(0.5 * (1.0 + level))
+    z, df = NormalDist().inv_cdf(0.5 * (1.0 + level)), math.inf
     method = f"normal interval, seed variance ({v.size} seeds) + bootstrap image variance"
-    df = math.inf
     if satterthwaite and seed_var > 0.0:
         from scipy import stats as sps
 
@@ -85,19 +77,14 @@ def seed_image_interval(
 def combine_seeds(
     per_seed: Sequence[Mapping[str, Mapping]], level: float = 0.95, bounds: tuple[float, float] = (-1.0, 1.0)
 ) -> dict[str, dict]:
-    """Paired differences of several training seeds, one ``seed_image_interval`` per key.
-
-    ``per_seed[s][key]``: seed s's difference dict (``diff`` and its bootstrap ``samples [B]``, the
-    SAME resamples for every seed), keys such as categories and ``"mean"``; returns ``{key: interval
-    + diff, excludes_zero}`` (Satterthwaite's t) for the keys every seed has.  ``bounds``: the range
-    of the difference (of two AUROCs: [-1, 1]).
-    """
-    keys = [k for k in per_seed[0] if all(k in p for p in per_seed)]
+    """Paired differences of several training seeds, one ``seed_image_interval`` (Satterthwaite's t) per
+    key every seed has: ``per_seed[s][key]``, seed s's difference dict (``diff`` and its bootstrap
+    ``samples [B]``, the SAME resamples for every seed; keys such as categories and ``"mean"``) ->
+    ``{key: interval + diff, excludes_zero}``.  ``bounds``: the range of the difference ([-1, 1])."""
     out: dict[str, dict] = {}
-    for k in keys:
-        values = [p[k]["diff"] for p in per_seed]
+    for k in [k for k in per_seed[0] if all(k in p for p in per_seed)]:
         samples = np.stack([p[k]["samples"] for p in per_seed])
-        r = seed_image_interval(values, samples, level, bounds=bounds, satterthwaite=True)
+        r = seed_image_interval([p[k]["diff"] for p in per_seed], samples, level, bounds, satterthwaite=True)
         out[k] = {**r, "diff": r["value"], "excludes_zero": bool(r["low"] > 0.0 or r["high"] < 0.0)}
     return out
 
@@ -106,12 +93,10 @@ def images_for_halfwidth(
     se_image: float, n_now: int, half_width: float, level: float = 0.95, se_seed: float = 0.0
 ) -> float:
     """Test images per type that bring the interval's half-width ``z * se`` down to ``half_width``.
-
     Model: the bootstrap SE over test images scales as 1/sqrt(n) with n images per type (good and
     anomalous alike), the seeds' part does not:  z^2 (se_seed^2 + se_image^2 n_now / n) <= h^2, so
     n = ceil(n_now se_image^2 / ((h / z)^2 - se_seed^2))  (= ceil(n_now (z se_image / h)^2) for one
-    seed).  ``math.inf`` when the seeds' part alone is wider (more seeds are needed, not images).
-    """
+    seed).  ``math.inf`` when the seeds' part alone is wider (more seeds are needed, not images)."""
     if se_image < 0 or se_seed < 0 or n_now < 1 or half_width <= 0:
         raise ValueError(f"need se >= 0, n_now >= 1, half_width > 0; got {se_image}, {n_now}, {half_width}")
     z = NormalDist().inv_cdf(0.5 * (1.0 + level))
