@@ -5,8 +5,7 @@ channel; the z-score map ``z(p) = max_c |x_c(p) - mu_c(p)| / max(sigma_c(p), sig
 image score ``max_p z(p)``.  No notion of objects: any jitter or lighting change raises a score.
 ``size=None``: the stored images (downscaled to ``max_side``); ``size=(H, W)``: the networks' input
 path, the z-map upsampled to the original size -- exactly ``esad_lib.detectors.NaiveDetector``,
-the "naive (ours)" column of ``esad demo``.
-"""
+the "naive (ours)" column of ``esad demo``."""
 
 from __future__ import annotations
 
@@ -47,10 +46,9 @@ def zscore_maps(test: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarr
     return (np.abs(test - mu) / sigma).max(axis=-1)
 
 
-def naive_zscore_scores(
-    train_images: Sequence[np.ndarray] | np.ndarray, test_images: Sequence[np.ndarray] | np.ndarray,
-    sigma_min: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
+def naive_zscore_scores(train_images: Sequence[np.ndarray] | np.ndarray,
+                        test_images: Sequence[np.ndarray] | np.ndarray,
+                        sigma_min: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Train ``[N,H,W,C]`` (or ``[H,W(,C)]`` each), test ``[M,H,W,C]`` -> scores ``[M]``, maps ``[M,H,W]``."""
     tr, te = _as_stack(train_images), _as_stack(test_images)
     if tr.shape[1:] != te.shape[1:]:
@@ -60,12 +58,12 @@ def naive_zscore_scores(
     return scores, maps
 
 
-def _load_resized(paths, max_side: int | None) -> np.ndarray:
+def _load_resized(samples, max_side: int | None) -> np.ndarray:
     from PIL import Image
 
     out = []
-    for p in paths:
-        img = load_image(p)
+    for s in samples:
+        img = load_image(s.path)
         h, w = img.shape[:2]
         if max_side and max(h, w) > max_side:
             s = max_side / max(h, w)
@@ -90,25 +88,21 @@ def network_image_255(x) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float32) + 1.0) * 127.5).transpose(1, 2, 0)
 
 
-def naive_category_scores(
-    root: str | Path, category: str, size: Sequence[int] | None = None, keep_aspect: bool = False,
-    max_side: int | None = 256,
-) -> NaiveScores:
+def naive_category_scores(root: str | Path, category: str, size: Sequence[int] | None = None,
+                          keep_aspect: bool = False, max_side: int | None = 256) -> NaiveScores:
     """Naive z-score image scores of ``category``'s test images against its ``train/good`` statistics."""
     root = Path(root)
-    test = list_samples(root, category, "test")
+    train, test = list_samples(root, category, "train"), list_samples(root, category, "test")
+    paths = [str(s.path) for s in test]
     if not test:
         raise FileNotFoundError(f"{root / category / 'test'}: no test images; check it with `esad check`")
-    if not list_samples(root, category, "train"):
-        raise FileNotFoundError(
-            f"{root / category / 'train' / 'good'}: no training images for the per-pixel statistics"
-        )
+    if not train:
+        raise FileNotFoundError(f"{root / category / 'train' / 'good'}: no training images for the per-pixel "
+                                "statistics")
     if size is None:
-        tr = _load_resized([s.path for s in list_samples(root, category, "train")], max_side)
-        te = _load_resized([s.path for s in test], max_side)
-        scores, _ = naive_zscore_scores(tr, te)
-        resolution = (int(te.shape[1]), int(te.shape[2]))
-        net_size = None
+        te = _load_resized(test, max_side)
+        scores, _ = naive_zscore_scores(_load_resized(train, max_side), te)
+        resolution, net_size = te.shape[1:3], None
     else:
         if len(size) != 2 or min(int(v) for v in size) < 1:
             raise ValueError(f"size must be (H, W) with positive sides, e.g. cfg.image_size; got {size!r}")
@@ -118,34 +112,24 @@ def naive_category_scores(
         from esad_lib.scoring import fit_detector, score_dataset
 
         hw = tuple(int(v) for v in size)
-        cfg = ESADConfig(
-            category=category, dataset=str(root), image_size=hw, keep_aspect=keep_aspect, max_test_images=None
-        )
+        cfg = ESADConfig(category=category, dataset=str(root), image_size=hw, keep_aspect=keep_aspect)
         det = fit_detector(NaiveDetector(cfg), cfg, root)
         res = score_dataset(det, cfg, root=root, keep_channels=False, progress=False)
-        if res.paths != [str(s.path) for s in test]:
+        if res.paths != paths:
             raise RuntimeError(f"{root / category}: the scored test images are not those listed")
         scores = res.scores
         resolution = net_size = network_input_size(root, category, list(cfg.image_size), keep_aspect)
-    return NaiveScores(
-        scores=np.asarray(scores, dtype=np.float64),
-        label_names=[s.label for s in test],
-        paths=[str(s.path) for s in test],
-        resolution=(int(resolution[0]), int(resolution[1])),
-        size=net_size,
-    )
+    return NaiveScores(scores=np.asarray(scores, dtype=np.float64), label_names=[s.label for s in test],
+                       paths=paths, resolution=(int(resolution[0]), int(resolution[1])), size=net_size)
 
 
-def naive_baseline_table(
-    root: str | Path, categories: Sequence[str] | None = None, max_side: int | None = 256,
-    by_defect: bool = False, progress: bool = True, size: Sequence[int] | None = None,
-    keep_aspect: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-) -> list[dict]:
+def naive_baseline_table(root: str | Path, categories: Sequence[str] | None = None,
+                         max_side: int | None = 256, by_defect: bool = False, progress: bool = True,
+                         size: Sequence[int] | None = None, keep_aspect: bool = False,
+                         n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> list[dict]:
     """Image AUROC (test/good vs each type; ``by_defect``: each defect) of the naive baseline per category.
-
     Rows: ``category, type, [defect], resolution, n_good, n_anomalous, auroc, auroc_low/high/se``
-    (95 % stratified bootstrap, ``n_boot=0``: None).
-    """
+    (95 % stratified bootstrap, ``n_boot=0``: None)."""
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
 
@@ -159,10 +143,8 @@ def naive_baseline_table(
         n_good = int((labels == "good").sum())
         if by_defect:  # each anomalous image's defect name (from its channels' pixel value)
             names = {d.pixel_value: d.defect_name for d in load_defects_config(Path(root) / cat)}
-            test = list_samples(root, cat, "test")
-            defect = np.array(
-                [names.get(int(load_channel_masks(s).max()), "?") if s.label != "good" else "" for s in test]
-            )
+            defect = np.array([names.get(int(load_channel_masks(s).max()), "?") if s.label != "good" else ""
+                               for s in list_samples(root, cat, "test")])
         for typ in ("logical", "structural"):
             if (idx := type_groups(labels)[typ]) is None or not n_good:
                 continue
@@ -171,11 +153,8 @@ def naive_baseline_table(
                 keep = [i for i in idx if d is None or labels[i] == "good" or defect[i] == d]
                 s, y = res.scores[keep], (labels[keep] != "good").astype(int)
                 ci = image_auroc_ci(s, y, n_boot=n_boot, seed=seed) if n_boot else {}
-                row = {"category": cat, "type": typ, **({"defect": d} if by_defect else {})}
-                row.update(
-                    resolution=f"{res.resolution[0]}x{res.resolution[1]}", n_good=n_good,
-                    n_anomalous=int(y.sum()), auroc=float(roc_auc_score(y, s)),
-                    auroc_low=ci.get("low"), auroc_high=ci.get("high"), auroc_se=ci.get("se"),
-                )
-                rows.append(row)
+                rows.append({"category": cat, "type": typ, **({"defect": d} if by_defect else {}),
+                             "resolution": f"{res.resolution[0]}x{res.resolution[1]}", "n_good": n_good,
+                             "n_anomalous": int(y.sum()), "auroc": float(roc_auc_score(y, s)),
+                             **{f"auroc_{k}": ci.get(k) for k in ("low", "high", "se")}})
     return rows

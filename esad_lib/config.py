@@ -9,8 +9,7 @@ A config is checked when it is built (also by ``replace`` and ``from_dict``): fi
 allowed values of text settings (the ``Literal`` types below, collected in ``CHOICES``; defined
 here and nowhere else) and numeric ranges (``RANGES``); the error names the field.  Beside each
 default: ``[paper]`` the ESAD paper / authors' README, ``[RIAD]`` the RIAD paper or its code,
-``[ours]`` a project choice.
-"""
+``[ours]`` a project choice."""
 
 from __future__ import annotations
 
@@ -72,23 +71,20 @@ class ESADConfig:
     category: str = "breakfast_box"  # [paper] one of the five MVTec LOCO AD categories
     image_size: tuple[int, int] = (256, 256)  # network input (H, W).  [RIAD]/[paper]
     keep_aspect: bool = False  # aspect kept, long side max(image_size).  [paper]/[RIAD] squash
-    #: synthetic benchmark: longest side; counts (train, validation, test good/logical/structural).  [ours]
-    synth_max_side: int = 256
-    #: [ours] 120 test images per type (40 before 2026-12-06): `esad demo-power` (docs/seeds.md) asks
-    #: for 116-123 so that the demo's mean ESAD - RIAD interval is at most +-3.5 points.
+    synth_max_side: int = 256  # [ours] synthetic benchmark: longest side
+    #: [ours] synthetic images per category (train, validation, test good/logical/structural); 120 per
+    #: test type: `esad demo-power` (docs/seeds.md) asks 116-123 for a mean ESAD - RIAD interval <= +-3.5.
     synth_counts: tuple[int, int, int, int, int] = (60, 10, 120, 120, 120)
     synth_seed: int = 0  # [ours] 0 = the reported test set; 1 = the held-out dev set every choice is made on.
     max_test_images: int | None = None  # [ours] cap of test images per type (None = all)
     num_workers: int = 0  # [ours] DataLoader workers (runtime only)
 
     # ---- model (the authors' README "2. Proposed Method" and their reference code) -----------
-    #: "esad" (inpainting + reconstruction U-Net) or "riad" (one U-Net, zero fill).  [paper]
-    method: Method = "esad"
+    method: Method = "esad"  # [paper] "esad": inpainting + reconstruction U-Net; "riad": one U-Net, zero fill
     #: "lightweight" (feature extraction blocks), "lightweight_std" (standard 3x3 convs instead of
     #: blocks: ablation), "classic" (double-conv U-Net, RIAD-style).  [paper]
     unet: UNetKind = "lightweight"
-    #: widths are base_width * (1, 2, 4, 8, 8).  [paper ref. code]: 64 (4,267,203 parameters per U-Net)
-    base_width: int = 64
+    base_width: int = 64  # widths base_width*(1, 2, 4, 8, 8).  [paper ref. code] (4,267,203 params per U-Net)
     block_kernel: int = 3  # kernel of the block's group and depthwise convs.  [paper ref. code]: 3.
     block_expansion: int = 2  # encoder blocks' expansion e (group conv C -> e*C).  [paper ref. code]: 2.
     use_eca: bool = False  # [paper ref. code]: ECA present but off
@@ -98,8 +94,7 @@ class ESADConfig:
     #: fill at test: "test" (select=1, mixes inpainting and input) [paper]; "train" (inpainting
     #: only), "zero" (RIAD), "input" (the input itself).
     test_fill: Fill = "test"
-    #: mixing weight of the test fill: filled = cutout + (1-a)*pre*(1-m) + a*img*(1-m).  [paper]
-    fill_alpha: float = 0.5
+    fill_alpha: float = 0.5  # [paper] weight a of the test fill: cutout + (1-a)*pre*(1-m) + a*img*(1-m)
 
     # ---- losses (RIAD + ESAD's feature loss) ------------------------------------------
     w_l2: float = 1.0  # [RIAD]
@@ -139,12 +134,10 @@ class ESADConfig:
     smoothing: Smoothing = "mean"  # "mean" (box), "gaussian", "none".  [RIAD] 21x21 mean
     smoothing_size: int = 21  # [RIAD] box size (mean filter), in network-input pixels
     smoothing_sigma: float = 4.0  # Gaussian sigma (smoothing="gaussian"), in network-input pixels.  [ours]
-    #: "none" [paper]; "train"/"validation": per-pixel standardisation
-    map_normalization: MapNormalization = "none"
+    map_normalization: MapNormalization = "none"  # [paper]; "train"/"validation": per-pixel z-score [ours]
     fast_scoring: bool = True  # [ours] batched, BN-folded scoring (esad_lib/scoring.py); off = eager
     eval_batch_size: int = 8  # [ours] batch of the fast scoring path
 
-    # ------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         """Lists become tuples (a config read from JSON), then every field is checked."""
         for name in _TUPLE_FIELDS:
@@ -189,8 +182,11 @@ def _known_fields(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+_HINTS: dict[str, Any] = typing.get_type_hints(ESADConfig)
 #: the allowed values of each text field: field name -> its ``Literal``'s values.
-CHOICES: dict[str, tuple[str, ...]] = {}
+CHOICES: dict[str, tuple[str, ...]] = {n: get_args(tp) for n, tp in _HINTS.items()
+                                       if get_origin(tp) is Literal}
+_TUPLE_FIELDS = tuple(name for name, tp in _HINTS.items() if get_origin(tp) is tuple)
 #: numeric fields: name -> (lowest, highest) allowed, ``None`` = unbounded; a tuple field's
 #: bounds hold for each of its items.  ``POSITIVE`` fields must moreover be > 0.
 RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -206,10 +202,6 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 POSITIVE: tuple[str, ...] = ("lr", "smoothing_sigma")
 
-_HINTS: dict[str, Any] = typing.get_type_hints(ESADConfig)
-CHOICES.update({name: get_args(tp) for name, tp in _HINTS.items() if get_origin(tp) is Literal})
-_TUPLE_FIELDS = tuple(name for name, tp in _HINTS.items() if get_origin(tp) is tuple)
-
 
 def _type_problem(value: Any, tp: Any) -> str | None:
     """What is wrong with ``value`` as a ``tp`` (None: nothing); ``tp`` is a field's type."""
@@ -223,12 +215,12 @@ def _type_problem(value: Any, tp: Any) -> str | None:
     if origin is tuple:
         if not isinstance(value, tuple):
             return "must be a tuple"
-        n = f"{len(args)} values" if args[-1] is not Ellipsis else "at least one value"
-        if (len(value) != len(args)) if args[-1] is not Ellipsis else not value:
+        fixed = args[-1] is not Ellipsis
+        n = f"{len(args)} values" if fixed else "at least one value"
+        if (len(value) != len(args)) if fixed else not value:
             return f"must hold {n}"
-        item_tp = args[0]
-        bad = [v for v in value if _type_problem(v, item_tp)]
-        return f"must hold {n} of type {item_tp.__name__}" if bad else None
+        bad_item = any(_type_problem(v, args[0]) for v in value)
+        return f"must hold {n} of type {args[0].__name__}" if bad_item else None
     if tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         return None if ok else "must be a finite number"
@@ -320,8 +312,8 @@ def profile_name(requested: str | None = None) -> str:
     """The profile to use: ``ESAD_PROFILE`` if set, else ``requested``, else ``demo``."""
     name = os.environ.get("ESAD_PROFILE") or requested or "demo"
     if name not in PRESETS:
-        msg = f"choose one of {', '.join(PROFILES)}"
-        raise ValueError(f"unknown profile {name!r} (from ESAD_PROFILE or the parameters cell); {msg}")
+        raise ValueError(f"unknown profile {name!r} (from ESAD_PROFILE or the parameters cell); "
+                         f"choose one of {', '.join(PROFILES)}")
     return name
 
 
@@ -357,17 +349,14 @@ class PatchCoreConfig:
     """Settings of the PatchCore-style reference (``esad_lib.patchcore``; not part of the paper).
     [PC] marks PatchCore's own choice (Roth et al. 2022), [ours] a project choice."""
 
-    #: frozen ImageNet-pretrained extractor, as PatchCore is defined (the one offline).  [ours]
-    extractor: str = "efficientnet_lite0"
+    extractor: str = "efficientnet_lite0"  # [ours] ImageNet-pretrained, as in PatchCore (the one offline)
     #: taps: EfficientNet-Lite0's stride-4 and stride-8 stages (PatchCore's stride-8/16 give 8x8 and
     #: 4x4 grids at 64 px); chosen on the dev set (synth_seed=1).  [ours]
     layers: tuple[int, ...] = (0, 1)
     patch_size: int = 3  # neighbourhood size p of the local aggregation (odd).  [PC]
     target_dim: int | None = None  # channel reduction by adaptive average pooling (None = off).
-    #: fraction of the memory bank the greedy coreset keeps (1.0 = no coreset).  [PC: 10 %]
-    coreset_ratio: float = 0.1
-    #: dimension of the Johnson-Lindenstrauss projection of the coreset selection (None = off).  [PC]
-    projection_dim: int | None = 128
+    coreset_ratio: float = 0.1  # [PC: 10 %] fraction of the memory bank the greedy coreset keeps (1.0 = all)
+    projection_dim: int | None = 128  # [PC] Johnson-Lindenstrauss dim. of the coreset selection (None = off)
     sigma: float = 4.0  # Gaussian sigma of the map smoothing, in network-input pixels (0 = off).  [PC]
     batch_size: int = 8  # images per extractor call.
 

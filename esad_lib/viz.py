@@ -3,8 +3,7 @@
 Images are in [-1, 1], ``[3,H,W]`` or ``[H,W,3]``; maps are ``[H,W]`` with a colour bar saying what
 the values are (``map_value_label``).  The diagrams restate the authors' README ("2. Proposed
 Method", the fills of "3. Key Algorithms").  The explorer's logic (notebook 09) is here so that
-the tests cover it headless.
-"""
+the tests cover it headless."""
 
 from __future__ import annotations
 
@@ -32,10 +31,9 @@ def map_value_label(cfg: ESADConfig, standardised: bool | None = None) -> str:
     norm = cfg.map_normalization
     if standardised is None:
         standardised = norm != "none"
-    if standardised:
-        split = norm if norm != "none" else "train"
-        return f"z-score vs {split}/good"
-    return RAW_LABELS[cfg.score_map]
+    if not standardised:
+        return RAW_LABELS[cfg.score_map]
+    return f"z-score vs {norm if norm != 'none' else 'train'}/good"
 
 
 def _numpy(x: ArrayLike) -> np.ndarray:
@@ -52,32 +50,28 @@ def to_rgb(x: ArrayLike) -> np.ndarray:
     return np.rint((np.clip(a, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
-def _off(ax: Axes, title: str | None) -> None:
+def _untick(ax: Axes, title: str | None, im: AxesImage) -> AxesImage:
     if title:
         ax.set_title(title, fontsize=8)
     ax.set(xticks=[], yticks=[])
+    return im
 
 
 def show_image(ax: Axes, x: ArrayLike, title: str | None = None) -> AxesImage:
     """Draw an image in [-1, 1] (``[3,H,W]`` or ``[H,W,3]``) without ticks; 0 shows as mid-grey."""
-    im = ax.imshow(to_rgb(x))
-    _off(ax, title)
-    return im
+    return _untick(ax, title, ax.imshow(to_rgb(x)))
 
 
 def show_mask(ax: Axes, m: ArrayLike, title: str | None = None, cmap: str = "gray", **kw: Any) -> AxesImage:
     """Draw a mask or label image ``[H,W]`` (e.g. 1 = visible, 0 = hidden) without a colour bar."""
-    im = ax.imshow(_numpy(m), cmap=cmap, interpolation="nearest", **kw)
-    _off(ax, title)
-    return im
+    return _untick(ax, title, ax.imshow(_numpy(m), cmap=cmap, interpolation="nearest", **kw))
 
 
 def show_map(ax: Axes, m: ArrayLike, title: str | None = None, label: str = "raw map value",
              cmap: str = "inferno", vmin: float | None = None, vmax: float | None = None,
              colorbar: bool = True) -> AxesImage:
     """Draw an anomaly map ``[H,W]`` with a colour bar labelled ``label`` (what the values are)."""
-    im = ax.imshow(_numpy(m), cmap=cmap, vmin=vmin, vmax=vmax)
-    _off(ax, title)
+    im = _untick(ax, title, ax.imshow(_numpy(m), cmap=cmap, vmin=vmin, vmax=vmax))
     if colorbar:
         cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
         cb.set_label(label, fontsize=8)
@@ -94,10 +88,8 @@ def outline_mask(ax: Axes, mask: ArrayLike, color: str = "cyan", linewidth: floa
 
 
 def gt_overlap(m: ArrayLike, gt: ArrayLike) -> float:
-    """Share of a map's ``n`` brightest pixels inside the mask ``[H,W]`` (``n`` = its pixel count).
-
-    ``overlap = |{m >= t} & gt| / |{m >= t}|``, ``t`` the n-th largest value; NaN for an empty mask.
-    """
+    """Share of a map's ``n`` brightest pixels inside the mask ``[H,W]`` (``n`` = its pixel count):
+    ``overlap = |{m >= t} & gt| / |{m >= t}|``, ``t`` the n-th largest value; NaN for an empty mask."""
     a, g = _numpy(m).astype(np.float64), _numpy(gt) > 0.5
     if a.shape != g.shape:
         raise ValueError(f"gt_overlap: map {a.shape} and mask {g.shape} differ in size; upsample the map")
@@ -112,10 +104,8 @@ def gt_overlap(m: ArrayLike, gt: ArrayLike) -> float:
 
 def clearest_example(maps: Any, masks: Any, min_area_fraction: float = 0.005) -> int:
     """Index of the image whose map finds its ground truth best (``gt_overlap``, mean over settings).
-
     ``maps``: ``[H,W]`` maps or ``{setting: maps}``; masks under ``min_area_fraction`` compete only
-    when none is larger; ties go to the larger mask, then the lower index.
-    """
+    when none is larger; ties go to the larger mask, then the lower index."""
     per_setting = list(maps.values()) if isinstance(maps, Mapping) else [maps]
     gts = [_numpy(g) > 0.5 for g in masks]
     if any(len(ms) != len(gts) for ms in per_setting):
@@ -199,11 +189,10 @@ def draw_feature_extraction_block(ax: Axes) -> None:
         _box(ax, 0.3, y - 0.3, 6.2, 0.6, text, color, ls, fontsize=9)
     plus_y = 3.2
     stops = [y for y, *_ in main]
-    stops = stops[:8] + [plus_y] + stops[8:]
+    stops.insert(8, plus_y)
+    half = lambda y: 0.3 if y == plus_y else 0.36  # half height of the circle / of a box
     for a, b in zip(stops[:-1], stops[1:]):
-        top_of_b = b + (0.3 if b == plus_y else 0.36)
-        bottom_of_a = a - (0.3 if a == plus_y else 0.36)
-        _arrow(ax, (3.4, bottom_of_a), (3.4, top_of_b))
+        _arrow(ax, (3.4, a - half(a)), (3.4, b + half(b)))
     ax.add_patch(Circle((3.4, plus_y), 0.3, fc="white", ec="k"))  # the sum
     ax.text(3.4, plus_y, "+", ha="center", va="center", fontsize=14)
     _box(ax, 7.0, 7.3, 2.8, 1.4, "residual:\nidentity if C_in = C_out\nelse 1×1 conv + BN", "#c7e9c0")
@@ -279,10 +268,8 @@ def draw_esad_network(ax: Axes, cfg: ESADConfig | None = None) -> None:
 
 # the explorer's logic (notebook 09), testable headless
 def widget_frontend_available(shell: Any = None) -> bool:
-    """True when ipywidgets is importable and a person's front end is attached.
-
-    Interactive front ends send ``allow_stdin=True`` (``kernel._allow_stdin``); nbclient does not.
-    """
+    """True when ipywidgets is importable and a person's front end is attached: interactive front
+    ends send ``allow_stdin=True`` (``kernel._allow_stdin``); nbclient does not."""
     try:
         import ipywidgets  # noqa: F401, PLC0415 -- optional at run time
         from IPython import get_ipython  # noqa: PLC0415
@@ -315,10 +302,8 @@ def set_slider_range(slider: Any, lo: float, hi: float, value: float | None = No
     if hi < lo:
         raise ValueError(f"set_slider_range: lo={lo} > hi={hi}")
     if lo > slider.max:  # range moves up: widen upwards first
-        slider.max = hi
-        slider.min = lo
+        slider.max, slider.min = hi, lo
     else:
-        slider.min = lo
-        slider.max = hi
+        slider.min, slider.max = lo, hi
     if value is not None:
         slider.value = min(max(float(value), lo), hi)

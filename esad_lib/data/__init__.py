@@ -1,9 +1,6 @@
 """Data: the reader of MVTec LOCO AD (the paper's benchmark) and of every dataset in its layout
 (``loco``), the structural/logical splitter (``split``), the checker (``check``) and the built-in
-synthetic LOCO-like benchmark (``synth``).
-
-``from esad_lib.data import LOCODataset, dataset_root, list_samples, ...``
-"""
+synthetic LOCO-like benchmark (``synth``): ``from esad_lib.data import LOCODataset, dataset_root, ...``"""
 
 from esad_lib.data.loco import (
     LABEL_DIRS,

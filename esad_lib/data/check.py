@@ -1,8 +1,7 @@
 """Validate a LOCO-layout root (MVTec LOCO AD, the paper's benchmark; a split of it; or the
 synthetic benchmark) before training on it: ``esad check ROOT``.
 
-Decodes every image and mask and lists EVERY problem (the kinds in ``PROBLEM_KINDS``); never writes.
-"""
+Decodes every image and mask and lists EVERY problem (the kinds in ``PROBLEM_KINDS``); never writes."""
 
 from __future__ import annotations
 
@@ -57,9 +56,6 @@ def _layout_problems(cdir: Path) -> list[Problem]:
 
 def _defect_values(cdir: Path, probs: list[Problem]) -> set[int] | None:
     """The pixel values of ``defects_config.json`` (None if missing/unreadable: a problem in ``probs``)."""
-    if not (cdir / DEFECTS_CONFIG).is_file():
-        probs.append(Problem(cdir / DEFECTS_CONFIG, "defects_config", "missing (needed for the sPRO metric)"))
-        return None
     try:
         return {d.pixel_value for d in load_defects_config(cdir)}
     except DatasetLayoutError as err:
@@ -86,8 +82,7 @@ def _mask_problems(mp: Path, hw: tuple[int, int], values: set[int] | None) -> li
         probs.append(Problem(mp, "empty_mask", "mask has no positive pixel"))
     elif len(pos) > 1:
         probs.append(Problem(mp, "mask_values", f"several positive values {pos}; one mask = one defect"))
-    unknown = [v for v in pos if values is not None and v not in values]
-    if unknown:
+    if unknown := [v for v in pos if values is not None and v not in values]:
         probs.append(Problem(mp, "unknown_pixel_value", f"values {unknown} not in {DEFECTS_CONFIG}"))
     return probs
 
@@ -109,25 +104,15 @@ def _ground_truth_problems(cdir: Path) -> list[Problem]:
     """Ground-truth folders missing for an anomaly folder, or left without their image."""
     probs = []
     for d in ANOMALY_DIRS:
-        gt = cdir / "ground_truth" / d
+        gt, ids = cdir / "ground_truth" / d, {p.stem for p in image_files(cdir / "test" / d)}
         if not gt.is_dir():
-            if (cdir / "test" / d).is_dir() and image_files(cdir / "test" / d):
+            if ids:
                 probs.append(Problem(gt, "missing_folder", f"ground truth folder for test/{d} is missing"))
             continue
-        ids = {p.stem for p in image_files(cdir / "test" / d)}
         for sub in sorted(q for q in gt.iterdir() if q.is_dir() and not q.name.startswith(".")):
             if sub.name not in ids:
                 probs.append(Problem(sub, "orphan_ground_truth", f"no image test/{d}/{sub.name}.*"))
     return probs
-
-
-def _check_category(cdir: Path, root: Path, pbar) -> list[Problem]:
-    probs = _layout_problems(cdir)
-    values = _defect_values(cdir, probs)
-    for s in list_samples(root, cdir.name):
-        pbar.update(1)
-        probs += _sample_problems(s, values)
-    return probs + _ground_truth_problems(cdir)
 
 
 def check_dataset(root: str | Path, progress: bool = True) -> list[Problem]:
@@ -136,13 +121,17 @@ def check_dataset(root: str | Path, progress: bool = True) -> list[Problem]:
 
     root = Path(root).expanduser()
     cats = categories(root)
-    if not root.is_dir() or not cats:
+    if not cats:
         why = "not a LOCO-layout root: no <category>/train/good folders inside"
-        why = why if root.is_dir() else "no such folder"
-        return [Problem(root, "layout", why)]
-    total = sum(len(list_samples(root, c)) for c in cats)
+        return [Problem(root, "layout", why if root.is_dir() else "no such folder")]
+    samples = {c: list_samples(root, c) for c in cats}
     probs: list[Problem] = []
-    with tqdm(total=total, desc="esad check", disable=not progress) as pbar:
+    with tqdm(total=sum(map(len, samples.values())), desc="esad check", disable=not progress) as pbar:
         for c in cats:
-            probs += _check_category(root / c, root, pbar)
+            probs += _layout_problems(root / c)
+            values = _defect_values(root / c, probs)
+            for s in samples[c]:
+                pbar.update(1)
+                probs += _sample_problems(s, values)
+            probs += _ground_truth_problems(root / c)
     return probs

@@ -10,8 +10,7 @@ The layout (official dataset, its structural/logical splits, and the synthetic b
 
 Each anomalous test image has a folder of masks, one PNG per defect region ("channel"), holding
 the defect's ``pixel_value``: kept apart for sPRO, united for pixel AUROC / AU-PRO.  A split
-dataset lacks one anomaly folder; stray files (``.DS_Store``, non-images) are ignored.
-"""
+dataset lacks one anomaly folder; stray files (``.DS_Store``, non-images) are ignored."""
 
 from __future__ import annotations
 
@@ -70,20 +69,14 @@ class Sample:
         return self.path.parent.parent.parent / "ground_truth" / LABEL_DIRS[self.label] / self.image_id
 
 
-def is_stray(path: Path) -> bool:
-    """True for files the reader ignores: hidden files, ``Thumbs.db``, non-images."""
-    name, suffix = path.name.lower(), path.suffix.lower()
-    return name.startswith(".") or name in ("thumbs.db", "desktop.ini") or suffix not in IMAGE_SUFFIXES
-
-
-def _natural_key(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
-
-
 def image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted naturally; stray files and folders skipped)."""
-    files = [p for p in folder.iterdir() if p.is_file() and not is_stray(p)] if folder.is_dir() else []
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    """Image files directly in ``folder``, sorted naturally; skipped: folders, hidden files (``.DS_Store``),
+    non-images (``Thumbs.db``)."""
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+             and p.suffix.lower() in IMAGE_SUFFIXES]  # natural order below: 2.png before 10.png
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
 
 
 def categories(root: str | Path) -> list[str]:
@@ -96,23 +89,14 @@ def load_defects_config(category_dir: str | Path) -> list[DefectSpec]:
     """Parse ``<category>/defects_config.json`` (a list of dicts) into ``DefectSpec``\\ s."""
     path = Path(category_dir) / DEFECTS_CONFIG
     if not path.is_file():
-        raise DatasetLayoutError(f"{path}: missing; every LOCO category folder holds a defects_config.json "
-                                 "(copy it from the original dataset)")
+        raise DatasetLayoutError(f"{path}: missing (the sPRO metric needs it); every LOCO category "
+                                 "folder holds one: copy it from the original dataset")
     try:
-        specs = [DefectSpec(str(e["defect_name"]), int(e["pixel_value"]), float(e["saturation_threshold"]),
-                            bool(e["relative_saturation"])) for e in json.loads(path.read_text())]
+        return [DefectSpec(str(e["defect_name"]), int(e["pixel_value"]), float(e["saturation_threshold"]),
+                           bool(e["relative_saturation"])) for e in json.loads(path.read_text())]
     except (ValueError, KeyError, TypeError) as err:
         want = "a JSON list of {defect_name, pixel_value, saturation_threshold, relative_saturation}"
         raise DatasetLayoutError(f"{path}: not a valid defects config ({err}); expected {want}") from err
-    return specs
-
-
-def _category_dir(root: Path, category: str) -> Path:
-    cdir = root / category
-    if not cdir.is_dir():
-        found = ", ".join(categories(root)) or "no LOCO category folders (e.g. breakfast_box/train/good)"
-        raise DatasetLayoutError(f"{cdir}: no such category folder; {root} holds {found}")
-    return cdir
 
 
 def list_samples(root: str | Path, category: str, split: str | None = None,
@@ -120,7 +104,10 @@ def list_samples(root: str | Path, category: str, split: str | None = None,
     """All images of ``category`` (one split or all; ``labels`` filters), in split/label/name order.
     Mask paths come from ``ground_truth/<label>_anomalies/<image_id>/`` (empty if it is missing)."""
     root = Path(root)
-    cdir = _category_dir(root, category)
+    cdir = root / category
+    if not cdir.is_dir():
+        found = ", ".join(categories(root)) or "no LOCO category folders (e.g. breakfast_box/train/good)"
+        raise DatasetLayoutError(f"{cdir}: no such category folder; {root} holds {found}")
     splits = SPLITS if split is None else (split,)
     wanted = LABELS if labels is None else tuple(labels)
     for s in (s for s in splits if s not in SPLITS):
@@ -129,9 +116,7 @@ def list_samples(root: str | Path, category: str, split: str | None = None,
         raise ValueError(f"unknown label {lab!r}; choose from {LABELS}")
     out: list[Sample] = []
     for s in splits:
-        for lab in LABELS:
-            if lab not in wanted or (s != "test" and lab != "good"):
-                continue
+        for lab in [lab for lab in LABELS if lab in wanted and (s == "test" or lab == "good")]:
             for p in image_files(cdir / s / LABEL_DIRS[lab]):
                 sample = Sample(path=p, category=category, split=s, label=lab, image_id=p.stem)
                 if lab != "good":
@@ -217,15 +202,11 @@ def network_input_size(root: str | Path, category: str, size: Sequence[int],
         return int(size[0]), int(size[1])
     train = list_samples(root, category, split="train")
     if not train:
-        where = Path(root) / category / "train" / "good"
-        raise DatasetLayoutError(f"{where}: no image to read the aspect ratio from")
+        raise DatasetLayoutError(f"{Path(root) / category}/train/good: no image to take the aspect from")
     h0, w0 = image_size(train[0].path)
     scale = int(max(size)) / max(h0, w0)
-
-    def side(x: float) -> int:
-        return max(SIDE_MULTIPLE, int(round(x / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
-
-    return side(h0 * scale), side(w0 * scale)
+    h, w = (max(SIDE_MULTIPLE, int(round(x * scale / SIDE_MULTIPLE)) * SIDE_MULTIPLE) for x in (h0, w0))
+    return h, w
 
 
 #: decoded items kept in memory, least recently used dropped first (0 = none): every method scored on
@@ -241,15 +222,10 @@ class LOCODataset:
     Item: ``image`` float [3, H, W] in [-1, 1] (bilinear, antialiased); ``mask`` float [1, H, W]
     0/1 union of the channels (nearest); ``label`` 0 good / 1 anomalous; ``label_name``; ``path``;
     ``orig_size`` long [2] = (H0, W0); with ``return_channels`` ``channels`` uint8 [C, H0, W0]
-    (batch with ``collate_keep_lists``).
-    """
+    (batch with ``collate_keep_lists``)."""
 
     def __init__(self, root: str | Path, category: str, split: str, image_size: Sequence[int] = (256, 256),
                  labels: Iterable[str] | None = None, return_channels: bool = False) -> None:
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as tvf
-
-        self._tvf, self._interp = tvf, InterpolationMode
         self.root, self.category, self.split = Path(root), category, split
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.return_channels = return_channels
@@ -277,15 +253,17 @@ class LOCODataset:
 
     def _load(self, s: Sample) -> dict:
         import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as tvf
 
-        tvf, interp = self._tvf, self._interp
         img = torch.from_numpy(np.ascontiguousarray(load_image(s.path))).permute(2, 0, 1)  # uint8 [3, H0, W0]
         h0, w0 = img.shape[1:]
-        x = tvf.resize(img.float(), list(self.image_size), interpolation=interp.BILINEAR, antialias=True)
+        size = list(self.image_size)
+        x = tvf.resize(img.float(), size, interpolation=InterpolationMode.BILINEAR, antialias=True)
         x = (x / 127.5 - 1.0).clamp_(-1.0, 1.0)
         channels = load_channel_masks(s) if s.label != "good" else np.zeros((0, h0, w0), np.uint8)
         union = torch.from_numpy(union_mask(channels)).to(torch.uint8)[None]
-        m = tvf.resize(union, list(self.image_size), interpolation=interp.NEAREST).float()
+        m = tvf.resize(union, size, interpolation=InterpolationMode.NEAREST).float()
         item = {"image": x, "mask": m, "label": int(s.label != "good"), "label_name": s.label,
                 "path": str(s.path), "orig_size": torch.tensor([h0, w0], dtype=torch.long)}
         if self.return_channels:

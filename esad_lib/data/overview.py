@@ -28,11 +28,9 @@ def format_tree(root: str | Path, max_depth: int = 4, max_dirs: int = 4,
     lines = [f"{root.name}/"]
 
     def walk(d: Path, prefix: str, depth: int) -> None:
-        subdirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
-        hidden = 0
-        if depth == 1 and show is not None:
-            hidden = len([p for p in subdirs if p.name not in show])
-            subdirs = [p for p in subdirs if p.name in show]
+        found = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        subdirs = [p for p in found if depth > 1 or show is None or p.name in show]
+        hidden = len(found) - len(subdirs)
         files = sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix in (".json", ".txt"))
         entries: list[tuple[str, Path | None]] = [(n, None) for n in files if not n.startswith(".")]
         shown = subdirs if len(subdirs) <= max_dirs + 1 else subdirs[:max_dirs]

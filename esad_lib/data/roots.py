@@ -2,8 +2,7 @@
 
 ``cfg.dataset``: ``"synthetic"`` the built-in benchmark (generated on first use); ``"auto"`` the real
 dataset when the data root holds it (itself or its ``mvtec_loco_anomaly_detection/``), else synthetic;
-any other string: a path to a LOCO-layout root (the official dataset or a split of it).
-"""
+any other string: a path to a LOCO-layout root (the official dataset or a split of it)."""
 
 from __future__ import annotations
 

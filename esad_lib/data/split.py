@@ -6,8 +6,7 @@ test/structural_anomalies, their ground truth, defects_config.json) and ``OUT/lo
 both LOCO-layout roots.  The source is only read; outputs are byte-identical (copy, hardlink or
 symlink) and written atomically; the manifest ``OUT/.esad_split.json`` is written first ("in_progress",
 the full plan: a re-run completes an interrupted run) and last ("complete": a re-run is a no-op).  A
-non-empty folder without it is refused; ``force=True`` rewrites only files the manifest lists.
-"""
+non-empty folder without it is refused; ``force=True`` rewrites only files the manifest lists."""
 
 from __future__ import annotations
 
@@ -43,12 +42,11 @@ class SplitError(RuntimeError):
 
 def _plan(src: Path, cats: list[str]) -> tuple[list[tuple[Path, str]], dict]:
     """Every file to write, as (source, path under OUT), and the per-target/category counts."""
-    files: list[tuple[Path, str]] = []
     counts: dict = {t: {} for t in TARGETS}
-    top_txt = sorted(
-        p for p in src.iterdir() if p.is_file() and p.suffix.lower() == ".txt" and not p.name.startswith(".")
-    )  # license.txt / readme.txt travel with each output (CC BY-NC-SA attribution)
-    files += [(p, f"{t}/{p.name}") for t in TARGETS for p in top_txt]
+    # license.txt / readme.txt travel with each output (CC BY-NC-SA attribution)
+    top_txt = [p for p in sorted(src.iterdir()) if p.is_file() and p.suffix.lower() == ".txt"
+               and not p.name.startswith(".")]
+    files = [(p, f"{t}/{p.name}") for t in TARGETS for p in top_txt]
     for cat in cats:
         cdir = src / cat
         shared: list[tuple[Path, str]] = []
@@ -60,16 +58,15 @@ def _plan(src: Path, cats: list[str]) -> tuple[list[tuple[Path, str]], dict]:
         if (cdir / DEFECTS_CONFIG).is_file():
             shared.append((cdir / DEFECTS_CONFIG, f"{cat}/{DEFECTS_CONFIG}"))
         for t in TARGETS:
-            d, n_masks, gt = LABEL_DIRS[t], 0, cdir / "ground_truth" / LABEL_DIRS[t]
+            d, gt = LABEL_DIRS[t], cdir / "ground_truth" / LABEL_DIRS[t]
             imgs = image_files(cdir / "test" / d)
-            own = shared + [(p, f"{cat}/test/{d}/{p.name}") for p in imgs]
-            if gt.is_dir():
-                for sub in sorted(q for q in gt.iterdir() if q.is_dir() and not q.name.startswith(".")):
-                    masks = image_files(sub)
-                    n_masks += len(masks)
-                    own += [(m, f"{cat}/ground_truth/{d}/{sub.name}/{m.name}") for m in masks]
+            subs = (sorted(q for q in gt.iterdir() if q.is_dir() and not q.name.startswith("."))
+                    if gt.is_dir() else [])
+            masks = [(m, f"{cat}/ground_truth/{d}/{sub.name}/{m.name}")
+                     for sub in subs for m in image_files(sub)]
+            own = shared + [(p, f"{cat}/test/{d}/{p.name}") for p in imgs] + masks
             files += [(p, f"{t}/{rel}") for p, rel in own]
-            counts[t][cat] = {**n, f"test/{d}": len(imgs), "masks": n_masks}
+            counts[t][cat] = {**n, f"test/{d}": len(imgs), "masks": len(masks)}
     return files, counts
 
 
@@ -120,11 +117,6 @@ def _read_manifest(out: Path) -> dict | None:
         raise SplitError(msg) from err
 
 
-def looks_official(src: Path, cats: list[str]) -> bool:
-    """The source looks like the released MVTec LOCO AD: all five categories, no synthetic manifest."""
-    return set(CATEGORIES) <= set(cats) and not (src / "synthetic.json").exists()
-
-
 def official_mismatches(counts: dict) -> list[str]:
     """Differences between the split's per-category counts and the official ones."""
     msgs = []
@@ -173,11 +165,10 @@ def _write_files(files: list[tuple[Path, str]], out: Path, mode: str, progress: 
     """Place every planned file under ``out`` that is not already correct; (written, unchanged)."""
     from tqdm.auto import tqdm
 
-    written = unchanged = 0
+    written = 0
     for src, rel in tqdm(files, desc=f"esad split ({mode})", disable=not progress):
         dst = out / rel
         if _same(src, dst, mode):
-            unchanged += 1
             continue
         try:
             _place(src, dst, mode)
@@ -187,7 +178,7 @@ def _write_files(files: list[tuple[Path, str]], out: Path, mode: str, progress: 
             msg = f"{dst}: cannot write from {src}: {err}{hint}; re-run to complete the split"
             raise SplitError(msg) from err
         written += 1
-    return written, unchanged
+    return written, len(files) - written
 
 
 def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: bool = False,
@@ -211,7 +202,8 @@ def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: b
 
     old = _read_manifest(out) if out.is_dir() else None
     _refuse_unsafe_output(src, out, mode, force, old, planned)
-    official = looks_official(src, cats)
+    # the source looks like the released MVTec LOCO AD: all five categories, no synthetic manifest
+    official = set(CATEGORIES) <= set(cats) and not (src / "synthetic.json").exists()
     mismatches = official_mismatches(counts) if official else []
     result = {"out": out, "mode": mode, "counts": counts, "written": 0, "unchanged": 0, "removed": 0,
               "official": official, "mismatches": mismatches}
@@ -223,7 +215,6 @@ def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: b
         return result
     previous = set(old.get("files", [])) if old else set()
     manifest = {"tool": "esad split", "source": str(src), "mode": mode, "status": "in_progress"}
-    manifest["files"] = planned
     # the manifest names everything this tool may write: store the union until the run is done
     union = {**manifest, "files": sorted(previous | set(planned))}
     atomic_write_text(out / MANIFEST, json.dumps(union, indent=1))
@@ -237,7 +228,7 @@ def split_dataset(src: str | Path, out: str | Path, mode: str = "copy", force: b
         if p.is_file() or p.is_symlink():
             p.unlink()
             removed += 1
-    manifest.update(status="complete", counts=counts)
+    manifest.update(status="complete", files=planned, counts=counts)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     result.update(written=written, unchanged=unchanged, removed=removed)
     _report(result, verbose)

@@ -5,8 +5,7 @@ paper's benchmark, which users must download themselves).
 ``max_side``, ``defects_config.json``, one mask PNG per defect region), so the reader, splitter and
 checker run on it unchanged.  Each image has its own generator seeded by (seed, category, split,
 label, index, attempt): byte-identical per seed, and other counts do not reshuffle the rest.  The
-defect types are procedural stand-ins for LOCO's (``synth_scenes``); test anomalies cycle through them.
-"""
+defect types are procedural stand-ins for LOCO's (``synth_scenes``); test anomalies cycle through them."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ from esad_lib.data.synth_draw import GENERIC_STRUCTURAL, Canvas, jitter_colour
 from esad_lib.data.synth_scenes import SCENES, CategorySpec
 from esad_lib.paths import data_root
 
-#: bump when the generator's output changes (invalidates cached benchmarks).  4: generic structural
-#: defects 2-3x larger (visible at the demo's 64 px).  The counts are a setting (``counts``).
+#: bump when the generator's output changes (invalidates cached benchmarks; the counts are a setting).
 SYNTH_VERSION = 4
 #: default per-category counts (train, validation, test good/logical/structural) and longest side.
 DEFAULT_COUNTS = ESADConfig.synth_counts
@@ -89,8 +87,7 @@ def _image_rng(seed: int, category: str, split: str, label: str, index: int, att
 
 
 def _plan(counts: Sequence[int]) -> list[tuple[str, str, int]]:
-    parts = [("train", "good"), ("validation", "good"), ("test", "good"), ("test", "logical")]
-    parts.append(("test", "structural"))
+    parts = [("train", "good"), ("validation", "good")] + [("test", label) for label in LABELS]
     return [(split, label, i) for (split, label), n in zip(parts, counts) for i in range(int(n))]
 
 
@@ -172,11 +169,10 @@ def generate_synthetic(out: str | Path, seed: int = 0, max_side: int = DEFAULT_M
     """Render the benchmark into ``out`` (a LOCO-layout root; ``counts`` per category). Returns ``out``.
 
     ``workers``: processes rendering categories side by side (default: one per CPU core, up to one
-    per category, and one for a benchmark of under ``PARALLEL_MIN_IMAGES`` images, where starting
-    the processes costs more than it saves); the files are identical for every ``workers``.
-
-    Written into a temporary sibling folder and renamed at the end (``out`` is absent or complete); a
-    no-op if ``out`` holds a benchmark with these parameters; any other non-empty ``out`` is refused."""
+    per category; one below ``PARALLEL_MIN_IMAGES`` images, where starting processes costs more than
+    it saves); the files are identical for every ``workers``.  Written into a temporary sibling
+    folder and renamed at the end (``out`` is absent or complete); a no-op if ``out`` holds a
+    benchmark with these parameters; any other non-empty ``out`` is refused."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -229,6 +225,4 @@ def ensure_synthetic(cfg) -> Path:
     generated on first use under ``data_root()/synthetic/<key>/`` (safe under concurrent callers)."""
     seed, max_side, counts = int(cfg.synth_seed), int(cfg.synth_max_side), tuple(cfg.synth_counts)
     target = data_root() / "synthetic" / synthetic_key(seed, max_side, counts)
-    if _matches(target, _manifest(seed, max_side, counts, CATEGORIES)):
-        return target
     return generate_synthetic(target, seed=seed, max_side=max_side, counts=counts, categories=CATEGORIES)
