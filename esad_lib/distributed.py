@@ -13,11 +13,10 @@
 * Only rank 0 reads or writes the run folder (on resume it broadcasts the checkpoint); validation is
   sharded and all-reduced, so every rank takes the same early-stopping decision.
 
-Random draws come from generators seeded by ``derive_seed(seed, purpose, epoch, step[, rank])``,
-never the global RNG, so a resumed run draws what an uninterrupted one would.  The shuffle
-(``(seed, epoch)``) and a step's cutout size are IDENTICAL on every rank (the N micro-batches of a
-step solve one task, as one batch on one GPU); a step's masks DIFFER per rank (N independent mask
-sets); validation masks (``"val", cutout size``) are the same every epoch and on every rank.
+Random draws (``derive_seed``): the shuffle (``(seed, epoch)``) and a step's cutout size are
+IDENTICAL on every rank (the N micro-batches of a step solve one task, as one batch on one GPU); a
+step's masks DIFFER per rank (N independent mask sets); validation masks (``"val", cutout size``)
+are the same every epoch and on every rank.
 """
 
 from __future__ import annotations
@@ -68,9 +67,8 @@ def dist_info() -> DistInfo:
 
 
 def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool]:
-    """Join the process group that torchrun describes; pick this process's device.  Returns
-    ``(info, device, created)``: ``created`` when this call initialised the group (for
-    ``shutdown_distributed``).  Without ``WORLD_SIZE > 1``: a single-process run."""
+    """Join torchrun's process group (none without ``WORLD_SIZE > 1``); pick this process's device.
+    Returns ``(info, device, created)``; ``created``: this call initialised the group."""
     info = dist_info()
     if not info.distributed:
         return info, resolve_device(device), False
@@ -78,8 +76,8 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
     dev = torch.device("cuda", info.local_rank) if want_cuda else torch.device("cpu")
     if want_cuda:  # one GPU per process: LOCAL_RANK picks it (an explicit "cuda:i" is overridden)
         torch.cuda.set_device(dev)
-    created = False
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         for var in ("MASTER_ADDR", "MASTER_PORT"):
             if var not in os.environ:
                 raise RuntimeError(f"WORLD_SIZE={info.world_size} but {var} is not set: launch distributed "
@@ -87,13 +85,11 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device, bool
                                    "train ...)")
         kw: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://", **kw)
-        created = True
     return dist_info(), dev, created
 
 
 def shutdown_distributed(created: bool, sync: bool = True) -> None:
-    """Destroy the process group if ``init_distributed`` created it, after waiting for every rank
-    with ``sync`` (False after an error: the other ranks may never reach the barrier)."""
+    """Destroy the group ``init_distributed`` created, after a barrier if ``sync`` (not after an error)."""
     if created and dist.is_initialized():
         if sync:
             dist.barrier()
@@ -102,7 +98,7 @@ def shutdown_distributed(created: bool, sync: bool = True) -> None:
 
 def derive_seed(seed: int, purpose: str, *indices: int) -> int:
     """A 63-bit seed for one purpose and position, e.g. ``derive_seed(0, "masks", epoch, step, rank)``:
-    SHA-256 of the parts (stable across platforms), independent of earlier draws (exact resume)."""
+    SHA-256 of the parts (platform-stable), independent of earlier draws and global RNGs (exact resume)."""
     blob = ":".join([str(int(seed)), purpose, *(str(int(i)) for i in indices)]).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & (2**63 - 1)
 
@@ -113,8 +109,7 @@ def seeded_generator(seed: int, purpose: str, *indices: int) -> torch.Generator:
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_batchnorm: bool) -> nn.Module:
-    """``model`` itself for one process, else ``DistributedDataParallel(model)`` (optionally Sync BN);
-    ``unwrap`` gives the plain model back."""
+    """``model`` itself for one process, else ``DistributedDataParallel(model)`` (optionally Sync BN)."""
     if not info.distributed:
         return model
     if sync_batchnorm:
@@ -123,9 +118,7 @@ def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device, sync_batchn
                              "kernel); use --set sync_batchnorm=false for a CPU/gloo run")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    # DDP's default buffer sync: rank 0's buffers (BN running statistics) are broadcast at every
-    # forward, so all ranks normalise in eval mode alike and the checkpoint holds rank 0's.
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's BN buffers
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -148,15 +141,6 @@ def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) ->
     return t.tolist()
 
 
-def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
-    """``obj`` of rank ``src`` on every rank (pickled; tensors should be on the CPU)."""
-    if not info.distributed:
-        return obj
-    box = [obj if info.rank == src else None]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def broadcast_buffers(model: nn.Module, info: DistInfo, src: int = 0) -> None:
     """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank."""
     if not info.distributed:
@@ -176,10 +160,13 @@ def main_then_broadcast(fn: Callable[[], T], info: DistInfo,
             result = fn()
         except errors as e:
             error = e
-    error = broadcast_object(error, info)
+    if info.distributed:  # pickled: tensors should be on the CPU
+        box = [(result, error)]
+        dist.broadcast_object_list(box, src=0)
+        result, error = box[0]
     if error is not None:
         raise error
-    return broadcast_object(result, info)
+    return result
 
 
 def local_main_first(fn: Callable[[], T], info: DistInfo) -> T:
@@ -216,6 +203,5 @@ def shard(n: int, info: DistInfo) -> list[int]:
 
 
 def train_sampler(dataset: Dataset, info: DistInfo, seed: int) -> DistributedSampler:
-    """The shuffling sampler of the training set: the same permutation on every rank (seeded with
-    ``seed + epoch`` after ``set_epoch``), each rank taking its own stride of it."""
+    """The training shuffle: one permutation (``seed + epoch``) on every rank, each taking its stride."""
     return DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=seed, drop_last=False)

@@ -16,57 +16,47 @@ from esad_lib.config import ESADConfig
 
 _BOOLS = {**dict.fromkeys(("true", "1", "yes", "on"), True),
           **dict.fromkeys(("false", "0", "no", "off"), False)}
-#: scalar field types: converter and what the error says was expected.
-_SCALARS: dict[type, tuple[Any, str]] = {int: (int, "an integer"), float: (float, "a number"),
-                                         str: (str, "text")}
 
 
-def _convert_optional(name: str, text: str, tp: Any, args: tuple) -> Any:
-    if text.strip().lower() in ("none", "null") and type(None) in args:
-        return None
-    non_none = [a for a in args if a is not type(None)]
-    if len(non_none) != 1:
-        raise ValueError(f"--set {name}: unsupported field type {tp}")
-    return convert_value(name, text, non_none[0])
+def _did_you_mean(word: str, options: Any, n: int = 1) -> str:
+    close = difflib.get_close_matches(word, list(options), n=n)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def _convert_tuple(name: str, text: str, args: tuple) -> tuple:
     items = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
-    if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(convert_value(name, t, args[0]) for t in items)
-    if len(items) != len(args):
+    if args[-1] is Ellipsis:
+        args = (args[0],) * len(items)
+    elif len(items) != len(args):
         raise ValueError(f"--set {name}: expected {len(args)} comma-separated values, got {text!r}")
     return tuple(convert_value(name, t, a) for t, a in zip(items, args))
-
-
-def _convert_choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
-    value = text.strip()
-    if value not in allowed:
-        close = difflib.get_close_matches(value, allowed, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ValueError(f"--set {name}: {value!r} is not one of: {', '.join(allowed)}{hint}")
-    return value
 
 
 def convert_value(name: str, text: str, tp: Any) -> Any:
     """``text`` converted to the type ``tp`` of config field ``name`` (clear error otherwise)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return _convert_optional(name, text, tp, args)
+    word = text.strip()
+    if origin in (typing.Union, types.UnionType):  # an optional field: ``X | None``
+        if word.lower() in ("none", "null"):
+            return None
+        return convert_value(name, text, next(a for a in args if a is not type(None)))
     if origin is tuple:
         return _convert_tuple(name, text, args)
     if origin is typing.Literal:
-        return _convert_choice(name, text, args)
+        if word not in args:
+            hint = _did_you_mean(word, args)
+            raise ValueError(f"--set {name}: {word!r} is not one of: {', '.join(args)}{hint}")
+        return word
     if tp is bool:
-        if text.strip().lower() not in _BOOLS:
+        if word.lower() not in _BOOLS:
             raise ValueError(f"--set {name}: expected true/false, got {text!r}")
-        return _BOOLS[text.strip().lower()]
-    if tp not in _SCALARS:
-        raise ValueError(f"--set {name}: unsupported field type {tp}")
-    conv, what = _SCALARS[tp]
+        return _BOOLS[word.lower()]
+    if tp is str:
+        return text
     try:
-        return conv(text)
+        return tp(text)
     except ValueError:
+        what = "an integer" if tp is int else "a number"
         raise ValueError(f"--set {name}: expected {what}, got {text!r}") from None
 
 
@@ -80,8 +70,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, text = item.split("=", 1)
         key = key.strip()
         if key not in types_:
-            close = difflib.get_close_matches(key, list(types_), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"--set: unknown config field {key!r}{hint}")
+            raise ValueError(f"--set: unknown config field {key!r}{_did_you_mean(key, types_, n=3)}")
         out[key] = convert_value(key, text, types_[key])
     return out

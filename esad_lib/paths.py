@@ -14,12 +14,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_root() -> Path:
-    env = os.environ.get("ESAD_DATA_ROOT")
-    if env:
+    if env := os.environ.get("ESAD_DATA_ROOT"):
         return Path(env).expanduser().resolve()
-    if (PROJECT_ROOT / "pyproject.toml").exists():
-        return PROJECT_ROOT / "data"
-    return Path.cwd() / "data"
+    return (PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()) / "data"
 
 
 def cache_dir() -> Path:

@@ -47,7 +47,6 @@ RUN_FILES = (CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE)
 RESUME_MUTABLE_FIELDS = ("epochs", "early_stopping_patience", *RUNTIME_FIELDS)
 
 CHECKPOINT_FORMAT = 1
-#: held (an OS file lock) by the ``esad train`` process that writes the run folder
 RUN_LOCK_FILE = ".train.lock"
 
 
@@ -122,14 +121,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---- log.csv, config.json, train_summary.json ------------------------------------------------------------
 def write_log(path: Path, history: list[dict[str, Any]]) -> None:
     """``history`` (one dict per epoch) as CSV; columns in first-seen order, None -> empty cell."""
-    cols: list[str] = []
-    for row in history:
-        cols.extend(k for k in row if k not in cols)
+    cols = list(dict.fromkeys(k for row in history for k in row))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
-    for row in history:
-        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
+    w.writerows(history)
     atomic_write_text(path, buf.getvalue())
 
 
@@ -153,14 +149,9 @@ def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_config(out_dir: Path, cfg: ESADConfig) -> None:
-    """Create ``out_dir`` and write ``config.json``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
-
-
-def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON (``config.json``, ``train_summary.json``), atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -172,15 +163,14 @@ def is_finished(run_dir: Path) -> bool:
 def save_checkpoint(path: Path, cfg: ESADConfig, state: RunState, model: nn.Module,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, world_size: int) -> None:
     """Write ``checkpoint.pt`` after epoch ``state.epoch`` (loads with ``weights_only=True``)."""
-    st = state
     save_torch({
-        "format": CHECKPOINT_FORMAT, "epoch": st.epoch, "model": cpu_state(model),
-        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_model": st.best_state,
-        "best_val": st.best_val, "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
-        "stopped": st.stopped, "train_seconds": st.train_seconds, "history": st.history,
+        "format": CHECKPOINT_FORMAT, "epoch": state.epoch, "model": cpu_state(model),
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_model": state.best_state,
+        "best_val": state.best_val, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+        "stopped": state.stopped, "train_seconds": state.train_seconds, "history": state.history,
         "world_size": world_size, "rng": rng_state(),
         # the shuffle, cutout and mask generators: re-derived from (seed, purpose, epoch, step[, rank])
-        "generators": {"seed": int(cfg.seed), "next_epoch": st.epoch},
+        "generators": {"seed": int(cfg.seed), "next_epoch": state.epoch},
     }, path)
 
 
@@ -191,36 +181,25 @@ def config_mismatch(stored: dict[str, Any], cfg: ESADConfig) -> dict[str, tuple[
     return {k: (stored.get(k), now.get(k)) for k in keys if stored.get(k) != now.get(k)}
 
 
-def _check_same_config(out_dir: Path, cfg: ESADConfig) -> None:
-    cfg_path = out_dir / CONFIG_FILE
-    if not cfg_path.exists():
-        return
-    diff = config_mismatch(json.loads(cfg_path.read_text()), cfg)
-    if diff:
-        lines = ", ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"cannot resume {out_dir}: its config.json differs from the requested config "
-                         f"({lines}). Only {', '.join(RESUME_MUTABLE_FIELDS)} may change on resume; use the "
-                         "run's settings or train into a new --out folder.")
-
-
-def _load_checkpoint(ckpt_path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated file cannot happen (atomic writes) but a foreign one can
-        raise ValueError(f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint written "
-                         "by esad_lib.training -- train into a new --out folder") from e
-    if (found := ckpt.get("format")) != CHECKPOINT_FORMAT:
-        raise ValueError(f"{ckpt_path} has checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
-    return ckpt
-
-
 def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, Any] | None:
     """Check ``out_dir`` (rank 0 only); return the checkpoint to resume from, or None.  ``ValueError``:
     resuming with another config or a foreign file; ``FileExistsError``: a run there, no ``resume``."""
-    ckpt_path = out_dir / CHECKPOINT_FILE
+    ckpt_path, cfg_path = out_dir / CHECKPOINT_FILE, out_dir / CONFIG_FILE
     if resume and ckpt_path.exists():
-        _check_same_config(out_dir, cfg)
-        return _load_checkpoint(ckpt_path)
+        diff = config_mismatch(json.loads(cfg_path.read_text()), cfg) if cfg_path.exists() else {}
+        if diff:
+            lines = ", ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"cannot resume {out_dir}: its config.json differs from the requested config "
+                             f"({lines}). Only {', '.join(RESUME_MUTABLE_FIELDS)} may change on resume; use "
+                             "the run's settings or train into a new --out folder.")
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated file cannot happen (atomic writes) but a foreign one can
+            raise ValueError(f"cannot read {ckpt_path} ({type(e).__name__}: {e}); it is not a checkpoint "
+                             "written by esad_lib.training -- train into a new --out folder") from e
+        if (found := ckpt.get("format")) != CHECKPOINT_FORMAT:
+            raise ValueError(f"{ckpt_path} has checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
+        return ckpt
     present = [name for name in RUN_FILES if (out_dir / name).exists()]
     if not resume and present:
         raise FileExistsError(f"{out_dir} already holds a training run ({', '.join(present)}); pass "
@@ -231,8 +210,7 @@ def prepare_run_dir(out_dir: Path, cfg: ESADConfig, resume: bool) -> dict[str, A
 # ---- finished runs and the cache -------------------------------------------------------------------------
 def load_run(run_dir: str | os.PathLike,
              device: str | torch.device | None = None) -> tuple[nn.Module, ESADConfig]:
-    """The trained model (best weights, eval mode, on ``device``, default ``resolve_device(cfg.device)``)
-    and config of a finished run folder."""
+    """The model (best weights, eval mode, on ``device`` or ``cfg.device``) and config of a finished run."""
     run_dir = Path(run_dir)
     cfg_path, model_path = run_dir / CONFIG_FILE, run_dir / MODEL_FILE
     if not cfg_path.exists():
@@ -260,42 +238,41 @@ def run_dir_for(cfg: ESADConfig) -> Path:
     return cache_dir() / "runs" / cfg.key()
 
 
-def _lock(f: Any, wait: bool) -> bool:
-    """An exclusive OS lock (``fcntl.flock``, POSIX) on the open file ``f``, waited for with ``wait``;
-    without, False when another process holds it."""
+@contextlib.contextmanager
+def _flock(path: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive ``fcntl.flock`` on ``path`` until the file closes; False: taken (when not ``wait``)."""
     try:
         import fcntl
     except ImportError as e:  # Windows
-        raise OSError(f"cannot lock {f.name}: run folders are locked with fcntl, which this system lacks "
+        raise OSError(f"cannot lock {path}: run folders are locked with fcntl, which this system lacks "
                       "(Linux and macOS have it); train under Linux or WSL") from e
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
 
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive inter-process lock on ``path``, waited for; it goes when the file closes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        _lock(f, wait=True)
+    with _flock(path, wait=True):
         yield
 
 
 @contextlib.contextmanager
 def run_lock(out_dir: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
-    """Hold ``out_dir`` for a whole training run: a second ``esad train`` into it fails at once with
-    ``RunInUseError``.  ``out_dir/.train.lock`` is an OS file lock, released when the process ends
-    (even killed).  ``enabled`` False (other ranks of a distributed run) holds nothing."""
+    """Hold ``out_dir`` for a training run (``.train.lock``, freed even when the process is killed): a
+    second ``esad train`` into it raises ``RunInUseError`` at once.  ``enabled`` False holds nothing."""
     if not enabled:
         yield
         return
     path = Path(out_dir) / RUN_LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        if not _lock(f, wait=False):
+    with _flock(path, wait=False) as held:
+        if not held:
             raise RunInUseError(f"{out_dir} is in use: another `esad train` is writing a run there (it holds "
                                 f"{path}). Wait for it to finish, or train into another --out folder")
-        yield  # the lock goes with the file descriptor when the file closes
+        yield

@@ -2,12 +2,9 @@
 
 One step is ``esad_lib.method.train_step.train_step``: ONE cutout size ``c`` for the batch (RIAD:
 2, 4, 8, 16), ``K`` disjoint masks, inpaint with ``G1``, training fill (``select = 0``), reconstruct
-with ``G2``, ``ESADLoss`` on both outputs, Adam over BOTH U-Nets (RIAD: lr 1e-4, wd 1e-5).
-``train`` runs four phases sharing ``_Run``: prepare or resume (``_start``; the ``esad_lib.perf``
-opt-ins applied explicitly), one epoch (``_train_epoch``), validate and decide
-(``_validate_and_decide``: best weights, early stopping), checkpoint (``_record_epoch``: log.csv,
-an atomic checkpoint.pt for exact resume).  Runs on CPU, one GPU or under ``torchrun``
-(``esad_lib.distributed``); mixed precision on CUDA when ``cfg.amp``.
+with ``G2``, ``ESADLoss`` on both outputs, Adam over BOTH U-Nets (RIAD: lr 1e-4, wd 1e-5).  Per
+epoch ``train`` trains, validates (best weights, early stopping) and checkpoints; on CPU, one GPU
+or under ``torchrun`` (``esad_lib.distributed``), mixed precision on CUDA when ``cfg.amp``.
 
 Determinism: every draw (shuffle, cutout size, masks) comes from a generator seeded by
 ``derive_seed(cfg.seed, purpose, epoch, step[, rank])``; the global RNGs are seeded with
@@ -72,9 +69,8 @@ class TrainResult:
 # the random draws and the learning rate of a step: pure functions of (seed, epoch, step)
 def cutout_size_for_step(cfg: ESADConfig, epoch: int, step: int) -> int:
     """The cutout size of training step ``step`` of ``epoch`` (0-based), the same on every rank."""
-    sizes = tuple(cfg.cutout_sizes)
     g = seeded_generator(cfg.seed, "cutout", epoch, step)
-    return int(sizes[int(torch.randint(len(sizes), (1,), generator=g))])
+    return cfg.cutout_sizes[int(torch.randint(len(cfg.cutout_sizes), (1,), generator=g))]
 
 
 def mask_generator(cfg: ESADConfig, epoch: int, step: int, rank: int = 0) -> torch.Generator:
@@ -98,9 +94,7 @@ class _Images(Dataset):
 
     def __init__(self, ds: Dataset, preload: bool):
         self.ds = ds
-        self.cache: torch.Tensor | None = None
-        if preload and len(ds) > 0:
-            self.cache = torch.stack([ds[i]["image"] for i in range(len(ds))])
+        self.cache = torch.stack([ds[i]["image"] for i in range(len(ds))]) if preload and len(ds) else None
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -128,11 +122,10 @@ def _datasets(cfg: ESADConfig, info: DistInfo) -> tuple[_Images, _Images]:
 def validation_loss(model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: ESADConfig,
                     device: torch.device, info: DistInfo | None = None,
                     use_amp: bool = False) -> dict[str, float] | None:
-    """The training objective on the validation images, mean over cutout sizes: ``{"loss", <part>}``.
-
-    Masks of size ``c`` and batch ``b`` come from ``derive_seed(cfg.seed, "val", c, b)`` (the same
-    every epoch); the (size, image) pairs go through the model ``cfg.eval_batch_size`` at a time."""
-    info = info if info is not None else DistInfo()
+    """The training objective on the validation images, mean over cutout sizes: ``{"loss", <part>}``;
+    masks of size ``c`` and batch ``b`` from ``derive_seed(cfg.seed, "val", c, b)`` (the same every
+    epoch), the (size, image) pairs through the model ``cfg.eval_batch_size`` at a time."""
+    info = info or DistInfo()
     if len(images) == 0:
         return None
     net = unwrap(model)
@@ -140,19 +133,17 @@ def validation_loss(model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: 
     net.eval()
     idx = distributed.shard(len(images), info)
     sums: dict[str, float] = {}
-    count = 0
     # (cutout size, image index, its masks [K, 1, H, W]) for every cutout size and image
     pairs: list[tuple[int, int, torch.Tensor]] = []
     for c in cfg.cutout_sizes:
         for b, start in enumerate(range(0, len(idx), cfg.batch_size)):
             batch_idx = idx[start : start + cfg.batch_size]
             h, w = images[batch_idx[0]].shape[-2:]
-            gen = seeded_generator(cfg.seed, "val", int(c), b)
-            masks = disjoint_masks(h, w, int(c), net.num_masks, generator=gen, device=device)
-            pairs += [(int(c), i, masks) for i in batch_idx]
-    step = max(1, int(cfg.eval_batch_size))
-    for start in range(0, len(pairs), step):
-        chunk = pairs[start : start + step]
+            gen = seeded_generator(cfg.seed, "val", c, b)
+            masks = disjoint_masks(h, w, c, net.num_masks, generator=gen, device=device)
+            pairs += [(c, i, masks) for i in batch_idx]
+    for start in range(0, len(pairs), cfg.eval_batch_size):
+        chunk = pairs[start : start + cfg.eval_batch_size]
         img = speed.to_training_layout(torch.stack([images[i] for _, i, _ in chunk]).to(device), cfg)
         masks = torch.stack([m for _, _, m in chunk], dim=1)  # [K, N, 1, H, W]: per image
         with autocast(device, use_amp):
@@ -162,9 +153,8 @@ def validation_loss(model: nn.Module, loss_fn: nn.Module, images: Dataset, cfg: 
         parts = {"loss": float(total.detach()), **{k: v for k, v in parts.items() if k != "total"}}
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v * bs
-        count += bs
     net.train(was_training)
-    return distributed.mean_over_ranks(sums, count, info, device)
+    return distributed.mean_over_ranks(sums, len(pairs), info, device)
 
 
 # the pieces of a run
@@ -186,8 +176,7 @@ class _Run:
     use_amp: bool
 
     @property
-    def net(self) -> nn.Module:
-        """The plain ``ESADModel`` (SyncBatchNorm layers when converted)."""
+    def net(self) -> nn.Module:  # the plain ESADModel (SyncBatchNorm layers when converted)
         return unwrap(self.model)
 
 
@@ -240,9 +229,19 @@ def _start(cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo,
     # after the data is ready, so a first-time generation of the synthetic benchmark cannot shift them.
     seed_everything(cfg.seed)
     model, loss_fn, optimizer = build_training(cfg, device)
-    use_amp = bool(cfg.amp) and device.type == "cuda"
+    use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    state = RunState() if ckpt is None else _restore(ckpt, model, optimizer, scaler, info)
+    state = RunState()
+    if ckpt is not None:  # resume: weights, optimiser, scaler, global RNG states, progress
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        run_io.set_rng_state(ckpt["rng"])
+        state = RunState.from_checkpoint(ckpt)
+        if int(ckpt.get("world_size", 1)) != info.world_size and info.is_main:
+            warnings.warn(f"resuming a run trained on {ckpt.get('world_size')} process(es) with "
+                          f"{info.world_size}: it continues correctly, but the data shards and masks differ "
+                          "from an uninterrupted run", stacklevel=2)
     sampler = distributed.train_sampler(train_set, info, cfg.seed)
     loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda", drop_last=False)
@@ -251,25 +250,11 @@ def _start(cfg: ESADConfig, out_dir: Path, resume: bool, info: DistInfo,
                 use_amp), state
 
 
-def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, info: DistInfo) -> RunState:
-    """Load a checkpoint's weights, optimiser, scaler and global RNG states; return its progress."""
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    run_io.set_rng_state(ckpt["rng"])
-    if int(ckpt.get("world_size", 1)) != info.world_size and info.is_main:
-        warnings.warn(f"resuming a run trained on {ckpt.get('world_size')} process(es) with "
-                      f"{info.world_size}: it continues correctly, but the data shards and masks differ from "
-                      "an uninterrupted run", stacklevel=3)
-    return RunState.from_checkpoint(ckpt)
-
-
 def _open_run_folder(run: _Run, tensorboard: bool) -> Any:
     """Rank 0: write ``config.json``; return a TensorBoard writer when asked (and installed)."""
     if not run.info.is_main:
         return None
-    run_io.write_config(run.out_dir, run.cfg)
+    run_io.write_json(run.out_dir / run_io.CONFIG_FILE, run.cfg.to_dict())
     if len(run.val_set) == 0:
         msg = "early stopping and best-weights selection use the training loss"
         warnings.warn(f"no validation images for {run.cfg.category}: {msg}", stacklevel=3)
@@ -336,22 +321,8 @@ def _validate_and_decide(run: _Run, state: RunState,
         state.best_state = run_io.cpu_state(run.net)
     else:
         state.bad_epochs += 1
-    patience = int(run.cfg.early_stopping_patience)
-    if patience > 0 and state.bad_epochs >= patience:
-        state.stopped = True
+    state.stopped = 0 < run.cfg.early_stopping_patience <= state.bad_epochs  # early stopping (0 = off)
     return val, improved
-
-
-def _log_row(run: _Run, epoch: int, train_means: dict[str, float], val: dict[str, float] | None,
-             improved: bool, seconds: float) -> dict[str, Any]:
-    """One ``log.csv`` row: epoch, train loss and parts, validation loss and parts, lr, best, seconds."""
-    row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_means["total"]}
-    row.update({f"train_{k}": v for k, v in train_means.items() if k != "total"})
-    row["val_loss"] = val["loss"] if val is not None else None
-    if val is not None:
-        row.update({f"val_{k}": v for k, v in val.items() if k != "loss"})
-    row.update({"lr": run.optimizer.param_groups[0]["lr"], "best": improved, "seconds": round(seconds, 3)})
-    return row
 
 
 # phase 4: checkpoint (rank 0)
@@ -382,23 +353,20 @@ def _finish(run: _Run, state: RunState, epochs_this_call: int) -> TrainResult:
     if state.best_state is not None:
         net.load_state_dict(state.best_state)
     net.eval()
-    main = run.info.is_main
-    already_written = main and (run.out_dir / run_io.SUMMARY_FILE).exists() and epochs_this_call == 0
-    if main and finished and not already_written:
+    summary = run.out_dir / run_io.SUMMARY_FILE
+    # a finished run loaded again (no epoch in this call) keeps its files
+    if run.info.is_main and finished and (epochs_this_call > 0 or not summary.exists()):
         run_io.save_torch(state.best_state, run.out_dir / run_io.MODEL_FILE)
-        run_io.write_summary(run.out_dir, _summary(run, state, epochs_done))
+        run_io.write_json(summary, {
+            "train_seconds": round(state.train_seconds, 3), "epochs_run": epochs_done,
+            "epochs_max": run.cfg.epochs, "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
+            "stopped_early": state.stopped, "world_size": run.info.world_size,
+            "global_batch_size": run.cfg.batch_size * run.info.world_size, "device": str(run.device),
+            "amp": run.use_amp, "train_images": len(run.train_set), "validation_images": len(run.val_set),
+            "config_key": run.cfg.key()})
     extra = {"world_size": run.info.world_size, "device": str(run.device)}
     return TrainResult(run.out_dir, net, run.cfg, state.history, epochs_done, state.best_epoch,
                        state.best_val, state.stopped, finished, state.train_seconds, extra)
-
-
-def _summary(run: _Run, state: RunState, epochs_done: int) -> dict[str, Any]:
-    return {"train_seconds": round(state.train_seconds, 3), "epochs_run": epochs_done,
-            "epochs_max": run.cfg.epochs, "best_epoch": state.best_epoch, "best_val_loss": state.best_val,
-            "stopped_early": state.stopped,
-            "world_size": run.info.world_size, "global_batch_size": run.cfg.batch_size * run.info.world_size,
-            "device": str(run.device), "amp": run.use_amp, "train_images": len(run.train_set),
-            "validation_images": len(run.val_set), "config_key": run.cfg.key()}
 
 
 # the trainer
@@ -406,13 +374,11 @@ def train(cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, pro
           on_epoch_end: Callable[[int, nn.Module], None] | None = None, max_epochs: int | None = None,
           tensorboard: bool = False) -> TrainResult:
     """Train ``cfg``'s model on ``cfg.category``'s ``train/good`` images; write the run to ``out_dir``.
-
     ``resume``: continue from ``checkpoint.pt`` (same final weights); ``on_epoch_end(epoch, model)``:
     rank 0, after each checkpoint, current weights in eval mode; ``max_epochs``: epochs in this call
-    (stays resumable); ``tensorboard``: also log to ``out_dir/tb``.  Returns the best-validation
-    model (eval mode); ``FloatingPointError`` on a NaN/inf loss, ``FileExistsError`` when
-    ``out_dir`` holds a run and not ``resume``.  Under ``torchrun`` every process calls it.
-    """
+    (stays resumable); ``tensorboard``: also log to ``out_dir/tb``.  ``FloatingPointError`` on a
+    NaN/inf loss, ``FileExistsError`` when ``out_dir`` holds a run and not ``resume``.  Under
+    ``torchrun`` every process calls it."""
     info, device, created = distributed.init_distributed(cfg.device)
     ok = False
     try:
@@ -428,30 +394,29 @@ def train(cfg: ESADConfig, out_dir: str | os.PathLike, resume: bool = False, pro
 def _run_phases(run: _Run, state: RunState, show_progress: bool,
                 on_epoch_end: Callable[[int, nn.Module], None] | None, max_epochs: int | None,
                 tensorboard: bool) -> TrainResult:
-    """(train an epoch -> validate and decide -> record) per epoch -> finish; after ``_start``."""
     writer = _open_run_folder(run, tensorboard)
     progress = _Progress(run.cfg, state.epoch, show_progress)
-    epochs_this_call = 0
-    try:
-        while state.epoch < run.cfg.epochs and not state.stopped:
-            if max_epochs is not None and epochs_this_call >= max_epochs:
-                break
+    first = state.epoch
+    last = run.cfg.epochs if max_epochs is None else min(run.cfg.epochs, first + max_epochs)
+    # the bar and the TensorBoard writer are closed however the loop ends
+    with progress.bar, writer if writer is not None else contextlib.nullcontext():
+        while state.epoch < last and not state.stopped:
             t0 = time.perf_counter()
             epoch = state.epoch
             train_means = _train_epoch(run, epoch, progress)
             val, improved = _validate_and_decide(run, state, train_means)
             seconds = time.perf_counter() - t0
             state.train_seconds += seconds
-            state.history.append(_log_row(run, epoch, train_means, val, improved, seconds))
+            state.history.append({  # one log.csv row
+                "epoch": epoch + 1, "train_loss": train_means["total"],
+                **{f"train_{k}": v for k, v in train_means.items() if k != "total"},
+                "val_loss": None if val is None else val["loss"],
+                **{f"val_{k}": v for k, v in (val or {}).items() if k != "loss"},
+                "lr": run.optimizer.param_groups[0]["lr"], "best": improved, "seconds": round(seconds, 3)})
             state.epoch = epoch + 1
-            epochs_this_call += 1
             if run.info.is_main:
                 _record_epoch(run, state, writer, progress, on_epoch_end)
-    finally:
-        progress.bar.close()
-        if writer is not None:
-            writer.close()
-    return _finish(run, state, epochs_this_call)
+    return _finish(run, state, state.epoch - first)
 
 
 # the cache
@@ -459,13 +424,11 @@ def train_or_load(cfg: ESADConfig, progress: bool = True) -> nn.Module:
     """The trained model of ``cfg`` from ``cache_dir()/runs/<cfg.key()>/``, trained there if missing."""
     run_dir = run_io.run_dir_for(cfg)
     # under torchrun the ranks must enter train() together (no lock: only rank 0 writes)
-    lock_path = run_dir.parent / f"{run_dir.name}.lock"
-    lock = contextlib.nullcontext() if distributed.dist_info().distributed else run_io.file_lock(lock_path)
-    with lock:
+    lock = run_dir.parent / f"{run_dir.name}.lock"
+    with contextlib.nullcontext() if distributed.dist_info().distributed else run_io.file_lock(lock):
         if run_io.is_finished(run_dir):
             stored = json.loads((run_dir / run_io.CONFIG_FILE).read_text())
             if run_io.config_mismatch(stored, cfg):
                 raise ValueError(f"{run_dir} holds a run of another config (key collision?); remove it")
-            model, _ = run_io.load_run(run_dir, device=resolve_device(cfg.device))
-            return model
+            return run_io.load_run(run_dir, device=resolve_device(cfg.device))[0]
         return train(cfg, run_dir, resume=True, progress=progress).model
