@@ -1,12 +1,11 @@
 """The demo workflow behind ``esad demo`` / ``make demo``, and the report of several runs.
 
-``run_demo(profile)`` trains (or reuses) and evaluates, per synthetic category, ESAD at the
-profile's preset and optionally RIAD at the same budget, the naive per-pixel z-score baseline and a
-PatchCore-style detector (no training); then writes ``report.md`` (the per-category table with 95 %
-bootstrap intervals, and the *paired* differences ESAD minus each other method on the same test
-images) and ``demo.json`` (every metric, the differences and the provenance: commit, date, threads,
-profile, seeds, seconds).  ``docs/demo_report.md`` is the committed copy of ``make demo``'s report.
-Notebooks 06 and 07 use ``compare_methods`` and ``paired_from_scores`` without writing a report.
+``run_demo(profile)`` trains (or reuses) and evaluates, per synthetic category, ESAD at the profile's
+preset and optionally RIAD at the same budget, the naive per-pixel z-score baseline and a PatchCore-style
+detector (no training); then writes ``report.md`` (the per-category table with 95 % bootstrap intervals,
+and the *paired* differences ESAD minus each other method on the same test images) and ``demo.json``
+(every metric, the differences and the provenance).  ``docs/demo_report.md`` is the committed copy of
+``make demo``'s report; notebooks 06 and 07 use ``compare_methods`` and ``paired_from_scores``.
 """
 
 from __future__ import annotations
@@ -48,32 +47,27 @@ def report_from_runs(runs: Sequence[str | Path]) -> str:
     by_method: dict[str, dict[str, dict]] = {}
     for run in runs:
         m = load_metrics(run)
-        method = m.get("method", "esad")
-        cat = m["category"]
+        method, cat = m.get("method", "esad"), m["category"]
         if cat in by_method.setdefault(method, {}):
             raise ValueError(f"two {method} runs for category {cat!r} ({run}); report one per category")
         by_method[method][cat] = m
     main = "esad" if "esad" in by_method else next(iter(by_method))
-    label = {k: f"{k.upper()} (ours)" if k != "naive" else "naive (ours)" for k in by_method}
-    extra = {label[k]: v for k, v in by_method.items() if k != main}
+    extra = {f"{k.upper() if k != 'naive' else k} (ours)": v for k, v in by_method.items() if k != main}
     return format_report(by_method[main], extra=extra, title=f"{main.upper()} (ours) vs reported")
 
 
 def _finished(run_dir: Path, key: str) -> bool:
     """A finished evaluation of config ``key`` in today's metrics.json layout (else re-evaluated)."""
-    p = run_dir / "metrics.json"
-    if not (p.exists() and (run_dir / SCORES_FILE).exists()):
-        return False
     try:
-        m = json.loads(p.read_text())
-    except json.JSONDecodeError:
+        m = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
         return False
-    return m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
+    same = m.get("config_key") == key and m.get("schema") == METRICS_SCHEMA
+    return same and (run_dir / SCORES_FILE).exists()
 
 
-def train_and_evaluate(
-    cfg: ESADConfig, run_dir: Path | None = None, progress: bool = True, reevaluate: bool = False
-) -> dict:
+def train_and_evaluate(cfg: ESADConfig, run_dir: Path | None = None, progress: bool = True,
+                       reevaluate: bool = False) -> dict:
     """Train ``cfg`` (unless trained; an interrupted training resumes) and evaluate it, unless
     finished and not ``reevaluate``; ``run_dir=None``: ``train_or_load``'s cache folder."""
     run_dir = run_dir_for(cfg) if run_dir is None else run_dir
@@ -86,9 +80,8 @@ def train_and_evaluate(
     return evaluate_run(run_dir, progress=progress)
 
 
-def detector_metrics(
-    detector: Detector, cfg: ESADConfig, out_dir: Path, progress: bool = True, reevaluate: bool = False
-) -> dict:
+def detector_metrics(detector: Detector, cfg: ESADConfig, out_dir: Path, progress: bool = True,
+                     reevaluate: bool = False) -> dict:
     """Fit ``detector`` on train/good and evaluate it into ``out_dir``; a finished evaluation with
     the same ``info()["config_key"]`` is reused unless ``reevaluate``."""
     key = detector.info().get("config_key") if hasattr(detector, "info") else None
@@ -98,9 +91,8 @@ def detector_metrics(
     return evaluate(detector, cfg, out_dir=out_dir, progress=progress)[0]
 
 
-def read_scores(run_dir: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
-    """``(scores [N], label names, image ids)`` from ``RUN/scores.csv``; ids are
-    ``<label>/<file stem>`` so that two methods' rows can be matched for a paired comparison."""
+def read_scores(run_dir: str | Path) -> ScoreTable:
+    """The ``ScoreTable`` of ``RUN/scores.csv`` (ids match two methods' rows for a paired comparison)."""
     p = Path(run_dir) / SCORES_FILE
     if not p.exists():
         raise FileNotFoundError(f"{p} not found; evaluate the run first (`esad evaluate {run_dir}`)")
@@ -123,27 +115,23 @@ def _by_id(t: ScoreTable) -> ScoreTable:
     return t[0][order], [t[1][i] for i in order], [t[2][i] for i in order]
 
 
-def paired_from_scores(
-    base: dict[str, ScoreTable], others: dict[str, dict[str, ScoreTable]], kind: str = "structural",
-    seed: int = 0, keep_samples: bool = False,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+def paired_from_scores(base: dict[str, ScoreTable], others: dict[str, dict[str, ScoreTable]],
+                       kind: str = "structural", seed: int = 0,
+                       keep_samples: bool = False) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
     """Paired bootstrap differences of the ``kind`` image AUROC, ``base - other``, per category and
     mean: ``(diffs[method][category], means[method])`` of ``esad_lib.uncertainty`` difference dicts.
-
-    ``base[category]`` / ``others[method][category]``: ``ScoreTable`` triples of the SAME test images,
-    matched by id; each category's resamples are drawn with ``category_seed(seed, category)`` (shared by
-    every method of it).  The mean's interval: percentile interval of the per-resample category mean, its
-    ``se`` their standard deviation.  ``keep_samples``: every dict keeps its bootstrap ``samples [B]``.
-    """
+    ``base[category]`` / ``others[method][category]``: ``ScoreTable``s of the SAME test images, matched
+    by id; a category's resamples are drawn with ``category_seed(seed, category)`` for every method.  The
+    mean's interval: percentile interval of the per-resample category mean, its ``se`` their standard
+    deviation.  ``keep_samples``: every dict keeps its bootstrap ``samples [B]``."""
     diffs: dict[str, dict[str, dict]] = {}
     means: dict[str, dict] = {}
     for method, tables in others.items():
         diffs[method], samples = {}, []
         for cat, table in tables.items():
             a, b = _by_id(base[cat]), _by_id(table)
-            res = paired_image_auroc_by_type(*a[:2], *b[:2], a[2], b[2], seed=category_seed(seed, cat),
-                                             return_samples=True)
-            r = res[kind]
+            r = paired_image_auroc_by_type(*a[:2], *b[:2], a[2], b[2], seed=category_seed(seed, cat),
+                                           return_samples=True)[kind]
             if r is None:
                 continue
             samples.append(r["samples"] if keep_samples else r.pop("samples"))
@@ -152,50 +140,38 @@ def paired_from_scores(
             mean_diff = float(np.mean([diffs[method][c]["diff"] for c in diffs[method]]))
             boot = np.mean(samples, axis=0)
             lo, hi = percentile_interval(boot, 0.95)
-            means[method] = dict(diff=mean_diff, low=lo, high=hi, excludes_zero=bool(lo > 0.0 or hi < 0.0))
-            means[method].update(n_categories=len(samples), method=METHOD_PAIRED,
+            means[method] = dict(diff=mean_diff, low=lo, high=hi, excludes_zero=bool(lo > 0.0 or hi < 0.0),
+                                 n_categories=len(samples), method=METHOD_PAIRED,
                                  se=float(np.std(boot, ddof=1)))
             if keep_samples:
                 means[method]["samples"] = boot
     return diffs, means
 
 
-def paired_differences(
-    base_dirs: dict[str, Path], other_dirs: dict[str, dict[str, Path]], kind: str = "structural",
-    seed: int = 0, keep_samples: bool = False,
-) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
-    """``paired_from_scores`` of run folders: ``base_dirs[category]`` and
-    ``other_dirs[method][category]`` are folders with ``scores.csv``."""
+def paired_differences(base_dirs: dict[str, Path], other_dirs: dict[str, dict[str, Path]],
+                       kind: str = "structural", seed: int = 0,
+                       keep_samples: bool = False) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    """``paired_from_scores`` of the scores.csv in ``base_dirs[cat]`` and ``other_dirs[method][cat]``."""
     base = {cat: read_scores(d) for cat, d in base_dirs.items()}
     others = {m: {cat: read_scores(d) for cat, d in dirs.items()} for m, dirs in other_dirs.items()}
     return paired_from_scores(base, others, kind=kind, seed=seed, keep_samples=keep_samples)
 
 
-def _git_commit() -> str | None:
-    cmd = ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def provenance(
-    profile: str, categories: Sequence[str], seconds: float, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def provenance(profile: str, categories: Sequence[str], seconds: float,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where a table came from: commit, date, threads, profile, seeds, machine, time taken."""
     cfg = get_config(profile, **(overrides or {}))
+    try:
+        git = subprocess.run(["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+        commit = git.stdout.strip() or None if git.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
     return {
-        "commit": _git_commit(),
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.processor() or platform.machine(),
-        "profile": profile,
-        "categories": list(categories),
-        "seed": cfg.seed,
-        "synth_seed": cfg.synth_seed,
+        "commit": commit, "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
+        "profile": profile, "categories": list(categories), "seed": cfg.seed, "synth_seed": cfg.synth_seed,
         "seconds": round(float(seconds), 1),
     }
 
@@ -231,8 +207,7 @@ def default_report_dir(profile: str) -> Path:
 
 @dataclass
 class Comparison:
-    """What ``compare_methods`` evaluated: ``metrics[method][category]`` and ``dirs[method][category]``,
-    the folder holding its ``scores.csv``."""
+    """``compare_methods``'s ``metrics[method][category]`` and ``dirs[method][category]`` (its scores.csv)."""
 
     metrics: dict[str, dict[str, dict]] = field(default_factory=dict)
     dirs: dict[str, dict[str, Path]] = field(default_factory=dict)
@@ -246,19 +221,16 @@ class Comparison:
 DetectorFactory = Callable[[ESADConfig], Detector]
 
 
-def compare_methods(
-    profile: str = "demo", categories: Sequence[str] = CATEGORIES, with_riad: bool = False,
-    with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
-    overrides: dict[str, Any] | None = None, out: str | Path | None = None, reevaluate: bool = False,
-    echo: bool = True, detectors: dict[str, DetectorFactory] | None = None,
-) -> Comparison:
-    """Train (or reuse) and evaluate ESAD and the methods asked for, per synthetic category: RIAD
-    at the same budget, the naive baseline, PatchCore and a reader's ``detectors`` (``{name:
-    factory}``, ``factory(cfg)`` an unfitted detector).  Finished evaluations are reused unless
-    ``reevaluate``.  ESAD and RIAD live in ``train_or_load``'s cache, the others under
-    ``default_report_dir(profile)`` (``.../seed<N>/`` for a training seed other than the profile's);
-    with ``out`` all under ``out/<category>/<method>``.  ``echo`` prints one line per category to stderr.
-    """
+def compare_methods(profile: str = "demo", categories: Sequence[str] = CATEGORIES, with_riad: bool = False,
+                    with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
+                    overrides: dict[str, Any] | None = None, out: str | Path | None = None,
+                    reevaluate: bool = False, echo: bool = True,
+                    detectors: dict[str, DetectorFactory] | None = None) -> Comparison:
+    """Train (or reuse) and evaluate, per synthetic category, ESAD and the methods asked for, plus a reader's
+    ``detectors`` (``{name: DetectorFactory}``); finished evaluations are reused unless ``reevaluate``.
+    ESAD and RIAD live in ``train_or_load``'s cache, the others under ``default_report_dir(profile)``
+    (``.../seed<N>/`` for a training seed other than the profile's); with ``out`` all under
+    ``out/<category>/<method>``.  ``echo`` prints one line per category to stderr."""
     report_dir = Path(out) if out is not None else default_report_dir(profile)
     if out is None and (seed := get_config(profile, **(overrides or {})).seed) != get_config(profile).seed:
         report_dir = report_dir / f"seed{seed}"
@@ -288,9 +260,8 @@ def _others(cmp: Comparison) -> list[str]:
     return order + [m for m in cmp.metrics if m not in order and m != "esad"]
 
 
-def comparison_report(
-    cmp: Comparison, title: str, reported_label: str = "reported"
-) -> tuple[str, dict[str, Any]]:
+def comparison_report(cmp: Comparison, title: str,
+                      reported_label: str = "reported") -> tuple[str, dict[str, Any]]:
     """The markdown of the results table and of the paired differences ESAD minus each other method,
     and the paired dict that ``demo.json`` stores."""
     order = _others(cmp)
@@ -318,19 +289,6 @@ SEEDS_NOTE = (
 )
 
 
-def _seed_rows(cmps: dict[int, Comparison], names: dict[str, str], per_seed: dict[int, tuple]) -> list[str]:
-    """Markdown rows, one per seed: each method's mean structural AUROC, ESAD minus each with its interval."""
-    head = ["Seed", "ESAD str.", *(f"{n} str." for n in names.values())]
-    head += [f"ESAD − {n}" for n in names.values()]
-    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for s, cmp in cmps.items():
-        means = [np.mean([x["image_auroc"]["structural"] for x in cmp.metrics[m].values()])
-                 for m in ("esad", *names)]
-        cells = [f"{100 * a:.1f}" for a in means] + [format_diff(per_seed[s][1][n]) for n in names.values()]
-        rows.append(f"| {s} | " + " | ".join(cells) + " |")
-    return rows
-
-
 def seeds_report(cmps: dict[int, Comparison], title: str) -> tuple[str, dict[str, Any]]:
     """``comparison_report``'s paired differences over training seeds (``cmps[seed]``: each seed's
     ``compare_methods`` on the SAME test images): per seed the paired bootstrap, combined by
@@ -350,9 +308,16 @@ def seeds_report(cmps: dict[int, Comparison], title: str) -> tuple[str, dict[str
     for n in names.values():
         diffs[n] = combine_seeds([{**d[n], "mean": m[n]} for d, m in per_seed.values()])
         means[n] = diffs[n].pop("mean")
+    # one row per seed: each method's mean structural AUROC, ESAD minus each with its interval
+    head = ["Seed", "ESAD str.", *(f"{n} str." for n in diffs), *(f"ESAD − {n}" for n in diffs)]
     lines = [f"### {title}", "", "Each seed, the mean over categories (structural image AUROC %; ESAD minus "
-             "each method with its paired interval over the test images):", ""]
-    lines += _seed_rows(cmps, names, per_seed)
+             "each method with its paired interval over the test images):", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for s, cmp in cmps.items():
+        aurocs = [np.mean([x["image_auroc"]["structural"] for x in cmp.metrics[m].values()])
+                  for m in ("esad", *names)]
+        cells = [f"{100 * a:.1f}" for a in aurocs] + [format_diff(per_seed[s][1][n]) for n in diffs]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
     metric = f"structural image AUROC over {len(cmps)} training seeds"
     text = "\n".join(lines) + "\n\n" + format_paired(diffs, means, metric=metric, note=SEEDS_NOTE)
     by_seed = {str(s): {"per_category": d, "mean": m} for s, (d, m) in per_seed.items()}
@@ -360,12 +325,11 @@ def seeds_report(cmps: dict[int, Comparison], title: str) -> tuple[str, dict[str
     return text, {"structural_image_auroc": _no_samples(paired)}
 
 
-def run_demo(
-    profile: str = "demo", out: str | Path | None = None, categories: Sequence[str] = CATEGORIES,
-    with_riad: bool = False, with_naive: bool = True, with_patchcore: bool = False, progress: bool = True,
-    overrides: dict[str, Any] | None = None, detectors: dict[str, DetectorFactory] | None = None,
-    seeds: Sequence[int] | None = None,
-) -> DemoResult:
+def run_demo(profile: str = "demo", out: str | Path | None = None, categories: Sequence[str] = CATEGORIES,
+             with_riad: bool = False, with_naive: bool = True, with_patchcore: bool = False,
+             progress: bool = True, overrides: dict[str, Any] | None = None,
+             detectors: dict[str, DetectorFactory] | None = None,
+             seeds: Sequence[int] | None = None) -> DemoResult:
     """``compare_methods`` and its tables: writes ``report.md`` and ``demo.json`` to ``out`` (default
     ``<data root>/runs/<profile>``); ``overrides``: config fields changed in every run.  ``seeds``
     (two or more training seeds): ``compare_methods`` per seed (into ``out/seed<N>``) and
@@ -377,12 +341,10 @@ def run_demo(
     methods = dict(with_riad=with_riad, with_naive=with_naive, with_patchcore=with_patchcore,
                    progress=progress, detectors=detectors)
     name = f"ESAD (ours, `{profile}` profile)"
-    if seeds:
-        cmps = {}
-        for s in dict.fromkeys(seeds):  # each training seed on the same test images
-            seed_out = None if out is None else Path(out) / f"seed{s}"
-            seed_ov = {**ov, "seed": s}
-            cmps[s] = compare_methods(profile, categories, overrides=seed_ov, out=seed_out, **methods)
+    if seeds:  # each training seed on the same test images
+        cmps = {s: compare_methods(profile, categories, overrides={**ov, "seed": s},
+                                   out=None if out is None else Path(out) / f"seed{s}", **methods)
+                for s in dict.fromkeys(seeds)}
         title = f"{name} vs each method, training seeds {', '.join(map(str, cmps))}"
         text, paired = seeds_report(cmps, title)
         metrics: dict[str, Any] = {str(s): c.metrics for s, c in cmps.items()}
@@ -395,11 +357,12 @@ def run_demo(
         metrics = cmp.metrics
     prov = provenance(profile, categories, time.perf_counter() - t0, ov)
     prov["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in ov.items()}
-    prov.update({"seeds": list(cmps)} if seeds else {})
+    if seeds:
+        prov["seeds"] = list(cmps)
     text += _provenance_md(prov)
-    blob = {"provenance": prov, "metrics": metrics, "paired": paired}
+    blob = json_safe({"provenance": prov, "metrics": metrics, "paired": paired})
     atomic_write_text(report_dir / "report.md", text)
-    atomic_write_text(report_dir / "demo.json", json.dumps(json_safe(blob), indent=1, sort_keys=True) + "\n")
+    atomic_write_text(report_dir / "demo.json", json.dumps(blob, indent=1, sort_keys=True) + "\n")
     return DemoResult(text=text, metrics=metrics, paired=paired, provenance=prov, report_dir=report_dir)
 
 

@@ -1,17 +1,15 @@
-"""Evaluation of a trained run on MVTec LOCO AD protocol (the paper's experiments: the authors' README
-"5. result").
+"""Evaluation on the MVTec LOCO AD protocol (the paper's experiments: the authors' README "5. result").
 
-Everything that writes or reads ``metrics.json`` lives here: ``evaluate(detector, cfg)`` scores a
-category's test split with ANY detector (``esad_lib.detectors``) through ``scoring.score_dataset``,
-``write_metrics`` is the one writer, ``evaluate_run(RUN)`` does it for a trained run and
-``metrics_from_maps`` computes everything from full-resolution maps alone (``esad score-maps``).
-Metrics (``esad_lib.metrics``): ``image_auroc.{structural,logical,mean}`` (good vs each type);
-``pixel_auroc``; ``au_pro`` (FPR 0.3); ``au_spro.{structural,logical,mean}`` (MVTec LOCO's
-saturated PRO up to FPR 0.05, rules from ``defects_config.json``), ``au_spro_limits`` and
-``au_spro_by_defect`` at MVTec's limits; ``ci``: 95 % stratified-bootstrap intervals
-(``esad_lib.uncertainty``); ``timing``.  A missing anomaly type is ``None`` everywhere.  Maps are
-upsampled bilinearly to the ORIGINAL image size and the image score is their max (MVTec's
-definition).
+Everything that writes or reads ``metrics.json`` lives here: ``evaluate(detector, cfg)`` scores a category's
+test split with ANY detector (``esad_lib.detectors``) through ``scoring.score_dataset``, ``write_metrics``
+is the one writer, ``evaluate_run(RUN)`` does it for a trained run and ``metrics_from_maps`` computes
+everything from full-resolution maps alone (``esad score-maps``).  Metrics (``esad_lib.metrics``):
+``image_auroc.{structural,logical,mean}`` (good vs each type); ``pixel_auroc``; ``au_pro`` (FPR 0.3);
+``au_spro.{structural,logical,mean}`` (MVTec LOCO's saturated PRO up to FPR 0.05, rules from
+``defects_config.json``), ``au_spro_limits`` and ``au_spro_by_defect`` at MVTec's limits; ``ci``: 95 %
+stratified-bootstrap intervals (``esad_lib.uncertainty``); ``timing``.  A missing anomaly type is ``None``
+everywhere.  Maps are upsampled bilinearly to the ORIGINAL image size and the image score is their max
+(MVTec's definition).
 """
 
 from __future__ import annotations
@@ -63,10 +61,8 @@ def json_safe(x: Any) -> Any:
     return x
 
 
-def metrics_from_maps(
-    maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str], defects: Sequence,
-    ci: bool = True,
-) -> dict[str, Any]:
+def metrics_from_maps(maps: Sequence[np.ndarray], channels: Sequence[np.ndarray], label_names: Sequence[str],
+                      defects: Sequence, ci: bool = True) -> dict[str, Any]:
     """Every metric of ``metrics.json`` from full-resolution maps ``[H0,W0]``; ``ci``: with 95 %
     bootstrap intervals of the image AUROC and AU-sPRO (FPR 0.05) per type and their mean."""
     scores = np.asarray([float(np.max(m)) for m in maps], dtype=np.float64)
@@ -80,12 +76,9 @@ def metrics_from_maps(
     out.update(map_metrics(maps, channels, names, defects, order=order))
     if ci:
         boot = {"n_boot": CI_N_BOOT, "seed": CI_SEED}
-        intervals = {
-            "image_auroc": image_auroc_ci_by_type(scores, names, **boot),
-            "au_spro": au_spro_ci_by_type(maps, channels, names, defects, order=order, **boot)
-            if has_regions
-            else None,
-        }
+        intervals = {"image_auroc": image_auroc_ci_by_type(scores, names, **boot), "au_spro": None}
+        if has_regions:
+            intervals["au_spro"] = au_spro_ci_by_type(maps, channels, names, defects, order=order, **boot)
         out["ci"] = json_safe({**intervals, "method": METHOD_BOOT, **boot, "level": 0.95})
     return out
 
@@ -122,10 +115,9 @@ def write_metrics(out_dir: str | Path, metrics: dict[str, Any], result: ScoreRes
     atomic_write_text(out_dir / METRICS_FILE, json.dumps(json_safe(metrics), indent=2) + "\n")
 
 
-def evaluate(
-    detector, cfg: ESADConfig, out_dir: str | Path | None = None, root: str | Path | None = None,
-    max_images: int | None = None, progress: bool = True, export_maps_dir: str | Path | None = None,
-) -> tuple[dict[str, Any], ScoreResult]:
+def evaluate(detector, cfg: ESADConfig, out_dir: str | Path | None = None, root: str | Path | None = None,
+             max_images: int | None = None, progress: bool = True,
+             export_maps_dir: str | Path | None = None) -> tuple[dict[str, Any], ScoreResult]:
     """Score ``cfg.category``'s test split with a fitted ``detector``: ``(metrics, result)``.
     ``out_dir``: also write metrics.json and scores.csv; ``export_maps_dir``: the maps as TIFF."""
     from esad_lib.detectors.base import detector_name
@@ -136,14 +128,13 @@ def evaluate(
     result = score_dataset(detector, cfg, root=root, max_images=max_images, progress=progress)
     t0 = time.perf_counter()
     metrics = metrics_from_result(result, defects)
-    metric_seconds = time.perf_counter() - t0
-    metrics.update(_provenance(cfg.category, root, result.label_names))
     timing = {
         "fit_seconds": getattr(detector, "fit_seconds", None), "train_seconds": None,
         "scoring_ms_per_image": result.ms_per_image, "scoring_seconds": result.seconds,
-        "scoring_wall_seconds": result.wall_seconds, "metric_seconds": metric_seconds,
+        "scoring_wall_seconds": result.wall_seconds, "metric_seconds": time.perf_counter() - t0,
         "fast_scoring": bool(cfg.fast_scoring),
     }
+    metrics.update(_provenance(cfg.category, root, result.label_names))
     metrics.update(
         method=detector_name(detector), profile=cfg.profile, dataset=cfg.dataset,
         image_size=list(input_size(cfg, root)), config=cfg.to_dict(),
@@ -158,10 +149,8 @@ def evaluate(
     return metrics, result
 
 
-def evaluate_model(
-    model, cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None,
-    progress: bool = True,
-) -> tuple[dict[str, Any], ScoreResult]:
+def evaluate_model(model, cfg: ESADConfig, root: str | Path | None = None, max_images: int | None = None,
+                   progress: bool = True) -> tuple[dict[str, Any], ScoreResult]:
     """``evaluate`` of a trained ESAD / RIAD ``model`` scored with ``cfg``'s test-time fields."""
     from esad_lib.detectors.esad import EsadDetector
 
@@ -184,11 +173,9 @@ def scores_csv(result: ScoreResult) -> str:
     return buf.getvalue()
 
 
-def evaluate_run(
-    run_dir: str | Path, max_images: int | None = None, progress: bool = True, save_scores: bool = True,
-    overrides: dict[str, Any] | None = None, root: str | Path | None = None,
-    export_maps_dir: str | Path | None = None,
-) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, max_images: int | None = None, progress: bool = True,
+                 save_scores: bool = True, overrides: dict[str, Any] | None = None,
+                 root: str | Path | None = None, export_maps_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate the trained run in ``run_dir``; write ``run_dir/metrics.json`` (and scores.csv).
     ``overrides``: scoring fields of the run's config only (e.g. ``{"score_map": "pixel"}``)."""
     from esad_lib.detectors.esad import EsadDetector
@@ -216,17 +203,15 @@ def evaluate_run(
     return metrics
 
 
-def score_maps(
-    maps_dir: str | Path, root: str | Path, categories: Sequence[str], out: str | Path | None = None,
-    method: str = "external", progress: bool = True,
-) -> dict[str, dict[str, Any]]:
+def score_maps(maps_dir: str | Path, root: str | Path, categories: Sequence[str],
+               out: str | Path | None = None, method: str = "external",
+               progress: bool = True) -> dict[str, dict[str, Any]]:
     """``{category: metrics}`` of maps on disk; reads every category before writing ``out/<category>``."""
     maps_dir, root = Path(maps_dir), Path(root)
     loaded = [read_maps(maps_dir, root, c, progress) for c in categories]
     results: dict[str, dict[str, Any]] = {}
     for lm in loaded:
-        defects = load_defects_config(root / lm.category)
-        m = metrics_from_maps(lm.maps, lm.channels, lm.label_names, defects)
+        m = metrics_from_maps(lm.maps, lm.channels, lm.label_names, load_defects_config(root / lm.category))
         m.update(_provenance(lm.category, root, lm.label_names))
         m.update({"method": method, "maps_dir": str(maps_dir), "skipped_labels": lm.skipped_labels})
         results[lm.category] = m

@@ -59,13 +59,6 @@ def export_maps(result: ScoreResult, category: str, out: str | Path, progress: b
     return written
 
 
-def _load_map(path: Path) -> np.ndarray:
-    arr = np.asarray(np.load(path, allow_pickle=False) if path.suffix == ".npy" else tifffile.imread(path))
-    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
-        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
-    return arr
-
-
 @dataclass
 class LoadedMaps:
     """Maps of one category read from disk, aligned with the dataset's test images."""
@@ -78,34 +71,24 @@ class LoadedMaps:
     skipped_labels: list[str]  # labels with no folder under maps_dir
 
 
-def _unknown_files(folder: Path, ids: set[str]) -> list[str]:
-    return [
-        f"{p}: no test image with id {p.stem!r} in the dataset (unknown image id)"
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.suffix in MAP_SUFFIXES and p.stem not in ids
-    ]
-
-
-def _problem(path: Path, arr: np.ndarray, size: tuple[int, int]) -> str | None:  # what is wrong, or None
-    if arr.ndim != 2:
-        return f"{path}: expected a 2-D map, got shape {arr.shape}"
-    if tuple(arr.shape) != tuple(size):
-        return f"{path}: map is {arr.shape[1]}x{arr.shape[0]} (WxH) but its image is {size[1]}x{size[0]}"
-    if not np.issubdtype(arr.dtype, np.number):
-        return f"{path}: map dtype {arr.dtype} is not numeric"
-    if not np.isfinite(arr).all():
-        return f"{path}: map holds NaN or inf values"
-    return None
-
-
 def _read_one(path: Path, sample) -> tuple[np.ndarray | None, str | None]:
-    """(map, None) or (None, the problem) for one map file."""
+    """(map, None) or (None, what is wrong) for one map file."""
     try:
-        arr = _load_map(path)
+        a = np.asarray(np.load(path, allow_pickle=False) if path.suffix == ".npy" else tifffile.imread(path))
     except Exception as e:  # truncated, another format: tifffile / numpy say why
         return None, f"{path}: cannot be read ({type(e).__name__}: {e})"
-    err = _problem(path, arr, image_size(sample.path))
-    return (None, err) if err else (arr.astype(np.float32, copy=False), None)
+    if a.ndim == 3 and 1 in (a.shape[0], a.shape[-1]):  # [1,H,W] or [H,W,1]
+        a = a.reshape(a.shape[1:] if a.shape[0] == 1 else a.shape[:-1])
+    size = image_size(sample.path)
+    if a.ndim != 2:
+        return None, f"{path}: expected a 2-D map, got shape {a.shape}"
+    if tuple(a.shape) != tuple(size):
+        return None, f"{path}: map is {a.shape[1]}x{a.shape[0]} (WxH) but its image is {size[1]}x{size[0]}"
+    if not np.issubdtype(a.dtype, np.number):
+        return None, f"{path}: map dtype {a.dtype} is not numeric"
+    if not np.isfinite(a).all():
+        return None, f"{path}: map holds NaN or inf values"
+    return a.astype(np.float32, copy=False), None
 
 
 def _locate(test_dir: Path, samples: list, skipped: list[str], problems: list[str]) -> list[tuple]:
@@ -118,7 +101,10 @@ def _locate(test_dir: Path, samples: list, skipped: list[str], problems: list[st
         if not folder.is_dir():
             skipped += [label] if todo else []
             continue
-        problems += _unknown_files(folder, {s.image_id for s in todo})
+        ids = {s.image_id for s in todo}
+        problems += [f"{p}: no test image with id {p.stem!r} in the dataset (unknown image id)"
+                     for p in sorted(folder.iterdir())
+                     if p.is_file() and p.suffix in MAP_SUFFIXES and p.stem not in ids]
         for s in todo:
             p = next((p for suf in MAP_SUFFIXES if (p := folder / f"{s.image_id}{suf}").is_file()), None)
             if p is None:
@@ -134,20 +120,17 @@ def read_maps(maps_dir: str | Path, root: str | Path, category: str, progress: b
     maps_dir, root = Path(maps_dir), Path(root)
     test_dir = maps_dir / category / "test"
     if not test_dir.is_dir():
-        raise MapsError(
-            f"{test_dir}: no maps for {category!r} (expected <maps>/{category}/test/<label>/<id>.tiff)"
-        )
+        raise MapsError(f"{test_dir}: no maps for {category!r} "
+                        f"(expected <maps>/{category}/test/<label>/<id>.tiff)")
     expected = ", ".join(LABEL_DIRS.values())
-    folders = [d for d in sorted(test_dir.iterdir()) if d.is_dir() and d.name not in DIR_LABELS]
-    problems = [f"{d}: unknown label folder (expected {expected})" for d in folders]
+    problems = [f"{d}: unknown label folder (expected {expected})"
+                for d in sorted(test_dir.iterdir()) if d.is_dir() and d.name not in DIR_LABELS]
     out = LoadedMaps(category, [], [], [], [], [])
     found = _locate(test_dir, list_samples(root, category, split="test"), out.skipped_labels, problems)
     with ThreadPoolExecutor(2) as pool:
-        read = pool.map(lambda f: (_read_one(f[2], f[1]), load_channel_masks(f[1])), found)
-        for (label, _, p), ((arr, err), chans) in zip(
-            found,
-            tqdm(read, total=len(found), desc=f"read maps {category}", disable=not progress, leave=False),
-        ):
+        read = pool.map(lambda f: (*_read_one(f[2], f[1]), load_channel_masks(f[1])), found)
+        bar = tqdm(read, total=len(found), desc=f"read maps {category}", disable=not progress, leave=False)
+        for (label, _, p), (arr, err, chans) in zip(found, bar):
             if err:
                 problems.append(err)
                 continue

@@ -40,20 +40,20 @@ def _rep(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
-def _get(m: Mapping[str, Any] | None, *keys: str) -> float | None:
-    cur: Any = m
+def _get(m: Any, *keys: str) -> Any:
     for k in keys:
-        cur = cur.get(k) if isinstance(cur, Mapping) else None
-    return None if cur is None else float(cur)
+        m = m.get(k) if isinstance(m, Mapping) else None
+    return m
 
 
 def _cell(m: Mapping[str, Any] | None, metric: str, kind: str) -> tuple[str, float | None, float | None]:
     """``"76.9 [72.1, 81.4]"`` (or just the value without an interval), the value and its se."""
-    v = _get(m, metric, kind)
-    c = (((m or {}).get("ci") or {}).get(metric) or {}).get(kind)  # the bootstrap interval, if any
-    c = c if isinstance(c, Mapping) and c.get("low") is not None else None
-    if v is None or c is None:
-        return ("-", None, None) if v is None else (_pct(v), v, None)
+    v, c = _get(m, metric, kind), _get(m, "ci", metric, kind)  # c: the bootstrap interval, if any
+    if v is None:
+        return "-", None, None
+    v = float(v)
+    if not isinstance(c, Mapping) or c.get("low") is None:
+        return _pct(v), v, None
     return f"{_pct(v)} [{_pct(c['low'])}, {_pct(c['high'])}]", v, c.get("se")
 
 
@@ -77,13 +77,6 @@ def mean_with_ci(values: list[float | None], ses: list[float | None]) -> str:
     return f"{_pct(mean)} [{_pct(max(0.0, mean - half))}, {_pct(min(1.0, mean + half))}]"
 
 
-CI_NOTE = (
-    "[a, b] = 95 % confidence interval, stratified bootstrap over the test images (2000 resamples); "
-    "the average's interval combines the categories' standard errors (independent test sets, normal "
-    "approximation)."
-)
-
-
 def _by_category(metrics: Mapping[str, Mapping] | Iterable[Mapping]) -> dict[str, Mapping]:
     if isinstance(metrics, Mapping):
         return dict(metrics)
@@ -104,75 +97,59 @@ def describe_setting(metrics: Mapping[str, Mapping]) -> str:
         if "maps_dir" in m:  # esad score-maps: maps of any method, read from disk
             parts.add(f"maps read from {m['maps_dir']} (dataset {m.get('dataset_root', '?')})")
             continue
-        ds = m.get("dataset", "?")
+        ds, cfg = m.get("dataset", "?"), m.get("config") or {}
         data = "the built-in SYNTHETIC LOCO-like benchmark" if ds == "synthetic" else f"real data at {ds}"
-        cfg = m.get("config", {}) or {}
         size = m.get("image_size") or cfg.get("image_size")
         size_s = f"{size[0]}x{size[1]}" if size else "?"
-        epochs = cfg.get("epochs", "?")
         method = m.get("method", "esad")
         kind = str(m.get("score_map") or method)
-        where = f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, "
         norm = m.get("map_normalization") or cfg.get("map_normalization")
-        norm_s = f", standardised with {norm}/good statistics" if norm in ("train", "validation") else ""
         if method == "patchcore":  # training-free: a memory bank of train/good features
             extractor = m.get("feature_extractor", "?")
-            parts.add(f"{where}nearest-neighbour maps on frozen `{extractor}` features, no training)")
+            how = f"nearest-neighbour maps on frozen `{extractor}` features, no training"
         elif method not in ("esad", "riad"):  # the naive baseline, a reader's detector: not trained
-            parts.add(f"{where}{kind} maps, no training)")
+            how = f"{kind} maps, no training"
         else:
-            parts.add(f"{where}{epochs} epochs, {kind}-level maps{norm_s})")
+            std = f", standardised with {norm}/good statistics" if norm in ("train", "validation") else ""
+            how = f"{cfg.get('epochs', '?')} epochs, {kind}-level maps{std}"
+        parts.add(f"{data}, profile `{m.get('profile', '?')}` ({size_s} px, {how})")
     return "; ".join(sorted(parts)) if parts else "no runs"
 
 
-def format_report(
-    metrics_by_category: Mapping[str, Mapping] | Iterable[Mapping],
-    extra: Mapping[str, Mapping[str, Mapping] | Iterable[Mapping]] | None = None,
-    title: str = "Results per category (%)", reported_label: str = "reported",
-) -> str:
-    """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper's
-    REPORTED ESAD and RIAD columns (headed ``"ESAD str. (<reported_label>)"``).
-
-    ``metrics_by_category``: ``{category: metrics.json dict}`` or a list of such dicts.  ``extra``:
-    more of OUR columns (``{"RIAD (ours)": {...}}``), each as structural / logical image AUROC.
-    """
+def format_report(metrics_by_category: Mapping[str, Mapping] | Iterable[Mapping],
+                  extra: Mapping[str, Mapping[str, Mapping] | Iterable[Mapping]] | None = None,
+                  title: str = "Results per category (%)", reported_label: str = "reported") -> str:
+    """Markdown table: ours (structural/logical image AUROC %, AU-sPRO %) beside the paper's REPORTED ESAD
+    and RIAD columns (headed ``"ESAD str. (<reported_label>)"``).  ``metrics_by_category``: ``{category:
+    metrics.json dict}`` or a list of them; ``extra``: more of OUR columns (``{"RIAD (ours)": {...}}``),
+    each as structural / logical image AUROC."""
     ours = _by_category(metrics_by_category)
     extras = {label: _by_category(m) for label, m in (extra or {}).items()}
     categories = list(CATEGORIES) + sorted(set(ours) - set(CATEGORIES))
     header = ["Category", "Ours str.", "Ours log.", "Ours AU-sPRO str.", "Ours AU-sPRO log."]
     header += [f"{label} {k}." for label in extras for k in ("str", "log")]
     header += [f"ESAD str. ({reported_label})", f"RIAD str. ({reported_label})"]
-    cols: list[list[float | None]] = [[] for _ in range(4 + 2 * len(extras))]
-    ses: list[list[float | None]] = [[] for _ in cols]
-    rows = []
+    kinds, rows, cells = ("structural", "logical"), [], []  # cells[row]: (text, value, se) of our columns
     for cat in categories:
-        m = ours.get(cat)
-        kinds = ("structural", "logical")
-        cells = [_cell(m, metric, kind) for metric in ("image_auroc", "au_spro") for kind in kinds]
-        for e in extras.values():
-            cells += [_cell(e.get(cat), "image_auroc", kind) for kind in kinds]
-        for c, se_col, (_, v, se) in zip(cols, ses, cells):
-            c.append(v)
-            se_col.append(se)
-        rep = [REPORTED["ESAD"].get(cat), REPORTED["RIAD"].get(cat)]
-        rows.append([CATEGORY_TITLES.get(cat, cat)] + [t for t, _, _ in cells] + [_rep(v) for v in rep])
+        c = [_cell(ours.get(cat), metric, kind) for metric in ("image_auroc", "au_spro") for kind in kinds]
+        c += [_cell(e.get(cat), "image_auroc", kind) for e in extras.values() for kind in kinds]
+        rep = [_rep(REPORTED[k].get(cat)) for k in ("ESAD", "RIAD")]
+        rows.append([CATEGORY_TITLES.get(cat, cat)] + [t for t, _, _ in c] + rep)
+        cells.append(c)
     n_ours = sum(1 for c in categories if c in ours)
     avg_label = "Average" if n_ours == len(CATEGORIES) else f"Average ({n_ours} of {len(CATEGORIES)} ours)"
-    rows.append(
-        [avg_label]
-        + [mean_with_ci(c, se) for c, se in zip(cols, ses)]
-        + [_rep(REPORTED["ESAD"]["average"]), _rep(REPORTED["RIAD"]["average"])]
-    )
+    means = [mean_with_ci([v for _, v, _ in col], [se for _, _, se in col]) for col in zip(*cells)]
+    rows.append([avg_label] + means + [_rep(REPORTED[k]["average"]) for k in ("ESAD", "RIAD")])
 
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows] + [
-        "",
-        f"- **Ours**: measured on {describe_setting(ours)}. str. = good vs structural test images, "
+        "", f"- **Ours**: measured on {describe_setting(ours)}. str. = good vs structural test images, "
         "log. = good vs logical; AU-sPRO up to FPR 0.05 (each type's images plus the good ones).",
-        f"- {CI_NOTE}",
-    ]
-    lines += [f"- **{label}**: measured on {describe_setting(e)}." for label, e in extras.items()] + [
+        "- [a, b] = 95 % confidence interval, stratified bootstrap over the test images (2000 resamples); "
+        "the average's interval combines the categories' standard errors (independent test sets, normal "
+        "approximation).",
+    ] + [f"- **{label}**: measured on {describe_setting(e)}." for label, e in extras.items()] + [
         f"- **Reported** columns are NOT our measurements: {REPORTED_SOURCE}; real MVTec LOCO AD, "
         "256x256, full training. The paper reports no logical AUROC or AU-sPRO.",
         "- Ours and reported are comparable only for real MVTec LOCO AD at the `paper` profile; on "
@@ -198,11 +175,9 @@ def format_paired(diffs: _Diffs, means: _Means, base: str = "ESAD", metric: str 
     ``*`` marks an interval that excludes 0; ``note``: the bullet saying how the intervals are made."""
     others = list(diffs)
     cats = [c for c in CATEGORIES if any(c in diffs[o] for o in others)]
-    lines = [f"### Paired differences, {base} minus each method ({metric}, points)", ""]
-    lines += [
-        "| Category | " + " | ".join(f"{base} − {o}" for o in others) + " |",
-        "|---|" + "---:|" * len(others),
-    ]
+    lines = [f"### Paired differences, {base} minus each method ({metric}, points)", "",
+             "| Category | " + " | ".join(f"{base} − {o}" for o in others) + " |",
+             "|---|" + "---:|" * len(others)]
 
     def cell(d: Mapping[str, Any] | None) -> str:
         return _diff_text(d) + (" *" if d.get("excludes_zero") else "") if d else "-"
@@ -214,7 +189,7 @@ def format_paired(diffs: _Diffs, means: _Means, base: str = "ESAD", metric: str 
     better = {o: "better" if d["diff"] > 0 else "worse" for o, d in means.items() if d}
     verdicts = [f"{base} is {better[o]} than {o} on the mean (interval excludes 0)" if d["excludes_zero"]
                 else f"{base} vs {o}: not enough evidence (the interval includes 0)"
-                for o, d in ((o, means.get(o)) for o in others) if d]
+                for o in others if (d := means.get(o))]
     lines += ["", note] + [f"- {v}." for v in verdicts]
     return "\n".join(lines) + "\n"
 
@@ -249,9 +224,7 @@ def summary_line(m: dict) -> str:
     p = lambda x: "-" if x is None else f"{100 * x:.1f}"
     ia, sp = m["image_auroc"], m["au_spro"]
     timing = m.get("timing")
-    return (
-        f"{m['category']} ({m['method']}): image AUROC str {p(ia['structural'])} log {p(ia['logical'])} "
-        f"mean {p(ia['mean'])} | pixel AUROC {p(m['pixel_auroc'])} | AU-PRO {p(m['au_pro'])} | "
-        f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])}"
-        + (f" | scoring {timing['scoring_ms_per_image']:.1f} ms/image" if timing else "")
-    )
+    return (f"{m['category']} ({m['method']}): image AUROC str {p(ia['structural'])} log {p(ia['logical'])} "
+            f"mean {p(ia['mean'])} | pixel AUROC {p(m['pixel_auroc'])} | AU-PRO {p(m['au_pro'])} | "
+            f"AU-sPRO str {p(sp['structural'])} log {p(sp['logical'])}"
+            + (f" | scoring {timing['scoring_ms_per_image']:.1f} ms/image" if timing else ""))

@@ -45,21 +45,19 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def build_scoring_extractor(model: torch.nn.Module, cfg: ESADConfig):
     """The frozen feature extractor of ``cfg.feature_extractor`` on the model's device."""
-    dev, name = str(_model_device(model)), cfg.feature_extractor
-    return build_feature_extractor(name, weights=cfg.feature_weights, device=dev, model=model)
+    return build_feature_extractor(cfg.feature_extractor, weights=cfg.feature_weights,
+                                   device=str(_model_device(model)), model=model)
 
 
 def reconstructions(model, images: torch.Tensor, cfg: ESADConfig) -> dict[int, torch.Tensor]:
     """Test-fill reconstructions, one per cutout size: ``{c: recon [B,3,H,W]}``."""
-    fill = model_fills(cfg)[1]
-    sizes = tuple(cfg.cutout_sizes)
-    outs = model.reconstruct_all(images, sizes, fill=fill, alpha=cfg.fill_alpha, seed=cfg.seed)
+    outs = model.reconstruct_all(images, tuple(cfg.cutout_sizes), fill=model_fills(cfg)[1],  # the test fill
+                                 alpha=cfg.fill_alpha, seed=cfg.seed)
     return {int(c): o.recon for c, o in outs.items()}
 
 
-def raw_maps(
-    model, images: torch.Tensor, cfg: ESADConfig, extractor=None, score_map: str | None = None
-) -> torch.Tensor:
+def raw_maps(model, images: torch.Tensor, cfg: ESADConfig, extractor=None,
+             score_map: str | None = None) -> torch.Tensor:
     """Unsmoothed maps averaged over cutout sizes: ``[B,3,H,W] -> [B,H,W]`` (``score_map``: override)."""
     kind = score_map or cfg.score_map
     if kind not in SCORE_MAPS:
@@ -72,14 +70,11 @@ def raw_maps(
 def prepare_scoring(model, extractor=None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The fast path's prepared copies (``prepare_for_inference``) of ``model`` and ``extractor``."""
     model = prepare_for_inference(model.eval())
-    extractor = prepare_for_inference(extractor) if extractor is not None else None
-    return model, extractor
+    return model, None if extractor is None else prepare_for_inference(extractor)
 
 
-def anomaly_maps(
-    model, images: torch.Tensor, cfg: ESADConfig, extractor=None, stats: MapStats | None = None,
-    score_map: str | None = None,
-) -> torch.Tensor:
+def anomaly_maps(model, images: torch.Tensor, cfg: ESADConfig, extractor=None, stats: MapStats | None = None,
+                 score_map: str | None = None) -> torch.Tensor:
     """Smoothed (and, with ``stats``, standardised) anomaly maps: ``[B,3,H,W]`` in [-1, 1] -> ``[B,H,W]``."""
     model.eval()
     kind = score_map or cfg.score_map
@@ -136,10 +131,7 @@ class ScoreResult:
         """Union of the ground-truth channels of image ``i`` at original size: ``bool [H0,W0]``."""
         if self.channels is None:
             raise ValueError("scored without channels; pass keep_channels=True to score_dataset")
-        ch = self.channels[i]
-        if ch.shape[0] == 0:
-            return np.zeros(self.orig_sizes[i], dtype=bool)
-        return (ch > 0).any(0)
+        return (self.channels[i] > 0).any(0)  # [0,H0,W0] (no region) -> all False
 
     def to_rows(self) -> list[dict]:
         """One dict per image (path, label, score) -- for scores.csv."""
@@ -149,22 +141,13 @@ class ScoreResult:
         ]
 
 
-def _orig_size(item_size) -> tuple[int, int]:
-    if isinstance(item_size, torch.Tensor):
-        item_size = item_size.tolist()
-    return int(item_size[0]), int(item_size[1])
-
-
 def _label_loader(cfg: ESADConfig, root: Path, split: str, label: str, keep: bool, max_images, bs: int):
-    ds = LOCODataset(
-        root, cfg.category, split, image_size=input_size(cfg, root), labels=[label], return_channels=keep
-    )
-    n = len(ds) if max_images is None else min(len(ds), int(max_images))
-    if n < len(ds):
-        ds = torch.utils.data.Subset(ds, list(range(n)))
-    return torch.utils.data.DataLoader(
-        ds, batch_size=bs, shuffle=False, num_workers=cfg.num_workers, collate_fn=collate_keep_lists
-    )
+    size = input_size(cfg, root)
+    ds = LOCODataset(root, cfg.category, split, image_size=size, labels=[label], return_channels=keep)
+    if max_images is not None and int(max_images) < len(ds):
+        ds = torch.utils.data.Subset(ds, list(range(int(max_images))))
+    return torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=False, num_workers=cfg.num_workers,
+                                       collate_fn=collate_keep_lists)
 
 
 def train_images(cfg: ESADConfig, root: str | Path | None = None) -> torch.Tensor:
@@ -172,10 +155,8 @@ def train_images(cfg: ESADConfig, root: str | Path | None = None) -> torch.Tenso
     in [-1, 1] (what ``fit`` of a detector gets)."""
     root = Path(root) if root is not None else dataset_root(cfg)
     if not list_samples(root, cfg.category, split="train", labels=["good"]):
-        raise FileNotFoundError(
-            f"no train/good images in {root / cfg.category}; a detector is fitted on them "
-            "(check the dataset root with `esad check`)"
-        )
+        raise FileNotFoundError(f"no train/good images in {root / cfg.category}; a detector is fitted on "
+                                "them (check the dataset root with `esad check`)")
     loader = _label_loader(cfg, root, "train", "good", False, None, 64)
     return torch.cat([b["image"] for b in loader])
 
@@ -185,26 +166,19 @@ def fit_detector(detector, cfg: ESADConfig, root: str | Path | None = None):
     return detector.fit(train_images(cfg, root))
 
 
-def score_dataset(
-    detector, cfg: ESADConfig, split: str = "test", labels: Sequence[str] | None = None,
-    root: str | Path | None = None, max_images: int | None = None, keep_channels: bool = True,
-    progress: bool = True,
-) -> ScoreResult:
-    """THE scoring loop: every image of ``split`` of ``cfg.category`` through a fitted ``detector``.
-
-    ``detector.batch_size`` images a call (default ``cfg.eval_batch_size``); labels present in the
-    root (default good/logical/structural); ``max_images`` per label (default ``cfg.max_test_images``).
-    """
+def score_dataset(detector, cfg: ESADConfig, split: str = "test", labels: Sequence[str] | None = None,
+                  root: str | Path | None = None, max_images: int | None = None, keep_channels: bool = True,
+                  progress: bool = True) -> ScoreResult:
+    """THE scoring loop: every image of ``split`` of ``cfg.category`` through a fitted ``detector``,
+    ``detector.batch_size`` images a call (default ``cfg.eval_batch_size``); ``labels`` present in the root
+    (default good/logical/structural); ``max_images`` per label (default ``cfg.max_test_images``)."""
     root = Path(root) if root is not None else dataset_root(cfg)
-    if max_images is None:
-        max_images = cfg.max_test_images
+    max_images = cfg.max_test_images if max_images is None else max_images
     wanted = list(labels) if labels is not None else ["good", "logical", "structural"]
     present = [lab for lab in wanted if list_samples(root, cfg.category, split=split, labels=[lab])]
     if not present:
-        raise FileNotFoundError(
-            f"no images for labels {wanted} in {root / cfg.category / split}; check the dataset root "
-            "(see `esad check`)"
-        )
+        raise FileNotFoundError(f"no images for labels {wanted} in {root / cfg.category / split}; check the "
+                                "dataset root (see `esad check`)")
     bs = int(getattr(detector, "batch_size", None) or cfg.eval_batch_size)
     out = ScoreResult(np.zeros(0), np.zeros(0, dtype=np.int64), [], [], [], [], [] if keep_channels else None)
     t_wall = time.perf_counter()
@@ -214,7 +188,7 @@ def score_dataset(
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             t0 = time.perf_counter()
             maps = torch.as_tensor(detector.anomaly_maps(batch["image"])).float().cpu().numpy()
-            sizes = [_orig_size(sz) for sz in batch["orig_size"]]
+            sizes = [(int(h), int(w)) for h, w in batch["orig_size"]]
             s = np.asarray([float(upsample_map(m, sz).max()) for m, sz in zip(maps, sizes)])
             out.seconds += time.perf_counter() - t0
             out.scores = np.append(out.scores, s)
@@ -229,15 +203,11 @@ def score_dataset(
     return out
 
 
-def normalization_stats(
-    detector, cfg: ESADConfig, split: str = "validation", root: str | Path | None = None,
-    progress: bool = True,
-) -> MapStats:
+def normalization_stats(detector, cfg: ESADConfig, split: str = "validation", root: str | Path | None = None,
+                        progress: bool = True) -> MapStats:
     """Per-pixel statistics of ``detector``'s maps of ``split``/good (for ``cfg.map_normalization``)."""
     res = score_dataset(detector, cfg, split, ["good"], root, None, keep_channels=False, progress=progress)
     if len(res.maps) < 2:
-        raise ValueError(
-            f"map_normalization={split!r} needs at least 2 images in {split}/good of {cfg.category}; "
-            f"found {len(res.maps)}. Add images there or set map_normalization to 'none'."
-        )
+        raise ValueError(f"map_normalization={split!r} needs at least 2 images in {split}/good of "
+                         f"{cfg.category}; found {len(res.maps)}. Add images or set it to 'none'.")
     return MapStats.from_maps(torch.as_tensor(np.stack(res.maps)))

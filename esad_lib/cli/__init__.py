@@ -1,8 +1,6 @@
 """The ``esad`` command line: one small module per command group, each argparse plus a library call.
-
-Each module of ``COMMAND_MODULES`` has ``register(subparsers)``, which adds its parsers and sets
-``func`` (``args -> exit code``) on each.
-"""
+Each module of ``COMMAND_MODULES`` has ``register(subparsers)``, which adds its parsers and sets ``func``
+(``args -> exit code``) on each."""
 
 from __future__ import annotations
 

@@ -15,8 +15,7 @@ from esad_lib.paths import cache_dir
 
 def base_config(profile: str | None, dataset: str | None, sets: list[str]) -> ESADConfig:
     """The profile preset (explicit ``--profile`` wins over ``ESAD_PROFILE``) plus overrides."""
-    name = profile or profile_name(None)
-    cfg = PRESETS[name]
+    cfg = PRESETS[profile or profile_name(None)]
     overrides = parse_overrides(sets)
     if dataset:
         overrides["dataset"] = dataset

@@ -56,11 +56,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "split",
-        help="split MVTec LOCO AD into structural/ and logical/ datasets",
+        "split", help="split MVTec LOCO AD into structural/ and logical/ datasets",
         description="Write OUT/structural/<category> and OUT/logical/<category> from a LOCO-layout root. "
-        "The source is never modified; re-runs are no-ops; interrupted runs are completed by re-running.",
-    )
+        "The source is never modified; re-runs are no-ops; interrupted runs are completed by re-running.")
     p.add_argument("src", help="LOCO-layout root (e.g. mvtec_loco_anomaly_detection/)")
     p.add_argument("out", help="output folder (new, empty, or an earlier 'esad split' output)")
     p.add_argument("--mode", choices=MODES, default="copy",

@@ -21,13 +21,11 @@ from esad_lib.report import format_report, summary_line
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from esad_lib.run_io import RunFileError  # loads torch: score-maps never does
 
-    norm = args.normalization
-    named = (("score_map", args.score_map), ("smoothing", args.smoothing), ("map_normalization", norm))
-    overrides = {k: v for k, v in named if v}
+    named = {"score_map": args.score_map, "smoothing": args.smoothing,
+             "map_normalization": args.normalization, "device": args.device}
+    overrides = {k: v for k, v in named.items() if v}
     if args.no_fast:
         overrides["fast_scoring"] = False
-    if args.device:
-        overrides["device"] = args.device
     for run in args.runs:
         try:
             m = evaluate_run(run, args.max_images, not args.quiet, not args.no_scores, overrides or None,
@@ -73,20 +71,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from esad_lib.demo import run_demo
 
-    for c in args.categories:
-        if c not in CATEGORIES:
-            return fail(f"unknown category {c!r}; choose from {', '.join(CATEGORIES)}")
+    if bad := [c for c in args.categories if c not in CATEGORIES]:
+        return fail(f"unknown category {bad[0]!r}; choose from {', '.join(CATEGORIES)}")
     try:
         overrides = parse_overrides(args.set or [])
     except ValueError as e:
         return fail(f"esad demo: {e}")
     if args.seeds is not None and (len(set(args.seeds)) < 2 or "seed" in overrides):
         return fail("esad demo: --seeds takes two or more training seeds, without --set seed=N")
-    res = run_demo(
-        profile=args.profile, out=args.out, categories=args.categories, with_riad=args.with_riad,
-        with_naive=not args.no_naive, with_patchcore=args.with_patchcore, progress=not args.quiet,
-        overrides=overrides, seeds=args.seeds,
-    )
+    res = run_demo(profile=args.profile, out=args.out, categories=args.categories, with_riad=args.with_riad,
+                   with_naive=not args.no_naive, with_patchcore=args.with_patchcore, progress=not args.quiet,
+                   overrides=overrides, seeds=args.seeds)
     print(res.text)
     print(f"wrote {res.report_dir / 'report.md'} and {res.report_dir / 'demo.json'}", file=sys.stderr)
     return 0
@@ -125,14 +120,12 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the run's)")
     p.add_argument("--no-scores", action="store_true", help="do not write RUN/scores.csv")
     p.add_argument("--export-maps", metavar="DIR",
-                   help="also write every test map as float32 TIFF in MVTec LOCO "
-                   "AD's layout DIR/<category>/test/<label dir>/<image id>.tiff (for MVTec's "
-                   "evaluation script)")
+                   help="also write every test map as float32 TIFF in MVTec LOCO AD's layout "
+                   "DIR/<category>/test/<label dir>/<image id>.tiff (for MVTec's evaluation script)")
     quiet_flag(p, cmd_evaluate)
 
-    p = subparsers.add_parser("score-maps",
-                              help="metrics.json and the report table from anomaly maps of any "
-                              "method on disk")
+    p = subparsers.add_parser("score-maps", help="metrics.json and the report table from anomaly maps of "
+                              "any method on disk")
     p.add_argument("maps_dir", metavar="MAPS_DIR",
                    help="maps laid out <MAPS_DIR>/<category>/test/<label>/<id>.tiff|.npy")
     p.add_argument("--dataset", required=True, metavar="LOCO_ROOT", help="the dataset the maps are of")

@@ -29,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model-info", help="parameters and MACs per network and per full test-time scoring of one image",
         description="Print parameters and multiply-accumulates (MACs) of the inpainting and reconstruction "
         "U-Nets for one image, and of the full test-time scoring of one image (all cutout sizes x all masks, "
-        "both networks).",
-    )
+        "both networks).")
     p.add_argument("--profile", choices=PROFILES, help="scale profile (default: $ESAD_PROFILE or demo)")
     p.add_argument("--width", type=int, help="override base_width")
     p.add_argument("--unet", choices=CHOICES["unet"], help="override the U-Net kind")

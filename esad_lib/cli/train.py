@@ -58,21 +58,19 @@ def run(args: argparse.Namespace) -> int:
     main_rank = dist_info().is_main
     try:
         cfg = build_config(args)
-        progress, tb = not args.no_progress, args.tensorboard
-        result = train(cfg, args.out, resume=args.resume, progress=progress, tensorboard=tb)
+        result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                       tensorboard=args.tensorboard)
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
         if main_rank:
             print(f"esad train: error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, FloatingPointError) else 1
     if main_rank:
         extra = result.extra
-        print(
-            f"trained {cfg.method} on {cfg.category} ({cfg.profile} profile): {result.epochs_run} epochs "
-            f"in {result.train_seconds:.1f} s on {extra['device']}"
-            + (f" x {extra['world_size']} processes" if extra["world_size"] > 1 else "")
-            + f"; best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"
-            + ("; stopped early" if result.stopped_early else "")
-        )
+        print(f"trained {cfg.method} on {cfg.category} ({cfg.profile} profile): {result.epochs_run} epochs "
+              f"in {result.train_seconds:.1f} s on {extra['device']}"
+              + (f" x {extra['world_size']} processes" if extra["world_size"] > 1 else "")
+              + f"; best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"
+              + ("; stopped early" if result.stopped_early else ""))
         print(f"run folder: {result.run_dir}")
     return 0
 
