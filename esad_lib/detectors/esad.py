@@ -19,8 +19,7 @@ class EsadDetector:
 
     def __init__(self, cfg: ESADConfig, model: torch.nn.Module | None = None, root: str | Path | None = None,
                  progress: bool = True) -> None:
-        self.cfg, self.root, self.progress = cfg, root, progress
-        self.name = cfg.method
+        self.cfg, self.root, self.progress, self.name = cfg, root, progress, cfg.method
         self.batch_size = int(cfg.eval_batch_size) if cfg.fast_scoring else 1
         self.model: torch.nn.Module | None = None
         self.extractor: torch.nn.Module | None = None

@@ -1,7 +1,5 @@
-"""The naive per-pixel z-score baseline (``esad_lib.baselines``; not in the paper) as a detector.
-
-z(p) = max_c |x_c(p) - mu_c(p)| / max(sigma_c(p), sigma_min), grey levels 0..255, network size.
-"""
+"""The naive per-pixel z-score baseline (``esad_lib.baselines``; not in the paper) as a detector:
+z(p) = max_c |x_c(p) - mu_c(p)| / max(sigma_c(p), sigma_min), grey levels 0..255, network size."""
 
 from __future__ import annotations
 

@@ -31,7 +31,5 @@ from esad_lib.patchcore.patches import (
     reduce_channels,
 )
 
-__all__ = [
-    "PatchCore", "greedy_coreset_indices", "jl_projection", "local_aggregate", "nearest_neighbour_distances",
-    "patch_features", "reduce_channels",
-]
+__all__ = ["PatchCore", "greedy_coreset_indices", "jl_projection", "local_aggregate",
+           "nearest_neighbour_distances", "patch_features", "reduce_channels"]

@@ -22,10 +22,8 @@ class PatchCore:
 
     name = "patchcore"
 
-    def __init__(
-        self, extractor: torch.nn.Module, config: PatchCoreConfig | None = None, seed: int = 0,
-        cfg: ESADConfig | None = None, **settings: Any,
-    ) -> None:
+    def __init__(self, extractor: torch.nn.Module, config: PatchCoreConfig | None = None, seed: int = 0,
+                 cfg: ESADConfig | None = None, **settings: Any) -> None:
         self.config = (config or PatchCoreConfig()).replace(**settings)
         self.extractor = extractor.eval()
         self.seed = int(seed)
@@ -42,13 +40,11 @@ class PatchCore:
         """An unfitted PatchCore on ``cfg.device`` with ``config.extractor`` and ``seed=cfg.seed``."""
         config = (config or PatchCoreConfig()).replace(**kw)
         if config.extractor == "recon_encoder":
-            raise ValueError(
-                "extractor 'recon_encoder' is the encoder of a trained ESAD net; PatchCore is training-free: "
-                "use a frozen extractor such as 'random_cnn' or an ImageNet backbone"
-            )
+            raise ValueError("extractor 'recon_encoder' is the encoder of a trained ESAD net; PatchCore is "
+                             "training-free: use a frozen one such as 'random_cnn' or an ImageNet backbone")
         device = resolve_device(cfg.device)
         ext = build_feature_extractor(config.extractor, weights=cfg.feature_weights, device=device)
-        return cls(ext.to(device), config, seed=cfg.seed, cfg=cfg)
+        return cls(ext, config, seed=cfg.seed, cfg=cfg)
 
     @property
     def device(self) -> torch.device:
@@ -56,22 +52,17 @@ class PatchCore:
         return p.device if p is not None else torch.device("cpu")
 
     def info(self) -> dict[str, Any]:
-        """The metrics.json entries of a PatchCore evaluation (``esad_lib.evaluation.evaluate``): the
-        settings and, once fitted, the bank's size under ``patchcore``."""
+        """The metrics.json entries (``esad_lib.evaluation.evaluate``): once fitted, the bank's size too."""
         bank = self.memory_bank
-        p = {
-            **self.config.to_dict(),
-            "extractor": str(getattr(self.extractor, "name", type(self.extractor).__name__)),
-            "layers": list(self.config.layers),
-            "seed": self.seed,
-            "full_bank_size": self.full_bank_size,
-            "bank_size": None if bank is None else int(bank.shape[0]),
-            "feature_dim": None if bank is None else int(bank.shape[1]),
-            "grid": None if self.grid is None else list(self.grid),
-        }
-        smoothing = "gaussian" if self.config.sigma > 0 else "none"
-        out: dict[str, Any] = {"score_map": "nearest_neighbour", "smoothing": smoothing}
-        out.update(map_normalization="none", feature_extractor=p["extractor"], patchcore=p)
+        p = {**self.config.to_dict(), "layers": list(self.config.layers),
+             "extractor": str(getattr(self.extractor, "name", type(self.extractor).__name__)),
+             "seed": self.seed, "full_bank_size": self.full_bank_size,
+             "bank_size": None if bank is None else int(bank.shape[0]),
+             "feature_dim": None if bank is None else int(bank.shape[1]),
+             "grid": None if self.grid is None else list(self.grid)}
+        out: dict[str, Any] = {
+            "score_map": "nearest_neighbour", "smoothing": "gaussian" if self.config.sigma > 0 else "none",
+            "map_normalization": "none", "feature_extractor": p["extractor"], "patchcore": p}
         if self.cfg is not None:
             out["config_key"] = self.config.key(self.cfg)
         return out
@@ -92,9 +83,8 @@ class PatchCore:
         feats, size = [], None
         batches = images.split(self.batch_size) if isinstance(images, torch.Tensor) else images
         for batch in tqdm(batches, desc="patchcore: memory bank", disable=not progress, leave=False):
-            if size is None:
-                size = tuple(batch.shape[-2:])
-            elif tuple(batch.shape[-2:]) != size:
+            size = size or tuple(batch.shape[-2:])
+            if tuple(batch.shape[-2:]) != size:
                 raise ValueError(f"fit images must share one size; got {size} and {tuple(batch.shape[-2:])}")
             f = self.embed(batch)
             self.grid = (int(f.shape[1]), int(f.shape[2]))
@@ -105,8 +95,8 @@ class PatchCore:
         self.full_bank_size = int(bank.shape[0])
         if self.config.coreset_ratio < 1.0:
             n_select = max(1, int(self.full_bank_size * self.config.coreset_ratio))
-            pdim = self.config.projection_dim
-            idx = greedy_coreset_indices(bank, n_select, pdim, self.seed, progress=progress)
+            idx = greedy_coreset_indices(bank, n_select, self.config.projection_dim, self.seed,
+                                         progress=progress)
             bank = bank[idx.to(bank.device)]
         self.memory_bank = bank.contiguous()
         self.image_size = size

@@ -15,23 +15,9 @@ from esad_lib.config import PatchCoreConfig
 DEFAULTS = PatchCoreConfig()
 
 
-def _check_layers(layers: Sequence[int], n_maps: int) -> list[int]:
-    idx = [int(i) for i in layers]
-    if not idx:
-        raise ValueError("layers=() : PatchCore needs at least one feature tap, e.g. layers=(1, 2)")
-    if bad := [i for i in idx if not -n_maps <= i < n_maps]:
-        raise ValueError(
-            f"layers={tuple(layers)}: tap(s) {bad} out of range; the extractor returns {n_maps} maps "
-            f"(indices 0..{n_maps - 1}, shallow to deep)"
-        )
-    return idx
-
-
 def local_aggregate(feat: torch.Tensor, patch_size: int = DEFAULTS.patch_size) -> torch.Tensor:
-    """Local neighbourhood aggregation ``[B,C,h,w] -> [B,C,h,w]``; at the border only existing neighbours.
-
-    phi(h, w) = mean of f(a, b) over the p x p neighbourhood of (h, w)   [PC eq. 2-3]
-    """
+    """Local neighbourhood aggregation ``[B,C,h,w] -> [B,C,h,w]``; at the border only existing neighbours:
+    phi(h, w) = mean of f(a, b) over the p x p neighbourhood of (h, w)   [PC eq. 2-3]"""
     if patch_size <= 1:
         return feat
     return F.avg_pool2d(feat, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
@@ -49,16 +35,17 @@ def patch_features(
     patch_size: int = DEFAULTS.patch_size, target_dim: int | None = None,
 ) -> torch.Tensor:
     """Patch features from the extractor's maps ``[B,C_l,H_l,W_l]``: ``-> [B, h, w, D]``, first tap's grid."""
-    idx = _check_layers(layers, len(maps))
-    agg = [local_aggregate(maps[i].float(), patch_size) for i in idx]
+    n = len(maps)
+    if not layers or any(not -n <= int(i) < n for i in layers):
+        raise ValueError(f"layers={tuple(layers)}: PatchCore needs at least one tap, in range; the extractor "
+                         f"returns {n} maps (indices 0..{n - 1}, shallow to deep)")
+    agg = [local_aggregate(maps[int(i)].float(), patch_size) for i in layers]
     h, w = agg[0].shape[-2:]
     up = [a if a.shape[-2:] == (h, w) else F.interpolate(a, (h, w), mode="bilinear", align_corners=False)
           for a in agg]
     x = torch.cat(up, dim=1)  # [B, D, h, w]
-    b, d = x.shape[:2]
-    flat = x.permute(0, 2, 3, 1).reshape(-1, d)
-    flat = reduce_channels(flat, target_dim)
-    return flat.reshape(b, h, w, flat.shape[1])
+    flat = reduce_channels(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]), target_dim)
+    return flat.reshape(x.shape[0], h, w, flat.shape[1])
 
 
 def jl_projection(dim: int, projection_dim: int | None, seed: int) -> torch.Tensor | None:
@@ -74,8 +61,7 @@ def greedy_coreset_indices(
     features: torch.Tensor, n_select: int, projection_dim: int | None = DEFAULTS.projection_dim,
     seed: int = 0, first_index: int | None = None, progress: bool = False,
 ) -> torch.Tensor:
-    """Greedy coreset of ``features [N, D]`` (PC Algorithm 1): indices ``int64 [n_select]``.
-
+    """Greedy coreset of ``features [N, D]`` (PC Algorithm 1): indices ``int64 [n_select]``:
         m* = argmax_{m in M \\ M_C} min_{n in M_C} || psi(m) - psi(n) ||_2      [PC Alg. 1]
     """
     n = features.shape[0]
@@ -107,19 +93,14 @@ def greedy_coreset_indices(
 def nearest_neighbour_distances(
     queries: torch.Tensor, bank: torch.Tensor, chunk_size: int = 1024, bank_chunk_size: int = 8192
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance of each query to its nearest bank entry: ``[M,D] x [N,D] -> (float32 [M], int64 [M])``.
-
+    """Distance of each query to its nearest bank entry: ``[M,D] x [N,D] -> (float32 [M], int64 [M])``:
     s(q) = min_{m in bank} || q - m ||_2      [PC Sec. 3.3]
-    Float64 cdist search in chunks (they bound the memory only); the distance is recomputed exactly
-    from the difference vector.
-    """
+    Float64 cdist search in chunks (they bound the memory only), the distance recomputed exactly."""
     if chunk_size < 1 or bank_chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}, bank_chunk_size={bank_chunk_size}: both must be >= 1")
     if queries.dim() != 2 or bank.dim() != 2 or queries.shape[1] != bank.shape[1]:
-        raise ValueError(
-            f"queries {tuple(queries.shape)} and bank {tuple(bank.shape)} must be [M, D] and [N, D] "
-            "with one D; was the bank fitted with another extractor, layers or target_dim?"
-        )
+        raise ValueError(f"queries {tuple(queries.shape)}, bank {tuple(bank.shape)}: need [M, D] and [N, D] "
+                         "with one D; was the bank fitted with another extractor, layers or target_dim?")
     if bank.shape[0] == 0:
         raise ValueError("the memory bank is empty; fit PatchCore on at least one image")
     m = queries.shape[0]

@@ -57,10 +57,9 @@ class MacCounter:
 @contextlib.contextmanager
 def mac_counter(module: nn.Module) -> Iterator[MacCounter]:
     """Count the MACs of every forward pass of ``module`` run inside the ``with`` block."""
-    counter = MacCounter()
-    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-    counted = [(n, m) for n, m in module.named_modules() if isinstance(m, kinds)]
-    handles = [m.register_forward_hook(functools.partial(counter.add, n)) for n, m in counted]
+    counter, kinds = MacCounter(), (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    handles = [m.register_forward_hook(functools.partial(counter.add, n))
+               for n, m in module.named_modules() if isinstance(m, kinds)]
     try:
         yield counter
     finally:
@@ -117,7 +116,7 @@ def _human(n: float) -> str:
 def format_model_info(info: dict[str, Any]) -> str:
     """A short human-readable table of ``model_info``'s dict."""
     h, w = info["image_size"]
-    lines = [
+    return "\n".join([
         f"method={info['method']}  unet={info['unet']}  widths={info['widths']}  image={h}x{w}",
         f"{'network':<14}{'parameters':>16}{'MACs / image':>18}",
         *(f"{name:<14}{d['params']:>16,}{_human(d['macs']):>18}" for name, d in info["networks"].items()),
@@ -125,5 +124,4 @@ def format_model_info(info: dict[str, Any]) -> str:
         f"full test-time scoring of one image: {len(info['cutout_sizes'])} cutout sizes "
         f"{info['cutout_sizes']} x {info['num_masks']} masks = {info['scoring_passes']} passes per network, "
         f"fill={info['test_fill']}: {_human(info['scoring_macs'])} MACs ({info['scoring_macs']:,})",
-    ]
-    return "\n".join(lines)
+    ])

@@ -2,8 +2,7 @@
 ``fold_batchnorm`` merges each eval-mode BatchNorm into the conv before it (the feature
 extraction block has one after each of its three convs: folding saves a read and write of
 every activation, what the memory-bound depthwise convs pay for on a CPU), and
-``prepare_for_inference`` returns a folded, channels_last, marked *copy* (the scoring fast path).
-"""
+``prepare_for_inference`` returns a folded, channels_last, marked *copy* (the scoring fast path)."""
 
 from __future__ import annotations
 

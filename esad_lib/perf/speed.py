@@ -85,8 +85,7 @@ def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warm
             sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in tqdm(range(repeats), desc=progress, disable=progress is None, leave=False):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for n in order:
+        for n in names[r % len(names) :] + names[: r % len(names)]:
             sync(device)
             t0 = time.perf_counter()
             fns[n]()
@@ -148,7 +147,6 @@ def latency_spread(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for (name, layout), ms in groups.items():
         # quartiles, "inclusive": q_p = x_(1 + p (n - 1)) interpolated; one sample: q1 = q3 = it
         q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else (ms[0],) * 3
-        med = statistics.median(ms)
-        out.append({"net": name, "layout": layout, "n": len(ms), "median_ms": med, "q1_ms": q1, "q3_ms": q3}
-                   | {"min_ms": min(ms), "max_ms": max(ms)})
+        out.append({"net": name, "layout": layout, "n": len(ms), "median_ms": statistics.median(ms),
+                    "q1_ms": q1, "q3_ms": q3, "min_ms": min(ms), "max_ms": max(ms)})
     return out
