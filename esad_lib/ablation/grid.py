@@ -46,8 +46,7 @@ def _check_run_dir(spec: RunSpec, out: Path) -> None:
         raise RuntimeError(
             f"{spec.run_dir(out)} holds a run of {spec.variant!r} made with another configuration "
             f"(config_key {old.get('config_key')} != {spec.config_key}, profile "
-            f"{old.get('profile')} -> {spec.cfg.profile}); use a new --out directory or move the old one"
-        )
+            f"{old.get('profile')} -> {spec.cfg.profile}); use a new --out directory or move the old one")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -71,8 +70,7 @@ def _job(step: str, cfg_dict: dict[str, Any], model_dir: Path, arg: Any) -> Any:
 
 
 def _run_jobs(jobs: list[Job], ex: cf.Executor | None, device: str | None) -> Iterator[tuple[int, Any]]:
-    """``(job index, result)`` as the jobs finish: in the worker pool ``ex``, else one after the other
-    in this process (on ``device`` when given, else each config's own)."""
+    """``(job index, result)`` as jobs finish: in the pool ``ex``, else in turn here (on ``device``)."""
     if ex is None:
         for i, (step, cfg, mdir, arg) in enumerate(jobs):
             yield i, getattr(steps, step)(cfg.replace(device=device) if device else cfg, mdir, arg)
@@ -99,7 +97,7 @@ class GridReport:
     summary_md: Path | None = None
 
 
-def _train_jobs(specs: list[RunSpec], out: Path, models_root: Path, report: GridReport) -> list[Job]:
+def _train_jobs(specs: list[RunSpec], models_root: Path, report: GridReport) -> list[Job]:
     """One job per distinct model a pending run needs (notes trained / resumed; writes
     train_config.json: the config with the preset's test-time fields)."""
     jobs: dict[str, Job] = {}
@@ -136,7 +134,7 @@ def _finish(group: list[RunSpec], metrics: dict[str, Any], out: Path, report: Gr
 def _execute(pending, out, models_root, report, ex, device: str | None, progress: bool) -> None:
     """Train every model ``pending`` needs, then evaluate each distinct config once (a detector in
     this process: a reader's may not pickle), with :func:`_run_jobs`."""
-    jobs = _train_jobs(pending, out, models_root, report)
+    jobs = _train_jobs(pending, models_root, report)
     for _ in tqdm(_run_jobs(jobs, ex, device), total=len(jobs), desc="ablation: train", disable=not progress):
         pass
     groups: dict[str, list[RunSpec]] = {}

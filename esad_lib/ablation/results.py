@@ -55,8 +55,7 @@ def read_run_scores(run_dir: str | Path):
 
 
 def _run_image_ci(scores_df, category: str) -> dict[str, tuple[float, float]]:
-    """``image_auroc.<type>`` -> (low, high) of one run's stratified-bootstrap interval (the resamples
-    of ``ImageBootstrap``: seeded per category)."""
+    """``image_auroc.<type>`` -> (low, high): the run's stratified bootstrap (ImageBootstrap's resamples)."""
     if scores_df is None or not (scores_df["label"] == "good").any():
         return {}
     scores, labels = scores_df["score"].to_numpy(float), scores_df["label"].astype(str)
@@ -83,12 +82,10 @@ def collect_results(out: str | Path, specs: Iterable[RunSpec] | None = None):
 
 
 def collect_scores(out: str | Path, specs: Iterable[RunSpec] | None = None) -> dict[tuple, Any]:
-    """``{(variant, category, seed): scores DataFrame}`` of the finished runs under ``out`` that
-    have a ``scores.csv``."""
+    """``{(variant, category, seed): scores}`` of the finished runs under ``out`` with scores.csv."""
     found = {}
     for d in _finished_run_dirs(Path(out), specs):
-        sc = read_run_scores(d)
-        if sc is not None:
+        if (sc := read_run_scores(d)) is not None:
             found[(d.parent.parent.name, d.parent.name, int(d.name.removeprefix("seed")))] = sc
     return found
 
@@ -100,9 +97,8 @@ def read_results(path: str | Path):
         raise FileNotFoundError(f"{path} does not exist; run `esad ablate ... --out DIR` (it writes it)")
     df = pd.read_csv(path)
     if missing := [c for c in RESULT_COLUMNS if c not in df.columns]:
-        raise ValueError(
-            f"{path} is not an ablation results table: columns {missing} missing (expected {RESULT_COLUMNS})"
-        )
+        raise ValueError(f"{path} is not an ablation results table: columns {missing} missing "
+                         f"(expected {RESULT_COLUMNS})")
     return df
 
 
@@ -160,7 +156,9 @@ class ImageBootstrap:
                 self.runs[k] = uncertainty.auroc_by_type_resampled(s, names_ref, weights)
 
     def _cells(self, variant: str, metric: str, cells: Iterable[tuple[str, int]]):
-        """value and samples [B] of ``metric`` per (category, seed); None if one is missing."""
+        """value and samples [B] of ``metric`` per (category, seed); None if one is missing (or no CI)."""
+        if metric not in CI_METRICS:
+            return None
         kind, out = metric.split(".", 1)[1], {}
         for c, s in cells:
             r = self.runs.get((variant, c, int(s)))
@@ -171,20 +169,15 @@ class ImageBootstrap:
 
     def interval(self, df, variant: str, metric: str, categories: Sequence[str] | None = None):
         """CI of the variant's metric averaged over categories (then over seeds), or None."""
-        if metric not in CI_METRICS:
-            return None
         sub = df[(df["variant"] == variant) & (df["metric"] == metric)]
         if categories is not None:
             sub = sub[sub["category"].isin(categories)]
-        cells = None if sub.empty else self._cells(variant, metric, zip(sub["category"], sub["seed"]))
-        if cells is None:
+        if sub.empty or (cells := self._cells(variant, metric, zip(sub["category"], sub["seed"]))) is None:
             return None
         return _per_seed_interval([(s, v, b) for (_, s), (v, b) in cells.items()], (0.0, 1.0))
 
     def paired(self, df, variant: str, base: str, metric: str):
         """Paired CI of ``variant - base`` on ``metric`` (same seeds, common categories), or None."""
-        if metric not in CI_METRICS:
-            return None
         sub = df[df["metric"] == metric]
         have = {v: set(zip(g["category"], g["seed"].astype(int))) for v, g in sub.groupby("variant")}
         common = sorted(have.get(variant, set()) & have.get(base, set()))

@@ -35,23 +35,20 @@ def train_model(cfg: ESADConfig, model_dir: Path, resume: bool) -> None:
 
 
 def evaluate_variant(model: Any, cfg: ESADConfig, progress: bool = False) -> tuple[dict[str, Any], Any]:
-    """``(metrics, ScoreResult)`` of a trained ``model`` scored with ``cfg``'s test-time fields
-    (``evaluation.evaluate_model``, quiet by default)."""
+    """``(metrics, ScoreResult)`` of a trained ``model`` scored with ``cfg``'s test-time fields (quiet)."""
     return evaluation.evaluate_model(model, cfg, progress=progress)
 
 
 def evaluate_model(cfg: ESADConfig, model_dir: Path, run_dir: Path) -> dict[str, Any]:
     """Metrics of the model in ``model_dir`` scored with ``cfg``; writes ``run_dir/scores.csv``."""
     model, _ = load_run(model_dir)
-    return _scored(evaluate_variant(model.to(resolve_device(cfg.device)), cfg), run_dir)
+    metrics, result = evaluate_variant(model.to(resolve_device(cfg.device)), cfg)
+    atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
+    return metrics
 
 
 def evaluate_detector(factory: Callable[[ESADConfig], Any], cfg: ESADConfig, run_dir: Path) -> dict[str, Any]:
     """Fit ``factory(cfg)`` on train/good and evaluate it; writes ``run_dir/scores.csv``."""
-    return _scored(evaluate(fit_detector(factory(cfg), cfg), cfg, progress=False), run_dir)
-
-
-def _scored(evaluated: tuple[dict[str, Any], Any], run_dir: Path) -> dict[str, Any]:
-    metrics, result = evaluated
+    metrics, result = evaluate(fit_detector(factory(cfg), cfg), cfg, progress=False)
     atomic_write_text(Path(run_dir) / SCORES_FILE, scores_csv(result))
     return metrics

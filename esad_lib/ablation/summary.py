@@ -11,7 +11,6 @@ from esad_lib import uncertainty
 from esad_lib.ablation.results import CI_N_BOOT, ImageBootstrap, _as_bootstrap, seed_table, summary_table
 from esad_lib.ablation.variants import BASE_VARIANT, variant_registry
 from esad_lib.ablation.verdict import (
-    NO_CLAIM,
     SIMILAR_TOLERANCE,
     claim_verdict,
     minimum_detectable_effect,
@@ -37,8 +36,7 @@ def _cell(boot: ImageBootstrap | None, df, v: str, m: str, mean: float, std: flo
         return uncertainty.format_ci(ci)
     if m == "n_params" or m.endswith(".n_params"):
         return f"{mean:,.0f}"
-    no_std = std is None or (isinstance(std, float) and math.isnan(std))
-    return f"{100 * mean:.1f}" + ("" if no_std else f" ± {100 * std:.1f}")
+    return f"{100 * mean:.1f}" + ("" if pd.isna(std) else f" ± {100 * std:.1f}")
 
 
 def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
@@ -64,28 +62,22 @@ def _header(df, metrics: list[str], cats: list[str], seeds: list) -> list[str]:
 
 def _overall_rows(df, variants: list[str], metrics: list[str], boot: ImageBootstrap | None) -> list[str]:
     """One row per variant: each metric averaged over categories, with its CI where there is one."""
-    idx = {(r.variant, r.metric): r for r in summary_table(df).itertuples()}
-
-    def cell(v: str, m: str) -> str:
-        return "" if (r := idx.get((v, m))) is None else _cell(boot, df, v, m, r.mean, r.std)
-
-    return [_row([v] + [cell(v, m) for m in metrics]) for v in variants]
+    cells = {(r.variant, r.metric): _cell(boot, df, r.variant, r.metric, r.mean, r.std)
+             for r in summary_table(df).itertuples()}
+    return [_row([v] + [cells.get((v, m), "") for m in metrics]) for v in variants]
 
 
-def _per_category_tables(
-    df, variants: list[str], cats: list[str], headline: list[str], boot: ImageBootstrap | None
-) -> list[str]:
+def _per_category_tables(df, variants: list[str], cats: list[str], headline: list[str],
+                         boot: ImageBootstrap | None) -> list[str]:
     """Per headline metric: variants x categories (mean over seeds, CI where available)."""
     per_cat = df.groupby(["variant", "category", "metric"], sort=False)["value"].mean()
-
-    def cell(v: str, c: str, m: str) -> str:
-        return _cell(boot, df, v, m, per_cat[(v, c, m)], math.nan, [c]) if (v, c, m) in per_cat.index else ""
-
+    cells = {(v, c, m): _cell(boot, df, v, m, mean, math.nan, [c])
+             for (v, c, m), mean in per_cat.items() if m in headline}
     lines = []
     for m in headline:
         lines += ["", f"## {m} per category (mean over seeds, 95 % CI where available)", ""]
         lines += [_row(["variant", *cats]), "|---|" + "---|" * len(cats)]
-        lines += [_row([v] + [cell(v, c, m) for c in cats]) for v in variants]
+        lines += [_row([v] + [cells.get((v, c, m), "") for c in cats]) for v in variants]
     return lines
 
 
@@ -118,9 +110,8 @@ def _claim_tables(df, base: str, headline: list[str], boot: ImageBootstrap | Non
         for r in cmp.itertuples():
             verdict = f"{r.verdict} ({r.verdict_reason})"
             lines.append(_row([r.variant, r.claim, r.expected, r.measured, r.ci_method, verdict]))
-        checked = cmp[cmp["verdict"] != NO_CLAIM]["verdict"]
         profile = ", ".join(sorted(set(map(str, df["profile"]))))
-        lines += ["", verdict_sentence(checked, m, df["category"], df["seed"], profile)]
+        lines += ["", verdict_sentence(cmp["verdict"], m, df["category"], df["seed"], profile)]
     return lines
 
 
@@ -132,8 +123,7 @@ def summary_markdown(df, base: str = BASE_VARIANT, scores=None) -> str:
     boot = _as_bootstrap(df, scores)
     variants, metrics = list(dict.fromkeys(df["variant"])), list(dict.fromkeys(df["metric"]))
     cats = sorted(set(df["category"]))
-    lines = _header(df, metrics, cats, sorted(set(df["seed"])))
-    lines += _overall_rows(df, variants, metrics, boot)
+    lines = _header(df, metrics, cats, sorted(set(df["seed"]))) + _overall_rows(df, variants, metrics, boot)
     if boot is not None and boot.problems:
         lines += ["", "Runs without an interval (their test images differ from the category's other runs):"]
         lines += [f"- {k}: {msg}" for k, msg in sorted(boot.problems.items())]
@@ -160,38 +150,31 @@ def _interval(ci: dict | None, per_seed: list[float], what: str) -> tuple[float,
 #: columns of :func:`compare_to_base`'s table.
 COMPARE_COLUMNS: tuple[str, ...] = tuple(
     "variant claim expected delta_mean delta_std seed_deltas delta_low delta_high excludes_zero ci_method "
-    "measured verdict verdict_reason mde".split()
-)
+    "measured verdict verdict_reason mde".split())
 
 
-def compare_to_base(
-    df, metric: str, base: str = BASE_VARIANT, tolerance: float = SIMILAR_TOLERANCE, scores=None
-):
-    """Per variant (not ``base``): the paper's claim and Δ = its category mean − ``base``'s per seed
-    (common categories) on ``metric``, with its 95 % CI (:func:`_interval`; paired over the test
-    images with ``scores``), the :func:`claim_verdict` of that CI and its minimum detectable effect.
-    Columns :data:`COMPARE_COLUMNS`."""
+def compare_to_base(df, metric: str, base: str = BASE_VARIANT, tolerance: float = SIMILAR_TOLERANCE,
+                    scores=None):
+    """Per variant (not ``base``): the paper's claim and Δ = its category mean − ``base``'s per seed (common
+    categories) on ``metric``, with its 95 % CI (:func:`_interval`; paired over the test images with
+    ``scores``), the :func:`claim_verdict` of that CI and its minimum detectable effect (COMPARE_COLUMNS)."""
     reg, boot = variant_registry(), _as_bootstrap(df, scores)
     sub = df[df["metric"] == metric]
     if base not in set(sub["variant"]):
         return pd.DataFrame(columns=list(COMPARE_COLUMNS))
     per = sub.groupby(["variant", "seed", "category"])["value"].mean()
-    cats: dict[tuple, set] = {}  # (variant, seed) -> its categories
-    for vv, sd, c in per.index:
-        cats.setdefault((vv, sd), set()).add(c)
+    cats = sub.groupby(["variant", "seed"])["category"].agg(set).to_dict()  # (variant, seed) -> categories
     rows = []
     for v in dict.fromkeys(sub["variant"]):
         if v == base:
             continue
-        deltas, seed_deltas = [], {}
+        seed_deltas = {}
         for seed in sorted(set(sub.loc[sub["variant"] == v, "seed"])):
-            common = sorted(cats.get((v, seed), set()) & cats.get((base, seed), set()))
-            if common:
+            if common := sorted(cats.get((v, seed), set()) & cats.get((base, seed), set())):
                 dv = sum(per[(v, seed, c)] for c in common) / len(common)
                 db = sum(per[(base, seed, c)] for c in common) / len(common)
-                deltas.append(dv - db)
                 seed_deltas[int(seed)] = float(dv - db)
-        if not deltas:
+        if not (deltas := list(seed_deltas.values())):
             continue
         s = pd.Series(deltas)
         mean, std = float(s.mean()), float(s.std()) if len(s) > 1 else float("nan")
@@ -199,14 +182,13 @@ def compare_to_base(
         low, high, method = _interval(ci, deltas, "paired bootstrap over test images")
         var = reg.get(v)
         expected = var.expect if var else None
-        wording = {"lower": f"lower than {base}", "similar": f"close to {base}"}
-        expected_text = wording.get(expected, "no claim")
-        rows.append(
-            (v, var.claim if var else "", expected_text, mean, std, seed_deltas, low, high)
-            + (bool(low > 0 or high < 0), method, uncertainty.format_diff(mean, low, high) + f" (n={len(s)})")
-            + (claim_verdict(expected, low, high, tolerance), verdict_reason(expected, low, high, tolerance))
-            + (minimum_detectable_effect(low, high),)  # NaN without an interval
-        )
+        wording = {"lower": f"lower than {base}", "similar": f"close to {base}"}.get(expected, "no claim")
+        rows.append((
+            v, var.claim if var else "", wording, mean, std, seed_deltas, low, high,
+            bool(low > 0 or high < 0), method, uncertainty.format_diff(mean, low, high) + f" (n={len(s)})",
+            claim_verdict(expected, low, high, tolerance), verdict_reason(expected, low, high, tolerance),
+            minimum_detectable_effect(low, high),  # NaN without an interval
+        ))
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
 
@@ -217,17 +199,14 @@ INTERVAL_COLUMNS = tuple("variant metric value low high ci_method n_seeds n_cate
 def interval_table(df, scores=None, metrics=None):
     """Per variant and metric (``metrics``, default all): the mean over categories and seeds with its
     95 % CI (:func:`_interval`; over test images with ``scores``).  Columns :data:`INTERVAL_COLUMNS`."""
-    boot = _as_bootstrap(df, scores)
-    st = summary_table(df)
+    boot, st, per_seed, rows = _as_bootstrap(df, scores), summary_table(df), seed_values(df), []
     if metrics is not None:
         st = st[st["metric"].isin(list(metrics))]
-    per_seed = seed_values(df)
-    rows = []
     for r in st.itertuples():
         ci = boot.interval(df, r.variant, r.metric) if boot is not None else None
         low, high, method = _interval(ci, per_seed[(r.variant, r.metric)], "bootstrap over test images")
-        rows.append((r.variant, r.metric, float(r.mean), float(low), float(high), method, r.n_seeds))
-        rows[-1] += (int(r.n_categories),)
+        rows.append((r.variant, r.metric, float(r.mean), float(low), float(high), method, r.n_seeds,
+                     int(r.n_categories)))
     return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
 
 

@@ -35,10 +35,8 @@ class Variant:
 
 
 def _static_variants() -> list[Variant]:
-    alpha_claim = (
-        "The paper's test fill mixes inpainting and input with a fixed weight 0.5 "
-        "(select = 1); no other weight is reported."
-    )
+    alpha_claim = ("The paper's test fill mixes inpainting and input with a fixed weight 0.5 (select = 1); "
+                   "no other weight is reported.")
     cut_claim = "ESAD keeps RIAD's cutout sizes {2, 4, 8, 16}; other sets are not reported."
     k_claim = "ESAD keeps RIAD's K = 3 disjoint masks; other K are not reported."
     return [
@@ -132,10 +130,8 @@ def get_variant(name: str | Variant) -> Variant:
         return name if variant_registry().get(name.name) is name else register_variant(name)
     reg = variant_registry()
     if name not in reg:
-        raise KeyError(
-            f"unknown ablation variant {name!r}; known variants: {', '.join(reg)} "
-            "(add your own with esad_lib.ablation.register_variant(Variant(...)))"
-        )
+        raise KeyError(f"unknown ablation variant {name!r}; known variants: {', '.join(reg)} "
+                       "(add your own with esad_lib.ablation.register_variant(Variant(...)))")
     return reg[name]
 
 
@@ -149,7 +145,7 @@ def training_config(cfg: ESADConfig) -> ESADConfig:
     """``cfg`` with every test-time field reset to the profile preset's value (so variants that
     differ only in scoring share one ``train_key``, one trained model)."""
     preset = PRESETS.get(cfg.profile, ESADConfig())
-    return cfg.replace(**{f: getattr(preset, f) for f in TEST_TIME_FIELDS if hasattr(preset, f)})
+    return cfg.replace(**{f: getattr(preset, f) for f in TEST_TIME_FIELDS})
 
 
 def train_key(cfg: ESADConfig) -> str:
@@ -198,9 +194,8 @@ class RunSpec:
         return full if full != own and not model_finished(own) and model_finished(full) else own
 
 
-def expand_grid(
-    base: ESADConfig, variants: Sequence[str | Variant], categories: Sequence[str], seeds: Sequence[int]
-) -> list[RunSpec]:
+def expand_grid(base: ESADConfig, variants: Sequence[str | Variant], categories: Sequence[str],
+                seeds: Sequence[int]) -> list[RunSpec]:
     """``variants x categories x seeds`` run specs in that order (``Variant`` objects are registered);
     ``KeyError``/``ValueError`` for unknown names, empty axes or duplicates."""
     resolved = [get_variant(v) for v in variants]

@@ -44,7 +44,7 @@ def _check(expected: str | None, low: float, high: float, tolerance: float) -> N
         raise ValueError(f"expected must be one of {EXPECTATIONS} or None, got {expected!r}")
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    if not (math.isnan(low) or math.isnan(high)) and low > high:
+    if low > high:  # False when a bound is NaN
         raise ValueError(f"the interval's low bound {low} is above its high bound {high}")
 
 
@@ -75,8 +75,7 @@ def _judge(expected: str | None, low: float, high: float, tolerance: float, scal
 
 
 def claim_verdict(expected: str | None, low: float, high: float, tolerance: float = SIMILAR_TOLERANCE) -> str:
-    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``
-    (the rules of the module docstring)."""
+    """The verdict of the CI ``[low, high]`` of ``Δ = variant − esad`` for the claim ``expected``."""
     return _judge(expected, float(low), float(high), tolerance, 100.0)[0]
 
 
@@ -92,7 +91,7 @@ def count_verdicts(verdicts: Iterable[str]) -> dict[str, int]:
     vs = list(verdicts)
     if unknown := sorted({v for v in vs if v not in VERDICTS and v != NO_CLAIM}):
         raise ValueError(f"unknown verdict(s) {unknown}; expected {VERDICTS} or {NO_CLAIM!r}")
-    return {v: sum(1 for x in vs if x == v) for v in VERDICTS}
+    return {v: vs.count(v) for v in VERDICTS}
 
 
 def grid_description(categories: Sequence[str], seeds: Sequence[int]) -> str:
@@ -103,9 +102,8 @@ def grid_description(categories: Sequence[str], seeds: Sequence[int]) -> str:
     return f"{c} x {s}"
 
 
-def verdict_sentence(
-    verdicts: Iterable[str], metric: str, categories: Sequence[str], seeds: Sequence[int], profile: str
-) -> str:
+def verdict_sentence(verdicts: Iterable[str], metric: str, categories: Sequence[str], seeds: Sequence[int],
+                     profile: str) -> str:
     """The summary sentence of a claims table: each verdict counted, the grid named."""
     n = count_verdicts(verdicts)
     total = sum(n.values())
